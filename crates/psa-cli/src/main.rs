@@ -1,0 +1,95 @@
+//! `psa`: the operator's command line. Thin: it reads configuration, then calls the crates.
+//!
+//! Exit codes: 0 success, 1 the operation failed, 2 bad usage, configuration or input.
+
+mod config;
+mod management;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{CliError, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "psa",
+    version,
+    about = "Multi-tenant PSA backend: tenant provisioning with customer tracking"
+)]
+struct Cli {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// Log format on stderr: pretty or json.
+    #[arg(long, env = "PSA_LOG_FORMAT", global = true, default_value = "pretty")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply the database migrations (idempotent).
+    Migrate {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The platform's management tenant.
+    Management {
+        #[command(subcommand)]
+        command: management::Command,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match LogFormat::parse(&cli.log_format) {
+        Ok(f) => f,
+        Err(e) => return e.report(),
+    };
+    config::init_logging(format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            return CliError::Failed(anyhow::anyhow!("cannot start the runtime: {e}")).report();
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => e.report(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Migrate { json } => {
+            let pool = config::pool(cli.database_url.as_deref(), 1).await?;
+            let before = applied(&pool).await;
+            psa_models::MIGRATOR.run(&pool).await.map_err(|e| {
+                CliError::Failed(anyhow::Error::new(e).context("migrations failed"))
+            })?;
+            let after = applied(&pool).await;
+            let newly = after.saturating_sub(before);
+            if json {
+                println!("{}", serde_json::json!({"applied": newly, "total": after}));
+            } else {
+                println!("migrations: {newly} applied, {after} in total");
+            }
+            Ok(())
+        }
+        Command::Management { command } => {
+            management::run(cli.database_url.as_deref(), command).await
+        }
+    }
+}
+
+/// How many migrations the database has recorded (0 before the first run).
+async fn applied(pool: &sqlx::PgPool) -> usize {
+    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+        .map(|n| n as usize)
+        .unwrap_or(0)
+}

@@ -1,0 +1,28 @@
+//! The shared models of psa: companies, contacts, tags, tenants, users and roles.
+//!
+//! Every operation takes the caller's connection (usually `&mut *transaction`), the tenant it
+//! acts in, its input and its options, like the reference's
+//! `CompanyModel.createCompany(input, tenant, trx, options)`. The models know nothing of HTTP,
+//! Temporal or the calling user: the API checks permissions before calling them, the workflow
+//! calls them with no user at all. The caller owns the transaction, so a use-case composes several
+//! operations into one commit.
+
+pub mod colors;
+pub mod companies;
+pub mod contacts;
+pub mod db;
+pub mod email_suffix;
+mod error;
+mod ids;
+pub mod password;
+pub mod seeds;
+pub mod tags;
+pub mod tenants;
+pub mod users;
+pub mod validate;
+
+pub use error::{Error, Result};
+pub use ids::{CompanyId, ContactId, LocationId, MappingId, RoleId, TagId, TenantId, UserId};
+
+/// The embedded schema migrations, applied by `psa migrate`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

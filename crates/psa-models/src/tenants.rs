@@ -1,0 +1,362 @@
+//! Tenants: creation with their own company and its "Main Office", the tenant settings, the
+//! management tenant, and complete deletion.
+//!
+//! Every tenant-owned table cascades from `tenants`, so [`delete`] is one statement that cannot
+//! forget a table; a test discovers the tables from the catalog to keep it so.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::PgConnection;
+
+use crate::companies::{self, Company, NewCompany};
+use crate::validate::{CompanyName, EmailAddress};
+use crate::{CompanyId, Error, LocationId, Result, TenantId};
+
+/// A row of `tenants`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Tenant {
+    pub tenant: TenantId,
+    /// The tenant's name (the reference's column name).
+    pub company_name: String,
+    pub email: String,
+    pub licensed_user_count: Option<i32>,
+    pub is_management: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+macro_rules! columns {
+    () => {
+        "tenant, company_name, email, licensed_user_count, is_management, created_at, updated_at"
+    };
+}
+
+/// Input of [`create`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NewTenant {
+    /// The tenant's name.
+    pub name: String,
+    /// The contact email of the tenant (its admin's).
+    pub email: String,
+    /// When given, the tenant's own ("MSP") company is created with this name.
+    pub company_name: Option<String>,
+    pub licensed_user_count: Option<i32>,
+}
+
+/// Options of [`create`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CreateOptions {
+    /// The id of the tenant's own company; minted by the caller for idempotency.
+    pub company_id: Option<CompanyId>,
+    /// Create the platform's management tenant.
+    pub is_management: bool,
+}
+
+/// What [`create`] stored.
+#[derive(Debug, Clone)]
+pub struct CreatedTenant {
+    pub tenant: Tenant,
+    pub company: Option<Company>,
+}
+
+/// The validated input of a tenant; shared with the workflow's input checks.
+pub fn validate(input: &NewTenant) -> Result<(CompanyName, EmailAddress, Option<CompanyName>)> {
+    let name = CompanyName::parse(&input.name)
+        .map_err(|e| rename_field(e, "tenant_name", "Tenant name"))?;
+    let email = EmailAddress::parse(&input.email)?;
+    validate_rest(input, name, email)
+}
+
+fn validate_rest(
+    input: &NewTenant,
+    name: CompanyName,
+    email: EmailAddress,
+) -> Result<(CompanyName, EmailAddress, Option<CompanyName>)> {
+    let company = input
+        .company_name
+        .as_deref()
+        .filter(|c| !c.trim().is_empty())
+        .map(CompanyName::parse)
+        .transpose()?;
+    if input.licensed_user_count.is_some_and(|n| n < 0) {
+        return Err(Error::validation(
+            "license_count",
+            "The licence count must not be negative",
+        ));
+    }
+    Ok((name, email, company))
+}
+
+fn rename_field(e: Error, field: &'static str, label: &str) -> Error {
+    match e {
+        Error::Validation { message, .. } => {
+            Error::validation(field, message.replacen("Company name", label, 1))
+        }
+        other => other,
+    }
+}
+
+/// Creates the tenant `tenant` and, when asked, its own company with a default "Main Office"
+/// location. Idempotent: with the same ids a second call returns what the first stored.
+#[tracing::instrument(skip_all, fields(%tenant))]
+pub async fn create(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    input: NewTenant,
+    options: CreateOptions,
+) -> Result<CreatedTenant> {
+    let (name, email, company_name) = validate(&input)?;
+    insert(
+        conn,
+        tenant,
+        &input,
+        options,
+        name,
+        email.as_str(),
+        company_name,
+    )
+    .await
+}
+
+async fn insert(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    input: &NewTenant,
+    options: CreateOptions,
+    name: CompanyName,
+    email: &str,
+    company_name: Option<CompanyName>,
+) -> Result<CreatedTenant> {
+    let inserted = sqlx::query_as::<_, Tenant>(concat!(
+        "INSERT INTO tenants (tenant, company_name, email, licensed_user_count, last_license_update, is_management) \
+         VALUES ($1, $2, $3, $4, CASE WHEN $4::int IS NULL THEN NULL ELSE now() END, $5) \
+         ON CONFLICT (tenant) DO NOTHING RETURNING ",
+        columns!()
+    ))
+    .bind(tenant)
+    .bind(name.as_str())
+    .bind(email)
+    .bind(input.licensed_user_count)
+    .bind(options.is_management)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let row = match inserted {
+        Some(t) => t,
+        None => get(conn, tenant).await?,
+    };
+    let company = match company_name {
+        None => None,
+        Some(company_name) => {
+            let company = companies::create(
+                conn,
+                tenant,
+                NewCompany {
+                    company_name: company_name.as_str().to_owned(),
+                    properties: json!({"type": "msp", "is_system_company": true, "created_by": "tenant_setup"})
+                        .as_object()
+                        .cloned(),
+                    ..Default::default()
+                },
+                companies::CreateOptions {
+                    company_id: Some(options.company_id.unwrap_or_default()),
+                    // The seeds (and so the tax rates) come after the tenant.
+                    skip_tax_settings: true,
+                    skip_email_suffix: true,
+                },
+            )
+            .await?;
+            sqlx::query(
+                "INSERT INTO company_locations (tenant, location_id, company_id, location_name, email, phone, \
+                 address_line1, city, country_code, country_name, is_default, is_active) \
+                 SELECT $1, $2, $3, 'Main Office', $4, '', 'N/A', 'N/A', 'XX', 'Unknown', true, true \
+                 WHERE NOT EXISTS (SELECT 1 FROM company_locations \
+                                   WHERE tenant = $1 AND company_id = $3 AND is_default)",
+            )
+            .bind(tenant)
+            .bind(LocationId::new())
+            .bind(company.company_id)
+            .bind(email)
+            .execute(&mut *conn)
+            .await?;
+            Some(company)
+        }
+    };
+    Ok(CreatedTenant {
+        tenant: row,
+        company,
+    })
+}
+
+/// The tenant's settings rows: email settings (Resend, fallback on, tracking off), the onboarding
+/// settings, and the default-company link. Idempotent.
+#[tracing::instrument(skip_all, fields(%tenant))]
+pub async fn setup_tenant_data(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    company: Option<CompanyId>,
+) -> Result<Vec<&'static str>> {
+    let mut steps = Vec::new();
+    sqlx::query(
+        "INSERT INTO tenant_email_settings (tenant, email_provider, fallback_enabled, tracking_enabled) \
+         VALUES ($1, 'resend', true, false) ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant)
+    .execute(&mut *conn)
+    .await?;
+    steps.push("tenant_email_settings");
+    sqlx::query(
+        "INSERT INTO tenant_settings (tenant, onboarding_completed, onboarding_skipped) \
+         VALUES ($1, false, false) ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant)
+    .execute(&mut *conn)
+    .await?;
+    steps.push("tenant_settings");
+    if let Some(company) = company {
+        sqlx::query(
+            "INSERT INTO tenant_companies (tenant, company_id, is_default) VALUES ($1, $2, true) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(company)
+        .execute(&mut *conn)
+        .await?;
+        steps.push("tenant_companies");
+    }
+    Ok(steps)
+}
+
+/// The tenant `id`.
+pub async fn get(conn: &mut PgConnection, id: TenantId) -> Result<Tenant> {
+    find(conn, id)
+        .await?
+        .ok_or(Error::NotFound { entity: "tenant" })
+}
+
+/// The tenant `id`, if it exists.
+pub async fn find(conn: &mut PgConnection, id: TenantId) -> Result<Option<Tenant>> {
+    Ok(sqlx::query_as::<_, Tenant>(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tenants WHERE tenant = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Every tenant, oldest first. Needs the owner role (no tenant context).
+pub async fn list(conn: &mut PgConnection) -> Result<Vec<Tenant>> {
+    Ok(sqlx::query_as::<_, Tenant>(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tenants ORDER BY created_at, tenant"
+    ))
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The management tenant, if it has been created.
+pub async fn find_management(conn: &mut PgConnection) -> Result<Option<Tenant>> {
+    Ok(sqlx::query_as::<_, Tenant>(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tenants WHERE is_management ORDER BY created_at LIMIT 1"
+    ))
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Deletes the tenant and everything it owns (by cascade). Idempotent: `false` when there was no
+/// such tenant.
+#[tracing::instrument(skip_all, fields(%tenant))]
+pub async fn delete(conn: &mut PgConnection, tenant: TenantId) -> Result<bool> {
+    let n = sqlx::query("DELETE FROM tenants WHERE tenant = $1")
+        .bind(tenant)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(n > 0)
+}
+
+/// The administrator to create with the management tenant.
+#[derive(Debug, Clone)]
+pub struct AdminInput {
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+}
+
+/// What [`init_management`] found or did.
+#[derive(Debug, Clone)]
+pub struct ManagementInit {
+    pub tenant: Tenant,
+    pub created: bool,
+    pub admin: Option<crate::users::CreatedUser>,
+}
+
+/// Creates the management tenant, seeded like any tenant and with an optional administrator,
+/// unless one exists already (then it is returned untouched).
+pub async fn init_management(
+    conn: &mut PgConnection,
+    name: &str,
+    admin: Option<AdminInput>,
+) -> Result<ManagementInit> {
+    // Serialises concurrent inits; the partial unique index is the last line of defence.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('psa.management_init'))")
+        .execute(&mut *conn)
+        .await?;
+    if let Some(tenant) = find_management(conn).await? {
+        return Ok(ManagementInit {
+            tenant,
+            created: false,
+            admin: None,
+        });
+    }
+    let name = CompanyName::parse(name).map_err(|e| rename_field(e, "name", "Name"))?;
+    let email = match &admin {
+        Some(a) => Some(crate::users::validate_person(&a.first_name, &a.last_name, &a.email)?.2),
+        None => None,
+    };
+    let id = TenantId::new();
+    let input = NewTenant {
+        name: name.as_str().to_owned(),
+        ..Default::default()
+    };
+    let created = insert(
+        conn,
+        id,
+        &input,
+        CreateOptions {
+            is_management: true,
+            ..Default::default()
+        },
+        name,
+        // Without an administrator the management tenant has no contact email yet.
+        email.as_ref().map_or("", EmailAddress::as_str),
+        None,
+    )
+    .await?;
+    crate::seeds::run(conn, id).await?;
+    setup_tenant_data(conn, id, None).await?;
+    let admin = match admin {
+        Some(a) => Some(
+            crate::users::create_admin(
+                conn,
+                id,
+                &a.first_name,
+                &a.last_name,
+                &a.email,
+                Default::default(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    Ok(ManagementInit {
+        tenant: created.tenant,
+        created: true,
+        admin,
+    })
+}

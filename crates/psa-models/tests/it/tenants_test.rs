@@ -1,0 +1,383 @@
+use psa_models::companies::{self, NewCompany};
+use psa_models::contacts::{self, NewContact};
+use psa_models::tags::{self, NewTag, TaggedType};
+use psa_models::tenants::{AdminInput, CreateOptions};
+use psa_models::{CompanyId, users};
+
+use super::*;
+
+#[tokio::test]
+async fn create_makes_the_tenant_its_company_and_main_office() {
+    let db = db().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let id = TenantId::new();
+    let company_id = CompanyId::new();
+    let input = NewTenant {
+        name: " Initech ".into(),
+        email: "Bill@Initech.example".into(),
+        company_name: Some("Initech Services".into()),
+        licensed_user_count: Some(10),
+    };
+    let created = tenants::create(
+        &mut conn,
+        id,
+        input.clone(),
+        CreateOptions {
+            company_id: Some(company_id),
+            is_management: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.tenant.company_name, "Initech");
+    assert_eq!(created.tenant.email, "bill@initech.example");
+    assert_eq!(created.tenant.licensed_user_count, Some(10));
+    let company = created.company.unwrap();
+    assert_eq!(company.company_id, company_id);
+    assert_eq!(company.properties.as_ref().unwrap()["type"], "msp");
+    assert_eq!(
+        company.properties.as_ref().unwrap()["is_system_company"],
+        true
+    );
+    let (name, email, country, default): (String, String, String, bool) = sqlx::query_as(
+        "SELECT location_name, email, country_code, is_default FROM company_locations WHERE tenant = $1",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (name.as_str(), email.as_str(), country.as_str(), default),
+        ("Main Office", "bill@initech.example", "XX", true)
+    );
+
+    // A replay with the same ids adds nothing.
+    let again = tenants::create(
+        &mut conn,
+        id,
+        input,
+        CreateOptions {
+            company_id: Some(company_id),
+            is_management: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.tenant, created.tenant);
+    assert_eq!(count(&db, "companies", id).await, 1);
+    assert_eq!(count(&db, "company_locations", id).await, 1);
+
+    // setup_tenant_data, twice.
+    for _ in 0..2 {
+        let steps = tenants::setup_tenant_data(&mut conn, id, Some(company_id))
+            .await
+            .unwrap();
+        assert_eq!(
+            steps,
+            [
+                "tenant_email_settings",
+                "tenant_settings",
+                "tenant_companies"
+            ]
+        );
+    }
+    let provider: String =
+        sqlx::query_scalar("SELECT email_provider FROM tenant_email_settings WHERE tenant = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(provider, "resend");
+    assert_eq!(count(&db, "tenant_settings", id).await, 1);
+    assert_eq!(count(&db, "tenant_companies", id).await, 1);
+}
+
+#[tokio::test]
+async fn create_validates() {
+    let db = db().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let cases = [
+        (
+            NewTenant {
+                name: "".into(),
+                email: "a@b.example".into(),
+                ..Default::default()
+            },
+            "tenant_name",
+        ),
+        (
+            NewTenant {
+                name: "T".into(),
+                email: "nope".into(),
+                ..Default::default()
+            },
+            "email",
+        ),
+        (
+            NewTenant {
+                name: "T".into(),
+                email: "a@b.example".into(),
+                licensed_user_count: Some(-1),
+                ..Default::default()
+            },
+            "license_count",
+        ),
+        (
+            NewTenant {
+                name: "T".into(),
+                email: "a@b.example".into(),
+                company_name: Some("x".repeat(300)),
+                ..Default::default()
+            },
+            "company_name",
+        ),
+    ];
+    for (input, field) in cases {
+        let e = tenants::create(&mut conn, TenantId::new(), input, Default::default())
+            .await
+            .unwrap_err();
+        assert_eq!((e.code(), e.field()), ("validation_error", Some(field)));
+    }
+    assert_eq!(e_count(&db).await, 0);
+}
+
+async fn e_count(db: &psa_testing::TestDb) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM tenants")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn seeds_are_complete_and_idempotent() {
+    let db = db().await;
+    let t = seeded_tenant(&db, "Acme").await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let again = psa_models::seeds::run(&mut conn, t).await.unwrap();
+    assert_eq!(again, Default::default(), "a second run inserts nothing");
+
+    assert_eq!(count(&db, "roles", t).await, 8);
+    let perms = psa_models::seeds::permissions().len() as i64;
+    assert_eq!(count(&db, "permissions", t).await, perms);
+    let msp_perms: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM permissions WHERE tenant = $1 AND msp")
+            .bind(t)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let admin_grants: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM role_permissions rp JOIN roles r USING (tenant, role_id) \
+         WHERE rp.tenant = $1 AND r.role_name = 'Admin' AND r.msp",
+    )
+    .bind(t)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(admin_grants, msp_perms);
+    let expected_other: i64 = psa_models::seeds::ROLE_GRANTS
+        .iter()
+        .map(|g| g.2.len() as i64)
+        .sum();
+    assert_eq!(
+        count(&db, "role_permissions", t).await,
+        admin_grants + expected_other
+    );
+    let (region, pct, desc): (String, rust_decimal::Decimal, String) = sqlx::query_as(
+        "SELECT region_code, tax_percentage, description FROM tax_rates WHERE tenant = $1",
+    )
+    .bind(t)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (region.as_str(), pct, desc.as_str()),
+        ("DEFAULT", rust_decimal::Decimal::ZERO, "Non-taxable")
+    );
+    assert_eq!(count(&db, "tax_regions", t).await, 1);
+}
+
+#[tokio::test]
+async fn delete_leaves_nothing_in_any_tenant_table() {
+    let db = db().await;
+    let doomed = seeded_tenant(&db, "Doomed").await;
+    let survivor = seeded_tenant(&db, "Survivor").await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    for t in [doomed, survivor] {
+        let admin = users::create_admin(
+            &mut conn,
+            t,
+            "Ad",
+            "Min",
+            "admin@x.example",
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        tenants::setup_tenant_data(&mut conn, t, None)
+            .await
+            .unwrap();
+        let co = companies::create(
+            &mut conn,
+            t,
+            NewCompany {
+                company_name: "Client".into(),
+                url: Some("client.example.com".into()),
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let ct = contacts::create(
+            &mut conn,
+            t,
+            NewContact {
+                full_name: "C".into(),
+                email: "c@client.example.com".into(),
+                company_id: Some(co.company_id),
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        sqlx::query("UPDATE companies SET billing_contact_id = $2, account_manager_id = $3 WHERE tenant = $1")
+            .bind(t)
+            .bind(ct.contact_name_id)
+            .bind(admin.user.user_id)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        for (id, ty) in [
+            (co.company_id.0, TaggedType::Company),
+            (ct.contact_name_id.0, TaggedType::Contact),
+        ] {
+            tags::attach(
+                &mut conn,
+                t,
+                NewTag {
+                    tag_text: "Key".into(),
+                    tagged_id: id,
+                    tagged_type: ty,
+                    background_color: None,
+                    text_color: None,
+                },
+                tags::AttachOptions {
+                    created_by: Some(admin.user.user_id),
+                },
+            )
+            .await
+            .unwrap();
+        }
+        sqlx::query("INSERT INTO audit_log (tenant, actor, action, entity_type) VALUES ($1, 'test', 'create', 'company')")
+            .bind(t)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    let tables = tenant_tables(&db).await;
+    let mut populated = 0;
+    for table in &tables {
+        if count(&db, table, doomed).await > 0 {
+            populated += 1;
+        }
+    }
+    assert!(
+        populated >= 20,
+        "the fixture should touch most tables, touched {populated} of {}",
+        tables.len()
+    );
+
+    assert!(tenants::delete(&mut conn, doomed).await.unwrap());
+    for table in &tables {
+        assert_eq!(
+            count(&db, table, doomed).await,
+            0,
+            "{table} still has rows of the deleted tenant"
+        );
+    }
+    assert!(
+        count(&db, "companies", survivor).await >= 2,
+        "the other tenant is untouched"
+    );
+    assert_eq!(count(&db, "tag_mappings", survivor).await, 2);
+    assert!(
+        !tenants::delete(&mut conn, doomed).await.unwrap(),
+        "deleting again is a no-op"
+    );
+}
+
+#[tokio::test]
+async fn management_init_creates_once() {
+    let db = db().await;
+    let mut tx = db.pool.begin().await.unwrap();
+    let admin = AdminInput {
+        first_name: "Nine".into(),
+        last_name: "Minds".into(),
+        email: "ops@nineminds.example".into(),
+    };
+    let first = tenants::init_management(&mut tx, "Nine Minds LLC", Some(admin))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(first.created && first.tenant.is_management);
+    let created_admin = first.admin.unwrap();
+    assert_eq!(created_admin.user.email, "ops@nineminds.example");
+    assert_eq!(count(&db, "roles", first.tenant.tenant).await, 8);
+    assert_eq!(count(&db, "tax_rates", first.tenant.tenant).await, 1);
+
+    let mut tx = db.pool.begin().await.unwrap();
+    let second = tenants::init_management(&mut tx, "Another Name", None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(!second.created);
+    assert_eq!(second.tenant.tenant, first.tenant.tenant);
+    assert_eq!(e_count(&db).await, 1);
+}
+
+#[tokio::test]
+async fn one_customer_company_per_managed_tenant() {
+    let db = db().await;
+    let m = seeded_tenant(&db, "Mgmt").await;
+    let managed = TenantId::new();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let props = |name: &str| {
+        serde_json::json!({"tenant_id": managed.to_string(), "tenant_name": name, "subscription_type": "psa"})
+            .as_object()
+            .cloned()
+    };
+    companies::create(
+        &mut conn,
+        m,
+        NewCompany {
+            company_name: "One".into(),
+            properties: props("One"),
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let e = companies::create(
+        &mut conn,
+        m,
+        NewCompany {
+            company_name: "Two".into(),
+            properties: props("Two"),
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (e.code(), e.field()),
+        ("conflict", Some("properties.tenant_id"))
+    );
+    let found = companies::find_by_managed_tenant(&mut conn, m, managed)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.company_name, "One");
+}

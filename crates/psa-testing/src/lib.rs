@@ -1,0 +1,195 @@
+//! Test harness: every test gets its own PostgreSQL database, so tests run in parallel, in any
+//! order, in any process (nextest runs each test in its own).
+//!
+//! The server is `DATABASE_URL`'s if set, else the local one (`postgres://postgres@127.0.0.1:5432`).
+//! Migrations run once per schema version into a template database (`psa_tpl_<hash>`, built under
+//! an advisory lock so concurrent processes build it once); each test database is a copy of it
+//! (`CREATE DATABASE .. TEMPLATE`), which takes milliseconds. Test databases are dropped when the
+//! `TestDb` is dropped, also when the test panics; set `PSA_TEST_KEEP_DB=1` to keep them.
+//!
+//! There is no fallback: if the server cannot be reached the test fails, loudly.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+
+const DEFAULT_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The server's options, pointed at its maintenance database.
+pub fn server_options() -> PgConnectOptions {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_SERVER.to_owned());
+    let opts: PgConnectOptions = url
+        .parse()
+        .unwrap_or_else(|e| panic!("DATABASE_URL is not a PostgreSQL URL: {e}"));
+    opts.database("postgres")
+}
+
+async fn maintenance() -> PgConnection {
+    server_options().connect().await.unwrap_or_else(|e| {
+        panic!(
+            "cannot connect to PostgreSQL ({e}); start the local server or set DATABASE_URL \
+             (tests never skip for a missing server)"
+        )
+    })
+}
+
+fn template_name(migrator: &Migrator) -> String {
+    let mut h = DefaultHasher::new();
+    for m in migrator.iter() {
+        m.version.hash(&mut h);
+        m.checksum.hash(&mut h);
+    }
+    format!("psa_tpl_{:016x}", h.finish())
+}
+
+async fn ensure_template(migrator: &Migrator) -> String {
+    let name = template_name(migrator);
+    let mut conn = maintenance().await;
+    sqlx::query("SELECT pg_advisory_lock(hashtext('psa.test_template'))")
+        .execute(&mut conn)
+        .await
+        .expect("advisory lock");
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await
+            .expect("query pg_database");
+    if !exists {
+        let building = format!("{name}_building");
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await
+            .expect("drop stale template");
+        sqlx::query(&format!("CREATE DATABASE {building}"))
+            .execute(&mut conn)
+            .await
+            .expect("create template");
+        {
+            let mut db = server_options()
+                .database(&building)
+                .connect()
+                .await
+                .expect("connect to template");
+            migrator
+                .run(&mut db)
+                .await
+                .expect("migrations apply to a fresh database");
+            db.close().await.expect("close template connection");
+        }
+        sqlx::query(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("publish template");
+    }
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('psa.test_template'))")
+        .execute(&mut conn)
+        .await
+        .expect("advisory unlock");
+    let _ = conn.close().await;
+    name
+}
+
+/// A private, migrated database for one test.
+pub struct TestDb {
+    pub pool: PgPool,
+    pub name: String,
+}
+
+impl TestDb {
+    /// A new database with `migrator`'s schema.
+    pub async fn new(migrator: &Migrator) -> TestDb {
+        Self::with_pool_size(migrator, 8).await
+    }
+
+    pub async fn with_pool_size(migrator: &Migrator, max_connections: u32) -> TestDb {
+        let template = ensure_template(migrator).await;
+        Self::create(Some(&template), max_connections).await
+    }
+
+    /// A new database without any schema (to test migrations themselves).
+    pub async fn empty() -> TestDb {
+        Self::create(None, 2).await
+    }
+
+    async fn create(template: Option<&str>, max_connections: u32) -> TestDb {
+        let name = format!("psa_test_{}", uuid::Uuid::new_v4().simple());
+        let from = template
+            .map(|t| format!(" TEMPLATE {t}"))
+            .unwrap_or_default();
+        let mut conn = maintenance().await;
+        // A concurrent template build holds connections to it only under the lock we released;
+        // CREATE DATABASE may still see a closing connection, so retry briefly.
+        let mut tries = 0;
+        loop {
+            match sqlx::query(&format!("CREATE DATABASE {name}{from}"))
+                .execute(&mut conn)
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("create test database: {e}"),
+            }
+        }
+        let _ = conn.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(server_options().database(&name))
+            .await
+            .expect("connect to test database");
+        TestDb { pool, name }
+    }
+
+    /// Connection options for this database (for a server under test, a CLI run...).
+    pub fn options(&self) -> PgConnectOptions {
+        server_options().database(&self.name)
+    }
+
+    /// A URL for this database.
+    pub fn url(&self) -> String {
+        let o = self.options();
+        let user = o.get_username();
+        format!(
+            "postgres://{user}@{}:{}/{}",
+            o.get_host(),
+            o.get_port(),
+            self.name
+        )
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::env::var_os("PSA_TEST_KEEP_DB").is_some() {
+            return;
+        }
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on; a helper thread with
+        // its own runtime does the work. The pool is not closed (its I/O belongs to the blocked
+        // runtime): FORCE ends its connections server-side.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async move {
+                    if let Ok(mut conn) = server_options().connect().await {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut conn)
+                                .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
