@@ -4,6 +4,7 @@
 
 mod config;
 mod management;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,20 @@ enum Command {
     Management {
         #[command(subcommand)]
         command: management::Command,
+    },
+    /// Run the HTTP API.
+    Serve {
+        /// Listen address.
+        #[arg(long, env = "PSA_BIND", default_value = "127.0.0.1:8080")]
+        bind: String,
+        /// Lifetime of login sessions, in minutes.
+        #[arg(long, env = "PSA_SESSION_TTL_MINUTES", default_value_t = 720)]
+        session_ttl_minutes: u64,
+    },
+    /// API keys for the HTTP API.
+    ApiKey {
+        #[command(subcommand)]
+        command: serve::ApiKeyCommand,
     },
 }
 
@@ -82,6 +97,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Management { command } => {
             management::run(cli.database_url.as_deref(), command).await
         }
+        Command::Serve {
+            bind,
+            session_ttl_minutes,
+        } => serve::serve(cli.database_url.as_deref(), &bind, session_ttl_minutes).await,
+        Command::ApiKey { command } => serve::api_key(cli.database_url.as_deref(), command).await,
     }
 }
 

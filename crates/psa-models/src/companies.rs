@@ -24,12 +24,14 @@ use crate::{CompanyId, ContactId, Error, Result, TenantId, UserId, email_suffix}
 
 /// A row of `companies`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Company {
     pub tenant: TenantId,
     pub company_id: CompanyId,
     pub company_name: String,
     pub client_type: Option<ClientType>,
     pub url: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub properties: Option<Value>,
     pub notes: Option<String>,
     pub billing_email: Option<String>,
@@ -58,6 +60,7 @@ macro_rules! columns {
 /// Input of [`create`]. Unknown fields are refused by deserialisation.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewCompany {
     pub company_name: String,
     #[serde(default)]
@@ -65,6 +68,7 @@ pub struct NewCompany {
     #[serde(default)]
     pub url: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub properties: Option<Map<String, Value>>,
     #[serde(default)]
     pub notes: Option<String>,
@@ -403,6 +407,7 @@ pub async fn find_by_name(
 
 /// Filters of [`list`].
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListFilter {
     /// Only active (`false`) or only inactive (`true`) companies; both when absent.
     pub is_inactive: Option<bool>,
@@ -440,6 +445,7 @@ pub async fn list(
 /// A partial update: an absent field is left as it is; `null` (or `""`) clears a nullable field.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompanyPatch {
     #[serde(default)]
     pub company_name: Option<String>,
@@ -449,6 +455,7 @@ pub struct CompanyPatch {
     pub url: Option<Option<String>>,
     /// Merged into the stored properties (new keys win).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub properties: Option<Map<String, Value>>,
     #[serde(default, deserialize_with = "double_option")]
     pub notes: Option<Option<String>>,

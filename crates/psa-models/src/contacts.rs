@@ -18,6 +18,7 @@ use crate::{CompanyId, ContactId, Error, Result, TenantId};
 
 /// A row of `contacts`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Contact {
     pub tenant: TenantId,
     pub contact_name_id: ContactId,
@@ -43,6 +44,7 @@ macro_rules! columns {
 /// Input of [`create`].
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewContact {
     #[serde(default)]
     pub full_name: String,
@@ -224,6 +226,7 @@ pub async fn find_by_email(
 
 /// Filters of [`list`].
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListFilter {
     pub company_id: Option<CompanyId>,
     pub is_inactive: Option<bool>,
@@ -263,6 +266,7 @@ pub async fn list(
 /// A partial update of the whitelisted fields; `null` clears a nullable field.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ContactPatch {
     #[serde(default)]
     pub full_name: Option<String>,

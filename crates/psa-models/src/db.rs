@@ -49,6 +49,7 @@ pub async fn begin_tenant(
 
 /// A page of a list, with the opaque cursor of the next page.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,

@@ -16,6 +16,7 @@ use crate::{Error, MappingId, Result, TagId, TenantId, UserId, colors};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TaggedType {
     Company,
     Contact,
@@ -53,6 +54,7 @@ pub struct TagDefinition {
 
 /// A tag on an entity: the mapping with its definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tag {
     pub tenant: TenantId,
     pub mapping_id: MappingId,
@@ -77,6 +79,7 @@ macro_rules! tag_select {
 /// Input of [`attach`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewTag {
     pub tag_text: String,
     pub tagged_id: uuid::Uuid,

@@ -12,6 +12,7 @@ use crate::{Error, Result, RoleId, TenantId, UserId, password};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, Default)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum UserType {
     #[default]
     Internal,

@@ -1,0 +1,139 @@
+//! The API's error contract, in one place:
+//! `{"error": {"code": "...", "message": "...", "fields": {"<field>": "<message>"}}}`.
+//!
+//! Codes are stable. 4xx for the caller's mistakes, 5xx only for ours; a 5xx is logged with its
+//! cause and answered with a generic message, never database text.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Model(#[from] psa_models::Error),
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{message}")]
+    BadRequest {
+        status: StatusCode,
+        field: Option<String>,
+        message: String,
+    },
+    #[error("not found")]
+    NotFound,
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn bad_request(field: Option<String>, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            field,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(e.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Model(e) => match e {
+                psa_models::Error::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                psa_models::Error::EmailExists | psa_models::Error::Conflict { .. } => {
+                    StatusCode::CONFLICT
+                }
+                // A reference to a row the caller cannot see (missing, or another tenant's) is
+                // indistinguishable from a missing row.
+                psa_models::Error::ForeignKey { .. } | psa_models::Error::NotFound { .. } => {
+                    StatusCode::NOT_FOUND
+                }
+                psa_models::Error::Database(_) | psa_models::Error::Internal(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::BadRequest { status, .. } => *status,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Model(e) => e.code(),
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::BadRequest { .. } => "validation_error",
+            ApiError::NotFound => "not_found",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Model(e.into())
+    }
+}
+
+/// The error body.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// One of validation_error, email_exists, foreign_key_error, not_found, unauthorized,
+    /// forbidden, conflict, internal.
+    pub code: &'static str,
+    pub message: String,
+    /// Messages by offending input field.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = if status.is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+            "An unexpected error occurred".to_owned()
+        } else {
+            self.to_string()
+        };
+        let field = match &self {
+            ApiError::Model(e) => e.field().filter(|f| !f.is_empty()).map(str::to_owned),
+            ApiError::BadRequest { field, .. } => field.clone(),
+            _ => None,
+        };
+        let mut fields = serde_json::Map::new();
+        if let Some(f) = field {
+            fields.insert(f, serde_json::Value::String(message.clone()));
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message,
+                fields,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,163 @@
+//! The psa HTTP API: the reference's "server actions" for companies, contacts and tags as JSON
+//! over HTTP, with bearer authentication, RBAC and database-enforced tenant isolation.
+//!
+//! Every request that touches tenant data runs in one transaction under the restricted role
+//! with the caller's tenant set (see `psa_models::db`), checks the caller's permission with
+//! `psa_models::users::has_permission`, and calls the same `psa_models` functions the workflow
+//! calls: no business rule lives in a handler.
+
+pub mod auth;
+pub mod companies;
+pub mod contacts;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod tags;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+
+/// The largest request body accepted (413 above it).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The owner-role pool; handlers switch to the restricted role per transaction.
+    pub pool: PgPool,
+    pub session_ttl: chrono::Duration,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "psa", description = "Multi-tenant PSA backend: companies, contacts, tags."),
+    modifiers(&BearerAuth),
+    tags((name = "auth"), (name = "companies"), (name = "contacts"), (name = "tags"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The documented API routes and their OpenAPI document, generated together.
+pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::logout))
+        .routes(routes!(companies::create, companies::list))
+        .routes(routes!(
+            companies::get,
+            companies::update,
+            companies::delete
+        ))
+        .routes(routes!(contacts::create, contacts::list))
+        .routes(routes!(contacts::get, contacts::update))
+        .routes(routes!(tags::attach, tags::list))
+        .routes(routes!(tags::detach))
+        .split_for_parts()
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = api_routes();
+    let doc = std::sync::Arc::new(doc);
+    let metrics = metrics::handle();
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/api/openapi.json",
+            get(move || async move { Json(doc.as_ref().clone()) }),
+        )
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+        .route("/metrics", get(metrics::render).with_state(metrics))
+        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
+            },
+        ))
+}
+
+/// `GET /readyz`: the database answers.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match sqlx::query("SELECT 1").execute(&state.pool).await {
+        Ok(_) => (StatusCode::OK, "ready"),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+        }
+    }
+}
+
+/// Configuration of [`Application::build`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub session_ttl: Duration,
+}
+
+/// The API bound to its listener; tests bind port 0 and read [`Application::port`].
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Application {
+    pub async fn build(config: Config, pool: PgPool) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.bind).await?;
+        let state = AppState {
+            pool,
+            session_ttl: chrono::Duration::from_std(config.session_ttl)
+                .unwrap_or(chrono::Duration::hours(12)),
+        };
+        Ok(Self {
+            listener,
+            router: router(state),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then finishes the requests in flight.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}

@@ -1,0 +1,105 @@
+//! `/api/v1/tags`: attach, list and detach tags. Tagging needs `update` on the tagged entity's
+//! resource, plus `tag:create` when the text has no definition yet (reference §5.1).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use psa_models::MappingId;
+use psa_models::tags::{self, AttachOptions, NewTag, Tag, TaggedType};
+use psa_models::validate::TagText;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiQuery, path_id};
+
+/// Attach a tag to a company or contact. 201 when the mapping is new, 200 when it existed.
+#[utoipa::path(post, path = "/api/v1/tags", tag = "tags", security(("bearer" = [])),
+    request_body = NewTag,
+    responses((status = 201, body = Tag), (status = 200, body = Tag), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn attach(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(input): ApiJson<NewTag>,
+) -> Result<(StatusCode, Json<Tag>), ApiError> {
+    let text = TagText::parse(&input.tag_text)?;
+    let mut tx = caller.begin(&state).await?;
+    caller
+        .require(&mut tx, input.tagged_type.permission_resource(), "update")
+        .await?;
+    if tags::find_definition(&mut tx, caller.tenant, &text, input.tagged_type)
+        .await?
+        .is_none()
+        && !psa_models::users::has_permission(&mut tx, caller.tenant, caller.user, "tag", "create")
+            .await?
+    {
+        return Err(ApiError::Forbidden(
+            "You can only select from existing tags (tag:create is required)".into(),
+        ));
+    }
+    let attached = tags::attach(
+        &mut tx,
+        caller.tenant,
+        input,
+        AttachOptions {
+            created_by: Some(caller.user),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    let status = if attached.mapping_created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(attached.tag)))
+}
+
+/// Query parameters of the tag list.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[param(inline)]
+    pub tagged_type: TaggedType,
+    pub tagged_id: uuid::Uuid,
+}
+
+/// The tags on one entity.
+#[utoipa::path(get, path = "/api/v1/tags", tag = "tags", security(("bearer" = [])),
+    params(ListQuery), responses((status = 200, body = Vec<Tag>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Vec<Tag>>, ApiError> {
+    let mut tx = caller.begin(&state).await?;
+    caller
+        .require(&mut tx, q.tagged_type.permission_resource(), "read")
+        .await?;
+    let list = tags::list_for_entity(&mut tx, caller.tenant, q.tagged_type, q.tagged_id).await?;
+    tx.commit().await?;
+    Ok(Json(list))
+}
+
+/// Remove a tag from its entity (the definition stays for reuse).
+#[utoipa::path(delete, path = "/api/v1/tags/{mapping_id}", tag = "tags", security(("bearer" = [])),
+    params(("mapping_id" = uuid::Uuid, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn detach(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: MappingId = path_id(&id)?;
+    let mut tx = caller.begin(&state).await?;
+    let tag = tags::get(&mut tx, caller.tenant, id).await?;
+    caller
+        .require(&mut tx, tag.tagged_type.permission_resource(), "update")
+        .await?;
+    tags::detach(&mut tx, caller.tenant, id).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

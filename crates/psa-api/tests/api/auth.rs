@@ -1,0 +1,161 @@
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use super::*;
+
+#[tokio::test]
+async fn login_use_and_logout() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("Acme").await;
+    let (status, body) = app
+        .call(Method::POST, "/api/v1/auth/login", None, Some(json!({"tenant_id": t.tenant, "email": t.admin_email.to_uppercase(), "password": t.admin_password})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("psa_s_"));
+    assert!(
+        body["expires_at"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+            > chrono::Utc::now()
+    );
+
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/companies", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT token_hash FROM sessions")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_ne!(stored, token.as_bytes(), "only a digest is stored");
+
+    let (status, _) = app
+        .call(Method::POST, "/api/v1/auth/logout", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let r = app
+        .call(Method::GET, "/api/v1/companies", Some(&token), None)
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+
+    // Logging out an API key is refused (it is revoked with the CLI).
+    let r = app
+        .call(Method::POST, "/api/v1/auth/logout", Some(&t.key), None)
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "validation_error");
+}
+
+#[tokio::test]
+async fn login_failures_do_not_reveal_whether_the_email_exists() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("Acme").await;
+    let wrong_password = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"tenant_id": t.tenant, "email": t.admin_email, "password": "wrong"})),
+        )
+        .await;
+    let unknown_email = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(
+                json!({"tenant_id": t.tenant, "email": "nobody@acme.example", "password": "wrong"}),
+            ),
+        )
+        .await;
+    let unknown_tenant = app
+        .call(Method::POST, "/api/v1/auth/login", None, Some(json!({"tenant_id": uuid::Uuid::new_v4(), "email": t.admin_email, "password": t.admin_password})))
+        .await;
+    let bad_email = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"tenant_id": t.tenant, "email": "x", "password": "y"})),
+        )
+        .await;
+    for r in [&wrong_password, &unknown_email, &unknown_tenant, &bad_email] {
+        assert_error(r, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_eq!(r.1, wrong_password.1, "identical bodies");
+    }
+    assert_eq!(app.count("sessions").await, 0);
+}
+
+#[tokio::test]
+async fn unknown_expired_and_revoked_credentials_are_401() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("Acme").await;
+    for bad in [
+        None,
+        Some("garbage"),
+        Some("psa_s_AAAA"),
+        Some("psa_k_AAAA"),
+    ] {
+        let r = app.call(Method::GET, "/api/v1/companies", bad, None).await;
+        assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let resp = app
+        .http
+        .get(format!("{}/api/v1/companies", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+
+    // Expired session.
+    let (_, body) = app
+        .call(Method::POST, "/api/v1/auth/login", None, Some(json!({"tenant_id": t.tenant, "email": t.admin_email, "password": t.admin_password})))
+        .await;
+    let token = body["token"].as_str().unwrap().to_owned();
+    sqlx::query("UPDATE sessions SET expires_at = now() - interval '1 second'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    assert_error(
+        &app.call(Method::GET, "/api/v1/companies", Some(&token), None)
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+
+    // Revoked API key.
+    assert_eq!(
+        app.call(Method::GET, "/api/v1/companies", Some(&t.key), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT api_key_id FROM api_keys")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let mut conn = app.db.pool.acquire().await.unwrap();
+    assert!(psa_api::auth::revoke_api_key(&mut conn, id).await.unwrap());
+    assert_error(
+        &app.call(Method::GET, "/api/v1/companies", Some(&t.key), None)
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+
+    // A deactivated user's key stops working.
+    let t2 = app.tenant("Beta").await;
+    sqlx::query("UPDATE users SET is_inactive = true WHERE tenant = $1")
+        .bind(t2.tenant)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    assert_error(
+        &app.call(Method::GET, "/api/v1/companies", Some(&t2.key), None)
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+}

@@ -1,0 +1,154 @@
+//! Black-box tests of the HTTP API: the real application on a loopback port, over real HTTP,
+//! against a real PostgreSQL database of its own.
+
+mod auth;
+mod bad_input;
+mod companies;
+mod contacts;
+mod isolation;
+mod ops;
+mod rbac;
+mod tags;
+
+use std::time::Duration;
+
+use psa_models::{TenantId, UserId, seeds, tenants, users};
+use psa_testing::TestDb;
+use reqwest::{Method, StatusCode};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+pub struct TestApp {
+    pub db: TestDb,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+/// A tenant with its admin user and an API key for the admin.
+pub struct TenantFixture {
+    pub tenant: TenantId,
+    pub admin: UserId,
+    pub admin_email: String,
+    pub admin_password: String,
+    pub key: String,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        let db = TestDb::new(&psa_models::MIGRATOR).await;
+        let app = psa_api::Application::build(
+            psa_api::Config {
+                bind: "127.0.0.1:0".parse().unwrap(),
+                session_ttl: Duration::from_secs(3600),
+            },
+            db.pool.clone(),
+        )
+        .await
+        .expect("bind");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until(std::future::pending()));
+        TestApp {
+            db,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn tenant(&self, name: &str) -> TenantFixture {
+        let tenant = TenantId::new();
+        let mut tx = self.db.pool.begin().await.unwrap();
+        let email = format!("admin@{}.example", name.to_lowercase());
+        tenants::create(
+            &mut tx,
+            tenant,
+            tenants::NewTenant {
+                name: name.into(),
+                email: email.clone(),
+                company_name: Some(format!("{name} MSP")),
+                licensed_user_count: None,
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        seeds::run(&mut tx, tenant).await.unwrap();
+        let admin = users::create_admin(&mut tx, tenant, "Ad", "Min", &email, Default::default())
+            .await
+            .unwrap();
+        let key = psa_api::auth::create_api_key(&mut tx, tenant, admin.user.user_id, Some("tests"))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        TenantFixture {
+            tenant,
+            admin: admin.user.user_id,
+            admin_email: email,
+            admin_password: admin.temporary_password.expose_secret().to_owned(),
+            key: key.key.expose_secret().to_owned(),
+        }
+    }
+
+    /// A user of `tenant` with one msp role, and an API key for it.
+    pub async fn user_with_role(&self, tenant: TenantId, role: &str) -> String {
+        let mut tx = self.db.pool.begin().await.unwrap();
+        let u = users::create(
+            &mut tx,
+            tenant,
+            users::NewUser {
+                first_name: role.into(),
+                last_name: "User".into(),
+                email: format!("{}@staff.example", role.to_lowercase().replace(' ', "-")),
+                user_type: users::UserType::Internal,
+                roles: vec![role.into()],
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let key = psa_api::auth::create_api_key(&mut tx, tenant, u.user.user_id, None)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        key.key.expose_secret().to_owned()
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, json)
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+}
+
+/// Asserts an error response: status and code, and returns the body.
+#[track_caller]
+pub fn assert_error(resp: &(StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(resp.0, status, "{}", resp.1);
+    assert_eq!(resp.1["error"]["code"], code, "{}", resp.1);
+    assert!(resp.1["error"]["message"].is_string());
+}

@@ -1,0 +1,162 @@
+use std::collections::BTreeSet;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use super::*;
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("Acme").await;
+    let get = |p: &str| app.http.get(format!("{}{p}", app.base)).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(get("/readyz").await.unwrap().status(), StatusCode::OK);
+    let (_, co) = app
+        .call(
+            Method::POST,
+            "/api/v1/companies",
+            Some(&t.key),
+            Some(json!({"company_name": "Co"})),
+        )
+        .await;
+    app.call(
+        Method::GET,
+        &format!("/api/v1/companies/{}", co["company_id"].as_str().unwrap()),
+        Some(&t.key),
+        None,
+    )
+    .await;
+    app.call(
+        Method::GET,
+        &format!("/api/v1/companies/{}", uuid::Uuid::new_v4()),
+        Some(&t.key),
+        None,
+    )
+    .await;
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(
+            r#"http_requests_total{method="POST",route="/api/v1/companies",status="201"}"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"route="/api/v1/companies/{company_id}",status="200""#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"route="/api/v1/companies/{company_id}",status="404""#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(co["company_id"].as_str().unwrap()),
+        "no raw ids in labels"
+    );
+    assert!(!metrics.contains(&t.key));
+
+    // Readiness follows the database.
+    app.db.pool.close().await;
+    assert_eq!(
+        get("/readyz").await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(get("/healthz").await.unwrap().status(), StatusCode::OK);
+}
+
+fn documented(doc: &serde_json::Value) -> BTreeSet<(String, String)> {
+    doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.to_uppercase(), path.clone()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
+    let app = TestApp::spawn().await;
+    let doc: serde_json::Value = app
+        .http
+        .get(format!("{}/api/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let expected: BTreeSet<(String, String)> = [
+        ("POST", "/api/v1/auth/login"),
+        ("POST", "/api/v1/auth/logout"),
+        ("POST", "/api/v1/companies"),
+        ("GET", "/api/v1/companies"),
+        ("GET", "/api/v1/companies/{company_id}"),
+        ("PATCH", "/api/v1/companies/{company_id}"),
+        ("DELETE", "/api/v1/companies/{company_id}"),
+        ("POST", "/api/v1/contacts"),
+        ("GET", "/api/v1/contacts"),
+        ("GET", "/api/v1/contacts/{contact_name_id}"),
+        ("PATCH", "/api/v1/contacts/{contact_name_id}"),
+        ("POST", "/api/v1/tags"),
+        ("GET", "/api/v1/tags"),
+        ("DELETE", "/api/v1/tags/{mapping_id}"),
+    ]
+    .iter()
+    .map(|(m, p)| (m.to_string(), p.to_string()))
+    .collect();
+    assert_eq!(documented(&doc), expected);
+
+    // Every documented operation is served (401 without credentials, 400/415 for login),
+    // not the fallback's 404 or a 405.
+    for (method, path) in &expected {
+        let concrete = path
+            .replace("{company_id}", &uuid::Uuid::nil().to_string())
+            .replace("{contact_name_id}", &uuid::Uuid::nil().to_string())
+            .replace("{mapping_id}", &uuid::Uuid::nil().to_string());
+        let resp = app
+            .http
+            .request(method.parse().unwrap(), format!("{}{concrete}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                resp.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::UNSUPPORTED_MEDIA_TYPE
+            ),
+            "{method} {path}: {}",
+            resp.status()
+        );
+    }
+    // Every schema a document refers to is defined.
+    let text = doc.to_string();
+    for cap in text.split("\"#/components/schemas/").skip(1) {
+        let name = cap.split('"').next().unwrap();
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "dangling reference to {name}"
+        );
+    }
+
+    // The copy in docs/ is what the code generates (regenerate with PSA_UPDATE_OPENAPI=1).
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+    let pretty = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+    if std::env::var_os("PSA_UPDATE_OPENAPI").is_some() {
+        std::fs::write(path, &pretty).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(path)
+        .expect("docs/openapi.json exists (PSA_UPDATE_OPENAPI=1 writes it)");
+    assert_eq!(
+        checked_in, pretty,
+        "docs/openapi.json is stale: run the tests with PSA_UPDATE_OPENAPI=1"
+    );
+}

@@ -1,0 +1,147 @@
+//! `psa serve` and `psa api-key`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Subcommand;
+use psa_models::{TenantId, UserId};
+use secrecy::ExposeSecret;
+
+use crate::config::{self, CliError};
+
+/// `psa serve`: the HTTP API until SIGTERM or Ctrl-C.
+pub async fn serve(
+    database_url: Option<&str>,
+    bind: &str,
+    session_ttl_minutes: u64,
+) -> Result<(), CliError> {
+    let bind: SocketAddr = bind
+        .parse()
+        .map_err(|_| CliError::Usage(format!("PSA_BIND must be host:port, not {bind:?}")))?;
+    if session_ttl_minutes == 0 {
+        return Err(CliError::Usage(
+            "PSA_SESSION_TTL_MINUTES must be at least 1".into(),
+        ));
+    }
+    let pool = config::pool(database_url, 32).await?;
+    let app = psa_api::Application::build(
+        psa_api::Config {
+            bind,
+            session_ttl: Duration::from_secs(session_ttl_minutes * 60),
+        },
+        pool,
+    )
+    .await
+    .map_err(|e| {
+        CliError::Failed(anyhow::Error::new(e).context(format!("cannot listen on {bind}")))
+    })?;
+    tracing::info!(addr = %app.local_addr().map(|a| a.to_string()).unwrap_or_default(), "psa API listening");
+    app.run_until(shutdown_signal())
+        .await
+        .map_err(|e| CliError::Failed(anyhow::Error::new(e).context("server failed")))
+}
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+#[derive(Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key for a user; the key is printed once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an API key by its id.
+    Revoke {
+        api_key_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn uuid_arg(raw: &str, name: &str) -> Result<uuid::Uuid, CliError> {
+    uuid::Uuid::parse_str(raw.trim())
+        .map_err(|_| CliError::Usage(format!("{name} must be a UUID, not {raw:?}")))
+}
+
+pub async fn api_key(database_url: Option<&str>, command: ApiKeyCommand) -> Result<(), CliError> {
+    match command {
+        ApiKeyCommand::Create {
+            tenant,
+            user,
+            description,
+            json,
+        } => {
+            let tenant = TenantId::from(uuid_arg(&tenant, "--tenant")?);
+            let user = UserId::from(uuid_arg(&user, "--user")?);
+            let pool = config::pool(database_url, 1).await?;
+            let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
+            let key = psa_api::auth::create_api_key(&mut tx, tenant, user, description.as_deref())
+                .await
+                .map_err(|e| match e {
+                    psa_models::Error::NotFound { .. } => {
+                        CliError::Usage(format!("no user {user} in tenant {tenant}"))
+                    }
+                    other => other.into(),
+                })?;
+            tx.commit().await.map_err(psa_models::Error::from)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"api_key_id": key.api_key_id, "key": key.key.expose_secret()})
+                );
+            } else {
+                println!("API key {} (shown once, store it now):", key.api_key_id);
+                println!("{}", key.key.expose_secret());
+            }
+            Ok(())
+        }
+        ApiKeyCommand::Revoke { api_key_id, json } => {
+            let id = uuid_arg(&api_key_id, "API_KEY_ID")?;
+            let pool = config::pool(database_url, 1).await?;
+            let mut conn = pool.acquire().await.map_err(psa_models::Error::from)?;
+            let revoked = psa_api::auth::revoke_api_key(&mut conn, id).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"api_key_id": id, "revoked": revoked})
+                );
+            } else if revoked {
+                println!("revoked API key {id}");
+            } else {
+                println!("no active API key {id}");
+            }
+            if revoked {
+                Ok(())
+            } else {
+                Err(CliError::Failed(anyhow::anyhow!("no active API key {id}")))
+            }
+        }
+    }
+}
