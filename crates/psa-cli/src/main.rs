@@ -50,6 +50,9 @@ enum Command {
         /// Lifetime of login sessions, in minutes.
         #[arg(long, env = "PSA_SESSION_TTL_MINUTES", default_value_t = 720)]
         session_ttl_minutes: u64,
+        /// Database connections of the API. A few per core: more only add contention.
+        #[arg(long, env = "PSA_DB_POOL_SIZE", default_value_t = 10)]
+        db_pool_size: u32,
     },
     /// API keys for the HTTP API.
     ApiKey {
@@ -100,7 +103,16 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve {
             bind,
             session_ttl_minutes,
-        } => serve::serve(cli.database_url.as_deref(), &bind, session_ttl_minutes).await,
+            db_pool_size,
+        } => {
+            serve::serve(
+                cli.database_url.as_deref(),
+                &bind,
+                session_ttl_minutes,
+                db_pool_size,
+            )
+            .await
+        }
         Command::ApiKey { command } => serve::api_key(cli.database_url.as_deref(), command).await,
     }
 }

@@ -14,6 +14,7 @@ pub async fn serve(
     database_url: Option<&str>,
     bind: &str,
     session_ttl_minutes: u64,
+    db_pool_size: u32,
 ) -> Result<(), CliError> {
     let bind: SocketAddr = bind
         .parse()
@@ -23,7 +24,12 @@ pub async fn serve(
             "PSA_SESSION_TTL_MINUTES must be at least 1".into(),
         ));
     }
-    let pool = config::pool(database_url, 32).await?;
+    if db_pool_size == 0 {
+        return Err(CliError::Usage(
+            "PSA_DB_POOL_SIZE must be at least 1".into(),
+        ));
+    }
+    let pool = config::pool(database_url, db_pool_size).await?;
     let app = psa_api::Application::build(
         psa_api::Config {
             bind,

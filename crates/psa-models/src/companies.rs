@@ -240,13 +240,44 @@ pub async fn create(
 ) -> Result<Company> {
     let f = input.validate()?;
     let id = options.company_id.unwrap_or_default();
+    let suffix = if options.skip_email_suffix {
+        None
+    } else {
+        f.url
+            .as_ref()
+            .and_then(|u| email_suffix::extract(u.as_str()))
+    };
+    // One statement: the company, its default tax settings (the server TaxService's: the
+    // tenant's oldest active rate becomes the default rate, with settings and, if the rate has
+    // none yet, one "Default Tax" component; the reference added a component per company) and
+    // its email suffix. Without an active rate nothing is inserted and the error says why.
     let inserted = sqlx::query_as::<_, Company>(concat!(
-        "INSERT INTO companies (tenant, company_id, company_name, client_type, url, properties, notes, \
-         billing_email, billing_cycle, billing_contact_id, account_manager_id, region_code, \
-         is_inactive, is_tax_exempt, tax_id_number, timezone, credit_limit) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-         ON CONFLICT (tenant, company_id) DO NOTHING RETURNING ",
-        columns!()
+        "WITH rate AS ( \
+           SELECT tax_rate_id, tax_percentage FROM tax_rates \
+           WHERE tenant = $1 AND is_active AND $18 ORDER BY created_at, tax_rate_id LIMIT 1), \
+         c AS ( \
+           INSERT INTO companies (tenant, company_id, company_name, client_type, url, properties, notes, \
+             billing_email, billing_cycle, billing_contact_id, account_manager_id, region_code, \
+             is_inactive, is_tax_exempt, tax_id_number, timezone, credit_limit) \
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 \
+           WHERE NOT $18 OR EXISTS (SELECT 1 FROM rate) \
+           ON CONFLICT (tenant, company_id) DO NOTHING RETURNING *), \
+         ts AS ( \
+           INSERT INTO company_tax_settings (tenant, company_id, is_reverse_charge_applicable) \
+           SELECT $1, c.company_id, false FROM c, rate ON CONFLICT DO NOTHING), \
+         tr AS ( \
+           INSERT INTO company_tax_rates (tenant, company_id, tax_rate_id, is_default) \
+           SELECT $1, c.company_id, rate.tax_rate_id, true FROM c, rate ON CONFLICT DO NOTHING), \
+         tc AS ( \
+           INSERT INTO tax_components (tenant, tax_rate_id, name, rate, sequence, is_compound) \
+           SELECT $1, rate.tax_rate_id, 'Default Tax', ceil(rate.tax_percentage)::bigint, 1, false \
+           FROM c, rate ON CONFLICT DO NOTHING), \
+         es AS ( \
+           INSERT INTO company_email_settings (tenant, company_id, email_suffix, self_registration_enabled) \
+           SELECT $1, c.company_id, $19, false FROM c WHERE $19::text IS NOT NULL ON CONFLICT DO NOTHING) \
+         SELECT ",
+        columns!(),
+        " FROM c"
     ))
     .bind(tenant)
     .bind(id)
@@ -265,84 +296,22 @@ pub async fn create(
     .bind(&f.tax_id_number)
     .bind(&f.timezone)
     .bind(f.credit_limit)
+    .bind(!options.skip_tax_settings)
+    .bind(suffix)
     .fetch_optional(&mut *conn)
     .await?;
-    let company = match inserted {
-        Some(c) => c,
-        // Same id already stored: a replay of an earlier, committed create.
-        None => return get(conn, tenant, id).await,
-    };
-    if !options.skip_tax_settings {
-        create_default_tax_settings(conn, tenant, id).await?;
+    match inserted {
+        Some(c) => Ok(c),
+        // Either the same id is already stored (a replay of an earlier, committed create)...
+        None => match find(conn, tenant, id).await? {
+            Some(existing) => Ok(existing),
+            // ...or the tenant has no tax rate to default to.
+            None => Err(Error::conflict(
+                None,
+                "No active tax rates found for this tenant: its onboarding seeds have not run",
+            )),
+        },
     }
-    if !options.skip_email_suffix
-        && let Some(suffix) = f
-            .url
-            .as_ref()
-            .and_then(|u| email_suffix::extract(u.as_str()))
-    {
-        sqlx::query(
-            "INSERT INTO company_email_settings (tenant, company_id, email_suffix, self_registration_enabled) \
-             VALUES ($1, $2, $3, false) ON CONFLICT DO NOTHING",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(suffix)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(company)
-}
-
-/// The server TaxService's defaults: the tenant's oldest active tax rate becomes the company's
-/// default rate, with tax settings (no reverse charge) and, if the rate has none yet, one
-/// "Default Tax" component. (The reference added a component per company created.)
-async fn create_default_tax_settings(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    company: CompanyId,
-) -> Result<()> {
-    let rate: Option<(uuid::Uuid, rust_decimal::Decimal)> = sqlx::query_as(
-        "SELECT tax_rate_id, tax_percentage FROM tax_rates WHERE tenant = $1 AND is_active \
-         ORDER BY created_at, tax_rate_id LIMIT 1",
-    )
-    .bind(tenant)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((tax_rate_id, percentage)) = rate else {
-        return Err(Error::conflict(
-            None,
-            "No active tax rates found for this tenant: its onboarding seeds have not run",
-        ));
-    };
-    sqlx::query(
-        "INSERT INTO company_tax_settings (tenant, company_id, is_reverse_charge_applicable) \
-         VALUES ($1, $2, false) ON CONFLICT DO NOTHING",
-    )
-    .bind(tenant)
-    .bind(company)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO company_tax_rates (tenant, company_id, tax_rate_id, is_default) \
-         VALUES ($1, $2, $3, true) ON CONFLICT DO NOTHING",
-    )
-    .bind(tenant)
-    .bind(company)
-    .bind(tax_rate_id)
-    .execute(&mut *conn)
-    .await?;
-    let rate = percentage.ceil().try_into().unwrap_or(i64::MAX);
-    sqlx::query(
-        "INSERT INTO tax_components (tenant, tax_rate_id, name, rate, sequence, is_compound) \
-         VALUES ($1, $2, 'Default Tax', $3, 1, false) ON CONFLICT DO NOTHING",
-    )
-    .bind(tenant)
-    .bind(tax_rate_id)
-    .bind(rate)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// The company `id` of `tenant`.

@@ -183,3 +183,159 @@ async fn an_unreachable_database_exits_1() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot connect"));
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn serve_with_api_keys_and_sessions_and_no_secret_in_the_logs() {
+    let db = TestDb::new(&psa_models::MIGRATOR).await;
+    let url = db.url();
+    let init = psa(
+        Some(&url),
+        &[
+            "management",
+            "init",
+            "--name",
+            "Mgmt",
+            "--admin-email",
+            "ops@mgmt.example",
+            "--first-name",
+            "O",
+            "--last-name",
+            "P",
+            "--json",
+        ],
+    );
+    let init = stdout_json(&init);
+    let tenant = init["tenant_id"].as_str().unwrap().to_owned();
+    let user = init["admin_user_id"].as_str().unwrap().to_owned();
+    let password = init["temporary_password"].as_str().unwrap().to_owned();
+
+    let created = psa(
+        Some(&url),
+        &[
+            "api-key", "create", "--tenant", &tenant, "--user", &user, "--json",
+        ],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let created = stdout_json(&created);
+    let key = created["key"].as_str().unwrap().to_owned();
+    let key_id = created["api_key_id"].as_str().unwrap().to_owned();
+    let bad = psa(
+        Some(&url),
+        &[
+            "api-key",
+            "create",
+            "--tenant",
+            &tenant,
+            "--user",
+            &uuid_str(),
+            "--json",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2), "unknown user is a usage error");
+    let bad = psa(
+        Some(&url),
+        &["api-key", "create", "--tenant", "nope", "--user", &user],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_psa"))
+        .arg("serve")
+        .env("DATABASE_URL", &url)
+        .env("PSA_BIND", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        if http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(up, "psa serve did not become ready");
+
+    let resp = http
+        .get(format!("{base}/api/v1/companies"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let login: serde_json::Value = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"tenant_id": tenant, "email": "ops@mgmt.example", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_owned();
+    let resp = http
+        .get(format!("{base}/api/v1/contacts"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = http.post(format!("{base}/api/v1/auth/login")).json(&serde_json::json!({"tenant_id": tenant, "email": "ops@mgmt.example", "password": "not-it-Secret-123"})).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+
+    let revoked = psa(Some(&url), &["api-key", "revoke", &key_id, "--json"]);
+    assert!(revoked.status.success());
+    assert_eq!(stdout_json(&revoked)["revoked"], true);
+    let again = psa(Some(&url), &["api-key", "revoke", &key_id]);
+    assert_eq!(again.status.code(), Some(1));
+    let resp = http
+        .get(format!("{base}/api/v1/companies"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "graceful shutdown on SIGTERM: {:?}",
+        out.status
+    );
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        logs.contains("/api/v1/companies"),
+        "request logs present: {logs}"
+    );
+    for secret in [
+        password.as_str(),
+        token.as_str(),
+        key.as_str(),
+        "not-it-Secret-123",
+    ] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+}
+
+fn uuid_str() -> String {
+    format!("{:08x}-0000-4000-8000-000000000000", std::process::id())
+}
