@@ -1,1 +1,17 @@
+//! The tenant creation workflow on Temporal.
+//!
+//! A new tenant is created with its own company, onboarding seeds, admin user and settings (the
+//! core chain), while, in parallel, it is recorded as a customer in the management tenant: a
+//! company named after it, its admin as a contact, and a tag (customer tracking). Tracking never
+//! fails the tenant: its failures are recorded and repaired by `psa customers reconcile`. A core
+//! step that fails for good rolls everything back. See docs/workflow.md.
 
+pub mod activities;
+pub mod client;
+pub mod reconcile;
+pub mod secret;
+pub mod types;
+pub mod worker;
+pub mod workflow;
+
+pub use types::*;

@@ -1,0 +1,518 @@
+//! The `tenant_creation` workflow: a saga with a parallel branch.
+//!
+//! ```text
+//!   core:      create_tenant -> run_onboarding_seeds -> create_admin_user -> setup_tenant_data
+//!   tracking:  create_customer_company -> (create_customer_contact || tag_customer_company)
+//! ```
+//!
+//! The two branches run concurrently (joined futures on the workflow's own executor). The
+//! tracking branch turns its failures into a status, so only the core chain can fail the run.
+//! When a core step fails for good (non-retryable, or retries exhausted: transient failures are
+//! retried for minutes first) or a cancel signal arrives, the compensations run in reverse order
+//! of what completed: customer tag, contact, company, then the tenant with everything it owns.
+//! A compensation that still fails after its retries is reported in the result, never dropped.
+
+use std::time::{Duration, SystemTime};
+
+use temporalio_common::RetryPolicy;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityExecutionError, ActivityOptions, SyncWorkflowContext, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
+};
+use uuid::Uuid;
+
+use crate::activities::*;
+use crate::types::*;
+
+/// Retries of the core steps: transient failures (connection loss, failover, deadlock) are
+/// retried for about four minutes before the tenant is rolled back.
+fn core_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(30))
+                .maximum_attempts(12)
+                .build(),
+        )
+        .build()
+}
+
+/// Tracking retries less (about 15 s): it runs in parallel, and a failure is repaired later by
+/// `psa customers reconcile` rather than waited for.
+fn tracking_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(8))
+                .maximum_attempts(5)
+                .build(),
+        )
+        .build()
+}
+
+/// Compensations retry longest: a compensation dropped leaves data behind.
+fn compensation_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(60))
+                .maximum_attempts(15)
+                .build(),
+        )
+        .build()
+}
+
+/// The message of an activity failure (its `Display` is only the wrapper's).
+fn failure_message(e: &ActivityExecutionError) -> String {
+    e.reason()
+        .map(|c| c.failure().message.clone())
+        .or_else(|| e.failure().map(|f| f.message.clone()))
+        .unwrap_or_else(|| e.to_string())
+}
+
+#[workflow]
+#[derive(Default)]
+pub struct TenantCreationWorkflow {
+    state: WorkflowState,
+    /// Records of the tracking branch this run created or linked (for compensation).
+    contact_created: bool,
+    company_created: bool,
+}
+
+enum CoreFailure {
+    Step(&'static str, String),
+    Cancelled(String),
+}
+
+fn uuid(ctx: &WorkflowContext<TenantCreationWorkflow>) -> Uuid {
+    Uuid::parse_str(&ctx.uuid4()).expect("the SDK mints valid UUIDs")
+}
+
+impl TenantCreationWorkflow {
+    fn cancel_point(ctx: &WorkflowContext<Self>) -> Result<(), CoreFailure> {
+        match ctx.state(|s| s.state.cancel_requested.then(|| s.state.error.clone())) {
+            Some(reason) => Err(CoreFailure::Cancelled(
+                reason.unwrap_or_else(|| "cancelled".into()),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn set_step(ctx: &WorkflowContext<Self>, step: Step, progress: u8) {
+        ctx.state_mut(|s| {
+            s.state.step = step;
+            s.state.progress = progress;
+        });
+    }
+
+    async fn core(
+        ctx: &WorkflowContext<Self>,
+        input: &TenantCreationInput,
+        tenant_id: Uuid,
+        company_id: Uuid,
+        user_id: Uuid,
+        sealed: &mut Option<String>,
+    ) -> Result<(), CoreFailure> {
+        let step = |name: &'static str| {
+            move |e: ActivityExecutionError| CoreFailure::Step(name, failure_message(&e))
+        };
+
+        Self::cancel_point(ctx)?;
+        Self::set_step(ctx, Step::CreatingTenant, 10);
+        let created = ctx
+            .execute_activity(
+                TenantActivities::create_tenant,
+                CreateTenantIn {
+                    tenant_id,
+                    company_id,
+                    tenant_name: input.tenant_name.clone(),
+                    admin_email: input.admin_user.email.clone(),
+                    company_name: input.company_name.clone(),
+                    license_count: input.license_count,
+                },
+                core_options(),
+            )
+            .await
+            .map_err(step("create_tenant"))?;
+        ctx.state_mut(|s| {
+            s.state.tenant_id = Some(created.tenant_id);
+            s.state.company_id = created.company_id;
+        });
+
+        Self::cancel_point(ctx)?;
+        Self::set_step(ctx, Step::RunningOnboardingSeeds, 30);
+        ctx.execute_activity(
+            TenantActivities::run_onboarding_seeds,
+            tenant_id,
+            core_options(),
+        )
+        .await
+        .map_err(step("run_onboarding_seeds"))?;
+
+        Self::cancel_point(ctx)?;
+        Self::set_step(ctx, Step::CreatingAdminUser, 55);
+        let admin = ctx
+            .execute_activity(
+                TenantActivities::create_admin_user,
+                CreateAdminIn {
+                    tenant_id,
+                    user_id,
+                    first_name: input.admin_user.first_name.clone(),
+                    last_name: input.admin_user.last_name.clone(),
+                    email: input.admin_user.email.clone(),
+                },
+                core_options(),
+            )
+            .await
+            .map_err(step("create_admin_user"))?;
+        ctx.state_mut(|s| s.state.admin_user_id = Some(admin.user_id));
+        *sealed = Some(admin.temporary_password_sealed);
+
+        Self::cancel_point(ctx)?;
+        Self::set_step(ctx, Step::SettingUpData, 80);
+        ctx.execute_activity(
+            TenantActivities::setup_tenant_data,
+            SetupIn {
+                tenant_id,
+                company_id: created.company_id,
+            },
+            core_options(),
+        )
+        .await
+        .map_err(step("setup_tenant_data"))?;
+        Self::cancel_point(ctx)?;
+        Ok(())
+    }
+
+    async fn tracking(
+        ctx: &WorkflowContext<Self>,
+        input: &TenantCreationInput,
+        tenant_id: Uuid,
+        company_id: Uuid,
+        contact_id: Uuid,
+    ) {
+        let Some(mgmt) = input.tracking.management_tenant_id else {
+            ctx.state_mut(|s| {
+                s.state.customer_tracking.status = TrackingStatus::Failed;
+                s.state.customer_tracking.error = Some("NINEMINDS_TENANT_ID is not set".into());
+            });
+            return;
+        };
+        ctx.state_mut(|s| s.state.customer_tracking.status = TrackingStatus::Running);
+        let fail = |ctx: &WorkflowContext<Self>, step: &str, e: &ActivityExecutionError| {
+            let message = format!("{step}: {}", failure_message(e));
+            ctx.state_mut(|s| {
+                s.state.customer_tracking.status = TrackingStatus::Failed;
+                match &mut s.state.customer_tracking.error {
+                    Some(prev) => {
+                        prev.push_str("; ");
+                        prev.push_str(&message);
+                    }
+                    None => s.state.customer_tracking.error = Some(message),
+                }
+            });
+        };
+        let company = match ctx
+            .execute_activity(
+                TenantActivities::create_customer_company,
+                CustomerCompanyIn {
+                    management_tenant_id: mgmt,
+                    company_id,
+                    tenant_id,
+                    tenant_name: input.tenant_name.clone(),
+                },
+                tracking_options(),
+            )
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return fail(ctx, "create_customer_company", &e),
+        };
+        ctx.state_mut(|s| {
+            s.company_created = company.created;
+            s.state.customer_tracking.customer_company_id = Some(company.company_id);
+            s.state
+                .customer_tracking
+                .warnings
+                .extend(company.warning.clone());
+        });
+        let contact = ctx.execute_activity(
+            TenantActivities::create_customer_contact,
+            CustomerContactIn {
+                management_tenant_id: mgmt,
+                contact_id,
+                company_id: company.company_id,
+                first_name: input.admin_user.first_name.clone(),
+                last_name: input.admin_user.last_name.clone(),
+                email: input.admin_user.email.clone(),
+            },
+            tracking_options(),
+        );
+        let tag = ctx.execute_activity(
+            TenantActivities::tag_customer_company,
+            TagIn {
+                management_tenant_id: mgmt,
+                company_id: company.company_id,
+                tag_text: input.tracking.tag_name.clone(),
+            },
+            tracking_options(),
+        );
+        let (contact, tag) = futures::join!(contact, tag);
+        match contact {
+            Ok(c) => ctx.state_mut(|s| {
+                s.contact_created = c.created || c.linked;
+                s.state.customer_tracking.customer_contact_id = Some(c.contact_id);
+                s.state.customer_tracking.warnings.extend(c.warning.clone());
+            }),
+            Err(e) => fail(ctx, "create_customer_contact", &e),
+        }
+        match tag {
+            Ok(t) => ctx.state_mut(|s| {
+                s.state.customer_tracking.customer_tag_id = Some(t.tag_id);
+                s.state.customer_tracking.customer_tag_mapping_id = Some(t.mapping_id);
+            }),
+            Err(e) => fail(ctx, "tag_customer_company", &e),
+        }
+        ctx.state_mut(|s| {
+            if s.state.customer_tracking.status == TrackingStatus::Running {
+                s.state.customer_tracking.status = TrackingStatus::Completed;
+            }
+        });
+    }
+
+    /// Undoes, in reverse order, what the run did. Returns the report.
+    async fn compensate(
+        ctx: &WorkflowContext<Self>,
+        input: &TenantCreationInput,
+    ) -> RollbackReport {
+        let mut report = RollbackReport {
+            performed: true,
+            ..Default::default()
+        };
+        let (tracking, contact_created, company_created, tenant) = ctx.state(|s| {
+            (
+                s.state.customer_tracking.clone(),
+                s.contact_created,
+                s.company_created,
+                s.state.tenant_id,
+            )
+        });
+        let mut record = |name: &str, r: Result<(), ActivityExecutionError>| match r {
+            Ok(()) => report.compensated.push(name.to_owned()),
+            Err(e) => report
+                .errors
+                .push(format!("{name}: {}", failure_message(&e))),
+        };
+        if let Some(mgmt) = input.tracking.management_tenant_id {
+            if let Some(mapping) = tracking.customer_tag_mapping_id {
+                let r = ctx
+                    .execute_activity(
+                        TenantActivities::remove_customer_tag,
+                        RemoveIn {
+                            management_tenant_id: mgmt,
+                            id: mapping,
+                            company_id: None,
+                            created: true,
+                        },
+                        compensation_options(),
+                    )
+                    .await;
+                record("remove_customer_tag", r);
+            }
+            if let Some(contact) = tracking.customer_contact_id.filter(|_| contact_created) {
+                let created = ctx.state(|s| {
+                    s.state
+                        .customer_tracking
+                        .warnings
+                        .iter()
+                        .all(|w| !w.contains("was linked"))
+                });
+                let r = ctx
+                    .execute_activity(
+                        TenantActivities::remove_customer_contact,
+                        RemoveIn {
+                            management_tenant_id: mgmt,
+                            id: contact,
+                            company_id: tracking.customer_company_id,
+                            created,
+                        },
+                        compensation_options(),
+                    )
+                    .await;
+                record("remove_customer_contact", r);
+            }
+            if let Some(company) = tracking.customer_company_id.filter(|_| company_created) {
+                let r = ctx
+                    .execute_activity(
+                        TenantActivities::remove_customer_company,
+                        RemoveIn {
+                            management_tenant_id: mgmt,
+                            id: company,
+                            company_id: None,
+                            created: true,
+                        },
+                        compensation_options(),
+                    )
+                    .await;
+                record("remove_customer_company", r);
+            }
+        }
+        if let Some(tenant) = tenant {
+            let r = ctx
+                .execute_activity(
+                    TenantActivities::rollback_tenant,
+                    tenant,
+                    compensation_options(),
+                )
+                .await;
+            record("rollback_tenant", r);
+        }
+        report
+    }
+}
+
+#[workflow_methods]
+impl TenantCreationWorkflow {
+    #[run(name = "tenant_creation")]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: TenantCreationInput,
+    ) -> WorkflowResult<TenantCreationResult> {
+        let started = ctx.workflow_time().unwrap_or(SystemTime::UNIX_EPOCH);
+        let workflow_id = ctx.workflow_id().to_owned();
+        // Every id is minted here, recorded in history: retries and replays see the same ids.
+        let (tenant_id, company_id, user_id) = (uuid(ctx), uuid(ctx), uuid(ctx));
+        let (customer_company_id, customer_contact_id) = (uuid(ctx), uuid(ctx));
+        let tracking_wanted = input.tracking.enabled && !input.skip_customer_tracking;
+        ctx.state_mut(|s| {
+            s.state.customer_tracking.status =
+                match (input.tracking.enabled, input.skip_customer_tracking) {
+                    (false, _) => TrackingStatus::Disabled,
+                    (true, true) => TrackingStatus::Skipped,
+                    (true, false) => TrackingStatus::Pending,
+                }
+        });
+
+        let mut sealed = None;
+        let core_ctx = ctx.clone();
+        let tracking_ctx = ctx.clone();
+        let core = Self::core(
+            &core_ctx,
+            &input,
+            tenant_id,
+            company_id,
+            user_id,
+            &mut sealed,
+        );
+        let tracking = async {
+            if tracking_wanted {
+                Self::tracking(
+                    &tracking_ctx,
+                    &input,
+                    tenant_id,
+                    customer_company_id,
+                    customer_contact_id,
+                )
+                .await;
+            }
+        };
+        let (core_result, ()) = futures::join!(core, tracking);
+
+        let (status, error, rollback) = match core_result {
+            Ok(()) => (Outcome::Completed, None, RollbackReport::default()),
+            Err(failure) => {
+                let (outcome, step, message) = match failure {
+                    CoreFailure::Step(step, message) => {
+                        (Outcome::RolledBack, step.to_owned(), message)
+                    }
+                    CoreFailure::Cancelled(reason) => {
+                        (Outcome::Cancelled, "cancel".to_owned(), reason)
+                    }
+                };
+                ctx.state_mut(|s| {
+                    s.state.step = Step::RollingBack;
+                    s.state.error = Some(format!("{step}: {message}"));
+                });
+                let report = Self::compensate(ctx, &input).await;
+                let outcome = if report.errors.is_empty() {
+                    outcome
+                } else {
+                    Outcome::Failed
+                };
+                ctx.state_mut(|s| {
+                    if s.state.customer_tracking.customer_company_id.is_some() && tracking_wanted {
+                        s.state.customer_tracking.status = TrackingStatus::RolledBack;
+                    }
+                });
+                (outcome, Some(StepError { step, message }), report)
+            }
+        };
+        let finished = ctx.workflow_time().unwrap_or(started);
+        ctx.state_mut(|s| {
+            s.state.step = match status {
+                Outcome::Completed => Step::Completed,
+                Outcome::RolledBack => Step::RolledBack,
+                Outcome::Cancelled => Step::Cancelled,
+                Outcome::Failed => Step::Failed,
+            };
+            s.state.progress = 100;
+        });
+        let state = ctx.state(|s| s.state.clone());
+        let tracking = state.customer_tracking.clone();
+        let _ = ctx
+            .execute_activity(
+                TenantActivities::record_outcome,
+                OutcomeIn {
+                    outcome: status.as_str().to_owned(),
+                    tracking_status: serde_json::to_value(tracking.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    tracking_rolled_back: tracking.status == TrackingStatus::RolledBack,
+                    duration_seconds: finished
+                        .duration_since(started)
+                        .unwrap_or_default()
+                        .as_secs_f64(),
+                },
+                ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
+                    .retry_policy(RetryPolicy::builder().maximum_attempts(3).build())
+                    .build(),
+            )
+            .await;
+        let created_at = chrono::DateTime::<chrono::Utc>::from(started).to_rfc3339();
+        let completed = status == Outcome::Completed;
+        Ok(TenantCreationResult {
+            workflow_id,
+            status,
+            tenant_id: state.tenant_id.filter(|_| completed),
+            admin_user_id: state.admin_user_id.filter(|_| completed),
+            company_id: state.company_id.filter(|_| completed),
+            temporary_password_sealed: sealed.filter(|_| completed),
+            created_at,
+            customer_tracking: tracking,
+            rollback,
+            error,
+        })
+    }
+
+    #[query]
+    pub fn get_state(&self, _ctx: &WorkflowContextView) -> WorkflowState {
+        self.state.clone()
+    }
+
+    /// Stops before the next core step and rolls back.
+    #[signal]
+    pub fn cancel(&mut self, _ctx: &mut SyncWorkflowContext<Self>, reason: String) {
+        if !self.state.cancel_requested {
+            self.state.cancel_requested = true;
+            self.state.error = Some(format!("Cancelled: {reason}"));
+        }
+    }
+}
