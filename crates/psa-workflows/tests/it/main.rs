@@ -1,0 +1,144 @@
+//! The tenant creation workflow on a real Temporal dev server and a real PostgreSQL, with the
+//! worker running in this process (so fail points can be set per test: nextest runs each test
+//! in its own process). Run with `--features psa-workflows/failpoints` (scripts/test does).
+
+mod failures;
+mod happy;
+mod tracking;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use psa_models::{TenantId, tenants};
+use psa_testing::{TestDb, TestTemporal};
+use psa_workflows::client::TenantWorkflows;
+use psa_workflows::secret::SecretKey;
+use psa_workflows::{AdminUserInput, TenantCreationInput, TenantCreationResult, TrackingSettings};
+
+pub struct Env {
+    pub db: TestDb,
+    pub temporal: TestTemporal,
+    pub workflows: TenantWorkflows,
+    pub mgmt: TenantId,
+    pub key: SecretKey,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        let db = TestDb::new(&psa_models::MIGRATOR).await;
+        let temporal = TestTemporal::start().await;
+        let mut tx = db.pool.begin().await.unwrap();
+        let mgmt = tenants::init_management(&mut tx, "Nine Minds LLC", None).await.unwrap().tenant.tenant;
+        tx.commit().await.unwrap();
+        let key = SecretKey::from_base64(&SecretKey::generate_base64()).unwrap();
+        let task_queue = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let client = psa_workflows::client::connect(&temporal.address, "default").await.unwrap();
+        let workflows = TenantWorkflows { client, task_queue: task_queue.clone() };
+
+        // The worker's future is not Send: it gets its own thread and runtime.
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (address, pool, worker_key) = (temporal.address.clone(), db.pool.clone(), key.clone());
+        let worker = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let client = psa_workflows::client::connect(&address, "default").await.unwrap();
+                ready_tx.send(()).unwrap();
+                psa_workflows::worker::run(client, &task_queue, pool, worker_key, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        ready_rx.recv_timeout(Duration::from_secs(30)).expect("worker started");
+        Env { db, temporal, workflows, mgmt, key, stop: Some(stop_tx), worker: Some(worker) }
+    }
+
+    pub fn input(&self, name: &str) -> TenantCreationInput {
+        TenantCreationInput {
+            tenant_name: name.into(),
+            admin_user: AdminUserInput {
+                first_name: "Ada".into(),
+                last_name: "Admin".into(),
+                email: format!("Ada@{}.Example.com", name.to_lowercase().replace(' ', "-")),
+            },
+            company_name: Some(format!("{name} Services")),
+            license_count: Some(10),
+            skip_customer_tracking: false,
+            tracking: TrackingSettings {
+                enabled: true,
+                management_tenant_id: Some(self.mgmt.0),
+                tag_name: "PSA Customer".into(),
+            },
+        }
+    }
+
+    pub async fn run(&self, input: TenantCreationInput) -> TenantCreationResult {
+        let id = format!("tenant-creation-{}", uuid::Uuid::new_v4());
+        self.workflows.start(&id, input).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(120), self.workflows.result(&id))
+            .await
+            .expect("the workflow finishes")
+            .unwrap()
+    }
+
+    /// Rows of `tenant` in every tenant table (from the catalog), by table, non-zero only.
+    pub async fn rows_of(&self, tenant: uuid::Uuid) -> Vec<(String, i64)> {
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant' AND NOT a.attisdropped \
+             WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 1",
+        )
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        for t in tables {
+            let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t} WHERE tenant = $1"))
+                .bind(tenant)
+                .fetch_one(&self.db.pool)
+                .await
+                .unwrap();
+            if n > 0 {
+                out.push((t, n));
+            }
+        }
+        out
+    }
+
+    /// Customer records in the management tenant: (companies with a tenant_id, contacts, tag mappings).
+    pub async fn customer_records(&self) -> (i64, i64, i64) {
+        let q = |sql: &'static str| {
+            let pool = self.db.pool.clone();
+            let mgmt = self.mgmt;
+            async move { sqlx::query_scalar::<_, i64>(sql).bind(mgmt).fetch_one(&pool).await.unwrap() }
+        };
+        (
+            q("SELECT count(*) FROM companies WHERE tenant = $1 AND properties ? 'tenant_id'").await,
+            q("SELECT count(*) FROM contacts WHERE tenant = $1").await,
+            q("SELECT count(*) FROM tag_mappings WHERE tenant = $1").await,
+        )
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Fails loudly when the fail points are compiled out (the feature is missing).
+pub fn require_failpoints() {
+    assert!(
+        fail::has_failpoints(),
+        "this test needs `--features psa-workflows/failpoints` (scripts/test sets it)"
+    );
+}
