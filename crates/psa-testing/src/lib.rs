@@ -206,7 +206,8 @@ pub fn temporal_cli() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("TEMPORAL_CLI") {
         return p.into();
     }
-    let local = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/temporal-venv/bin/temporal");
+    let local = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.tools/temporal-venv/bin/temporal");
     if local.exists() {
         return local;
     }
@@ -224,7 +225,10 @@ impl TestTemporal {
     pub async fn start() -> TestTemporal {
         if let Ok(address) = std::env::var("TEMPORAL_ADDRESS") {
             wait_healthy(&address).await;
-            return TestTemporal { address, child: None };
+            return TestTemporal {
+                address,
+                child: None,
+            };
         }
         let port = free_port();
         let address = format!("127.0.0.1:{port}");
@@ -242,10 +246,16 @@ impl TestTemporal {
                      TEMPORAL_ADDRESS (tests never skip for a missing server)"
                 )
             });
-        let mut t = TestTemporal { address, child: Some(child) };
+        let mut t = TestTemporal {
+            address,
+            child: Some(child),
+        };
         wait_healthy(&t.address).await;
         if let Some(c) = t.child.as_mut() {
-            assert!(c.try_wait().ok().flatten().is_none(), "the Temporal dev server exited");
+            assert!(
+                c.try_wait().ok().flatten().is_none(),
+                "the Temporal dev server exited"
+            );
         }
         t
     }

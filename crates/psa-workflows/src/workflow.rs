@@ -81,9 +81,20 @@ fn failure_message(e: &ActivityExecutionError) -> String {
 #[derive(Default)]
 pub struct TenantCreationWorkflow {
     state: WorkflowState,
-    /// Records of the tracking branch this run created or linked (for compensation).
-    contact_created: bool,
-    company_created: bool,
+    /// What compensation must undo. Ids are the ones this run minted, recorded once their
+    /// activity has been *attempted*: a step can commit and still fail (after the commit), so
+    /// "attempted" rather than "succeeded" decides; deleting a row that is not there is a no-op,
+    /// and a minted id can only name a row this run created.
+    undo: Undo,
+}
+
+#[derive(Default)]
+struct Undo {
+    tenant: Option<Uuid>,
+    customer_company: Option<Uuid>,
+    customer_contact: Option<Uuid>,
+    /// An existing contact this run linked to the customer company (unlinked on rollback).
+    linked_contact: Option<Uuid>,
 }
 
 enum CoreFailure {
@@ -126,6 +137,7 @@ impl TenantCreationWorkflow {
 
         Self::cancel_point(ctx)?;
         Self::set_step(ctx, Step::CreatingTenant, 10);
+        ctx.state_mut(|s| s.undo.tenant = Some(tenant_id));
         let created = ctx
             .execute_activity(
                 TenantActivities::create_tenant,
@@ -219,6 +231,7 @@ impl TenantCreationWorkflow {
                 }
             });
         };
+        ctx.state_mut(|s| s.undo.customer_company = Some(company_id));
         let company = match ctx
             .execute_activity(
                 TenantActivities::create_customer_company,
@@ -236,13 +249,13 @@ impl TenantCreationWorkflow {
             Err(e) => return fail(ctx, "create_customer_company", &e),
         };
         ctx.state_mut(|s| {
-            s.company_created = company.created;
             s.state.customer_tracking.customer_company_id = Some(company.company_id);
             s.state
                 .customer_tracking
                 .warnings
                 .extend(company.warning.clone());
         });
+        ctx.state_mut(|s| s.undo.customer_contact = Some(contact_id));
         let contact = ctx.execute_activity(
             TenantActivities::create_customer_contact,
             CustomerContactIn {
@@ -267,7 +280,9 @@ impl TenantCreationWorkflow {
         let (contact, tag) = futures::join!(contact, tag);
         match contact {
             Ok(c) => ctx.state_mut(|s| {
-                s.contact_created = c.created || c.linked;
+                if c.linked && !c.created {
+                    s.undo.linked_contact = Some(c.contact_id);
+                }
                 s.state.customer_tracking.customer_contact_id = Some(c.contact_id);
                 s.state.customer_tracking.warnings.extend(c.warning.clone());
             }),
@@ -296,14 +311,19 @@ impl TenantCreationWorkflow {
             performed: true,
             ..Default::default()
         };
-        let (tracking, contact_created, company_created, tenant) = ctx.state(|s| {
+        let (tracking, undo) = ctx.state(|s| {
+            let u = &s.undo;
             (
                 s.state.customer_tracking.clone(),
-                s.contact_created,
-                s.company_created,
-                s.state.tenant_id,
+                (
+                    u.tenant,
+                    u.customer_company,
+                    u.customer_contact,
+                    u.linked_contact,
+                ),
             )
         });
+        let (tenant, minted_company, minted_contact, linked_contact) = undo;
         let mut record = |name: &str, r: Result<(), ActivityExecutionError>| match r {
             Ok(()) => report.compensated.push(name.to_owned()),
             Err(e) => report
@@ -311,7 +331,12 @@ impl TenantCreationWorkflow {
                 .push(format!("{name}: {}", failure_message(&e))),
         };
         if let Some(mgmt) = input.tracking.management_tenant_id {
-            if let Some(mapping) = tracking.customer_tag_mapping_id {
+            // A tag on a company this run did not create (a reused customer company) is removed
+            // by its mapping; on the company this run created, deleting the company removes it.
+            if let Some(mapping) = tracking
+                .customer_tag_mapping_id
+                .filter(|_| tracking.customer_company_id != minted_company)
+            {
                 let r = ctx
                     .execute_activity(
                         TenantActivities::remove_customer_tag,
@@ -326,14 +351,7 @@ impl TenantCreationWorkflow {
                     .await;
                 record("remove_customer_tag", r);
             }
-            if let Some(contact) = tracking.customer_contact_id.filter(|_| contact_created) {
-                let created = ctx.state(|s| {
-                    s.state
-                        .customer_tracking
-                        .warnings
-                        .iter()
-                        .all(|w| !w.contains("was linked"))
-                });
+            if let Some(contact) = linked_contact {
                 let r = ctx
                     .execute_activity(
                         TenantActivities::remove_customer_contact,
@@ -341,14 +359,29 @@ impl TenantCreationWorkflow {
                             management_tenant_id: mgmt,
                             id: contact,
                             company_id: tracking.customer_company_id,
-                            created,
+                            created: false,
+                        },
+                        compensation_options(),
+                    )
+                    .await;
+                record("unlink_customer_contact", r);
+            }
+            if let Some(contact) = minted_contact {
+                let r = ctx
+                    .execute_activity(
+                        TenantActivities::remove_customer_contact,
+                        RemoveIn {
+                            management_tenant_id: mgmt,
+                            id: contact,
+                            company_id: None,
+                            created: true,
                         },
                         compensation_options(),
                     )
                     .await;
                 record("remove_customer_contact", r);
             }
-            if let Some(company) = tracking.customer_company_id.filter(|_| company_created) {
+            if let Some(company) = minted_company {
                 let r = ctx
                     .execute_activity(
                         TenantActivities::remove_customer_company,

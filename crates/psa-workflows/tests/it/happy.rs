@@ -15,31 +15,48 @@ async fn happy_path_creates_the_tenant_and_its_customer_records() {
     assert!(!result.rollback.performed);
 
     // The tenant's own rows.
-    let rows: std::collections::HashMap<String, i64> = env.rows_of(tenant).await.into_iter().collect();
+    let rows: std::collections::HashMap<String, i64> =
+        env.rows_of(tenant).await.into_iter().collect();
     for (table, n) in [
-        ("tenants", 1), ("companies", 1), ("company_locations", 1), ("roles", 8), ("users", 1),
-        ("user_roles", 1), ("tax_regions", 1), ("tax_rates", 1), ("tenant_settings", 1),
-        ("tenant_email_settings", 1), ("tenant_companies", 1),
+        ("tenants", 1),
+        ("companies", 1),
+        ("company_locations", 1),
+        ("roles", 8),
+        ("users", 1),
+        ("user_roles", 1),
+        ("tax_regions", 1),
+        ("tax_rates", 1),
+        ("tenant_settings", 1),
+        ("tenant_email_settings", 1),
+        ("tenant_companies", 1),
     ] {
         assert_eq!(rows.get(table).copied(), Some(n), "{table}: {rows:?}");
     }
     assert!(rows["permissions"] > 100 && rows["role_permissions"] > 100);
-    let (name, licences): (String, Option<i32>) = sqlx::query_as("SELECT company_name, licensed_user_count FROM tenants WHERE tenant = $1")
-        .bind(tenant)
-        .fetch_one(&env.db.pool)
-        .await
-        .unwrap();
+    let (name, licences): (String, Option<i32>) =
+        sqlx::query_as("SELECT company_name, licensed_user_count FROM tenants WHERE tenant = $1")
+            .bind(tenant)
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
     assert_eq!((name.as_str(), licences), ("Initech", Some(10)));
 
     // The password reaches the caller sealed, opens with the key, and is the admin's.
-    let password = env.key.open(result.temporary_password_sealed.as_deref().unwrap()).unwrap();
+    let password = env
+        .key
+        .open(result.temporary_password_sealed.as_deref().unwrap())
+        .unwrap();
     assert_eq!(password.expose_secret().len(), 16);
     let hash: String = sqlx::query_scalar("SELECT hashed_password FROM users WHERE tenant = $1")
         .bind(tenant)
         .fetch_one(&env.db.pool)
         .await
         .unwrap();
-    assert!(psa_models::password::verify(&password, &hash).await.unwrap());
+    assert!(
+        psa_models::password::verify(&password, &hash)
+            .await
+            .unwrap()
+    );
 
     // In the management tenant: the company with the UUID, the contact, the tag.
     let mgmt = env.mgmt;
@@ -56,14 +73,18 @@ async fn happy_path_creates_the_tenant_and_its_customer_records() {
     assert_eq!(props["tenant_name"], "Initech");
     assert_eq!(props["subscription_type"], "psa");
     assert!(notes.contains("Initech"));
-    let (email, contact_company, role): (String, uuid::Uuid, String) =
-        sqlx::query_as("SELECT email, company_id, role FROM contacts WHERE tenant = $1 AND contact_name_id = $2")
-            .bind(mgmt)
-            .bind(tracking.customer_contact_id.unwrap())
-            .fetch_one(&env.db.pool)
-            .await
-            .unwrap();
-    assert_eq!((email.as_str(), contact_company, role.as_str()), ("ada@initech.example.com", company_id, "Admin"));
+    let (email, contact_company, role): (String, uuid::Uuid, String) = sqlx::query_as(
+        "SELECT email, company_id, role FROM contacts WHERE tenant = $1 AND contact_name_id = $2",
+    )
+    .bind(mgmt)
+    .bind(tracking.customer_contact_id.unwrap())
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (email.as_str(), contact_company, role.as_str()),
+        ("ada@initech.example.com", company_id, "Admin")
+    );
     let (tag_text, bg, tagged): (String, String, uuid::Uuid) = sqlx::query_as(
         "SELECT d.tag_text, d.background_color, m.tagged_id FROM tag_mappings m \
          JOIN tag_definitions d ON d.tenant = m.tenant AND d.tag_id = m.tag_id WHERE m.tenant = $1",
@@ -72,13 +93,25 @@ async fn happy_path_creates_the_tenant_and_its_customer_records() {
     .fetch_one(&env.db.pool)
     .await
     .unwrap();
-    assert_eq!((tag_text.as_str(), bg.as_str(), tagged), ("PSA Customer", "#BEC5F4", company_id));
-    assert_eq!(Some(tracking.customer_tag_id.unwrap()), sqlx::query_scalar("SELECT tag_id FROM tag_definitions WHERE tenant = $1").bind(mgmt).fetch_optional(&env.db.pool).await.unwrap());
-    let audits: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE tenant = $1 AND action = 'create'")
-        .bind(mgmt)
-        .fetch_one(&env.db.pool)
-        .await
-        .unwrap();
+    assert_eq!(
+        (tag_text.as_str(), bg.as_str(), tagged),
+        ("PSA Customer", "#BEC5F4", company_id)
+    );
+    assert_eq!(
+        Some(tracking.customer_tag_id.unwrap()),
+        sqlx::query_scalar("SELECT tag_id FROM tag_definitions WHERE tenant = $1")
+            .bind(mgmt)
+            .fetch_optional(&env.db.pool)
+            .await
+            .unwrap()
+    );
+    let audits: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE tenant = $1 AND action = 'create'",
+    )
+    .bind(mgmt)
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
     assert_eq!(audits, 3, "one audit row per customer record");
 
     // The state query after the end, and the status call.
@@ -90,13 +123,32 @@ async fn happy_path_creates_the_tenant_and_its_customer_records() {
 
     // Temporal's history never holds the password in plain text.
     let out = std::process::Command::new(psa_testing::temporal_cli())
-        .args(["workflow", "show", "-w", &result.workflow_id, "--output", "json", "--address", &env.temporal.address])
+        .args([
+            "workflow",
+            "show",
+            "-w",
+            &result.workflow_id,
+            "--output",
+            "json",
+            "--address",
+            &env.temporal.address,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let history = String::from_utf8_lossy(&out.stdout);
-    assert!(history.contains("create_admin_user"), "the history was read");
-    assert!(!history.contains(password.expose_secret()), "plaintext password in history");
+    assert!(
+        history.contains("create_admin_user"),
+        "the history was read"
+    );
+    assert!(
+        !history.contains(password.expose_secret()),
+        "plaintext password in history"
+    );
     // Payloads are base64 in the JSON history: check that form too.
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(password.expose_secret());
@@ -109,14 +161,27 @@ async fn tracking_disabled_or_skipped_writes_nothing_in_the_management_tenant() 
     let mut input = env.input("Quiet");
     input.tracking.enabled = false;
     let r = env.run(input).await;
-    assert_eq!((r.status, r.customer_tracking.status), (Outcome::Completed, TrackingStatus::Disabled));
+    assert_eq!(
+        (r.status, r.customer_tracking.status),
+        (Outcome::Completed, TrackingStatus::Disabled)
+    );
     let mut input = env.input("Skipper");
     input.skip_customer_tracking = true;
     let r2 = env.run(input).await;
-    assert_eq!((r2.status, r2.customer_tracking.status), (Outcome::Completed, TrackingStatus::Skipped));
+    assert_eq!(
+        (r2.status, r2.customer_tracking.status),
+        (Outcome::Completed, TrackingStatus::Skipped)
+    );
     assert!(r2.customer_tracking.customer_company_id.is_none());
     assert_eq!(env.customer_records().await, (0, 0, 0));
-    assert_eq!(env.rows_of(r.tenant_id.unwrap()).await.iter().find(|r| r.0 == "users").map(|r| r.1), Some(1));
+    assert_eq!(
+        env.rows_of(r.tenant_id.unwrap())
+            .await
+            .iter()
+            .find(|r| r.0 == "users")
+            .map(|r| r.1),
+        Some(1)
+    );
 }
 
 #[tokio::test]
@@ -130,7 +195,11 @@ async fn the_same_idempotency_key_provisions_one_tenant() {
     assert_eq!(r.status, Outcome::Completed);
     let third = env.workflows.start(id, env.input("Once")).await.unwrap();
     assert_eq!(third, id, "a finished key is not started again");
-    let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE company_name = 'Once'").fetch_one(&env.db.pool).await.unwrap();
+    let tenants: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tenants WHERE company_name = 'Once'")
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
     assert_eq!(tenants, 1);
     assert_eq!(env.customer_records().await, (1, 1, 1));
 }
@@ -141,17 +210,31 @@ async fn twenty_concurrent_creations() {
     let mut ids = Vec::new();
     for i in 0..20 {
         let id = format!("tenant-creation-concurrent-{i}");
-        env.workflows.start(&id, env.input(&format!("Concurrent {i}"))).await.unwrap();
+        env.workflows
+            .start(&id, env.input(&format!("Concurrent {i}")))
+            .await
+            .unwrap();
         ids.push(id);
     }
     let results = futures::future::join_all(ids.iter().map(|id| env.workflows.result(id))).await;
     for r in &results {
         let r = r.as_ref().unwrap();
-        assert_eq!((r.status, r.customer_tracking.status), (Outcome::Completed, TrackingStatus::Completed), "{r:?}");
+        assert_eq!(
+            (r.status, r.customer_tracking.status),
+            (Outcome::Completed, TrackingStatus::Completed),
+            "{r:?}"
+        );
     }
-    let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE NOT is_management").fetch_one(&env.db.pool).await.unwrap();
+    let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE NOT is_management")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
     assert_eq!(tenants, 20);
     assert_eq!(env.customer_records().await, (20, 20, 20));
-    let defs: i64 = sqlx::query_scalar("SELECT count(*) FROM tag_definitions WHERE tenant = $1").bind(env.mgmt).fetch_one(&env.db.pool).await.unwrap();
+    let defs: i64 = sqlx::query_scalar("SELECT count(*) FROM tag_definitions WHERE tenant = $1")
+        .bind(env.mgmt)
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
     assert_eq!(defs, 1, "one shared tag definition");
 }

@@ -30,21 +30,36 @@ impl Env {
         let db = TestDb::new(&psa_models::MIGRATOR).await;
         let temporal = TestTemporal::start().await;
         let mut tx = db.pool.begin().await.unwrap();
-        let mgmt = tenants::init_management(&mut tx, "Nine Minds LLC", None).await.unwrap().tenant.tenant;
+        let mgmt = tenants::init_management(&mut tx, "Nine Minds LLC", None)
+            .await
+            .unwrap()
+            .tenant
+            .tenant;
         tx.commit().await.unwrap();
         let key = SecretKey::from_base64(&SecretKey::generate_base64()).unwrap();
         let task_queue = format!("test-{}", uuid::Uuid::new_v4().simple());
-        let client = psa_workflows::client::connect(&temporal.address, "default").await.unwrap();
-        let workflows = TenantWorkflows { client, task_queue: task_queue.clone() };
+        let client = psa_workflows::client::connect(&temporal.address, "default")
+            .await
+            .unwrap();
+        let workflows = TenantWorkflows {
+            client,
+            task_queue: task_queue.clone(),
+        };
 
         // The worker's future is not Send: it gets its own thread and runtime.
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = mpsc::channel();
         let (address, pool, worker_key) = (temporal.address.clone(), db.pool.clone(), key.clone());
         let worker = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
-                let client = psa_workflows::client::connect(&address, "default").await.unwrap();
+                let client = psa_workflows::client::connect(&address, "default")
+                    .await
+                    .unwrap();
                 ready_tx.send(()).unwrap();
                 psa_workflows::worker::run(client, &task_queue, pool, worker_key, async {
                     let _ = stop_rx.await;
@@ -53,8 +68,18 @@ impl Env {
                 .unwrap();
             });
         });
-        ready_rx.recv_timeout(Duration::from_secs(30)).expect("worker started");
-        Env { db, temporal, workflows, mgmt, key, stop: Some(stop_tx), worker: Some(worker) }
+        ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("worker started");
+        Env {
+            db,
+            temporal,
+            workflows,
+            mgmt,
+            key,
+            stop: Some(stop_tx),
+            worker: Some(worker),
+        }
     }
 
     pub fn input(&self, name: &str) -> TenantCreationInput {
@@ -114,10 +139,17 @@ impl Env {
         let q = |sql: &'static str| {
             let pool = self.db.pool.clone();
             let mgmt = self.mgmt;
-            async move { sqlx::query_scalar::<_, i64>(sql).bind(mgmt).fetch_one(&pool).await.unwrap() }
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .bind(mgmt)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
         };
         (
-            q("SELECT count(*) FROM companies WHERE tenant = $1 AND properties ? 'tenant_id'").await,
+            q("SELECT count(*) FROM companies WHERE tenant = $1 AND properties ? 'tenant_id'")
+                .await,
             q("SELECT count(*) FROM contacts WHERE tenant = $1").await,
             q("SELECT count(*) FROM tag_mappings WHERE tenant = $1").await,
         )
