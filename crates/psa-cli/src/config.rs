@@ -13,14 +13,19 @@ pub enum CliError {
     /// The operation failed (exit 1).
     #[error("{0:#}")]
     Failed(anyhow::Error),
+    /// The operation failed and its output already says how (exit 1, nothing more printed).
+    #[error("")]
+    Reported,
 }
 
 impl CliError {
     pub fn report(&self) -> ExitCode {
-        eprintln!("error: {self}");
+        if !matches!(self, CliError::Reported) {
+            eprintln!("error: {self}");
+        }
         match self {
             CliError::Usage(_) => ExitCode::from(2),
-            CliError::Failed(_) => ExitCode::from(1),
+            CliError::Failed(_) | CliError::Reported => ExitCode::from(1),
         }
     }
 }

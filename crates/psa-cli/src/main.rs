@@ -5,6 +5,8 @@
 mod config;
 mod management;
 mod serve;
+mod temporal;
+mod tenant;
 
 use std::process::ExitCode;
 
@@ -25,6 +27,8 @@ struct Cli {
     /// Log format on stderr: pretty or json.
     #[arg(long, env = "PSA_LOG_FORMAT", global = true, default_value = "pretty")]
     log_format: String,
+    #[command(flatten)]
+    workflow: temporal::WorkflowArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,6 +62,26 @@ enum Command {
     ApiKey {
         #[command(subcommand)]
         command: serve::ApiKeyCommand,
+    },
+    /// Run the Temporal worker of the tenant creation workflow.
+    Worker {
+        /// Where the worker serves /metrics and /healthz.
+        #[arg(
+            long,
+            env = "PSA_WORKER_METRICS_BIND",
+            default_value = "127.0.0.1:9090"
+        )]
+        metrics_bind: String,
+    },
+    /// Tenant provisioning.
+    Tenant {
+        #[command(subcommand)]
+        command: tenant::TenantCommand,
+    },
+    /// Customer records of tenants in the management tenant.
+    Customers {
+        #[command(subcommand)]
+        command: tenant::CustomersCommand,
     },
 }
 
@@ -114,6 +138,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             .await
         }
         Command::ApiKey { command } => serve::api_key(cli.database_url.as_deref(), command).await,
+        Command::Worker { metrics_bind } => {
+            tenant::worker(cli.database_url.as_deref(), &cli.workflow, &metrics_bind).await
+        }
+        Command::Tenant { command } => {
+            tenant::tenant(cli.database_url.as_deref(), &cli.workflow, command).await
+        }
+        Command::Customers { command } => {
+            tenant::customers(cli.database_url.as_deref(), &cli.workflow, command).await
+        }
     }
 }
 

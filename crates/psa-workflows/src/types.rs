@@ -167,3 +167,35 @@ pub struct TenantCreationResult {
     pub rollback: RollbackReport,
     pub error: Option<StepError>,
 }
+
+impl TenantCreationResult {
+    /// The result as callers see it (`psa tenant create --json`, the API): the password opened
+    /// with `key` (null without a key or for a run that did not complete).
+    pub fn public(&self, key: Option<&crate::secret::SecretKey>) -> serde_json::Value {
+        use secrecy::ExposeSecret;
+        let password = match (key, &self.temporary_password_sealed) {
+            (Some(k), Some(sealed)) => k.open(sealed).ok().map(|p| p.expose_secret().to_owned()),
+            _ => None,
+        };
+        let t = &self.customer_tracking;
+        serde_json::json!({
+            "workflow_id": self.workflow_id,
+            "status": self.status,
+            "tenant_id": self.tenant_id,
+            "admin_user_id": self.admin_user_id,
+            "company_id": self.company_id,
+            "temporary_password": password,
+            "created_at": self.created_at,
+            "customer_tracking": {
+                "status": t.status,
+                "customer_company_id": t.customer_company_id,
+                "customer_contact_id": t.customer_contact_id,
+                "customer_tag_id": t.customer_tag_id,
+                "error": t.error,
+                "warnings": t.warnings,
+            },
+            "rollback": self.rollback,
+            "error": self.error,
+        })
+    }
+}

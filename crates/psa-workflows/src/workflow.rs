@@ -26,9 +26,11 @@ use crate::activities::*;
 use crate::types::*;
 
 /// Retries of the core steps: transient failures (connection loss, failover, deadlock) are
-/// retried for about four minutes before the tenant is rolled back.
+/// retried for about four minutes before the tenant is rolled back. Each attempt is one short
+/// transaction; 15 s bounds how long a step whose worker died waits before another worker
+/// retries it.
 fn core_options() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(15))
         .retry_policy(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_secs(1))
@@ -43,7 +45,7 @@ fn core_options() -> ActivityOptions {
 /// Tracking retries less (about 15 s): it runs in parallel, and a failure is repaired later by
 /// `psa customers reconcile` rather than waited for.
 fn tracking_options() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(15))
         .retry_policy(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_secs(1))

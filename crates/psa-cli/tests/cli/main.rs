@@ -1,5 +1,7 @@
 //! The `psa` binary, run as an operator would, against a real PostgreSQL.
 
+mod workflow;
+
 use std::process::{Command, Output};
 
 use psa_testing::TestDb;

@@ -1,0 +1,405 @@
+//! `psa worker` and `psa tenant ...` as processes, on a real Temporal dev server.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use psa_testing::{TestDb, TestTemporal};
+
+struct Setup {
+    db: TestDb,
+    temporal: TestTemporal,
+    queue: String,
+    mgmt: String,
+    key: String,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let db = TestDb::new(&psa_models::MIGRATOR).await;
+        let temporal = TestTemporal::start().await;
+        let mut tx = db.pool.begin().await.unwrap();
+        let mgmt = psa_models::tenants::init_management(&mut tx, "Nine Minds LLC", None)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        Setup {
+            db,
+            temporal,
+            queue: format!("cli-{}", uuid::Uuid::new_v4().simple()),
+            mgmt: mgmt.tenant.tenant.to_string(),
+            key: psa_workflows::secret::SecretKey::generate_base64(),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_psa"));
+        c.args(args)
+            .env("DATABASE_URL", self.db.url())
+            .env("TEMPORAL_ADDRESS", &self.temporal.address)
+            .env("TEMPORAL_TASK_QUEUE", &self.queue)
+            .env("NINEMINDS_TENANT_ID", &self.mgmt)
+            .env("PSA_SECRET_KEY", &self.key)
+            .env("RUST_LOG", "warn")
+            .env_remove("FAILPOINTS");
+        c
+    }
+
+    fn worker(&self, failpoints: Option<&str>) -> Child {
+        let mut c = self.cmd(&["worker", "--metrics-bind", "127.0.0.1:0"]);
+        if let Some(f) = failpoints {
+            c.env("FAILPOINTS", f);
+        }
+        c.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.cmd(args).output().unwrap()
+    }
+}
+
+fn last_json(out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default()).unwrap_or_else(|e| {
+        panic!(
+            "{e}: stdout {text}, stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn stop(mut child: Child) -> String {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn tenant_create_status_list_and_reconcile_through_the_cli() {
+    let s = Setup::new().await;
+    let worker = s.worker(None);
+    let out = s.run(&[
+        "tenant",
+        "create",
+        "--name",
+        "Globex",
+        "--admin-email",
+        "Hank@Globex.example",
+        "--first-name",
+        "Hank",
+        "--last-name",
+        "Scorpio",
+        "--company-name",
+        "Globex Corp",
+        "--license-count",
+        "25",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = last_json(&out);
+    assert_eq!(r["status"], "completed");
+    let password = r["temporary_password"].as_str().unwrap().to_owned();
+    assert_eq!(password.len(), 16);
+    assert_eq!(r["customer_tracking"]["status"], "completed");
+    for k in ["tenant_id", "admin_user_id", "company_id", "created_at"] {
+        assert!(r[k].is_string(), "{k}: {r}");
+    }
+    for k in [
+        "customer_company_id",
+        "customer_contact_id",
+        "customer_tag_id",
+    ] {
+        assert!(r["customer_tracking"][k].is_string(), "{k}: {r}");
+    }
+    assert_eq!(r["rollback"]["performed"], false);
+    assert!(r["error"].is_null());
+    let id = r["workflow_id"].as_str().unwrap().to_owned();
+
+    let st = s.run(&["tenant", "status", &id, "--json"]);
+    let st = last_json(&st);
+    assert_eq!(
+        (st["finished"].as_bool(), st["result"]["tenant_id"].as_str()),
+        (Some(true), r["tenant_id"].as_str())
+    );
+
+    let list = s.run(&["tenant", "list", "--json"]);
+    let list = last_json(&list);
+    let entries = list.as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["name"] == "Globex" && e["customer_tracking"] == "tracked"),
+        "{list}"
+    );
+
+    // --no-wait, and the idempotency key.
+    let a = last_json(&s.run(&[
+        "tenant",
+        "create",
+        "--name",
+        "Keyed",
+        "--admin-email",
+        "k@keyed.example",
+        "--first-name",
+        "K",
+        "--last-name",
+        "D",
+        "--idempotency-key",
+        "order-42",
+        "--no-wait",
+        "--json",
+    ]));
+    assert_eq!(a["workflow_id"], "order-42");
+    let b = s.run(&[
+        "tenant",
+        "create",
+        "--name",
+        "Keyed",
+        "--admin-email",
+        "k@keyed.example",
+        "--first-name",
+        "K",
+        "--last-name",
+        "D",
+        "--idempotency-key",
+        "order-42",
+        "--json",
+    ]);
+    assert!(b.status.success());
+    assert_eq!(last_json(&b)["workflow_id"], "order-42");
+    let keyed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tenants WHERE company_name = 'Keyed'")
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(keyed, 1);
+
+    let rec = s.run(&["customers", "reconcile", "--json"]);
+    assert!(
+        rec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rec.stderr)
+    );
+    let rec = last_json(&rec);
+    assert_eq!(
+        (
+            rec["created"].as_u64(),
+            rec["already_tracked"].as_u64(),
+            rec["failed"].as_u64()
+        ),
+        (Some(0), Some(2), Some(0))
+    );
+    assert_eq!(rec["dry_run"], false);
+    assert_eq!(rec["orphans"], serde_json::json!([]));
+
+    let logs = stop(worker);
+    assert!(
+        !logs.contains(&password),
+        "the password reached the worker's log"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_and_configuration_exit_2() {
+    let s = Setup::new().await;
+    let create = |extra: &[(&str, &str)], args: &[&str]| {
+        let mut c = s.cmd(args);
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let base = [
+        "tenant",
+        "create",
+        "--name",
+        "X",
+        "--admin-email",
+        "x@x.example",
+        "--first-name",
+        "A",
+        "--last-name",
+        "B",
+        "--no-wait",
+    ];
+    let bad_email = [
+        "tenant",
+        "create",
+        "--name",
+        "X",
+        "--admin-email",
+        "nope",
+        "--first-name",
+        "A",
+        "--last-name",
+        "B",
+        "--no-wait",
+    ];
+    assert_eq!(create(&[], &bad_email).status.code(), Some(2));
+    let empty_name = [
+        "tenant",
+        "create",
+        "--name",
+        " ",
+        "--admin-email",
+        "x@x.example",
+        "--first-name",
+        "A",
+        "--last-name",
+        "B",
+        "--no-wait",
+    ];
+    assert_eq!(create(&[], &empty_name).status.code(), Some(2));
+    assert_eq!(
+        create(&[("NINEMINDS_TENANT_ID", "not-a-uuid")], &base)
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        create(&[("ENABLE_CUSTOMER_TRACKING", "maybe")], &base)
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        create(&[("CUSTOMER_TAG_NAME", "ü")], &base).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        create(&[("TEMPORAL_ADDRESS", "no port")], &base)
+            .status
+            .code(),
+        Some(2)
+    );
+    // The worker refuses to start without a usable configuration, with one clear line.
+    for (k, v, needle) in [
+        ("PSA_SECRET_KEY", "", "PSA_SECRET_KEY"),
+        (
+            "NINEMINDS_TENANT_ID",
+            "00000000-0000-4000-8000-000000000000",
+            "NINEMINDS_TENANT_ID",
+        ),
+        ("NINEMINDS_TENANT_ID", "", "NINEMINDS_TENANT_ID"),
+    ] {
+        let out = create(&[(k, v)], &["worker"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{k}={v}: {err}");
+        assert!(
+            err.contains(needle) && err.trim().lines().count() == 1,
+            "{err}"
+        );
+    }
+    let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(tenants, 1, "only the management tenant");
+}
+
+#[tokio::test]
+async fn a_failed_run_exits_1_with_the_rollback_in_the_result() {
+    let s = Setup::new().await;
+    let worker = s.worker(Some("activity::create_admin_user=return(permanent)"));
+    let out = s.run(&[
+        "tenant",
+        "create",
+        "--name",
+        "Failing",
+        "--admin-email",
+        "f@f.example",
+        "--first-name",
+        "F",
+        "--last-name",
+        "G",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = last_json(&out);
+    assert_eq!(r["status"], "rolled_back");
+    assert_eq!(r["error"]["step"], "create_admin_user");
+    assert!(r["temporary_password"].is_null() && r["tenant_id"].is_null());
+    assert_eq!(r["rollback"]["performed"], true);
+    let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(tenants, 1);
+    stop(worker);
+}
+
+#[tokio::test]
+async fn a_killed_worker_is_replaced_and_the_run_completes() {
+    let s = Setup::new().await;
+    // The first worker is slow in the admin step; it is killed there.
+    let first = s.worker(Some("activity::create_admin_user=sleep(4000)"));
+    let started = last_json(&s.run(&[
+        "tenant",
+        "create",
+        "--name",
+        "Survivor",
+        "--admin-email",
+        "s@s.example",
+        "--first-name",
+        "S",
+        "--last-name",
+        "V",
+        "--no-wait",
+        "--json",
+    ]));
+    let id = started["workflow_id"].as_str().unwrap().to_owned();
+    let mut reached = false;
+    for _ in 0..100 {
+        let st = last_json(&s.run(&["tenant", "status", &id, "--json"]));
+        if st["state"]["step"] == "creating_admin_user" {
+            reached = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reached, "the run reached the admin step");
+    let mut first = first;
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let second = s.worker(None);
+    let mut result = serde_json::Value::Null;
+    for _ in 0..600 {
+        let st = last_json(&s.run(&["tenant", "status", &id, "--json"]));
+        if st["finished"] == true {
+            result = st["result"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(result["status"], "completed", "{result}");
+    let tenant = result["tenant_id"].as_str().unwrap();
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE tenant::text = $1")
+        .bind(tenant)
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(users, 1);
+    stop(second);
+}
