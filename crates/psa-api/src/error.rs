@@ -26,6 +26,9 @@ pub enum ApiError {
     },
     #[error("not found")]
     NotFound,
+    /// A dependency (Temporal) is down or not configured: 503, retry later.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest { status, .. } => *status,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,6 +78,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::BadRequest { .. } => "validation_error",
             ApiError::NotFound => "not_found",
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -94,7 +99,7 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// One of validation_error, email_exists, foreign_key_error, not_found, unauthorized,
-    /// forbidden, conflict, internal.
+    /// forbidden, conflict, unavailable, internal.
     pub code: &'static str,
     pub message: String,
     /// Messages by offending input field.
@@ -106,7 +111,9 @@ pub struct ErrorDetail {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status.is_server_error() {
+        let message = if let ApiError::Unavailable(m) = &self {
+            m.clone()
+        } else if status.is_server_error() {
             tracing::error!(error = ?self, "request failed");
             "An unexpected error occurred".to_owned()
         } else {

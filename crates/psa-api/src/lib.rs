@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod tags;
+pub mod tenants;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -40,13 +41,15 @@ pub struct AppState {
     /// The owner-role pool; handlers switch to the restricted role per transaction.
     pub pool: PgPool,
     pub session_ttl: chrono::Duration,
+    /// Tenant provisioning through Temporal; `None` serves the rest of the API only.
+    pub provisioning: Option<std::sync::Arc<tenants::Provisioning>>,
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "psa", description = "Multi-tenant PSA backend: companies, contacts, tags."),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "companies"), (name = "contacts"), (name = "tags"))
+    tags((name = "auth"), (name = "companies"), (name = "contacts"), (name = "tags"), (name = "tenants"))
 )]
 struct ApiDoc;
 
@@ -77,6 +80,8 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(contacts::get, contacts::update))
         .routes(routes!(tags::attach, tags::list))
         .routes(routes!(tags::detach))
+        .routes(routes!(tenants::create))
+        .routes(routes!(tenants::status))
         .split_for_parts()
 }
 
@@ -105,15 +110,18 @@ pub fn router(state: AppState) -> Router {
         ))
 }
 
-/// `GET /readyz`: the database answers.
+/// `GET /readyz`: the database answers, and Temporal too when provisioning is configured.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match sqlx::query("SELECT 1").execute(&state.pool).await {
-        Ok(_) => (StatusCode::OK, "ready"),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
-        }
+    if let Err(e) = sqlx::query("SELECT 1").execute(&state.pool).await {
+        tracing::warn!(error = %e, "readiness: database unreachable");
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unreachable");
     }
+    if let Some(p) = &state.provisioning
+        && !tenants::temporal_ready(p).await
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "temporal unreachable");
+    }
+    (StatusCode::OK, "ready")
 }
 
 /// Configuration of [`Application::build`].
@@ -121,6 +129,15 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 pub struct Config {
     pub bind: SocketAddr,
     pub session_ttl: Duration,
+}
+
+impl std::fmt::Debug for tenants::Provisioning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provisioning")
+            .field("address", &self.address)
+            .field("task_queue", &self.task_queue)
+            .finish()
+    }
 }
 
 /// The API bound to its listener; tests bind port 0 and read [`Application::port`].
@@ -131,11 +148,21 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config, pool: PgPool) -> std::io::Result<Self> {
+        Self::build_with(config, pool, None).await
+    }
+
+    /// With tenant provisioning through Temporal.
+    pub async fn build_with(
+        config: Config,
+        pool: PgPool,
+        provisioning: Option<tenants::Provisioning>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.bind).await?;
         let state = AppState {
             pool,
             session_ttl: chrono::Duration::from_std(config.session_ttl)
                 .unwrap_or(chrono::Duration::hours(12)),
+            provisioning: provisioning.map(std::sync::Arc::new),
         };
         Ok(Self {
             listener,

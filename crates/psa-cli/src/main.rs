@@ -130,6 +130,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             db_pool_size,
         } => {
             serve::serve(
+                &cli.workflow,
                 cli.database_url.as_deref(),
                 &bind,
                 session_ttl_minutes,

@@ -11,6 +11,7 @@ use crate::config::{self, CliError};
 
 /// `psa serve`: the HTTP API until SIGTERM or Ctrl-C.
 pub async fn serve(
+    wf: &crate::temporal::WorkflowArgs,
     database_url: Option<&str>,
     bind: &str,
     session_ttl_minutes: u64,
@@ -29,13 +30,21 @@ pub async fn serve(
             "PSA_DB_POOL_SIZE must be at least 1".into(),
         ));
     }
+    let provisioning = psa_api::tenants::Provisioning::new(
+        wf.temporal_address.clone(),
+        wf.temporal_namespace.clone(),
+        wf.task_queue.clone(),
+        wf.tracking()?,
+        wf.key_if_set()?,
+    );
     let pool = config::pool(database_url, db_pool_size).await?;
-    let app = psa_api::Application::build(
+    let app = psa_api::Application::build_with(
         psa_api::Config {
             bind,
             session_ttl: Duration::from_secs(session_ttl_minutes * 60),
         },
         pool,
+        Some(provisioning),
     )
     .await
     .map_err(|e| {

@@ -114,6 +114,8 @@ const MSP_PERMISSIONS: &[(&str, &[&str])] = &[
     ("account_management", &["read", "update", "delete"]),
     ("sla_policy", CRUD),
     ("settings", CRUD),
+    // Ours: provisioning tenants, allowed to callers of the management tenant only.
+    ("tenant", &["create", "read"]),
 ];
 
 /// Client-portal permissions. (The reference marked `settings` as both msp and client in one row,

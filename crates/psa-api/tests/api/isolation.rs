@@ -154,6 +154,7 @@ async fn the_request_transaction_is_confined_even_without_a_tenant_filter() {
     let state = psa_api::AppState {
         pool: app.db.pool.clone(),
         session_ttl: chrono::Duration::hours(1),
+        provisioning: None,
     };
     let caller = psa_api::auth::Caller {
         tenant: b.tenant,

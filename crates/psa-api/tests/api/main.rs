@@ -7,6 +7,7 @@ mod companies;
 mod contacts;
 mod isolation;
 mod ops;
+mod provisioning;
 mod rbac;
 mod tags;
 

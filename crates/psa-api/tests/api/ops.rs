@@ -109,6 +109,8 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
         ("POST", "/api/v1/tags"),
         ("GET", "/api/v1/tags"),
         ("DELETE", "/api/v1/tags/{mapping_id}"),
+        ("POST", "/api/v1/tenants"),
+        ("GET", "/api/v1/tenants/provisioning/{workflow_id}"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -121,7 +123,8 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
         let concrete = path
             .replace("{company_id}", &uuid::Uuid::nil().to_string())
             .replace("{contact_name_id}", &uuid::Uuid::nil().to_string())
-            .replace("{mapping_id}", &uuid::Uuid::nil().to_string());
+            .replace("{mapping_id}", &uuid::Uuid::nil().to_string())
+            .replace("{workflow_id}", "tenant-creation-x");
         let resp = app
             .http
             .request(method.parse().unwrap(), format!("{}{concrete}", app.base))

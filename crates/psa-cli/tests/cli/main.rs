@@ -263,7 +263,7 @@ async fn serve_with_api_keys_and_sessions_and_no_secret_in_the_logs() {
     let mut up = false;
     for _ in 0..100 {
         if http
-            .get(format!("{base}/readyz"))
+            .get(format!("{base}/healthz"))
             .send()
             .await
             .is_ok_and(|r| r.status().is_success())

@@ -1,0 +1,282 @@
+//! `/api/v1/tenants`: provisioning through the workflow, with a worker in this process.
+
+use std::time::Duration;
+
+use psa_testing::TestTemporal;
+use psa_workflows::TrackingSettings;
+use psa_workflows::secret::SecretKey;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use super::*;
+
+struct Provisioned {
+    app: TestApp,
+    _temporal: TestTemporal,
+    mgmt: TenantFixture,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Provisioned {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+async fn provisioned() -> Provisioned {
+    let temporal = TestTemporal::start().await;
+    let db = psa_testing::TestDb::new(&psa_models::MIGRATOR).await;
+    let queue = format!("api-{}", uuid::Uuid::new_v4().simple());
+    let key = SecretKey::from_base64(&SecretKey::generate_base64()).unwrap();
+    let mut app = TestApp {
+        db,
+        base: String::new(),
+        http: reqwest::Client::new(),
+    };
+    let mgmt = app.tenant("Mgmt").await;
+    sqlx::query("UPDATE tenants SET is_management = true WHERE tenant = $1")
+        .bind(mgmt.tenant)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let tracking = TrackingSettings {
+        enabled: true,
+        management_tenant_id: Some(mgmt.tenant.0),
+        tag_name: "PSA Customer".into(),
+    };
+    let provisioning = psa_api::tenants::Provisioning::new(
+        temporal.address.clone(),
+        "default".into(),
+        queue.clone(),
+        tracking,
+        Some(key.clone()),
+    );
+    let server = psa_api::Application::build_with(
+        psa_api::Config {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            session_ttl: Duration::from_secs(3600),
+        },
+        app.db.pool.clone(),
+        Some(provisioning),
+    )
+    .await
+    .unwrap();
+    app.base = format!("http://127.0.0.1:{}", server.port());
+    tokio::spawn(server.run_until(std::future::pending()));
+
+    // The worker's future is not Send: its own thread and runtime.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (address, pool) = (temporal.address.clone(), app.db.pool.clone());
+    let worker = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let client = psa_workflows::client::connect(&address, "default")
+                .await
+                .unwrap();
+            ready_tx.send(()).unwrap();
+            psa_workflows::worker::run(client, &queue, pool, key, async {
+                let _ = stop_rx.await;
+            })
+            .await
+            .unwrap();
+        });
+    });
+    ready_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    Provisioned {
+        app,
+        _temporal: temporal,
+        mgmt,
+        stop: Some(stop_tx),
+        worker: Some(worker),
+    }
+}
+
+fn body(name: &str) -> serde_json::Value {
+    json!({
+        "tenant_name": name,
+        "admin_user": {"first_name": "Pat", "last_name": "Lee", "email": format!("pat@{}.example", name.to_lowercase())},
+        "company_name": format!("{name} Ltd"),
+        "license_count": 3
+    })
+}
+
+async fn post(
+    p: &Provisioned,
+    key: Option<&str>,
+    idempotency: Option<&str>,
+    b: serde_json::Value,
+) -> reqwest::Response {
+    let mut req = p
+        .app
+        .http
+        .post(format!("{}/api/v1/tenants", p.app.base))
+        .json(&b);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    if let Some(i) = idempotency {
+        req = req.header("Idempotency-Key", i);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn provisioning_over_http() {
+    let p = provisioned().await;
+    let app = &p.app;
+    let k = Some(p.mgmt.key.as_str());
+    let resp = post(&p, k, Some("signup-77"), body("Acme")).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let id = resp.json::<serde_json::Value>().await.unwrap()["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let again = post(&p, k, Some("signup-77"), body("Acme")).await;
+    assert_eq!(
+        again.json::<serde_json::Value>().await.unwrap()["workflow_id"],
+        id.as_str()
+    );
+
+    let mut result = serde_json::Value::Null;
+    for _ in 0..300 {
+        let (status, s) = app
+            .call(
+                Method::GET,
+                &format!("/api/v1/tenants/provisioning/{id}"),
+                k,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{s}");
+        if s["finished"] == true {
+            result = s["result"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(result["temporary_password"].as_str().unwrap().len(), 16);
+    assert_eq!(result["customer_tracking"]["status"], "completed");
+    let tenants: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tenants WHERE company_name = 'Acme'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(tenants, 1, "one tenant per idempotency key");
+
+    // The management tenant's staff see the new customer through the ordinary API.
+    let (_, companies) = app.call(Method::GET, "/api/v1/companies", k, None).await;
+    assert!(
+        companies["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["company_name"] == "Acme"
+                && c["properties"]["tenant_id"] == result["tenant_id"]),
+        "{companies}"
+    );
+    assert_eq!(
+        app.http
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn only_the_management_tenant_with_permission_may_provision() {
+    let p = provisioned().await;
+    let app = &p.app;
+    let other = app.tenant("Other").await;
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(&other.key),
+            Some(body("Nope")),
+        )
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let tech = app.user_with_role(p.mgmt.tenant, "Technician").await;
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(&tech),
+            Some(body("Nope")),
+        )
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let r = app
+        .call(
+            Method::GET,
+            "/api/v1/tenants/provisioning/tenant-creation-x",
+            Some(&tech),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let k = Some(p.mgmt.key.as_str());
+    let mut bad = body("Bad");
+    bad["admin_user"]["email"] = json!("not-an-email");
+    assert_error(
+        &app.call(Method::POST, "/api/v1/tenants", k, Some(bad))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_error",
+    );
+    assert_error(
+        &app.call(
+            Method::POST,
+            "/api/v1/tenants",
+            k,
+            Some(json!({"tenant_name": "X"})),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "validation_error",
+    );
+    let r = app
+        .call(
+            Method::GET,
+            "/api/v1/tenants/provisioning/tenant-creation-unknown",
+            k,
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = app
+        .call(
+            Method::GET,
+            "/api/v1/tenants/provisioning/something-else",
+            k,
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(
+        post(&p, k, Some("has space"), body("Spaced"))
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(tenants, 2, "management and other only");
+}
