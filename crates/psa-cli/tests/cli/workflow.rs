@@ -45,7 +45,11 @@ impl Setup {
     }
 
     fn worker(&self, failpoints: Option<&str>) -> Child {
-        let mut c = self.cmd(&["worker", "--metrics-bind", "127.0.0.1:0"]);
+        self.worker_on(failpoints, "127.0.0.1:0")
+    }
+
+    fn worker_on(&self, failpoints: Option<&str>, metrics_bind: &str) -> Child {
+        let mut c = self.cmd(&["worker", "--metrics-bind", metrics_bind]);
         if let Some(f) = failpoints {
             c.env("FAILPOINTS", f);
         }
