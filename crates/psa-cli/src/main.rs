@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 the operation failed, 2 bad usage, configuration or input.
 
 mod config;
+mod demo;
 mod management;
 mod serve;
 mod temporal;
@@ -78,6 +79,8 @@ enum Command {
         #[command(subcommand)]
         command: tenant::TenantCommand,
     },
+    /// The embedded default, end to end: private PostgreSQL and Temporal when none is configured.
+    Demo,
     /// Customer records of tenants in the management tenant.
     Customers {
         #[command(subcommand)]
@@ -144,6 +147,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Tenant { command } => {
             tenant::tenant(cli.database_url.as_deref(), &cli.workflow, command).await
+        }
+        Command::Demo => {
+            let temporal = std::env::var("TEMPORAL_ADDRESS").ok();
+            demo::demo(cli.database_url.as_deref(), temporal.as_deref()).await
         }
         Command::Customers { command } => {
             tenant::customers(cli.database_url.as_deref(), &cli.workflow, command).await

@@ -107,7 +107,7 @@ fn step_label(step: Step) -> &'static str {
     }
 }
 
-fn progress_line(state: &WorkflowState) -> String {
+pub(crate) fn progress_line(state: &WorkflowState) -> String {
     format!(
         "[{:>3}%] {} (customer tracking: {})",
         state.progress,

@@ -407,3 +407,35 @@ async fn a_killed_worker_is_replaced_and_the_run_completes() {
     assert_eq!(users, 1);
     stop(second);
 }
+
+#[tokio::test]
+async fn demo_runs_end_to_end_with_nothing_configured() {
+    // Its own directory, readable by the postgres OS user the private cluster runs as.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("demo-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_psa"))
+        .arg("demo")
+        .current_dir(&dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("TEMPORAL_ADDRESS")
+        .env("TEMPORAL_CLI", psa_testing::temporal_cli())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("[100%] completed"), "{stderr}");
+    assert!(stdout.contains(r#""status": "completed""#), "{stdout}");
+    assert!(
+        stdout.contains(r#"company "Acme Demo""#) && stdout.contains("tag PSA Customer"),
+        "{stdout}"
+    );
+    // What it started is gone.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join(".psa/demo"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

