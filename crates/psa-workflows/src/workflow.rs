@@ -88,6 +88,8 @@ pub struct TenantCreationWorkflow {
     /// "attempted" rather than "succeeded" decides; deleting a row that is not there is a no-op,
     /// and a minted id can only name a row this run created.
     undo: Undo,
+    /// The core chain has finished (either way).
+    core_done: bool,
 }
 
 #[derive(Default)]
@@ -438,16 +440,35 @@ impl TenantCreationWorkflow {
         let mut sealed = None;
         let core_ctx = ctx.clone();
         let tracking_ctx = ctx.clone();
-        let core = Self::core(
-            &core_ctx,
-            &input,
-            tenant_id,
-            company_id,
-            user_id,
-            &mut sealed,
-        );
+        let core = async {
+            let r = Self::core(
+                &core_ctx,
+                &input,
+                tenant_id,
+                company_id,
+                user_id,
+                &mut sealed,
+            )
+            .await;
+            core_ctx.state_mut(|s| s.core_done = true);
+            r
+        };
+        // Tracking starts once the tenant row exists (it needs only the tenant's id, and a
+        // customer record must never name a tenant that was never created) and then runs in
+        // parallel with the tenant's own setup: seeds, admin user, settings.
         let tracking = async {
             if tracking_wanted {
+                let _ = tracking_ctx
+                    .wait_condition(|s| s.state.tenant_id.is_some() || s.core_done)
+                    .await;
+                if tracking_ctx.state(|s| s.state.tenant_id.is_none()) {
+                    tracking_ctx.state_mut(|s| {
+                        s.state.customer_tracking.status = TrackingStatus::Skipped;
+                        s.state.customer_tracking.error =
+                            Some("not started: the tenant was not created".into());
+                    });
+                    return;
+                }
                 Self::tracking(
                     &tracking_ctx,
                     &input,

@@ -1,0 +1,166 @@
+//! Provisioning benchmark: latency (p50/p95) and throughput of the tenant creation workflow,
+//! sequential and with 16 in flight, with customer tracking on and off in the same run.
+//! Run through `bench/provisioning.sh` (release build, tuned Temporal dev server, fresh database).
+//!
+//! Environment: DATABASE_URL (an empty database), TEMPORAL_ADDRESS, BENCH_SEQUENTIAL (runs,
+//! default 40), BENCH_CONCURRENT (runs, default 96), BENCH_IN_FLIGHT (default 16).
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use psa_workflows::client::TenantWorkflows;
+use psa_workflows::secret::SecretKey;
+use psa_workflows::{AdminUserInput, Outcome, TenantCreationInput, TrackingSettings};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[idx]
+}
+
+struct Stats {
+    p50: Duration,
+    p95: Duration,
+    per_second: f64,
+}
+
+async fn one(w: &TenantWorkflows, tracking: &TrackingSettings, label: &str, i: usize) -> Duration {
+    let input = TenantCreationInput {
+        tenant_name: format!("Bench {label} {i} {}", uuid::Uuid::new_v4().simple()),
+        admin_user: AdminUserInput {
+            first_name: "Bench".into(),
+            last_name: "Admin".into(),
+            email: format!("admin-{}@bench.example", uuid::Uuid::new_v4().simple()),
+        },
+        company_name: Some("Bench Services".into()),
+        license_count: Some(5),
+        skip_customer_tracking: false,
+        tracking: tracking.clone(),
+    };
+    let id = format!("tenant-creation-bench-{}", uuid::Uuid::new_v4());
+    let start = Instant::now();
+    w.start(&id, input).await.expect("start");
+    let r = w.result(&id).await.expect("result");
+    let elapsed = start.elapsed();
+    assert_eq!(r.status, Outcome::Completed, "{r:?}");
+    elapsed
+}
+
+async fn measure(
+    w: &TenantWorkflows,
+    tracking: &TrackingSettings,
+    label: &str,
+    runs: usize,
+    in_flight: usize,
+) -> Stats {
+    let start = Instant::now();
+    let mut latencies: Vec<Duration> = futures::stream::iter(0..runs)
+        .map(|i| one(w, tracking, label, i))
+        .buffer_unordered(in_flight)
+        .collect()
+        .await;
+    let wall = start.elapsed();
+    latencies.sort();
+    Stats {
+        p50: percentile(&latencies, 0.50),
+        p95: percentile(&latencies, 0.95),
+        per_second: runs as f64 / wall.as_secs_f64(),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let address = std::env::var("TEMPORAL_ADDRESS").expect("TEMPORAL_ADDRESS");
+    let sequential = env_usize("BENCH_SEQUENTIAL", 40);
+    let concurrent = env_usize("BENCH_CONCURRENT", 96);
+    let in_flight = env_usize("BENCH_IN_FLIGHT", 16);
+
+    let pool = psa_models::db::connect(&url, 24).await.expect("database");
+    psa_models::MIGRATOR.run(&pool).await.expect("migrations");
+    let mut tx = pool.begin().await.unwrap();
+    let mgmt = psa_models::tenants::init_management(&mut tx, "Nine Minds LLC", None)
+        .await
+        .unwrap()
+        .tenant
+        .tenant;
+    tx.commit().await.unwrap();
+    let on = TrackingSettings {
+        enabled: true,
+        management_tenant_id: Some(mgmt.0),
+        tag_name: "PSA Customer".into(),
+    };
+    let off = TrackingSettings {
+        enabled: false,
+        ..on.clone()
+    };
+
+    let key = SecretKey::from_base64(&SecretKey::generate_base64()).unwrap();
+    let queue = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let client = psa_workflows::client::connect(&address, "default")
+        .await
+        .expect("temporal");
+    let w = TenantWorkflows {
+        client: client.clone(),
+        task_queue: queue.clone(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = psa_workflows::worker::run(client, &queue, pool.clone(), key, async {
+        let _ = stop_rx.await;
+    });
+    let drive = async {
+        // Warm-up: connections, caches, plans.
+        measure(&w, &on, "warm", 8, 4).await;
+        measure(&w, &off, "warm", 8, 4).await;
+        let mut rows = Vec::new();
+        // Interleave on and off so drift (table growth, autovacuum) hits both alike.
+        for round in 0..2 {
+            for (name, t) in [("on", &on), ("off", &off)] {
+                let seq = measure(&w, t, name, sequential / 2, 1).await;
+                let conc = measure(&w, t, name, concurrent / 2, in_flight).await;
+                rows.push((round, name, seq, conc));
+            }
+        }
+        let _ = stop_tx.send(());
+        rows
+    };
+    let (worker, rows) = tokio::join!(worker, drive);
+    worker.expect("worker");
+
+    let avg = |name: &str, f: &dyn Fn(&(i32, &str, Stats, Stats)) -> f64| {
+        let v: Vec<f64> = rows.iter().filter(|r| r.1 == name).map(f).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "tenant creation, {sequential} sequential and {concurrent} with {in_flight} in flight per setting\n"
+    );
+    println!(
+        "{:<9} {:>10} {:>10} {:>12} {:>12} {:>12} {:>12}",
+        "tracking", "seq p50", "seq p95", "seq /s", "conc p50", "conc p95", "conc /s"
+    );
+    for name in ["on", "off"] {
+        println!(
+            "{:<9} {:>8.1}ms {:>8.1}ms {:>12.1} {:>10.1}ms {:>10.1}ms {:>12.1}",
+            name,
+            avg(name, &|r| ms(r.2.p50)),
+            avg(name, &|r| ms(r.2.p95)),
+            avg(name, &|r| r.2.per_second),
+            avg(name, &|r| ms(r.3.p50)),
+            avg(name, &|r| ms(r.3.p95)),
+            avg(name, &|r| r.3.per_second),
+        );
+    }
+    let seq_ratio = avg("on", &|r| ms(r.2.p50)) / avg("off", &|r| ms(r.2.p50));
+    let conc_ratio = avg("on", &|r| ms(r.3.p50)) / avg("off", &|r| ms(r.3.p50));
+    println!("\np50 on/off: sequential {seq_ratio:.3}, {in_flight} in flight {conc_ratio:.3}");
+}
