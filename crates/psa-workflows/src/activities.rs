@@ -126,8 +126,15 @@ async fn audit(
     Ok(())
 }
 
-fn tracking_step(step: &'static str, ok: bool) {
-    let outcome = if ok { "success" } else { "failure" };
+/// Counts a tracking step attempt. Failures are split by kind: a `transient_failure` is the
+/// management tenant's database unreachable or failing over (what the connection alert watches),
+/// a `permanent_failure` a rule or data problem.
+fn tracking_step<T>(step: &'static str, result: &Result<T, ActivityError>) {
+    let outcome = match result {
+        Ok(_) => "success",
+        Err(ActivityError::Application(f)) if f.is_non_retryable() => "permanent_failure",
+        Err(_) => "transient_failure",
+    };
     metrics::counter!("psa_customer_tracking_steps_total", "step" => step, "outcome" => outcome)
         .increment(1);
 }
@@ -505,7 +512,7 @@ impl TenantActivities {
             customer_company(conn, &input).await
         })
         .await;
-        tracking_step("create_customer_company", r.is_ok());
+        tracking_step("create_customer_company", &r);
         r
     }
 
@@ -519,7 +526,7 @@ impl TenantActivities {
             customer_contact(conn, &input).await
         })
         .await;
-        tracking_step("create_customer_contact", r.is_ok());
+        tracking_step("create_customer_contact", &r);
         r
     }
 
@@ -561,7 +568,7 @@ impl TenantActivities {
             })
         })
         .await;
-        tracking_step("tag_customer_company", r.is_ok());
+        tracking_step("tag_customer_company", &r);
         r
     }
 

@@ -93,7 +93,12 @@ fn stop(mut child: Child) -> String {
 #[tokio::test]
 async fn tenant_create_status_list_and_reconcile_through_the_cli() {
     let s = Setup::new().await;
-    let worker = s.worker(None);
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let worker = s.worker_on(None, &format!("127.0.0.1:{metrics_port}"));
     let out = s.run(&[
         "tenant",
         "create",
@@ -213,6 +218,24 @@ async fn tenant_create_status_list_and_reconcile_through_the_cli() {
     assert_eq!(rec["dry_run"], false);
     assert_eq!(rec["orphans"], serde_json::json!([]));
 
+    // The worker's metrics: outcomes, tracking steps, activity durations; no secrets.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        r#"psa_tenant_creations_total{outcome="completed"} 2"#,
+        r#"psa_customer_tracking_steps_total{step="create_customer_company",outcome="success"} 2"#,
+        r#"psa_customer_tracking_steps_total{step="tag_customer_company",outcome="success"} 2"#,
+        r#"psa_customer_tracking_total{status="completed"} 2"#,
+        r#"psa_activity_duration_seconds_bucket{activity="create_tenant",outcome="ok""#,
+        "psa_tenant_creation_duration_seconds_bucket",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
+    }
+    assert!(!metrics.contains(&password));
     let logs = stop(worker);
     assert!(
         !logs.contains(&password),
