@@ -79,6 +79,9 @@ enum Command {
         #[command(subcommand)]
         command: tenant::TenantCommand,
     },
+    /// Exit 0 if an HTTP GET of URL (http://host:port/path) answers 200: a health check for
+    /// images without curl.
+    Probe { url: String },
     /// The embedded default, end to end: private PostgreSQL and Temporal when none is configured.
     Demo,
     /// Customer records of tenants in the management tenant.
@@ -148,6 +151,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Tenant { command } => {
             tenant::tenant(cli.database_url.as_deref(), &cli.workflow, command).await
         }
+        Command::Probe { url } => serve::probe(&url).await,
         Command::Demo => {
             let temporal = std::env::var("TEMPORAL_ADDRESS").ok();
             demo::demo(cli.database_url.as_deref(), temporal.as_deref()).await

@@ -274,6 +274,11 @@ async fn serve_with_api_keys_and_sessions_and_no_secret_in_the_logs() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(up, "psa serve did not become ready");
+    // The container health check.
+    assert!(psa(None, &["probe", &format!("{base}/healthz")]).status.success());
+    assert_eq!(psa(None, &["probe", &format!("{base}/nope")]).status.code(), Some(1));
+    assert_eq!(psa(None, &["probe", "http://127.0.0.1:1/healthz"]).status.code(), Some(1));
+    assert_eq!(psa(None, &["probe", "ftp://x"]).status.code(), Some(2));
 
     let resp = http
         .get(format!("{base}/api/v1/companies"))
