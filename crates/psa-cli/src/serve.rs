@@ -167,7 +167,10 @@ pub async fn probe(url: &str) -> Result<(), CliError> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| CliError::Usage(format!("probe needs an http:// URL, not {url:?}")))?;
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(host).await?;
         stream
@@ -184,6 +187,8 @@ pub async fn probe(url: &str) -> Result<(), CliError> {
             head.lines().next().unwrap_or_default()
         ))),
         Ok(Err(e)) => Err(CliError::Failed(anyhow::anyhow!("{url}: {e}"))),
-        Err(_) => Err(CliError::Failed(anyhow::anyhow!("{url}: no answer within 5 s"))),
+        Err(_) => Err(CliError::Failed(anyhow::anyhow!(
+            "{url}: no answer within 5 s"
+        ))),
     }
 }

@@ -27,6 +27,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx]
 }
 
+/// One measurement round: (round, tracking on/off, sequential, concurrent).
+type Row = (i32, &'static str, Stats, Stats);
+
 struct Stats {
     p50: Duration,
     p95: Duration,
@@ -121,7 +124,7 @@ async fn main() {
         // Warm-up: connections, caches, plans.
         measure(&w, &on, "warm", 8, 4).await;
         measure(&w, &off, "warm", 8, 4).await;
-        let mut rows = Vec::new();
+        let mut rows: Vec<Row> = Vec::new();
         // Interleave on and off so drift (table growth, autovacuum) hits both alike.
         for round in 0..2 {
             for (name, t) in [("on", &on), ("off", &off)] {
@@ -136,7 +139,7 @@ async fn main() {
     let (worker, rows) = tokio::join!(worker, drive);
     worker.expect("worker");
 
-    let avg = |name: &str, f: &dyn Fn(&(i32, &str, Stats, Stats)) -> f64| {
+    let avg = |name: &str, f: &dyn Fn(&Row) -> f64| {
         let v: Vec<f64> = rows.iter().filter(|r| r.1 == name).map(f).collect();
         v.iter().sum::<f64>() / v.len() as f64
     };

@@ -74,3 +74,70 @@ pub async fn run(
     });
     result.map_err(|e| WorkerError::Failed(e.to_string()))
 }
+
+/// A worker on its own thread and runtime (its future is not `Send`), stopped and joined when
+/// dropped. For tests, benchmarks and embedding; `psa worker` runs on the main task instead.
+pub struct Background {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), WorkerError>>>,
+}
+
+impl Background {
+    /// Starts a worker for `task_queue` on the Temporal frontend at `address` (namespace
+    /// `default`); returns once it is connected.
+    pub fn start(
+        address: &str,
+        task_queue: &str,
+        pool: PgPool,
+        key: SecretKey,
+    ) -> Result<Background, WorkerError> {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), WorkerError>>();
+        let (address, task_queue) = (address.to_owned(), task_queue.to_owned());
+        let thread = std::thread::Builder::new()
+            .name("psa-worker".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| WorkerError::Failed(e.to_string()))?;
+                rt.block_on(async move {
+                    let client = match crate::client::connect(&address, "default").await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(WorkerError::Failed(e.to_string())));
+                            return Err(WorkerError::Failed(e.to_string()));
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    run(client, &task_queue, pool, key, async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                })
+            })
+            .map_err(|e| WorkerError::Failed(e.to_string()))?;
+        match ready_rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(Ok(())) => Ok(Background {
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(WorkerError::Failed(
+                "the worker did not start within 60 s".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

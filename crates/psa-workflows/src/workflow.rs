@@ -25,50 +25,37 @@ use uuid::Uuid;
 use crate::activities::*;
 use crate::types::*;
 
+/// Exponential backoff from 1 s, doubling up to `max_interval`, for `attempts` attempts.
+fn retrying(start_to_close: Duration, max_interval: Duration, attempts: u32) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(start_to_close)
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(max_interval)
+                .maximum_attempts(attempts)
+                .build(),
+        )
+        .build()
+}
+
 /// Retries of the core steps: transient failures (connection loss, failover, deadlock) are
 /// retried for about four minutes before the tenant is rolled back. Each attempt is one short
 /// transaction; 15 s bounds how long a step whose worker died waits before another worker
 /// retries it.
 fn core_options() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(15))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(30))
-                .maximum_attempts(12)
-                .build(),
-        )
-        .build()
+    retrying(Duration::from_secs(15), Duration::from_secs(30), 12)
 }
 
 /// Tracking retries less (about 15 s): it runs in parallel, and a failure is repaired later by
 /// `psa customers reconcile` rather than waited for.
 fn tracking_options() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(15))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(8))
-                .maximum_attempts(5)
-                .build(),
-        )
-        .build()
+    retrying(Duration::from_secs(15), Duration::from_secs(8), 5)
 }
 
 /// Compensations retry longest: a compensation dropped leaves data behind.
 fn compensation_options() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(60))
-                .maximum_attempts(15)
-                .build(),
-        )
-        .build()
+    retrying(Duration::from_secs(60), Duration::from_secs(60), 15)
 }
 
 /// The message of an activity failure (its `Display` is only the wrapper's).

@@ -14,19 +14,7 @@ struct Provisioned {
     app: TestApp,
     _temporal: TestTemporal,
     mgmt: TenantFixture,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    worker: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Provisioned {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
-        }
-    }
+    _worker: psa_workflows::worker::Background,
 }
 
 async fn provisioned() -> Provisioned {
@@ -70,35 +58,18 @@ async fn provisioned() -> Provisioned {
     app.base = format!("http://127.0.0.1:{}", server.port());
     tokio::spawn(server.run_until(std::future::pending()));
 
-    // The worker's future is not Send: its own thread and runtime.
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (address, pool) = (temporal.address.clone(), app.db.pool.clone());
-    let worker = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let client = psa_workflows::client::connect(&address, "default")
-                .await
-                .unwrap();
-            ready_tx.send(()).unwrap();
-            psa_workflows::worker::run(client, &queue, pool, key, async {
-                let _ = stop_rx.await;
-            })
-            .await
-            .unwrap();
-        });
-    });
-    ready_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let worker = psa_workflows::worker::Background::start(
+        &temporal.address,
+        &queue,
+        app.db.pool.clone(),
+        key,
+    )
+    .expect("worker started");
     Provisioned {
         app,
         _temporal: temporal,
         mgmt,
-        stop: Some(stop_tx),
-        worker: Some(worker),
+        _worker: worker,
     }
 }
 

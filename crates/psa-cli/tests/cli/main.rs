@@ -275,9 +275,21 @@ async fn serve_with_api_keys_and_sessions_and_no_secret_in_the_logs() {
     }
     assert!(up, "psa serve did not become ready");
     // The container health check.
-    assert!(psa(None, &["probe", &format!("{base}/healthz")]).status.success());
-    assert_eq!(psa(None, &["probe", &format!("{base}/nope")]).status.code(), Some(1));
-    assert_eq!(psa(None, &["probe", "http://127.0.0.1:1/healthz"]).status.code(), Some(1));
+    assert!(
+        psa(None, &["probe", &format!("{base}/healthz")])
+            .status
+            .success()
+    );
+    assert_eq!(
+        psa(None, &["probe", &format!("{base}/nope")]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        psa(None, &["probe", "http://127.0.0.1:1/healthz"])
+            .status
+            .code(),
+        Some(1)
+    );
     assert_eq!(psa(None, &["probe", "ftp://x"]).status.code(), Some(2));
 
     let resp = http

@@ -6,13 +6,13 @@ mod failures;
 mod happy;
 mod tracking;
 
-use std::sync::mpsc;
 use std::time::Duration;
 
 use psa_models::{TenantId, tenants};
 use psa_testing::{TestDb, TestTemporal};
 use psa_workflows::client::TenantWorkflows;
 use psa_workflows::secret::SecretKey;
+use psa_workflows::worker::Background;
 use psa_workflows::{AdminUserInput, TenantCreationInput, TenantCreationResult, TrackingSettings};
 
 pub struct Env {
@@ -21,8 +21,7 @@ pub struct Env {
     pub workflows: TenantWorkflows,
     pub mgmt: TenantId,
     pub key: SecretKey,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    worker: Option<std::thread::JoinHandle<()>>,
+    _worker: Background,
 }
 
 impl Env {
@@ -46,39 +45,16 @@ impl Env {
             task_queue: task_queue.clone(),
         };
 
-        // The worker's future is not Send: it gets its own thread and runtime.
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (address, pool, worker_key) = (temporal.address.clone(), db.pool.clone(), key.clone());
-        let worker = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let client = psa_workflows::client::connect(&address, "default")
-                    .await
-                    .unwrap();
-                ready_tx.send(()).unwrap();
-                psa_workflows::worker::run(client, &task_queue, pool, worker_key, async {
-                    let _ = stop_rx.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("worker started");
+        let worker =
+            Background::start(&temporal.address, &task_queue, db.pool.clone(), key.clone())
+                .expect("worker started");
         Env {
             db,
             temporal,
             workflows,
             mgmt,
             key,
-            stop: Some(stop_tx),
-            worker: Some(worker),
+            _worker: worker,
         }
     }
 
@@ -153,17 +129,6 @@ impl Env {
             q("SELECT count(*) FROM contacts WHERE tenant = $1").await,
             q("SELECT count(*) FROM tag_mappings WHERE tenant = $1").await,
         )
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
-        }
     }
 }
 
