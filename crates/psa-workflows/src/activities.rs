@@ -104,7 +104,7 @@ where
     result
 }
 
-async fn audit(
+pub(crate) async fn audit(
     conn: &mut PgConnection,
     tenant: TenantId,
     action: &str,

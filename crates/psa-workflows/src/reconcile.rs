@@ -127,7 +127,7 @@ async fn track(
     if !tagged {
         created = true;
         if !dry_run {
-            tags::attach(
+            let attached = tags::attach(
                 &mut tx,
                 mgmt,
                 NewTag {
@@ -140,6 +140,17 @@ async fn track(
                 Default::default(),
             )
             .await?;
+            if attached.mapping_created {
+                crate::activities::audit(
+                    &mut tx,
+                    mgmt,
+                    "create",
+                    "customer_tag",
+                    attached.tag.mapping_id.0,
+                    serde_json::json!({"company_id": company_id, "tag_text": tag, "by": "reconcile"}),
+                )
+                .await?;
+            }
         }
     }
     if dry_run {

@@ -55,6 +55,18 @@ async fn tracking_failure_keeps_the_tenant_and_reconcile_repairs_it_once() {
         "{first:?}"
     );
     assert_eq!(env.customer_records().await, (2, 2, 2));
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE tenant = $1 AND action = 'create' \
+         AND entity_type IN ('customer_company', 'customer_contact', 'customer_tag')",
+    )
+    .bind(env.mgmt)
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited, 6,
+        "an audit row per customer record created by reconcile"
+    );
     let second = reconcile::reconcile(&env.db.pool, &settings, false)
         .await
         .unwrap();
