@@ -113,12 +113,12 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
-        let de = serde_urlencoded_deserializer(query);
+        let de = query_to(query);
         de.map(ApiQuery)
     }
 }
 
-fn serde_urlencoded_deserializer<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+fn query_to<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     // Query strings go through a JSON object so that the same field-naming errors apply.
     let mut map = serde_json::Map::new();
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
