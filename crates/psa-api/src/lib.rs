@@ -131,15 +131,6 @@ pub struct Config {
     pub session_ttl: Duration,
 }
 
-impl std::fmt::Debug for tenants::Provisioning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Provisioning")
-            .field("address", &self.address)
-            .field("task_queue", &self.task_queue)
-            .finish()
-    }
-}
-
 /// The API bound to its listener; tests bind port 0 and read [`Application::port`].
 pub struct Application {
     listener: TcpListener,

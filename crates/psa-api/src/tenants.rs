@@ -64,6 +64,15 @@ impl Provisioning {
     }
 }
 
+impl std::fmt::Debug for Provisioning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provisioning")
+            .field("address", &self.address)
+            .field("task_queue", &self.task_queue)
+            .finish()
+    }
+}
+
 fn provisioning(state: &AppState) -> Result<&Provisioning, ApiError> {
     state.provisioning.as_deref().ok_or_else(|| {
         ApiError::Unavailable("Tenant provisioning is not configured on this server".into())

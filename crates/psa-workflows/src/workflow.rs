@@ -14,7 +14,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use temporalio_common::RetryPolicy;
+use temporalio_common::{ActivityDefinition, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityExecutionError, ActivityOptions, SyncWorkflowContext, WorkflowContext,
@@ -293,6 +293,27 @@ impl TenantCreationWorkflow {
         });
     }
 
+    /// Runs one compensation with its generous retries and records how it went.
+    async fn undo<AD>(
+        ctx: &WorkflowContext<Self>,
+        report: &mut RollbackReport,
+        name: &str,
+        activity: AD,
+        input: AD::Input,
+    ) where
+        AD: ActivityDefinition<Output = ()>,
+    {
+        match ctx
+            .execute_activity(activity, input, compensation_options())
+            .await
+        {
+            Ok(()) => report.compensated.push(name.to_owned()),
+            Err(e) => report
+                .errors
+                .push(format!("{name}: {}", failure_message(&e))),
+        }
+    }
+
     /// Undoes, in reverse order, what the run did. Returns the report.
     async fn compensate(
         ctx: &WorkflowContext<Self>,
@@ -315,88 +336,73 @@ impl TenantCreationWorkflow {
             )
         });
         let (tenant, minted_company, minted_contact, linked_contact) = undo;
-        let mut record = |name: &str, r: Result<(), ActivityExecutionError>| match r {
-            Ok(()) => report.compensated.push(name.to_owned()),
-            Err(e) => report
-                .errors
-                .push(format!("{name}: {}", failure_message(&e))),
-        };
         if let Some(mgmt) = input.tracking.management_tenant_id {
+            let remove = |id| RemoveIn {
+                management_tenant_id: mgmt,
+                id,
+            };
             // A tag on a company this run did not create (a reused customer company) is removed
             // by its mapping; on the company this run created, deleting the company removes it.
             if let Some(mapping) = tracking
                 .customer_tag_mapping_id
                 .filter(|_| tracking.customer_company_id != minted_company)
             {
-                let r = ctx
-                    .execute_activity(
-                        TenantActivities::remove_customer_tag,
-                        RemoveIn {
-                            management_tenant_id: mgmt,
-                            id: mapping,
-                            company_id: None,
-                            created: true,
-                        },
-                        compensation_options(),
-                    )
-                    .await;
-                record("remove_customer_tag", r);
+                Self::undo(
+                    ctx,
+                    &mut report,
+                    "remove_customer_tag",
+                    TenantActivities::remove_customer_tag,
+                    remove(mapping),
+                )
+                .await;
             }
-            if let Some(contact) = linked_contact {
-                let r = ctx
-                    .execute_activity(
-                        TenantActivities::remove_customer_contact,
-                        RemoveIn {
-                            management_tenant_id: mgmt,
-                            id: contact,
-                            company_id: tracking.customer_company_id,
-                            created: false,
-                        },
-                        compensation_options(),
-                    )
-                    .await;
-                record("unlink_customer_contact", r);
+            if let (Some(contact_id), Some(company_id)) =
+                (linked_contact, tracking.customer_company_id)
+            {
+                let unlink = UnlinkIn {
+                    management_tenant_id: mgmt,
+                    contact_id,
+                    company_id,
+                };
+                Self::undo(
+                    ctx,
+                    &mut report,
+                    "unlink_customer_contact",
+                    TenantActivities::unlink_customer_contact,
+                    unlink,
+                )
+                .await;
             }
             if let Some(contact) = minted_contact {
-                let r = ctx
-                    .execute_activity(
-                        TenantActivities::remove_customer_contact,
-                        RemoveIn {
-                            management_tenant_id: mgmt,
-                            id: contact,
-                            company_id: None,
-                            created: true,
-                        },
-                        compensation_options(),
-                    )
-                    .await;
-                record("remove_customer_contact", r);
+                Self::undo(
+                    ctx,
+                    &mut report,
+                    "remove_customer_contact",
+                    TenantActivities::remove_customer_contact,
+                    remove(contact),
+                )
+                .await;
             }
             if let Some(company) = minted_company {
-                let r = ctx
-                    .execute_activity(
-                        TenantActivities::remove_customer_company,
-                        RemoveIn {
-                            management_tenant_id: mgmt,
-                            id: company,
-                            company_id: None,
-                            created: true,
-                        },
-                        compensation_options(),
-                    )
-                    .await;
-                record("remove_customer_company", r);
+                Self::undo(
+                    ctx,
+                    &mut report,
+                    "remove_customer_company",
+                    TenantActivities::remove_customer_company,
+                    remove(company),
+                )
+                .await;
             }
         }
         if let Some(tenant) = tenant {
-            let r = ctx
-                .execute_activity(
-                    TenantActivities::rollback_tenant,
-                    tenant,
-                    compensation_options(),
-                )
-                .await;
-            record("rollback_tenant", r);
+            Self::undo(
+                ctx,
+                &mut report,
+                "rollback_tenant",
+                TenantActivities::rollback_tenant,
+                tenant,
+            )
+            .await;
         }
         report
     }

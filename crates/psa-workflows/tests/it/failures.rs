@@ -240,3 +240,46 @@ async fn steps_that_committed_and_then_failed_for_good_are_rolled_back_too() {
     assert_eq!(tenants, 0);
     assert_eq!(env.customer_records().await, (0, 0, 0));
 }
+
+#[tokio::test]
+async fn rollback_unlinks_an_existing_contact_it_linked_and_keeps_it() {
+    require_failpoints();
+    let env = Env::start().await;
+    // The admin was already a contact of the management tenant, without a company.
+    let mut conn = env.db.pool.acquire().await.unwrap();
+    let existing = psa_models::contacts::create(
+        &mut conn,
+        env.mgmt,
+        psa_models::contacts::NewContact {
+            full_name: "Ada Earlier".into(),
+            email: "ada@linked.example.com".into(),
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    fail::cfg("activity::setup_tenant_data", "return(permanent)").unwrap();
+    let result = env.run(env.input("Linked")).await;
+    assert_eq!(result.status, Outcome::RolledBack, "{result:?}");
+    assert!(
+        result
+            .rollback
+            .compensated
+            .contains(&"unlink_customer_contact".to_owned()),
+        "{:?}",
+        result.rollback
+    );
+    let mut conn = env.db.pool.acquire().await.unwrap();
+    let after = psa_models::contacts::get(&mut conn, env.mgmt, existing.contact_name_id)
+        .await
+        .unwrap();
+    assert_eq!(after.company_id, None, "unlinked");
+    assert_eq!(after.full_name, "Ada Earlier", "kept as it was");
+    assert_eq!(
+        env.customer_records().await,
+        (0, 1, 0),
+        "only the pre-existing contact remains"
+    );
+}
