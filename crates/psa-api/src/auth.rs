@@ -11,31 +11,21 @@ use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use base64::Engine;
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, Postgres, Transaction};
 use utoipa::ToSchema;
 
 use psa_models::validate::EmailAddress;
-use psa_models::{TenantId, UserId, db, password, users};
+use psa_models::{TenantId, UserId, credentials, db, password, users};
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 
-const SESSION_PREFIX: &str = "psa_s_";
-const API_KEY_PREFIX: &str = "psa_k_";
 
-/// What a credential stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credential {
-    Session(uuid::Uuid),
-    ApiKey(uuid::Uuid),
-}
+pub use psa_models::credentials::Credential;
 
 /// The authenticated caller: a user of a tenant.
 #[derive(Debug, Clone, Copy)]
@@ -45,43 +35,110 @@ pub struct Caller {
     pub credential: Credential,
 }
 
-impl Caller {
-    /// Begins the request's transaction, confined to the caller's tenant by row-level security.
-    pub async fn begin(
-        &self,
-        state: &AppState,
-    ) -> Result<Transaction<'static, Postgres>, ApiError> {
-        Ok(db::begin_tenant(&state.pool, self.tenant).await?)
-    }
+/// What a permission is about (the reference's resources).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Client,
+    Contact,
+    Tag,
+    Tenant,
+}
 
-    /// Fails with 403 unless the caller holds `resource:action`.
-    pub async fn require(
-        &self,
-        conn: &mut PgConnection,
-        resource: &str,
-        action: &str,
-    ) -> Result<(), ApiError> {
-        if users::has_permission(conn, self.tenant, self.user, resource, action).await? {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(format!(
-                "Permission denied: {resource}:{action} is required"
-            )))
+/// What a caller does to a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Read,
+    Update,
+    Delete,
+}
+
+/// One permission: `resource:action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permission(pub Resource, pub Action);
+
+impl Resource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Client => "client",
+            Resource::Contact => "contact",
+            Resource::Tag => "tag",
+            Resource::Tenant => "tenant",
         }
     }
 }
 
-fn new_token(prefix: &str) -> SecretString {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill(&mut bytes);
-    SecretString::from(format!(
-        "{prefix}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    ))
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Read => "read",
+            Action::Update => "update",
+            Action::Delete => "delete",
+        }
+    }
 }
 
-fn digest(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.0.as_str(), self.1.as_str())
+    }
+}
+
+impl Caller {
+    /// The request's transaction, confined to the caller's tenant by row-level security, once
+    /// the caller is known to hold `permission` (403 otherwise, before anything is read or
+    /// written). Every handler that touches tenant data starts here.
+    pub async fn authorize(
+        &self,
+        state: &AppState,
+        permission: Permission,
+    ) -> Result<Transaction<'static, Postgres>, ApiError> {
+        let mut tx = db::begin_tenant(&state.pool, self.tenant).await?;
+        self.require(&mut tx, permission).await?;
+        Ok(tx)
+    }
+
+    /// Like [`Caller::authorize`], for the platform's operations: the caller's tenant must be
+    /// the management tenant (as the database marks it, `tenants.is_management`), else 403.
+    pub async fn authorize_management(
+        &self,
+        state: &AppState,
+        permission: Permission,
+    ) -> Result<Transaction<'static, Postgres>, ApiError> {
+        let mut tx = self.authorize(state, permission).await?;
+        let is_management: bool = sqlx::query_scalar(
+            "SELECT coalesce((SELECT is_management FROM tenants WHERE tenant = $1), false)",
+        )
+        .bind(self.tenant)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !is_management {
+            return Err(ApiError::Forbidden(
+                "Only the management tenant may manage tenants".into(),
+            ));
+        }
+        Ok(tx)
+    }
+
+    /// Fails with 403 unless the caller holds `permission` (for checks made inside a handler's
+    /// transaction, where the permission depends on the input).
+    pub async fn require(
+        &self,
+        conn: &mut PgConnection,
+        permission: Permission,
+    ) -> Result<(), ApiError> {
+        let Permission(resource, action) = permission;
+        if users::has_permission(conn, self.tenant, self.user, resource.as_str(), action.as_str())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "Permission denied: {permission} is required"
+            )))
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -101,38 +158,14 @@ impl FromRequestParts<AppState> for Caller {
             .or_else(|| header.strip_prefix("bearer "))
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?;
-        let row: Option<(TenantId, UserId, uuid::Uuid)> = if token.starts_with(SESSION_PREFIX) {
-            sqlx::query_as(
-                "SELECT s.tenant, s.user_id, s.session_id FROM sessions s \
-                 JOIN users u ON u.tenant = s.tenant AND u.user_id = s.user_id \
-                 WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now() \
-                   AND NOT u.is_inactive",
-            )
-            .bind(digest(token))
-            .fetch_optional(&state.pool)
+        let mut conn = state.pool.acquire().await.map_err(psa_models::Error::from)?;
+        let holder = credentials::authenticate(&mut conn, token)
             .await?
-        } else if token.starts_with(API_KEY_PREFIX) {
-            sqlx::query_as(
-                "SELECT k.tenant, k.user_id, k.api_key_id FROM api_keys k \
-                 JOIN users u ON u.tenant = k.tenant AND u.user_id = k.user_id \
-                 WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND NOT u.is_inactive",
-            )
-            .bind(digest(token))
-            .fetch_optional(&state.pool)
-            .await?
-        } else {
-            None
-        };
-        let (tenant, user, id) = row.ok_or(ApiError::Unauthorized)?;
-        let credential = if token.starts_with(SESSION_PREFIX) {
-            Credential::Session(id)
-        } else {
-            Credential::ApiKey(id)
-        };
+            .ok_or(ApiError::Unauthorized)?;
         Ok(Caller {
-            tenant,
-            user,
-            credential,
+            tenant: holder.tenant,
+            user: holder.user,
+            credential: holder.credential,
         })
     }
 }
@@ -184,22 +217,18 @@ pub async fn login(
         tracing::info!(tenant = %req.tenant_id, "login refused");
         return Err(ApiError::Unauthorized);
     };
-    let token = new_token(SESSION_PREFIX);
-    let expires_at = Utc::now() + state.session_ttl;
-    sqlx::query(
-        "INSERT INTO sessions (tenant, user_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)",
+    let session = credentials::create_session(
+        &mut tx,
+        req.tenant_id,
+        user.user_id,
+        Utc::now() + state.session_ttl,
     )
-    .bind(req.tenant_id)
-    .bind(user.user_id)
-    .bind(digest(token.expose_secret()))
-    .bind(expires_at)
-    .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     tracing::info!(tenant = %req.tenant_id, user = %user.user_id, "login");
     Ok(Json(LoginResponse {
-        token: token.expose_secret().to_owned(),
-        expires_at,
+        token: session.token.expose_secret().to_owned(),
+        expires_at: session.expires_at,
     }))
 }
 
@@ -214,58 +243,10 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Sta
             "API keys are revoked with `psa api-key revoke`, not logged out",
         ));
     };
-    let mut tx = caller.begin(&state).await?;
-    sqlx::query("UPDATE sessions SET revoked_at = now() WHERE tenant = $1 AND session_id = $2")
-        .bind(caller.tenant)
-        .bind(session)
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = db::begin_tenant(&state.pool, caller.tenant).await?;
+    credentials::revoke_session(&mut tx, caller.tenant, session).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A new API key, as `psa api-key create` prints it.
-#[derive(Debug)]
-pub struct NewApiKey {
-    pub api_key_id: uuid::Uuid,
-    pub key: SecretString,
-}
-
-/// Creates an API key for a user of a tenant. The key is returned once; only its digest is kept.
-pub async fn create_api_key(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    user: UserId,
-    description: Option<&str>,
-) -> Result<NewApiKey, psa_models::Error> {
-    users::get(conn, tenant, user).await?;
-    let key = new_token(API_KEY_PREFIX);
-    let id: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO api_keys (tenant, user_id, description, key_hash) VALUES ($1, $2, $3, $4) RETURNING api_key_id",
-    )
-    .bind(tenant)
-    .bind(user)
-    .bind(description)
-    .bind(digest(key.expose_secret()))
-    .fetch_one(conn)
-    .await?;
-    Ok(NewApiKey {
-        api_key_id: id,
-        key,
-    })
-}
-
-/// Revokes an API key; `false` when there is no such active key.
-pub async fn revoke_api_key(
-    conn: &mut PgConnection,
-    api_key_id: uuid::Uuid,
-) -> Result<bool, psa_models::Error> {
-    let n = sqlx::query(
-        "UPDATE api_keys SET revoked_at = now() WHERE api_key_id = $1 AND revoked_at IS NULL",
-    )
-    .bind(api_key_id)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(n > 0)
-}
+pub use psa_models::credentials::{NewApiKey, create_api_key, revoke_api_key};

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Action, Caller, Permission, Resource};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, path_id};
 
@@ -35,8 +35,9 @@ pub async fn create(
     caller: Caller,
     ApiJson(input): ApiJson<NewCompany>,
 ) -> Result<(StatusCode, Json<Company>), ApiError> {
-    let mut tx = caller.begin(&state).await?;
-    caller.require(&mut tx, "client", "create").await?;
+    let mut tx = caller
+        .authorize(&state, Permission(Resource::Client, Action::Create))
+        .await?;
     let company =
         companies::create(&mut tx, caller.tenant, input, CreateOptions::default()).await?;
     tx.commit().await?;
@@ -52,8 +53,9 @@ pub async fn list(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<Company>>, ApiError> {
-    let mut tx = caller.begin(&state).await?;
-    caller.require(&mut tx, "client", "read").await?;
+    let mut tx = caller
+        .authorize(&state, Permission(Resource::Client, Action::Read))
+        .await?;
     let page = companies::list(
         &mut tx,
         caller.tenant,
@@ -80,8 +82,9 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Company>, ApiError> {
     let id: CompanyId = path_id(&id)?;
-    let mut tx = caller.begin(&state).await?;
-    caller.require(&mut tx, "client", "read").await?;
+    let mut tx = caller
+        .authorize(&state, Permission(Resource::Client, Action::Read))
+        .await?;
     let company = companies::get(&mut tx, caller.tenant, id).await?;
     tx.commit().await?;
     Ok(Json(company))
@@ -98,8 +101,9 @@ pub async fn update(
     ApiJson(patch): ApiJson<CompanyPatch>,
 ) -> Result<Json<Company>, ApiError> {
     let id: CompanyId = path_id(&id)?;
-    let mut tx = caller.begin(&state).await?;
-    caller.require(&mut tx, "client", "update").await?;
+    let mut tx = caller
+        .authorize(&state, Permission(Resource::Client, Action::Update))
+        .await?;
     let company = companies::update(&mut tx, caller.tenant, id, patch).await?;
     tx.commit().await?;
     Ok(Json(company))
@@ -115,8 +119,9 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id: CompanyId = path_id(&id)?;
-    let mut tx = caller.begin(&state).await?;
-    caller.require(&mut tx, "client", "delete").await?;
+    let mut tx = caller
+        .authorize(&state, Permission(Resource::Client, Action::Delete))
+        .await?;
     companies::delete(&mut tx, caller.tenant, id).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)

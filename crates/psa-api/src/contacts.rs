@@ -10,7 +10,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Action, Caller, Permission, Resource};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, path_id};
 
@@ -35,8 +35,9 @@ pub async fn create(
     caller: Caller,
     ApiJson(input): ApiJson<NewContact>,
 ) -> Result<(StatusCode, Json<Contact>), ApiError> {
-    let mut tx = caller.begin(&state).await?;
-    caller.require(&mut tx, "contact", "create").await?;
+    let mut tx = caller
+        .authorize(&state, Permission(Resource::Contact, Action::Create))
+        .await?;
     let contact = contacts::create(&mut tx, caller.tenant, input, CreateOptions::default()).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(contact)))
@@ -50,8 +51,9 @@ pub async fn list(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<Contact>>, ApiError> {
-    let mut tx = caller.begin(&state).await?;
-    caller.require(&mut tx, "contact", "read").await?;
+    let mut tx = caller
+        .authorize(&state, Permission(Resource::Contact, Action::Read))
+        .await?;
     let page = contacts::list(
         &mut tx,
         caller.tenant,
@@ -79,8 +81,9 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Contact>, ApiError> {
     let id: ContactId = path_id(&id)?;
-    let mut tx = caller.begin(&state).await?;
-    caller.require(&mut tx, "contact", "read").await?;
+    let mut tx = caller
+        .authorize(&state, Permission(Resource::Contact, Action::Read))
+        .await?;
     let contact = contacts::get(&mut tx, caller.tenant, id).await?;
     tx.commit().await?;
     Ok(Json(contact))
@@ -97,8 +100,9 @@ pub async fn update(
     ApiJson(patch): ApiJson<ContactPatch>,
 ) -> Result<Json<Contact>, ApiError> {
     let id: ContactId = path_id(&id)?;
-    let mut tx = caller.begin(&state).await?;
-    caller.require(&mut tx, "contact", "update").await?;
+    let mut tx = caller
+        .authorize(&state, Permission(Resource::Contact, Action::Update))
+        .await?;
     let contact = contacts::update(&mut tx, caller.tenant, id, patch).await?;
     tx.commit().await?;
     Ok(Json(contact))

@@ -26,6 +26,9 @@ pub enum ApiError {
     },
     #[error("not found")]
     NotFound,
+    /// An `Idempotency-Key` already used for a different request: 409.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     /// A dependency (Temporal) is down or not configured: 503, retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -66,6 +69,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest { status, .. } => *status,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::IdempotencyKeyReused(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -78,6 +82,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::BadRequest { .. } => "validation_error",
             ApiError::NotFound => "not_found",
+            ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -99,7 +104,7 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// One of validation_error, email_exists, foreign_key_error, not_found, unauthorized,
-    /// forbidden, conflict, unavailable, internal.
+    /// forbidden, conflict, idempotency_key_reused, unavailable, internal.
     pub code: &'static str,
     pub message: String,
     /// Messages by offending input field.
@@ -122,6 +127,7 @@ impl IntoResponse for ApiError {
         let field = match &self {
             ApiError::Model(e) => e.field().filter(|f| !f.is_empty()).map(str::to_owned),
             ApiError::BadRequest { field, .. } => field.clone(),
+            ApiError::IdempotencyKeyReused(_) => Some("Idempotency-Key".to_owned()),
             _ => None,
         };
         let mut fields = serde_json::Map::new();

@@ -11,7 +11,15 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Action, Caller, Permission, Resource};
+
+/// The resource whose permissions govern tags on an entity of this type.
+fn entity(t: TaggedType) -> Resource {
+    match t {
+        TaggedType::Company => Resource::Client,
+        TaggedType::Contact => Resource::Contact,
+    }
+}
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, path_id};
 
@@ -26,15 +34,16 @@ pub async fn attach(
     ApiJson(input): ApiJson<NewTag>,
 ) -> Result<(StatusCode, Json<Tag>), ApiError> {
     let text = TagText::parse(&input.tag_text)?;
-    let mut tx = caller.begin(&state).await?;
-    caller
-        .require(&mut tx, input.tagged_type.permission_resource(), "update")
+    let mut tx = caller
+        .authorize(&state, Permission(entity(input.tagged_type), Action::Update))
         .await?;
     if tags::find_definition(&mut tx, caller.tenant, &text, input.tagged_type)
         .await?
         .is_none()
-        && !psa_models::users::has_permission(&mut tx, caller.tenant, caller.user, "tag", "create")
-            .await?
+        && caller
+            .require(&mut tx, Permission(Resource::Tag, Action::Create))
+            .await
+            .is_err()
     {
         return Err(ApiError::Forbidden(
             "You can only select from existing tags (tag:create is required)".into(),
@@ -46,6 +55,7 @@ pub async fn attach(
         input,
         AttachOptions {
             created_by: Some(caller.user),
+            mapping_id: None,
         },
     )
     .await?;
@@ -75,9 +85,8 @@ pub async fn list(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<Tag>>, ApiError> {
-    let mut tx = caller.begin(&state).await?;
-    caller
-        .require(&mut tx, q.tagged_type.permission_resource(), "read")
+    let mut tx = caller
+        .authorize(&state, Permission(entity(q.tagged_type), Action::Read))
         .await?;
     let list = tags::list_for_entity(&mut tx, caller.tenant, q.tagged_type, q.tagged_id).await?;
     tx.commit().await?;
@@ -94,10 +103,11 @@ pub async fn detach(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id: MappingId = path_id(&id)?;
-    let mut tx = caller.begin(&state).await?;
+    // The permission depends on what the mapping tags: read it first, confined to the tenant.
+    let mut tx = psa_models::db::begin_tenant(&state.pool, caller.tenant).await?;
     let tag = tags::get(&mut tx, caller.tenant, id).await?;
     caller
-        .require(&mut tx, tag.tagged_type.permission_resource(), "update")
+        .require(&mut tx, Permission(entity(tag.tagged_type), Action::Update))
         .await?;
     tags::detach(&mut tx, caller.tenant, id).await?;
     tx.commit().await?;

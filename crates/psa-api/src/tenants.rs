@@ -1,29 +1,31 @@
 //! `/api/v1/tenants`: provisioning, for callers of the management tenant holding the `tenant`
 //! permissions. The work is done by the `tenant_creation` workflow on Temporal; these endpoints
-//! start it and report on it.
+//! start it (through the same starter as `psa tenant create`: one idempotency-key rule) and show
+//! it (the same view as `psa tenant status`).
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use psa_workflows::client::{ClientError, TenantWorkflows};
+use psa_workflows::client::{ClientError, IdempotencyKey, StartError, TenantWorkflows};
 use psa_workflows::secret::SecretKey;
-use psa_workflows::{AdminUserInput, TenantCreationInput, TrackingSettings};
+use psa_workflows::{ProvisioningView, RawRequest, TenantCreationInput};
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 use tokio::sync::OnceCell;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Action, Caller, Permission, Resource};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
 
 /// How the API reaches Temporal. The client connects on first use, so the rest of the API works
-/// while Temporal is down.
+/// while Temporal is down. The API holds no customer tracking settings: the workers decide.
 pub struct Provisioning {
     pub address: String,
     pub namespace: String,
     pub task_queue: String,
-    pub tracking: TrackingSettings,
+    pool: PgPool,
     /// Opens the admin's temporary password for the caller; without it the password is null.
     pub key: Option<SecretKey>,
     client: OnceCell<TenantWorkflows>,
@@ -34,14 +36,14 @@ impl Provisioning {
         address: String,
         namespace: String,
         task_queue: String,
-        tracking: TrackingSettings,
+        pool: PgPool,
         key: Option<SecretKey>,
     ) -> Self {
         Provisioning {
             address,
             namespace,
             task_queue,
-            tracking,
+            pool,
             key,
             client: OnceCell::new(),
         }
@@ -54,12 +56,13 @@ impl Provisioning {
                 Ok::<_, ClientError>(TenantWorkflows {
                     client,
                     task_queue: self.task_queue.clone(),
+                    pool: self.pool.clone(),
                 })
             })
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "Temporal unreachable");
-                ApiError::Unavailable("Tenant provisioning is temporarily unavailable".into())
+                unavailable()
             })
     }
 }
@@ -73,28 +76,14 @@ impl std::fmt::Debug for Provisioning {
     }
 }
 
+fn unavailable() -> ApiError {
+    ApiError::Unavailable("Tenant provisioning is temporarily unavailable".into())
+}
+
 fn provisioning(state: &AppState) -> Result<&Provisioning, ApiError> {
     state.provisioning.as_deref().ok_or_else(|| {
         ApiError::Unavailable("Tenant provisioning is not configured on this server".into())
     })
-}
-
-/// Only the management tenant may provision; others get 403 before any permission lookup.
-async fn require_management(
-    state: &AppState,
-    caller: &Caller,
-    action: &str,
-) -> Result<(), ApiError> {
-    let p = provisioning(state)?;
-    if p.tracking.management_tenant_id != Some(caller.tenant.0) {
-        return Err(ApiError::Forbidden(
-            "Only the management tenant may provision tenants".into(),
-        ));
-    }
-    let mut tx = caller.begin(state).await?;
-    caller.require(&mut tx, "tenant", action).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -113,6 +102,8 @@ pub struct NewTenantRequest {
     pub admin_user: AdminUser,
     pub company_name: Option<String>,
     pub license_count: Option<i32>,
+    /// Do not record this tenant as a customer (remembered; reconcile honours it). Whether
+    /// tracking is enabled at all is the workers' setting.
     #[serde(default)]
     pub skip_customer_tracking: bool,
 }
@@ -123,100 +114,104 @@ pub struct Started {
 }
 
 /// Start provisioning a tenant. `Idempotency-Key` (1-200 printable characters) makes retries
-/// safe: the same key always answers with the same workflow, which provisions one tenant.
+/// safe: the same key with the same request answers with the same run (for good: the key does
+/// not expire), which provisions one tenant; the same key with a different request is refused
+/// (409 `idempotency_key_reused`). `psa tenant create --idempotency-key` names the same run.
 #[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", security(("bearer" = [])),
     request_body = NewTenantRequest,
     params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 202, body = Started), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 202, body = Started), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
     ApiJson(req): ApiJson<NewTenantRequest>,
 ) -> Result<(StatusCode, Json<Started>), ApiError> {
-    require_management(&state, &caller, "create").await?;
+    let tx = caller
+        .authorize_management(&state, Permission(Resource::Tenant, Action::Create))
+        .await?;
+    tx.commit().await?;
     let p = provisioning(&state)?;
-    let workflow_id = match headers.get("idempotency-key") {
-        None => format!("tenant-creation-{}", uuid::Uuid::new_v4()),
-        Some(v) => {
-            let key = v.to_str().ok().map(str::trim).filter(|k| {
-                !k.is_empty()
-                    && k.len() <= 200
-                    && !k.chars().any(|c| c.is_control() || c.is_whitespace())
-            });
-            let key = key.ok_or_else(|| {
-                ApiError::bad_request(
-                    Some("Idempotency-Key".into()),
-                    "Idempotency-Key must be 1-200 printable characters without spaces",
-                )
-            })?;
-            format!("tenant-creation-{}-{key}", caller.tenant)
-        }
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|k| IdempotencyKey::parse(k).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        Some("Idempotency-Key".into()),
+                        "Idempotency-Key must be 1-200 printable characters without spaces",
+                    )
+                })?,
+        ),
     };
-    let input = TenantCreationInput {
-        tenant_name: req.tenant_name,
-        admin_user: AdminUserInput {
-            first_name: req.admin_user.first_name,
-            last_name: req.admin_user.last_name,
-            email: req.admin_user.email,
-        },
-        company_name: req.company_name,
+    let input = TenantCreationInput::parse(RawRequest {
+        tenant_name: &req.tenant_name,
+        first_name: &req.admin_user.first_name,
+        last_name: &req.admin_user.last_name,
+        email: &req.admin_user.email,
+        company_name: req.company_name.as_deref(),
         license_count: req.license_count,
         skip_customer_tracking: req.skip_customer_tracking,
-        tracking: p.tracking.clone(),
-    };
-    input.validate()?;
-    let workflows = p.workflows().await?;
-    workflows.start(&workflow_id, input).await.map_err(|e| {
-        tracing::error!(error = %e, "cannot start the tenant creation workflow");
-        ApiError::Unavailable("Tenant provisioning is temporarily unavailable".into())
     })?;
+    let workflows = p.workflows().await?;
+    let workflow_id = workflows
+        .start(input, key.as_ref(), &format!("api:{}", caller.user))
+        .await
+        .map_err(|e| match e {
+            StartError::KeyReused { .. } => ApiError::IdempotencyKeyReused(e.to_string()),
+            StartError::Database(d) => ApiError::Model(d),
+            StartError::Temporal(t) => {
+                tracing::error!(error = %t, "cannot start the tenant creation workflow");
+                unavailable()
+            }
+        })?;
     tracing::info!(%workflow_id, caller = %caller.user, "tenant provisioning started");
     Ok((StatusCode::ACCEPTED, Json(Started { workflow_id })))
 }
 
-/// The state of a provisioning run, or its result once finished (with the admin's temporary
-/// password).
+/// A provisioning run: its state while running, its result once finished (with the admin's
+/// temporary password), its provisioning record, and a notice when an operator must act (no
+/// worker polling the task queue, a run cut off).
 #[utoipa::path(get, path = "/api/v1/tenants/provisioning/{workflow_id}", tag = "tenants", security(("bearer" = [])),
     params(("workflow_id" = String, Path)),
-    responses((status = 200, body = Object), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ProvisioningView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
 pub async fn status(
     State(state): State<AppState>,
     caller: Caller,
     Path(workflow_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    require_management(&state, &caller, "read").await?;
+) -> Result<Json<ProvisioningView>, ApiError> {
+    let tx = caller
+        .authorize_management(&state, Permission(Resource::Tenant, Action::Read))
+        .await?;
+    tx.commit().await?;
     let p = provisioning(&state)?;
-    if !workflow_id.starts_with("tenant-creation-") {
+    if !workflow_id.starts_with(psa_workflows::client::WORKFLOW_ID_PREFIX) {
         return Err(ApiError::NotFound);
     }
-    let status = p
+    let view = p
         .workflows()
         .await?
-        .status(&workflow_id)
+        .view(&workflow_id, p.key.as_ref())
         .await
         .map_err(|e| match e {
             ClientError::NotFound(_) => ApiError::NotFound,
+            ClientError::Database(d) => ApiError::Model(d),
             other => {
                 tracing::warn!(error = %other, "provisioning status");
-                ApiError::Unavailable("Tenant provisioning is temporarily unavailable".into())
+                unavailable()
             }
         })?;
-    Ok(Json(serde_json::json!({
-        "workflow_id": workflow_id,
-        "finished": status.finished,
-        "state": status.state,
-        "result": status.result.as_ref().map(|r| r.public(p.key.as_ref())),
-    })))
+    Ok(Json(view))
 }
 
 /// Whether Temporal answers (for `/readyz`).
 pub async fn temporal_ready(p: &Provisioning) -> bool {
     match p.workflows().await {
-        Ok(w) => !matches!(
-            w.status("psa-readiness-probe").await,
-            Err(ClientError::Unreachable { .. } | ClientError::Temporal(_))
-        ),
+        Ok(w) => w.worker_polling().await.is_ok(),
         Err(_) => false,
     }
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 use psa_workflows::client::TenantWorkflows;
 use psa_workflows::dev_server;
 use psa_workflows::secret::SecretKey;
-use psa_workflows::{AdminUserInput, TenantCreationInput, TrackingSettings};
+use psa_models::validate::TagText;
+use psa_workflows::{RawRequest, TenantCreationInput, TrackingSettings};
 
 use crate::config::CliError;
 
@@ -203,53 +204,56 @@ pub async fn demo(
     let workflows = TenantWorkflows {
         client: client.clone(),
         task_queue: queue.clone(),
+        pool: pool.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker_pool = pool.clone();
-    let worker_key = key.clone();
     let worker_queue = queue.clone();
-    let worker =
-        psa_workflows::worker::run(client, &worker_queue, worker_pool, worker_key, async {
-            let _ = stop_rx.await;
-        });
-    let drive = async move {
-        let input = TenantCreationInput {
-            tenant_name: "Acme Demo".into(),
-            admin_user: AdminUserInput {
-                first_name: "Dana".into(),
-                last_name: "Demo".into(),
-                email: "dana@acme-demo.example".into(),
-            },
-            company_name: Some("Acme Demo Services".into()),
-            license_count: Some(10),
-            skip_customer_tracking: false,
+    let worker = psa_workflows::worker::run(
+        client,
+        &worker_queue,
+        psa_workflows::worker::WorkerConfig {
+            pool: pool.clone(),
+            key: key.clone(),
             tracking: TrackingSettings {
                 enabled: true,
-                management_tenant_id: Some(mgmt_id.0),
-                tag_name: "PSA Customer".into(),
+                management_tenant_id: Some(mgmt_id),
+                tag_name: TagText::parse("PSA Customer")?,
             },
-        };
-        let id = format!("tenant-creation-demo-{}", uuid::Uuid::new_v4());
+        },
+        async {
+            let _ = stop_rx.await;
+        },
+    );
+    let drive = async move {
+        let input = TenantCreationInput::parse(RawRequest {
+            tenant_name: "Acme Demo",
+            first_name: "Dana",
+            last_name: "Demo",
+            email: "dana@acme-demo.example",
+            company_name: Some("Acme Demo Services"),
+            license_count: Some(10),
+            skip_customer_tracking: false,
+        })?;
         let outcome = async {
-            workflows
-                .start(&id, input)
+            let id = workflows
+                .start(input, None, "demo")
                 .await
                 .map_err(|e| fail(e.to_string()))?;
             eprintln!("provisioning {id}");
             let mut last = None;
             loop {
-                let status = workflows
-                    .status(&id)
+                let view = workflows
+                    .view(&id, Some(&key))
                     .await
                     .map_err(|e| fail(e.to_string()))?;
-                if let Some(s) = &status.state {
+                if let Some(s) = &view.state {
                     let line = (s.progress, s.step);
                     if last != Some(line) {
                         eprintln!("{}", crate::tenant::progress_line(s));
                         last = Some(line);
                     }
                 }
-                if let Some(r) = status.result {
+                if let Some(r) = view.result {
                     return Ok::<_, CliError>(r);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -261,8 +265,7 @@ pub async fn demo(
     };
     let (worker_result, outcome) = tokio::join!(worker, drive);
     worker_result.map_err(|e| fail(e.to_string()))?;
-    let result = outcome?;
-    let public = result.public(Some(&key));
+    let public = outcome?;
     println!(
         "{}",
         serde_json::to_string_pretty(&public).unwrap_or_default()
@@ -287,7 +290,7 @@ pub async fn demo(
         );
     }
     pool.close().await;
-    if result.status == psa_workflows::Outcome::Completed {
+    if public.status == psa_workflows::Outcome::Completed {
         Ok(())
     } else {
         Err(CliError::Reported)

@@ -66,13 +66,19 @@ enum Command {
     },
     /// Run the Temporal worker of the tenant creation workflow.
     Worker {
-        /// Where the worker serves /metrics and /healthz.
+        /// Where the worker serves /metrics and /healthz (host:port).
         #[arg(
             long,
             env = "PSA_WORKER_METRICS_BIND",
             default_value = "127.0.0.1:9090"
         )]
-        metrics_bind: String,
+        metrics_bind: std::net::SocketAddr,
+        /// Seconds between sweeps of cut-off provisioning runs.
+        #[arg(long, env = "PSA_SWEEP_INTERVAL_SECONDS", default_value_t = 60,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        sweep_interval_seconds: u64,
+        #[command(flatten)]
+        tracking: temporal::TrackingArgs,
     },
     /// Tenant provisioning.
     Tenant {
@@ -145,8 +151,19 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             .await
         }
         Command::ApiKey { command } => serve::api_key(cli.database_url.as_deref(), command).await,
-        Command::Worker { metrics_bind } => {
-            tenant::worker(cli.database_url.as_deref(), &cli.workflow, &metrics_bind).await
+        Command::Worker {
+            metrics_bind,
+            sweep_interval_seconds,
+            tracking,
+        } => {
+            tenant::worker(
+                cli.database_url.as_deref(),
+                &cli.workflow,
+                &tracking,
+                metrics_bind,
+                std::time::Duration::from_secs(sweep_interval_seconds),
+            )
+            .await
         }
         Command::Tenant { command } => {
             tenant::tenant(cli.database_url.as_deref(), &cli.workflow, command).await
@@ -157,7 +174,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             demo::demo(cli.database_url.as_deref(), temporal.as_deref()).await
         }
         Command::Customers { command } => {
-            tenant::customers(cli.database_url.as_deref(), &cli.workflow, command).await
+            tenant::customers(cli.database_url.as_deref(), command).await
         }
     }
 }

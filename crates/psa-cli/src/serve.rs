@@ -30,14 +30,14 @@ pub async fn serve(
             "PSA_DB_POOL_SIZE must be at least 1".into(),
         ));
     }
+    let pool = config::pool(database_url, db_pool_size).await?;
     let provisioning = psa_api::tenants::Provisioning::new(
         wf.temporal_address.clone(),
         wf.temporal_namespace.clone(),
         wf.task_queue.clone(),
-        wf.tracking()?,
-        wf.key_if_set()?,
+        pool.clone(),
+        wf.key_if_set().cloned(),
     );
-    let pool = config::pool(database_url, db_pool_size).await?;
     let app = psa_api::Application::build_with(
         psa_api::Config {
             bind,

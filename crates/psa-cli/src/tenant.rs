@@ -1,15 +1,16 @@
-//! `psa tenant create|status|list`, `psa customers reconcile` and `psa worker`.
+//! `psa tenant create|status|list|sweep`, `psa customers reconcile` and `psa worker`.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Subcommand;
-use psa_workflows::{AdminUserInput, Step, TenantCreationInput, WorkflowState};
-use serde_json::{Value, json};
+use psa_models::provisioning::{self, RunStatus};
+use psa_workflows::client::{ClientError, IdempotencyKey, StartError, TenantWorkflows};
+use psa_workflows::{ProvisioningView, RawRequest, TenantCreationInput, WorkflowState};
 
 use crate::config::{self, CliError};
-use crate::temporal::WorkflowArgs;
+use crate::temporal::{TrackingArgs, WorkflowArgs};
 
 #[derive(Subcommand)]
 pub enum TenantCommand {
@@ -28,9 +29,11 @@ pub enum TenantCommand {
         company_name: Option<String>,
         #[arg(long)]
         license_count: Option<i32>,
-        /// Provisions at most one tenant per key (it becomes the workflow id).
+        /// Provisions at most one tenant per key, for good; the same key with a different
+        /// request is refused. The API's `Idempotency-Key` names the same run.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Do not record this tenant as a customer (remembered: reconcile honours it).
         #[arg(long)]
         skip_customer_tracking: bool,
         /// Print the workflow id and return at once.
@@ -45,8 +48,17 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Tenants with their customer tracking state.
+    /// Tenants with how they were provisioned and their customer tracking state.
     List {
+        /// The tag that marks customer companies (to tell `tracked` from `partial`).
+        #[arg(long, env = "CUSTOMER_TAG_NAME", default_value = "PSA Customer")]
+        customer_tag_name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Roll back runs that ended without finishing (terminated, timed out); `psa worker` does
+    /// this every minute.
+    Sweep {
         #[arg(long)]
         json: bool,
     },
@@ -56,6 +68,8 @@ pub enum TenantCommand {
 pub enum CustomersCommand {
     /// Track every tenant that is not yet a customer; report customer companies without tenant.
     Reconcile {
+        #[command(flatten)]
+        tracking: TrackingArgs,
         #[arg(long)]
         dry_run: bool,
         #[arg(long)]
@@ -63,110 +77,132 @@ pub enum CustomersCommand {
     },
 }
 
-/// A tenant with its customer company and whether that company carries the tag.
-type TenantRow = (
-    uuid::Uuid,
-    String,
-    chrono::DateTime<chrono::Utc>,
-    bool,
-    Option<uuid::Uuid>,
-    Option<bool>,
-);
-
-/// Workflow ids are the idempotency keys: printable, bounded.
-fn workflow_id(key: Option<String>) -> Result<String, CliError> {
-    match key {
-        None => Ok(format!("tenant-creation-{}", uuid::Uuid::new_v4())),
-        Some(k) => {
-            let k = k.trim().to_owned();
-            if k.is_empty()
-                || k.len() > 200
-                || k.chars().any(|c| c.is_control() || c.is_whitespace())
-            {
-                return Err(CliError::Usage(
-                    "--idempotency-key must be 1-200 printable characters without spaces".into(),
-                ));
-            }
-            Ok(k)
-        }
-    }
-}
-
-fn step_label(step: Step) -> &'static str {
-    match step {
-        Step::Initializing => "initializing",
-        Step::CreatingTenant => "creating tenant",
-        Step::RunningOnboardingSeeds => "running onboarding seeds",
-        Step::CreatingAdminUser => "creating admin user",
-        Step::SettingUpData => "setting up tenant data",
-        Step::RollingBack => "rolling back",
-        Step::Completed => "completed",
-        Step::Failed => "failed",
-        Step::RolledBack => "rolled back",
-        Step::Cancelled => "cancelled",
-    }
-}
-
 pub(crate) fn progress_line(state: &WorkflowState) -> String {
     format!(
         "[{:>3}%] {} (customer tracking: {})",
         state.progress,
-        step_label(state.step),
-        serde_json::to_value(state.customer_tracking.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
+        state.step.label(),
+        state.customer_tracking.status.as_str()
     )
 }
 
-fn print_result(result: &Value, json: bool) {
+fn or_dash<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn print_view(view: &ProvisioningView, json: bool) {
     if json {
-        println!("{result}");
+        println!(
+            "{}",
+            serde_json::to_string(view).expect("the view serialises")
+        );
         return;
     }
-    let get = |k: &str| {
-        result[k]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| "-".into())
-    };
-    println!("workflow     {}", get("workflow_id"));
-    println!("status       {}", get("status"));
-    println!("tenant       {}", get("tenant_id"));
-    println!("admin user   {}", get("admin_user_id"));
-    println!("company      {}", get("company_id"));
-    if let Some(p) = result["temporary_password"].as_str() {
-        println!("temporary password (shown once): {p}");
-    }
-    let t = &result["customer_tracking"];
-    println!(
-        "customer     {} (company {}, contact {}, tag {})",
-        t["status"].as_str().unwrap_or("-"),
-        t["customer_company_id"].as_str().unwrap_or("-"),
-        t["customer_contact_id"].as_str().unwrap_or("-"),
-        t["customer_tag_id"].as_str().unwrap_or("-")
-    );
-    if let Some(e) = t["error"].as_str() {
-        println!("customer tracking error: {e} (repair with `psa customers reconcile`)");
-    }
-    for w in t["warnings"].as_array().into_iter().flatten() {
-        println!("customer tracking note: {}", w.as_str().unwrap_or_default());
-    }
-    if !result["error"].is_null() {
-        println!(
-            "error in {}: {}",
-            result["error"]["step"].as_str().unwrap_or("-"),
-            result["error"]["message"].as_str().unwrap_or("-")
-        );
-    }
-    if result["rollback"]["performed"] == true {
-        println!("rolled back: {}", result["rollback"]["compensated"]);
-        if result["rollback"]["errors"]
-            .as_array()
-            .is_some_and(|e| !e.is_empty())
-        {
-            println!("rollback errors: {}", result["rollback"]["errors"]);
+    println!("workflow     {}", view.workflow_id);
+    println!("status       {}", view.status.as_str());
+    if let Some(r) = &view.result {
+        println!("tenant       {}", or_dash(r.tenant_id));
+        println!("admin user   {}", or_dash(r.admin_user_id));
+        println!("company      {}", or_dash(r.company_id));
+        if let Some(p) = &r.temporary_password {
+            println!("temporary password (shown once): {p}");
         }
+        let t = &r.customer_tracking;
+        println!(
+            "customer     {} (company {}, contact {}, tag {})",
+            t.status.as_str(),
+            or_dash(t.customer_company_id),
+            or_dash(t.customer_contact_id),
+            or_dash(t.customer_tag_id)
+        );
+        if let Some(s) = &r.tracking_settings {
+            println!(
+                "tracking     by the worker's settings: enabled {}, management tenant {}, tag {:?}",
+                s.enabled,
+                or_dash(s.management_tenant_id),
+                s.tag_name.as_str()
+            );
+        }
+        if let Some(e) = &t.error {
+            println!("customer tracking error: {e}");
+        }
+        for w in &t.warnings {
+            println!("customer tracking note: {w}");
+        }
+        if let Some(e) = &r.error {
+            println!("error in {}: {}", e.step.as_str(), e.message);
+        }
+        if r.rollback.performed {
+            let done: Vec<&str> = r.rollback.compensated.iter().map(|c| c.as_str()).collect();
+            println!("rolled back: {}", done.join(", "));
+            if !r.rollback.errors.is_empty() {
+                println!("rollback errors: {}", r.rollback.errors.join("; "));
+            }
+        }
+    } else if let Some(state) = &view.state {
+        println!("progress     {}", progress_line(state));
+    }
+    if let Some(record) = &view.record {
+        let now = record.customer_tracking;
+        let at_run = view.result.as_ref().map(|r| r.customer_tracking.status);
+        if at_run.is_some_and(|s| s != now) {
+            println!("customer now {} (since the run)", now.as_str());
+        }
+        if now == provisioning::TrackingState::Failed {
+            println!("repair with `psa customers reconcile`");
+        }
+    }
+    if let Some(n) = &view.notice {
+        println!("note: {n}");
+    }
+}
+
+fn start_error(e: StartError) -> CliError {
+    match e {
+        StartError::KeyReused { .. } => CliError::Usage(e.to_string()),
+        StartError::Database(d) => d.into(),
+        StartError::Temporal(t) => temporal_error(t),
+    }
+}
+
+fn temporal_error(e: ClientError) -> CliError {
+    match e {
+        ClientError::NotFound(_) => CliError::Usage(e.to_string()),
+        ClientError::Database(d) => d.into(),
+        other => CliError::Failed(anyhow::Error::new(other)),
+    }
+}
+
+/// Follows a run until it finishes, printing progress on stderr; says (once) when no worker
+/// polls the task queue and keeps waiting.
+async fn follow(
+    workflows: &TenantWorkflows,
+    id: &str,
+    key: Option<&psa_workflows::secret::SecretKey>,
+    show_progress: bool,
+) -> Result<ProvisioningView, CliError> {
+    let mut last = String::new();
+    let mut told_no_worker = false;
+    loop {
+        let view = workflows.view(id, key).await.map_err(temporal_error)?;
+        if view.finished {
+            return Ok(view);
+        }
+        let line = match (&view.state, &view.notice) {
+            (Some(state), _) => progress_line(state),
+            (None, Some(notice)) if !told_no_worker => {
+                told_no_worker = true;
+                format!(
+                    "waiting: {notice}; or stop waiting (Ctrl-C) and follow it with `psa tenant status {id}`"
+                )
+            }
+            _ => String::new(),
+        };
+        if show_progress && !line.is_empty() && line != last {
+            eprintln!("{line}");
+            last = line;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -188,30 +224,28 @@ pub async fn tenant(
             no_wait,
             json,
         } => {
-            let tracking = wf.tracking()?;
-            let key = wf.key_if_set()?;
-            let input = TenantCreationInput {
-                tenant_name: name,
-                admin_user: AdminUserInput {
-                    first_name,
-                    last_name,
-                    email: admin_email,
-                },
-                company_name,
+            let input = TenantCreationInput::parse(RawRequest {
+                tenant_name: &name,
+                first_name: &first_name,
+                last_name: &last_name,
+                email: &admin_email,
+                company_name: company_name.as_deref(),
                 license_count,
                 skip_customer_tracking,
-                tracking,
-            };
-            input.validate()?;
-            let id = workflow_id(idempotency_key)?;
-            let workflows = wf.connect().await?;
-            workflows
-                .start(&id, input)
+            })?;
+            let key = idempotency_key
+                .as_deref()
+                .map(IdempotencyKey::parse)
+                .transpose()?;
+            let pool = config::pool(database_url, 2).await?;
+            let workflows = wf.connect(pool).await?;
+            let id = workflows
+                .start(input, key.as_ref(), "cli")
                 .await
-                .map_err(|e| CliError::Failed(e.into()))?;
+                .map_err(start_error)?;
             if no_wait {
                 if json {
-                    println!("{}", json!({"workflow_id": id}));
+                    println!("{}", serde_json::json!({"workflow_id": id}));
                 } else {
                     println!("started {id}");
                 }
@@ -221,29 +255,20 @@ pub async fn tenant(
             if show_progress {
                 eprintln!("provisioning {id}");
             }
-            let mut last = String::new();
-            let result = loop {
-                let status = workflows
-                    .status(&id)
-                    .await
-                    .map_err(|e| CliError::Failed(e.into()))?;
-                if let Some(state) = &status.state {
-                    let line = progress_line(state);
-                    if show_progress && line != last {
-                        eprintln!("{line}");
-                        last = line;
-                    }
-                }
-                if status.finished {
-                    break status.result.ok_or_else(|| {
-                        CliError::Failed(anyhow::anyhow!("workflow {id} ended without a result"))
-                    })?;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            let view = follow(&workflows, &id, wf.key_if_set(), show_progress).await?;
+            let Some(result) = &view.result else {
+                print_view(&view, json);
+                return Err(CliError::Reported);
             };
-            let public = result.public(key.as_ref());
-            print_result(&public, json);
-            if key.is_none() && result.temporary_password_sealed.is_some() {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(result).expect("the result serialises")
+                );
+            } else {
+                print_view(&view, false);
+            }
+            if wf.key_if_set().is_none() && result.status == psa_workflows::Outcome::Completed {
                 eprintln!(
                     "note: PSA_SECRET_KEY is not set here, so the temporary password cannot be shown"
                 );
@@ -255,83 +280,118 @@ pub async fn tenant(
             }
         }
         TenantCommand::Status { workflow_id, json } => {
-            let key = wf.key_if_set()?;
-            let workflows = wf.connect().await?;
-            let status = workflows.status(&workflow_id).await.map_err(|e| match e {
-                psa_workflows::client::ClientError::NotFound(_) => CliError::Usage(e.to_string()),
-                other => CliError::Failed(other.into()),
-            })?;
-            let out = json!({
-                "workflow_id": workflow_id,
-                "finished": status.finished,
-                "state": status.state,
-                "result": status.result.as_ref().map(|r| r.public(key.as_ref())),
-            });
-            if json {
-                println!("{out}");
-            } else if let Some(r) = &out["result"].as_object() {
-                print_result(&Value::Object((*r).clone()), false);
-            } else if let Some(state) = &status.state {
-                println!("{}", progress_line(state));
-            } else {
-                println!("{workflow_id}: finished without a result");
-            }
+            let pool = config::pool(database_url, 2).await?;
+            let workflows = wf.connect(pool).await?;
+            let view = workflows
+                .view(&workflow_id, wf.key_if_set())
+                .await
+                .map_err(temporal_error)?;
+            print_view(&view, json);
             Ok(())
         }
-        TenantCommand::List { json } => {
-            let tracking = wf.tracking()?;
+        TenantCommand::List {
+            customer_tag_name,
+            json,
+        } => {
             let pool = config::pool(database_url, 2).await?;
-            let rows: Vec<TenantRow> = sqlx::query_as(
-                "SELECT t.tenant, t.company_name, t.created_at, t.is_management, c.company_id, \
-                        EXISTS (SELECT 1 FROM tag_mappings m JOIN tag_definitions d ON d.tenant = m.tenant AND d.tag_id = m.tag_id \
-                                WHERE m.tenant = c.tenant AND m.tagged_id = c.company_id AND d.tag_text = $2) \
-                 FROM tenants t LEFT JOIN companies c ON c.tenant = $1 AND c.properties ->> 'tenant_id' = t.tenant::text \
-                 ORDER BY t.created_at, t.tenant",
-            )
-            .bind(tracking.management_tenant_id)
-            .bind(&tracking.tag_name)
-            .fetch_all(&pool)
-            .await
-            .map_err(psa_models::Error::from)?;
-            let items: Vec<Value> = rows
+            let mut conn = pool.acquire().await.map_err(psa_models::Error::from)?;
+            let rows = provisioning::list_tenants(&mut conn, customer_tag_name.trim()).await?;
+            let items: Vec<serde_json::Value> = rows
                 .iter()
-                .map(|(id, name, created, mgmt, company, tagged)| {
-                    let state = if *mgmt {
+                .map(|t| {
+                    let state = if t.is_management {
                         "management"
+                    } else if t.skip_customer_tracking == Some(true)
+                        && t.customer_company_id.is_none()
+                    {
+                        "skipped"
                     } else {
-                        match (company, tagged) {
-                            (Some(_), Some(true)) => "tracked",
-                            (Some(_), _) => "partial",
+                        match (t.customer_company_id, t.customer_tagged) {
+                            (Some(_), true) => "tracked",
+                            (Some(_), false) => "partial",
                             (None, _) => "untracked",
                         }
                     };
-                    json!({"tenant_id": id, "name": name, "created_at": created, "customer_tracking": state, "customer_company_id": company})
+                    serde_json::json!({
+                        "tenant_id": t.tenant_id,
+                        "name": t.name,
+                        "created_at": t.created_at,
+                        "customer_tracking": state,
+                        "customer_company_id": t.customer_company_id,
+                        "workflow_id": t.workflow_id,
+                        "provisioning_status": t.provisioning_status.map(RunStatus::as_str),
+                    })
                 })
                 .collect();
             if json {
-                println!("{}", Value::Array(items));
+                println!("{}", serde_json::Value::Array(items));
             } else {
+                println!(
+                    "{:<36}  {:<20}  {:<10}  {:<11}  {:<50}  NAME",
+                    "TENANT", "CREATED", "CUSTOMER", "PROVISIONED", "WORKFLOW"
+                );
                 for i in &items {
+                    let s = |k: &str| i[k].as_str().unwrap_or("-").to_owned();
+                    let created = s("created_at");
                     println!(
-                        "{}  {:<10}  {}",
-                        i["tenant_id"].as_str().unwrap_or_default(),
-                        i["customer_tracking"].as_str().unwrap_or_default(),
-                        i["name"].as_str().unwrap_or_default()
+                        "{:<36}  {:<20}  {:<10}  {:<11}  {:<50}  {}",
+                        s("tenant_id"),
+                        created.get(..19).unwrap_or(&created),
+                        s("customer_tracking"),
+                        s("provisioning_status"),
+                        s("workflow_id"),
+                        s("name")
                     );
                 }
             }
             Ok(())
         }
+        TenantCommand::Sweep { json } => {
+            let pool = config::pool(database_url, 2).await?;
+            let workflows = wf.connect(pool).await?;
+            let report = psa_workflows::sweep::sweep(&workflows, psa_workflows::sweep::MIN_AGE)
+                .await
+                .map_err(temporal_error)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("the report serialises")
+                );
+            } else {
+                println!(
+                    "checked {} running runs; {} cut off and rolled back; {} finished late",
+                    report.checked,
+                    report.cut_off.len(),
+                    report.finished.len()
+                );
+                for c in &report.cut_off {
+                    println!(
+                        "cut off: {} (tenant {}, Temporal: {})",
+                        c.workflow_id,
+                        or_dash(c.tenant_id),
+                        c.temporal_status
+                    );
+                }
+                for e in &report.errors {
+                    println!("error: {e}");
+                }
+            }
+            if report.errors.is_empty() {
+                Ok(())
+            } else {
+                Err(CliError::Reported)
+            }
+        }
     }
 }
 
-pub async fn customers(
-    database_url: Option<&str>,
-    wf: &WorkflowArgs,
-    command: CustomersCommand,
-) -> Result<(), CliError> {
-    let CustomersCommand::Reconcile { dry_run, json } = command;
-    let tracking = wf.tracking()?;
+pub async fn customers(database_url: Option<&str>, command: CustomersCommand) -> Result<(), CliError> {
+    let CustomersCommand::Reconcile {
+        tracking,
+        dry_run,
+        json,
+    } = command;
+    let tracking = tracking.settings();
     if tracking.management_tenant_id.is_none() {
         return Err(CliError::Usage("NINEMINDS_TENANT_ID is not set".into()));
     }
@@ -349,11 +409,26 @@ pub async fn customers(
             "created records for"
         };
         println!(
-            "{verb} {} tenants; {} already tracked; {} failed",
-            report.created, report.already_tracked, report.failed
+            "{verb} {} tenants; {} already tracked; {} failed; {} left alone",
+            report.created,
+            report.already_tracked,
+            report.failed,
+            report.left_alone.len()
         );
         for f in &report.failures {
             println!("failed: tenant {}: {}", f.tenant_id, f.error);
+        }
+        for l in &report.left_alone {
+            let why = match l.reason {
+                psa_workflows::reconcile::LeftReason::InFlight => "its provisioning run is in flight",
+                psa_workflows::reconcile::LeftReason::Skipped => {
+                    "provisioned with --skip-customer-tracking"
+                }
+                psa_workflows::reconcile::LeftReason::Incomplete => {
+                    "its provisioning run did not complete (the sweeper removes it)"
+                }
+            };
+            println!("left alone: tenant {} ({why}; run {})", l.tenant_id, l.workflow_id);
         }
         for w in &report.warnings {
             println!("note: {w}");
@@ -372,18 +447,16 @@ pub async fn customers(
     }
 }
 
-/// `psa worker`: validates configuration, serves /metrics and /healthz, polls the task queue.
+/// `psa worker`: validates configuration, serves /metrics and /healthz, sweeps cut-off runs,
+/// polls the task queue.
 pub async fn worker(
     database_url: Option<&str>,
     wf: &WorkflowArgs,
-    metrics_bind: &str,
+    tracking: &TrackingArgs,
+    metrics_bind: SocketAddr,
+    sweep_interval: Duration,
 ) -> Result<(), CliError> {
-    let metrics_bind: SocketAddr = metrics_bind.parse().map_err(|_| {
-        CliError::Usage(format!(
-            "PSA_WORKER_METRICS_BIND must be host:port, not {metrics_bind:?}"
-        ))
-    })?;
-    let tracking = wf.tracking()?;
+    let tracking = tracking.settings();
     let key = wf.key()?;
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
@@ -394,8 +467,9 @@ pub async fn worker(
             psa_workflows::worker::WorkerError::Config(m) => CliError::Usage(m),
             psa_workflows::worker::WorkerError::Failed(m) => CliError::Failed(anyhow::anyhow!(m)),
         })?;
-    let workflows = wf.connect().await?;
+    let workflows = wf.connect(pool.clone()).await?;
     let handle = psa_api::metrics::handle();
+    metrics::counter!("psa_tenant_provisioning_cut_off_total").absolute(0);
     let listener = tokio::net::TcpListener::bind(metrics_bind)
         .await
         .map_err(|e| {
@@ -410,12 +484,33 @@ pub async fn worker(
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    tracing::info!(task_queue = %wf.task_queue, address = %wf.temporal_address, metrics = %metrics_bind, "psa worker running");
+    let sweeper = workflows.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(sweep_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = psa_workflows::sweep::sweep(&sweeper, psa_workflows::sweep::MIN_AGE).await {
+                tracing::warn!(error = %e, "sweep of cut-off provisioning runs failed; will retry");
+            }
+        }
+    });
+    tracing::info!(
+        task_queue = %wf.task_queue,
+        address = %wf.temporal_address,
+        metrics = %metrics_bind,
+        tracking_enabled = tracking.enabled,
+        management_tenant = ?tracking.management_tenant_id,
+        "psa worker running"
+    );
     psa_workflows::worker::run(
         workflows.client,
         &wf.task_queue,
-        pool,
-        key,
+        psa_workflows::worker::WorkerConfig {
+            pool,
+            key,
+            tracking,
+        },
         crate::serve::shutdown_signal(),
     )
     .await

@@ -611,6 +611,23 @@ pub async fn delete(conn: &mut PgConnection, tenant: TenantId, id: CompanyId) ->
     Ok(())
 }
 
+/// Customer companies of the management tenant `mgmt` whose tenant no longer exists, as
+/// (company id, the tenant id they name), by name.
+pub async fn orphaned_customers(
+    conn: &mut PgConnection,
+    mgmt: TenantId,
+) -> Result<Vec<(CompanyId, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT c.company_id, c.properties ->> 'tenant_id' FROM companies c \
+         WHERE c.tenant = $1 AND c.properties ? 'tenant_id' \
+           AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.tenant::text = c.properties ->> 'tenant_id') \
+         ORDER BY c.company_name",
+    )
+    .bind(mgmt)
+    .fetch_all(conn)
+    .await?)
+}
+
 fn still_has_contacts() -> Error {
     Error::conflict(
         None,

@@ -10,11 +10,13 @@
 pub mod colors;
 pub mod companies;
 pub mod contacts;
+pub mod credentials;
 pub mod db;
 pub mod email_suffix;
 mod error;
 mod ids;
 pub mod password;
+pub mod provisioning;
 pub mod seeds;
 pub mod tags;
 pub mod tenants;

@@ -97,6 +97,9 @@ pub struct NewTag {
 pub struct AttachOptions {
     /// The user attaching the tag (`tag_mappings.created_by`); `None` for the system.
     pub created_by: Option<UserId>,
+    /// The new mapping's id, minted by the caller (the workflow) so that it can later remove the
+    /// mapping it created, and only that one: an existing mapping keeps its own id.
+    pub mapping_id: Option<MappingId>,
 }
 
 /// What [`attach`] did.
@@ -213,8 +216,9 @@ pub async fn attach(
         }
     };
     let mapping: Option<MappingId> = sqlx::query_scalar(
-        "INSERT INTO tag_mappings (tenant, tag_id, tagged_id, tagged_type, created_by) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, tag_id, tagged_id) DO NOTHING \
+        "INSERT INTO tag_mappings (tenant, tag_id, tagged_id, tagged_type, created_by, mapping_id) \
+         VALUES ($1, $2, $3, $4, $5, coalesce($6, gen_random_uuid())) \
+         ON CONFLICT (tenant, tag_id, tagged_id) DO NOTHING \
          RETURNING mapping_id",
     )
     .bind(tenant)
@@ -222,6 +226,7 @@ pub async fn attach(
     .bind(input.tagged_id)
     .bind(input.tagged_type)
     .bind(options.created_by)
+    .bind(options.mapping_id)
     .fetch_optional(&mut *conn)
     .await?;
     let mapping_created = mapping.is_some();

@@ -71,23 +71,7 @@ pub struct CreatedUser {
 }
 
 fn person_name(raw: &str, field: &'static str, label: &str) -> Result<String> {
-    let s = raw.trim();
-    if s.is_empty() {
-        return Err(Error::validation(field, format!("{label} is required")));
-    }
-    if s.chars().count() > 100 {
-        return Err(Error::validation(
-            field,
-            format!("{label} must be at most 100 characters"),
-        ));
-    }
-    if s.chars().any(char::is_control) {
-        return Err(Error::validation(
-            field,
-            format!("{label} must not contain control characters"),
-        ));
-    }
-    Ok(s.to_owned())
+    crate::validate::PersonName::parse_field(raw, field, label).map(|n| n.as_str().to_owned())
 }
 
 /// Validates the name and email of a new user; shared with the workflow's input checks.
@@ -202,6 +186,25 @@ pub async fn create_admin(
         options,
     )
     .await
+}
+
+/// The tenant's administrator: its oldest active internal user with the msp Admin role, as
+/// (first name, last name, email).
+pub async fn tenant_admin(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+) -> Result<Option<(String, String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT coalesce(u.first_name, ''), coalesce(u.last_name, ''), u.email FROM users u \
+         JOIN user_roles ur ON ur.tenant = u.tenant AND ur.user_id = u.user_id \
+         JOIN roles r ON r.tenant = ur.tenant AND r.role_id = ur.role_id \
+         WHERE u.tenant = $1 AND u.user_type = 'internal' AND NOT u.is_inactive \
+           AND r.role_name = 'Admin' AND r.msp \
+         ORDER BY u.created_at, u.user_id LIMIT 1",
+    )
+    .bind(tenant)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// The user `id` of `tenant`.

@@ -24,6 +24,7 @@ pub fn clean_optional(s: Option<&str>) -> Option<String> {
 /// A company name: trimmed, 1 to 255 characters, no control characters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompanyName(String);
 
 impl CompanyName {
@@ -57,6 +58,7 @@ impl CompanyName {
 /// A person's full name: trimmed, 1 to 255 characters, no control characters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FullName(String);
 
 impl FullName {
@@ -91,6 +93,7 @@ static EMAIL_RE: LazyLock<Regex> =
 /// `^[^\s@]+@[^\s@]+\.[^\s@]+$`, at most 254 characters (RFC 5321), no control characters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EmailAddress(String);
 
 impl EmailAddress {
@@ -125,6 +128,7 @@ static TAG_RE: LazyLock<Regex> = LazyLock::new(|| {
 /// (case-sensitive) when definitions are reused.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TagText(String);
 
 impl TagText {
@@ -194,6 +198,66 @@ pub(crate) fn parse_http_url(s: &str) -> Option<url::Url> {
     };
     let u = url::Url::parse(&with_scheme).ok()?;
     matches!(u.scheme(), "http" | "https").then_some(u)
+}
+
+/// A first or last name: trimmed, 1 to 100 characters, no control characters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PersonName(String);
+
+impl PersonName {
+    /// Parses a name; `field` and `label` name it in the error ("first_name", "First name").
+    pub fn parse_field(raw: &str, field: &'static str, label: &str) -> Result<Self> {
+        let s = raw.trim();
+        if s.is_empty() {
+            return Err(Error::validation(field, format!("{label} is required")));
+        }
+        if s.chars().count() > 100 {
+            return Err(Error::validation(
+                field,
+                format!("{label} must be at most 100 characters"),
+            ));
+        }
+        if has_control(s) {
+            return Err(Error::validation(
+                field,
+                format!("{label} must not contain control characters"),
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Values that crossed a serialisation boundary (a workflow's input in Temporal's history) are
+/// parsed again on the way in: a domain type never holds an invalid value, whoever wrote the
+/// bytes.
+macro_rules! deserialize_by_parsing {
+    ($($name:ident => $parse:expr),* $(,)?) => {$(
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                let parse: fn(&str) -> Result<$name> = $parse;
+                parse(&raw).map_err(serde::de::Error::custom)
+            }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    )*};
+}
+
+deserialize_by_parsing! {
+    CompanyName => CompanyName::parse,
+    FullName => FullName::parse,
+    EmailAddress => EmailAddress::parse,
+    TagText => TagText::parse,
+    PersonName => |s| PersonName::parse_field(s, "name", "Name"),
 }
 
 /// Optional free text (notes, phone numbers, roles): trimmed, empty means absent, bounded.

@@ -6,6 +6,10 @@
 //! adds nothing. Errors are classified once ([`to_activity_error`]): transient database failures
 //! are retried with backoff; everything else fails the step for good and triggers the rollback.
 //!
+//! The provisioning record (psa-models' `provisioning`) is written here, in the same transactions
+//! as the changes it describes: the run's first activity records the worker's settings and the
+//! ids the run minted; the steps that build check first that the run has not been cut off.
+//!
 //! Fail points (`--features failpoints`, `FAILPOINTS` env): `activity::<name>` fails before the
 //! commit, `activity::<name>::after_commit` after it; `return(permanent)` is non-retryable,
 //! `return(transient)` or `return` retryable.
@@ -15,8 +19,9 @@ use std::time::Instant;
 
 use psa_models::companies::{self, NewCompany};
 use psa_models::contacts::{self, NewContact};
+use psa_models::provisioning::{self, TrackingState};
 use psa_models::tags::{self, NewTag, TaggedType};
-use psa_models::validate::EmailAddress;
+use psa_models::validate::{CompanyName, EmailAddress, FullName, PersonName, TagText};
 use psa_models::{CompanyId, ContactId, MappingId, TenantId, UserId, seeds, tenants, users};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -24,9 +29,9 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
-use uuid::Uuid;
 
 use crate::secret::SecretKey;
+use crate::types::{ActivityName, Outcome, RunStatus, TrackingSettings};
 
 /// Classifies a model error: transient failures are retried, the rest are final.
 pub fn to_activity_error(e: psa_models::Error) -> ActivityError {
@@ -70,53 +75,61 @@ fn failpoint(name: &str) -> Result<(), ActivityError> {
 }
 
 /// The activities and what they share: the owner-role pool (the worker writes into two tenants,
-/// so row-level security does not restrict it) and the key that seals the admin's password.
+/// so row-level security does not restrict it), the key that seals the admin's password, and the
+/// worker's customer tracking settings, which decide every run this worker executes.
 pub struct TenantActivities {
     pub pool: PgPool,
     pub key: SecretKey,
+    pub tracking: TrackingSettings,
 }
 
 /// Runs `body` in one transaction with the fail points around the commit, and times it.
 async fn transaction<T, F>(
     pool: &PgPool,
-    activity: &'static str,
+    activity: ActivityName,
     body: F,
 ) -> Result<T, ActivityError>
 where
     F: for<'c> AsyncFnOnce(&'c mut PgConnection) -> Result<T, psa_models::Error>,
 {
     let start = Instant::now();
+    let name = activity.as_str();
     let result = async {
         let mut tx: Transaction<'_, Postgres> = pool
             .begin()
             .await
             .map_err(|e| to_activity_error(e.into()))?;
         let out = body(&mut tx).await.map_err(to_activity_error)?;
-        failpoint(&format!("activity::{activity}"))?;
+        failpoint(&format!("activity::{name}"))?;
         tx.commit().await.map_err(|e| to_activity_error(e.into()))?;
-        failpoint(&format!("activity::{activity}::after_commit"))?;
+        failpoint(&format!("activity::{name}::after_commit"))?;
         Ok(out)
     }
     .await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
-    metrics::histogram!("psa_activity_duration_seconds", "activity" => activity, "outcome" => outcome)
+    metrics::histogram!("psa_activity_duration_seconds", "activity" => name, "outcome" => outcome)
         .record(start.elapsed().as_secs_f64());
+    if activity.is_tracking() {
+        tracking_step(activity, &result);
+    }
     result
 }
 
 pub(crate) async fn audit(
     conn: &mut PgConnection,
     tenant: TenantId,
+    actor: &str,
     action: &str,
     entity_type: &str,
-    entity_id: Uuid,
+    entity_id: uuid::Uuid,
     details: serde_json::Value,
 ) -> Result<(), psa_models::Error> {
     sqlx::query(
         "INSERT INTO audit_log (tenant, actor, action, entity_type, entity_id, details) \
-         VALUES ($1, 'workflow:tenant_creation', $2, $3, $4, $5)",
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(tenant)
+    .bind(actor)
     .bind(action)
     .bind(entity_type)
     .bind(entity_id)
@@ -126,86 +139,119 @@ pub(crate) async fn audit(
     Ok(())
 }
 
+const WORKFLOW_ACTOR: &str = "workflow:tenant_creation";
+
 /// Counts a tracking step attempt. Failures are split by kind: a `transient_failure` is the
 /// management tenant's database unreachable or failing over (what the connection alert watches),
 /// a `permanent_failure` a rule or data problem.
-fn tracking_step<T>(step: &'static str, result: &Result<T, ActivityError>) {
+fn tracking_step<T>(step: ActivityName, result: &Result<T, ActivityError>) {
     let outcome = match result {
         Ok(_) => "success",
         Err(ActivityError::Application(f)) if f.is_non_retryable() => "permanent_failure",
         Err(_) => "transient_failure",
     };
-    metrics::counter!("psa_customer_tracking_steps_total", "step" => step, "outcome" => outcome)
+    metrics::counter!("psa_customer_tracking_steps_total", "step" => step.as_str(), "outcome" => outcome)
         .increment(1);
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BeginIn {
+    pub workflow_id: String,
+    pub tenant_id: TenantId,
+    pub tenant_name: CompanyName,
+    pub admin_email: EmailAddress,
+    pub skip_customer_tracking: bool,
+    pub customer_company_id: CompanyId,
+    pub customer_contact_id: ContactId,
+    pub customer_tag_mapping_id: MappingId,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Begun {
+    /// The worker's settings, which this run uses from here on.
+    pub tracking: TrackingSettings,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CreateTenantIn {
-    pub tenant_id: Uuid,
-    pub company_id: Uuid,
-    pub tenant_name: String,
-    pub admin_email: String,
-    pub company_name: Option<String>,
+    pub workflow_id: String,
+    pub tenant_id: TenantId,
+    pub company_id: CompanyId,
+    pub tenant_name: CompanyName,
+    pub admin_email: EmailAddress,
+    pub company_name: Option<CompanyName>,
     pub license_count: Option<i32>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CreateTenantOut {
-    pub tenant_id: Uuid,
-    pub company_id: Option<Uuid>,
+    pub tenant_id: TenantId,
+    pub company_id: Option<CompanyId>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SeedsIn {
+    pub workflow_id: String,
+    pub tenant_id: TenantId,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CreateAdminIn {
-    pub tenant_id: Uuid,
-    pub user_id: Uuid,
-    pub first_name: String,
-    pub last_name: String,
-    pub email: String,
+    pub workflow_id: String,
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub first_name: PersonName,
+    pub last_name: PersonName,
+    pub email: EmailAddress,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CreateAdminOut {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// Sealed with `PSA_SECRET_KEY`: activity results are stored in history.
     pub temporary_password_sealed: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SetupIn {
-    pub tenant_id: Uuid,
-    pub company_id: Option<Uuid>,
+    pub workflow_id: String,
+    pub tenant_id: TenantId,
+    pub company_id: Option<CompanyId>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CustomerCompanyIn {
-    pub management_tenant_id: Uuid,
+    /// The run writing the record; `None` for reconcile.
+    pub workflow_id: Option<String>,
+    pub management_tenant_id: TenantId,
     /// Minted by the workflow.
-    pub company_id: Uuid,
-    pub tenant_id: Uuid,
-    pub tenant_name: String,
+    pub company_id: CompanyId,
+    pub tenant_id: TenantId,
+    pub tenant_name: CompanyName,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CustomerCompanyOut {
-    pub company_id: Uuid,
+    pub company_id: CompanyId,
     pub created: bool,
     pub warning: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CustomerContactIn {
-    pub management_tenant_id: Uuid,
-    pub contact_id: Uuid,
-    pub company_id: Uuid,
-    pub first_name: String,
-    pub last_name: String,
-    pub email: String,
+    pub workflow_id: Option<String>,
+    pub management_tenant_id: TenantId,
+    /// The managed tenant (its customer record is what the contact belongs to).
+    pub tenant_id: TenantId,
+    pub contact_id: ContactId,
+    pub company_id: CompanyId,
+    pub full_name: FullName,
+    pub email: EmailAddress,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CustomerContactOut {
-    pub contact_id: Uuid,
+    pub contact_id: ContactId,
     pub created: bool,
     /// An existing company-less contact was linked to the customer company.
     pub linked: bool,
@@ -214,37 +260,53 @@ pub struct CustomerContactOut {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TagIn {
-    pub management_tenant_id: Uuid,
-    pub company_id: Uuid,
-    pub tag_text: String,
+    pub workflow_id: String,
+    pub management_tenant_id: TenantId,
+    pub tenant_id: TenantId,
+    pub company_id: CompanyId,
+    /// Minted by the workflow: the mapping this run creates, if the company is not tagged yet.
+    pub mapping_id: MappingId,
+    pub tag_text: TagText,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TagOut {
-    pub tag_id: Uuid,
-    pub mapping_id: Uuid,
+    pub tag_id: uuid::Uuid,
+    pub mapping_id: MappingId,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RemoveIn {
-    pub management_tenant_id: Uuid,
-    /// A record this run created (its minted id), or the tag mapping it added.
-    pub id: Uuid,
+pub struct RemoveTagIn {
+    pub management_tenant_id: TenantId,
+    pub mapping_id: MappingId,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoveContactIn {
+    pub management_tenant_id: TenantId,
+    pub contact_id: ContactId,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoveCompanyIn {
+    pub management_tenant_id: TenantId,
+    pub company_id: CompanyId,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UnlinkIn {
-    pub management_tenant_id: Uuid,
-    /// An existing contact this run linked to the customer company.
-    pub contact_id: Uuid,
-    pub company_id: Uuid,
+    pub management_tenant_id: TenantId,
+    /// The run whose record says which contact, if any, it linked.
+    pub workflow_id: String,
+    pub company_id: CompanyId,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct OutcomeIn {
-    pub outcome: String,
-    pub tracking_status: String,
-    pub tracking_rolled_back: bool,
+pub struct FinishIn {
+    pub workflow_id: String,
+    pub outcome: Outcome,
+    pub tracking: TrackingState,
+    pub error: Option<String>,
     pub duration_seconds: f64,
 }
 
@@ -254,21 +316,23 @@ pub(crate) async fn customer_company(
     conn: &mut PgConnection,
     input: &CustomerCompanyIn,
 ) -> Result<CustomerCompanyOut, psa_models::Error> {
-    let mgmt = TenantId::from(input.management_tenant_id);
-    let managed = TenantId::from(input.tenant_id);
+    let mgmt = input.management_tenant_id;
+    let managed = input.tenant_id;
+    provisioning::lock_customer_record(conn, managed).await?;
     if let Some(existing) = companies::find_by_managed_tenant(conn, mgmt, managed).await? {
-        // A retry, or a tenant tracked before (reconcile): reuse.
-        let created = existing.company_id.0 == input.company_id;
+        // A retry (the same minted id), or a tenant tracked before: reuse, never take over.
+        let created = existing.company_id == input.company_id;
         return Ok(CustomerCompanyOut {
-            company_id: existing.company_id.0,
+            company_id: existing.company_id,
             created,
             warning: None,
         });
     }
-    let mut name = input.tenant_name.trim().to_owned();
+    let tenant_name = input.tenant_name.as_str();
+    let mut name = tenant_name.to_owned();
     let mut warning = None;
     if let Some(taken) = companies::find_by_name(conn, mgmt, &name).await? {
-        let short = &input.tenant_id.simple().to_string()[..8];
+        let short = &managed.0.simple().to_string()[..8];
         let renamed: String = format!("{name} ({short})");
         warning = Some(format!(
             "a company named {name:?} already exists in the management tenant ({}); the customer company was named {renamed:?}",
@@ -278,7 +342,7 @@ pub(crate) async fn customer_company(
     }
     let properties = json!({
         "tenant_id": managed.to_string(),
-        "tenant_name": input.tenant_name.trim(),
+        "tenant_name": tenant_name,
         "subscription_type": "psa",
     });
     let company = companies::create(
@@ -286,15 +350,12 @@ pub(crate) async fn customer_company(
         mgmt,
         NewCompany {
             company_name: name,
-            notes: Some(format!(
-                "PSA Customer - Tenant: {} ({managed})",
-                input.tenant_name.trim()
-            )),
+            notes: Some(format!("PSA Customer - Tenant: {tenant_name} ({managed})")),
             properties: properties.as_object().cloned(),
             ..Default::default()
         },
         companies::CreateOptions {
-            company_id: Some(CompanyId::from(input.company_id)),
+            company_id: Some(input.company_id),
             skip_tax_settings: false,
             skip_email_suffix: true,
         },
@@ -303,6 +364,7 @@ pub(crate) async fn customer_company(
     audit(
         conn,
         mgmt,
+        actor(&input.workflow_id),
         "create",
         "customer_company",
         company.company_id.0,
@@ -310,33 +372,42 @@ pub(crate) async fn customer_company(
     )
     .await?;
     Ok(CustomerCompanyOut {
-        company_id: company.company_id.0,
+        company_id: company.company_id,
         created: true,
         warning,
     })
 }
 
+fn actor(workflow_id: &Option<String>) -> &'static str {
+    if workflow_id.is_some() {
+        WORKFLOW_ACTOR
+    } else {
+        "reconcile"
+    }
+}
+
 /// The customer contact: created for the admin; if the email is already a contact of the
 /// management tenant, that contact is kept (never modified beyond linking a company-less contact
-/// to the customer company), and a warning says so.
+/// to the customer company, which the run's record remembers), and a warning says so.
 pub(crate) async fn customer_contact(
     conn: &mut PgConnection,
     input: &CustomerContactIn,
 ) -> Result<CustomerContactOut, psa_models::Error> {
-    let mgmt = TenantId::from(input.management_tenant_id);
-    let email = EmailAddress::parse(&input.email)?;
-    if let Some(existing) = contacts::find_by_email(conn, mgmt, &email).await? {
-        if existing.contact_name_id.0 == input.contact_id {
+    let mgmt = input.management_tenant_id;
+    provisioning::lock_customer_record(conn, input.tenant_id).await?;
+    let email = &input.email;
+    if let Some(existing) = contacts::find_by_email(conn, mgmt, email).await? {
+        if existing.contact_name_id == input.contact_id {
             return Ok(CustomerContactOut {
-                contact_id: existing.contact_name_id.0,
+                contact_id: existing.contact_name_id,
                 created: true,
                 linked: false,
                 warning: None,
             });
         }
         return match existing.company_id {
-            Some(c) if c.0 == input.company_id => Ok(CustomerContactOut {
-                contact_id: existing.contact_name_id.0,
+            Some(c) if c == input.company_id => Ok(CustomerContactOut {
+                contact_id: existing.contact_name_id,
                 created: false,
                 linked: true,
                 warning: None,
@@ -347,14 +418,19 @@ pub(crate) async fn customer_contact(
                     mgmt,
                     existing.contact_name_id,
                     contacts::ContactPatch {
-                        company_id: Some(Some(CompanyId::from(input.company_id))),
+                        company_id: Some(Some(input.company_id)),
                         ..Default::default()
                     },
                 )
                 .await?;
+                if let Some(wf) = &input.workflow_id {
+                    provisioning::note_linked_contact(conn, wf, existing.contact_name_id.0)
+                        .await?;
+                }
                 audit(
                     conn,
                     mgmt,
+                    actor(&input.workflow_id),
                     "link",
                     "customer_contact",
                     existing.contact_name_id.0,
@@ -362,7 +438,7 @@ pub(crate) async fn customer_contact(
                 )
                 .await?;
                 Ok(CustomerContactOut {
-                    contact_id: existing.contact_name_id.0,
+                    contact_id: existing.contact_name_id,
                     created: false,
                     linked: true,
                     warning: Some(format!(
@@ -372,7 +448,7 @@ pub(crate) async fn customer_contact(
                 })
             }
             Some(other) => Ok(CustomerContactOut {
-                contact_id: existing.contact_name_id.0,
+                contact_id: existing.contact_name_id,
                 created: false,
                 linked: false,
                 warning: Some(format!(
@@ -386,21 +462,22 @@ pub(crate) async fn customer_contact(
         conn,
         mgmt,
         NewContact {
-            full_name: format!("{} {}", input.first_name.trim(), input.last_name.trim()),
+            full_name: input.full_name.as_str().to_owned(),
             email: email.as_str().to_owned(),
-            company_id: Some(CompanyId::from(input.company_id)),
+            company_id: Some(input.company_id),
             role: Some("Admin".into()),
             notes: Some("Primary admin for PSA tenant".into()),
             ..Default::default()
         },
         contacts::CreateOptions {
-            contact_id: Some(ContactId::from(input.contact_id)),
+            contact_id: Some(input.contact_id),
         },
     )
     .await?;
     audit(
         conn,
         mgmt,
+        actor(&input.workflow_id),
         "create",
         "customer_contact",
         contact.contact_name_id.0,
@@ -408,40 +485,251 @@ pub(crate) async fn customer_contact(
     )
     .await?;
     Ok(CustomerContactOut {
-        contact_id: contact.contact_name_id.0,
+        contact_id: contact.contact_name_id,
         created: true,
         linked: false,
         warning: None,
     })
 }
 
+/// Tags the customer company (reusing the definition; the mapping gets the minted id when new).
+pub(crate) async fn customer_tag(
+    conn: &mut PgConnection,
+    mgmt: TenantId,
+    company_id: CompanyId,
+    tag: &TagText,
+    mapping_id: Option<MappingId>,
+    actor: &str,
+) -> Result<tags::Attached, psa_models::Error> {
+    let attached = tags::attach(
+        conn,
+        mgmt,
+        NewTag {
+            tag_text: tag.as_str().to_owned(),
+            tagged_id: company_id.0,
+            tagged_type: TaggedType::Company,
+            background_color: None,
+            text_color: None,
+        },
+        tags::AttachOptions {
+            created_by: None,
+            mapping_id,
+        },
+    )
+    .await?;
+    if attached.mapping_created {
+        audit(
+            conn,
+            mgmt,
+            actor,
+            "create",
+            "customer_tag",
+            attached.tag.mapping_id.0,
+            json!({"company_id": company_id, "tag_text": tag.as_str()}),
+        )
+        .await?;
+    }
+    Ok(attached)
+}
+
+/// The undo operations, shared by the workflow's compensations and the sweeper of cut-off runs.
+/// Each removes only what the run created (named by the ids it minted or its record), and
+/// removing what is not there is success: they are idempotent.
+pub(crate) mod undo {
+    use super::*;
+
+    pub async fn remove_customer_tag(
+        conn: &mut PgConnection,
+        mgmt: TenantId,
+        mapping: MappingId,
+        actor: &str,
+    ) -> Result<(), psa_models::Error> {
+        match tags::detach(conn, mgmt, mapping).await {
+            Ok(()) => {
+                audit(
+                    conn,
+                    mgmt,
+                    actor,
+                    "delete",
+                    "customer_tag",
+                    mapping.0,
+                    json!({"reason": "rollback"}),
+                )
+                .await
+            }
+            Err(psa_models::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Unlinks the existing contact that the run's record says it linked (it existed before the
+    /// run, so it is kept).
+    pub async fn unlink_customer_contact(
+        conn: &mut PgConnection,
+        mgmt: TenantId,
+        workflow_id: &str,
+        company: CompanyId,
+        actor: &str,
+    ) -> Result<(), psa_models::Error> {
+        let Some(contact) = provisioning::get(conn, workflow_id)
+            .await?
+            .and_then(|r| r.linked_contact_id)
+        else {
+            return Ok(());
+        };
+        let n = sqlx::query(
+            "UPDATE contacts SET company_id = NULL, updated_at = now() \
+             WHERE tenant = $1 AND contact_name_id = $2 AND company_id = $3",
+        )
+        .bind(mgmt)
+        .bind(contact)
+        .bind(company)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            audit(
+                conn,
+                mgmt,
+                actor,
+                "unlink",
+                "customer_contact",
+                contact,
+                json!({"reason": "rollback"}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn remove_customer_contact(
+        conn: &mut PgConnection,
+        mgmt: TenantId,
+        contact: ContactId,
+        actor: &str,
+    ) -> Result<(), psa_models::Error> {
+        if contacts::delete(conn, mgmt, contact).await? {
+            audit(
+                conn,
+                mgmt,
+                actor,
+                "delete",
+                "customer_contact",
+                contact.0,
+                json!({"reason": "rollback"}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn remove_customer_company(
+        conn: &mut PgConnection,
+        mgmt: TenantId,
+        company: CompanyId,
+        actor: &str,
+    ) -> Result<(), psa_models::Error> {
+        match companies::delete(conn, mgmt, company).await {
+            Ok(()) => {
+                audit(
+                    conn,
+                    mgmt,
+                    actor,
+                    "delete",
+                    "customer_company",
+                    company.0,
+                    json!({"reason": "rollback"}),
+                )
+                .await
+            }
+            Err(psa_models::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn rollback_tenant(
+        conn: &mut PgConnection,
+        tenant: TenantId,
+    ) -> Result<(), psa_models::Error> {
+        tenants::delete(conn, tenant).await.map(|_| ())
+    }
+}
+
 #[activities]
 impl TenantActivities {
+    /// The run's first step: records the run, and answers with the worker's tracking settings
+    /// (the workflow cannot read configuration itself: it must stay deterministic).
+    #[activity(name = "begin_provisioning")]
+    pub async fn begin_provisioning(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: BeginIn,
+    ) -> Result<Begun, ActivityError> {
+        let tracking = self.tracking.clone();
+        transaction(&self.pool, ActivityName::BeginProvisioning, async move |conn| {
+            let state = match (tracking.enabled, input.skip_customer_tracking) {
+                (false, _) => TrackingState::Disabled,
+                (true, true) => TrackingState::Skipped,
+                (true, false) => TrackingState::Pending,
+            };
+            let begun = provisioning::begin(
+                conn,
+                &provisioning::Begin {
+                    workflow_id: &input.workflow_id,
+                    tenant_id: input.tenant_id.0,
+                    tenant_name: input.tenant_name.as_str(),
+                    admin_email: input.admin_email.as_str(),
+                    skip_customer_tracking: input.skip_customer_tracking,
+                    tracking_enabled: tracking.enabled,
+                    management_tenant_id: tracking.management_tenant_id.map(|t| t.0),
+                    customer_tag_name: tracking.tag_name.as_str(),
+                    customer_tracking: state,
+                    customer_company_id: input.customer_company_id.0,
+                    customer_contact_id: input.customer_contact_id.0,
+                    customer_tag_mapping_id: input.customer_tag_mapping_id.0,
+                },
+            )
+            .await?;
+            if !begun {
+                return Err(psa_models::Error::conflict(
+                    Some("workflow_id"),
+                    format!(
+                        "workflow id {} was already used by another provisioning run; nothing was done",
+                        input.workflow_id
+                    ),
+                ));
+            }
+            Ok(Begun { tracking })
+        })
+        .await
+    }
+
     #[activity(name = "create_tenant")]
     pub async fn create_tenant(
         self: Arc<Self>,
         _ctx: ActivityContext,
         input: CreateTenantIn,
     ) -> Result<CreateTenantOut, ActivityError> {
-        transaction(&self.pool, "create_tenant", async move |conn| {
+        transaction(&self.pool, ActivityName::CreateTenant, async move |conn| {
+            provisioning::ensure_running(conn, &input.workflow_id).await?;
             let created = tenants::create(
                 conn,
-                TenantId::from(input.tenant_id),
+                input.tenant_id,
                 tenants::NewTenant {
-                    name: input.tenant_name.clone(),
-                    email: input.admin_email.clone(),
-                    company_name: input.company_name.clone(),
+                    name: input.tenant_name.as_str().to_owned(),
+                    email: input.admin_email.as_str().to_owned(),
+                    company_name: input.company_name.as_ref().map(|c| c.as_str().to_owned()),
                     licensed_user_count: input.license_count,
                 },
                 tenants::CreateOptions {
-                    company_id: Some(CompanyId::from(input.company_id)),
+                    company_id: Some(input.company_id),
                     is_management: false,
                 },
             )
             .await?;
             Ok(CreateTenantOut {
                 tenant_id: input.tenant_id,
-                company_id: created.company.map(|c| c.company_id.0),
+                company_id: created.company.map(|c| c.company_id),
             })
         })
         .await
@@ -451,12 +739,11 @@ impl TenantActivities {
     pub async fn run_onboarding_seeds(
         self: Arc<Self>,
         _ctx: ActivityContext,
-        tenant_id: Uuid,
+        input: SeedsIn,
     ) -> Result<(), ActivityError> {
-        transaction(&self.pool, "run_onboarding_seeds", async move |conn| {
-            seeds::run(conn, TenantId::from(tenant_id))
-                .await
-                .map(|_| ())
+        transaction(&self.pool, ActivityName::RunOnboardingSeeds, async move |conn| {
+            provisioning::ensure_running(conn, &input.workflow_id).await?;
+            seeds::run(conn, input.tenant_id).await.map(|_| ())
         })
         .await
     }
@@ -468,20 +755,21 @@ impl TenantActivities {
         input: CreateAdminIn,
     ) -> Result<CreateAdminOut, ActivityError> {
         let key = self.key.clone();
-        transaction(&self.pool, "create_admin_user", async move |conn| {
+        transaction(&self.pool, ActivityName::CreateAdminUser, async move |conn| {
+            provisioning::ensure_running(conn, &input.workflow_id).await?;
             let created = users::create_admin(
                 conn,
-                TenantId::from(input.tenant_id),
-                &input.first_name,
-                &input.last_name,
-                &input.email,
+                input.tenant_id,
+                input.first_name.as_str(),
+                input.last_name.as_str(),
+                input.email.as_str(),
                 users::CreateOptions {
-                    user_id: Some(UserId::from(input.user_id)),
+                    user_id: Some(input.user_id),
                 },
             )
             .await?;
             Ok(CreateAdminOut {
-                user_id: created.user.user_id.0,
+                user_id: created.user.user_id,
                 temporary_password_sealed: key.seal(&created.temporary_password),
             })
         })
@@ -494,14 +782,11 @@ impl TenantActivities {
         _ctx: ActivityContext,
         input: SetupIn,
     ) -> Result<(), ActivityError> {
-        transaction(&self.pool, "setup_tenant_data", async move |conn| {
-            tenants::setup_tenant_data(
-                conn,
-                TenantId::from(input.tenant_id),
-                input.company_id.map(CompanyId::from),
-            )
-            .await
-            .map(|_| ())
+        transaction(&self.pool, ActivityName::SetupTenantData, async move |conn| {
+            provisioning::ensure_running(conn, &input.workflow_id).await?;
+            tenants::setup_tenant_data(conn, input.tenant_id, input.company_id)
+                .await
+                .map(|_| ())
         })
         .await
     }
@@ -512,12 +797,13 @@ impl TenantActivities {
         _ctx: ActivityContext,
         input: CustomerCompanyIn,
     ) -> Result<CustomerCompanyOut, ActivityError> {
-        let r = transaction(&self.pool, "create_customer_company", async move |conn| {
+        transaction(&self.pool, ActivityName::CreateCustomerCompany, async move |conn| {
+            if let Some(wf) = &input.workflow_id {
+                provisioning::ensure_running(conn, wf).await?;
+            }
             customer_company(conn, &input).await
         })
-        .await;
-        tracking_step("create_customer_company", &r);
-        r
+        .await
     }
 
     #[activity(name = "create_customer_contact")]
@@ -526,12 +812,13 @@ impl TenantActivities {
         _ctx: ActivityContext,
         input: CustomerContactIn,
     ) -> Result<CustomerContactOut, ActivityError> {
-        let r = transaction(&self.pool, "create_customer_contact", async move |conn| {
+        transaction(&self.pool, ActivityName::CreateCustomerContact, async move |conn| {
+            if let Some(wf) = &input.workflow_id {
+                provisioning::ensure_running(conn, wf).await?;
+            }
             customer_contact(conn, &input).await
         })
-        .await;
-        tracking_step("create_customer_contact", &r);
-        r
+        .await
     }
 
     #[activity(name = "tag_customer_company")]
@@ -540,192 +827,131 @@ impl TenantActivities {
         _ctx: ActivityContext,
         input: TagIn,
     ) -> Result<TagOut, ActivityError> {
-        let r = transaction(&self.pool, "tag_customer_company", async move |conn| {
-            let mgmt = TenantId::from(input.management_tenant_id);
-            let attached = tags::attach(
+        transaction(&self.pool, ActivityName::TagCustomerCompany, async move |conn| {
+            provisioning::ensure_running(conn, &input.workflow_id).await?;
+            provisioning::lock_customer_record(conn, input.tenant_id).await?;
+            let attached = customer_tag(
                 conn,
-                mgmt,
-                NewTag {
-                    tag_text: input.tag_text.clone(),
-                    tagged_id: input.company_id,
-                    tagged_type: TaggedType::Company,
-                    background_color: None,
-                    text_color: None,
-                },
-                Default::default(),
+                input.management_tenant_id,
+                input.company_id,
+                &input.tag_text,
+                Some(input.mapping_id),
+                WORKFLOW_ACTOR,
             )
             .await?;
-            if attached.mapping_created {
-                audit(
-                    conn,
-                    mgmt,
-                    "create",
-                    "customer_tag",
-                    attached.tag.mapping_id.0,
-                    json!({"company_id": input.company_id, "tag_text": input.tag_text}),
-                )
-                .await?;
-            }
             Ok(TagOut {
                 tag_id: attached.tag.tag_id.0,
-                mapping_id: attached.tag.mapping_id.0,
+                mapping_id: attached.tag.mapping_id,
             })
         })
-        .await;
-        tracking_step("tag_customer_company", &r);
-        r
+        .await
     }
 
-    /// Compensation: removes the customer tag mapping. Idempotent.
+    /// Compensation: removes the tag mapping this run created (by its minted id).
     #[activity(name = "remove_customer_tag")]
     pub async fn remove_customer_tag(
         self: Arc<Self>,
         _ctx: ActivityContext,
-        input: RemoveIn,
+        input: RemoveTagIn,
     ) -> Result<(), ActivityError> {
-        transaction(&self.pool, "remove_customer_tag", async move |conn| {
-            let mgmt = TenantId::from(input.management_tenant_id);
-            match tags::detach(conn, mgmt, MappingId::from(input.id)).await {
-                Ok(()) => {
-                    audit(
-                        conn,
-                        mgmt,
-                        "delete",
-                        "customer_tag",
-                        input.id,
-                        json!({"reason": "rollback"}),
-                    )
-                    .await
-                }
-                Err(psa_models::Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(e),
-            }
+        transaction(&self.pool, ActivityName::RemoveCustomerTag, async move |conn| {
+            undo::remove_customer_tag(conn, input.management_tenant_id, input.mapping_id, WORKFLOW_ACTOR)
+                .await
         })
         .await
     }
 
-    /// Compensation: deletes the customer contact this run created (by its minted id).
-    /// Idempotent.
-    #[activity(name = "remove_customer_contact")]
-    pub async fn remove_customer_contact(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: RemoveIn,
-    ) -> Result<(), ActivityError> {
-        transaction(&self.pool, "remove_customer_contact", async move |conn| {
-            let mgmt = TenantId::from(input.management_tenant_id);
-            if contacts::delete(conn, mgmt, ContactId::from(input.id)).await? {
-                audit(
-                    conn,
-                    mgmt,
-                    "delete",
-                    "customer_contact",
-                    input.id,
-                    json!({"reason": "rollback"}),
-                )
-                .await?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// Compensation: unlinks an existing contact this run linked to the customer company (it
-    /// existed before the run, so it is kept). Idempotent.
+    /// Compensation: unlinks an existing contact this run linked to the customer company.
     #[activity(name = "unlink_customer_contact")]
     pub async fn unlink_customer_contact(
         self: Arc<Self>,
         _ctx: ActivityContext,
         input: UnlinkIn,
     ) -> Result<(), ActivityError> {
-        transaction(&self.pool, "unlink_customer_contact", async move |conn| {
-            let mgmt = TenantId::from(input.management_tenant_id);
-            let n = sqlx::query(
-                "UPDATE contacts SET company_id = NULL, updated_at = now() \
-                 WHERE tenant = $1 AND contact_name_id = $2 AND company_id = $3",
+        transaction(&self.pool, ActivityName::UnlinkCustomerContact, async move |conn| {
+            undo::unlink_customer_contact(
+                conn,
+                input.management_tenant_id,
+                &input.workflow_id,
+                input.company_id,
+                WORKFLOW_ACTOR,
             )
-            .bind(mgmt)
-            .bind(input.contact_id)
-            .bind(input.company_id)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            if n > 0 {
-                audit(
-                    conn,
-                    mgmt,
-                    "unlink",
-                    "customer_contact",
-                    input.contact_id,
-                    json!({"reason": "rollback"}),
-                )
-                .await?;
-            }
-            Ok(())
+            .await
+        })
+        .await
+    }
+
+    /// Compensation: deletes the customer contact this run created (by its minted id).
+    #[activity(name = "remove_customer_contact")]
+    pub async fn remove_customer_contact(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: RemoveContactIn,
+    ) -> Result<(), ActivityError> {
+        transaction(&self.pool, ActivityName::RemoveCustomerContact, async move |conn| {
+            undo::remove_customer_contact(conn, input.management_tenant_id, input.contact_id, WORKFLOW_ACTOR)
+                .await
         })
         .await
     }
 
     /// Compensation: deletes the customer company this run created (and its tag mappings).
-    /// Idempotent.
     #[activity(name = "remove_customer_company")]
     pub async fn remove_customer_company(
         self: Arc<Self>,
         _ctx: ActivityContext,
-        input: RemoveIn,
+        input: RemoveCompanyIn,
     ) -> Result<(), ActivityError> {
-        transaction(&self.pool, "remove_customer_company", async move |conn| {
-            let mgmt = TenantId::from(input.management_tenant_id);
-            match companies::delete(conn, mgmt, CompanyId::from(input.id)).await {
-                Ok(()) => {
-                    audit(
-                        conn,
-                        mgmt,
-                        "delete",
-                        "customer_company",
-                        input.id,
-                        json!({"reason": "rollback"}),
-                    )
-                    .await
-                }
-                Err(psa_models::Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(e),
-            }
+        transaction(&self.pool, ActivityName::RemoveCustomerCompany, async move |conn| {
+            undo::remove_customer_company(conn, input.management_tenant_id, input.company_id, WORKFLOW_ACTOR)
+                .await
         })
         .await
     }
 
-    /// Compensation: deletes the tenant and everything it owns. Idempotent.
+    /// Compensation: deletes the tenant and everything it owns.
     #[activity(name = "rollback_tenant")]
     pub async fn rollback_tenant(
         self: Arc<Self>,
         _ctx: ActivityContext,
-        tenant_id: Uuid,
+        tenant_id: TenantId,
     ) -> Result<(), ActivityError> {
-        transaction(&self.pool, "rollback_tenant", async move |conn| {
-            tenants::delete(conn, TenantId::from(tenant_id))
-                .await
-                .map(|_| ())
+        transaction(&self.pool, ActivityName::RollbackTenant, async move |conn| {
+            undo::rollback_tenant(conn, tenant_id).await
         })
         .await
     }
 
-    /// Records the run's outcome in the worker's metrics (workflow code itself must stay free of
-    /// side effects: it is replayed).
-    #[activity(name = "record_outcome")]
-    pub async fn record_outcome(
+    /// Records the run's outcome in its provisioning record and the worker's metrics (workflow
+    /// code itself must stay free of side effects: it is replayed).
+    #[activity(name = "finish_provisioning")]
+    pub async fn finish_provisioning(
         self: Arc<Self>,
         _ctx: ActivityContext,
-        input: OutcomeIn,
+        input: FinishIn,
     ) -> Result<(), ActivityError> {
-        metrics::counter!("psa_tenant_creations_total", "outcome" => input.outcome.clone())
-            .increment(1);
-        metrics::histogram!("psa_tenant_creation_duration_seconds", "outcome" => input.outcome)
-            .record(input.duration_seconds);
-        metrics::counter!("psa_customer_tracking_total", "status" => input.tracking_status)
-            .increment(1);
-        if input.tracking_rolled_back {
-            metrics::counter!("psa_customer_tracking_rollbacks_total").increment(1);
+        let status = RunStatus::from(input.outcome);
+        let recorded = transaction(&self.pool, ActivityName::FinishProvisioning, async move |conn| {
+            provisioning::finish(
+                conn,
+                &input.workflow_id,
+                status,
+                input.tracking,
+                input.error.as_deref(),
+            )
+            .await
+        })
+        .await?;
+        if recorded {
+            metrics::counter!("psa_tenant_creations_total", "outcome" => status.as_str())
+                .increment(1);
+            metrics::histogram!("psa_tenant_creation_duration_seconds", "outcome" => status.as_str())
+                .record(input.duration_seconds);
+            metrics::counter!("psa_customer_tracking_total", "status" => input.tracking.as_str())
+                .increment(1);
+            if input.tracking == TrackingState::RolledBack {
+                metrics::counter!("psa_customer_tracking_rollbacks_total").increment(1);
+            }
         }
         Ok(())
     }

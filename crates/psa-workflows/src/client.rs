@@ -1,16 +1,25 @@
-//! Starting, watching and reading tenant creation workflows (used by the CLI and the API).
+//! Starting, watching and reading tenant creation runs: the one starter that the CLI and the API
+//! share, with one idempotency-key rule and one view of a run.
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use psa_models::provisioning::{self, Claimed, RunStatus};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use temporalio_client::tonic;
 use temporalio_client::{
-    Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowDescribeOptions,
-    WorkflowExecutionStatus, WorkflowGetResultOptions, WorkflowIdConflictPolicy,
-    WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
-    errors::WorkflowStartError,
+    Client, ClientOptions, Connection, ConnectionOptions, NamespacedClient, Url,
+    WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowGetResultOptions,
+    WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowSignalOptions,
+    WorkflowStartOptions, errors::WorkflowStartError,
 };
+use temporalio_common::protos::temporal::api::enums::v1::TaskQueueType;
+use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
+use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeTaskQueueRequest;
 
-use crate::types::{TenantCreationInput, TenantCreationResult, WorkflowState};
+use crate::secret::SecretKey;
+use crate::types::{ProvisioningView, TenantCreationInput, TenantCreationResult, WorkflowState};
 use crate::workflow::TenantCreationWorkflow;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,17 +28,72 @@ pub enum ClientError {
     BadAddress(String),
     #[error("cannot reach Temporal at {address}: {message}")]
     Unreachable { address: String, message: String },
-    #[error("no workflow {0}")]
+    #[error("no provisioning run {0}")]
     NotFound(String),
     #[error("temporal: {0}")]
     Temporal(String),
+    #[error("{0}")]
+    Database(#[from] psa_models::Error),
 }
 
-/// A connected client with its namespace and task queue.
-#[derive(Clone)]
-pub struct TenantWorkflows {
-    pub client: Client,
-    pub task_queue: String,
+/// Why a run could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The key was used before for a different request (API 409 `idempotency_key_reused`, CLI
+    /// exit 2).
+    #[error(
+        "idempotency key {key:?} was already used for a different request (run {workflow_id}); use a new key for a new request"
+    )]
+    KeyReused { key: String, workflow_id: String },
+    #[error("{0}")]
+    Database(#[from] psa_models::Error),
+    #[error(transparent)]
+    Temporal(#[from] ClientError),
+}
+
+/// An idempotency key: 1-200 printable characters without spaces. One key provisions at most one
+/// tenant, for as long as the platform keeps the provisioning record (for ever: it does not
+/// depend on Temporal's history retention).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(raw: &str) -> Result<Self, psa_models::Error> {
+        let k = raw.trim();
+        if k.is_empty()
+            || k.chars().count() > 200
+            || k.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(psa_models::Error::validation(
+                "idempotency_key",
+                "The idempotency key must be 1-200 printable characters without spaces",
+            ));
+        }
+        Ok(IdempotencyKey(k.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The workflow id of the run this key names: the same for every starter.
+    pub fn workflow_id(&self) -> String {
+        format!("{WORKFLOW_ID_PREFIX}key-{}", self.0)
+    }
+}
+
+/// Every tenant creation run's id starts with this.
+pub const WORKFLOW_ID_PREFIX: &str = "tenant-creation-";
+
+/// The id of a run started without a key.
+pub fn new_workflow_id() -> String {
+    format!("{WORKFLOW_ID_PREFIX}{}", uuid::Uuid::new_v4())
+}
+
+/// The request's fingerprint: the same normalised request always hashes the same.
+pub fn request_hash(input: &TenantCreationInput) -> Vec<u8> {
+    let bytes = serde_json::to_vec(input).expect("a request serialises");
+    Sha256::digest(bytes).to_vec()
 }
 
 /// Connects to the Temporal frontend at `host:port`.
@@ -49,35 +113,68 @@ pub async fn connect(address: &str, namespace: &str) -> Result<Client, ClientErr
         .map_err(|e| ClientError::Temporal(e.to_string()))
 }
 
-/// Where a workflow is: its state while running, its result once finished.
-#[derive(Debug, Clone)]
-pub struct Status {
-    pub finished: bool,
-    pub state: Option<WorkflowState>,
-    pub result: Option<TenantCreationResult>,
+/// A connected client with its task queue, and the database where provisioning records live.
+#[derive(Clone)]
+pub struct TenantWorkflows {
+    pub client: Client,
+    pub task_queue: String,
+    pub pool: PgPool,
 }
 
+/// How long a state query may wait for a worker before the view falls back to the record.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl TenantWorkflows {
-    /// Starts a run with this id; if a run with this id exists (running or finished), returns
-    /// that one instead: the id is the idempotency key, and one key provisions one tenant.
+    /// Starts a run, or returns the run that `key` already started. The claim is written to the
+    /// database first: the same key with the same request returns the first run (also after
+    /// Temporal purged it); the same key with a different request is refused.
     pub async fn start(
         &self,
-        workflow_id: &str,
         input: TenantCreationInput,
-    ) -> Result<String, ClientError> {
-        let options = WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.to_owned())
+        key: Option<&IdempotencyKey>,
+        requested_by: &str,
+    ) -> Result<String, StartError> {
+        let workflow_id = key.map_or_else(new_workflow_id, IdempotencyKey::workflow_id);
+        let hash = request_hash(&input);
+        let mut conn = self.pool.acquire().await.map_err(psa_models::Error::from)?;
+        let claimed = provisioning::claim(
+            &mut conn,
+            &provisioning::Claim {
+                workflow_id: &workflow_id,
+                tenant_name: input.tenant_name.as_str(),
+                admin_email: input.admin_user.email.as_str(),
+                idempotency_key: key.map(IdempotencyKey::as_str),
+                request_hash: &hash,
+                requested_by,
+                skip_customer_tracking: input.skip_customer_tracking,
+            },
+        )
+        .await?;
+        drop(conn);
+        match claimed {
+            Claimed::Different(record) => {
+                return Err(StartError::KeyReused {
+                    key: key.map(|k| k.as_str().to_owned()).unwrap_or_default(),
+                    workflow_id: record.workflow_id,
+                });
+            }
+            // The run began (or ended): never start it again, even if Temporal forgot it.
+            Claimed::Same(record) if record.status != RunStatus::Requested => {
+                return Ok(workflow_id);
+            }
+            Claimed::Same(_) | Claimed::New => {}
+        }
+        let options = WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.clone())
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
             .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-            .execution_timeout(Duration::from_secs(3600))
             .build();
         match self
             .client
             .start_workflow(TenantCreationWorkflow::run, input, options)
             .await
         {
-            Ok(_) => Ok(workflow_id.to_owned()),
-            Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(workflow_id.to_owned()),
-            Err(e) => Err(ClientError::Temporal(e.to_string())),
+            Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(workflow_id),
+            Err(e) => Err(ClientError::Temporal(e.to_string()).into()),
         }
     }
 
@@ -102,6 +199,7 @@ impl TenantWorkflows {
             .map_err(|e| ClientError::Temporal(e.to_string()))
     }
 
+    /// The state query (answered by a worker).
     pub async fn state(&self, workflow_id: &str) -> Result<WorkflowState, ClientError> {
         self.client
             .get_workflow_handle::<TenantCreationWorkflow>(workflow_id)
@@ -114,49 +212,131 @@ impl TenantWorkflows {
             .map_err(|e| ClientError::Temporal(e.to_string()))
     }
 
-    /// The state while running, the result once finished.
-    pub async fn status(&self, workflow_id: &str) -> Result<Status, ClientError> {
+    /// Whether any worker polls the task queue for workflow tasks. Without one, a run stays
+    /// scheduled and a state query waits in vain.
+    pub async fn worker_polling(&self) -> Result<bool, ClientError> {
+        let request = DescribeTaskQueueRequest {
+            namespace: self.client.namespace(),
+            task_queue: Some(TaskQueue {
+                name: self.task_queue.clone(),
+                ..Default::default()
+            }),
+            task_queue_type: TaskQueueType::Workflow as i32,
+            ..Default::default()
+        };
+        let response = self
+            .client
+            .connection()
+            .workflow_service()
+            .describe_task_queue(tonic::Request::new(request))
+            .await
+            .map_err(|e| ClientError::Temporal(e.message().to_owned()))?;
+        Ok(!response.into_inner().pollers.is_empty())
+    }
+
+    /// The message for a run that no worker picks up.
+    pub fn no_worker_notice(&self) -> String {
+        format!(
+            "no worker is polling task queue {:?}: the run is scheduled and starts when one does (start `psa worker` with TEMPORAL_TASK_QUEUE={})",
+            self.task_queue, self.task_queue
+        )
+    }
+
+    /// One run as every face shows it: Temporal's state or result, the provisioning record, and
+    /// a notice when an operator must act. `key` opens the admin's password in the result.
+    pub async fn view(
+        &self,
+        workflow_id: &str,
+        key: Option<&SecretKey>,
+    ) -> Result<ProvisioningView, ClientError> {
+        let mut conn = self.pool.acquire().await.map_err(psa_models::Error::from)?;
+        let record = provisioning::get(&mut conn, workflow_id).await?;
+        drop(conn);
         let handle = self
             .client
             .get_workflow_handle::<TenantCreationWorkflow>(workflow_id);
-        let description = handle
-            .describe(WorkflowDescribeOptions::default())
-            .await
-            .map_err(|e| {
-                let text = e.to_string();
-                if text.to_lowercase().contains("not found") {
-                    ClientError::NotFound(workflow_id.to_owned())
-                } else {
-                    ClientError::Temporal(text)
+        let described = match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(d) => Some(d.status()),
+            Err(e) if e.to_string().to_lowercase().contains("not found") => None,
+            Err(e) => return Err(unreachable_or(e.to_string())),
+        };
+        let mut view = ProvisioningView {
+            workflow_id: workflow_id.to_owned(),
+            finished: false,
+            status: record.as_ref().map_or(RunStatus::Requested, |r| r.status),
+            state: None,
+            result: None,
+            record: None,
+            notice: None,
+        };
+        match described {
+            None => {
+                // Never started, or purged from Temporal: the record is all there is.
+                let Some(r) = &record else {
+                    return Err(ClientError::NotFound(workflow_id.to_owned()));
+                };
+                view.finished = r.status.is_final();
+                if r.status == RunStatus::Requested {
+                    view.notice = Some(format!(
+                        "the run was requested but is not in Temporal (namespace {}); start it again with the same idempotency key",
+                        self.client.namespace()
+                    ));
                 }
-            })?;
-        match description.status() {
-            WorkflowExecutionStatus::Running => {
-                let state = self.state(workflow_id).await?;
-                Ok(Status {
-                    finished: false,
-                    state: Some(state),
-                    result: None,
-                })
             }
-            WorkflowExecutionStatus::Completed => {
+            Some(WorkflowExecutionStatus::Running) => {
+                if self.worker_polling().await? {
+                    match tokio::time::timeout(QUERY_TIMEOUT, self.state(workflow_id)).await {
+                        Ok(Ok(state)) => view.state = Some(state),
+                        // A worker is there but busy, or the run has not had its first task:
+                        // the record says where it is.
+                        _ => {}
+                    }
+                } else {
+                    view.notice = Some(self.no_worker_notice());
+                }
+                // The record may still say `requested` (the first activity has not run yet).
+                if view.status != RunStatus::Requested {
+                    view.status = RunStatus::Running;
+                }
+            }
+            Some(WorkflowExecutionStatus::Completed) => {
                 let result = self.result(workflow_id).await?;
-                let state = self.state(workflow_id).await.ok();
-                Ok(Status {
-                    finished: true,
-                    state,
-                    result: Some(result),
-                })
+                view.finished = true;
+                view.status = record
+                    .as_ref()
+                    .map(|r| r.status)
+                    .filter(|s| s.is_final())
+                    .unwrap_or(result.status.into());
+                view.state = Some(result.final_state());
+                view.result = Some(result.public(key));
             }
-            other => {
-                // Terminated, timed out or failed outside the workflow's own error handling.
-                tracing::warn!(?other, workflow_id, "workflow ended without a result");
-                Ok(Status {
-                    finished: true,
-                    state: None,
-                    result: None,
-                })
+            Some(other) => {
+                // Terminated, timed out, failed outside the workflow's own handling: cut off.
+                view.finished = true;
+                view.status = RunStatus::CutOff;
+                view.notice = Some(match record.as_ref().map(|r| r.status) {
+                    Some(RunStatus::CutOff) => format!(
+                        "the run ended without finishing ({other:?}); the sweeper rolled back what it had built"
+                    ),
+                    _ => format!(
+                        "the run ended without finishing ({other:?}); the sweeper (in `psa worker`, or `psa tenant sweep`) rolls back what it built"
+                    ),
+                });
             }
         }
+        view.record = record;
+        Ok(view)
+    }
+}
+
+fn unreachable_or(text: String) -> ClientError {
+    let lower = text.to_lowercase();
+    if lower.contains("transport") || lower.contains("connect") || lower.contains("unavailable") {
+        ClientError::Unreachable {
+            address: "the configured TEMPORAL_ADDRESS".into(),
+            message: text,
+        }
+    } else {
+        ClientError::Temporal(text)
     }
 }

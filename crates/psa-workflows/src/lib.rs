@@ -11,6 +11,7 @@ pub mod client;
 pub mod dev_server;
 pub mod reconcile;
 pub mod secret;
+pub mod sweep;
 pub mod types;
 pub mod worker;
 pub mod workflow;

@@ -5,26 +5,56 @@
 //! customer company per tenant, found by `properties.tenant_id`; the admin as contact; the tag),
 //! so running it twice changes nothing the second time. It also reports customer companies whose
 //! tenant no longer exists; it never deletes them (business data may hang on them).
+//!
+//! What it leaves alone, by the tenant's provisioning record:
+//! - a tenant whose run is still in flight (`requested`, `running`): the run tracks it, and two
+//!   writers of one customer record would race; reconcile and the run's tracking steps also
+//!   serialise on a per-tenant lock, so the check cannot go stale while reconcile writes;
+//! - a tenant provisioned with `--skip-customer-tracking`: the operator's choice stands;
+//! - a tenant whose run ended without completing (cut off, awaiting the sweeper): it is about to
+//!   be removed, and must never be recorded as a customer.
 
-use psa_models::tags::{self, NewTag, TaggedType};
-use psa_models::{TenantId, companies, tenants};
+use psa_models::provisioning::{self, RunStatus};
+use psa_models::tags::{self, TaggedType};
+use psa_models::validate::{CompanyName, EmailAddress, FullName};
+use psa_models::{CompanyId, ContactId, TenantId, companies, tenants, users};
 use serde::Serialize;
 use sqlx::PgPool;
-use uuid::Uuid;
 
-use crate::activities::{CustomerCompanyIn, CustomerContactIn, customer_company, customer_contact};
+use crate::activities::{
+    CustomerCompanyIn, CustomerContactIn, customer_company, customer_contact, customer_tag,
+};
 use crate::types::TrackingSettings;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Orphan {
-    pub customer_company_id: Uuid,
+    pub customer_company_id: CompanyId,
     pub tenant_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Failure {
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub error: String,
+}
+
+/// A tenant reconcile did not touch, and why.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Left {
+    pub tenant_id: TenantId,
+    pub workflow_id: String,
+    pub reason: LeftReason,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LeftReason {
+    /// Its provisioning run is still in flight.
+    InFlight,
+    /// Provisioned with `--skip-customer-tracking`.
+    Skipped,
+    /// Its run ended without completing; the sweeper removes it.
+    Incomplete,
 }
 
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]
@@ -37,53 +67,60 @@ pub struct ReconcileReport {
     pub dry_run: bool,
     pub failures: Vec<Failure>,
     pub warnings: Vec<String>,
+    /// Tenants left alone (in flight, skipped by choice, incomplete).
+    pub left_alone: Vec<Left>,
 }
 
-/// The tenant's administrator: its oldest active internal user with the msp Admin role.
-async fn admin_of(
-    conn: &mut sqlx::PgConnection,
-    tenant: TenantId,
-) -> Result<Option<(String, String, String)>, psa_models::Error> {
-    Ok(sqlx::query_as(
-        "SELECT coalesce(u.first_name, ''), coalesce(u.last_name, ''), u.email FROM users u \
-         JOIN user_roles ur ON ur.tenant = u.tenant AND ur.user_id = u.user_id \
-         JOIN roles r ON r.tenant = ur.tenant AND r.role_id = ur.role_id \
-         WHERE u.tenant = $1 AND u.user_type = 'internal' AND NOT u.is_inactive \
-           AND r.role_name = 'Admin' AND r.msp \
-         ORDER BY u.created_at, u.user_id LIMIT 1",
-    )
-    .bind(tenant)
-    .fetch_optional(conn)
-    .await?)
+enum Tracked {
+    Created(Vec<String>),
+    Already(Vec<String>),
+    Left(Left),
 }
 
-/// Tracks one tenant; returns whether anything was created, and warnings.
+/// Tracks one tenant in one transaction, under the tenant's customer-record lock.
 async fn track(
     pool: &PgPool,
     mgmt: TenantId,
     tenant: &tenants::Tenant,
-    tag: &str,
+    tag: &psa_models::validate::TagText,
     dry_run: bool,
-) -> Result<(bool, Vec<String>), psa_models::Error> {
+) -> Result<Tracked, psa_models::Error> {
     let mut tx = pool.begin().await?;
+    provisioning::lock_customer_record(&mut tx, tenant.tenant).await?;
+    if let Some(record) = provisioning::latest_for_tenant(&mut tx, tenant.tenant).await? {
+        let reason = match record.status {
+            RunStatus::Requested | RunStatus::Running => Some(LeftReason::InFlight),
+            _ if record.skip_customer_tracking => Some(LeftReason::Skipped),
+            RunStatus::Completed => None,
+            _ => Some(LeftReason::Incomplete),
+        };
+        if let Some(reason) = reason {
+            return Ok(Tracked::Left(Left {
+                tenant_id: tenant.tenant,
+                workflow_id: record.workflow_id,
+                reason,
+            }));
+        }
+    }
     let mut created = false;
     let mut warnings = Vec::new();
     let existing = companies::find_by_managed_tenant(&mut tx, mgmt, tenant.tenant).await?;
-    let admin = admin_of(&mut tx, tenant.tenant).await?;
+    let admin = users::tenant_admin(&mut tx, tenant.tenant).await?;
     let company_id = match existing {
-        Some(c) => c.company_id.0,
+        Some(c) => c.company_id,
         None => {
             created = true;
             if dry_run {
-                return Ok((true, warnings));
+                return Ok(Tracked::Created(warnings));
             }
             let out = customer_company(
                 &mut tx,
                 &CustomerCompanyIn {
-                    management_tenant_id: mgmt.0,
-                    company_id: Uuid::new_v4(),
-                    tenant_id: tenant.tenant.0,
-                    tenant_name: tenant.company_name.clone(),
+                    workflow_id: None,
+                    management_tenant_id: mgmt,
+                    company_id: CompanyId::new(),
+                    tenant_id: tenant.tenant,
+                    tenant_name: CompanyName::parse(&tenant.company_name)?,
                 },
             )
             .await?;
@@ -92,22 +129,25 @@ async fn track(
         }
     };
     if let Some((first, last, email)) = admin {
-        let email = psa_models::validate::EmailAddress::parse(&email)?;
+        let email = EmailAddress::parse(&email)?;
         let has_contact = psa_models::contacts::find_by_email(&mut tx, mgmt, &email)
             .await?
             .is_some();
         if !has_contact {
             created = true;
             if !dry_run {
+                let full_name = FullName::parse(&format!("{first} {last}"))
+                    .or_else(|_| FullName::parse(email.as_str()))?;
                 let out = customer_contact(
                     &mut tx,
                     &CustomerContactIn {
-                        management_tenant_id: mgmt.0,
-                        contact_id: Uuid::new_v4(),
+                        workflow_id: None,
+                        management_tenant_id: mgmt,
+                        tenant_id: tenant.tenant,
+                        contact_id: ContactId::new(),
                         company_id,
-                        first_name: first,
-                        last_name: last,
-                        email: email.as_str().to_owned(),
+                        full_name,
+                        email,
                     },
                 )
                 .await?;
@@ -120,45 +160,29 @@ async fn track(
             tenant.tenant
         ));
     }
-    let tagged = tags::list_for_entity(&mut tx, mgmt, TaggedType::Company, company_id)
+    let tagged = tags::list_for_entity(&mut tx, mgmt, TaggedType::Company, company_id.0)
         .await?
         .iter()
-        .any(|t| t.tag_text == tag);
+        .any(|t| t.tag_text == tag.as_str());
     if !tagged {
         created = true;
         if !dry_run {
-            let attached = tags::attach(
-                &mut tx,
-                mgmt,
-                NewTag {
-                    tag_text: tag.to_owned(),
-                    tagged_id: company_id,
-                    tagged_type: TaggedType::Company,
-                    background_color: None,
-                    text_color: None,
-                },
-                Default::default(),
-            )
-            .await?;
-            if attached.mapping_created {
-                crate::activities::audit(
-                    &mut tx,
-                    mgmt,
-                    "create",
-                    "customer_tag",
-                    attached.tag.mapping_id.0,
-                    serde_json::json!({"company_id": company_id, "tag_text": tag, "by": "reconcile"}),
-                )
-                .await?;
-            }
+            customer_tag(&mut tx, mgmt, company_id, tag, None, "reconcile").await?;
         }
     }
     if dry_run {
         tx.rollback().await?;
     } else {
+        if created {
+            provisioning::mark_repaired(&mut tx, tenant.tenant).await?;
+        }
         tx.commit().await?;
     }
-    Ok((created, warnings))
+    Ok(if created {
+        Tracked::Created(warnings)
+    } else {
+        Tracked::Already(warnings)
+    })
 }
 
 /// Reconciles every tenant but the management tenant.
@@ -167,10 +191,9 @@ pub async fn reconcile(
     tracking: &TrackingSettings,
     dry_run: bool,
 ) -> Result<ReconcileReport, psa_models::Error> {
-    let mgmt = TenantId::from(tracking.management_tenant_id.ok_or_else(|| {
+    let mgmt = tracking.management_tenant_id.ok_or_else(|| {
         psa_models::Error::validation("NINEMINDS_TENANT_ID", "NINEMINDS_TENANT_ID is not set")
-    })?);
-    psa_models::validate::TagText::parse(&tracking.tag_name)?;
+    })?;
     let mut conn = pool.acquire().await?;
     if tenants::find(&mut conn, mgmt).await?.is_none() {
         return Err(psa_models::Error::validation(
@@ -179,15 +202,7 @@ pub async fn reconcile(
         ));
     }
     let all = tenants::list(&mut conn).await?;
-    let orphans: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT c.company_id, c.properties ->> 'tenant_id' FROM companies c \
-         WHERE c.tenant = $1 AND c.properties ? 'tenant_id' \
-           AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.tenant::text = c.properties ->> 'tenant_id') \
-         ORDER BY c.company_name",
-    )
-    .bind(mgmt)
-    .fetch_all(&mut *conn)
-    .await?;
+    let orphans = companies::orphaned_customers(&mut conn, mgmt).await?;
     drop(conn);
     let mut report = ReconcileReport {
         dry_run,
@@ -202,19 +217,20 @@ pub async fn reconcile(
     };
     for tenant in all.iter().filter(|t| t.tenant != mgmt && !t.is_management) {
         match track(pool, mgmt, tenant, &tracking.tag_name, dry_run).await {
-            Ok((true, w)) => {
+            Ok(Tracked::Created(w)) => {
                 report.created += 1;
                 report.warnings.extend(w);
             }
-            Ok((false, w)) => {
+            Ok(Tracked::Already(w)) => {
                 report.already_tracked += 1;
                 report.warnings.extend(w);
             }
+            Ok(Tracked::Left(left)) => report.left_alone.push(left),
             Err(e) => {
                 tracing::warn!(tenant = %tenant.tenant, error = ?e, "reconcile failed for a tenant");
                 report.failed += 1;
                 report.failures.push(Failure {
-                    tenant_id: tenant.tenant.0,
+                    tenant_id: tenant.tenant,
                     error: e.to_string(),
                 });
             }

@@ -1,66 +1,112 @@
-//! The workflow's input, state and result: what callers (CLI, API) and the worker exchange.
+//! The workflow's typed surface: what starters send (a parsed request), what the worker decides
+//! (its tracking settings), the steps and activities, the state, the result, and the one view of
+//! a provisioning run that the CLI and the API show.
 
+use psa_models::provisioning::Record;
+use psa_models::validate::{CompanyName, EmailAddress, PersonName, TagText};
+use psa_models::{CompanyId, ContactId, TenantId, UserId};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use psa_models::provisioning::{RunStatus, TrackingState};
 
 /// The new tenant's administrator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AdminUserInput {
-    pub first_name: String,
-    pub last_name: String,
-    pub email: String,
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AdminUser {
+    pub first_name: PersonName,
+    pub last_name: PersonName,
+    pub email: EmailAddress,
 }
 
-/// Customer tracking settings, resolved by the starter from its configuration and recorded in
-/// the workflow's input (and so in history): a replay sees the settings the run started with.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrackingSettings {
-    pub enabled: bool,
-    pub management_tenant_id: Option<uuid::Uuid>,
-    pub tag_name: String,
-}
-
-/// Input of the `tenant_creation` workflow.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Input of the `tenant_creation` workflow: a starter's request, parsed once at the edge (CLI,
+/// API) and carried through as domain types. It holds no platform settings: customer tracking is
+/// decided by the worker's configuration, whoever starts the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TenantCreationInput {
-    pub tenant_name: String,
-    pub admin_user: AdminUserInput,
+    pub tenant_name: CompanyName,
+    pub admin_user: AdminUser,
     /// The tenant's own company; none is created when absent.
-    pub company_name: Option<String>,
+    pub company_name: Option<CompanyName>,
     pub license_count: Option<i32>,
+    /// The starter's one choice about tracking: not for this tenant (remembered, and honoured by
+    /// reconcile).
     #[serde(default)]
     pub skip_customer_tracking: bool,
-    pub tracking: TrackingSettings,
+}
+
+/// A request as strings, the way the CLI's flags and the API's body carry it.
+#[derive(Clone, Debug, Default)]
+pub struct RawRequest<'a> {
+    pub tenant_name: &'a str,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub email: &'a str,
+    pub company_name: Option<&'a str>,
+    pub license_count: Option<i32>,
+    pub skip_customer_tracking: bool,
 }
 
 impl TenantCreationInput {
-    /// The checks a starter makes before starting a workflow (the activities make them again).
-    pub fn validate(&self) -> Result<(), psa_models::Error> {
-        psa_models::tenants::validate(&psa_models::tenants::NewTenant {
-            name: self.tenant_name.clone(),
-            email: self.admin_user.email.clone(),
-            company_name: self.company_name.clone(),
-            licensed_user_count: self.license_count,
-        })?;
-        psa_models::users::validate_person(
-            &self.admin_user.first_name,
-            &self.admin_user.last_name,
-            &self.admin_user.email,
-        )?;
-        if self.tracking.enabled && !self.skip_customer_tracking {
-            psa_models::validate::TagText::parse(&self.tracking.tag_name)?;
-            if self.tracking.management_tenant_id.is_none() {
-                return Err(psa_models::Error::validation(
-                    "NINEMINDS_TENANT_ID",
-                    "customer tracking is enabled but NINEMINDS_TENANT_ID is not set",
-                ));
+    /// Parses a request; the error names the offending field as the API's body does.
+    pub fn parse(raw: RawRequest<'_>) -> Result<Self, psa_models::Error> {
+        let field = |e: psa_models::Error, field: &'static str| match e {
+            psa_models::Error::Validation { message, .. } => {
+                psa_models::Error::validation(field, message.replacen("Company name", "Tenant name", 1))
             }
+            other => other,
+        };
+        let tenant_name =
+            CompanyName::parse(raw.tenant_name).map_err(|e| field(e, "tenant_name"))?;
+        let first_name =
+            PersonName::parse_field(raw.first_name, "admin_user.first_name", "First name")?;
+        let last_name =
+            PersonName::parse_field(raw.last_name, "admin_user.last_name", "Last name")?;
+        let email = EmailAddress::parse_field(raw.email, "admin_user.email")?;
+        let company_name = raw
+            .company_name
+            .filter(|c| !c.trim().is_empty())
+            .map(CompanyName::parse)
+            .transpose()?;
+        if raw.license_count.is_some_and(|n| n < 0) {
+            return Err(psa_models::Error::validation(
+                "license_count",
+                "The licence count must not be negative",
+            ));
         }
-        Ok(())
+        Ok(TenantCreationInput {
+            tenant_name,
+            admin_user: AdminUser {
+                first_name,
+                last_name,
+                email,
+            },
+            company_name,
+            license_count: raw.license_count,
+            skip_customer_tracking: raw.skip_customer_tracking,
+        })
     }
 }
 
+/// Customer tracking settings: the worker's configuration (`ENABLE_CUSTOMER_TRACKING`,
+/// `NINEMINDS_TENANT_ID`, `CUSTOMER_TAG_NAME`), resolved by each run through its first activity
+/// and recorded in its history, state, result and provisioning record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TrackingSettings {
+    pub enabled: bool,
+    pub management_tenant_id: Option<TenantId>,
+    pub tag_name: TagText,
+}
+
+/// The tenant's own steps, in order: the core chain. Progress is derived from this list.
+pub const CORE_STEPS: [Step; 4] = [
+    Step::CreatingTenant,
+    Step::RunningOnboardingSeeds,
+    Step::CreatingAdminUser,
+    Step::SettingUpData,
+];
+
 /// Where the workflow is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     #[default]
@@ -76,29 +122,162 @@ pub enum Step {
     Cancelled,
 }
 
-/// Customer tracking outcome.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum TrackingStatus {
-    #[default]
-    Pending,
-    Running,
-    Completed,
-    Failed,
-    Skipped,
-    Disabled,
-    /// Its records were removed by a rollback of the tenant.
-    RolledBack,
+impl Step {
+    /// 0-100: the core steps share 10..90 evenly; rolling back is 90; an end is 100.
+    pub fn progress(self) -> u8 {
+        match CORE_STEPS.iter().position(|s| *s == self) {
+            Some(i) => (10 + i * 80 / CORE_STEPS.len()) as u8,
+            None => match self {
+                Step::Initializing => 0,
+                Step::RollingBack => 90,
+                _ => 100,
+            },
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::Initializing => "initializing",
+            Step::CreatingTenant => "creating tenant",
+            Step::RunningOnboardingSeeds => "running onboarding seeds",
+            Step::CreatingAdminUser => "creating admin user",
+            Step::SettingUpData => "setting up tenant data",
+            Step::RollingBack => "rolling back",
+            Step::Completed => "completed",
+            Step::Failed => "failed",
+            Step::RolledBack => "rolled back",
+            Step::Cancelled => "cancelled",
+        }
+    }
+
+    /// The activity a core step runs.
+    pub fn activity(self) -> Option<ActivityName> {
+        Some(match self {
+            Step::CreatingTenant => ActivityName::CreateTenant,
+            Step::RunningOnboardingSeeds => ActivityName::RunOnboardingSeeds,
+            Step::CreatingAdminUser => ActivityName::CreateAdminUser,
+            Step::SettingUpData => ActivityName::SetupTenantData,
+            _ => return None,
+        })
+    }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+/// Every activity, by the name it is registered under (and the fail points use:
+/// `activity::<name>`). A unit test keeps these equal to the registered names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivityName {
+    BeginProvisioning,
+    CreateTenant,
+    RunOnboardingSeeds,
+    CreateAdminUser,
+    SetupTenantData,
+    CreateCustomerCompany,
+    CreateCustomerContact,
+    TagCustomerCompany,
+    RemoveCustomerTag,
+    UnlinkCustomerContact,
+    RemoveCustomerContact,
+    RemoveCustomerCompany,
+    RollbackTenant,
+    FinishProvisioning,
+}
+
+impl ActivityName {
+    pub const ALL: [ActivityName; 14] = [
+        ActivityName::BeginProvisioning,
+        ActivityName::CreateTenant,
+        ActivityName::RunOnboardingSeeds,
+        ActivityName::CreateAdminUser,
+        ActivityName::SetupTenantData,
+        ActivityName::CreateCustomerCompany,
+        ActivityName::CreateCustomerContact,
+        ActivityName::TagCustomerCompany,
+        ActivityName::RemoveCustomerTag,
+        ActivityName::UnlinkCustomerContact,
+        ActivityName::RemoveCustomerContact,
+        ActivityName::RemoveCustomerCompany,
+        ActivityName::RollbackTenant,
+        ActivityName::FinishProvisioning,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityName::BeginProvisioning => "begin_provisioning",
+            ActivityName::CreateTenant => "create_tenant",
+            ActivityName::RunOnboardingSeeds => "run_onboarding_seeds",
+            ActivityName::CreateAdminUser => "create_admin_user",
+            ActivityName::SetupTenantData => "setup_tenant_data",
+            ActivityName::CreateCustomerCompany => "create_customer_company",
+            ActivityName::CreateCustomerContact => "create_customer_contact",
+            ActivityName::TagCustomerCompany => "tag_customer_company",
+            ActivityName::RemoveCustomerTag => "remove_customer_tag",
+            ActivityName::UnlinkCustomerContact => "unlink_customer_contact",
+            ActivityName::RemoveCustomerContact => "remove_customer_contact",
+            ActivityName::RemoveCustomerCompany => "remove_customer_company",
+            ActivityName::RollbackTenant => "rollback_tenant",
+            ActivityName::FinishProvisioning => "finish_provisioning",
+        }
+    }
+
+    /// Whether the activity writes customer records (counted in the tracking step metrics).
+    pub fn is_tracking(self) -> bool {
+        matches!(
+            self,
+            ActivityName::CreateCustomerCompany
+                | ActivityName::CreateCustomerContact
+                | ActivityName::TagCustomerCompany
+        )
+    }
+}
+
+impl std::fmt::Display for ActivityName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What failed a run: a core activity, or a cancel request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailedStep {
+    BeginProvisioning,
+    CreateTenant,
+    RunOnboardingSeeds,
+    CreateAdminUser,
+    SetupTenantData,
+    Cancel,
+}
+
+impl FailedStep {
+    pub fn of(activity: ActivityName) -> FailedStep {
+        match activity {
+            ActivityName::CreateTenant => FailedStep::CreateTenant,
+            ActivityName::RunOnboardingSeeds => FailedStep::RunOnboardingSeeds,
+            ActivityName::CreateAdminUser => FailedStep::CreateAdminUser,
+            ActivityName::SetupTenantData => FailedStep::SetupTenantData,
+            _ => FailedStep::BeginProvisioning,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailedStep::BeginProvisioning => "begin_provisioning",
+            FailedStep::CreateTenant => "create_tenant",
+            FailedStep::RunOnboardingSeeds => "run_onboarding_seeds",
+            FailedStep::CreateAdminUser => "create_admin_user",
+            FailedStep::SetupTenantData => "setup_tenant_data",
+            FailedStep::Cancel => "cancel",
+        }
+    }
+}
+
+/// Customer tracking as the run did it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default, ToSchema)]
 pub struct CustomerTracking {
-    pub status: TrackingStatus,
-    pub customer_company_id: Option<uuid::Uuid>,
-    pub customer_contact_id: Option<uuid::Uuid>,
+    pub status: TrackingState,
+    pub customer_company_id: Option<CompanyId>,
+    pub customer_contact_id: Option<ContactId>,
     pub customer_tag_id: Option<uuid::Uuid>,
-    /// The tag mapping (needed to remove the tag on rollback).
-    pub customer_tag_mapping_id: Option<uuid::Uuid>,
     pub error: Option<String>,
     /// What the collision rules decided (docs/workflow.md), when they applied.
     #[serde(default)]
@@ -106,36 +285,41 @@ pub struct CustomerTracking {
 }
 
 /// The state query's answer.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default, ToSchema)]
 pub struct WorkflowState {
     pub step: Step,
     pub progress: u8,
-    pub tenant_id: Option<uuid::Uuid>,
-    pub admin_user_id: Option<uuid::Uuid>,
-    pub company_id: Option<uuid::Uuid>,
+    pub tenant_id: Option<TenantId>,
+    pub admin_user_id: Option<UserId>,
+    pub company_id: Option<CompanyId>,
+    /// The worker's settings this run uses (known once the run has begun).
+    pub tracking_settings: Option<TrackingSettings>,
     pub customer_tracking: CustomerTracking,
     pub error: Option<String>,
     pub cancel_requested: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default, ToSchema)]
 pub struct RollbackReport {
     pub performed: bool,
-    pub compensated: Vec<String>,
+    /// The compensations that ran, in order.
+    pub compensated: Vec<ActivityName>,
+    /// Compensations that failed for good: what may be left behind.
     pub errors: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StepError {
-    pub step: String,
+    pub step: FailedStep,
     pub message: String,
 }
 
-/// Final status of a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// How a run ended, by its own account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Completed,
+    /// A compensation failed for good (see `rollback.errors`).
     Failed,
     RolledBack,
     Cancelled,
@@ -143,11 +327,17 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Completed => "completed",
-            Outcome::Failed => "failed",
-            Outcome::RolledBack => "rolled_back",
-            Outcome::Cancelled => "cancelled",
+        RunStatus::from(self).as_str()
+    }
+}
+
+impl From<Outcome> for RunStatus {
+    fn from(o: Outcome) -> RunStatus {
+        match o {
+            Outcome::Completed => RunStatus::Completed,
+            Outcome::Failed => RunStatus::Failed,
+            Outcome::RolledBack => RunStatus::RolledBack,
+            Outcome::Cancelled => RunStatus::Cancelled,
         }
     }
 }
@@ -157,45 +347,97 @@ impl Outcome {
 pub struct TenantCreationResult {
     pub workflow_id: String,
     pub status: Outcome,
-    pub tenant_id: Option<uuid::Uuid>,
-    pub admin_user_id: Option<uuid::Uuid>,
-    pub company_id: Option<uuid::Uuid>,
+    pub tenant_id: Option<TenantId>,
+    pub admin_user_id: Option<UserId>,
+    pub company_id: Option<CompanyId>,
     /// The temporary password, sealed with `PSA_SECRET_KEY` (see [`crate::secret`]).
     pub temporary_password_sealed: Option<String>,
     pub created_at: String,
+    pub tracking_settings: Option<TrackingSettings>,
+    pub customer_tracking: CustomerTracking,
+    pub rollback: RollbackReport,
+    pub error: Option<StepError>,
+}
+
+/// A run's result as callers see it (`psa tenant create --json`, the API): the password opened
+/// for the caller who has the key, null otherwise.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProvisioningResult {
+    pub workflow_id: String,
+    pub status: Outcome,
+    pub tenant_id: Option<TenantId>,
+    pub admin_user_id: Option<UserId>,
+    pub company_id: Option<CompanyId>,
+    pub temporary_password: Option<String>,
+    pub created_at: String,
+    pub tracking_settings: Option<TrackingSettings>,
     pub customer_tracking: CustomerTracking,
     pub rollback: RollbackReport,
     pub error: Option<StepError>,
 }
 
 impl TenantCreationResult {
-    /// The result as callers see it (`psa tenant create --json`, the API): the password opened
-    /// with `key` (null without a key or for a run that did not complete).
-    pub fn public(&self, key: Option<&crate::secret::SecretKey>) -> serde_json::Value {
+    /// The result for a caller: the password opened with `key` (null without a key or for a
+    /// run that did not complete).
+    pub fn public(&self, key: Option<&crate::secret::SecretKey>) -> ProvisioningResult {
         use secrecy::ExposeSecret;
-        let password = match (key, &self.temporary_password_sealed) {
+        let temporary_password = match (key, &self.temporary_password_sealed) {
             (Some(k), Some(sealed)) => k.open(sealed).ok().map(|p| p.expose_secret().to_owned()),
             _ => None,
         };
-        let t = &self.customer_tracking;
-        serde_json::json!({
-            "workflow_id": self.workflow_id,
-            "status": self.status,
-            "tenant_id": self.tenant_id,
-            "admin_user_id": self.admin_user_id,
-            "company_id": self.company_id,
-            "temporary_password": password,
-            "created_at": self.created_at,
-            "customer_tracking": {
-                "status": t.status,
-                "customer_company_id": t.customer_company_id,
-                "customer_contact_id": t.customer_contact_id,
-                "customer_tag_id": t.customer_tag_id,
-                "error": t.error,
-                "warnings": t.warnings,
-            },
-            "rollback": self.rollback,
-            "error": self.error,
-        })
+        ProvisioningResult {
+            workflow_id: self.workflow_id.clone(),
+            status: self.status,
+            tenant_id: self.tenant_id,
+            admin_user_id: self.admin_user_id,
+            company_id: self.company_id,
+            temporary_password,
+            created_at: self.created_at.clone(),
+            tracking_settings: self.tracking_settings.clone(),
+            customer_tracking: self.customer_tracking.clone(),
+            rollback: self.rollback.clone(),
+            error: self.error.clone(),
+        }
     }
+
+    /// The state a finished run ended in (read from its result: no worker needed).
+    pub fn final_state(&self) -> WorkflowState {
+        let step = match self.status {
+            Outcome::Completed => Step::Completed,
+            Outcome::Failed => Step::Failed,
+            Outcome::RolledBack => Step::RolledBack,
+            Outcome::Cancelled => Step::Cancelled,
+        };
+        WorkflowState {
+            step,
+            progress: step.progress(),
+            tenant_id: self.tenant_id,
+            admin_user_id: self.admin_user_id,
+            company_id: self.company_id,
+            tracking_settings: self.tracking_settings.clone(),
+            customer_tracking: self.customer_tracking.clone(),
+            error: self
+                .error
+                .as_ref()
+                .map(|e| format!("{}: {}", e.step.as_str(), e.message)),
+            cancel_requested: self.status == Outcome::Cancelled,
+        }
+    }
+}
+
+/// One provisioning run as every face shows it (`GET /api/v1/tenants/provisioning/{id}`,
+/// `psa tenant status`, `psa tenant create`): Temporal's view (state while running, result once
+/// finished) joined with the database's provisioning record, which outlives Temporal's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProvisioningView {
+    pub workflow_id: String,
+    pub finished: bool,
+    pub status: RunStatus,
+    pub state: Option<WorkflowState>,
+    pub result: Option<ProvisioningResult>,
+    /// The provisioning record; `record.customer_tracking` is the customer record's current
+    /// state (e.g. `repaired` after reconcile).
+    pub record: Option<Record>,
+    /// What an operator should know and do: no worker polling, a cut-off run awaiting cleanup.
+    pub notice: Option<String>,
 }

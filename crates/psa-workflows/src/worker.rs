@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use psa_models::{TenantId, tenants};
+use psa_models::tenants;
 use sqlx::PgPool;
 use temporalio_client::Client;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
@@ -32,13 +32,11 @@ pub async fn check_tracking(pool: &PgPool, tracking: &TrackingSettings) -> Resul
             "ENABLE_CUSTOMER_TRACKING is true but NINEMINDS_TENANT_ID is not set (create the management tenant with `psa management init`)".into(),
         )
     })?;
-    psa_models::validate::TagText::parse(&tracking.tag_name)
-        .map_err(|e| WorkerError::Config(format!("CUSTOMER_TAG_NAME is invalid: {e}")))?;
     let mut conn = pool
         .acquire()
         .await
         .map_err(|e| WorkerError::Failed(format!("cannot connect to PostgreSQL: {e}")))?;
-    match tenants::find(&mut conn, TenantId::from(id)).await {
+    match tenants::find(&mut conn, id).await {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(WorkerError::Config(format!(
             "NINEMINDS_TENANT_ID={id} names no tenant in this database (create it with `psa management init`)"
@@ -49,21 +47,38 @@ pub async fn check_tracking(pool: &PgPool, tracking: &TrackingSettings) -> Resul
     }
 }
 
+/// What a worker needs besides its Temporal client: the database, the key that seals secrets,
+/// and its customer tracking settings (which decide every run it executes).
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub pool: PgPool,
+    pub key: SecretKey,
+    pub tracking: TrackingSettings,
+}
+
 /// Runs a worker for the tenant creation workflow on `task_queue` until `shutdown` resolves.
 /// The worker's future is not `Send`: await this on the caller's task (or its own thread).
 pub async fn run(
     client: Client,
     task_queue: &str,
-    pool: PgPool,
-    key: SecretKey,
+    config: WorkerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
+    let WorkerConfig {
+        pool,
+        key,
+        tracking,
+    } = config;
     let runtime = Runtime::from_current_tokio(Default::default())
         .map_err(|e| WorkerError::Failed(e.to_string()))?;
     let options = WorkerOptions::new(task_queue)
         .register_workflow::<TenantCreationWorkflow>()
         .map_err(|e| WorkerError::Failed(e.to_string()))?
-        .register_activities(TenantActivities { pool, key })
+        .register_activities(TenantActivities {
+            pool,
+            key,
+            tracking,
+        })
         .build();
     let mut worker =
         Worker::new(&runtime, client, options).map_err(|e| WorkerError::Failed(e.to_string()))?;
@@ -88,8 +103,7 @@ impl Background {
     pub fn start(
         address: &str,
         task_queue: &str,
-        pool: PgPool,
-        key: SecretKey,
+        config: WorkerConfig,
     ) -> Result<Background, WorkerError> {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), WorkerError>>();
@@ -111,7 +125,7 @@ impl Background {
                         }
                     };
                     let _ = ready_tx.send(Ok(()));
-                    run(client, &task_queue, pool, key, async {
+                    run(client, &task_queue, config, async {
                         let _ = stop_rx.await;
                     })
                     .await

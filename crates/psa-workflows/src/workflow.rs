@@ -1,19 +1,29 @@
 //! The `tenant_creation` workflow: a saga with a parallel branch.
 //!
 //! ```text
+//!   begin_provisioning (the worker's settings, the provisioning record)
 //!   core:      create_tenant -> run_onboarding_seeds -> create_admin_user -> setup_tenant_data
 //!   tracking:  create_customer_company -> (create_customer_contact || tag_customer_company)
+//!   finish_provisioning (outcome in the record and the metrics)
 //! ```
 //!
 //! The two branches run concurrently (joined futures on the workflow's own executor). The
 //! tracking branch turns its failures into a status, so only the core chain can fail the run.
+//! Each step registers its compensation *before* it runs: a step can commit and still fail (after
+//! the commit), so "attempted", not "succeeded", decides what is undone; every compensation
+//! removes only what this run minted or recorded, so undoing a step that wrote nothing is a no-op.
 //! When a core step fails for good (non-retryable, or retries exhausted: transient failures are
 //! retried for minutes first) or a cancel signal arrives, the compensations run in reverse order
-//! of what completed: customer tag, contact, company, then the tenant with everything it owns.
-//! A compensation that still fails after its retries is reported in the result, never dropped.
+//! of registration. A compensation that still fails after its retries is reported in the result,
+//! never dropped.
+//!
+//! Changing this code changes what a replay of a run in flight sees: see docs/workflow.md
+//! ("Changing the workflow") and the replay tests.
 
 use std::time::{Duration, SystemTime};
 
+use psa_models::validate::FullName;
+use psa_models::{CompanyId, ContactId, MappingId, TenantId, UserId};
 use temporalio_common::{ActivityDefinition, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
@@ -26,7 +36,11 @@ use crate::activities::*;
 use crate::types::*;
 
 /// Exponential backoff from 1 s, doubling up to `max_interval`, for `attempts` attempts.
-fn retrying(start_to_close: Duration, max_interval: Duration, attempts: u32) -> ActivityOptions {
+pub(crate) fn retrying(
+    start_to_close: Duration,
+    max_interval: Duration,
+    attempts: u32,
+) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(start_to_close)
         .retry_policy(
             RetryPolicy::builder()
@@ -66,31 +80,40 @@ fn failure_message(e: &ActivityExecutionError) -> String {
         .unwrap_or_else(|| e.to_string())
 }
 
+/// One undo step, registered before the step it undoes runs.
+#[derive(Clone, Debug)]
+enum Compensation {
+    RemoveCustomerTag(RemoveTagIn),
+    UnlinkCustomerContact(UnlinkIn),
+    RemoveCustomerContact(RemoveContactIn),
+    RemoveCustomerCompany(RemoveCompanyIn),
+    RollbackTenant(TenantId),
+}
+
 #[workflow]
 #[derive(Default)]
 pub struct TenantCreationWorkflow {
     state: WorkflowState,
-    /// What compensation must undo. Ids are the ones this run minted, recorded once their
-    /// activity has been *attempted*: a step can commit and still fail (after the commit), so
-    /// "attempted" rather than "succeeded" decides; deleting a row that is not there is a no-op,
-    /// and a minted id can only name a row this run created.
-    undo: Undo,
+    /// What compensation must undo, in registration order.
+    undo: Vec<Compensation>,
     /// The core chain has finished (either way).
     core_done: bool,
 }
 
-#[derive(Default)]
-struct Undo {
-    tenant: Option<Uuid>,
-    customer_company: Option<Uuid>,
-    customer_contact: Option<Uuid>,
-    /// An existing contact this run linked to the customer company (unlinked on rollback).
-    linked_contact: Option<Uuid>,
+enum CoreFailure {
+    Step(FailedStep, String),
+    Cancelled(String),
 }
 
-enum CoreFailure {
-    Step(&'static str, String),
-    Cancelled(String),
+/// The ids a run mints up front (recorded in history: retries and replays see the same ids).
+#[derive(Clone, Copy)]
+struct Ids {
+    tenant: TenantId,
+    company: CompanyId,
+    user: UserId,
+    customer_company: CompanyId,
+    customer_contact: ContactId,
+    customer_tag_mapping: MappingId,
 }
 
 fn uuid(ctx: &WorkflowContext<TenantCreationWorkflow>) -> Uuid {
@@ -107,89 +130,107 @@ impl TenantCreationWorkflow {
         }
     }
 
-    fn set_step(ctx: &WorkflowContext<Self>, step: Step, progress: u8) {
+    fn register(ctx: &WorkflowContext<Self>, compensation: Option<Compensation>) {
+        if let Some(c) = compensation {
+            ctx.state_mut(|s| s.undo.push(c));
+        }
+    }
+
+    /// One core step: a cancel point, the step's progress, its compensation registered, the
+    /// activity. A failure names the step.
+    async fn core_step<AD>(
+        ctx: &WorkflowContext<Self>,
+        step: Step,
+        activity: AD,
+        input: AD::Input,
+        compensation: Option<Compensation>,
+    ) -> Result<AD::Output, CoreFailure>
+    where
+        AD: ActivityDefinition,
+    {
+        Self::cancel_point(ctx)?;
         ctx.state_mut(|s| {
             s.state.step = step;
-            s.state.progress = progress;
+            s.state.progress = step.progress();
         });
+        Self::register(ctx, compensation);
+        let name = step.activity().expect("a core step runs an activity");
+        ctx.execute_activity(activity, input, core_options())
+            .await
+            .map_err(|e| CoreFailure::Step(FailedStep::of(name), failure_message(&e)))
     }
 
     async fn core(
         ctx: &WorkflowContext<Self>,
         input: &TenantCreationInput,
-        tenant_id: Uuid,
-        company_id: Uuid,
-        user_id: Uuid,
+        workflow_id: &str,
+        ids: Ids,
         sealed: &mut Option<String>,
     ) -> Result<(), CoreFailure> {
-        let step = |name: &'static str| {
-            move |e: ActivityExecutionError| CoreFailure::Step(name, failure_message(&e))
-        };
-
-        Self::cancel_point(ctx)?;
-        Self::set_step(ctx, Step::CreatingTenant, 10);
-        ctx.state_mut(|s| s.undo.tenant = Some(tenant_id));
-        let created = ctx
-            .execute_activity(
-                TenantActivities::create_tenant,
-                CreateTenantIn {
-                    tenant_id,
-                    company_id,
-                    tenant_name: input.tenant_name.clone(),
-                    admin_email: input.admin_user.email.clone(),
-                    company_name: input.company_name.clone(),
-                    license_count: input.license_count,
-                },
-                core_options(),
-            )
-            .await
-            .map_err(step("create_tenant"))?;
+        let wf = || workflow_id.to_owned();
+        let created = Self::core_step(
+            ctx,
+            Step::CreatingTenant,
+            TenantActivities::create_tenant,
+            CreateTenantIn {
+                workflow_id: wf(),
+                tenant_id: ids.tenant,
+                company_id: ids.company,
+                tenant_name: input.tenant_name.clone(),
+                admin_email: input.admin_user.email.clone(),
+                company_name: input.company_name.clone(),
+                license_count: input.license_count,
+            },
+            Some(Compensation::RollbackTenant(ids.tenant)),
+        )
+        .await?;
         ctx.state_mut(|s| {
             s.state.tenant_id = Some(created.tenant_id);
             s.state.company_id = created.company_id;
         });
 
-        Self::cancel_point(ctx)?;
-        Self::set_step(ctx, Step::RunningOnboardingSeeds, 30);
-        ctx.execute_activity(
+        Self::core_step(
+            ctx,
+            Step::RunningOnboardingSeeds,
             TenantActivities::run_onboarding_seeds,
-            tenant_id,
-            core_options(),
+            SeedsIn {
+                workflow_id: wf(),
+                tenant_id: ids.tenant,
+            },
+            None,
         )
-        .await
-        .map_err(step("run_onboarding_seeds"))?;
+        .await?;
 
-        Self::cancel_point(ctx)?;
-        Self::set_step(ctx, Step::CreatingAdminUser, 55);
-        let admin = ctx
-            .execute_activity(
-                TenantActivities::create_admin_user,
-                CreateAdminIn {
-                    tenant_id,
-                    user_id,
-                    first_name: input.admin_user.first_name.clone(),
-                    last_name: input.admin_user.last_name.clone(),
-                    email: input.admin_user.email.clone(),
-                },
-                core_options(),
-            )
-            .await
-            .map_err(step("create_admin_user"))?;
+        let admin = Self::core_step(
+            ctx,
+            Step::CreatingAdminUser,
+            TenantActivities::create_admin_user,
+            CreateAdminIn {
+                workflow_id: wf(),
+                tenant_id: ids.tenant,
+                user_id: ids.user,
+                first_name: input.admin_user.first_name.clone(),
+                last_name: input.admin_user.last_name.clone(),
+                email: input.admin_user.email.clone(),
+            },
+            None,
+        )
+        .await?;
         ctx.state_mut(|s| s.state.admin_user_id = Some(admin.user_id));
         *sealed = Some(admin.temporary_password_sealed);
 
-        Self::cancel_point(ctx)?;
-        Self::set_step(ctx, Step::SettingUpData, 80);
-        ctx.execute_activity(
+        Self::core_step(
+            ctx,
+            Step::SettingUpData,
             TenantActivities::setup_tenant_data,
             SetupIn {
-                tenant_id,
+                workflow_id: wf(),
+                tenant_id: ids.tenant,
                 company_id: created.company_id,
             },
-            core_options(),
+            None,
         )
-        .await
-        .map_err(step("setup_tenant_data"))?;
+        .await?;
         Self::cancel_point(ctx)?;
         Ok(())
     }
@@ -197,22 +238,23 @@ impl TenantCreationWorkflow {
     async fn tracking(
         ctx: &WorkflowContext<Self>,
         input: &TenantCreationInput,
-        tenant_id: Uuid,
-        company_id: Uuid,
-        contact_id: Uuid,
+        workflow_id: &str,
+        settings: &TrackingSettings,
+        ids: Ids,
     ) {
-        let Some(mgmt) = input.tracking.management_tenant_id else {
+        let Some(mgmt) = settings.management_tenant_id else {
             ctx.state_mut(|s| {
-                s.state.customer_tracking.status = TrackingStatus::Failed;
-                s.state.customer_tracking.error = Some("NINEMINDS_TENANT_ID is not set".into());
+                s.state.customer_tracking.status = TrackingState::Failed;
+                s.state.customer_tracking.error =
+                    Some("the worker's NINEMINDS_TENANT_ID is not set".into());
             });
             return;
         };
-        ctx.state_mut(|s| s.state.customer_tracking.status = TrackingStatus::Running);
-        let fail = |ctx: &WorkflowContext<Self>, step: &str, e: &ActivityExecutionError| {
+        ctx.state_mut(|s| s.state.customer_tracking.status = TrackingState::Running);
+        let fail = |ctx: &WorkflowContext<Self>, step: ActivityName, e: &ActivityExecutionError| {
             let message = format!("{step}: {}", failure_message(e));
             ctx.state_mut(|s| {
-                s.state.customer_tracking.status = TrackingStatus::Failed;
+                s.state.customer_tracking.status = TrackingState::Failed;
                 match &mut s.state.customer_tracking.error {
                     Some(prev) => {
                         prev.push_str("; ");
@@ -222,14 +264,21 @@ impl TenantCreationWorkflow {
                 }
             });
         };
-        ctx.state_mut(|s| s.undo.customer_company = Some(company_id));
+        Self::register(
+            ctx,
+            Some(Compensation::RemoveCustomerCompany(RemoveCompanyIn {
+                management_tenant_id: mgmt,
+                company_id: ids.customer_company,
+            })),
+        );
         let company = match ctx
             .execute_activity(
                 TenantActivities::create_customer_company,
                 CustomerCompanyIn {
+                    workflow_id: Some(workflow_id.to_owned()),
                     management_tenant_id: mgmt,
-                    company_id,
-                    tenant_id,
+                    company_id: ids.customer_company,
+                    tenant_id: ids.tenant,
                     tenant_name: input.tenant_name.clone(),
                 },
                 tracking_options(),
@@ -237,7 +286,7 @@ impl TenantCreationWorkflow {
             .await
         {
             Ok(c) => c,
-            Err(e) => return fail(ctx, "create_customer_company", &e),
+            Err(e) => return fail(ctx, ActivityName::CreateCustomerCompany, &e),
         };
         ctx.state_mut(|s| {
             s.state.customer_tracking.customer_company_id = Some(company.company_id);
@@ -246,15 +295,42 @@ impl TenantCreationWorkflow {
                 .warnings
                 .extend(company.warning.clone());
         });
-        ctx.state_mut(|s| s.undo.customer_contact = Some(contact_id));
+        Self::register(
+            ctx,
+            Some(Compensation::RemoveCustomerContact(RemoveContactIn {
+                management_tenant_id: mgmt,
+                contact_id: ids.customer_contact,
+            })),
+        );
+        Self::register(
+            ctx,
+            Some(Compensation::UnlinkCustomerContact(UnlinkIn {
+                management_tenant_id: mgmt,
+                workflow_id: workflow_id.to_owned(),
+                company_id: company.company_id,
+            })),
+        );
+        Self::register(
+            ctx,
+            Some(Compensation::RemoveCustomerTag(RemoveTagIn {
+                management_tenant_id: mgmt,
+                mapping_id: ids.customer_tag_mapping,
+            })),
+        );
+        let full_name = FullName::parse(&format!(
+            "{} {}",
+            input.admin_user.first_name, input.admin_user.last_name
+        ))
+        .expect("two valid person names make a valid full name");
         let contact = ctx.execute_activity(
             TenantActivities::create_customer_contact,
             CustomerContactIn {
+                workflow_id: Some(workflow_id.to_owned()),
                 management_tenant_id: mgmt,
-                contact_id,
+                tenant_id: ids.tenant,
+                contact_id: ids.customer_contact,
                 company_id: company.company_id,
-                first_name: input.admin_user.first_name.clone(),
-                last_name: input.admin_user.last_name.clone(),
+                full_name,
                 email: input.admin_user.email.clone(),
             },
             tracking_options(),
@@ -262,42 +338,39 @@ impl TenantCreationWorkflow {
         let tag = ctx.execute_activity(
             TenantActivities::tag_customer_company,
             TagIn {
+                workflow_id: workflow_id.to_owned(),
                 management_tenant_id: mgmt,
+                tenant_id: ids.tenant,
                 company_id: company.company_id,
-                tag_text: input.tracking.tag_name.clone(),
+                mapping_id: ids.customer_tag_mapping,
+                tag_text: settings.tag_name.clone(),
             },
             tracking_options(),
         );
         let (contact, tag) = futures::join!(contact, tag);
         match contact {
             Ok(c) => ctx.state_mut(|s| {
-                if c.linked && !c.created {
-                    s.undo.linked_contact = Some(c.contact_id);
-                }
                 s.state.customer_tracking.customer_contact_id = Some(c.contact_id);
                 s.state.customer_tracking.warnings.extend(c.warning.clone());
             }),
-            Err(e) => fail(ctx, "create_customer_contact", &e),
+            Err(e) => fail(ctx, ActivityName::CreateCustomerContact, &e),
         }
         match tag {
-            Ok(t) => ctx.state_mut(|s| {
-                s.state.customer_tracking.customer_tag_id = Some(t.tag_id);
-                s.state.customer_tracking.customer_tag_mapping_id = Some(t.mapping_id);
-            }),
-            Err(e) => fail(ctx, "tag_customer_company", &e),
+            Ok(t) => ctx.state_mut(|s| s.state.customer_tracking.customer_tag_id = Some(t.tag_id)),
+            Err(e) => fail(ctx, ActivityName::TagCustomerCompany, &e),
         }
         ctx.state_mut(|s| {
-            if s.state.customer_tracking.status == TrackingStatus::Running {
-                s.state.customer_tracking.status = TrackingStatus::Completed;
+            if s.state.customer_tracking.status == TrackingState::Running {
+                s.state.customer_tracking.status = TrackingState::Completed;
             }
         });
     }
 
     /// Runs one compensation with its generous retries and records how it went.
-    async fn undo<AD>(
+    async fn run_compensation<AD>(
         ctx: &WorkflowContext<Self>,
         report: &mut RollbackReport,
-        name: &str,
+        name: ActivityName,
         activity: AD,
         input: AD::Input,
     ) where
@@ -307,102 +380,39 @@ impl TenantCreationWorkflow {
             .execute_activity(activity, input, compensation_options())
             .await
         {
-            Ok(()) => report.compensated.push(name.to_owned()),
+            Ok(()) => report.compensated.push(name),
             Err(e) => report
                 .errors
                 .push(format!("{name}: {}", failure_message(&e))),
         }
     }
 
-    /// Undoes, in reverse order, what the run did. Returns the report.
-    async fn compensate(
-        ctx: &WorkflowContext<Self>,
-        input: &TenantCreationInput,
-    ) -> RollbackReport {
+    /// Undoes, in reverse order of registration, what the run attempted.
+    async fn compensate(ctx: &WorkflowContext<Self>) -> RollbackReport {
         let mut report = RollbackReport {
             performed: true,
             ..Default::default()
         };
-        let (tracking, undo) = ctx.state(|s| {
-            let u = &s.undo;
-            (
-                s.state.customer_tracking.clone(),
-                (
-                    u.tenant,
-                    u.customer_company,
-                    u.customer_contact,
-                    u.linked_contact,
-                ),
-            )
-        });
-        let (tenant, minted_company, minted_contact, linked_contact) = undo;
-        if let Some(mgmt) = input.tracking.management_tenant_id {
-            let remove = |id| RemoveIn {
-                management_tenant_id: mgmt,
-                id,
-            };
-            // A tag on a company this run did not create (a reused customer company) is removed
-            // by its mapping; on the company this run created, deleting the company removes it.
-            if let Some(mapping) = tracking
-                .customer_tag_mapping_id
-                .filter(|_| tracking.customer_company_id != minted_company)
-            {
-                Self::undo(
-                    ctx,
-                    &mut report,
-                    "remove_customer_tag",
-                    TenantActivities::remove_customer_tag,
-                    remove(mapping),
-                )
-                .await;
+        let undo = ctx.state(|s| s.undo.clone());
+        for c in undo.into_iter().rev() {
+            let r = &mut report;
+            match c {
+                Compensation::RemoveCustomerTag(i) => {
+                    Self::run_compensation(ctx, r, ActivityName::RemoveCustomerTag, TenantActivities::remove_customer_tag, i).await
+                }
+                Compensation::UnlinkCustomerContact(i) => {
+                    Self::run_compensation(ctx, r, ActivityName::UnlinkCustomerContact, TenantActivities::unlink_customer_contact, i).await
+                }
+                Compensation::RemoveCustomerContact(i) => {
+                    Self::run_compensation(ctx, r, ActivityName::RemoveCustomerContact, TenantActivities::remove_customer_contact, i).await
+                }
+                Compensation::RemoveCustomerCompany(i) => {
+                    Self::run_compensation(ctx, r, ActivityName::RemoveCustomerCompany, TenantActivities::remove_customer_company, i).await
+                }
+                Compensation::RollbackTenant(t) => {
+                    Self::run_compensation(ctx, r, ActivityName::RollbackTenant, TenantActivities::rollback_tenant, t).await
+                }
             }
-            if let (Some(contact_id), Some(company_id)) =
-                (linked_contact, tracking.customer_company_id)
-            {
-                let unlink = UnlinkIn {
-                    management_tenant_id: mgmt,
-                    contact_id,
-                    company_id,
-                };
-                Self::undo(
-                    ctx,
-                    &mut report,
-                    "unlink_customer_contact",
-                    TenantActivities::unlink_customer_contact,
-                    unlink,
-                )
-                .await;
-            }
-            if let Some(contact) = minted_contact {
-                Self::undo(
-                    ctx,
-                    &mut report,
-                    "remove_customer_contact",
-                    TenantActivities::remove_customer_contact,
-                    remove(contact),
-                )
-                .await;
-            }
-            if let Some(company) = minted_company {
-                Self::undo(
-                    ctx,
-                    &mut report,
-                    "remove_customer_company",
-                    TenantActivities::remove_customer_company,
-                    remove(company),
-                )
-                .await;
-            }
-        }
-        if let Some(tenant) = tenant {
-            Self::undo(
-                ctx,
-                &mut report,
-                "rollback_tenant",
-                TenantActivities::rollback_tenant,
-                tenant,
-            )
-            .await;
         }
         report
     }
@@ -418,78 +428,105 @@ impl TenantCreationWorkflow {
         let started = ctx.workflow_time().unwrap_or(SystemTime::UNIX_EPOCH);
         let workflow_id = ctx.workflow_id().to_owned();
         // Every id is minted here, recorded in history: retries and replays see the same ids.
-        let (tenant_id, company_id, user_id) = (uuid(ctx), uuid(ctx), uuid(ctx));
-        let (customer_company_id, customer_contact_id) = (uuid(ctx), uuid(ctx));
-        let tracking_wanted = input.tracking.enabled && !input.skip_customer_tracking;
+        let ids = Ids {
+            tenant: TenantId(uuid(ctx)),
+            company: CompanyId(uuid(ctx)),
+            user: UserId(uuid(ctx)),
+            customer_company: CompanyId(uuid(ctx)),
+            customer_contact: ContactId(uuid(ctx)),
+            customer_tag_mapping: MappingId(uuid(ctx)),
+        };
+
+        // The worker's settings decide tracking; the starter chose only whether to skip it.
+        let begun = ctx
+            .execute_activity(
+                TenantActivities::begin_provisioning,
+                BeginIn {
+                    workflow_id: workflow_id.clone(),
+                    tenant_id: ids.tenant,
+                    tenant_name: input.tenant_name.clone(),
+                    admin_email: input.admin_user.email.clone(),
+                    skip_customer_tracking: input.skip_customer_tracking,
+                    customer_company_id: ids.customer_company,
+                    customer_contact_id: ids.customer_contact,
+                    customer_tag_mapping_id: ids.customer_tag_mapping,
+                },
+                core_options(),
+            )
+            .await;
+        let (settings, begin_failure) = match begun {
+            Ok(b) => (Some(b.tracking), None),
+            Err(e) => (
+                None,
+                Some(CoreFailure::Step(
+                    FailedStep::BeginProvisioning,
+                    failure_message(&e),
+                )),
+            ),
+        };
+        let tracking_wanted = settings
+            .as_ref()
+            .is_some_and(|s| s.enabled && !input.skip_customer_tracking);
         ctx.state_mut(|s| {
-            s.state.customer_tracking.status =
-                match (input.tracking.enabled, input.skip_customer_tracking) {
-                    (false, _) => TrackingStatus::Disabled,
-                    (true, true) => TrackingStatus::Skipped,
-                    (true, false) => TrackingStatus::Pending,
-                }
+            s.state.tracking_settings = settings.clone();
+            s.state.customer_tracking.status = match &settings {
+                Some(t) if !t.enabled => TrackingState::Disabled,
+                Some(_) if input.skip_customer_tracking => TrackingState::Skipped,
+                _ => TrackingState::Pending,
+            }
         });
 
         let mut sealed = None;
-        let core_ctx = ctx.clone();
-        let tracking_ctx = ctx.clone();
-        let core = async {
-            let r = Self::core(
-                &core_ctx,
-                &input,
-                tenant_id,
-                company_id,
-                user_id,
-                &mut sealed,
-            )
-            .await;
-            core_ctx.state_mut(|s| s.core_done = true);
-            r
-        };
-        // Tracking starts once the tenant row exists (it needs only the tenant's id, and a
-        // customer record must never name a tenant that was never created) and then runs in
-        // parallel with the tenant's own setup: seeds, admin user, settings.
-        let tracking = async {
-            if tracking_wanted {
-                let _ = tracking_ctx
-                    .wait_condition(|s| s.state.tenant_id.is_some() || s.core_done)
-                    .await;
-                if tracking_ctx.state(|s| s.state.tenant_id.is_none()) {
-                    tracking_ctx.state_mut(|s| {
-                        s.state.customer_tracking.status = TrackingStatus::Skipped;
-                        s.state.customer_tracking.error =
-                            Some("not started: the tenant was not created".into());
-                    });
-                    return;
-                }
-                Self::tracking(
-                    &tracking_ctx,
-                    &input,
-                    tenant_id,
-                    customer_company_id,
-                    customer_contact_id,
-                )
-                .await;
+        let core_result = match (begin_failure, &settings) {
+            (Some(failure), _) => Err(failure),
+            (None, None) => unreachable!("a run that began has settings"),
+            (None, Some(settings)) => {
+                let core_ctx = ctx.clone();
+                let tracking_ctx = ctx.clone();
+                let core = async {
+                    let r = Self::core(&core_ctx, &input, &workflow_id, ids, &mut sealed).await;
+                    core_ctx.state_mut(|s| s.core_done = true);
+                    r
+                };
+                // Tracking starts once the tenant row exists (a customer record must never name
+                // a tenant that was never created) and then runs in parallel with the tenant's
+                // own setup: seeds, admin user, settings.
+                let tracking = async {
+                    if tracking_wanted {
+                        let _ = tracking_ctx
+                            .wait_condition(|s| s.state.tenant_id.is_some() || s.core_done)
+                            .await;
+                        if tracking_ctx.state(|s| s.state.tenant_id.is_none()) {
+                            tracking_ctx.state_mut(|s| {
+                                s.state.customer_tracking.status = TrackingState::Skipped;
+                                s.state.customer_tracking.error =
+                                    Some("not started: the tenant was not created".into());
+                            });
+                            return;
+                        }
+                        Self::tracking(&tracking_ctx, &input, &workflow_id, settings, ids).await;
+                    }
+                };
+                let (core_result, ()) = futures::join!(core, tracking);
+                core_result
             }
         };
-        let (core_result, ()) = futures::join!(core, tracking);
 
         let (status, error, rollback) = match core_result {
             Ok(()) => (Outcome::Completed, None, RollbackReport::default()),
             Err(failure) => {
                 let (outcome, step, message) = match failure {
-                    CoreFailure::Step(step, message) => {
-                        (Outcome::RolledBack, step.to_owned(), message)
-                    }
+                    CoreFailure::Step(step, message) => (Outcome::RolledBack, step, message),
                     CoreFailure::Cancelled(reason) => {
-                        (Outcome::Cancelled, "cancel".to_owned(), reason)
+                        (Outcome::Cancelled, FailedStep::Cancel, reason)
                     }
                 };
                 ctx.state_mut(|s| {
                     s.state.step = Step::RollingBack;
-                    s.state.error = Some(format!("{step}: {message}"));
+                    s.state.progress = Step::RollingBack.progress();
+                    s.state.error = Some(format!("{}: {message}", step.as_str()));
                 });
-                let report = Self::compensate(ctx, &input).await;
+                let report = Self::compensate(ctx).await;
                 let outcome = if report.errors.is_empty() {
                     outcome
                 } else {
@@ -497,42 +534,44 @@ impl TenantCreationWorkflow {
                 };
                 ctx.state_mut(|s| {
                     if s.state.customer_tracking.customer_company_id.is_some() && tracking_wanted {
-                        s.state.customer_tracking.status = TrackingStatus::RolledBack;
+                        s.state.customer_tracking.status = TrackingState::RolledBack;
                     }
                 });
                 (outcome, Some(StepError { step, message }), report)
             }
         };
         let finished = ctx.workflow_time().unwrap_or(started);
+        let step = match status {
+            Outcome::Completed => Step::Completed,
+            Outcome::RolledBack => Step::RolledBack,
+            Outcome::Cancelled => Step::Cancelled,
+            Outcome::Failed => Step::Failed,
+        };
         ctx.state_mut(|s| {
-            s.state.step = match status {
-                Outcome::Completed => Step::Completed,
-                Outcome::RolledBack => Step::RolledBack,
-                Outcome::Cancelled => Step::Cancelled,
-                Outcome::Failed => Step::Failed,
-            };
-            s.state.progress = 100;
+            s.state.step = step;
+            s.state.progress = step.progress();
         });
         let state = ctx.state(|s| s.state.clone());
         let tracking = state.customer_tracking.clone();
+        // The record and the metrics; the run's result does not depend on it (a failure here is
+        // repaired by the sweeper, which reads the result).
         let _ = ctx
             .execute_activity(
-                TenantActivities::record_outcome,
-                OutcomeIn {
-                    outcome: status.as_str().to_owned(),
-                    tracking_status: serde_json::to_value(tracking.status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
-                    tracking_rolled_back: tracking.status == TrackingStatus::RolledBack,
+                TenantActivities::finish_provisioning,
+                FinishIn {
+                    workflow_id: workflow_id.clone(),
+                    outcome: status,
+                    tracking: tracking.status,
+                    error: error
+                        .as_ref()
+                        .map(|e| format!("{}: {}", e.step.as_str(), e.message))
+                        .or_else(|| tracking.error.clone()),
                     duration_seconds: finished
                         .duration_since(started)
                         .unwrap_or_default()
                         .as_secs_f64(),
                 },
-                ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
-                    .retry_policy(RetryPolicy::builder().maximum_attempts(3).build())
-                    .build(),
+                retrying(Duration::from_secs(10), Duration::from_secs(30), 10),
             )
             .await;
         let created_at = chrono::DateTime::<chrono::Utc>::from(started).to_rfc3339();
@@ -545,6 +584,7 @@ impl TenantCreationWorkflow {
             company_id: state.company_id.filter(|_| completed),
             temporary_password_sealed: sealed.filter(|_| completed),
             created_at,
+            tracking_settings: state.tracking_settings,
             customer_tracking: tracking,
             rollback,
             error,

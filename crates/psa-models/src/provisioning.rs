@@ -1,0 +1,437 @@
+//! The provisioning record: how each tenant was provisioned, kept in the database.
+//!
+//! One row per tenant creation run (`tenant_provisioning`, keyed by workflow id). Its life:
+//!
+//! ```text
+//!   requested --(the run's first activity)--> running --> completed | rolled_back | failed | cancelled
+//!                                                 \--(the run was terminated or timed out)--> cut_off
+//! ```
+//!
+//! The starter claims the row (`requested`, with the idempotency key and the request's hash);
+//! the workflow's own activities write the rest: the settings the run used, the ids it minted for
+//! its customer records, its outcome. The record outlives Temporal's history, so an idempotency
+//! key holds for as long as the platform keeps the record (for ever), and `psa tenant list`,
+//! status, reconcile and the sweeper of cut-off runs read it instead of scanning Temporal.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{Error, Result, TenantId};
+
+/// Where a run is. The final states are all but `requested` and `running`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum RunStatus {
+    /// Claimed by a starter; the run has not begun (no worker yet, or it is queued).
+    Requested,
+    Running,
+    Completed,
+    RolledBack,
+    /// A compensation failed for good: something may be left behind (see the run's result).
+    Failed,
+    Cancelled,
+    /// The run ended without its own outcome (terminated, timed out): the sweeper rolled back
+    /// what it had built.
+    CutOff,
+}
+
+impl RunStatus {
+    pub fn is_final(self) -> bool {
+        !matches!(self, RunStatus::Requested | RunStatus::Running)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Requested => "requested",
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::RolledBack => "rolled_back",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::CutOff => "cut_off",
+        }
+    }
+}
+
+/// The customer record's state, as the run left it and as reconcile later repaired it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, Default)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum TrackingState {
+    #[default]
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    /// The starter chose `--skip-customer-tracking`; reconcile honours it.
+    Skipped,
+    /// The worker's `ENABLE_CUSTOMER_TRACKING` was false.
+    Disabled,
+    /// Its records were removed by a rollback of the tenant.
+    RolledBack,
+    /// Tracking had failed; `psa customers reconcile` created the missing records.
+    Repaired,
+}
+
+impl TrackingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackingState::Pending => "pending",
+            TrackingState::Running => "running",
+            TrackingState::Completed => "completed",
+            TrackingState::Failed => "failed",
+            TrackingState::Skipped => "skipped",
+            TrackingState::Disabled => "disabled",
+            TrackingState::RolledBack => "rolled_back",
+            TrackingState::Repaired => "repaired",
+        }
+    }
+}
+
+/// A row of `tenant_provisioning`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Record {
+    pub workflow_id: String,
+    pub tenant_id: Option<Uuid>,
+    pub tenant_name: String,
+    pub idempotency_key: Option<String>,
+    pub requested_by: String,
+    pub status: RunStatus,
+    pub skip_customer_tracking: bool,
+    pub tracking_enabled: Option<bool>,
+    pub management_tenant_id: Option<Uuid>,
+    pub customer_tag_name: Option<String>,
+    pub customer_tracking: TrackingState,
+    pub customer_company_id: Option<Uuid>,
+    pub customer_contact_id: Option<Uuid>,
+    pub customer_tag_mapping_id: Option<Uuid>,
+    pub linked_contact_id: Option<Uuid>,
+    pub error: Option<String>,
+    pub requested_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+macro_rules! columns {
+    () => {
+        "workflow_id, tenant_id, tenant_name, idempotency_key, requested_by, status, \
+         skip_customer_tracking, tracking_enabled, management_tenant_id, customer_tag_name, \
+         customer_tracking, customer_company_id, customer_contact_id, customer_tag_mapping_id, \
+         linked_contact_id, error, requested_at, started_at, ended_at"
+    };
+}
+
+/// A starter's claim on a workflow id.
+#[derive(Clone, Debug)]
+pub struct Claim<'a> {
+    pub workflow_id: &'a str,
+    pub tenant_name: &'a str,
+    pub admin_email: &'a str,
+    pub idempotency_key: Option<&'a str>,
+    pub request_hash: &'a [u8],
+    pub requested_by: &'a str,
+    pub skip_customer_tracking: bool,
+}
+
+/// What [`claim`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Claimed {
+    /// The id was free: the caller starts the run.
+    New,
+    /// The id was claimed before with the same request: the caller returns that run.
+    Same(Record),
+    /// The id was claimed before with a different request.
+    Different(Record),
+}
+
+/// Claims `workflow_id` for a request. One statement, safe under concurrency: of two starters
+/// with the same key, one inserts and the other finds its row.
+pub async fn claim(conn: &mut PgConnection, claim: &Claim<'_>) -> Result<Claimed> {
+    let inserted: Option<String> = sqlx::query_scalar(
+        "INSERT INTO tenant_provisioning (workflow_id, tenant_name, admin_email, idempotency_key, \
+             request_hash, requested_by, skip_customer_tracking) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (workflow_id) DO NOTHING \
+         RETURNING workflow_id",
+    )
+    .bind(claim.workflow_id)
+    .bind(claim.tenant_name)
+    .bind(claim.admin_email)
+    .bind(claim.idempotency_key)
+    .bind(claim.request_hash)
+    .bind(claim.requested_by)
+    .bind(claim.skip_customer_tracking)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if inserted.is_some() {
+        return Ok(Claimed::New);
+    }
+    let (hash,): (Option<Vec<u8>>,) =
+        sqlx::query_as("SELECT request_hash FROM tenant_provisioning WHERE workflow_id = $1")
+            .bind(claim.workflow_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    let record = get(conn, claim.workflow_id)
+        .await?
+        .ok_or(Error::NotFound {
+            entity: "provisioning record",
+        })?;
+    // A run started without a starter's claim (by `temporal workflow start`) has no hash to
+    // compare: it is accepted as the same request.
+    if hash.is_none_or(|h| h == claim.request_hash) {
+        Ok(Claimed::Same(record))
+    } else {
+        Ok(Claimed::Different(record))
+    }
+}
+
+/// What the run's first activity records.
+#[derive(Clone, Debug)]
+pub struct Begin<'a> {
+    pub workflow_id: &'a str,
+    pub tenant_id: Uuid,
+    pub tenant_name: &'a str,
+    pub admin_email: &'a str,
+    pub skip_customer_tracking: bool,
+    pub tracking_enabled: bool,
+    pub management_tenant_id: Option<Uuid>,
+    pub customer_tag_name: &'a str,
+    pub customer_tracking: TrackingState,
+    pub customer_company_id: Uuid,
+    pub customer_contact_id: Uuid,
+    pub customer_tag_mapping_id: Uuid,
+}
+
+/// Records that the run has begun, with the settings it uses and the ids it minted. Idempotent
+/// for the same run; `false` when the workflow id already belongs to another run's tenant (a
+/// second run under a reused id, after Temporal purged the first) or the run was cut off.
+pub async fn begin(conn: &mut PgConnection, b: &Begin<'_>) -> Result<bool> {
+    let row: Option<String> = sqlx::query_scalar(
+        "INSERT INTO tenant_provisioning AS p (workflow_id, tenant_id, tenant_name, admin_email, \
+             requested_by, status, skip_customer_tracking, tracking_enabled, management_tenant_id, \
+             customer_tag_name, customer_tracking, customer_company_id, customer_contact_id, \
+             customer_tag_mapping_id, started_at) \
+         VALUES ($1, $2, $3, $4, 'workflow', 'running', $5, $6, $7, $8, $9, $10, $11, $12, now()) \
+         ON CONFLICT (workflow_id) DO UPDATE SET \
+             tenant_id = EXCLUDED.tenant_id, status = 'running', \
+             tracking_enabled = EXCLUDED.tracking_enabled, \
+             management_tenant_id = EXCLUDED.management_tenant_id, \
+             customer_tag_name = EXCLUDED.customer_tag_name, \
+             customer_tracking = EXCLUDED.customer_tracking, \
+             customer_company_id = EXCLUDED.customer_company_id, \
+             customer_contact_id = EXCLUDED.customer_contact_id, \
+             customer_tag_mapping_id = EXCLUDED.customer_tag_mapping_id, \
+             started_at = coalesce(p.started_at, now()), updated_at = now() \
+         WHERE p.status IN ('requested', 'running') \
+           AND (p.tenant_id IS NULL OR p.tenant_id = EXCLUDED.tenant_id) \
+         RETURNING workflow_id",
+    )
+    .bind(b.workflow_id)
+    .bind(b.tenant_id)
+    .bind(b.tenant_name)
+    .bind(b.admin_email)
+    .bind(b.skip_customer_tracking)
+    .bind(b.tracking_enabled)
+    .bind(b.management_tenant_id)
+    .bind(b.customer_tag_name)
+    .bind(b.customer_tracking)
+    .bind(b.customer_company_id)
+    .bind(b.customer_contact_id)
+    .bind(b.customer_tag_mapping_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// Fails unless the run is still `running`; holds a share lock on its record until the caller's
+/// transaction ends, so the sweeper (which takes the row for update) cannot cut the run off while
+/// one of its steps is writing. A step of a run that was cut off must not build anything more.
+pub async fn ensure_running(conn: &mut PgConnection, workflow_id: &str) -> Result<()> {
+    let status: Option<RunStatus> = sqlx::query_scalar(
+        "SELECT status FROM tenant_provisioning WHERE workflow_id = $1 FOR SHARE",
+    )
+    .bind(workflow_id)
+    .fetch_optional(conn)
+    .await?;
+    match status {
+        Some(RunStatus::Running) => Ok(()),
+        Some(other) => Err(Error::conflict(
+            Some("workflow_id"),
+            format!(
+                "provisioning run {workflow_id} is {}, not running",
+                other.as_str()
+            ),
+        )),
+        None => Err(Error::NotFound {
+            entity: "provisioning record",
+        }),
+    }
+}
+
+/// Records an existing contact the run linked to its customer company (in the transaction that
+/// links it), so that a rollback unlinks it, and a retry knows the link was its own.
+pub async fn note_linked_contact(
+    conn: &mut PgConnection,
+    workflow_id: &str,
+    contact_id: Uuid,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE tenant_provisioning SET linked_contact_id = $2, updated_at = now() \
+         WHERE workflow_id = $1",
+    )
+    .bind(workflow_id)
+    .bind(contact_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records the run's outcome. A record already final (cut off by the sweeper) is left alone;
+/// returns whether it was written.
+pub async fn finish(
+    conn: &mut PgConnection,
+    workflow_id: &str,
+    status: RunStatus,
+    tracking: TrackingState,
+    error: Option<&str>,
+) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE tenant_provisioning SET status = $2, customer_tracking = $3, error = $4, \
+             ended_at = now(), updated_at = now() \
+         WHERE workflow_id = $1 AND status IN ('requested', 'running')",
+    )
+    .bind(workflow_id)
+    .bind(status)
+    .bind(tracking)
+    .bind(error)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n > 0)
+}
+
+/// The record of a run.
+pub async fn get(conn: &mut PgConnection, workflow_id: &str) -> Result<Option<Record>> {
+    Ok(sqlx::query_as::<_, Record>(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tenant_provisioning WHERE workflow_id = $1"
+    ))
+    .bind(workflow_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The latest run that provisioned (or is provisioning) `tenant`.
+pub async fn latest_for_tenant(conn: &mut PgConnection, tenant: TenantId) -> Result<Option<Record>> {
+    Ok(sqlx::query_as::<_, Record>(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tenant_provisioning WHERE tenant_id = $1 ORDER BY requested_at DESC LIMIT 1"
+    ))
+    .bind(tenant)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Runs recorded as `running` that began more than `min_age` ago, oldest first: the sweeper's
+/// candidates (it asks Temporal whether each is still alive).
+pub async fn running_since(
+    conn: &mut PgConnection,
+    min_age: std::time::Duration,
+    limit: i64,
+) -> Result<Vec<Record>> {
+    Ok(sqlx::query_as::<_, Record>(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tenant_provisioning WHERE status = 'running' AND started_at < now() - make_interval(secs => $1) \
+          ORDER BY requested_at LIMIT $2"
+    ))
+    .bind(min_age.as_secs_f64())
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Takes the record of a running run for update, skipping it if another sweeper holds it.
+pub async fn lock_running(conn: &mut PgConnection, workflow_id: &str) -> Result<Option<Record>> {
+    Ok(sqlx::query_as::<_, Record>(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tenant_provisioning WHERE workflow_id = $1 AND status = 'running' \
+          FOR UPDATE SKIP LOCKED"
+    ))
+    .bind(workflow_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Marks the latest run of `tenant` as repaired by reconcile, when its tracking had not
+/// completed.
+pub async fn mark_repaired(conn: &mut PgConnection, tenant: TenantId) -> Result<()> {
+    sqlx::query(
+        "UPDATE tenant_provisioning SET customer_tracking = 'repaired', updated_at = now() \
+         WHERE workflow_id = (SELECT workflow_id FROM tenant_provisioning WHERE tenant_id = $1 \
+                              ORDER BY requested_at DESC LIMIT 1) \
+           AND customer_tracking IN ('pending', 'running', 'failed')",
+    )
+    .bind(tenant)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Serialises everything that writes the customer record of the managed tenant `tenant` (the
+/// workflow's tracking steps, reconcile) until the caller's transaction ends.
+pub async fn lock_customer_record(conn: &mut PgConnection, tenant: TenantId) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('psa.customer_record'), hashtext($1::text))")
+        .bind(tenant)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A tenant as operators list it: its customer record and how it was provisioned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TenantSummary {
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub is_management: bool,
+    pub customer_company_id: Option<Uuid>,
+    /// Whether the customer company carries the tag.
+    pub customer_tagged: bool,
+    pub workflow_id: Option<String>,
+    pub provisioning_status: Option<RunStatus>,
+    pub skip_customer_tracking: Option<bool>,
+}
+
+/// Every tenant with its customer record in the management tenant and its latest provisioning
+/// run, oldest first.
+pub async fn list_tenants(conn: &mut PgConnection, tag_name: &str) -> Result<Vec<TenantSummary>> {
+    Ok(sqlx::query_as::<_, TenantSummary>(
+        "WITH mgmt AS (SELECT tenant FROM tenants WHERE is_management LIMIT 1) \
+         SELECT t.tenant AS tenant_id, t.company_name AS name, t.created_at, t.is_management, \
+                c.company_id AS customer_company_id, \
+                coalesce(EXISTS (SELECT 1 FROM tag_mappings m JOIN tag_definitions d \
+                                   ON d.tenant = m.tenant AND d.tag_id = m.tag_id \
+                                 WHERE m.tenant = c.tenant AND m.tagged_id = c.company_id \
+                                   AND d.tag_text = $1), false) AS customer_tagged, \
+                p.workflow_id, p.status AS provisioning_status, p.skip_customer_tracking \
+         FROM tenants t \
+         LEFT JOIN companies c ON c.tenant = (SELECT tenant FROM mgmt) \
+               AND c.properties ->> 'tenant_id' = t.tenant::text \
+         LEFT JOIN LATERAL (SELECT workflow_id, status, skip_customer_tracking \
+                            FROM tenant_provisioning WHERE tenant_id = t.tenant \
+                            ORDER BY requested_at DESC LIMIT 1) p ON true \
+         ORDER BY t.created_at, t.tenant",
+    )
+    .bind(tag_name)
+    .fetch_all(conn)
+    .await?)
+}
