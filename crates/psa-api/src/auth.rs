@@ -24,7 +24,6 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 
-
 pub use psa_models::credentials::Credential;
 
 /// The authenticated caller: a user of a tenant.
@@ -129,8 +128,14 @@ impl Caller {
         permission: Permission,
     ) -> Result<(), ApiError> {
         let Permission(resource, action) = permission;
-        if users::has_permission(conn, self.tenant, self.user, resource.as_str(), action.as_str())
-            .await?
+        if users::has_permission(
+            conn,
+            self.tenant,
+            self.user,
+            resource.as_str(),
+            action.as_str(),
+        )
+        .await?
         {
             Ok(())
         } else {
@@ -158,7 +163,11 @@ impl FromRequestParts<AppState> for Caller {
             .or_else(|| header.strip_prefix("bearer "))
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?;
-        let mut conn = state.pool.acquire().await.map_err(psa_models::Error::from)?;
+        let mut conn = state
+            .pool
+            .acquire()
+            .await
+            .map_err(psa_models::Error::from)?;
         let holder = credentials::authenticate(&mut conn, token)
             .await?
             .ok_or(ApiError::Unauthorized)?;

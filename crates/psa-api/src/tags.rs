@@ -35,7 +35,10 @@ pub async fn attach(
 ) -> Result<(StatusCode, Json<Tag>), ApiError> {
     let text = TagText::parse(&input.tag_text)?;
     let mut tx = caller
-        .authorize(&state, Permission(entity(input.tagged_type), Action::Update))
+        .authorize(
+            &state,
+            Permission(entity(input.tagged_type), Action::Update),
+        )
         .await?;
     if tags::find_definition(&mut tx, caller.tenant, &text, input.tagged_type)
         .await?

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use psa_models::validate::TagText;
 use psa_workflows::client::TenantWorkflows;
 use psa_workflows::dev_server;
 use psa_workflows::secret::SecretKey;
-use psa_models::validate::TagText;
 use psa_workflows::{RawRequest, TenantCreationInput, TrackingSettings};
 
 use crate::config::CliError;

@@ -98,7 +98,21 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A bad value (a variable or a flag): one line naming it, exit 2, as every other
+        // configuration error.
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::ValueValidation | clap::error::ErrorKind::InvalidValue
+            ) =>
+        {
+            eprintln!("{}", e.to_string().lines().next().unwrap_or_default());
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     let format = match LogFormat::parse(&cli.log_format) {
         Ok(f) => f,
         Err(e) => return e.report(),

@@ -385,7 +385,10 @@ pub async fn tenant(
     }
 }
 
-pub async fn customers(database_url: Option<&str>, command: CustomersCommand) -> Result<(), CliError> {
+pub async fn customers(
+    database_url: Option<&str>,
+    command: CustomersCommand,
+) -> Result<(), CliError> {
     let CustomersCommand::Reconcile {
         tracking,
         dry_run,
@@ -420,7 +423,9 @@ pub async fn customers(database_url: Option<&str>, command: CustomersCommand) ->
         }
         for l in &report.left_alone {
             let why = match l.reason {
-                psa_workflows::reconcile::LeftReason::InFlight => "its provisioning run is in flight",
+                psa_workflows::reconcile::LeftReason::InFlight => {
+                    "its provisioning run is in flight"
+                }
                 psa_workflows::reconcile::LeftReason::Skipped => {
                     "provisioned with --skip-customer-tracking"
                 }
@@ -428,7 +433,10 @@ pub async fn customers(database_url: Option<&str>, command: CustomersCommand) ->
                     "its provisioning run did not complete (the sweeper removes it)"
                 }
             };
-            println!("left alone: tenant {} ({why}; run {})", l.tenant_id, l.workflow_id);
+            println!(
+                "left alone: tenant {} ({why}; run {})",
+                l.tenant_id, l.workflow_id
+            );
         }
         for w in &report.warnings {
             println!("note: {w}");
@@ -490,7 +498,9 @@ pub async fn worker(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = psa_workflows::sweep::sweep(&sweeper, psa_workflows::sweep::MIN_AGE).await {
+            if let Err(e) =
+                psa_workflows::sweep::sweep(&sweeper, psa_workflows::sweep::MIN_AGE).await
+            {
                 tracing::warn!(error = %e, "sweep of cut-off provisioning runs failed; will retry");
             }
         }

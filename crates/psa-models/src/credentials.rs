@@ -109,7 +109,11 @@ pub async fn create_session(
 }
 
 /// Ends a session.
-pub async fn revoke_session(conn: &mut PgConnection, tenant: TenantId, session: Uuid) -> Result<()> {
+pub async fn revoke_session(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    session: Uuid,
+) -> Result<()> {
     sqlx::query("UPDATE sessions SET revoked_at = now() WHERE tenant = $1 AND session_id = $2")
         .bind(tenant)
         .bind(session)

@@ -94,7 +94,7 @@ impl TrackingState {
 
 /// A row of `tenant_provisioning`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = ProvisioningRecord))]
 pub struct Record {
     pub workflow_id: String,
     pub tenant_id: Option<Uuid>,
@@ -175,11 +175,9 @@ pub async fn claim(conn: &mut PgConnection, claim: &Claim<'_>) -> Result<Claimed
             .bind(claim.workflow_id)
             .fetch_one(&mut *conn)
             .await?;
-    let record = get(conn, claim.workflow_id)
-        .await?
-        .ok_or(Error::NotFound {
-            entity: "provisioning record",
-        })?;
+    let record = get(conn, claim.workflow_id).await?.ok_or(Error::NotFound {
+        entity: "provisioning record",
+    })?;
     // A run started without a starter's claim (by `temporal workflow start`) has no hash to
     // compare: it is accepted as the same request.
     if hash.is_none_or(|h| h == claim.request_hash) {
@@ -327,7 +325,10 @@ pub async fn get(conn: &mut PgConnection, workflow_id: &str) -> Result<Option<Re
 }
 
 /// The latest run that provisioned (or is provisioning) `tenant`.
-pub async fn latest_for_tenant(conn: &mut PgConnection, tenant: TenantId) -> Result<Option<Record>> {
+pub async fn latest_for_tenant(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+) -> Result<Option<Record>> {
     Ok(sqlx::query_as::<_, Record>(concat!(
         "SELECT ",
         columns!(),
@@ -388,10 +389,12 @@ pub async fn mark_repaired(conn: &mut PgConnection, tenant: TenantId) -> Result<
 /// Serialises everything that writes the customer record of the managed tenant `tenant` (the
 /// workflow's tracking steps, reconcile) until the caller's transaction ends.
 pub async fn lock_customer_record(conn: &mut PgConnection, tenant: TenantId) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('psa.customer_record'), hashtext($1::text))")
-        .bind(tenant)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtext('psa.customer_record'), hashtext($1::text))",
+    )
+    .bind(tenant)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! Provisioning benchmark: latency (p50/p95) and throughput of the tenant creation workflow,
 //! sequential and with 16 in flight, with customer tracking on and off in the same run.
+//! Tracking is the worker's setting, so the benchmark runs two workers in this process, one with
+//! tracking on and one with it off, each on its own task queue; a run goes to one or the other.
 //! Run through `bench/provisioning.sh` (release build, tuned Temporal dev server, fresh database).
 //!
 //! Environment: DATABASE_URL (an empty database), TEMPORAL_ADDRESS, BENCH_SEQUENTIAL (runs,
@@ -8,9 +10,11 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use psa_models::validate::TagText;
 use psa_workflows::client::TenantWorkflows;
 use psa_workflows::secret::SecretKey;
-use psa_workflows::{AdminUserInput, Outcome, TenantCreationInput, TrackingSettings};
+use psa_workflows::worker::WorkerConfig;
+use psa_workflows::{Outcome, RawRequest, TenantCreationInput, TrackingSettings};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -36,38 +40,31 @@ struct Stats {
     per_second: f64,
 }
 
-async fn one(w: &TenantWorkflows, tracking: &TrackingSettings, label: &str, i: usize) -> Duration {
-    let input = TenantCreationInput {
-        tenant_name: format!("Bench {label} {i} {}", uuid::Uuid::new_v4().simple()),
-        admin_user: AdminUserInput {
-            first_name: "Bench".into(),
-            last_name: "Admin".into(),
-            email: format!("admin-{}@bench.example", uuid::Uuid::new_v4().simple()),
-        },
-        company_name: Some("Bench Services".into()),
+async fn one(w: &TenantWorkflows, label: &str, i: usize) -> Duration {
+    let name = format!("Bench {label} {i} {}", uuid::Uuid::new_v4().simple());
+    let email = format!("admin-{}@bench.example", uuid::Uuid::new_v4().simple());
+    let input = TenantCreationInput::parse(RawRequest {
+        tenant_name: &name,
+        first_name: "Bench",
+        last_name: "Admin",
+        email: &email,
+        company_name: Some("Bench Services"),
         license_count: Some(5),
         skip_customer_tracking: false,
-        tracking: tracking.clone(),
-    };
-    let id = format!("tenant-creation-bench-{}", uuid::Uuid::new_v4());
+    })
+    .expect("a valid request");
     let start = Instant::now();
-    w.start(&id, input).await.expect("start");
+    let id = w.start(input, None, "bench").await.expect("start");
     let r = w.result(&id).await.expect("result");
     let elapsed = start.elapsed();
     assert_eq!(r.status, Outcome::Completed, "{r:?}");
     elapsed
 }
 
-async fn measure(
-    w: &TenantWorkflows,
-    tracking: &TrackingSettings,
-    label: &str,
-    runs: usize,
-    in_flight: usize,
-) -> Stats {
+async fn measure(w: &TenantWorkflows, label: &str, runs: usize, in_flight: usize) -> Stats {
     let start = Instant::now();
     let mut latencies: Vec<Duration> = futures::stream::iter(0..runs)
-        .map(|i| one(w, tracking, label, i))
+        .map(|i| one(w, label, i))
         .buffer_unordered(in_flight)
         .collect()
         .await;
@@ -99,8 +96,8 @@ async fn main() {
     tx.commit().await.unwrap();
     let on = TrackingSettings {
         enabled: true,
-        management_tenant_id: Some(mgmt.0),
-        tag_name: "PSA Customer".into(),
+        management_tenant_id: Some(mgmt),
+        tag_name: TagText::parse("PSA Customer").unwrap(),
     };
     let off = TrackingSettings {
         enabled: false,
@@ -108,36 +105,53 @@ async fn main() {
     };
 
     let key = SecretKey::from_base64(&SecretKey::generate_base64()).unwrap();
-    let queue = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let suffix = uuid::Uuid::new_v4().simple();
+    let (queue_on, queue_off) = (format!("bench-on-{suffix}"), format!("bench-off-{suffix}"));
     let client = psa_workflows::client::connect(&address, "default")
         .await
         .expect("temporal");
-    let w = TenantWorkflows {
+    let starter = |task_queue: &str| TenantWorkflows {
         client: client.clone(),
-        task_queue: queue.clone(),
+        task_queue: task_queue.to_owned(),
+        pool: pool.clone(),
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = psa_workflows::worker::run(client, &queue, pool.clone(), key, async {
-        let _ = stop_rx.await;
-    });
+    let (w_on, w_off) = (starter(&queue_on), starter(&queue_off));
+    let config = |tracking: TrackingSettings| WorkerConfig {
+        pool: pool.clone(),
+        key: key.clone(),
+        tracking,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let worker_on = psa_workflows::worker::run(
+        client.clone(),
+        &queue_on,
+        config(on),
+        stopped(stop_rx.clone()),
+    );
+    let worker_off =
+        psa_workflows::worker::run(client.clone(), &queue_off, config(off), stopped(stop_rx));
     let drive = async {
         // Warm-up: connections, caches, plans.
-        measure(&w, &on, "warm", 8, 4).await;
-        measure(&w, &off, "warm", 8, 4).await;
+        measure(&w_on, "warm", 8, 4).await;
+        measure(&w_off, "warm", 8, 4).await;
         let mut rows: Vec<Row> = Vec::new();
         // Interleave on and off so drift (table growth, autovacuum) hits both alike.
         for round in 0..2 {
-            for (name, t) in [("on", &on), ("off", &off)] {
-                let seq = measure(&w, t, name, sequential / 2, 1).await;
-                let conc = measure(&w, t, name, concurrent / 2, in_flight).await;
+            for (name, w) in [("on", &w_on), ("off", &w_off)] {
+                let seq = measure(w, name, sequential / 2, 1).await;
+                let conc = measure(w, name, concurrent / 2, in_flight).await;
                 rows.push((round, name, seq, conc));
             }
         }
-        let _ = stop_tx.send(());
+        let _ = stop_tx.send(true);
         rows
     };
-    let (worker, rows) = tokio::join!(worker, drive);
-    worker.expect("worker");
+    let (worker_on, worker_off, rows) = tokio::join!(worker_on, worker_off, drive);
+    worker_on.expect("worker");
+    worker_off.expect("worker");
 
     let avg = |name: &str, f: &dyn Fn(&Row) -> f64| {
         let v: Vec<f64> = rows.iter().filter(|r| r.1 == name).map(f).collect();

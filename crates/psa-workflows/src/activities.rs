@@ -424,8 +424,7 @@ pub(crate) async fn customer_contact(
                 )
                 .await?;
                 if let Some(wf) = &input.workflow_id {
-                    provisioning::note_linked_contact(conn, wf, existing.contact_name_id.0)
-                        .await?;
+                    provisioning::note_linked_contact(conn, wf, existing.contact_name_id.0).await?;
                 }
                 audit(
                     conn,
@@ -741,10 +740,14 @@ impl TenantActivities {
         _ctx: ActivityContext,
         input: SeedsIn,
     ) -> Result<(), ActivityError> {
-        transaction(&self.pool, ActivityName::RunOnboardingSeeds, async move |conn| {
-            provisioning::ensure_running(conn, &input.workflow_id).await?;
-            seeds::run(conn, input.tenant_id).await.map(|_| ())
-        })
+        transaction(
+            &self.pool,
+            ActivityName::RunOnboardingSeeds,
+            async move |conn| {
+                provisioning::ensure_running(conn, &input.workflow_id).await?;
+                seeds::run(conn, input.tenant_id).await.map(|_| ())
+            },
+        )
         .await
     }
 
@@ -755,24 +758,28 @@ impl TenantActivities {
         input: CreateAdminIn,
     ) -> Result<CreateAdminOut, ActivityError> {
         let key = self.key.clone();
-        transaction(&self.pool, ActivityName::CreateAdminUser, async move |conn| {
-            provisioning::ensure_running(conn, &input.workflow_id).await?;
-            let created = users::create_admin(
-                conn,
-                input.tenant_id,
-                input.first_name.as_str(),
-                input.last_name.as_str(),
-                input.email.as_str(),
-                users::CreateOptions {
-                    user_id: Some(input.user_id),
-                },
-            )
-            .await?;
-            Ok(CreateAdminOut {
-                user_id: created.user.user_id,
-                temporary_password_sealed: key.seal(&created.temporary_password),
-            })
-        })
+        transaction(
+            &self.pool,
+            ActivityName::CreateAdminUser,
+            async move |conn| {
+                provisioning::ensure_running(conn, &input.workflow_id).await?;
+                let created = users::create_admin(
+                    conn,
+                    input.tenant_id,
+                    input.first_name.as_str(),
+                    input.last_name.as_str(),
+                    input.email.as_str(),
+                    users::CreateOptions {
+                        user_id: Some(input.user_id),
+                    },
+                )
+                .await?;
+                Ok(CreateAdminOut {
+                    user_id: created.user.user_id,
+                    temporary_password_sealed: key.seal(&created.temporary_password),
+                })
+            },
+        )
         .await
     }
 
@@ -782,12 +789,16 @@ impl TenantActivities {
         _ctx: ActivityContext,
         input: SetupIn,
     ) -> Result<(), ActivityError> {
-        transaction(&self.pool, ActivityName::SetupTenantData, async move |conn| {
-            provisioning::ensure_running(conn, &input.workflow_id).await?;
-            tenants::setup_tenant_data(conn, input.tenant_id, input.company_id)
-                .await
-                .map(|_| ())
-        })
+        transaction(
+            &self.pool,
+            ActivityName::SetupTenantData,
+            async move |conn| {
+                provisioning::ensure_running(conn, &input.workflow_id).await?;
+                tenants::setup_tenant_data(conn, input.tenant_id, input.company_id)
+                    .await
+                    .map(|_| ())
+            },
+        )
         .await
     }
 
@@ -797,12 +808,16 @@ impl TenantActivities {
         _ctx: ActivityContext,
         input: CustomerCompanyIn,
     ) -> Result<CustomerCompanyOut, ActivityError> {
-        transaction(&self.pool, ActivityName::CreateCustomerCompany, async move |conn| {
-            if let Some(wf) = &input.workflow_id {
-                provisioning::ensure_running(conn, wf).await?;
-            }
-            customer_company(conn, &input).await
-        })
+        transaction(
+            &self.pool,
+            ActivityName::CreateCustomerCompany,
+            async move |conn| {
+                if let Some(wf) = &input.workflow_id {
+                    provisioning::ensure_running(conn, wf).await?;
+                }
+                customer_company(conn, &input).await
+            },
+        )
         .await
     }
 
@@ -812,12 +827,16 @@ impl TenantActivities {
         _ctx: ActivityContext,
         input: CustomerContactIn,
     ) -> Result<CustomerContactOut, ActivityError> {
-        transaction(&self.pool, ActivityName::CreateCustomerContact, async move |conn| {
-            if let Some(wf) = &input.workflow_id {
-                provisioning::ensure_running(conn, wf).await?;
-            }
-            customer_contact(conn, &input).await
-        })
+        transaction(
+            &self.pool,
+            ActivityName::CreateCustomerContact,
+            async move |conn| {
+                if let Some(wf) = &input.workflow_id {
+                    provisioning::ensure_running(conn, wf).await?;
+                }
+                customer_contact(conn, &input).await
+            },
+        )
         .await
     }
 
@@ -827,23 +846,27 @@ impl TenantActivities {
         _ctx: ActivityContext,
         input: TagIn,
     ) -> Result<TagOut, ActivityError> {
-        transaction(&self.pool, ActivityName::TagCustomerCompany, async move |conn| {
-            provisioning::ensure_running(conn, &input.workflow_id).await?;
-            provisioning::lock_customer_record(conn, input.tenant_id).await?;
-            let attached = customer_tag(
-                conn,
-                input.management_tenant_id,
-                input.company_id,
-                &input.tag_text,
-                Some(input.mapping_id),
-                WORKFLOW_ACTOR,
-            )
-            .await?;
-            Ok(TagOut {
-                tag_id: attached.tag.tag_id.0,
-                mapping_id: attached.tag.mapping_id,
-            })
-        })
+        transaction(
+            &self.pool,
+            ActivityName::TagCustomerCompany,
+            async move |conn| {
+                provisioning::ensure_running(conn, &input.workflow_id).await?;
+                provisioning::lock_customer_record(conn, input.tenant_id).await?;
+                let attached = customer_tag(
+                    conn,
+                    input.management_tenant_id,
+                    input.company_id,
+                    &input.tag_text,
+                    Some(input.mapping_id),
+                    WORKFLOW_ACTOR,
+                )
+                .await?;
+                Ok(TagOut {
+                    tag_id: attached.tag.tag_id.0,
+                    mapping_id: attached.tag.mapping_id,
+                })
+            },
+        )
         .await
     }
 
@@ -854,10 +877,19 @@ impl TenantActivities {
         _ctx: ActivityContext,
         input: RemoveTagIn,
     ) -> Result<(), ActivityError> {
-        transaction(&self.pool, ActivityName::RemoveCustomerTag, async move |conn| {
-            undo::remove_customer_tag(conn, input.management_tenant_id, input.mapping_id, WORKFLOW_ACTOR)
+        transaction(
+            &self.pool,
+            ActivityName::RemoveCustomerTag,
+            async move |conn| {
+                undo::remove_customer_tag(
+                    conn,
+                    input.management_tenant_id,
+                    input.mapping_id,
+                    WORKFLOW_ACTOR,
+                )
                 .await
-        })
+            },
+        )
         .await
     }
 
@@ -868,16 +900,20 @@ impl TenantActivities {
         _ctx: ActivityContext,
         input: UnlinkIn,
     ) -> Result<(), ActivityError> {
-        transaction(&self.pool, ActivityName::UnlinkCustomerContact, async move |conn| {
-            undo::unlink_customer_contact(
-                conn,
-                input.management_tenant_id,
-                &input.workflow_id,
-                input.company_id,
-                WORKFLOW_ACTOR,
-            )
-            .await
-        })
+        transaction(
+            &self.pool,
+            ActivityName::UnlinkCustomerContact,
+            async move |conn| {
+                undo::unlink_customer_contact(
+                    conn,
+                    input.management_tenant_id,
+                    &input.workflow_id,
+                    input.company_id,
+                    WORKFLOW_ACTOR,
+                )
+                .await
+            },
+        )
         .await
     }
 
@@ -888,10 +924,19 @@ impl TenantActivities {
         _ctx: ActivityContext,
         input: RemoveContactIn,
     ) -> Result<(), ActivityError> {
-        transaction(&self.pool, ActivityName::RemoveCustomerContact, async move |conn| {
-            undo::remove_customer_contact(conn, input.management_tenant_id, input.contact_id, WORKFLOW_ACTOR)
+        transaction(
+            &self.pool,
+            ActivityName::RemoveCustomerContact,
+            async move |conn| {
+                undo::remove_customer_contact(
+                    conn,
+                    input.management_tenant_id,
+                    input.contact_id,
+                    WORKFLOW_ACTOR,
+                )
                 .await
-        })
+            },
+        )
         .await
     }
 
@@ -902,10 +947,19 @@ impl TenantActivities {
         _ctx: ActivityContext,
         input: RemoveCompanyIn,
     ) -> Result<(), ActivityError> {
-        transaction(&self.pool, ActivityName::RemoveCustomerCompany, async move |conn| {
-            undo::remove_customer_company(conn, input.management_tenant_id, input.company_id, WORKFLOW_ACTOR)
+        transaction(
+            &self.pool,
+            ActivityName::RemoveCustomerCompany,
+            async move |conn| {
+                undo::remove_customer_company(
+                    conn,
+                    input.management_tenant_id,
+                    input.company_id,
+                    WORKFLOW_ACTOR,
+                )
                 .await
-        })
+            },
+        )
         .await
     }
 
@@ -916,9 +970,11 @@ impl TenantActivities {
         _ctx: ActivityContext,
         tenant_id: TenantId,
     ) -> Result<(), ActivityError> {
-        transaction(&self.pool, ActivityName::RollbackTenant, async move |conn| {
-            undo::rollback_tenant(conn, tenant_id).await
-        })
+        transaction(
+            &self.pool,
+            ActivityName::RollbackTenant,
+            async move |conn| undo::rollback_tenant(conn, tenant_id).await,
+        )
         .await
     }
 
@@ -931,16 +987,20 @@ impl TenantActivities {
         input: FinishIn,
     ) -> Result<(), ActivityError> {
         let status = RunStatus::from(input.outcome);
-        let recorded = transaction(&self.pool, ActivityName::FinishProvisioning, async move |conn| {
-            provisioning::finish(
-                conn,
-                &input.workflow_id,
-                status,
-                input.tracking,
-                input.error.as_deref(),
-            )
-            .await
-        })
+        let recorded = transaction(
+            &self.pool,
+            ActivityName::FinishProvisioning,
+            async move |conn| {
+                provisioning::finish(
+                    conn,
+                    &input.workflow_id,
+                    status,
+                    input.tracking,
+                    input.error.as_deref(),
+                )
+                .await
+            },
+        )
         .await?;
         if recorded {
             metrics::counter!("psa_tenant_creations_total", "outcome" => status.as_str())

@@ -215,10 +215,15 @@ impl TenantWorkflows {
     /// Whether any worker polls the task queue for workflow tasks. Without one, a run stays
     /// scheduled and a state query waits in vain.
     pub async fn worker_polling(&self) -> Result<bool, ClientError> {
+        self.worker_polling_on(&self.task_queue).await
+    }
+
+    /// Whether any worker polls `task_queue` (a run's own queue may differ from this starter's).
+    pub async fn worker_polling_on(&self, task_queue: &str) -> Result<bool, ClientError> {
         let request = DescribeTaskQueueRequest {
             namespace: self.client.namespace(),
             task_queue: Some(TaskQueue {
-                name: self.task_queue.clone(),
+                name: task_queue.to_owned(),
                 ..Default::default()
             }),
             task_queue_type: TaskQueueType::Workflow as i32,
@@ -235,10 +240,9 @@ impl TenantWorkflows {
     }
 
     /// The message for a run that no worker picks up.
-    pub fn no_worker_notice(&self) -> String {
+    pub fn no_worker_notice(task_queue: &str) -> String {
         format!(
-            "no worker is polling task queue {:?}: the run is scheduled and starts when one does (start `psa worker` with TEMPORAL_TASK_QUEUE={})",
-            self.task_queue, self.task_queue
+            "no worker is polling task queue {task_queue:?}: the run is scheduled and starts when one does (start `psa worker` with TEMPORAL_TASK_QUEUE={task_queue})"
         )
     }
 
@@ -256,7 +260,7 @@ impl TenantWorkflows {
             .client
             .get_workflow_handle::<TenantCreationWorkflow>(workflow_id);
         let described = match handle.describe(WorkflowDescribeOptions::default()).await {
-            Ok(d) => Some(d.status()),
+            Ok(d) => Some((d.status(), d.task_queue().to_owned())),
             Err(e) if e.to_string().to_lowercase().contains("not found") => None,
             Err(e) => return Err(unreachable_or(e.to_string())),
         };
@@ -283,23 +287,24 @@ impl TenantWorkflows {
                     ));
                 }
             }
-            Some(WorkflowExecutionStatus::Running) => {
-                if self.worker_polling().await? {
-                    match tokio::time::timeout(QUERY_TIMEOUT, self.state(workflow_id)).await {
-                        Ok(Ok(state)) => view.state = Some(state),
-                        // A worker is there but busy, or the run has not had its first task:
-                        // the record says where it is.
-                        _ => {}
+            Some((WorkflowExecutionStatus::Running, task_queue)) => {
+                if self.worker_polling_on(&task_queue).await? {
+                    // A worker is there but busy, or the run has not had its first task: without
+                    // an answer in time, the record says where it is.
+                    if let Ok(Ok(state)) =
+                        tokio::time::timeout(QUERY_TIMEOUT, self.state(workflow_id)).await
+                    {
+                        view.state = Some(state);
                     }
                 } else {
-                    view.notice = Some(self.no_worker_notice());
+                    view.notice = Some(Self::no_worker_notice(&task_queue));
                 }
                 // The record may still say `requested` (the first activity has not run yet).
                 if view.status != RunStatus::Requested {
                     view.status = RunStatus::Running;
                 }
             }
-            Some(WorkflowExecutionStatus::Completed) => {
+            Some((WorkflowExecutionStatus::Completed, _)) => {
                 let result = self.result(workflow_id).await?;
                 view.finished = true;
                 view.status = record
@@ -310,7 +315,7 @@ impl TenantWorkflows {
                 view.state = Some(result.final_state());
                 view.result = Some(result.public(key));
             }
-            Some(other) => {
+            Some((other, _)) => {
                 // Terminated, timed out, failed outside the workflow's own handling: cut off.
                 view.finished = true;
                 view.status = RunStatus::CutOff;

@@ -61,7 +61,11 @@ pub async fn sweep(
     workflows: &TenantWorkflows,
     min_age: Duration,
 ) -> Result<SweepReport, ClientError> {
-    let mut conn = workflows.pool.acquire().await.map_err(psa_models::Error::from)?;
+    let mut conn = workflows
+        .pool
+        .acquire()
+        .await
+        .map_err(psa_models::Error::from)?;
     let candidates = provisioning::running_since(&mut conn, min_age, 500).await?;
     drop(conn);
     let mut report = SweepReport {
@@ -81,7 +85,11 @@ pub async fn sweep(
             Some(WorkflowExecutionStatus::Running) => continue,
             Some(WorkflowExecutionStatus::Completed) => {
                 let result = workflows.result(&record.workflow_id).await?;
-                let mut tx = workflows.pool.begin().await.map_err(psa_models::Error::from)?;
+                let mut tx = workflows
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(psa_models::Error::from)?;
                 provisioning::finish(
                     &mut tx,
                     &record.workflow_id,
@@ -114,9 +122,7 @@ pub async fn sweep(
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(workflow_id = %record.workflow_id, error = %e, "cannot roll back a cut-off run");
-                report
-                    .errors
-                    .push(format!("{}: {e}", record.workflow_id));
+                report.errors.push(format!("{}: {e}", record.workflow_id));
             }
         }
     }
@@ -157,7 +163,10 @@ async fn roll_back(
         TrackingState::Skipped | TrackingState::Disabled => r.customer_tracking,
         _ => TrackingState::RolledBack,
     };
-    if let Some(mgmt) = psa_models::tenants::find_management(&mut tx).await?.map(|t| t.tenant) {
+    if let Some(mgmt) = psa_models::tenants::find_management(&mut tx)
+        .await?
+        .map(|t| t.tenant)
+    {
         crate::activities::audit(
             &mut tx,
             mgmt,

@@ -50,9 +50,10 @@ impl TenantCreationInput {
     /// Parses a request; the error names the offending field as the API's body does.
     pub fn parse(raw: RawRequest<'_>) -> Result<Self, psa_models::Error> {
         let field = |e: psa_models::Error, field: &'static str| match e {
-            psa_models::Error::Validation { message, .. } => {
-                psa_models::Error::validation(field, message.replacen("Company name", "Tenant name", 1))
-            }
+            psa_models::Error::Validation { message, .. } => psa_models::Error::validation(
+                field,
+                message.replacen("Company name", "Tenant name", 1),
+            ),
             other => other,
         };
         let tenant_name =
@@ -440,4 +441,119 @@ pub struct ProvisioningView {
     pub record: Option<Record>,
     /// What an operator should know and do: no worker polling, a cut-off run awaiting cleanup.
     pub notice: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+
+    use super::*;
+    use crate::activities::TenantActivities as A;
+
+    /// `ActivityName` is the one list of activity names (fail points, metrics, reports): it must
+    /// name exactly what the worker registers.
+    #[test]
+    fn activity_names_match_the_registered_activities() {
+        let registered = [
+            A::begin_provisioning.name().to_owned(),
+            A::create_tenant.name().to_owned(),
+            A::run_onboarding_seeds.name().to_owned(),
+            A::create_admin_user.name().to_owned(),
+            A::setup_tenant_data.name().to_owned(),
+            A::create_customer_company.name().to_owned(),
+            A::create_customer_contact.name().to_owned(),
+            A::tag_customer_company.name().to_owned(),
+            A::remove_customer_tag.name().to_owned(),
+            A::unlink_customer_contact.name().to_owned(),
+            A::remove_customer_contact.name().to_owned(),
+            A::remove_customer_company.name().to_owned(),
+            A::rollback_tenant.name().to_owned(),
+            A::finish_provisioning.name().to_owned(),
+        ];
+        let names: Vec<String> = ActivityName::ALL
+            .iter()
+            .map(|a| a.as_str().to_owned())
+            .collect();
+        assert_eq!(names, registered);
+        for a in ActivityName::ALL {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+    }
+
+    #[test]
+    fn progress_comes_from_the_step_list() {
+        let p: Vec<u8> = CORE_STEPS.iter().map(|s| s.progress()).collect();
+        assert_eq!(p, [10, 30, 50, 70]);
+        assert_eq!(Step::Initializing.progress(), 0);
+        assert_eq!(Step::Completed.progress(), 100);
+        for s in CORE_STEPS {
+            assert!(s.activity().is_some());
+        }
+    }
+
+    #[test]
+    fn requests_are_parsed_once_with_field_names() {
+        let raw = RawRequest {
+            tenant_name: "  Acme ",
+            first_name: "Ada",
+            last_name: "Lovelace",
+            email: " Ada@Example.COM ",
+            ..Default::default()
+        };
+        let input = TenantCreationInput::parse(raw.clone()).unwrap();
+        assert_eq!(input.tenant_name.as_str(), "Acme");
+        assert_eq!(input.admin_user.email.as_str(), "ada@example.com");
+        let bad = |r: RawRequest<'_>| {
+            TenantCreationInput::parse(r)
+                .unwrap_err()
+                .field()
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            bad(RawRequest {
+                tenant_name: " ",
+                ..raw.clone()
+            })
+            .as_deref(),
+            Some("tenant_name")
+        );
+        assert_eq!(
+            bad(RawRequest {
+                email: "nope",
+                ..raw.clone()
+            })
+            .as_deref(),
+            Some("admin_user.email")
+        );
+        assert_eq!(
+            bad(RawRequest {
+                first_name: "",
+                ..raw.clone()
+            })
+            .as_deref(),
+            Some("admin_user.first_name")
+        );
+        assert_eq!(
+            bad(RawRequest {
+                license_count: Some(-1),
+                ..raw.clone()
+            })
+            .as_deref(),
+            Some("license_count")
+        );
+        // The same request normalised the same way hashes the same.
+        let again = TenantCreationInput::parse(RawRequest {
+            tenant_name: "Acme",
+            email: "ada@example.com",
+            ..raw
+        })
+        .unwrap();
+        assert_eq!(
+            crate::client::request_hash(&input),
+            crate::client::request_hash(&again)
+        );
+        // A value that crossed Temporal is parsed again on the way in.
+        let mut json = serde_json::to_value(&input).unwrap();
+        json["admin_user"]["email"] = serde_json::json!("not an email");
+        assert!(serde_json::from_value::<TenantCreationInput>(json).is_err());
+    }
 }

@@ -398,19 +398,54 @@ impl TenantCreationWorkflow {
             let r = &mut report;
             match c {
                 Compensation::RemoveCustomerTag(i) => {
-                    Self::run_compensation(ctx, r, ActivityName::RemoveCustomerTag, TenantActivities::remove_customer_tag, i).await
+                    Self::run_compensation(
+                        ctx,
+                        r,
+                        ActivityName::RemoveCustomerTag,
+                        TenantActivities::remove_customer_tag,
+                        i,
+                    )
+                    .await
                 }
                 Compensation::UnlinkCustomerContact(i) => {
-                    Self::run_compensation(ctx, r, ActivityName::UnlinkCustomerContact, TenantActivities::unlink_customer_contact, i).await
+                    Self::run_compensation(
+                        ctx,
+                        r,
+                        ActivityName::UnlinkCustomerContact,
+                        TenantActivities::unlink_customer_contact,
+                        i,
+                    )
+                    .await
                 }
                 Compensation::RemoveCustomerContact(i) => {
-                    Self::run_compensation(ctx, r, ActivityName::RemoveCustomerContact, TenantActivities::remove_customer_contact, i).await
+                    Self::run_compensation(
+                        ctx,
+                        r,
+                        ActivityName::RemoveCustomerContact,
+                        TenantActivities::remove_customer_contact,
+                        i,
+                    )
+                    .await
                 }
                 Compensation::RemoveCustomerCompany(i) => {
-                    Self::run_compensation(ctx, r, ActivityName::RemoveCustomerCompany, TenantActivities::remove_customer_company, i).await
+                    Self::run_compensation(
+                        ctx,
+                        r,
+                        ActivityName::RemoveCustomerCompany,
+                        TenantActivities::remove_customer_company,
+                        i,
+                    )
+                    .await
                 }
                 Compensation::RollbackTenant(t) => {
-                    Self::run_compensation(ctx, r, ActivityName::RollbackTenant, TenantActivities::rollback_tenant, t).await
+                    Self::run_compensation(
+                        ctx,
+                        r,
+                        ActivityName::RollbackTenant,
+                        TenantActivities::rollback_tenant,
+                        t,
+                    )
+                    .await
                 }
             }
         }

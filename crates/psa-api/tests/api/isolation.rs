@@ -161,7 +161,13 @@ async fn the_request_transaction_is_confined_even_without_a_tenant_filter() {
         user: b.admin,
         credential: psa_api::auth::Credential::ApiKey(uuid::Uuid::nil()),
     };
-    let mut tx = caller.begin(&state).await.unwrap();
+    let mut tx = caller
+        .authorize(
+            &state,
+            psa_api::auth::Permission(psa_api::auth::Resource::Client, psa_api::auth::Action::Read),
+        )
+        .await
+        .unwrap();
     let names: Vec<String> = sqlx::query_scalar("SELECT company_name FROM companies")
         .fetch_all(&mut *tx)
         .await

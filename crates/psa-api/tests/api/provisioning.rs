@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use psa_models::validate::TagText;
 use psa_testing::TestTemporal;
 use psa_workflows::TrackingSettings;
 use psa_workflows::secret::SecretKey;
@@ -14,6 +15,7 @@ struct Provisioned {
     app: TestApp,
     _temporal: TestTemporal,
     mgmt: TenantFixture,
+    queue: String,
     _worker: psa_workflows::worker::Background,
 }
 
@@ -35,14 +37,14 @@ async fn provisioned() -> Provisioned {
         .unwrap();
     let tracking = TrackingSettings {
         enabled: true,
-        management_tenant_id: Some(mgmt.tenant.0),
-        tag_name: "PSA Customer".into(),
+        management_tenant_id: Some(mgmt.tenant),
+        tag_name: TagText::parse("PSA Customer").unwrap(),
     };
     let provisioning = psa_api::tenants::Provisioning::new(
         temporal.address.clone(),
         "default".into(),
         queue.clone(),
-        tracking,
+        app.db.pool.clone(),
         Some(key.clone()),
     );
     let server = psa_api::Application::build_with(
@@ -61,14 +63,18 @@ async fn provisioned() -> Provisioned {
     let worker = psa_workflows::worker::Background::start(
         &temporal.address,
         &queue,
-        app.db.pool.clone(),
-        key,
+        psa_workflows::worker::WorkerConfig {
+            pool: app.db.pool.clone(),
+            key,
+            tracking,
+        },
     )
     .expect("worker started");
     Provisioned {
         app,
         _temporal: temporal,
         mgmt,
+        queue,
         _worker: worker,
     }
 }
@@ -113,10 +119,32 @@ async fn provisioning_over_http() {
         .as_str()
         .unwrap()
         .to_owned();
+    // One rule for every starter: the key names the run `psa tenant create --idempotency-key`
+    // would start.
+    assert_eq!(
+        id,
+        psa_workflows::client::IdempotencyKey::parse("signup-77")
+            .unwrap()
+            .workflow_id()
+    );
     let again = post(&p, k, Some("signup-77"), body("Acme")).await;
     assert_eq!(
         again.json::<serde_json::Value>().await.unwrap()["workflow_id"],
         id.as_str()
+    );
+    // The same key with a different request is refused, and starts nothing.
+    let mut other = body("Acme");
+    other["license_count"] = json!(4);
+    let r = post(&p, k, Some("signup-77"), other).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "idempotency_key_reused", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("signup-77"),
+        "{e}"
     );
 
     let mut result = serde_json::Value::Null;
@@ -137,6 +165,13 @@ async fn provisioning_over_http() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(result["status"], "completed", "{result}");
+    // The worker's settings decided tracking, and the run says which it used.
+    assert_eq!(result["tracking_settings"]["enabled"], true, "{result}");
+    assert_eq!(
+        result["tracking_settings"]["management_tenant_id"],
+        json!(p.mgmt.tenant),
+        "{result}"
+    );
     assert_eq!(result["temporary_password"].as_str().unwrap().len(), 16);
     assert_eq!(result["customer_tracking"]["status"], "completed");
     let tenants: i64 =
@@ -250,4 +285,54 @@ async fn only_the_management_tenant_with_permission_may_provision() {
         .await
         .unwrap();
     assert_eq!(tenants, 2, "management and other only");
+}
+
+/// A run started the way `psa tenant create --idempotency-key K` starts it is readable through
+/// the API, and a run no worker picks up says so instead of timing out.
+#[tokio::test]
+async fn a_run_started_by_the_cli_is_readable_and_no_worker_is_named() {
+    let p = provisioned().await;
+    let app = &p.app;
+    let k = Some(p.mgmt.key.as_str());
+    let temporal = psa_workflows::client::connect(&p._temporal.address, "default")
+        .await
+        .unwrap();
+    // The CLI's starter, on a task queue no worker polls.
+    let idle = psa_workflows::client::TenantWorkflows {
+        client: temporal,
+        task_queue: format!("{}-idle", p.queue),
+        pool: app.db.pool.clone(),
+    };
+    let input = psa_workflows::TenantCreationInput::parse(psa_workflows::RawRequest {
+        tenant_name: "Cli Co",
+        first_name: "Cy",
+        last_name: "Li",
+        email: "cy@cli.example",
+        ..Default::default()
+    })
+    .unwrap();
+    let key = psa_workflows::client::IdempotencyKey::parse("cli-key-1").unwrap();
+    let id = idle.start(input, Some(&key), "cli").await.unwrap();
+    let started = std::time::Instant::now();
+    let (status, view) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/provisioning/{id}"),
+            k,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the status must not wait on a query no worker answers"
+    );
+    assert_eq!(view["finished"], false, "{view}");
+    assert_eq!(view["status"], "requested", "{view}");
+    let notice = view["notice"].as_str().unwrap_or_default();
+    assert!(
+        notice.contains("no worker is polling task queue") && notice.contains(&idle.task_queue),
+        "{view}"
+    );
+    assert_eq!(view["record"]["requested_by"], "cli", "{view}");
 }

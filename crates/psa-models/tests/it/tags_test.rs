@@ -156,6 +156,7 @@ async fn supplied_colours_created_by_and_contacts() {
         input,
         tags::AttachOptions {
             created_by: Some(admin.user.user_id),
+            mapping_id: None,
         },
     )
     .await

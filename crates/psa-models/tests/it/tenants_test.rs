@@ -264,6 +264,7 @@ async fn delete_leaves_nothing_in_any_tenant_table() {
                 },
                 tags::AttachOptions {
                     created_by: Some(admin.user.user_id),
+                    mapping_id: None,
                 },
             )
             .await

@@ -1,17 +1,17 @@
 //! Core steps failing for good roll everything back; steps failing once after their commit
 //! are retried without a second row; cancel rolls back.
 
-use psa_workflows::{Outcome, Step, TrackingStatus};
+use psa_workflows::{ActivityName, FailedStep, Outcome, Step, TrackingState as TrackingStatus};
 
 use super::*;
 
-async fn assert_rolled_back(env: &Env, failing: &str) {
+async fn assert_rolled_back(env: &Env, failing: &str, step: FailedStep) {
     require_failpoints();
     fail::cfg(format!("activity::{failing}"), "return(permanent)").unwrap();
     let result = env.run(env.input("Doomed")).await;
     fail::remove(format!("activity::{failing}"));
     assert_eq!(result.status, Outcome::RolledBack, "{result:?}");
-    assert_eq!(result.error.as_ref().unwrap().step, failing);
+    assert_eq!(result.error.as_ref().unwrap().step, step);
     assert!(
         result.rollback.performed && result.rollback.errors.is_empty(),
         "{:?}",
@@ -35,13 +35,15 @@ async fn assert_rolled_back(env: &Env, failing: &str) {
         "customer records left behind"
     );
     assert_eq!(state.step, Step::RolledBack);
+    env.check_replay(&result.workflow_id, &format!("rollback_after_{failing}"))
+        .await;
     if result.customer_tracking.customer_company_id.is_some() {
         assert_eq!(result.customer_tracking.status, TrackingStatus::RolledBack);
         assert!(
             result
                 .rollback
                 .compensated
-                .contains(&"remove_customer_company".to_owned()),
+                .contains(&ActivityName::RemoveCustomerCompany),
             "{:?}",
             result.rollback
         );
@@ -51,25 +53,25 @@ async fn assert_rolled_back(env: &Env, failing: &str) {
 #[tokio::test]
 async fn create_tenant_failing_for_good_rolls_back() {
     let env = Env::start().await;
-    assert_rolled_back(&env, "create_tenant").await;
+    assert_rolled_back(&env, "create_tenant", FailedStep::CreateTenant).await;
 }
 
 #[tokio::test]
 async fn onboarding_seeds_failing_for_good_rolls_back() {
     let env = Env::start().await;
-    assert_rolled_back(&env, "run_onboarding_seeds").await;
+    assert_rolled_back(&env, "run_onboarding_seeds", FailedStep::RunOnboardingSeeds).await;
 }
 
 #[tokio::test]
 async fn create_admin_user_failing_for_good_rolls_back() {
     let env = Env::start().await;
-    assert_rolled_back(&env, "create_admin_user").await;
+    assert_rolled_back(&env, "create_admin_user", FailedStep::CreateAdminUser).await;
 }
 
 #[tokio::test]
 async fn setup_tenant_data_failing_for_good_rolls_back() {
     let env = Env::start().await;
-    assert_rolled_back(&env, "setup_tenant_data").await;
+    assert_rolled_back(&env, "setup_tenant_data", FailedStep::SetupTenantData).await;
     // The rollback removed customer records that tracking had created in parallel.
     let audits: Vec<String> = sqlx::query_scalar(
         "SELECT entity_type || ':' || action FROM audit_log WHERE tenant = $1 ORDER BY created_at",
@@ -167,11 +169,7 @@ async fn cancel_rolls_back() {
     let env = Env::start().await;
     // Hold the admin-user step long enough to cancel during it.
     fail::cfg("activity::create_admin_user", "sleep(3000)").unwrap();
-    let id = "tenant-creation-cancelled";
-    env.workflows
-        .start(id, env.input("Cancelled"))
-        .await
-        .unwrap();
+    let id = &env.start_run(env.input("Cancelled")).await;
     for _ in 0..100 {
         if env
             .workflows
@@ -190,6 +188,7 @@ async fn cancel_rolls_back() {
         .unwrap();
     let result = env.workflows.result(id).await.unwrap();
     assert_eq!(result.status, Outcome::Cancelled, "{result:?}");
+    env.check_replay(id, "cancel").await;
     assert!(
         result
             .error
@@ -202,7 +201,7 @@ async fn cancel_rolls_back() {
         result
             .rollback
             .compensated
-            .contains(&"rollback_tenant".to_owned())
+            .contains(&ActivityName::RollbackTenant)
     );
     let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE NOT is_management")
         .fetch_one(&env.db.pool)
@@ -229,7 +228,7 @@ async fn steps_that_committed_and_then_failed_for_good_are_rolled_back_too() {
         result
             .rollback
             .compensated
-            .contains(&"rollback_tenant".to_owned()),
+            .contains(&ActivityName::RollbackTenant),
         "{:?}",
         result.rollback
     );
@@ -267,7 +266,7 @@ async fn rollback_unlinks_an_existing_contact_it_linked_and_keeps_it() {
         result
             .rollback
             .compensated
-            .contains(&"unlink_customer_contact".to_owned()),
+            .contains(&ActivityName::UnlinkCustomerContact),
         "{:?}",
         result.rollback
     );

@@ -1,4 +1,4 @@
-use psa_workflows::{Outcome, TrackingStatus};
+use psa_workflows::{Outcome, TrackingState as TrackingStatus};
 use secrecy::ExposeSecret;
 
 use super::*;
@@ -83,7 +83,7 @@ async fn happy_path_creates_the_tenant_and_its_customer_records() {
     .unwrap();
     assert_eq!(
         (email.as_str(), contact_company, role.as_str()),
-        ("ada@initech.example.com", company_id, "Admin")
+        ("ada@initech.example.com", company_id.0, "Admin")
     );
     let (tag_text, bg, tagged): (String, String, uuid::Uuid) = sqlx::query_as(
         "SELECT d.tag_text, d.background_color, m.tagged_id FROM tag_mappings m \
@@ -95,7 +95,7 @@ async fn happy_path_creates_the_tenant_and_its_customer_records() {
     .unwrap();
     assert_eq!(
         (tag_text.as_str(), bg.as_str(), tagged),
-        ("PSA Customer", "#BEC5F4", company_id)
+        ("PSA Customer", "#BEC5F4", company_id.0)
     );
     assert_eq!(
         Some(tracking.customer_tag_id.unwrap()),
@@ -114,12 +114,22 @@ async fn happy_path_creates_the_tenant_and_its_customer_records() {
     .unwrap();
     assert_eq!(audits, 3, "one audit row per customer record");
 
-    // The state query after the end, and the status call.
-    let status = env.workflows.status(&result.workflow_id).await.unwrap();
-    assert!(status.finished);
-    assert_eq!(status.result.as_ref().unwrap().tenant_id, Some(tenant));
-    let state = status.state.unwrap();
+    // The view after the end, and the provisioning record the run wrote.
+    let view = env.workflows.view(&result.workflow_id, None).await.unwrap();
+    assert!(view.finished);
+    assert_eq!(view.status, psa_workflows::RunStatus::Completed);
+    assert_eq!(view.result.as_ref().unwrap().tenant_id, Some(tenant));
+    let state = view.state.unwrap();
     assert_eq!((state.progress, state.tenant_id), (100, Some(tenant)));
+    let record = view.record.unwrap();
+    assert_eq!(record.tenant_id, Some(tenant.0));
+    assert_eq!(record.customer_tracking, TrackingStatus::Completed);
+    assert_eq!(record.requested_by, "test");
+    assert_eq!(record.tracking_enabled, Some(true));
+    assert_eq!(record.management_tenant_id, Some(mgmt.0));
+    assert!(record.ended_at.is_some());
+
+    env.check_replay(&result.workflow_id, "happy_path").await;
 
     // Temporal's history never holds the password in plain text.
     let out = std::process::Command::new(psa_testing::temporal_cli())
@@ -157,20 +167,29 @@ async fn happy_path_creates_the_tenant_and_its_customer_records() {
 
 #[tokio::test]
 async fn tracking_disabled_or_skipped_writes_nothing_in_the_management_tenant() {
-    let env = Env::start().await;
-    let mut input = env.input("Quiet");
-    input.tracking.enabled = false;
-    let r = env.run(input).await;
+    // The kill switch is the worker's: a starter cannot turn tracking back on.
+    let env = Env::start_with(|mgmt| TrackingSettings {
+        enabled: false,
+        ..tracking_on(mgmt)
+    })
+    .await;
+    let r = env.run(env.input("Quiet")).await;
     assert_eq!(
         (r.status, r.customer_tracking.status),
         (Outcome::Completed, TrackingStatus::Disabled)
+    );
+    assert_eq!(r.tracking_settings.as_ref().map(|t| t.enabled), Some(false));
+    assert_eq!(
+        env.record(&r.workflow_id).await.tracking_enabled,
+        Some(false)
     );
     let mut input = env.input("Skipper");
     input.skip_customer_tracking = true;
     let r2 = env.run(input).await;
     assert_eq!(
         (r2.status, r2.customer_tracking.status),
-        (Outcome::Completed, TrackingStatus::Skipped)
+        (Outcome::Completed, TrackingStatus::Disabled),
+        "disabled by the worker wins over the starter's skip"
     );
     assert!(r2.customer_tracking.customer_company_id.is_none());
     assert_eq!(env.customer_records().await, (0, 0, 0));
@@ -187,14 +206,67 @@ async fn tracking_disabled_or_skipped_writes_nothing_in_the_management_tenant() 
 #[tokio::test]
 async fn the_same_idempotency_key_provisions_one_tenant() {
     let env = Env::start().await;
-    let id = "tenant-creation-same-key";
-    let first = env.workflows.start(id, env.input("Once")).await.unwrap();
-    let second = env.workflows.start(id, env.input("Once")).await.unwrap();
+    let key = psa_workflows::client::IdempotencyKey::parse(&format!(
+        "same-key-{}",
+        uuid::Uuid::new_v4().simple()
+    ))
+    .unwrap();
+    let start = |name: &str| env.workflows.start(env.input(name), Some(&key), "test");
+    let first = start("Once").await.unwrap();
+    let second = start("Once").await.unwrap();
     assert_eq!(first, second);
-    let r = env.workflows.result(id).await.unwrap();
+    let r = env.workflows.result(&first).await.unwrap();
     assert_eq!(r.status, Outcome::Completed);
-    let third = env.workflows.start(id, env.input("Once")).await.unwrap();
-    assert_eq!(third, id, "a finished key is not started again");
+    let third = start("Once").await.unwrap();
+    assert_eq!(third, first, "a finished key is not started again");
+    // Reusing the key for another request is refused, and starts nothing.
+    let refused = start("Twice").await.unwrap_err();
+    assert!(
+        matches!(refused, psa_workflows::client::StartError::KeyReused { .. }),
+        "{refused:?}"
+    );
+    // The key holds without Temporal: once the run's history is gone (retention), the same key
+    // still names the same run and provisions nothing more.
+    let out = std::process::Command::new(psa_testing::temporal_cli())
+        .args([
+            "workflow",
+            "delete",
+            "--yes",
+            "-w",
+            &first,
+            "--address",
+            &env.temporal.address,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Temporal deletes asynchronously (a system workflow does it): wait up to a minute.
+    let mut gone = false;
+    for _ in 0..600 {
+        if matches!(
+            env.workflows
+                .view(&first, None)
+                .await
+                .map(|v| v.result.is_none()),
+            Ok(true)
+        ) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the history was deleted");
+    assert_eq!(start("Once").await.unwrap(), first);
+    let view = env.workflows.view(&first, None).await.unwrap();
+    assert_eq!(
+        (view.finished, view.status, view.result.is_none()),
+        (true, psa_workflows::RunStatus::Completed, true),
+        "the record answers for the purged run, and no new run began"
+    );
     let tenants: i64 =
         sqlx::query_scalar("SELECT count(*) FROM tenants WHERE company_name = 'Once'")
             .fetch_one(&env.db.pool)
@@ -209,12 +281,7 @@ async fn twenty_concurrent_creations() {
     let env = Env::start().await;
     let mut ids = Vec::new();
     for i in 0..20 {
-        let id = format!("tenant-creation-concurrent-{i}");
-        env.workflows
-            .start(&id, env.input(&format!("Concurrent {i}")))
-            .await
-            .unwrap();
-        ids.push(id);
+        ids.push(env.start_run(env.input(&format!("Concurrent {i}"))).await);
     }
     let results = futures::future::join_all(ids.iter().map(|id| env.workflows.result(id))).await;
     for r in &results {

@@ -4,16 +4,18 @@
 
 mod failures;
 mod happy;
+mod replay;
 mod tracking;
 
 use std::time::Duration;
 
+use psa_models::validate::TagText;
 use psa_models::{TenantId, tenants};
 use psa_testing::{TestDb, TestTemporal};
 use psa_workflows::client::TenantWorkflows;
 use psa_workflows::secret::SecretKey;
-use psa_workflows::worker::Background;
-use psa_workflows::{AdminUserInput, TenantCreationInput, TenantCreationResult, TrackingSettings};
+use psa_workflows::worker::{Background, WorkerConfig};
+use psa_workflows::{RawRequest, TenantCreationInput, TenantCreationResult, TrackingSettings};
 
 pub struct Env {
     pub db: TestDb,
@@ -24,8 +26,22 @@ pub struct Env {
     _worker: Background,
 }
 
+/// The worker's tracking settings of the usual test: enabled, with the management tenant.
+pub fn tracking_on(mgmt: TenantId) -> TrackingSettings {
+    TrackingSettings {
+        enabled: true,
+        management_tenant_id: Some(mgmt),
+        tag_name: TagText::parse("PSA Customer").unwrap(),
+    }
+}
+
 impl Env {
     pub async fn start() -> Env {
+        Self::start_with(tracking_on).await
+    }
+
+    /// With the worker's tracking settings made from the management tenant's id.
+    pub async fn start_with(tracking: impl FnOnce(TenantId) -> TrackingSettings) -> Env {
         let db = TestDb::new(&psa_models::MIGRATOR).await;
         let temporal = TestTemporal::start().await;
         let mut tx = db.pool.begin().await.unwrap();
@@ -43,11 +59,18 @@ impl Env {
         let workflows = TenantWorkflows {
             client,
             task_queue: task_queue.clone(),
+            pool: db.pool.clone(),
         };
-
-        let worker =
-            Background::start(&temporal.address, &task_queue, db.pool.clone(), key.clone())
-                .expect("worker started");
+        let worker = Background::start(
+            &temporal.address,
+            &task_queue,
+            WorkerConfig {
+                pool: db.pool.clone(),
+                key: key.clone(),
+                tracking: tracking(mgmt),
+            },
+        )
+        .expect("worker started");
         Env {
             db,
             temporal,
@@ -59,35 +82,45 @@ impl Env {
     }
 
     pub fn input(&self, name: &str) -> TenantCreationInput {
-        TenantCreationInput {
-            tenant_name: name.into(),
-            admin_user: AdminUserInput {
-                first_name: "Ada".into(),
-                last_name: "Admin".into(),
-                email: format!("Ada@{}.Example.com", name.to_lowercase().replace(' ', "-")),
-            },
-            company_name: Some(format!("{name} Services")),
+        let email = format!("Ada@{}.Example.com", name.to_lowercase().replace(' ', "-"));
+        let company = format!("{name} Services");
+        TenantCreationInput::parse(RawRequest {
+            tenant_name: name,
+            first_name: "Ada",
+            last_name: "Admin",
+            email: &email,
+            company_name: Some(&company),
             license_count: Some(10),
             skip_customer_tracking: false,
-            tracking: TrackingSettings {
-                enabled: true,
-                management_tenant_id: Some(self.mgmt.0),
-                tag_name: "PSA Customer".into(),
-            },
-        }
+        })
+        .unwrap()
+    }
+
+    /// Starts a run (without a key) and returns its id.
+    pub async fn start_run(&self, input: TenantCreationInput) -> String {
+        self.workflows.start(input, None, "test").await.unwrap()
     }
 
     pub async fn run(&self, input: TenantCreationInput) -> TenantCreationResult {
-        let id = format!("tenant-creation-{}", uuid::Uuid::new_v4());
-        self.workflows.start(&id, input).await.unwrap();
+        let id = self.start_run(input).await;
         tokio::time::timeout(Duration::from_secs(120), self.workflows.result(&id))
             .await
             .expect("the workflow finishes")
             .unwrap()
     }
 
+    /// The provisioning record of a run.
+    pub async fn record(&self, workflow_id: &str) -> psa_models::provisioning::Record {
+        let mut conn = self.db.pool.acquire().await.unwrap();
+        psa_models::provisioning::get(&mut conn, workflow_id)
+            .await
+            .unwrap()
+            .expect("a provisioning record")
+    }
+
     /// Rows of `tenant` in every tenant table (from the catalog), by table, non-zero only.
-    pub async fn rows_of(&self, tenant: uuid::Uuid) -> Vec<(String, i64)> {
+    pub async fn rows_of(&self, tenant: impl Into<uuid::Uuid>) -> Vec<(String, i64)> {
+        let tenant: uuid::Uuid = tenant.into();
         let tables: Vec<String> = sqlx::query_scalar(
             "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant' AND NOT a.attisdropped \
