@@ -537,21 +537,24 @@ pub(crate) async fn customer_tag(
 pub(crate) mod undo {
     use super::*;
 
-    pub async fn remove_customer_tag(
+    /// Audits a removal that happened; one that found nothing to remove is success too.
+    async fn removed(
         conn: &mut PgConnection,
         mgmt: TenantId,
-        mapping: MappingId,
         actor: &str,
+        entity_type: &str,
+        id: uuid::Uuid,
+        result: Result<(), psa_models::Error>,
     ) -> Result<(), psa_models::Error> {
-        match tags::detach(conn, mgmt, mapping).await {
+        match result {
             Ok(()) => {
                 audit(
                     conn,
                     mgmt,
                     actor,
                     "delete",
-                    "customer_tag",
-                    mapping.0,
+                    entity_type,
+                    id,
                     json!({"reason": "rollback"}),
                 )
                 .await
@@ -559,6 +562,16 @@ pub(crate) mod undo {
             Err(psa_models::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    pub async fn remove_customer_tag(
+        conn: &mut PgConnection,
+        mgmt: TenantId,
+        mapping: MappingId,
+        actor: &str,
+    ) -> Result<(), psa_models::Error> {
+        let result = tags::detach(conn, mgmt, mapping).await;
+        removed(conn, mgmt, actor, "customer_tag", mapping.0, result).await
     }
 
     /// Unlinks the existing contact that the run's record says it linked (it existed before the
@@ -628,22 +641,8 @@ pub(crate) mod undo {
         company: CompanyId,
         actor: &str,
     ) -> Result<(), psa_models::Error> {
-        match companies::delete(conn, mgmt, company).await {
-            Ok(()) => {
-                audit(
-                    conn,
-                    mgmt,
-                    actor,
-                    "delete",
-                    "customer_company",
-                    company.0,
-                    json!({"reason": "rollback"}),
-                )
-                .await
-            }
-            Err(psa_models::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        let result = companies::delete(conn, mgmt, company).await;
+        removed(conn, mgmt, actor, "customer_company", company.0, result).await
     }
 
     pub async fn rollback_tenant(

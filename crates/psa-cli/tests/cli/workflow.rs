@@ -152,10 +152,16 @@ async fn tenant_create_status_list_and_reconcile_through_the_cli() {
     let entries = list.as_array().unwrap();
     assert_eq!(entries.len(), 2);
     assert!(
-        entries
-            .iter()
-            .any(|e| e["name"] == "Globex" && e["customer_tracking"] == "tracked"),
-        "{list}"
+        entries.iter().any(|e| e["name"] == "Globex"
+            && e["customer_tracking"] == "tracked"
+            && e["workflow_id"] == id.as_str()
+            && e["provisioning_status"] == "completed"),
+        "the tenant is linked to the run that provisioned it: {list}"
+    );
+    let text = String::from_utf8_lossy(&s.run(&["tenant", "list"]).stdout).into_owned();
+    assert!(
+        text.starts_with("TENANT") && text.contains("CREATED") && text.contains(&id),
+        "{text}"
     );
 
     // --no-wait, and the idempotency key.
@@ -489,4 +495,87 @@ async fn demo_runs_end_to_end_with_nothing_configured() {
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn without_a_worker_the_cli_says_so_and_keeps_waiting() {
+    let s = Setup::new().await;
+    let create = [
+        "tenant",
+        "create",
+        "--name",
+        "Waiting",
+        "--admin-email",
+        "w@waiting.example",
+        "--first-name",
+        "W",
+        "--last-name",
+        "T",
+    ];
+    let started = s.run(&[&create[..], &["--no-wait", "--json"]].concat());
+    let id = last_json(&started)["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The status answers at once, naming the task queue, with no transport error.
+    let st = s.run(&["tenant", "status", &id]);
+    let (out, err) = (
+        String::from_utf8_lossy(&st.stdout),
+        String::from_utf8_lossy(&st.stderr),
+    );
+    assert_eq!(st.status.code(), Some(0), "{out}{err}");
+    assert!(
+        out.contains("no worker is polling task queue") && out.contains(&s.queue),
+        "{out}"
+    );
+    assert!(
+        !format!("{out}{err}")
+            .to_lowercase()
+            .contains("timeout expired")
+    );
+    // Create waits, and says why, once.
+    let mut child = s
+        .cmd(&create)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut said = None;
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+        if line.contains("no worker is polling task queue") {
+            said = Some(line);
+            break;
+        }
+    }
+    let said = said.expect("create says that no worker polls");
+    assert!(
+        said.contains(&s.queue) && said.contains("psa tenant status"),
+        "{said}"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "it keeps waiting");
+    // A worker arrives: the waiting create finishes the run.
+    let worker = s.worker(None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "create finished");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success());
+    stop(worker);
 }

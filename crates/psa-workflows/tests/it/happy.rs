@@ -132,25 +132,14 @@ async fn happy_path_creates_the_tenant_and_its_customer_records() {
     env.check_replay(&result.workflow_id, "happy_path").await;
 
     // Temporal's history never holds the password in plain text.
-    let out = std::process::Command::new(psa_testing::temporal_cli())
-        .args([
-            "workflow",
-            "show",
-            "-w",
-            &result.workflow_id,
-            "--output",
-            "json",
-            "--address",
-            &env.temporal.address,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let history = String::from_utf8_lossy(&out.stdout);
+    let history = env.temporal_cli(&[
+        "workflow",
+        "show",
+        "-w",
+        &result.workflow_id,
+        "--output",
+        "json",
+    ]);
     assert!(
         history.contains("create_admin_user"),
         "the history was read"
@@ -227,23 +216,7 @@ async fn the_same_idempotency_key_provisions_one_tenant() {
     );
     // The key holds without Temporal: once the run's history is gone (retention), the same key
     // still names the same run and provisions nothing more.
-    let out = std::process::Command::new(psa_testing::temporal_cli())
-        .args([
-            "workflow",
-            "delete",
-            "--yes",
-            "-w",
-            &first,
-            "--address",
-            &env.temporal.address,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.temporal_cli(&["workflow", "delete", "--yes", "-w", &first]);
     // Temporal deletes asynchronously (a system workflow does it): wait up to a minute.
     let mut gone = false;
     for _ in 0..600 {

@@ -109,6 +109,21 @@ impl Env {
             .unwrap()
     }
 
+    /// Runs the `temporal` CLI against this test's server; panics unless it succeeds.
+    pub fn temporal_cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(psa_testing::temporal_cli())
+            .args(args)
+            .args(["--address", &self.temporal.address])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "temporal {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The provisioning record of a run.
     pub async fn record(&self, workflow_id: &str) -> psa_models::provisioning::Record {
         let mut conn = self.db.pool.acquire().await.unwrap();

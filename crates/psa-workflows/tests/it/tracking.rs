@@ -409,24 +409,7 @@ async fn a_run_cut_off_is_rolled_back_by_the_sweeper_and_never_tracked_by_reconc
     let tenant = tenant.expect("the run reached its last step with tracking done");
     assert_eq!(env.customer_records().await, (1, 1, 1));
     // An operator terminates it.
-    let out = std::process::Command::new(psa_testing::temporal_cli())
-        .args([
-            "workflow",
-            "terminate",
-            "-w",
-            &id,
-            "--reason",
-            "test",
-            "--address",
-            &env.temporal.address,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.temporal_cli(&["workflow", "terminate", "-w", &id, "--reason", "test"]);
     let view = env.workflows.view(&id, None).await.unwrap();
     assert_eq!(
         (view.finished, view.status),
