@@ -32,6 +32,9 @@ pub struct Caller {
     pub tenant: TenantId,
     pub user: UserId,
     pub credential: Credential,
+    /// A client-portal user: the tenant's customer, who has no access to this staff API (the
+    /// client-scope permissions are for the client portal, not for the tenant's own data).
+    pub client_portal: bool,
 }
 
 /// What a permission is about (the reference's resources).
@@ -127,6 +130,11 @@ impl Caller {
         conn: &mut PgConnection,
         permission: Permission,
     ) -> Result<(), ApiError> {
+        if self.client_portal {
+            return Err(ApiError::Forbidden(
+                "Client portal users have no access to this API".into(),
+            ));
+        }
         let Permission(resource, action) = permission;
         if users::has_permission(
             conn,
@@ -175,6 +183,7 @@ impl FromRequestParts<AppState> for Caller {
             tenant: holder.tenant,
             user: holder.user,
             credential: holder.credential,
+            client_portal: holder.client_portal,
         })
     }
 }

@@ -30,6 +30,8 @@ pub struct Holder {
     pub tenant: TenantId,
     pub user: UserId,
     pub credential: Credential,
+    /// A client-portal user (`users.user_type = 'client'`): a customer of the tenant, not staff.
+    pub client_portal: bool,
 }
 
 fn new_token(prefix: &str) -> SecretString {
@@ -48,9 +50,9 @@ fn digest(token: &str) -> Vec<u8> {
 /// Finds who holds `token`: an unexpired, unrevoked session or an unrevoked API key of an active
 /// user. `None` for anything else, including a token of neither kind.
 pub async fn authenticate(conn: &mut PgConnection, token: &str) -> Result<Option<Holder>> {
-    let row: Option<(TenantId, UserId, Uuid)> = if token.starts_with(SESSION_PREFIX) {
+    let row: Option<(TenantId, UserId, Uuid, bool)> = if token.starts_with(SESSION_PREFIX) {
         sqlx::query_as(
-            "SELECT s.tenant, s.user_id, s.session_id FROM sessions s \
+            "SELECT s.tenant, s.user_id, s.session_id, u.user_type = 'client' FROM sessions s \
              JOIN users u ON u.tenant = s.tenant AND u.user_id = s.user_id \
              WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now() \
                AND NOT u.is_inactive",
@@ -60,7 +62,7 @@ pub async fn authenticate(conn: &mut PgConnection, token: &str) -> Result<Option
         .await?
     } else if token.starts_with(API_KEY_PREFIX) {
         sqlx::query_as(
-            "SELECT k.tenant, k.user_id, k.api_key_id FROM api_keys k \
+            "SELECT k.tenant, k.user_id, k.api_key_id, u.user_type = 'client' FROM api_keys k \
              JOIN users u ON u.tenant = k.tenant AND u.user_id = k.user_id \
              WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND NOT u.is_inactive",
         )
@@ -70,9 +72,10 @@ pub async fn authenticate(conn: &mut PgConnection, token: &str) -> Result<Option
     } else {
         None
     };
-    Ok(row.map(|(tenant, user, id)| Holder {
+    Ok(row.map(|(tenant, user, id, client_portal)| Holder {
         tenant,
         user,
+        client_portal,
         credential: if token.starts_with(SESSION_PREFIX) {
             Credential::Session(id)
         } else {

@@ -153,16 +153,14 @@ impl TestDb {
         server_options().database(&self.name)
     }
 
-    /// A URL for this database.
+    /// A URL for this database: the server's URL (`DATABASE_URL`, with its password and query
+    /// parameters such as `sslmode`) with this database's name.
     pub fn url(&self) -> String {
-        let o = self.options();
-        let user = o.get_username();
-        format!(
-            "postgres://{user}@{}:{}/{}",
-            o.get_host(),
-            o.get_port(),
-            self.name
-        )
+        let server = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_SERVER.to_owned());
+        let mut url =
+            url::Url::parse(&server).unwrap_or_else(|e| panic!("DATABASE_URL is not a URL: {e}"));
+        url.set_path(&format!("/{}", self.name));
+        url.to_string()
     }
 }
 

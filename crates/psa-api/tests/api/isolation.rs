@@ -160,6 +160,7 @@ async fn the_request_transaction_is_confined_even_without_a_tenant_filter() {
         tenant: b.tenant,
         user: b.admin,
         credential: psa_api::auth::Credential::ApiKey(uuid::Uuid::nil()),
+        client_portal: false,
     };
     let mut tx = caller
         .authorize(

@@ -158,3 +158,164 @@ async fn new_tag_text_needs_tag_create() {
         .await;
     assert_eq!(status, StatusCode::CREATED);
 }
+
+/// Every documented endpoint (from the route table: a new endpoint joins this test or fails it),
+/// called by a user whose roles grant nothing and by a client-portal user: 403 `forbidden`, and
+/// not a row written anywhere.
+#[tokio::test]
+async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("Acme").await;
+    // In the management tenant, so that the provisioning endpoints reach their permission check.
+    sqlx::query("UPDATE tenants SET is_management = true WHERE tenant = $1")
+        .bind(t.tenant)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let admin = Some(t.key.as_str());
+    let (_, co) = app
+        .call(
+            Method::POST,
+            "/api/v1/companies",
+            admin,
+            Some(json!({"company_name": "Co"})),
+        )
+        .await;
+    let company = co["company_id"].as_str().unwrap().to_owned();
+    let (_, ct) = app
+        .call(
+            Method::POST,
+            "/api/v1/contacts",
+            admin,
+            Some(json!({"full_name": "C", "email": "c@co.example", "company_id": company})),
+        )
+        .await;
+    let contact = ct["contact_name_id"].as_str().unwrap().to_owned();
+    let (_, tag) = app
+        .call(
+            Method::POST,
+            "/api/v1/tags",
+            admin,
+            Some(json!({"tag_text": "VIP", "tagged_id": company, "tagged_type": "company"})),
+        )
+        .await;
+    let mapping = tag["mapping_id"].as_str().unwrap().to_owned();
+
+    let mut tx = app.db.pool.begin().await.unwrap();
+    let nobody = psa_models::users::create(
+        &mut tx,
+        t.tenant,
+        psa_models::users::NewUser {
+            first_name: "No".into(),
+            last_name: "Roles".into(),
+            email: "nobody@staff.example".into(),
+            user_type: psa_models::users::UserType::Internal,
+            roles: vec![],
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let portal = psa_models::users::create(
+        &mut tx,
+        t.tenant,
+        psa_models::users::NewUser {
+            first_name: "Portal".into(),
+            last_name: "User".into(),
+            email: "portal@customer.example".into(),
+            user_type: psa_models::users::UserType::Client,
+            roles: vec!["User".into()],
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut keys = Vec::new();
+    for u in [&nobody, &portal] {
+        let k = psa_api::auth::create_api_key(&mut tx, t.tenant, u.user.user_id, None)
+            .await
+            .unwrap();
+        keys.push(k.key.expose_secret().to_owned());
+    }
+    tx.commit().await.unwrap();
+
+    // A valid request for every documented operation (the body's shape is checked before the
+    // permission, so it must be right to reach the check).
+    let body = |method: &str, path: &str| -> Option<serde_json::Value> {
+        Some(match (method, path) {
+            ("post", "/api/v1/companies") => json!({"company_name": "Denied"}),
+            ("patch", "/api/v1/companies/{company_id}") => json!({"notes": "denied"}),
+            ("post", "/api/v1/contacts") => json!({"full_name": "D", "email": "d@denied.example"}),
+            ("patch", "/api/v1/contacts/{contact_name_id}") => json!({"notes": "denied"}),
+            ("post", "/api/v1/tags") => {
+                json!({"tag_text": "VIP", "tagged_id": company, "tagged_type": "company"})
+            }
+            ("post", "/api/v1/tenants") => json!({
+                "tenant_name": "Denied",
+                "admin_user": {"first_name": "D", "last_name": "D", "email": "d@denied.example"}
+            }),
+            ("get" | "delete", _) => return None,
+            other => panic!("no request for {other:?}: add one to this test"),
+        })
+    };
+    // Open to any caller by design: logging in, and ending one's own session.
+    let open = ["/api/v1/auth/login", "/api/v1/auth/logout"];
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 1",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    let snapshot = || async {
+        let mut counts = Vec::new();
+        for table in &tables {
+            counts.push((table.clone(), app.count(table).await));
+        }
+        counts
+    };
+    let before = snapshot().await;
+    let (_, doc) = psa_api::api_routes();
+    let mut checked = 0;
+    for (path, item) in &doc.paths.paths {
+        if open.contains(&path.as_str()) {
+            continue;
+        }
+        let item = serde_json::to_value(item).unwrap();
+        for method in ["get", "post", "patch", "put", "delete"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            let concrete = path
+                .replace("{company_id}", &company)
+                .replace("{contact_name_id}", &contact)
+                .replace("{mapping_id}", &mapping)
+                .replace("{workflow_id}", "tenant-creation-denied");
+            // Required query parameters (checked before the permission, like bodies).
+            let concrete = match (method, path.as_str()) {
+                ("get", "/api/v1/tags") => {
+                    format!("{concrete}?tagged_type=company&tagged_id={company}")
+                }
+                _ => concrete,
+            };
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            for key in &keys {
+                let r = app
+                    .call(m.clone(), &concrete, Some(key), body(method, path))
+                    .await;
+                assert_eq!(r.0, StatusCode::FORBIDDEN, "{method} {path}: {}", r.1);
+                assert_eq!(r.1["error"]["code"], "forbidden", "{method} {path}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked >= 2 * 12,
+        "{checked} calls: the route table was read"
+    );
+    assert_eq!(
+        snapshot().await,
+        before,
+        "a refused request wrote something"
+    );
+}

@@ -17,6 +17,73 @@ fn psa(db_url: Option<&str>, args: &[&str]) -> Output {
     cmd.output().expect("run psa")
 }
 
+/// A `psa` process whose stderr is read continuously (a server logging at debug level would
+/// block once the pipe's buffer filled).
+pub struct Running {
+    pub child: std::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn spawn(mut cmd: Command) -> Running {
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn psa");
+        let pipe = child.stderr.take().unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Running {
+            child,
+            stderr,
+            reader: Some(reader),
+        }
+    }
+
+    /// What it has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, up to 20 s for a graceful exit, then SIGKILL; its exit status and stderr.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                break self.child.wait().unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        (status, self.stderr())
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn stdout_json(out: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
     let last = text.lines().last().unwrap_or_default();
@@ -249,15 +316,13 @@ async fn serve_with_api_keys_and_sessions_and_no_secret_in_the_logs() {
     assert_eq!(bad.status.code(), Some(2));
 
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_psa"))
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_psa"));
+    serve
         .arg("serve")
         .env("DATABASE_URL", &url)
         .env("PSA_BIND", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "debug")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .env("RUST_LOG", "debug");
+    let child = Running::spawn(serve);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let mut up = false;
@@ -332,15 +397,8 @@ async fn serve_with_api_keys_and_sessions_and_no_secret_in_the_logs() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "graceful shutdown on SIGTERM: {:?}",
-        out.status
-    );
-    let logs = String::from_utf8_lossy(&out.stderr);
+    let (status, logs) = child.stop();
+    assert!(status.success(), "graceful shutdown on SIGTERM: {status:?}");
     assert!(
         logs.contains("/api/v1/companies"),
         "request logs present: {logs}"

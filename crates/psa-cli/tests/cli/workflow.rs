@@ -1,6 +1,8 @@
 //! `psa worker` and `psa tenant ...` as processes, on a real Temporal dev server.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use super::Running;
 use std::time::Duration;
 
 use psa_testing::{TestDb, TestTemporal};
@@ -44,19 +46,16 @@ impl Setup {
         c
     }
 
-    fn worker(&self, failpoints: Option<&str>) -> Child {
+    fn worker(&self, failpoints: Option<&str>) -> Running {
         self.worker_on(failpoints, "127.0.0.1:0")
     }
 
-    fn worker_on(&self, failpoints: Option<&str>, metrics_bind: &str) -> Child {
+    fn worker_on(&self, failpoints: Option<&str>, metrics_bind: &str) -> Running {
         let mut c = self.cmd(&["worker", "--metrics-bind", metrics_bind]);
         if let Some(f) = failpoints {
             c.env("FAILPOINTS", f);
         }
-        c.stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        Running::spawn(c)
     }
 
     fn run(&self, args: &[&str]) -> std::process::Output {
@@ -74,20 +73,8 @@ fn last_json(out: &std::process::Output) -> serde_json::Value {
     })
 }
 
-fn stop(mut child: Child) -> String {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::time::Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stderr).into_owned()
+fn stop(worker: Running) -> String {
+    worker.stop().1
 }
 
 #[tokio::test]
@@ -441,9 +428,7 @@ async fn a_killed_worker_is_replaced_and_the_run_completes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(reached, "the run reached the admin step");
-    let mut first = first;
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
+    first.kill(); // SIGKILL
     let second = s.worker(None);
     let mut result = serde_json::Value::Null;
     for _ in 0..600 {

@@ -158,7 +158,28 @@ async fn concurrent_creates_of_one_email_one_wins() {
         )
         .await
     });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Wait until the second transaction is blocked on the first one's lock (the unique index
+    // entry), as PostgreSQL reports it: then it has certainly passed the pre-check.
+    let mut blocked = false;
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' \
+               AND cardinality(pg_blocking_pids(pid)) > 0",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            blocked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        blocked,
+        "the second insert waits on the first transaction's lock"
+    );
     assert!(r1.is_ok());
     tx1.commit().await.unwrap();
     let r2 = second.await.unwrap();

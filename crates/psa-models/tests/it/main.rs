@@ -3,6 +3,7 @@
 mod catalog;
 mod companies_test;
 mod contacts_test;
+mod errors;
 mod isolation;
 mod props;
 mod tags_test;

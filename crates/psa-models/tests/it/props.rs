@@ -17,14 +17,30 @@ proptest! {
         let _ = colors::tag_colors(&s);
     }
 
+    /// Valid names (1-255 printable characters around optional padding) are accepted, trimmed
+    /// and round-trip.
     #[test]
-    fn accepted_names_are_trimmed_and_round_trip(s in "\\PC{0,300}") {
-        if let Ok(n) = CompanyName::parse(&s) {
-            prop_assert_eq!(n.as_str(), s.trim());
-            prop_assert!(!n.as_str().is_empty() && n.as_str().chars().count() <= 255);
-            prop_assert_eq!(CompanyName::parse(n.as_str()).unwrap(), n.clone());
-            let padded = format!("  {}\t", n.as_str());
-            prop_assert_eq!(CompanyName::parse(&padded).unwrap(), n);
+    fn valid_names_are_accepted_trimmed_and_round_trip(
+        core in "[\\PC&&[^\\s]]([\\PC]{0,250}[\\PC&&[^\\s]])?", pad in "[ \t]{0,3}",
+    ) {
+        let s = format!("{pad}{core}{pad}");
+        let n = CompanyName::parse(&s).unwrap();
+        prop_assert_eq!(n.as_str(), s.trim());
+        prop_assert_eq!(CompanyName::parse(n.as_str()).unwrap(), n.clone());
+        let padded = format!("  {}\t", n.as_str());
+        prop_assert_eq!(CompanyName::parse(&padded).unwrap(), n);
+    }
+
+    /// Blank, over-long, or names with a control character are refused, naming the field.
+    #[test]
+    fn invalid_names_are_refused(
+        blank in "[ \t]{0,5}",
+        long in "[a-z]{256,300}",
+        (head, ctrl, tail) in ("[a-z]{1,10}", "[\\x00-\\x08\\x0b\\x0e-\\x1f\\x7f]", "[a-z]{1,10}"),
+    ) {
+        for bad in [blank, long, format!("{head}{ctrl}{tail}")] {
+            let e = CompanyName::parse(&bad).unwrap_err();
+            prop_assert_eq!(e.field(), Some("company_name"));
         }
     }
 
@@ -41,13 +57,22 @@ proptest! {
         prop_assert_eq!(EmailAddress::parse(&raw.to_uppercase()).unwrap(), e);
     }
 
+    /// Anything without the `local@domain.tld` shape is refused.
     #[test]
-    fn accepted_emails_have_the_reference_shape(s in "\\PC{0,60}") {
-        if let Ok(e) = EmailAddress::parse(&s) {
-            let (local, domain) = e.as_str().split_once('@').unwrap();
-            prop_assert!(!local.is_empty() && domain.contains('.'));
-            prop_assert!(!e.as_str().chars().any(char::is_whitespace));
-            prop_assert_eq!(e.as_str().to_lowercase(), e.as_str());
+    fn emails_without_the_reference_shape_are_refused(
+        no_at in "[a-z0-9.]{0,30}",
+        (local, domain) in ("[a-z0-9]{1,10}", "[a-z0-9]{1,10}"),
+        (l2, d2, t2, sp) in ("[a-z]{1,8}", "[a-z]{1,8}", "[a-z]{2,4}", "[ \t]"),
+    ) {
+        for bad in [
+            no_at,
+            format!("{local}@{domain}"),
+            format!("@{domain}.com"),
+            format!("{l2}{sp}x@{d2}.{t2}"),
+            format!("{l2}@@{d2}.{t2}"),
+        ] {
+            let e = EmailAddress::parse(&bad).unwrap_err();
+            prop_assert_eq!(e.field(), Some("email"), "{}", bad);
         }
     }
 

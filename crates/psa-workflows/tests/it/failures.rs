@@ -10,6 +10,7 @@ async fn assert_rolled_back(env: &Env, failing: &str, step: FailedStep) {
     fail::cfg(format!("activity::{failing}"), "return(permanent)").unwrap();
     let result = env.run(env.input("Doomed")).await;
     fail::remove(format!("activity::{failing}"));
+    env.assert_fired(&result.workflow_id, &[&format!("activity::{failing}")]);
     assert_eq!(result.status, Outcome::RolledBack, "{result:?}");
     assert_eq!(result.error.as_ref().unwrap().step, step);
     assert!(
@@ -24,30 +25,43 @@ async fn assert_rolled_back(env: &Env, failing: &str, step: FailedStep) {
             .await
             .unwrap();
     assert!(tenants.is_empty(), "tenant rows left: {tenants:?}");
-    // Nothing of the tenant anywhere (the tenant id was minted even if its row never existed).
-    let state = env.workflows.state(&result.workflow_id).await.unwrap();
-    if let Some(t) = state.tenant_id {
-        assert_eq!(env.rows_of(t).await, vec![], "rows left behind");
-    }
+    // Nothing of the tenant anywhere: the record names the id the run minted, also when the
+    // tenant row was never created.
+    let record = env.record(&result.workflow_id).await;
+    assert_eq!(record.status, psa_workflows::RunStatus::RolledBack);
+    assert_eq!(
+        env.rows_of(record.tenant_id.unwrap()).await,
+        vec![],
+        "rows left behind"
+    );
     assert_eq!(
         env.customer_records().await,
         (0, 0, 0),
         "customer records left behind"
     );
+    let state = env.workflows.state(&result.workflow_id).await.unwrap();
     assert_eq!(state.step, Step::RolledBack);
     env.check_replay(&result.workflow_id, &format!("rollback_after_{failing}"))
         .await;
-    if result.customer_tracking.customer_company_id.is_some() {
-        assert_eq!(result.customer_tracking.status, TrackingStatus::RolledBack);
-        assert!(
-            result
-                .rollback
-                .compensated
-                .contains(&ActivityName::RemoveCustomerCompany),
-            "{:?}",
-            result.rollback
-        );
+    let tracking = &result.customer_tracking;
+    let mut expected = vec![ActivityName::RollbackTenant];
+    if step == FailedStep::CreateTenant {
+        // Tracking never starts for a tenant that was never created.
+        assert_eq!(tracking.status, TrackingStatus::Skipped, "{tracking:?}");
+        assert!(tracking.customer_company_id.is_none());
+    } else {
+        // Tracking ran to its end beside the core chain; the rollback removed all of it.
+        assert_eq!(tracking.status, TrackingStatus::RolledBack, "{tracking:?}");
+        assert!(tracking.customer_company_id.is_some() && tracking.customer_tag_id.is_some());
+        expected = vec![
+            ActivityName::RemoveCustomerTag,
+            ActivityName::UnlinkCustomerContact,
+            ActivityName::RemoveCustomerContact,
+            ActivityName::RemoveCustomerCompany,
+            ActivityName::RollbackTenant,
+        ];
     }
+    assert_eq!(result.rollback.compensated, expected);
 }
 
 #[tokio::test]
@@ -109,6 +123,21 @@ async fn every_activity_failing_once_after_its_commit_still_makes_one_of_every_r
     }
     let result = env.run(env.input("Twice")).await;
     assert_eq!(result.status, Outcome::Completed, "{result:?}");
+    let points: Vec<String> = ALL
+        .iter()
+        .map(|n| format!("activity::{n}::after_commit"))
+        .collect();
+    env.assert_fired(
+        &result.workflow_id,
+        &points.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    for name in ALL {
+        assert_eq!(
+            env.attempts(&result.workflow_id, name),
+            2,
+            "{name}: retried once"
+        );
+    }
     assert_eq!(
         result.customer_tracking.status,
         TrackingStatus::Completed,
@@ -161,6 +190,11 @@ async fn a_transient_failure_is_retried_not_rolled_back() {
     let result = env.run(env.input("Blip")).await;
     assert_eq!(result.status, Outcome::Completed, "{result:?}");
     assert!(!result.rollback.performed);
+    assert_eq!(
+        env.attempts(&result.workflow_id, "run_onboarding_seeds"),
+        3,
+        "two transient failures, then success"
+    );
 }
 
 #[tokio::test]
@@ -170,6 +204,7 @@ async fn cancel_rolls_back() {
     // Hold the admin-user step long enough to cancel during it.
     fail::cfg("activity::create_admin_user", "sleep(3000)").unwrap();
     let id = &env.start_run(env.input("Cancelled")).await;
+    let mut reached = false;
     for _ in 0..100 {
         if env
             .workflows
@@ -178,10 +213,12 @@ async fn cancel_rolls_back() {
             .map(|s| s.step == Step::CreatingAdminUser)
             .unwrap_or(false)
         {
+            reached = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(reached, "the run reached the admin step before the cancel");
     env.workflows
         .cancel(id, "operator changed their mind")
         .await
@@ -212,25 +249,57 @@ async fn cancel_rolls_back() {
 }
 
 #[tokio::test]
-async fn steps_that_committed_and_then_failed_for_good_are_rolled_back_too() {
+async fn a_tenant_committed_and_then_failed_for_good_is_rolled_back() {
     require_failpoints();
     let env = Env::start().await;
-    // The tenant row and the customer company are committed, then their activities fail for good.
     fail::cfg("activity::create_tenant::after_commit", "return(permanent)").unwrap();
+    let result = env.run(env.input("Halfway")).await;
+    env.assert_fired(
+        &result.workflow_id,
+        &["activity::create_tenant::after_commit"],
+    );
+    assert_eq!(result.status, Outcome::RolledBack, "{result:?}");
+    assert_eq!(
+        result.rollback.compensated,
+        vec![ActivityName::RollbackTenant]
+    );
+    let tenant = env.record(&result.workflow_id).await.tenant_id.unwrap();
+    assert_eq!(env.rows_of(tenant).await, vec![]);
+    assert_eq!(env.customer_records().await, (0, 0, 0));
+}
+
+#[tokio::test]
+async fn customer_records_committed_and_then_failed_for_good_are_rolled_back() {
+    require_failpoints();
+    let env = Env::start().await;
+    // The customer company is committed, then its step fails for good; later the last core step
+    // commits and fails for good too: both are undone.
     fail::cfg(
         "activity::create_customer_company::after_commit",
         "return(permanent)",
     )
     .unwrap();
+    fail::cfg(
+        "activity::setup_tenant_data::after_commit",
+        "return(permanent)",
+    )
+    .unwrap();
     let result = env.run(env.input("Halfway")).await;
+    env.assert_fired(
+        &result.workflow_id,
+        &[
+            "activity::create_customer_company::after_commit",
+            "activity::setup_tenant_data::after_commit",
+        ],
+    );
     assert_eq!(result.status, Outcome::RolledBack, "{result:?}");
-    assert!(
-        result
-            .rollback
-            .compensated
-            .contains(&ActivityName::RollbackTenant),
-        "{:?}",
-        result.rollback
+    assert_eq!(
+        result.rollback.compensated,
+        vec![
+            ActivityName::RemoveCustomerCompany,
+            ActivityName::RollbackTenant
+        ],
+        "the company step was attempted, so its undo runs although the step reported failure"
     );
     let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE NOT is_management")
         .fetch_one(&env.db.pool)
@@ -238,6 +307,117 @@ async fn steps_that_committed_and_then_failed_for_good_are_rolled_back_too() {
         .unwrap();
     assert_eq!(tenants, 0);
     assert_eq!(env.customer_records().await, (0, 0, 0));
+    let deleted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE tenant = $1 AND entity_type = 'customer_company' AND action = 'delete'",
+    )
+    .bind(env.mgmt)
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        deleted, 1,
+        "the committed company was really there, and removed"
+    );
+}
+
+/// A compensation that fails for good is reported, not dropped: the run is `failed`, with the
+/// compensation's error, and the other compensations still ran.
+#[tokio::test]
+async fn a_compensation_failing_for_good_fails_the_run_and_says_what_is_left() {
+    require_failpoints();
+    let env = Env::start().await;
+    fail::cfg("activity::setup_tenant_data", "return(permanent)").unwrap();
+    fail::cfg("activity::remove_customer_company", "return(permanent)").unwrap();
+    let result = env.run(env.input("Stuck")).await;
+    env.assert_fired(&result.workflow_id, &["activity::remove_customer_company"]);
+    assert_eq!(result.status, Outcome::Failed, "{result:?}");
+    assert_eq!(result.rollback.errors.len(), 1, "{:?}", result.rollback);
+    assert!(
+        result.rollback.errors[0].starts_with("remove_customer_company: fail point"),
+        "{:?}",
+        result.rollback.errors
+    );
+    assert!(
+        result
+            .rollback
+            .compensated
+            .contains(&ActivityName::RollbackTenant)
+    );
+    assert_eq!(
+        env.customer_records().await,
+        (1, 0, 0),
+        "the company the failed compensation should have removed is left, and said so"
+    );
+    assert_eq!(
+        env.record(&result.workflow_id).await.status,
+        psa_workflows::RunStatus::Failed
+    );
+}
+
+/// Cancel stops at the next cancel point, whichever step it arrives in, and rolls back what was
+/// built (nothing, when it arrives before the first step).
+async fn cancel_during(activity: &str, step: Option<Step>) {
+    require_failpoints();
+    let env = Env::start().await;
+    fail::cfg(format!("activity::{activity}"), "sleep(2500)").unwrap();
+    let id = env.start_run(env.input("Cancel Point")).await;
+    let mut reached = false;
+    for _ in 0..200 {
+        let state = env.workflows.state(&id).await;
+        let at = match (&state, step) {
+            (Ok(s), Some(step)) => s.step == step,
+            // Before the first step: the run answers, and waits in its first activity.
+            (Ok(s), None) => s.step == Step::Initializing,
+            _ => false,
+        };
+        if at {
+            reached = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(reached, "the run reached {activity}");
+    env.workflows.cancel(&id, "stop").await.unwrap();
+    let result = env.workflows.result(&id).await.unwrap();
+    assert_eq!(result.status, Outcome::Cancelled, "{result:?}");
+    assert_eq!(result.error.as_ref().unwrap().step, FailedStep::Cancel);
+    let tenant = env.record(&id).await.tenant_id.unwrap();
+    assert_eq!(
+        env.rows_of(tenant).await,
+        vec![],
+        "nothing of the tenant is left"
+    );
+    assert_eq!(env.customer_records().await, (0, 0, 0));
+    let created_tenant = step.is_some();
+    assert_eq!(
+        result
+            .rollback
+            .compensated
+            .contains(&ActivityName::RollbackTenant),
+        created_tenant,
+        "{:?}",
+        result.rollback
+    );
+}
+
+#[tokio::test]
+async fn cancel_before_the_first_step() {
+    cancel_during("begin_provisioning", None).await;
+}
+
+#[tokio::test]
+async fn cancel_during_create_tenant() {
+    cancel_during("create_tenant", Some(Step::CreatingTenant)).await;
+}
+
+#[tokio::test]
+async fn cancel_during_onboarding_seeds() {
+    cancel_during("run_onboarding_seeds", Some(Step::RunningOnboardingSeeds)).await;
+}
+
+#[tokio::test]
+async fn cancel_during_setup_tenant_data() {
+    cancel_during("setup_tenant_data", Some(Step::SettingUpData)).await;
 }
 
 #[tokio::test]
@@ -281,4 +461,48 @@ async fn rollback_unlinks_an_existing_contact_it_linked_and_keeps_it() {
         (0, 1, 0),
         "only the pre-existing contact remains"
     );
+}
+
+/// A real database failure in the middle of a step (its connection killed by the server) is
+/// classified transient: the step is retried, nothing is rolled back, and no row is doubled.
+#[tokio::test]
+async fn a_connection_killed_during_a_step_is_retried_not_rolled_back() {
+    require_failpoints();
+    let env = Env::start().await;
+    // Hold the seeds step's first attempt open, inside its transaction, before the commit.
+    fail::cfg("activity::run_onboarding_seeds", "1*sleep(3000)").unwrap();
+    let id = env.start_run(env.input("Killed")).await;
+    let mut killed = 0;
+    for _ in 0..200 {
+        killed = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND state = 'idle in transaction' \
+               AND pid <> pg_backend_pid()) t",
+        )
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+        if killed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(killed > 0, "the step's connection was found and terminated");
+    let result = env.workflows.result(&id).await.unwrap();
+    assert_eq!(result.status, Outcome::Completed, "{result:?}");
+    assert!(!result.rollback.performed);
+    assert!(
+        env.attempts(&id, "run_onboarding_seeds") >= 2,
+        "the step was retried"
+    );
+    assert!(
+        env.history(&id).contains("transient database failure"),
+        "classified transient"
+    );
+    let roles: i64 = sqlx::query_scalar("SELECT count(*) FROM roles WHERE tenant = $1")
+        .bind(result.tenant_id.unwrap())
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(roles, 8, "seeded once");
 }

@@ -124,6 +124,57 @@ impl Env {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The run's history as Temporal's JSON (all events, with every failure message).
+    pub fn history(&self, workflow_id: &str) -> String {
+        self.temporal_cli(&["workflow", "show", "-w", workflow_id, "--output", "json"])
+    }
+
+    /// Asserts that each fail point fired in the run (its failure is in the history: the last
+    /// failure of a retried attempt, or the final failure of a step).
+    #[track_caller]
+    pub fn assert_fired(&self, workflow_id: &str, points: &[&str]) {
+        let history = self.history(workflow_id);
+        for point in points {
+            assert!(
+                history.contains(&format!("fail point {point} (")),
+                "fail point {point} did not fire in {workflow_id}"
+            );
+        }
+    }
+
+    /// How many attempts the run made of `activity` (the attempt number of its last start).
+    pub fn attempts(&self, workflow_id: &str, activity: &str) -> u64 {
+        let history: serde_json::Value = serde_json::from_str(&self.history(workflow_id)).unwrap();
+        let events = history["events"].as_array().expect("events");
+        let scheduled: Vec<String> = events
+            .iter()
+            .filter(|e| {
+                e["activityTaskScheduledEventAttributes"]["activityType"]["name"] == activity
+            })
+            .map(|e| {
+                e["eventId"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| e["eventId"].to_string())
+            })
+            .collect();
+        assert!(!scheduled.is_empty(), "{activity} was never scheduled");
+        events
+            .iter()
+            .filter_map(|e| {
+                let started = &e["activityTaskStartedEventAttributes"];
+                let id = started["scheduledEventId"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| started["scheduledEventId"].to_string());
+                scheduled
+                    .contains(&id)
+                    .then(|| started["attempt"].as_u64().unwrap_or(1))
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The provisioning record of a run.
     pub async fn record(&self, workflow_id: &str) -> psa_models::provisioning::Record {
         let mut conn = self.db.pool.acquire().await.unwrap();
