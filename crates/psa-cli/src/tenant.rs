@@ -477,7 +477,7 @@ pub async fn worker(
         })?;
     let workflows = wf.connect(pool.clone()).await?;
     let handle = psa_api::metrics::handle();
-    metrics::counter!("psa_tenant_provisioning_cut_off_total").absolute(0);
+    psa_workflows::activities::init_metrics();
     let listener = tokio::net::TcpListener::bind(metrics_bind)
         .await
         .map_err(|e| {

@@ -154,6 +154,37 @@ fn tracking_step<T>(step: ActivityName, result: &Result<T, ActivityError>) {
         .increment(1);
 }
 
+/// Creates every counter the alert rules read, at 0, with every label value they use: a series
+/// that first appears at 1 loses that first increment to `rate()` and `increase()`. Call once
+/// the metrics recorder is installed.
+pub fn init_metrics() {
+    for outcome in [
+        RunStatus::Completed,
+        RunStatus::RolledBack,
+        RunStatus::Cancelled,
+        RunStatus::Failed,
+    ] {
+        metrics::counter!("psa_tenant_creations_total", "outcome" => outcome.as_str()).absolute(0);
+    }
+    for status in [
+        TrackingState::Completed,
+        TrackingState::Failed,
+        TrackingState::Skipped,
+        TrackingState::Disabled,
+        TrackingState::RolledBack,
+    ] {
+        metrics::counter!("psa_customer_tracking_total", "status" => status.as_str()).absolute(0);
+    }
+    for step in ActivityName::ALL.into_iter().filter(|a| a.is_tracking()) {
+        for outcome in ["success", "transient_failure", "permanent_failure"] {
+            metrics::counter!("psa_customer_tracking_steps_total", "step" => step.as_str(), "outcome" => outcome)
+                .absolute(0);
+        }
+    }
+    metrics::counter!("psa_customer_tracking_rollbacks_total").absolute(0);
+    metrics::counter!("psa_tenant_provisioning_cut_off_total").absolute(0);
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BeginIn {
     pub workflow_id: String,

@@ -336,3 +336,76 @@ async fn a_run_started_by_the_cli_is_readable_and_no_worker_is_named() {
     );
     assert_eq!(view["record"]["requested_by"], "cli", "{view}");
 }
+
+/// Temporal down: provisioning answers 503 `unavailable` (nothing written), `/readyz` 503, and
+/// the rest of the API keeps working.
+#[tokio::test]
+async fn temporal_down_is_503_and_not_ready() {
+    let db = psa_testing::TestDb::new(&psa_models::MIGRATOR).await;
+    let mut app = TestApp {
+        db,
+        base: String::new(),
+        http: reqwest::Client::new(),
+    };
+    let mgmt = app.tenant("Mgmt").await;
+    sqlx::query("UPDATE tenants SET is_management = true WHERE tenant = $1")
+        .bind(mgmt.tenant)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let provisioning = psa_api::tenants::Provisioning::new(
+        dead,
+        "default".into(),
+        "nowhere".into(),
+        app.db.pool.clone(),
+        None,
+    );
+    let server = psa_api::Application::build_with(
+        psa_api::Config {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            session_ttl: Duration::from_secs(3600),
+        },
+        app.db.pool.clone(),
+        Some(provisioning),
+    )
+    .await
+    .unwrap();
+    app.base = format!("http://127.0.0.1:{}", server.port());
+    tokio::spawn(server.run_until(std::future::pending()));
+    let k = Some(mgmt.key.as_str());
+    let r = app
+        .call(Method::POST, "/api/v1/tenants", k, Some(body("Nowhere")))
+        .await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let r = app
+        .call(
+            Method::GET,
+            "/api/v1/tenants/provisioning/tenant-creation-x",
+            k,
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        app.call(Method::GET, "/api/v1/companies", k, None).await.0,
+        StatusCode::OK,
+        "the rest of the API works without Temporal"
+    );
+    assert_eq!(
+        app.count("tenant_provisioning").await,
+        0,
+        "nothing was claimed"
+    );
+}

@@ -151,7 +151,9 @@ async fn tenant_create_status_list_and_reconcile_through_the_cli() {
         "{text}"
     );
 
-    // --no-wait, and the idempotency key.
+    // --no-wait, and the idempotency key (unique per test run: keys hold for good).
+    let key = format!("order-{}", uuid::Uuid::new_v4().simple());
+    let keyed_id = format!("tenant-creation-key-{key}");
     let a = last_json(&s.run(&[
         "tenant",
         "create",
@@ -164,11 +166,11 @@ async fn tenant_create_status_list_and_reconcile_through_the_cli() {
         "--last-name",
         "D",
         "--idempotency-key",
-        "order-42",
+        &key,
         "--no-wait",
         "--json",
     ]));
-    assert_eq!(a["workflow_id"], "tenant-creation-key-order-42");
+    assert_eq!(a["workflow_id"], keyed_id.as_str());
     let b = s.run(&[
         "tenant",
         "create",
@@ -181,11 +183,11 @@ async fn tenant_create_status_list_and_reconcile_through_the_cli() {
         "--last-name",
         "D",
         "--idempotency-key",
-        "order-42",
+        &key,
         "--json",
     ]);
     assert!(b.status.success());
-    assert_eq!(last_json(&b)["workflow_id"], "tenant-creation-key-order-42");
+    assert_eq!(last_json(&b)["workflow_id"], keyed_id.as_str());
     // The same key for another request: refused (exit 2, naming the key), nothing started.
     let c = s.run(&[
         "tenant",
@@ -199,13 +201,13 @@ async fn tenant_create_status_list_and_reconcile_through_the_cli() {
         "--last-name",
         "D",
         "--idempotency-key",
-        "order-42",
+        &key,
         "--json",
     ]);
     let err = String::from_utf8_lossy(&c.stderr);
     assert_eq!(c.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("order-42") && err.contains("different request"),
+        err.contains(&key) && err.contains("different request"),
         "{err}"
     );
     let keyed: i64 =
@@ -563,4 +565,225 @@ async fn without_a_worker_the_cli_says_so_and_keeps_waiting() {
     };
     assert!(status.success());
     stop(worker);
+}
+
+/// The series and label matchers the alert and recording rules read, from
+/// `deploy/prometheus/alerts.yml`: `(metric, [(label, value)])`, one entry per alternative of a
+/// regex matcher.
+fn alert_series() -> Vec<(String, Vec<(String, String)>)> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/prometheus/alerts.yml");
+    let text = std::fs::read_to_string(path).unwrap();
+    // The expressions: `expr: ...` lines and the indented block after `expr: |`.
+    let mut exprs = String::new();
+    let mut block: Option<usize> = None;
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(min) = block {
+            if line.trim().is_empty() || indent > min {
+                exprs.push_str(line);
+                exprs.push('\n');
+                continue;
+            }
+            block = None;
+        }
+        if let Some(rest) = line.trim_start().strip_prefix("expr:") {
+            if rest.trim() == "|" {
+                block = Some(indent);
+            } else {
+                exprs.push_str(rest);
+                exprs.push('\n');
+            }
+        }
+    }
+    let series = regex::Regex::new(r"(psa_[a-z_]+)(\{([^}]*)\})?").unwrap();
+    let matcher = regex::Regex::new(r#"([a-z_]+)\s*(=~|=)\s*"([^"]*)""#).unwrap();
+    let mut out = Vec::new();
+    for c in series.captures_iter(&exprs) {
+        let name = c[1].to_owned();
+        let mut alternatives: Vec<Vec<(String, String)>> = vec![vec![]];
+        if let Some(labels) = c.get(3) {
+            for m in matcher.captures_iter(labels.as_str()) {
+                let label = m[1].to_owned();
+                let mut next = Vec::new();
+                for prefix in &alternatives {
+                    for v in m[3].split('|') {
+                        let mut p = prefix.clone();
+                        p.push((label.clone(), v.to_owned()));
+                        next.push(p);
+                    }
+                }
+                alternatives = next;
+            }
+        }
+        for labels in alternatives {
+            out.push((name.clone(), labels));
+        }
+    }
+    assert!(out.len() >= 8, "the rules were read: {out:?}");
+    out
+}
+
+/// The metrics contract: every series and label value the alert rules use is exported by a real
+/// worker after one completed, one tracking-failed, one transiently-retried and one
+/// rolled-back-after-tracking creation; the counters the rules divide by exist from start-up.
+#[tokio::test]
+async fn the_worker_exports_every_series_the_alert_rules_read() {
+    let s = Setup::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Each fail point counts its evaluations across the four runs, made one after the other:
+    // run 1 completes; run 2's customer company fails for good; run 3's tag fails once and is
+    // retried; run 4's last core step fails for good after tracking, and rolls back.
+    let failpoints = "activity::create_customer_company=1*off->1*return(permanent);\
+                      activity::tag_customer_company=1*off->1*return(transient);\
+                      activity::setup_tenant_data=3*off->1*return(permanent)";
+    let worker = s.worker_on(Some(failpoints), &format!("127.0.0.1:{port}"));
+    let scrape = || async {
+        for _ in 0..100 {
+            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+                return r.text().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the worker's /metrics did not answer");
+    };
+    let at_start = scrape().await;
+    for needle in [
+        r#"psa_tenant_creations_total{outcome="completed"} 0"#,
+        r#"psa_tenant_creations_total{outcome="failed"} 0"#,
+        r#"psa_customer_tracking_total{status="failed"} 0"#,
+        r#"psa_customer_tracking_rollbacks_total 0"#,
+        r#"psa_tenant_provisioning_cut_off_total 0"#,
+    ] {
+        assert!(
+            at_start.contains(needle),
+            "{needle} at start-up:\n{at_start}"
+        );
+    }
+    let mut outcomes = Vec::new();
+    for i in 1..=4 {
+        let out = s.run(&[
+            "tenant",
+            "create",
+            "--name",
+            &format!("Contract {i}"),
+            "--admin-email",
+            &format!("c{i}@contract.example"),
+            "--first-name",
+            "C",
+            "--last-name",
+            "T",
+            "--json",
+        ]);
+        let r = last_json(&out);
+        outcomes.push((
+            r["status"].as_str().unwrap().to_owned(),
+            r["customer_tracking"]["status"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        ));
+    }
+    let expected = [
+        ("completed", "completed"),
+        ("completed", "failed"),
+        ("completed", "completed"),
+        ("rolled_back", "rolled_back"),
+    ];
+    assert_eq!(
+        outcomes,
+        expected.map(|(a, b)| (a.to_owned(), b.to_owned())),
+        "the four runs went as designed"
+    );
+    let metrics = scrape().await;
+    let exported: Vec<(&str, Vec<(String, String)>)> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let name_end = l.find(['{', ' ']).unwrap();
+            let labels = l[name_end..]
+                .strip_prefix('{')
+                .and_then(|rest| rest.split_once('}'))
+                .map(|(inner, _)| {
+                    inner
+                        .split("\",")
+                        .filter(|kv| !kv.is_empty())
+                        .map(|kv| {
+                            let (k, v) = kv.split_once('=').unwrap();
+                            (k.to_owned(), v.trim_matches('"').to_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (&l[..name_end], labels)
+        })
+        .collect();
+    for (name, labels) in alert_series() {
+        let found = exported
+            .iter()
+            .any(|(n, l)| *n == name && labels.iter().all(|kv| l.contains(kv)));
+        assert!(
+            found,
+            "the rules read {name}{labels:?}, which the worker does not export:\n{metrics}"
+        );
+    }
+    // And the runs moved them.
+    for needle in [
+        r#"psa_tenant_creations_total{outcome="completed"} 3"#,
+        r#"psa_tenant_creations_total{outcome="rolled_back"} 1"#,
+        r#"psa_customer_tracking_total{status="failed"} 1"#,
+        r#"psa_customer_tracking_rollbacks_total 1"#,
+        r#"psa_customer_tracking_steps_total{step="tag_customer_company",outcome="transient_failure"} 1"#,
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "{needle} after the runs:\n{metrics}"
+        );
+    }
+    stop(worker);
+}
+
+/// Temporal down: starting a run and running a worker fail with exit 1 and one clear line, and
+/// nothing is written.
+#[tokio::test]
+async fn temporal_unreachable_exits_1_with_a_clear_message() {
+    let s = Setup::new().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string(); // bound and dropped: nothing listens there
+    for args in [
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "Nowhere",
+            "--admin-email",
+            "n@nowhere.example",
+            "--first-name",
+            "N",
+            "--last-name",
+            "W",
+        ][..],
+        &["tenant", "status", "tenant-creation-x"][..],
+        &["worker", "--metrics-bind", "127.0.0.1:0"][..],
+    ] {
+        let out = s.cmd(args).env("TEMPORAL_ADDRESS", &dead).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("cannot reach Temporal at {dead}")),
+            "{args:?}: {err}"
+        );
+    }
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_provisioning")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(records, 0, "nothing was claimed");
 }

@@ -477,7 +477,7 @@ async fn a_connection_killed_during_a_step_is_retried_not_rolled_back() {
         killed = sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
              WHERE datname = current_database() AND state = 'idle in transaction' \
-               AND pid <> pg_backend_pid()) t",
+               AND query LIKE 'INSERT INTO tax_rates%' AND pid <> pg_backend_pid()) t",
         )
         .fetch_one(&env.db.pool)
         .await
