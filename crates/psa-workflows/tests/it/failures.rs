@@ -359,12 +359,14 @@ async fn a_compensation_failing_for_good_fails_the_run_and_says_what_is_left() {
 async fn cancel_during(activity: &str, step: Option<Step>) {
     require_failpoints();
     let env = Env::start().await;
-    fail::cfg(format!("activity::{activity}"), "sleep(2500)").unwrap();
+    // The step is held inside its transaction for 6 s (its attempt may take 15 s), long enough
+    // for the cancel to be sent and received during it even on a loaded machine.
+    let point = format!("activity::{activity}");
+    fail::cfg(&point, "1*sleep(6000)").unwrap();
     let id = env.start_run(env.input("Cancel Point")).await;
     let mut reached = false;
-    for _ in 0..200 {
-        let state = env.workflows.state(&id).await;
-        let at = match (&state, step) {
+    for _ in 0..400 {
+        let at = match (env.workflows.state(&id).await, step) {
             (Ok(s), Some(step)) => s.step == step,
             // Before the first step: the run answers, and waits in its first activity.
             (Ok(s), None) => s.step == Step::Initializing,
@@ -378,6 +380,20 @@ async fn cancel_during(activity: &str, step: Option<Step>) {
     }
     assert!(reached, "the run reached {activity}");
     env.workflows.cancel(&id, "stop").await.unwrap();
+    let mut received = false;
+    for _ in 0..400 {
+        if env
+            .workflows
+            .state(&id)
+            .await
+            .is_ok_and(|s| s.cancel_requested)
+        {
+            received = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(received, "the cancel was received during {activity}");
     let result = env.workflows.result(&id).await.unwrap();
     assert_eq!(result.status, Outcome::Cancelled, "{result:?}");
     assert_eq!(result.error.as_ref().unwrap().step, FailedStep::Cancel);
