@@ -163,3 +163,33 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
         "docs/openapi.json is stale: run the tests with PSA_UPDATE_OPENAPI=1"
     );
 }
+
+/// Our failure is a 500 `internal` with a generic message: no database text reaches the caller,
+/// and the request wrote nothing.
+#[tokio::test]
+async fn an_internal_failure_is_a_generic_500() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("Acme").await;
+    // The schema is broken under the running server (a table gone): a failure that is ours.
+    sqlx::query("ALTER TABLE contacts RENAME TO contacts_elsewhere")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let r = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/contacts",
+            Some(&t.key),
+            Some(serde_json::json!({"full_name": "A", "email": "a@x.example"})),
+        )
+        .await;
+    assert_error(&r, reqwest::StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    let message = r.1["error"]["message"].as_str().unwrap();
+    assert_eq!(message, "An unexpected error occurred");
+    assert!(r.1["error"].get("fields").is_none(), "{}", r.1);
+    sqlx::query("ALTER TABLE contacts_elsewhere RENAME TO contacts")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(app.count("contacts").await, 0);
+}

@@ -199,33 +199,13 @@ async fn a_transient_failure_is_retried_not_rolled_back() {
 
 #[tokio::test]
 async fn cancel_rolls_back() {
-    require_failpoints();
-    let env = Env::start().await;
-    // Hold the admin-user step long enough to cancel during it.
-    fail::cfg("activity::create_admin_user", "sleep(3000)").unwrap();
-    let id = &env.start_run(env.input("Cancelled")).await;
-    let mut reached = false;
-    for _ in 0..100 {
-        if env
-            .workflows
-            .state(id)
-            .await
-            .map(|s| s.step == Step::CreatingAdminUser)
-            .unwrap_or(false)
-        {
-            reached = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(reached, "the run reached the admin step before the cancel");
-    env.workflows
-        .cancel(id, "operator changed their mind")
-        .await
-        .unwrap();
-    let result = env.workflows.result(id).await.unwrap();
-    assert_eq!(result.status, Outcome::Cancelled, "{result:?}");
-    env.check_replay(id, "cancel").await;
+    let (env, id, result) = cancel_during(
+        "create_admin_user",
+        Some(Step::CreatingAdminUser),
+        Some("user_roles"),
+    )
+    .await;
+    env.check_replay(&id, "cancel").await;
     assert!(
         result
             .error
@@ -234,18 +214,6 @@ async fn cancel_rolls_back() {
             .message
             .contains("operator changed their mind")
     );
-    assert!(
-        result
-            .rollback
-            .compensated
-            .contains(&ActivityName::RollbackTenant)
-    );
-    let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE NOT is_management")
-        .fetch_one(&env.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(tenants, 0);
-    assert_eq!(env.customer_records().await, (0, 0, 0));
 }
 
 #[tokio::test]
@@ -356,18 +324,45 @@ async fn a_compensation_failing_for_good_fails_the_run_and_says_what_is_left() {
 
 /// Cancel stops at the next cancel point, whichever step it arrives in, and rolls back what was
 /// built (nothing, when it arrives before the first step).
-async fn cancel_during(activity: &str, step: Option<Step>) {
+///
+/// A core step is held by a table lock the test takes on the table the step writes first (the
+/// step waits on PostgreSQL, not on a blocked thread) and releases once the cancel has been
+/// received; the first activity, which starts too soon after the run to be gated so, is held by
+/// a fail point sleeping 6 s.
+async fn cancel_during(
+    activity: &str,
+    step: Option<Step>,
+    gate: Option<&str>,
+) -> (Env, String, psa_workflows::TenantCreationResult) {
     require_failpoints();
     let env = Env::start().await;
-    // The step is held inside its transaction for 6 s (its attempt may take 15 s), long enough
-    // for the cancel to be sent and received during it even on a loaded machine.
-    let point = format!("activity::{activity}");
-    fail::cfg(&point, "1*sleep(6000)").unwrap();
+    let mut lock = None;
+    match gate {
+        Some(table) => {
+            let mut tx = env.db.pool.begin().await.unwrap();
+            sqlx::query(&format!("LOCK TABLE {table} IN EXCLUSIVE MODE"))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            lock = Some(tx);
+        }
+        None => fail::cfg(format!("activity::{activity}"), "1*sleep(6000)").unwrap(),
+    }
     let id = env.start_run(env.input("Cancel Point")).await;
     let mut reached = false;
     for _ in 0..400 {
+        let waiting = || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap()
+                > 0
+        };
         let at = match (env.workflows.state(&id).await, step) {
-            (Ok(s), Some(step)) => s.step == step,
+            (Ok(s), Some(step)) => s.step == step && waiting().await,
             // Before the first step: the run answers, and waits in its first activity.
             (Ok(s), None) => s.step == Step::Initializing,
             _ => false,
@@ -379,7 +374,10 @@ async fn cancel_during(activity: &str, step: Option<Step>) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(reached, "the run reached {activity}");
-    env.workflows.cancel(&id, "stop").await.unwrap();
+    env.workflows
+        .cancel(&id, "operator changed their mind")
+        .await
+        .unwrap();
     let mut received = false;
     for _ in 0..400 {
         if env
@@ -394,6 +392,9 @@ async fn cancel_during(activity: &str, step: Option<Step>) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(received, "the cancel was received during {activity}");
+    if let Some(tx) = lock {
+        tx.commit().await.unwrap();
+    }
     let result = env.workflows.result(&id).await.unwrap();
     assert_eq!(result.status, Outcome::Cancelled, "{result:?}");
     assert_eq!(result.error.as_ref().unwrap().step, FailedStep::Cancel);
@@ -414,26 +415,37 @@ async fn cancel_during(activity: &str, step: Option<Step>) {
         "{:?}",
         result.rollback
     );
+    (env, id, result)
 }
 
 #[tokio::test]
 async fn cancel_before_the_first_step() {
-    cancel_during("begin_provisioning", None).await;
+    cancel_during("begin_provisioning", None, None).await;
 }
 
 #[tokio::test]
 async fn cancel_during_create_tenant() {
-    cancel_during("create_tenant", Some(Step::CreatingTenant)).await;
+    cancel_during("create_tenant", Some(Step::CreatingTenant), Some("tenants")).await;
 }
 
 #[tokio::test]
 async fn cancel_during_onboarding_seeds() {
-    cancel_during("run_onboarding_seeds", Some(Step::RunningOnboardingSeeds)).await;
+    cancel_during(
+        "run_onboarding_seeds",
+        Some(Step::RunningOnboardingSeeds),
+        Some("roles"),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn cancel_during_setup_tenant_data() {
-    cancel_during("setup_tenant_data", Some(Step::SettingUpData)).await;
+    cancel_during(
+        "setup_tenant_data",
+        Some(Step::SettingUpData),
+        Some("tenant_email_settings"),
+    )
+    .await;
 }
 
 #[tokio::test]
