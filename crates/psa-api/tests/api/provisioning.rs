@@ -19,11 +19,14 @@ struct Provisioned {
     _worker: psa_workflows::worker::Background,
 }
 
-async fn provisioned() -> Provisioned {
-    let temporal = TestTemporal::start().await;
+/// A server with provisioning through Temporal at `address` on `queue`, and a management tenant
+/// with its admin's key.
+async fn app_with_provisioning(
+    address: &str,
+    queue: &str,
+    key: Option<SecretKey>,
+) -> (TestApp, TenantFixture) {
     let db = psa_testing::TestDb::new(&psa_models::MIGRATOR).await;
-    let queue = format!("api-{}", uuid::Uuid::new_v4().simple());
-    let key = SecretKey::from_base64(&SecretKey::generate_base64()).unwrap();
     let mut app = TestApp {
         db,
         base: String::new(),
@@ -35,17 +38,12 @@ async fn provisioned() -> Provisioned {
         .execute(&app.db.pool)
         .await
         .unwrap();
-    let tracking = TrackingSettings {
-        enabled: true,
-        management_tenant_id: Some(mgmt.tenant),
-        tag_name: TagText::parse("PSA Customer").unwrap(),
-    };
     let provisioning = psa_api::tenants::Provisioning::new(
-        temporal.address.clone(),
+        address.to_owned(),
         "default".into(),
-        queue.clone(),
+        queue.to_owned(),
         app.db.pool.clone(),
-        Some(key.clone()),
+        key,
     );
     let server = psa_api::Application::build_with(
         psa_api::Config {
@@ -59,7 +57,19 @@ async fn provisioned() -> Provisioned {
     .unwrap();
     app.base = format!("http://127.0.0.1:{}", server.port());
     tokio::spawn(server.run_until(std::future::pending()));
+    (app, mgmt)
+}
 
+async fn provisioned() -> Provisioned {
+    let temporal = TestTemporal::start().await;
+    let queue = format!("api-{}", uuid::Uuid::new_v4().simple());
+    let key = SecretKey::from_base64(&SecretKey::generate_base64()).unwrap();
+    let (app, mgmt) = app_with_provisioning(&temporal.address, &queue, Some(key.clone())).await;
+    let tracking = TrackingSettings {
+        enabled: true,
+        management_tenant_id: Some(mgmt.tenant),
+        tag_name: TagText::parse("PSA Customer").unwrap(),
+    };
     let worker = psa_workflows::worker::Background::start(
         &temporal.address,
         &queue,
@@ -341,42 +351,12 @@ async fn a_run_started_by_the_cli_is_readable_and_no_worker_is_named() {
 /// the rest of the API keeps working.
 #[tokio::test]
 async fn temporal_down_is_503_and_not_ready() {
-    let db = psa_testing::TestDb::new(&psa_models::MIGRATOR).await;
-    let mut app = TestApp {
-        db,
-        base: String::new(),
-        http: reqwest::Client::new(),
-    };
-    let mgmt = app.tenant("Mgmt").await;
-    sqlx::query("UPDATE tenants SET is_management = true WHERE tenant = $1")
-        .bind(mgmt.tenant)
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .to_string();
-    let provisioning = psa_api::tenants::Provisioning::new(
-        dead,
-        "default".into(),
-        "nowhere".into(),
-        app.db.pool.clone(),
-        None,
-    );
-    let server = psa_api::Application::build_with(
-        psa_api::Config {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            session_ttl: Duration::from_secs(3600),
-        },
-        app.db.pool.clone(),
-        Some(provisioning),
-    )
-    .await
-    .unwrap();
-    app.base = format!("http://127.0.0.1:{}", server.port());
-    tokio::spawn(server.run_until(std::future::pending()));
+        .to_string(); // bound and dropped: nothing listens there
+    let (app, mgmt) = app_with_provisioning(&dead, "nowhere", None).await;
     let k = Some(mgmt.key.as_str());
     let r = app
         .call(Method::POST, "/api/v1/tenants", k, Some(body("Nowhere")))

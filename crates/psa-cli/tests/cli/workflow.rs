@@ -154,56 +154,32 @@ async fn tenant_create_status_list_and_reconcile_through_the_cli() {
     // --no-wait, and the idempotency key (unique per test run: keys hold for good).
     let key = format!("order-{}", uuid::Uuid::new_v4().simple());
     let keyed_id = format!("tenant-creation-key-{key}");
-    let a = last_json(&s.run(&[
-        "tenant",
-        "create",
-        "--name",
-        "Keyed",
-        "--admin-email",
-        "k@keyed.example",
-        "--first-name",
-        "K",
-        "--last-name",
-        "D",
-        "--idempotency-key",
-        &key,
-        "--no-wait",
-        "--json",
-    ]));
+    let keyed = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "tenant",
+            "create",
+            "--name",
+            name,
+            "--admin-email",
+            "k@keyed.example",
+            "--first-name",
+            "K",
+            "--last-name",
+            "D",
+            "--idempotency-key",
+            &key,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        s.run(&args)
+    };
+    let a = last_json(&keyed("Keyed", &["--no-wait"]));
     assert_eq!(a["workflow_id"], keyed_id.as_str());
-    let b = s.run(&[
-        "tenant",
-        "create",
-        "--name",
-        "Keyed",
-        "--admin-email",
-        "k@keyed.example",
-        "--first-name",
-        "K",
-        "--last-name",
-        "D",
-        "--idempotency-key",
-        &key,
-        "--json",
-    ]);
+    let b = keyed("Keyed", &[]);
     assert!(b.status.success());
     assert_eq!(last_json(&b)["workflow_id"], keyed_id.as_str());
     // The same key for another request: refused (exit 2, naming the key), nothing started.
-    let c = s.run(&[
-        "tenant",
-        "create",
-        "--name",
-        "Keyed Again",
-        "--admin-email",
-        "k@keyed.example",
-        "--first-name",
-        "K",
-        "--last-name",
-        "D",
-        "--idempotency-key",
-        &key,
-        "--json",
-    ]);
+    let c = keyed("Keyed Again", &[]);
     let err = String::from_utf8_lossy(&c.stderr);
     assert_eq!(c.status.code(), Some(2), "{err}");
     assert!(
