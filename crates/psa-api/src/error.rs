@@ -89,6 +89,27 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// What the log says of a failure: the cause chain, but of a database error only its
+    /// SQLSTATE, message and constraint. PostgreSQL's DETAIL and WHERE carry row values (emails,
+    /// names) that have no place in logs.
+    pub fn log_safe(&self) -> String {
+        match self {
+            ApiError::Model(psa_models::Error::Database(e)) => match e.as_database_error() {
+                Some(db) => format!(
+                    "database error {}: {} (constraint {})",
+                    db.code().as_deref().unwrap_or("-"),
+                    db.message(),
+                    db.constraint().unwrap_or("-")
+                ),
+                None => format!("database error: {e}"),
+            },
+            ApiError::Internal(e) => format!("{e:#}"),
+            other => format!("{other}"),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         ApiError::Model(e.into())
@@ -119,7 +140,7 @@ impl IntoResponse for ApiError {
         let message = if let ApiError::Unavailable(m) = &self {
             m.clone()
         } else if status.is_server_error() {
-            tracing::error!(error = ?self, "request failed");
+            tracing::error!(error = %self.log_safe(), "request failed");
             "An unexpected error occurred".to_owned()
         } else {
             self.to_string()

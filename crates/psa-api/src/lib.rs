@@ -102,6 +102,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .route("/metrics", get(metrics::render).with_state(metrics))
         .layer(axum::middleware::from_fn(metrics::track))
+        // API answers are one user's data, some carry a token or a password: no cache (browser,
+        // proxy) may keep them.
+        .layer(
+            tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+                axum::http::header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static("no-store"),
+            ),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {

@@ -54,11 +54,30 @@ pub async fn render(State(handle): State<PrometheusHandle>) -> impl IntoResponse
     )
 }
 
+/// The `method` label: the methods HTTP defines, anything else `other`. Clients choose the
+/// method, and a label copied from them would let anyone grow `/metrics` and memory without
+/// bound.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
 /// Counts and times every request, and logs it (method, route template, status, latency; never
 /// headers or bodies, so no credential reaches the log).
 pub async fn track(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     let route = req
         .extensions()
         .get::<MatchedPath>()

@@ -195,11 +195,22 @@ pub async fn reconcile(
         psa_models::Error::validation("NINEMINDS_TENANT_ID", "NINEMINDS_TENANT_ID is not set")
     })?;
     let mut conn = pool.acquire().await?;
-    if tenants::find(&mut conn, mgmt).await?.is_none() {
-        return Err(psa_models::Error::validation(
-            "NINEMINDS_TENANT_ID",
-            format!("NINEMINDS_TENANT_ID={mgmt} names no tenant"),
-        ));
+    match tenants::find(&mut conn, mgmt).await? {
+        None => {
+            return Err(psa_models::Error::validation(
+                "NINEMINDS_TENANT_ID",
+                format!("NINEMINDS_TENANT_ID={mgmt} names no tenant"),
+            ));
+        }
+        Some(t) if !t.is_management => {
+            return Err(psa_models::Error::validation(
+                "NINEMINDS_TENANT_ID",
+                format!(
+                    "NINEMINDS_TENANT_ID={mgmt} names a tenant that is not the management tenant"
+                ),
+            ));
+        }
+        Some(_) => {}
     }
     let all = tenants::list(&mut conn).await?;
     let orphans = companies::orphaned_customers(&mut conn, mgmt).await?;

@@ -37,7 +37,12 @@ pub async fn check_tracking(pool: &PgPool, tracking: &TrackingSettings) -> Resul
         .await
         .map_err(|e| WorkerError::Failed(format!("cannot connect to PostgreSQL: {e}")))?;
     match tenants::find(&mut conn, id).await {
-        Ok(Some(_)) => Ok(()),
+        Ok(Some(t)) if t.is_management => Ok(()),
+        // Pointed at a customer tenant by mistake, every new admin's email would land in that
+        // customer's data: refuse.
+        Ok(Some(_)) => Err(WorkerError::Config(format!(
+            "NINEMINDS_TENANT_ID={id} names a tenant that is not the management tenant (the one `psa management init` created)"
+        ))),
         Ok(None) => Err(WorkerError::Config(format!(
             "NINEMINDS_TENANT_ID={id} names no tenant in this database (create it with `psa management init`)"
         ))),

@@ -193,3 +193,50 @@ async fn an_internal_failure_is_a_generic_500() {
         .unwrap();
     assert_eq!(app.count("contacts").await, 0);
 }
+
+/// Methods a client invents are counted as `other`: `/metrics` does not grow with them. Every
+/// answer is `Cache-Control: no-store` (a login answer carries a token).
+#[tokio::test]
+async fn metric_labels_are_bounded_and_answers_are_not_cached() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("Acme").await;
+    for i in 0..50 {
+        let m = reqwest::Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+        let r = app
+            .http
+            .request(m, format!("{}/api/v1/companies", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("INVENTED"),
+        "client-chosen methods became labels"
+    );
+    assert!(metrics.contains(r#"method="other""#), "{metrics}");
+    let login = app
+        .http
+        .post(format!("{}/api/v1/auth/login", app.base))
+        .json(&serde_json::json!({"tenant_id": t.tenant, "email": t.admin_email, "password": t.admin_password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), reqwest::StatusCode::OK);
+    assert_eq!(
+        login
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
+}

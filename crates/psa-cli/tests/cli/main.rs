@@ -384,6 +384,32 @@ async fn serve_with_api_keys_and_sessions_and_no_secret_in_the_logs() {
     let resp = http.post(format!("{base}/api/v1/auth/login")).json(&serde_json::json!({"tenant_id": tenant, "email": "ops@mgmt.example", "password": "not-it-Secret-123"})).send().await.unwrap();
     assert_eq!(resp.status(), 401);
 
+    // A failure of ours whose database error carries row values in its DETAIL: the caller gets
+    // a generic 500, the log gets the SQLSTATE and message but not the DETAIL.
+    sqlx::query(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         RAISE EXCEPTION 'refused by a trigger' USING DETAIL = 'row value secret-detail-42', ERRCODE = 'XX001'; \
+         END $$",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE INSERT ON contacts FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let resp = http
+        .post(format!("{base}/api/v1/contacts"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"full_name": "D", "email": "d@detail.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    assert!(!resp.text().await.unwrap().contains("secret-detail-42"));
+
     let revoked = psa(Some(&url), &["api-key", "revoke", &key_id, "--json"]);
     assert!(revoked.status.success());
     assert_eq!(stdout_json(&revoked)["revoked"], true);
@@ -399,6 +425,14 @@ async fn serve_with_api_keys_and_sessions_and_no_secret_in_the_logs() {
 
     let (status, logs) = child.stop();
     assert!(status.success(), "graceful shutdown on SIGTERM: {status:?}");
+    assert!(
+        logs.contains("XX001") && logs.contains("refused by a trigger"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("secret-detail-42"),
+        "a database DETAIL reached the log"
+    );
     assert!(
         logs.contains("/api/v1/companies"),
         "request logs present: {logs}"

@@ -338,6 +338,32 @@ async fn bad_input_and_configuration_exit_2() {
         .await
         .unwrap();
     assert_eq!(tenants, 1, "only the management tenant");
+    // NINEMINDS_TENANT_ID naming a customer tenant (a copy-paste slip) is refused, naming the
+    // variable: the worker and reconcile would otherwise write customer records into it.
+    let customer = psa_models::TenantId::new();
+    let mut tx = s.db.pool.begin().await.unwrap();
+    psa_models::tenants::create(
+        &mut tx,
+        customer,
+        psa_models::tenants::NewTenant {
+            name: "A Customer".into(),
+            email: "admin@customer.example".into(),
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    for args in [&["worker"][..], &["customers", "reconcile"][..]] {
+        let out = create(&[("NINEMINDS_TENANT_ID", &customer.to_string())], args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("NINEMINDS_TENANT_ID") && err.contains("not the management tenant"),
+            "{args:?}: {err}"
+        );
+    }
 }
 
 #[tokio::test]
