@@ -14,6 +14,25 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
+/// Invisible format characters: zero-width spaces and joiners, bidirectional overrides and
+/// isolates, the soft hyphen, the byte-order mark, tag characters. In a name they make two
+/// entries that look the same ("Acme" and "Acme\u{200b}") or text that reads backwards.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{E0000}'..='\u{E007F}')
+}
+
+/// Single-line text as stored: trimmed and in Unicode NFC (so that "Café" typed with a
+/// combining accent and "Café" precomposed are the same name); `None` if it holds a control or
+/// an invisible format character.
+fn normalized(raw: &str) -> Option<String> {
+    use unicode_normalization::UnicodeNormalization;
+    let s: String = raw.trim().nfc().collect();
+    (!s.chars().any(|c| c.is_control() || is_invisible(c))).then_some(s)
+}
+
 /// Trims; maps `""` (after trimming) to `None`. The reference's `cleanNullableFields`.
 pub fn clean_optional(s: Option<&str>) -> Option<String> {
     s.map(str::trim)
@@ -29,7 +48,12 @@ pub struct CompanyName(String);
 
 impl CompanyName {
     pub fn parse(raw: &str) -> Result<Self> {
-        let s = raw.trim();
+        let Some(s) = normalized(raw) else {
+            return Err(Error::validation(
+                "company_name",
+                "Company name must not contain control or invisible characters",
+            ));
+        };
         if s.is_empty() {
             return Err(Error::validation(
                 "company_name",
@@ -42,13 +66,7 @@ impl CompanyName {
                 "Company name must be at most 255 characters",
             ));
         }
-        if has_control(s) {
-            return Err(Error::validation(
-                "company_name",
-                "Company name must not contain control characters",
-            ));
-        }
-        Ok(Self(s.to_owned()))
+        Ok(Self(s))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -63,7 +81,12 @@ pub struct FullName(String);
 
 impl FullName {
     pub fn parse(raw: &str) -> Result<Self> {
-        let s = raw.trim();
+        let Some(s) = normalized(raw) else {
+            return Err(Error::validation(
+                "full_name",
+                "Full name must not contain control or invisible characters",
+            ));
+        };
         if s.is_empty() {
             return Err(Error::validation("full_name", "Full name is required"));
         }
@@ -73,13 +96,7 @@ impl FullName {
                 "Full name must be at most 255 characters",
             ));
         }
-        if has_control(s) {
-            return Err(Error::validation(
-                "full_name",
-                "Full name must not contain control characters",
-            ));
-        }
-        Ok(Self(s.to_owned()))
+        Ok(Self(s))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -103,7 +120,12 @@ impl EmailAddress {
 
     /// Like [`EmailAddress::parse`], naming `field` in the error.
     pub fn parse_field(raw: &str, field: &'static str) -> Result<Self> {
-        let s = raw.trim().to_lowercase();
+        let Some(s) = normalized(raw).map(|s| s.to_lowercase()) else {
+            return Err(Error::validation(
+                field,
+                "Please enter a valid email address",
+            ));
+        };
         if s.is_empty() {
             return Err(Error::validation(field, "Email address is required"));
         }
@@ -209,7 +231,12 @@ pub struct PersonName(String);
 impl PersonName {
     /// Parses a name; `field` and `label` name it in the error ("first_name", "First name").
     pub fn parse_field(raw: &str, field: &'static str, label: &str) -> Result<Self> {
-        let s = raw.trim();
+        let Some(s) = normalized(raw) else {
+            return Err(Error::validation(
+                field,
+                format!("{label} must not contain control or invisible characters"),
+            ));
+        };
         if s.is_empty() {
             return Err(Error::validation(field, format!("{label} is required")));
         }
@@ -219,13 +246,7 @@ impl PersonName {
                 format!("{label} must be at most 100 characters"),
             ));
         }
-        if has_control(s) {
-            return Err(Error::validation(
-                field,
-                format!("{label} must not contain control characters"),
-            ));
-        }
-        Ok(Self(s.to_owned()))
+        Ok(Self(s))
     }
     pub fn as_str(&self) -> &str {
         &self.0

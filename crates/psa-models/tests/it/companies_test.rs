@@ -451,3 +451,53 @@ async fn delete_removes_tag_mappings_and_refuses_while_contacts_remain() {
         Err(Error::NotFound { .. })
     ));
 }
+
+/// Names are stored in Unicode NFC, and invisible format characters are refused: "Acme" and
+/// "Acme" with a zero-width space, or "Café" typed two ways, cannot both exist.
+#[tokio::test]
+async fn look_alike_names_cannot_both_exist() {
+    let db = super::db().await;
+    let t = seeded_tenant(&db, "Acme").await;
+    let mut tx = db.pool.begin().await.unwrap();
+    let create = |name: &str| NewCompany {
+        company_name: name.into(),
+        ..Default::default()
+    };
+    let first = companies::create(&mut tx, t, create("Café Rouge"), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(first.company_name, "Café Rouge");
+    // The same name with a combining accent: the same name, a conflict.
+    let decomposed = companies::create(&mut tx, t, create("Cafe\u{301} Rouge"), Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(decomposed.code(), "conflict", "{decomposed:?}");
+    tx.rollback().await.unwrap();
+    for invisible in [
+        "Café Rouge\u{200b}",
+        "\u{202e}Café Rouge",
+        "Café\u{2060} Rouge",
+        "Caf\u{ad}é Rouge",
+        "\u{feff}Café Rouge",
+    ] {
+        let mut tx = db.pool.begin().await.unwrap();
+        let e = companies::create(&mut tx, t, create(invisible), Default::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code(), e.field()),
+            ("validation_error", Some("company_name")),
+            "{invisible:?}: {e:?}"
+        );
+    }
+    for (raw, stored) in [("ANN\u{301}A@Example.com", "ann\u{301}a@example.com")] {
+        let e = psa_models::validate::EmailAddress::parse(raw).unwrap();
+        use unicode_normalization::UnicodeNormalization;
+        assert_eq!(e.as_str(), stored.nfc().collect::<String>());
+    }
+    assert!(psa_models::validate::EmailAddress::parse("a\u{200b}@example.com").is_err());
+    assert!(
+        psa_models::validate::PersonName::parse_field("Ada\u{200d}", "first_name", "First name")
+            .is_err()
+    );
+}

@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 use psa_models::validate::{CompanyName, EmailAddress, FullName, TagText, WebsiteUrl};
 use psa_models::{colors, email_suffix};
+use unicode_normalization::UnicodeNormalization;
 
 proptest! {
     #[test]
@@ -25,7 +26,8 @@ proptest! {
     ) {
         let s = format!("{pad}{core}{pad}");
         let n = CompanyName::parse(&s).unwrap();
-        prop_assert_eq!(n.as_str(), s.trim());
+        let nfc: String = s.trim().nfc().collect();
+        prop_assert_eq!(n.as_str(), nfc.as_str());
         prop_assert_eq!(CompanyName::parse(n.as_str()).unwrap(), n.clone());
         let padded = format!("  {}\t", n.as_str());
         prop_assert_eq!(CompanyName::parse(&padded).unwrap(), n);
@@ -37,8 +39,9 @@ proptest! {
         blank in "[ \t]{0,5}",
         long in "[a-z]{256,300}",
         (head, ctrl, tail) in ("[a-z]{1,10}", "[\\x00-\\x08\\x0b\\x0e-\\x1f\\x7f]", "[a-z]{1,10}"),
+        invisible in "[\u{200b}-\u{200f}\u{202a}-\u{202e}\u{2060}\u{2066}-\u{2069}\u{feff}\u{ad}]",
     ) {
-        for bad in [blank, long, format!("{head}{ctrl}{tail}")] {
+        for bad in [blank, long, format!("{head}{ctrl}{tail}"), format!("{head}{invisible}{tail}")] {
             let e = CompanyName::parse(&bad).unwrap_err();
             prop_assert_eq!(e.field(), Some("company_name"));
         }
