@@ -77,6 +77,37 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
+/// A secret from its environment variable, or from the file its `_FILE` variable (or flag)
+/// names, trimmed; `None` when neither is set. Both set is a usage error: which one wins would be
+/// a guess.
+pub fn secret_from_env_or_file(
+    var: &str,
+    file_var: &str,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, CliError> {
+    let from_env = std::env::var(var).ok().filter(|v| !v.trim().is_empty());
+    match (from_env, file) {
+        (Some(_), Some(_)) => Err(CliError::Usage(format!(
+            "both {var} and {file_var} are set: set one"
+        ))),
+        (Some(v), None) => Ok(Some(v)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CliError::Usage(format!("{file_var}: cannot read {}: {e}", path.display()))
+            })?;
+            let v = text.trim().to_owned();
+            if v.is_empty() {
+                return Err(CliError::Usage(format!(
+                    "{file_var}: {} is empty",
+                    path.display()
+                )));
+            }
+            Ok(Some(v))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 /// The owner-role pool, from `DATABASE_URL` (or `--database-url`).
 pub async fn pool(url: Option<&str>, max_connections: u32) -> Result<sqlx::PgPool, CliError> {
     let url = url.filter(|u| !u.trim().is_empty()).ok_or_else(|| {

@@ -22,8 +22,12 @@ use crate::config::{CliError, LogFormat};
     about = "Multi-tenant PSA backend: tenant provisioning with customer tracking"
 )]
 struct Cli {
-    /// PostgreSQL connection URL.
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    /// A file holding the PostgreSQL connection URL (a mounted secret). The URL itself is read
+    /// from `DATABASE_URL` only: a flag would put its password on the process list.
+    #[arg(long, env = "DATABASE_URL_FILE", global = true, value_name = "PATH")]
+    database_url_file: Option<std::path::PathBuf>,
+    /// The URL, from `DATABASE_URL` or the file.
+    #[arg(skip)]
     database_url: Option<String>,
     /// Log format on stderr: pretty or json.
     #[arg(long, env = "PSA_LOG_FORMAT", global = true, default_value = "pretty")]
@@ -130,7 +134,23 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), CliError> {
+async fn run(mut cli: Cli) -> Result<(), CliError> {
+    cli.database_url = config::secret_from_env_or_file(
+        "DATABASE_URL",
+        "DATABASE_URL_FILE",
+        cli.database_url_file.as_deref(),
+    )?;
+    cli.workflow.secret_key = match config::secret_from_env_or_file(
+        "PSA_SECRET_KEY",
+        "PSA_SECRET_KEY_FILE",
+        cli.workflow.secret_key_file.as_deref(),
+    )? {
+        None => None,
+        Some(raw) => Some(
+            psa_workflows::secret::SecretKey::from_base64(&raw)
+                .map_err(|e| CliError::Usage(e.to_string()))?,
+        ),
+    };
     match cli.command {
         Command::Migrate { json } => {
             let pool = config::pool(cli.database_url.as_deref(), 1).await?;

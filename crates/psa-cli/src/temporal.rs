@@ -16,10 +16,6 @@ fn tag_text(s: &str) -> Result<TagText, String> {
     TagText::parse(s).map_err(|_| "must be a valid tag (1-50 ASCII characters)".to_owned())
 }
 
-fn secret_key(s: &str) -> Result<SecretKey, String> {
-    SecretKey::from_base64(s).map_err(|e| e.to_string())
-}
-
 #[derive(Args, Clone, Debug)]
 pub struct WorkflowArgs {
     /// host:port of the Temporal frontend.
@@ -45,8 +41,13 @@ pub struct WorkflowArgs {
         value_parser = clap::builder::NonEmptyStringValueParser::new()
     )]
     pub task_queue: String,
-    /// 32 bytes, base64: seals the admin's temporary password on its way through Temporal.
-    #[arg(long, env = "PSA_SECRET_KEY", hide_env_values = true, global = true, value_parser = secret_key)]
+    /// A file holding `PSA_SECRET_KEY` (32 bytes, base64), e.g. a mounted secret. The key itself
+    /// is read from `PSA_SECRET_KEY` only: a flag would put it on the process list.
+    #[arg(long, env = "PSA_SECRET_KEY_FILE", global = true, value_name = "PATH")]
+    pub secret_key_file: Option<std::path::PathBuf>,
+    /// The key, from `PSA_SECRET_KEY` or the file (seals the admin's temporary password on its
+    /// way through Temporal).
+    #[arg(skip)]
     pub secret_key: Option<SecretKey>,
 }
 

@@ -115,6 +115,67 @@ async fn migrate_applies_once_and_is_idempotent() {
     assert_eq!(tables, 1);
 }
 
+/// Secrets never ride on the command line (where every user of the machine can read them): the
+/// URL and the key come from the environment or from a file (a mounted secret).
+#[tokio::test]
+async fn secrets_come_from_the_environment_or_a_file_never_a_flag() {
+    let db = TestDb::empty().await;
+    let dir = std::env::temp_dir().join(format!("psa-secret-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("database-url");
+    std::fs::write(&file, format!("{}\n", db.url())).unwrap();
+    let out = psa(
+        None,
+        &[
+            "migrate",
+            "--json",
+            "--database-url-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let refused = psa(None, &["migrate", "--database-url", &db.url()]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    let both = psa(
+        Some(&db.url()),
+        &["migrate", "--database-url-file", file.to_str().unwrap()],
+    );
+    assert_eq!(both.status.code(), Some(2));
+    assert!(
+        stderr(&both).contains("DATABASE_URL_FILE"),
+        "{}",
+        stderr(&both)
+    );
+    let missing = psa(
+        None,
+        &["migrate", "--database-url-file", "/nonexistent/psa-url"],
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    let key = dir.join("key");
+    std::fs::write(&key, "not base64!").unwrap();
+    let bad_key = psa(
+        Some(&db.url()),
+        &[
+            "tenant",
+            "status",
+            "tenant-creation-x",
+            "--secret-key-file",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(bad_key.status.code(), Some(2), "{}", stderr(&bad_key));
+    assert!(
+        stderr(&bad_key).contains("PSA_SECRET_KEY"),
+        "{}",
+        stderr(&bad_key)
+    );
+    assert!(
+        !stderr(&bad_key).contains("not base64!"),
+        "the secret was echoed"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test]
 async fn management_init_creates_once_and_prints_the_id() {
     let db = TestDb::new(&psa_models::MIGRATOR).await;
