@@ -490,11 +490,10 @@ async fn look_alike_names_cannot_both_exist() {
             "{invisible:?}: {e:?}"
         );
     }
-    for (raw, stored) in [("ANN\u{301}A@Example.com", "ann\u{301}a@example.com")] {
-        let e = psa_models::validate::EmailAddress::parse(raw).unwrap();
-        use unicode_normalization::UnicodeNormalization;
-        assert_eq!(e.as_str(), stored.nfc().collect::<String>());
-    }
+    use unicode_normalization::UnicodeNormalization;
+    let e = psa_models::validate::EmailAddress::parse("ANN\u{301}A@Example.com").unwrap();
+    let nfc: String = "ann\u{301}a@example.com".nfc().collect();
+    assert_eq!(e.as_str(), nfc);
     assert!(psa_models::validate::EmailAddress::parse("a\u{200b}@example.com").is_err());
     assert!(
         psa_models::validate::PersonName::parse_field("Ada\u{200d}", "first_name", "First name")
