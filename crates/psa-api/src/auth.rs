@@ -8,7 +8,7 @@
 use std::sync::LazyLock;
 
 use axum::Json;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
@@ -179,6 +179,9 @@ impl FromRequestParts<AppState> for Caller {
         let holder = credentials::authenticate(&mut conn, token)
             .await?
             .ok_or(ApiError::Unauthorized)?;
+        drop(conn);
+        let (Credential::Session(id) | Credential::ApiKey(id)) = holder.credential;
+        state.limits.request_with(id)?;
         Ok(Caller {
             tenant: holder.tenant,
             user: holder.user,
@@ -216,25 +219,41 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
 /// Log in with email and password; returns a session token.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 401, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = LoginResponse), (status = 401, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
+    state.limits.login_from(peer.ip())?;
     let Ok(email) = EmailAddress::parse(&req.email) else {
         return Err(ApiError::Unauthorized);
     };
+    state.limits.login_of(req.tenant_id.0, email.as_str())?;
+    // The lookup in its own short transaction: the hash is verified with no connection held, so
+    // a flood of logins cannot take the pool from everyone else.
     let mut tx = db::begin_tenant(&state.pool, req.tenant_id).await?;
     let found = users::find_for_login(&mut tx, req.tenant_id, &email).await?;
+    tx.commit().await?;
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), hash),
         None => (None, DUMMY_HASH.clone()),
     };
-    let ok = password::verify(&req.password, &hash).await?;
+    let ok = {
+        let _permit = state
+            .limits
+            .hashing
+            .acquire()
+            .await
+            .map_err(ApiError::internal)?;
+        password::verify(&req.password, &hash).await?
+    };
     let Some(user) = user.filter(|_| ok) else {
         tracing::info!(tenant = %req.tenant_id, "login refused");
         return Err(ApiError::Unauthorized);
     };
+    let mut tx = db::begin_tenant(&state.pool, req.tenant_id).await?;
     let session = credentials::create_session(
         &mut tx,
         req.tenant_id,

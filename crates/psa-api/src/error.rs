@@ -29,6 +29,9 @@ pub enum ApiError {
     /// An `Idempotency-Key` already used for a different request: 409.
     #[error("{0}")]
     IdempotencyKeyReused(String),
+    /// Too many requests: 429 with `Retry-After`.
+    #[error("Too many requests: try again in {} s", retry_after.as_secs())]
+    RateLimited { retry_after: std::time::Duration },
     /// A dependency (Temporal) is down or not configured: 503, retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -70,6 +73,7 @@ impl ApiError {
             ApiError::BadRequest { status, .. } => *status,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::IdempotencyKeyReused(_) => StatusCode::CONFLICT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -83,6 +87,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => "validation_error",
             ApiError::NotFound => "not_found",
             ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -125,7 +130,7 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// One of validation_error, email_exists, foreign_key_error, not_found, unauthorized,
-    /// forbidden, conflict, idempotency_key_reused, unavailable, internal.
+    /// forbidden, conflict, idempotency_key_reused, rate_limited, unavailable, internal.
     pub code: &'static str,
     pub message: String,
     /// Messages by offending input field.
@@ -163,6 +168,12 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        if let ApiError::RateLimited { retry_after } = &self {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

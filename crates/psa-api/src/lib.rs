@@ -11,6 +11,7 @@ pub mod companies;
 pub mod contacts;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod metrics;
 pub mod tags;
 pub mod tenants;
@@ -43,6 +44,7 @@ pub struct AppState {
     pub session_ttl: chrono::Duration,
     /// Tenant provisioning through Temporal; `None` serves the rest of the API only.
     pub provisioning: Option<std::sync::Arc<tenants::Provisioning>>,
+    pub limits: std::sync::Arc<limits::Limits>,
 }
 
 #[derive(OpenApi)]
@@ -137,6 +139,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 pub struct Config {
     pub bind: SocketAddr,
     pub session_ttl: Duration,
+    pub limits: limits::LimitsConfig,
 }
 
 /// The API bound to its listener; tests bind port 0 and read [`Application::port`].
@@ -162,7 +165,17 @@ impl Application {
             session_ttl: chrono::Duration::from_std(config.session_ttl)
                 .unwrap_or(chrono::Duration::hours(12)),
             provisioning: provisioning.map(std::sync::Arc::new),
+            limits: std::sync::Arc::new(limits::Limits::new(config.limits)),
         };
+        let limits = std::sync::Arc::downgrade(&state.limits);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let Some(l) = limits.upgrade() else { break };
+                l.forget_idle();
+            }
+        });
         Ok(Self {
             listener,
             router: router(state),
@@ -182,8 +195,12 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
     }
 }

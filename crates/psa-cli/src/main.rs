@@ -62,6 +62,8 @@ enum Command {
         /// Database connections of the API. A few per core: more only add contention.
         #[arg(long, env = "PSA_DB_POOL_SIZE", default_value_t = 10)]
         db_pool_size: u32,
+        #[command(flatten)]
+        limits: serve::LimitArgs,
     },
     /// API keys for the HTTP API.
     ApiKey {
@@ -174,6 +176,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             bind,
             session_ttl_minutes,
             db_pool_size,
+            limits,
         } => {
             serve::serve(
                 &cli.workflow,
@@ -181,6 +184,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
                 &bind,
                 session_ttl_minutes,
                 db_pool_size,
+                &limits,
             )
             .await
         }

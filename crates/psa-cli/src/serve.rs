@@ -9,6 +9,40 @@ use secrecy::ExposeSecret;
 
 use crate::config::{self, CliError};
 
+/// Abuse limits of `psa serve` (docs/operations.md, "Security").
+#[derive(clap::Args, Clone, Debug)]
+pub struct LimitArgs {
+    /// Login attempts per minute from one client address.
+    #[arg(long, env = "PSA_LOGIN_RATE_PER_MINUTE", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_rate_per_minute: u32,
+    /// Login attempts per minute for one account (tenant and email).
+    #[arg(long, env = "PSA_LOGIN_ACCOUNT_RATE_PER_MINUTE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_account_rate_per_minute: u32,
+    /// Requests per second with one credential (session or API key).
+    #[arg(long, env = "PSA_API_RATE_PER_SECOND", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub api_rate_per_second: u32,
+    /// Password hashes computed at once (default: half the cores).
+    #[arg(long, env = "PSA_CONCURRENT_HASHES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrent_hashes: Option<u32>,
+}
+
+impl LimitArgs {
+    pub fn config(&self) -> psa_api::limits::LimitsConfig {
+        let default = psa_api::limits::LimitsConfig::default();
+        psa_api::limits::LimitsConfig {
+            login_per_minute_per_address: self.login_rate_per_minute,
+            login_per_minute_per_account: self.login_account_rate_per_minute,
+            requests_per_second_per_credential: self.api_rate_per_second,
+            concurrent_hashes: self
+                .concurrent_hashes
+                .map_or(default.concurrent_hashes, |n| n as usize),
+        }
+    }
+}
+
 /// `psa serve`: the HTTP API until SIGTERM or Ctrl-C.
 pub async fn serve(
     wf: &crate::temporal::WorkflowArgs,
@@ -16,6 +50,7 @@ pub async fn serve(
     bind: &str,
     session_ttl_minutes: u64,
     db_pool_size: u32,
+    limits: &LimitArgs,
 ) -> Result<(), CliError> {
     let bind: SocketAddr = bind
         .parse()
@@ -42,6 +77,7 @@ pub async fn serve(
         psa_api::Config {
             bind,
             session_ttl: Duration::from_secs(session_ttl_minutes * 60),
+            limits: limits.config(),
         },
         pool,
         Some(provisioning),

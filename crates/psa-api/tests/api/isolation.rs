@@ -155,6 +155,7 @@ async fn the_request_transaction_is_confined_even_without_a_tenant_filter() {
         pool: app.db.pool.clone(),
         session_ttl: chrono::Duration::hours(1),
         provisioning: None,
+        limits: std::sync::Arc::new(psa_api::limits::Limits::new(Default::default())),
     };
     let caller = psa_api::auth::Caller {
         tenant: b.tenant,

@@ -6,6 +6,7 @@ mod bad_input;
 mod companies;
 mod contacts;
 mod isolation;
+mod limits;
 mod ops;
 mod provisioning;
 mod rbac;
@@ -36,11 +37,17 @@ pub struct TenantFixture {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
+        Self::spawn_with(Default::default()).await
+    }
+
+    /// With these abuse limits.
+    pub async fn spawn_with(limits: psa_api::limits::LimitsConfig) -> TestApp {
         let db = TestDb::new(&psa_models::MIGRATOR).await;
         let app = psa_api::Application::build(
             psa_api::Config {
                 bind: "127.0.0.1:0".parse().unwrap(),
                 session_ttl: Duration::from_secs(3600),
+                limits,
             },
             db.pool.clone(),
         )

@@ -1,0 +1,108 @@
+//! Abuse limits: rate limits on login (per client address and per account) and on every
+//! authenticated request (per credential), and a bound on concurrent password hashing.
+//!
+//! Login verifies an argon2 hash, which costs tens of milliseconds of CPU and 19 MiB: a flood of
+//! wrong passwords must neither occupy every core (hashes wait for a permit) nor hold database
+//! connections (the hash is verified outside any transaction). The limits answer 429
+//! `rate_limited` with `Retry-After`.
+
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::error::ApiError;
+
+/// The configured limits.
+#[derive(Clone, Copy, Debug)]
+pub struct LimitsConfig {
+    /// Login attempts per minute from one client address (bursts up to the same number).
+    pub login_per_minute_per_address: u32,
+    /// Login attempts per minute for one account (tenant and email), from anywhere.
+    pub login_per_minute_per_account: u32,
+    /// Requests per second with one credential (session or API key).
+    pub requests_per_second_per_credential: u32,
+    /// Password hashes computed at once.
+    pub concurrent_hashes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            login_per_minute_per_address: 60,
+            login_per_minute_per_account: 10,
+            requests_per_second_per_credential: 100,
+            // Half the cores: a flood of logins leaves the other half to everyone else.
+            concurrent_hashes: std::thread::available_parallelism()
+                .map(|n| (n.get() / 2).max(1))
+                .unwrap_or(1),
+        }
+    }
+}
+
+/// The limiters of one server.
+pub struct Limits {
+    login_by_address: DefaultKeyedRateLimiter<IpAddr>,
+    login_by_account: DefaultKeyedRateLimiter<(uuid::Uuid, String)>,
+    requests_by_credential: DefaultKeyedRateLimiter<uuid::Uuid>,
+    /// Permits to compute a password hash.
+    pub hashing: tokio::sync::Semaphore,
+}
+
+fn quota_per_minute(n: u32) -> Quota {
+    Quota::per_minute(NonZeroU32::new(n.max(1)).expect("at least 1"))
+}
+
+fn check<K: Hash + Eq + Clone>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+) -> Result<(), ApiError> {
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        metrics::counter!("psa_rate_limited_total").increment(1);
+        ApiError::RateLimited {
+            retry_after: wait.max(Duration::from_secs(1)),
+        }
+    })
+}
+
+impl Limits {
+    pub fn new(config: LimitsConfig) -> Limits {
+        Limits {
+            login_by_address: RateLimiter::keyed(quota_per_minute(
+                config.login_per_minute_per_address,
+            )),
+            login_by_account: RateLimiter::keyed(quota_per_minute(
+                config.login_per_minute_per_account,
+            )),
+            requests_by_credential: RateLimiter::keyed(Quota::per_second(
+                NonZeroU32::new(config.requests_per_second_per_credential.max(1))
+                    .expect("at least 1"),
+            )),
+            hashing: tokio::sync::Semaphore::new(config.concurrent_hashes.max(1)),
+        }
+    }
+
+    pub fn login_from(&self, address: IpAddr) -> Result<(), ApiError> {
+        check(&self.login_by_address, &address)
+    }
+
+    pub fn login_of(&self, tenant: uuid::Uuid, email: &str) -> Result<(), ApiError> {
+        check(&self.login_by_account, &(tenant, email.to_owned()))
+    }
+
+    pub fn request_with(&self, credential: uuid::Uuid) -> Result<(), ApiError> {
+        check(&self.requests_by_credential, &credential)
+    }
+
+    /// Forgets keys whose limits have fully recovered (the maps would otherwise grow with every
+    /// address and account ever seen).
+    pub fn forget_idle(&self) {
+        self.login_by_address.retain_recent();
+        self.login_by_account.retain_recent();
+        self.requests_by_credential.retain_recent();
+    }
+}
