@@ -29,6 +29,9 @@ pub enum ApiError {
     /// An `Idempotency-Key` already used for a different request: 409.
     #[error("{0}")]
     IdempotencyKeyReused(String),
+    /// The request took longer than the server allows: 503 `timeout`, nothing written.
+    #[error("The request took too long and was stopped; nothing was changed")]
+    Timeout,
     /// Too many requests: 429 with `Retry-After`.
     #[error("Too many requests: try again in {} s", retry_after.as_secs())]
     RateLimited { retry_after: std::time::Duration },
@@ -74,6 +77,7 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::IdempotencyKeyReused(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -88,6 +92,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Timeout => "timeout",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -130,7 +135,7 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// One of validation_error, email_exists, foreign_key_error, not_found, unauthorized,
-    /// forbidden, conflict, idempotency_key_reused, rate_limited, unavailable, internal.
+    /// forbidden, conflict, idempotency_key_reused, rate_limited, timeout, unavailable, internal.
     pub code: &'static str,
     pub message: String,
     /// Messages by offending input field.
@@ -144,6 +149,8 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let message = if let ApiError::Unavailable(m) = &self {
             m.clone()
+        } else if matches!(self, ApiError::Timeout) {
+            self.to_string()
         } else if status.is_server_error() {
             tracing::error!(error = %self.log_safe(), "request failed");
             "An unexpected error occurred".to_owned()

@@ -45,6 +45,7 @@ pub struct AppState {
     /// Tenant provisioning through Temporal; `None` serves the rest of the API only.
     pub provisioning: Option<std::sync::Arc<tenants::Provisioning>>,
     pub limits: std::sync::Arc<limits::Limits>,
+    pub request_timeout: Duration,
 }
 
 #[derive(OpenApi)]
@@ -89,6 +90,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
+    let timeout = state.request_timeout;
     let (api, doc) = api_routes();
     let doc = std::sync::Arc::new(doc);
     let metrics = metrics::handle();
@@ -103,6 +105,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
         .route("/metrics", get(metrics::render).with_state(metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            timeout,
+            request_timeout,
+        ))
         .layer(axum::middleware::from_fn(metrics::track))
         // API answers are one user's data, some carry a token or a password: no cache (browser,
         // proxy) may keep them.
@@ -118,6 +124,19 @@ pub fn router(state: AppState) -> Router {
                 ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
             },
         ))
+}
+
+/// Answers 503 `timeout` for a request that takes longer than the configured limit; its
+/// transaction is dropped, so it rolls back and writes nothing.
+async fn request_timeout(
+    State(limit): State<Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout.into_response(),
+    }
 }
 
 /// `GET /readyz`: the database answers, and Temporal too when provisioning is configured.
@@ -140,12 +159,36 @@ pub struct Config {
     pub bind: SocketAddr,
     pub session_ttl: Duration,
     pub limits: limits::LimitsConfig,
+    pub server: ServerLimits,
+}
+
+/// What one connection and one request may take of the server.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerLimits {
+    /// A client must send its request headers within this (slow-header attacks hold a
+    /// connection otherwise).
+    pub header_read_timeout: Duration,
+    /// A request is answered 503 `timeout` once it has taken this long.
+    pub request_timeout: Duration,
+    /// Open connections at most; more wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
 }
 
 /// The API bound to its listener; tests bind port 0 and read [`Application::port`].
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    server: ServerLimits,
 }
 
 impl Application {
@@ -166,6 +209,7 @@ impl Application {
                 .unwrap_or(chrono::Duration::hours(12)),
             provisioning: provisioning.map(std::sync::Arc::new),
             limits: std::sync::Arc::new(limits::Limits::new(config.limits)),
+            request_timeout: config.server.request_timeout,
         };
         let limits = std::sync::Arc::downgrade(&state.limits);
         tokio::spawn(async move {
@@ -179,6 +223,7 @@ impl Application {
         Ok(Self {
             listener,
             router: router(state),
+            server: config.server,
         })
     }
 
@@ -190,17 +235,66 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then finishes the requests in flight.
+    /// Serves until `shutdown` resolves, then finishes the requests in flight (30 s at most).
+    /// Each connection must send its headers within `header_read_timeout`; at most
+    /// `max_connections` are open at once (the rest wait in the listen queue).
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
+        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+        use hyper_util::server::conn::auto::Builder;
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.server.header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(
+            self.server.max_connections.max(1),
+        ));
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a little, do not spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let service = tower::ServiceExt::map_request(
+                self.router.clone(),
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req
+                },
+            );
+            let service = hyper_util::service::TowerToHyperService::new(service);
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let _ = watcher.watch(conn).await;
+                drop(permit);
+            });
+        }
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(Duration::from_secs(30)) => {
+                tracing::warn!("requests still in flight after 30 s: stopping anyway");
+            }
+        }
+        Ok(())
     }
 }

@@ -108,8 +108,42 @@ pub fn secret_from_env_or_file(
     }
 }
 
-/// The owner-role pool, from `DATABASE_URL` (or `--database-url`).
+/// The owner-role pool, from `DATABASE_URL` (or its file).
 pub async fn pool(url: Option<&str>, max_connections: u32) -> Result<sqlx::PgPool, CliError> {
+    pool_with(url, max_connections, None).await
+}
+
+/// The database limits of the long-running processes (`serve`, `worker`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct DbTimeoutArgs {
+    /// Longest a statement may run (PostgreSQL `statement_timeout`), in seconds.
+    #[arg(long, env = "PSA_DB_STATEMENT_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub db_statement_timeout_seconds: u64,
+    /// Longest a transaction may stay open and idle (`idle_in_transaction_session_timeout`), in
+    /// seconds.
+    #[arg(long, env = "PSA_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub db_idle_in_transaction_timeout_seconds: u64,
+}
+
+impl DbTimeoutArgs {
+    pub fn timeouts(&self) -> psa_models::db::DbTimeouts {
+        psa_models::db::DbTimeouts {
+            statement: std::time::Duration::from_secs(self.db_statement_timeout_seconds),
+            idle_in_transaction: std::time::Duration::from_secs(
+                self.db_idle_in_transaction_timeout_seconds,
+            ),
+        }
+    }
+}
+
+/// The pool, with server-side timeouts when given.
+pub async fn pool_with(
+    url: Option<&str>,
+    max_connections: u32,
+    timeouts: Option<psa_models::db::DbTimeouts>,
+) -> Result<sqlx::PgPool, CliError> {
     let url = url.filter(|u| !u.trim().is_empty()).ok_or_else(|| {
         CliError::Usage(
             "DATABASE_URL is not set: give the PostgreSQL URL (postgres://user@host:port/db)"
@@ -122,7 +156,7 @@ pub async fn pool(url: Option<&str>, max_connections: u32) -> Result<sqlx::PgPoo
             "DATABASE_URL is not a valid PostgreSQL URL".into(),
         ));
     }
-    psa_models::db::connect(url, max_connections)
+    psa_models::db::connect_with(url, max_connections, timeouts)
         .await
         .map_err(|e| {
             CliError::Failed(

@@ -64,6 +64,8 @@ enum Command {
         db_pool_size: u32,
         #[command(flatten)]
         limits: serve::LimitArgs,
+        #[command(flatten)]
+        server: serve::ServerArgs,
     },
     /// API keys for the HTTP API.
     ApiKey {
@@ -85,6 +87,8 @@ enum Command {
         sweep_interval_seconds: u64,
         #[command(flatten)]
         tracking: temporal::TrackingArgs,
+        #[command(flatten)]
+        db: config::DbTimeoutArgs,
     },
     /// Tenant provisioning.
     Tenant {
@@ -177,6 +181,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             session_ttl_minutes,
             db_pool_size,
             limits,
+            server,
         } => {
             serve::serve(
                 &cli.workflow,
@@ -185,6 +190,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
                 session_ttl_minutes,
                 db_pool_size,
                 &limits,
+                &server,
             )
             .await
         }
@@ -193,11 +199,13 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             metrics_bind,
             sweep_interval_seconds,
             tracking,
+            db,
         } => {
             tenant::worker(
                 cli.database_url.as_deref(),
                 &cli.workflow,
                 &tracking,
+                &db,
                 metrics_bind,
                 std::time::Duration::from_secs(sweep_interval_seconds),
             )

@@ -29,6 +29,35 @@ pub struct LimitArgs {
     pub concurrent_hashes: Option<u32>,
 }
 
+/// Connection and request limits of `psa serve`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServerArgs {
+    /// Seconds a client has to send its request headers.
+    #[arg(long, env = "PSA_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_seconds: u64,
+    /// Seconds after which a request is answered 503 `timeout`.
+    #[arg(long, env = "PSA_REQUEST_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_seconds: u64,
+    /// Open connections at most.
+    #[arg(long, env = "PSA_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    #[command(flatten)]
+    pub db: crate::config::DbTimeoutArgs,
+}
+
+impl ServerArgs {
+    pub fn limits(&self) -> psa_api::ServerLimits {
+        psa_api::ServerLimits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
+            request_timeout: Duration::from_secs(self.request_timeout_seconds),
+            max_connections: self.max_connections as usize,
+        }
+    }
+}
+
 impl LimitArgs {
     pub fn config(&self) -> psa_api::limits::LimitsConfig {
         let default = psa_api::limits::LimitsConfig::default();
@@ -51,6 +80,7 @@ pub async fn serve(
     session_ttl_minutes: u64,
     db_pool_size: u32,
     limits: &LimitArgs,
+    server: &ServerArgs,
 ) -> Result<(), CliError> {
     let bind: SocketAddr = bind
         .parse()
@@ -65,7 +95,7 @@ pub async fn serve(
             "PSA_DB_POOL_SIZE must be at least 1".into(),
         ));
     }
-    let pool = config::pool(database_url, db_pool_size).await?;
+    let pool = config::pool_with(database_url, db_pool_size, Some(server.db.timeouts())).await?;
     let provisioning = psa_api::tenants::Provisioning::new(
         wf.temporal_address.clone(),
         wf.temporal_namespace.clone(),
@@ -78,6 +108,7 @@ pub async fn serve(
             bind,
             session_ttl: Duration::from_secs(session_ttl_minutes * 60),
             limits: limits.config(),
+            server: server.limits(),
         },
         pool,
         Some(provisioning),

@@ -461,6 +461,7 @@ pub async fn worker(
     database_url: Option<&str>,
     wf: &WorkflowArgs,
     tracking: &TrackingArgs,
+    db: &config::DbTimeoutArgs,
     metrics_bind: SocketAddr,
     sweep_interval: Duration,
 ) -> Result<(), CliError> {
@@ -468,7 +469,7 @@ pub async fn worker(
     let key = wf.key()?;
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
-    let pool = config::pool(database_url, 16).await?;
+    let pool = config::pool_with(database_url, 16, Some(db.timeouts())).await?;
     psa_workflows::worker::check_tracking(&pool, &tracking)
         .await
         .map_err(|e| match e {

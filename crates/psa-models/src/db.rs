@@ -18,7 +18,37 @@ pub const APP_ROLE: &str = "psa_app";
 
 /// A pool for the owner role, sized for a service.
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = database_url.parse()?;
+    connect_with(database_url, max_connections, None).await
+}
+
+/// Server-side limits of a long-running process's connections: no statement runs longer than
+/// `statement`, no transaction stays open and idle longer than `idle_in_transaction` (its
+/// locks would otherwise hold up everyone; PostgreSQL ends the session).
+#[derive(Clone, Copy, Debug)]
+pub struct DbTimeouts {
+    pub statement: Duration,
+    pub idle_in_transaction: Duration,
+}
+
+/// Like [`connect`], with [`DbTimeouts`] set on every connection.
+pub async fn connect_with(
+    database_url: &str,
+    max_connections: u32,
+    timeouts: Option<DbTimeouts>,
+) -> Result<PgPool, sqlx::Error> {
+    let mut options: PgConnectOptions = database_url.parse()?;
+    if let Some(t) = timeouts {
+        options = options.options([
+            (
+                "statement_timeout",
+                format!("{}ms", t.statement.as_millis()),
+            ),
+            (
+                "idle_in_transaction_session_timeout",
+                format!("{}ms", t.idle_in_transaction.as_millis()),
+            ),
+        ]);
+    }
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))

@@ -188,3 +188,143 @@ async fn a_login_flood_does_not_starve_other_callers() {
         "p50 {loaded:?} under the flood (quiet {quiet:?})"
     );
 }
+
+async fn spawn_server(server: psa_api::ServerLimits) -> TestApp {
+    let db = psa_testing::TestDb::new(&psa_models::MIGRATOR).await;
+    let app = psa_api::Application::build(
+        psa_api::Config {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            session_ttl: Duration::from_secs(3600),
+            limits: Default::default(),
+            server,
+        },
+        db.pool.clone(),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestApp {
+        db,
+        base,
+        http: reqwest::Client::new(),
+    }
+}
+
+/// A client that sends its headers slowly (slowloris) is cut off; one that holds its request
+/// open too long gets 503 `timeout`, and its transaction writes nothing.
+#[tokio::test]
+async fn slow_headers_and_long_requests_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_server(psa_api::ServerLimits {
+        header_read_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(1),
+        max_connections: 64,
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut buf))
+        .await
+        .expect("the server closes the connection")
+        .unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        n == 0 || answer.starts_with("HTTP/1.1 408"),
+        "a slow client is not served: {answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A request stuck behind a lock: cut off at the request timeout, nothing written.
+    let mut lock = app.db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE companies IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let before = app.count("companies").await;
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/companies",
+            Some(&t.key),
+            Some(json!({"company_name": "Stuck"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "timeout");
+    lock.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        app.count("companies").await,
+        before,
+        "the stopped request wrote nothing"
+    );
+}
+
+/// Connections beyond the cap wait to be accepted; they are served once one closes.
+#[tokio::test]
+async fn connections_beyond_the_cap_wait() {
+    let app = spawn_server(psa_api::ServerLimits {
+        max_connections: 2,
+        ..Default::default()
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let first = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let second = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(700))
+        .build()
+        .unwrap();
+    let waited = http.get(format!("{}/healthz", app.base)).send().await;
+    assert!(
+        waited.is_err(),
+        "a third connection is not served while two are open"
+    );
+    drop(first);
+    drop(second);
+    let served = reqwest::Client::new()
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+}
+
+/// The long-running processes' connections carry server-side timeouts.
+#[tokio::test]
+async fn database_connections_carry_timeouts() {
+    let db = psa_testing::TestDb::new(&psa_models::MIGRATOR).await;
+    let pool = psa_models::db::connect_with(
+        &db.url(),
+        1,
+        Some(psa_models::db::DbTimeouts {
+            statement: Duration::from_millis(300),
+            idle_in_transaction: Duration::from_secs(7),
+        }),
+    )
+    .await
+    .unwrap();
+    let (statement, idle): (String, String) = sqlx::query_as(
+        "SELECT current_setting('statement_timeout'), current_setting('idle_in_transaction_session_timeout')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((statement.as_str(), idle.as_str()), ("300ms", "7s"));
+    let e = sqlx::query("SELECT pg_sleep(2)")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.as_database_error().and_then(|d| d.code()).as_deref(),
+        Some("57014"),
+        "a long statement is cancelled"
+    );
+}

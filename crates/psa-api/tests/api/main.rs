@@ -48,6 +48,7 @@ impl TestApp {
                 bind: "127.0.0.1:0".parse().unwrap(),
                 session_ttl: Duration::from_secs(3600),
                 limits,
+                server: Default::default(),
             },
             db.pool.clone(),
         )

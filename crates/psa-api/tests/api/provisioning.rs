@@ -50,6 +50,7 @@ async fn app_with_provisioning(
             bind: "127.0.0.1:0".parse().unwrap(),
             session_ttl: Duration::from_secs(3600),
             limits: Default::default(),
+            server: Default::default(),
         },
         app.db.pool.clone(),
         Some(provisioning),
