@@ -176,7 +176,7 @@ impl FromRequestParts<AppState> for Caller {
             .acquire()
             .await
             .map_err(psa_models::Error::from)?;
-        let holder = credentials::authenticate(&mut conn, token)
+        let holder = credentials::authenticate(&mut conn, token, state.session_idle)
             .await?
             .ok_or(ApiError::Unauthorized)?;
         drop(conn);
@@ -251,6 +251,18 @@ pub async fn login(
     };
     let Some(user) = user.filter(|_| ok) else {
         tracing::info!(tenant = %req.tenant_id, "login refused");
+        let mut tx = db::begin_tenant(&state.pool, req.tenant_id).await?;
+        credentials::audit(
+            &mut tx,
+            req.tenant_id,
+            "anonymous",
+            "login_failed",
+            "user",
+            None,
+            serde_json::json!({"email": email.as_str(), "address": peer.ip().to_string()}),
+        )
+        .await?;
+        tx.commit().await?;
         return Err(ApiError::Unauthorized);
     };
     let mut tx = db::begin_tenant(&state.pool, req.tenant_id).await?;
@@ -259,6 +271,16 @@ pub async fn login(
         req.tenant_id,
         user.user_id,
         Utc::now() + state.session_ttl,
+    )
+    .await?;
+    credentials::audit(
+        &mut tx,
+        req.tenant_id,
+        &format!("user:{}", user.user_id),
+        "login",
+        "user",
+        Some(user.user_id.0),
+        serde_json::json!({"address": peer.ip().to_string()}),
     )
     .await?;
     tx.commit().await?;
@@ -286,4 +308,31 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Sta
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub use psa_models::credentials::{NewApiKey, create_api_key, revoke_api_key};
+/// End every session of the caller ("log out everywhere": a lost device, a shared computer).
+/// API keys are not affected (`psa api-key revoke`).
+#[utoipa::path(post, path = "/api/v1/auth/logout-all", tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = crate::error::ErrorBody)))]
+pub async fn logout_everywhere(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<StatusCode, ApiError> {
+    let mut tx = db::begin_tenant(&state.pool, caller.tenant).await?;
+    let n = credentials::revoke_sessions_of(&mut tx, caller.tenant, caller.user).await?;
+    credentials::audit(
+        &mut tx,
+        caller.tenant,
+        &format!("user:{}", caller.user),
+        "logout_all",
+        "user",
+        Some(caller.user.0),
+        serde_json::json!({"sessions": n}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub use psa_models::credentials::{
+    NewApiKey, create_api_key, create_api_key_until, revoke_api_key,
+};

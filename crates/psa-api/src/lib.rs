@@ -42,6 +42,8 @@ pub struct AppState {
     /// The owner-role pool; handlers switch to the restricted role per transaction.
     pub pool: PgPool,
     pub session_ttl: chrono::Duration,
+    /// A session unused this long ends.
+    pub session_idle: Duration,
     /// Tenant provisioning through Temporal; `None` serves the rest of the API only.
     pub provisioning: Option<std::sync::Arc<tenants::Provisioning>>,
     pub limits: std::sync::Arc<limits::Limits>,
@@ -73,6 +75,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
+        .routes(routes!(auth::logout_everywhere))
         .routes(routes!(companies::create, companies::list))
         .routes(routes!(
             companies::get,
@@ -158,6 +161,8 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 pub struct Config {
     pub bind: SocketAddr,
     pub session_ttl: Duration,
+    /// A session unused this long ends (its holder logs in again).
+    pub session_idle: Duration,
     pub limits: limits::LimitsConfig,
     pub server: ServerLimits,
 }
@@ -210,14 +215,22 @@ impl Application {
             provisioning: provisioning.map(std::sync::Arc::new),
             limits: std::sync::Arc::new(limits::Limits::new(config.limits)),
             request_timeout: config.server.request_timeout,
+            session_idle: config.session_idle,
         };
         let limits = std::sync::Arc::downgrade(&state.limits);
+        let purge_pool = state.pool.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
                 let Some(l) = limits.upgrade() else { break };
                 l.forget_idle();
+                // Sessions that ended over a day ago are of no use to anyone.
+                if let Ok(mut conn) = purge_pool.acquire().await
+                    && let Err(e) = psa_models::credentials::purge_sessions(&mut conn).await
+                {
+                    tracing::warn!(error = %e, "purging old sessions failed");
+                }
             }
         });
         Ok(Self {

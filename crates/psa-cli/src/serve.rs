@@ -44,6 +44,10 @@ pub struct ServerArgs {
     #[arg(long, env = "PSA_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Minutes without use after which a session ends.
+    #[arg(long, env = "PSA_SESSION_IDLE_MINUTES", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_idle_minutes: u64,
     #[command(flatten)]
     pub db: crate::config::DbTimeoutArgs,
 }
@@ -107,6 +111,7 @@ pub async fn serve(
         psa_api::Config {
             bind,
             session_ttl: Duration::from_secs(session_ttl_minutes * 60),
+            session_idle: Duration::from_secs(server.session_idle_minutes * 60),
             limits: limits.config(),
             server: server.limits(),
         },
@@ -156,6 +161,9 @@ pub enum ApiKeyCommand {
         user: String,
         #[arg(long)]
         description: Option<String>,
+        /// The key stops working after this many days (default: never).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        expires_in_days: Option<u32>,
         #[arg(long)]
         json: bool,
     },
@@ -178,25 +186,34 @@ pub async fn api_key(database_url: Option<&str>, command: ApiKeyCommand) -> Resu
             tenant,
             user,
             description,
+            expires_in_days,
             json,
         } => {
             let tenant = TenantId::from(uuid_arg(&tenant, "--tenant")?);
             let user = UserId::from(uuid_arg(&user, "--user")?);
             let pool = config::pool(database_url, 1).await?;
             let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
-            let key = psa_api::auth::create_api_key(&mut tx, tenant, user, description.as_deref())
-                .await
-                .map_err(|e| match e {
-                    psa_models::Error::NotFound { .. } => {
-                        CliError::Usage(format!("no user {user} in tenant {tenant}"))
-                    }
-                    other => other.into(),
-                })?;
+            let expires_at =
+                expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d)));
+            let key = psa_api::auth::create_api_key_until(
+                &mut tx,
+                tenant,
+                user,
+                description.as_deref(),
+                expires_at,
+            )
+            .await
+            .map_err(|e| match e {
+                psa_models::Error::NotFound { .. } => {
+                    CliError::Usage(format!("no user {user} in tenant {tenant}"))
+                }
+                other => other.into(),
+            })?;
             tx.commit().await.map_err(psa_models::Error::from)?;
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"api_key_id": key.api_key_id, "key": key.key.expose_secret()})
+                    serde_json::json!({"api_key_id": key.api_key_id, "key": key.key.expose_secret(), "expires_at": expires_at})
                 );
             } else {
                 println!("API key {} (shown once, store it now):", key.api_key_id);

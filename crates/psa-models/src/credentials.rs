@@ -47,32 +47,56 @@ fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// Finds who holds `token`: an unexpired, unrevoked session or an unrevoked API key of an active
-/// user. `None` for anything else, including a token of neither kind.
-pub async fn authenticate(conn: &mut PgConnection, token: &str) -> Result<Option<Holder>> {
-    let row: Option<(TenantId, UserId, Uuid, bool)> = if token.starts_with(SESSION_PREFIX) {
+/// Finds who holds `token`: an unrevoked session that has neither expired nor been idle longer
+/// than `session_idle`, or an unrevoked, unexpired API key, of an active user. `None` for anything
+/// else, including a token of neither kind. Records the use (at most once a minute per
+/// credential, so that authenticating stays a read).
+pub async fn authenticate(
+    conn: &mut PgConnection,
+    token: &str,
+    session_idle: std::time::Duration,
+) -> Result<Option<Holder>> {
+    type Row = (TenantId, UserId, Uuid, bool, bool);
+    let row: Option<Row> = if token.starts_with(SESSION_PREFIX) {
         sqlx::query_as(
-            "SELECT s.tenant, s.user_id, s.session_id, u.user_type = 'client' FROM sessions s \
+            "SELECT s.tenant, s.user_id, s.session_id, u.user_type = 'client', \
+                    s.last_seen_at < now() - interval '1 minute' FROM sessions s \
              JOIN users u ON u.tenant = s.tenant AND u.user_id = s.user_id \
              WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now() \
-               AND NOT u.is_inactive",
+               AND s.last_seen_at > now() - make_interval(secs => $2) AND NOT u.is_inactive",
         )
         .bind(digest(token))
-        .fetch_optional(conn)
+        .bind(session_idle.as_secs_f64())
+        .fetch_optional(&mut *conn)
         .await?
     } else if token.starts_with(API_KEY_PREFIX) {
         sqlx::query_as(
-            "SELECT k.tenant, k.user_id, k.api_key_id, u.user_type = 'client' FROM api_keys k \
+            "SELECT k.tenant, k.user_id, k.api_key_id, u.user_type = 'client', \
+                    k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute' \
+             FROM api_keys k \
              JOIN users u ON u.tenant = k.tenant AND u.user_id = k.user_id \
-             WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND NOT u.is_inactive",
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL \
+               AND (k.expires_at IS NULL OR k.expires_at > now()) AND NOT u.is_inactive",
         )
         .bind(digest(token))
-        .fetch_optional(conn)
+        .fetch_optional(&mut *conn)
         .await?
     } else {
         None
     };
-    Ok(row.map(|(tenant, user, id, client_portal)| Holder {
+    if let Some((tenant, _, id, _, true)) = &row {
+        let sql = if token.starts_with(SESSION_PREFIX) {
+            "UPDATE sessions SET last_seen_at = now() WHERE tenant = $1 AND session_id = $2"
+        } else {
+            "UPDATE api_keys SET last_used_at = now() WHERE tenant = $1 AND api_key_id = $2"
+        };
+        sqlx::query(sql)
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(row.map(|(tenant, user, id, client_portal, _)| Holder {
         tenant,
         user,
         client_portal,
@@ -125,6 +149,60 @@ pub async fn revoke_session(
     Ok(())
 }
 
+/// Ends every session of a user ("log out everywhere"); returns how many were open.
+pub async fn revoke_sessions_of(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE sessions SET revoked_at = now() \
+         WHERE tenant = $1 AND user_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(tenant)
+    .bind(user)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
+/// Deletes sessions that expired or were revoked over a day ago; returns how many.
+pub async fn purge_sessions(conn: &mut PgConnection) -> Result<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM sessions WHERE expires_at < now() - interval '1 day' \
+            OR revoked_at < now() - interval '1 day'",
+    )
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
+/// Writes an audit row for an authentication event in `tenant`, if that tenant exists (a failed
+/// login may name any tenant id).
+pub async fn audit(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    actor: &str,
+    action: &str,
+    entity_type: &str,
+    entity_id: Option<Uuid>,
+    details: serde_json::Value,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (tenant, actor, action, entity_type, entity_id, details) \
+         SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM tenants WHERE tenant = $1)",
+    )
+    .bind(tenant)
+    .bind(actor)
+    .bind(action)
+    .bind(entity_type)
+    .bind(entity_id)
+    .bind(details)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// A new API key, as `psa api-key create` prints it.
 #[derive(Debug)]
 pub struct NewApiKey {
@@ -139,17 +217,39 @@ pub async fn create_api_key(
     user: UserId,
     description: Option<&str>,
 ) -> Result<NewApiKey> {
+    create_api_key_until(conn, tenant, user, description, None).await
+}
+
+/// Like [`create_api_key`], with an expiry; audited (actor `cli`).
+pub async fn create_api_key_until(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    description: Option<&str>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<NewApiKey> {
     users::get(conn, tenant, user).await?;
     let key = new_token(API_KEY_PREFIX);
     let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO api_keys (tenant, user_id, description, key_hash) VALUES ($1, $2, $3, $4) \
-         RETURNING api_key_id",
+        "INSERT INTO api_keys (tenant, user_id, description, key_hash, expires_at) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING api_key_id",
     )
     .bind(tenant)
     .bind(user)
     .bind(description)
     .bind(digest(key.expose_secret()))
-    .fetch_one(conn)
+    .bind(expires_at)
+    .fetch_one(&mut *conn)
+    .await?;
+    audit(
+        conn,
+        tenant,
+        "cli",
+        "create",
+        "api_key",
+        Some(id),
+        serde_json::json!({"user_id": user, "expires_at": expires_at}),
+    )
     .await?;
     Ok(NewApiKey {
         api_key_id: id,
@@ -159,12 +259,24 @@ pub async fn create_api_key(
 
 /// Revokes an API key; `false` when there is no such active key.
 pub async fn revoke_api_key(conn: &mut PgConnection, api_key_id: Uuid) -> Result<bool> {
-    let n = sqlx::query(
-        "UPDATE api_keys SET revoked_at = now() WHERE api_key_id = $1 AND revoked_at IS NULL",
+    let revoked: Option<TenantId> = sqlx::query_scalar(
+        "UPDATE api_keys SET revoked_at = now() WHERE api_key_id = $1 AND revoked_at IS NULL \
+         RETURNING tenant",
     )
     .bind(api_key_id)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(n > 0)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(tenant) = revoked {
+        audit(
+            conn,
+            tenant,
+            "cli",
+            "revoke",
+            "api_key",
+            Some(api_key_id),
+            serde_json::json!({}),
+        )
+        .await?;
+    }
+    Ok(revoked.is_some())
 }

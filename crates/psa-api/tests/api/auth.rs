@@ -159,3 +159,152 @@ async fn unknown_expired_and_revoked_credentials_are_401() {
         "unauthorized",
     );
 }
+
+async fn login_token(app: &TestApp, t: &TenantFixture) -> String {
+    let (status, body) = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(serde_json::json!({"tenant_id": t.tenant, "email": t.admin_email, "password": t.admin_password})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// Sessions end after a while without use; "log out everywhere" ends them all at once (API keys
+/// stay); API keys can expire and record their last use; logins, failed logins and logouts are
+/// audited in the tenant.
+#[tokio::test]
+async fn credentials_expire_idle_sessions_end_and_logins_are_audited() {
+    let db = psa_testing::TestDb::new(&psa_models::MIGRATOR).await;
+    let server = psa_api::Application::build(
+        psa_api::Config {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            session_ttl: Duration::from_secs(3600),
+            session_idle: Duration::from_secs(2),
+            limits: Default::default(),
+            server: Default::default(),
+        },
+        db.pool.clone(),
+    )
+    .await
+    .unwrap();
+    let app = TestApp {
+        base: format!("http://127.0.0.1:{}", server.port()),
+        db,
+        http: reqwest::Client::new(),
+    };
+    tokio::spawn(server.run_until(std::future::pending()));
+    let t = app.tenant("Acme").await;
+
+    // Idle timeout.
+    let idle = login_token(&app, &t).await;
+    assert_eq!(
+        app.call(Method::GET, "/api/v1/companies", Some(&idle), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        app.call(Method::GET, "/api/v1/companies", Some(&idle), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED,
+        "an idle session ends"
+    );
+
+    // Log out everywhere.
+    let (a, b) = (login_token(&app, &t).await, login_token(&app, &t).await);
+    assert_eq!(
+        app.call(Method::POST, "/api/v1/auth/logout-all", Some(&a), None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    for token in [&a, &b] {
+        assert_eq!(
+            app.call(Method::GET, "/api/v1/companies", Some(token), None)
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        app.call(Method::GET, "/api/v1/companies", Some(&t.key), None)
+            .await
+            .0,
+        StatusCode::OK,
+        "API keys are not sessions"
+    );
+    let used: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT last_used_at FROM api_keys WHERE tenant = $1")
+            .bind(t.tenant)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert!(used.is_some(), "the key's last use is recorded");
+
+    // An expired key is refused.
+    let mut tx = app.db.pool.begin().await.unwrap();
+    let expired = psa_api::auth::create_api_key_until(
+        &mut tx,
+        t.tenant,
+        t.admin,
+        None,
+        Some(chrono::Utc::now() - chrono::Duration::seconds(1)),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        app.call(
+            Method::GET,
+            "/api/v1/companies",
+            Some(expired.key.expose_secret()),
+            None
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A failed login, then the audit trail.
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(serde_json::json!({"tenant_id": t.tenant, "email": t.admin_email, "password": "not-it-Secret-1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_log WHERE tenant = $1 AND entity_type IN ('user', 'api_key') \
+         ORDER BY created_at",
+    )
+    .bind(t.tenant)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    for expected in ["login", "logout_all", "login_failed", "create"] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected} in {actions:?}"
+        );
+    }
+    let details: Vec<serde_json::Value> =
+        sqlx::query_scalar("SELECT details FROM audit_log WHERE tenant = $1")
+            .bind(t.tenant)
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    assert!(
+        !serde_json::to_string(&details)
+            .unwrap()
+            .contains("not-it-Secret-1"),
+        "no password in the audit log"
+    );
+}

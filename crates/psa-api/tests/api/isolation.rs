@@ -157,6 +157,7 @@ async fn the_request_transaction_is_confined_even_without_a_tenant_filter() {
         provisioning: None,
         limits: std::sync::Arc::new(psa_api::limits::Limits::new(Default::default())),
         request_timeout: std::time::Duration::from_secs(30),
+        session_idle: std::time::Duration::from_secs(3600),
     };
     let caller = psa_api::auth::Caller {
         tenant: b.tenant,

@@ -195,6 +195,7 @@ async fn spawn_server(server: psa_api::ServerLimits) -> TestApp {
         psa_api::Config {
             bind: "127.0.0.1:0".parse().unwrap(),
             session_ttl: Duration::from_secs(3600),
+            session_idle: Duration::from_secs(3600),
             limits: Default::default(),
             server,
         },

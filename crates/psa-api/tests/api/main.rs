@@ -47,6 +47,7 @@ impl TestApp {
             psa_api::Config {
                 bind: "127.0.0.1:0".parse().unwrap(),
                 session_ttl: Duration::from_secs(3600),
+                session_idle: Duration::from_secs(3600),
                 limits,
                 server: Default::default(),
             },

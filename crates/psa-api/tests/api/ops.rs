@@ -97,6 +97,7 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
     let expected: BTreeSet<(String, String)> = [
         ("POST", "/api/v1/auth/login"),
         ("POST", "/api/v1/auth/logout"),
+        ("POST", "/api/v1/auth/logout-all"),
         ("POST", "/api/v1/companies"),
         ("GET", "/api/v1/companies"),
         ("GET", "/api/v1/companies/{company_id}"),

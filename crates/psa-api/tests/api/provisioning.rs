@@ -49,6 +49,7 @@ async fn app_with_provisioning(
         psa_api::Config {
             bind: "127.0.0.1:0".parse().unwrap(),
             session_ttl: Duration::from_secs(3600),
+            session_idle: Duration::from_secs(3600),
             limits: Default::default(),
             server: Default::default(),
         },

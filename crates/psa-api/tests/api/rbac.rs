@@ -259,7 +259,11 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
         })
     };
     // Open to any caller by design: logging in, and ending one's own session.
-    let open = ["/api/v1/auth/login", "/api/v1/auth/logout"];
+    let open = [
+        "/api/v1/auth/login",
+        "/api/v1/auth/logout",
+        "/api/v1/auth/logout-all",
+    ];
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 1",
