@@ -86,7 +86,87 @@ async fn every_tenant_table_cascades_from_tenants_and_has_row_level_security() {
             rls && policies >= 1,
             "{table}: row-level security {rls}, {policies} policies"
         );
+        // Every policy is confined: it applies to the confined role and compares `tenant` with
+        // the per-transaction setting, for reads and for writes. A permissive `USING (true)`, or
+        // a policy that forgets WITH CHECK, fails here.
+        let weak: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT p.polname::text, coalesce(pg_get_expr(p.polqual, p.polrelid), ''), \
+                    coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '') \
+             FROM pg_policy p WHERE p.polrelid = $1::regclass AND NOT ( \
+               p.polpermissive AND p.polcmd = '*' \
+               AND p.polroles = ARRAY['psa_app'::regrole::oid] \
+               AND pg_get_expr(p.polqual, p.polrelid) = $2 \
+               AND pg_get_expr(p.polwithcheck, p.polrelid) = $2)",
+        )
+        .bind(&table)
+        .bind("(tenant = (NULLIF(current_setting('app.current_tenant'::text, true), ''::text))::uuid)")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        assert!(
+            weak.is_empty(),
+            "{table}: policies not confined to the tenant: {weak:?}"
+        );
     }
+    // The tables the confined role may touch are exactly the tenant tables (which RLS confines).
+    let reachable: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND c.relkind = 'r' \
+           AND (has_table_privilege('psa_app', c.oid, 'SELECT') \
+                OR has_table_privilege('psa_app', c.oid, 'INSERT') \
+                OR has_table_privilege('psa_app', c.oid, 'UPDATE') \
+                OR has_table_privilege('psa_app', c.oid, 'DELETE')) ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let confined = tenant_tables(&db).await;
+    for table in &reachable {
+        assert!(
+            confined.contains(table),
+            "psa_app can reach {table}, which row-level security does not confine"
+        );
+    }
+}
+
+/// What the confined role cannot do even inside its own tenant: rewrite the audit log, make its
+/// tenant the management tenant, touch the migrations' bookkeeping or the provisioning records.
+#[tokio::test]
+async fn the_confined_role_cannot_rewrite_history_or_promote_itself() {
+    let db = db().await;
+    let t = seeded_tenant(&db, "Acme").await;
+    let mut tx = psa_models::db::begin_tenant(&db.pool, t).await.unwrap();
+    sqlx::query(
+        "INSERT INTO audit_log (tenant, actor, action, entity_type) VALUES ($1, 'x', 'y', 'z')",
+    )
+    .bind(t)
+    .execute(&mut *tx)
+    .await
+    .expect("appending to the audit log is allowed");
+    tx.commit().await.unwrap();
+    for sql in [
+        "UPDATE audit_log SET action = 'nothing happened'",
+        "DELETE FROM audit_log",
+        "UPDATE tenants SET is_management = true",
+        "SELECT count(*) FROM _sqlx_migrations",
+        "DELETE FROM _sqlx_migrations",
+        "SELECT count(*) FROM tenant_provisioning",
+    ] {
+        let mut tx = psa_models::db::begin_tenant(&db.pool, t).await.unwrap();
+        let e = sqlx::query(sql).execute(&mut *tx).await.unwrap_err();
+        assert_eq!(
+            e.as_database_error().and_then(|d| d.code()).as_deref(),
+            Some("42501"),
+            "{sql}: {e}"
+        );
+    }
+    // Its own tenant's name it may still change.
+    let mut tx = psa_models::db::begin_tenant(&db.pool, t).await.unwrap();
+    sqlx::query("UPDATE tenants SET company_name = 'Acme Renamed'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
 }
 
 #[tokio::test]
