@@ -102,7 +102,8 @@ impl WorkflowArgs {
             psa_workflows::client::connect(&self.temporal_address, &self.temporal_namespace)
                 .await
                 .map_err(|e| match e {
-                    psa_workflows::client::ClientError::BadAddress(_) => {
+                    psa_workflows::client::ClientError::BadAddress(_)
+                    | psa_workflows::client::ClientError::Config(_) => {
                         CliError::Usage(e.to_string())
                     }
                     other => CliError::Failed(anyhow::Error::new(other)),

@@ -233,3 +233,54 @@ impl TestTemporal {
         }
     }
 }
+
+/// Test certificates made with `openssl`: a CA (`<name>-ca.pem`) and a server certificate for
+/// 127.0.0.1 signed by it (`<name>-server.pem`, key `<name>-server.key`), in `dir`.
+pub fn make_certs(dir: &std::path::Path, name: &str) {
+    use std::process::Command;
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let p = |f: &str| dir.join(format!("{name}-{f}"));
+    run(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        ])
+        .arg(format!("/CN={name} test CA"))
+        .arg("-keyout")
+        .arg(p("ca.key"))
+        .arg("-out")
+        .arg(p("ca.pem")));
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(p("server.key"))
+        .arg("-out")
+        .arg(p("server.csr")));
+    std::fs::write(p("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2"])
+        .arg("-in")
+        .arg(p("server.csr"))
+        .arg("-CA")
+        .arg(p("ca.pem"))
+        .arg("-CAkey")
+        .arg(p("ca.key"))
+        .arg("-CAcreateserial")
+        .arg("-extfile")
+        .arg(p("ext"))
+        .arg("-out")
+        .arg(p("server.pem")));
+}

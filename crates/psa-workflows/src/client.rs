@@ -26,6 +26,9 @@ use crate::workflow::TenantCreationWorkflow;
 pub enum ClientError {
     #[error("TEMPORAL_ADDRESS must be host:port, not {0:?}")]
     BadAddress(String),
+    /// The TLS or API key settings (`TEMPORAL_TLS*`, `TEMPORAL_API_KEY`, the profile) are unusable.
+    #[error("Temporal connection settings: {0}")]
+    Config(String),
     #[error("cannot reach Temporal at {address}: {message}")]
     Unreachable { address: String, message: String },
     #[error("no provisioning run {0}")]
@@ -96,14 +99,28 @@ pub fn request_hash(input: &TenantCreationInput) -> Vec<u8> {
     Sha256::digest(bytes).to_vec()
 }
 
-/// Connects to the Temporal frontend at `host:port`.
+/// Connects to the Temporal frontend at `address` (`host:port`), configured the way the
+/// `temporal` CLI and every Temporal SDK are: TLS, mutual TLS, an API key (Temporal Cloud) and
+/// gRPC headers come from `TEMPORAL_TLS*`, `TEMPORAL_API_KEY`, `TEMPORAL_GRPC_META_*` and the
+/// profile named by `TEMPORAL_PROFILE` in `TEMPORAL_CONFIG_FILE` (docs/configuration.md). An API
+/// key turns TLS on.
 pub async fn connect(address: &str, namespace: &str) -> Result<Client, ClientError> {
-    let url = Url::from_str(&format!("http://{address}"))
-        .map_err(|_| ClientError::BadAddress(address.to_owned()))?;
-    if url.host_str().is_none() || url.port().is_none() {
+    let well_formed = Url::from_str(&format!("http://{address}"))
+        .ok()
+        .is_some_and(|u| u.host_str().is_some() && u.port().is_some());
+    if !well_formed || address.contains("://") {
         return Err(ClientError::BadAddress(address.to_owned()));
     }
-    let conn = Connection::connect(ConnectionOptions::new(url).build())
+    let mut profile = temporalio_common::envconfig::load_client_config_profile(
+        temporalio_common::envconfig::LoadClientConfigProfileOptions::default(),
+        None,
+    )
+    .map_err(|e| ClientError::Config(e.to_string()))?;
+    profile.address = Some(address.to_owned());
+    profile.namespace = Some(namespace.to_owned());
+    let options =
+        ConnectionOptions::try_from(profile).map_err(|e| ClientError::Config(e.to_string()))?;
+    let conn = Connection::connect(options)
         .await
         .map_err(|e| ClientError::Unreachable {
             address: address.to_owned(),

@@ -1,6 +1,6 @@
-//! PostgreSQL over TLS: a private cluster with `ssl=on` and a certificate from a CA this test
-//! makes; `psa` connects with `sslmode=verify-full`, refuses a server its CA did not sign, and
-//! the session is encrypted.
+//! TLS to PostgreSQL and to Temporal, against real servers on loopback with certificates from a
+//! CA the tests make: PostgreSQL with `ssl=on`; Temporal behind a TLS terminator (the dev server
+//! speaks plain gRPC only).
 
 use std::path::Path;
 use std::process::Command;
@@ -44,47 +44,6 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-/// A CA and a server certificate for 127.0.0.1 signed by it, with openssl.
-fn make_certs(dir: &Path, name: &str) {
-    let p = |f: &str| dir.join(format!("{name}-{f}"));
-    run(Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-        ])
-        .arg(format!("/CN={name} test CA"))
-        .arg("-keyout")
-        .arg(p("ca.key"))
-        .arg("-out")
-        .arg(p("ca.pem")));
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(p("server.key"))
-        .arg("-out")
-        .arg(p("server.csr")));
-    std::fs::write(p("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(Command::new("openssl")
-        .args(["x509", "-req", "-days", "2"])
-        .arg("-in")
-        .arg(p("server.csr"))
-        .arg("-CA")
-        .arg(p("ca.pem"))
-        .arg("-CAkey")
-        .arg(p("ca.key"))
-        .arg("-CAcreateserial")
-        .arg("-extfile")
-        .arg(p("ext"))
-        .arg("-out")
-        .arg(p("server.pem")));
-}
-
 struct Cluster {
     bindir: std::path::PathBuf,
     data: std::path::PathBuf,
@@ -104,8 +63,8 @@ impl Drop for Cluster {
 async fn postgres_over_tls_is_verified_and_encrypted() {
     let dir = std::env::temp_dir().join(format!("psa-tls-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    make_certs(&dir, "good");
-    make_certs(&dir, "other");
+    psa_testing::make_certs(&dir, "good");
+    psa_testing::make_certs(&dir, "other");
     let bindir = pg_bindir();
     if is_root() {
         run(Command::new("chown").args(["-R", "postgres"]).arg(&dir));
@@ -167,5 +126,102 @@ async fn postgres_over_tls_is_verified_and_encrypted() {
     assert!(ssl, "the connection is over TLS");
     pool.close().await;
     drop(_cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TLS terminator on loopback in front of `upstream` (the dev server's plain gRPC port),
+/// offering HTTP/2 by ALPN as a TLS Temporal frontend does. Returns its address.
+async fn tls_terminator(dir: &Path, name: &str, upstream: String) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.join(format!("{name}-server.pem")))
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}-server.key"))).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    address
+}
+
+/// `psa` reads the Temporal SDKs' own variables: with `TEMPORAL_TLS_SERVER_CA_CERT_PATH` it
+/// speaks TLS and verifies the frontend against that CA; a frontend signed by another CA, or
+/// plain gRPC against a TLS port, is refused with a clear message. (Multi-threaded: the
+/// terminator serves while this thread waits on `psa`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporal_over_tls_reads_the_sdk_environment() {
+    let temporal = psa_testing::TestTemporal::start().await;
+    let db = psa_testing::TestDb::new(&psa_models::MIGRATOR).await;
+    let dir = std::env::temp_dir().join(format!("psa-ttls-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    psa_testing::make_certs(&dir, "good");
+    psa_testing::make_certs(&dir, "other");
+    let front = tls_terminator(&dir, "good", temporal.address.clone()).await;
+    let status = |ca: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_psa"));
+        c.args(["tenant", "status", "tenant-creation-over-tls"])
+            .env("DATABASE_URL", db.url())
+            .env("TEMPORAL_ADDRESS", &front)
+            .env("RUST_LOG", "warn")
+            .env_remove("TEMPORAL_TLS")
+            .env_remove("TEMPORAL_API_KEY");
+        if let Some(ca) = ca {
+            c.env(
+                "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+                dir.join(format!("{ca}-ca.pem")),
+            );
+        }
+        c.output().unwrap()
+    };
+    // Over TLS the frontend answers: the run is unknown (exit 2), not unreachable (exit 1).
+    let ok = status(Some("good"));
+    assert_eq!(ok.status.code(), Some(2), "{}", stderr(&ok));
+    assert!(
+        stderr(&ok).contains("no provisioning run"),
+        "{}",
+        stderr(&ok)
+    );
+    for (ca, why) in [
+        (Some("other"), "another CA"),
+        (None, "plain gRPC on a TLS port"),
+    ] {
+        let refused = status(ca);
+        assert_eq!(
+            refused.status.code(),
+            Some(1),
+            "{why}: {}",
+            stderr(&refused)
+        );
+        assert!(
+            stderr(&refused).contains(&format!("cannot reach Temporal at {front}")),
+            "{why}: {}",
+            stderr(&refused)
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
