@@ -57,40 +57,26 @@ pub async fn authenticate(
     session_idle: std::time::Duration,
 ) -> Result<Option<Holder>> {
     type Row = (TenantId, UserId, Uuid, bool, bool);
-    let row: Option<Row> = if token.starts_with(SESSION_PREFIX) {
-        sqlx::query_as(
-            "SELECT s.tenant, s.user_id, s.session_id, u.user_type = 'client', \
-                    s.last_seen_at < now() - interval '1 minute' FROM sessions s \
-             JOIN users u ON u.tenant = s.tenant AND u.user_id = s.user_id \
-             WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now() \
-               AND s.last_seen_at > now() - make_interval(secs => $2) AND NOT u.is_inactive",
-        )
-        .bind(digest(token))
-        .bind(session_idle.as_secs_f64())
-        .fetch_optional(&mut *conn)
-        .await?
+    // Through SECURITY DEFINER functions (migration `api_login_role`): the API's login role
+    // finds a token across tenants without seeing any tenant's credentials.
+    let kind = if token.starts_with(SESSION_PREFIX) {
+        "session"
     } else if token.starts_with(API_KEY_PREFIX) {
-        sqlx::query_as(
-            "SELECT k.tenant, k.user_id, k.api_key_id, u.user_type = 'client', \
-                    k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute' \
-             FROM api_keys k \
-             JOIN users u ON u.tenant = k.tenant AND u.user_id = k.user_id \
-             WHERE k.key_hash = $1 AND k.revoked_at IS NULL \
-               AND (k.expires_at IS NULL OR k.expires_at > now()) AND NOT u.is_inactive",
-        )
-        .bind(digest(token))
-        .fetch_optional(&mut *conn)
-        .await?
+        "api_key"
     } else {
-        None
+        return Ok(None);
     };
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT tenant, user_id, credential_id, client_portal, stale FROM psa_authenticate($1, $2, $3)",
+    )
+    .bind(kind)
+    .bind(digest(token))
+    .bind(session_idle.as_secs_f64())
+    .fetch_optional(&mut *conn)
+    .await?;
     if let Some((tenant, _, id, _, true)) = &row {
-        let sql = if token.starts_with(SESSION_PREFIX) {
-            "UPDATE sessions SET last_seen_at = now() WHERE tenant = $1 AND session_id = $2"
-        } else {
-            "UPDATE api_keys SET last_used_at = now() WHERE tenant = $1 AND api_key_id = $2"
-        };
-        sqlx::query(sql)
+        sqlx::query("SELECT psa_touch_credential($1, $2, $3)")
+            .bind(kind)
             .bind(tenant)
             .bind(id)
             .execute(&mut *conn)
@@ -168,13 +154,10 @@ pub async fn revoke_sessions_of(
 
 /// Deletes sessions that expired or were revoked over a day ago; returns how many.
 pub async fn purge_sessions(conn: &mut PgConnection) -> Result<u64> {
-    Ok(sqlx::query(
-        "DELETE FROM sessions WHERE expires_at < now() - interval '1 day' \
-            OR revoked_at < now() - interval '1 day'",
-    )
-    .execute(conn)
-    .await?
-    .rows_affected())
+    let n: i64 = sqlx::query_scalar("SELECT psa_purge_sessions()")
+        .fetch_one(conn)
+        .await?;
+    Ok(n as u64)
 }
 
 /// Writes an audit row for an authentication event in `tenant`, if that tenant exists (a failed

@@ -197,3 +197,125 @@ async fn the_request_transaction_is_confined_even_without_a_tenant_filter() {
         Some("42501")
     );
 }
+
+/// The API can run as a login role that is only a member of `psa_app` and `psa_api`: everything
+/// works through it, and it cannot leave its confinement, not even with `RESET ROLE`.
+#[tokio::test]
+async fn the_api_login_role_cannot_leave_its_confinement() {
+    let db = psa_testing::TestDb::new(&psa_models::MIGRATOR).await;
+    let role = format!("psa_api_login_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'login-role-pw' IN ROLE psa_app, psa_api"
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut url = url::Url::parse(&db.url()).unwrap();
+    url.set_username(&role).unwrap();
+    url.set_password(Some("login-role-pw")).unwrap();
+    let pool = psa_models::db::connect(url.as_str(), 4).await.unwrap();
+    let who: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(who, role);
+
+    // The API, running as that role.
+    let mut app = TestApp {
+        db,
+        base: String::new(),
+        http: reqwest::Client::new(),
+    };
+    let a = app.tenant("Alpha").await;
+    let b = app.tenant("Beta").await;
+    let server = psa_api::Application::build(
+        psa_api::Config {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            session_ttl: Duration::from_secs(3600),
+            session_idle: Duration::from_secs(3600),
+            limits: Default::default(),
+            server: Default::default(),
+        },
+        pool.clone(),
+    )
+    .await
+    .unwrap();
+    app.base = format!("http://127.0.0.1:{}", server.port());
+    tokio::spawn(server.run_until(std::future::pending()));
+    let (status, login) = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"tenant_id": a.tenant, "email": a.admin_email, "password": a.admin_password})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{login}");
+    let token = login["token"].as_str().unwrap().to_owned();
+    let (status, created) = app
+        .call(
+            Method::POST,
+            "/api/v1/companies",
+            Some(&token),
+            Some(json!({"company_name": "Made by the login role"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        app.call(Method::GET, "/api/v1/companies", Some(&b.key), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.call(Method::POST, "/api/v1/auth/logout-all", Some(&token), None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+
+    // What it cannot do, even by leaving the confined role.
+    let mut tx = psa_models::db::begin_tenant(&pool, a.tenant).await.unwrap();
+    sqlx::query("RESET ROLE").execute(&mut *tx).await.unwrap();
+    let other: i64 = sqlx::query_scalar("SELECT count(*) FROM companies WHERE tenant = $1")
+        .bind(b.tenant)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(other, 0, "another tenant's rows after RESET ROLE");
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE tenant = $1")
+        .bind(b.tenant)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(sessions, 0);
+    drop(tx);
+    let mut conn = pool.acquire().await.unwrap();
+    let unset: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        unset, 0,
+        "without a tenant context it sees no tenant's rows"
+    );
+    for sql in [
+        "SELECT count(*) FROM _sqlx_migrations",
+        "UPDATE tenants SET is_management = true",
+        "DELETE FROM tenant_provisioning",
+        "SET ROLE postgres",
+    ] {
+        let e = sqlx::query(sql).execute(&mut *conn).await.unwrap_err();
+        assert_eq!(
+            e.as_database_error().and_then(|d| d.code()).as_deref(),
+            Some("42501"),
+            "{sql}: {e}"
+        );
+    }
+    drop(conn);
+    pool.close().await;
+    sqlx::query(&format!("DROP ROLE {role}"))
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+}
