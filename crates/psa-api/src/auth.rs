@@ -212,7 +212,7 @@ pub struct LoginResponse {
 
 /// A hash to verify against when the email is unknown, so that an unknown email costs the same
 /// time as a wrong password and does not reveal whether the account exists.
-static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
+pub(crate) static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
     password::hash_blocking(&password::generate()).expect("hashing a generated password")
 });
 
@@ -240,15 +240,26 @@ pub async fn login(
         Some((user, hash)) => (Some(user), hash),
         None => (None, DUMMY_HASH.clone()),
     };
-    let ok = {
-        let _permit = state
-            .limits
-            .hashing
-            .acquire()
-            .await
-            .map_err(ApiError::internal)?;
-        password::verify(&req.password, &hash).await?
-    };
+    // A hash runs under a permit it keeps until it is done, even if this request is dropped
+    // (its timeout): the configured number of hashes is never exceeded. A caller that cannot get
+    // a permit within 5 s is told to come back.
+    let permit = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        state.limits.hashing.clone().acquire_owned(),
+    )
+    .await
+    .map_err(|_| ApiError::RateLimited {
+        retry_after: std::time::Duration::from_secs(1),
+    })?
+    .map_err(ApiError::internal)?;
+    let password = req.password.clone();
+    let ok = tokio::spawn(async move {
+        let ok = password::verify(&password, &hash).await;
+        drop(permit);
+        ok
+    })
+    .await
+    .map_err(ApiError::internal)??;
     let Some(user) = user.filter(|_| ok) else {
         tracing::info!(tenant = %req.tenant_id, "login refused");
         let mut tx = db::begin_tenant(&state.pool, req.tenant_id).await?;

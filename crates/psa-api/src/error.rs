@@ -29,8 +29,11 @@ pub enum ApiError {
     /// An `Idempotency-Key` already used for a different request: 409.
     #[error("{0}")]
     IdempotencyKeyReused(String),
-    /// The request took longer than the server allows: 503 `timeout`, nothing written.
-    #[error("The request took too long and was stopped; nothing was changed")]
+    /// The request took longer than the server allows: 503 `timeout`. Its transaction is
+    /// dropped (rolled back) unless the deadline fell while it was committing.
+    #[error(
+        "The request took too long and was stopped; it was most likely not applied: check, or retry it (with the same Idempotency-Key where it has one)"
+    )]
     Timeout,
     /// Too many requests: 429 with `Retry-After`.
     #[error("Too many requests: try again in {} s", retry_after.as_secs())]
@@ -176,8 +179,7 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(body)).into_response();
         if let ApiError::RateLimited { retry_after } = &self {
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }
         }

@@ -39,7 +39,8 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
-    /// The owner-role pool; handlers switch to the restricted role per transaction.
+    /// The API's pool: the owner role, or better the API login role (docs/operations.md);
+    /// handlers switch to the confined role `psa_app` per transaction either way.
     pub pool: PgPool,
     pub session_ttl: chrono::Duration,
     /// A session unused this long ends.
@@ -208,6 +209,9 @@ impl Application {
         provisioning: Option<tenants::Provisioning>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.bind).await?;
+        // The hash unknown emails are checked against, made now: made on the first such login it
+        // would make that login slower than the rest (and tell that the email is unknown).
+        let _ = tokio::task::spawn_blocking(|| std::sync::LazyLock::force(&auth::DUMMY_HASH)).await;
         let state = AppState {
             pool,
             session_ttl: chrono::Duration::from_std(config.session_ttl)
@@ -255,14 +259,14 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-        use hyper_util::server::conn::auto::Builder;
-        let mut builder = Builder::new(TokioExecutor::new());
+        use hyper_util::rt::{TokioIo, TokioTimer};
+        // HTTP/1.1 only: protocol detection (for HTTP/2) would read the first bytes with no
+        // deadline, so a client sending nothing could hold a connection slot for ever. With
+        // HTTP/1 the header read timeout runs from the first byte a request needs.
+        let mut builder = hyper::server::conn::http1::Builder::new();
         builder
-            .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.server.header_read_timeout);
-        builder.http2().timer(TokioTimer::new());
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(
             self.server.max_connections.max(1),
@@ -297,7 +301,7 @@ impl Application {
             let builder = builder.clone();
             let watcher = graceful.watcher();
             tokio::spawn(async move {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
                 let _ = watcher.watch(conn).await;
                 drop(permit);
             });

@@ -5,6 +5,10 @@
 //! wrong passwords must neither occupy every core (hashes wait for a permit) nor hold database
 //! connections (the hash is verified outside any transaction). The limits answer 429
 //! `rate_limited` with `Retry-After`.
+//!
+//! The per-account limit counts every attempt, so someone who knows an account's email can keep
+//! it from logging in for as long as they keep trying (a lockout by design: it also stops them
+//! guessing); operators see it in `psa_rate_limited_total` and the audit log's failed logins.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -49,7 +53,22 @@ pub struct Limits {
     login_by_account: DefaultKeyedRateLimiter<(uuid::Uuid, String)>,
     requests_by_credential: DefaultKeyedRateLimiter<uuid::Uuid>,
     /// Permits to compute a password hash.
-    pub hashing: tokio::sync::Semaphore,
+    pub hashing: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// The key of an address: IPv4 as it is, IPv6 by its /64 (one subscriber has a whole /64, and
+/// would otherwise get a fresh limit for every address in it).
+fn network_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
 }
 
 fn quota_per_minute(n: u32) -> Quota {
@@ -63,8 +82,10 @@ fn check<K: Hash + Eq + Clone>(
     limiter.check_key(key).map_err(|not_until| {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         metrics::counter!("psa_rate_limited_total").increment(1);
+        // Whole seconds, rounded up: what `Retry-After` and the message both say.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         ApiError::RateLimited {
-            retry_after: wait.max(Duration::from_secs(1)),
+            retry_after: Duration::from_secs(secs.max(1)),
         }
     })
 }
@@ -82,12 +103,14 @@ impl Limits {
                 NonZeroU32::new(config.requests_per_second_per_credential.max(1))
                     .expect("at least 1"),
             )),
-            hashing: tokio::sync::Semaphore::new(config.concurrent_hashes.max(1)),
+            hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                config.concurrent_hashes.max(1),
+            )),
         }
     }
 
     pub fn login_from(&self, address: IpAddr) -> Result<(), ApiError> {
-        check(&self.login_by_address, &address)
+        check(&self.login_by_address, &network_of(address))
     }
 
     pub fn login_of(&self, tenant: uuid::Uuid, email: &str) -> Result<(), ApiError> {

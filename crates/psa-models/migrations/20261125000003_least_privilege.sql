@@ -5,7 +5,9 @@
 --  * the audit log is append-only for it: a request can add what it did, never rewrite or erase
 --    what was done.
 REVOKE ALL ON _sqlx_migrations FROM psa_app;
-REVOKE UPDATE ON tenants FROM psa_app;
+-- Tenants are created and deleted by the worker and the CLI (owner role) only: an INSERT would
+-- let a transaction make a second management tenant, a DELETE would cascade the audit log away.
+REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON tenants FROM psa_app;
 GRANT UPDATE (company_name, email, phone_number, industry, payment_platform_id, payment_method_id,
               auth_service_id, plan, tax_id_number, licensed_user_count, last_license_update,
               stripe_event_id, updated_at)

@@ -59,13 +59,22 @@ pub async fn authenticate(
     type Row = (TenantId, UserId, Uuid, bool, bool);
     // Through SECURITY DEFINER functions (migration `api_login_role`): the API's login role
     // finds a token across tenants without seeing any tenant's credentials.
-    let kind = if token.starts_with(SESSION_PREFIX) {
-        "session"
-    } else if token.starts_with(API_KEY_PREFIX) {
-        "api_key"
+    // Only a well-formed token reaches the database: a prefix and 32 random bytes in base64url
+    // (43 characters). Junk costs a string check, not a query.
+    let (kind, body) = if let Some(b) = token.strip_prefix(SESSION_PREFIX) {
+        ("session", b)
+    } else if let Some(b) = token.strip_prefix(API_KEY_PREFIX) {
+        ("api_key", b)
     } else {
         return Ok(None);
     };
+    if body.len() != 43
+        || !body
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    {
+        return Ok(None);
+    }
     let row: Option<Row> = sqlx::query_as(
         "SELECT tenant, user_id, credential_id, client_portal, stale FROM psa_authenticate($1, $2, $3)",
     )

@@ -54,7 +54,20 @@ pub struct DevServer {
 }
 
 impl DevServer {
+    /// Starts a dev server on free ports. The ports are picked by binding port 0 and letting go,
+    /// so another process can take one in between: a start that fails is tried again (3 times).
     pub async fn start(cli: &Path) -> Result<DevServer, String> {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::start_once(cli).await {
+                Ok(server) => return Ok(server),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn start_once(cli: &Path) -> Result<DevServer, String> {
         let port = free_port().map_err(|e| format!("no free port: {e}"))?;
         let extra = |flag: &str| -> Result<[String; 2], String> {
             Ok([

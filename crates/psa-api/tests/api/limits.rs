@@ -241,6 +241,16 @@ async fn slow_headers_and_long_requests_are_cut_off() {
         "a slow client is not served: {answer}"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
+    // A client that connects and sends nothing does not keep its slot either.
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .expect("the server closes a silent connection")
+        .unwrap_or(0);
+    assert!(
+        n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+        "a silent client is not served"
+    );
 
     // A request stuck behind a lock: cut off at the request timeout, nothing written.
     let mut lock = app.db.pool.begin().await.unwrap();

@@ -148,6 +148,9 @@ async fn the_confined_role_cannot_rewrite_history_or_promote_itself() {
         "UPDATE audit_log SET action = 'nothing happened'",
         "DELETE FROM audit_log",
         "UPDATE tenants SET is_management = true",
+        "DELETE FROM tenants",
+        "INSERT INTO tenants (tenant, company_name, email, is_management) \
+         VALUES (nullif(current_setting('app.current_tenant', true), '')::uuid, 'X', 'x@x.example', true)",
         "SELECT count(*) FROM _sqlx_migrations",
         "DELETE FROM _sqlx_migrations",
         "SELECT count(*) FROM tenant_provisioning",
