@@ -178,10 +178,10 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
-        if let ApiError::RateLimited { retry_after } = &self {
-            if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let ApiError::RateLimited { retry_after } = &self
+            && let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         if status == StatusCode::UNAUTHORIZED {
             response
