@@ -455,6 +455,25 @@ pub async fn customers(
     }
 }
 
+/// `GET /readyz` of the worker: 200 when the database and Temporal both answer, 503 naming which
+/// does not (`/healthz` only says the process lives).
+async fn worker_ready(w: &TenantWorkflows) -> (axum::http::StatusCode, &'static str) {
+    use axum::http::StatusCode;
+    let database = tokio::time::timeout(
+        Duration::from_secs(3),
+        sqlx::query("SELECT 1").execute(&w.pool),
+    )
+    .await;
+    if !matches!(database, Ok(Ok(_))) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unreachable");
+    }
+    let temporal = tokio::time::timeout(Duration::from_secs(3), w.worker_polling()).await;
+    if !matches!(temporal, Ok(Ok(_))) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "temporal unreachable");
+    }
+    (StatusCode::OK, "ready")
+}
+
 /// `psa worker`: validates configuration, serves /metrics and /healthz, sweeps cut-off runs,
 /// polls the task queue.
 pub async fn worker(
@@ -486,10 +505,18 @@ pub async fn worker(
                 anyhow::Error::new(e).context(format!("cannot listen on {metrics_bind}")),
             )
         })?;
+    let ready = workflows.clone();
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(psa_api::metrics::render))
         .with_state(handle)
-        .route("/healthz", axum::routing::get(|| async { "ok" }));
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let w = ready.clone();
+                async move { worker_ready(&w).await }
+            }),
+        );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

@@ -85,6 +85,7 @@ pub struct TenantActivities {
 
 /// Runs `body` in one transaction with the fail points around the commit, and times it.
 async fn transaction<T, F>(
+    ctx: &ActivityContext,
     pool: &PgPool,
     activity: ActivityName,
     body: F,
@@ -109,6 +110,25 @@ where
     let outcome = if result.is_ok() { "ok" } else { "error" };
     metrics::histogram!("psa_activity_duration_seconds", "activity" => name, "outcome" => outcome)
         .record(start.elapsed().as_secs_f64());
+    if let Err(ActivityError::Application(failure)) = &result {
+        // One line per failed attempt, with what an operator greps for: the step, the run, the
+        // kind (a transient failure is retried, a permanent one rolls back or fails tracking).
+        let info = ctx.info();
+        let workflow_id = info.workflow_id.as_deref().unwrap_or("-");
+        let kind = if failure.is_non_retryable() {
+            "permanent"
+        } else {
+            "transient"
+        };
+        let error = failure.to_string();
+        if activity.is_compensation() {
+            tracing::error!(step = name, workflow_id, attempt = info.attempt, kind, %error,
+                "compensation failed: what the run built may be left behind");
+        } else {
+            tracing::warn!(step = name, workflow_id, attempt = info.attempt, kind, %error,
+                "provisioning step failed");
+        }
+    }
     if activity.is_tracking() {
         tracking_step(activity, &result);
     }
@@ -691,11 +711,11 @@ impl TenantActivities {
     #[activity(name = "begin_provisioning")]
     pub async fn begin_provisioning(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: BeginIn,
     ) -> Result<Begun, ActivityError> {
         let tracking = self.tracking.clone();
-        transaction(&self.pool, ActivityName::BeginProvisioning, async move |conn| {
+        transaction(&ctx, &self.pool, ActivityName::BeginProvisioning, async move |conn| {
             let state = match (tracking.enabled, input.skip_customer_tracking) {
                 (false, _) => TrackingState::Disabled,
                 (true, true) => TrackingState::Skipped,
@@ -736,41 +756,47 @@ impl TenantActivities {
     #[activity(name = "create_tenant")]
     pub async fn create_tenant(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: CreateTenantIn,
     ) -> Result<CreateTenantOut, ActivityError> {
-        transaction(&self.pool, ActivityName::CreateTenant, async move |conn| {
-            provisioning::ensure_running(conn, &input.workflow_id).await?;
-            let created = tenants::create(
-                conn,
-                input.tenant_id,
-                tenants::NewTenant {
-                    name: input.tenant_name.as_str().to_owned(),
-                    email: input.admin_email.as_str().to_owned(),
-                    company_name: input.company_name.as_ref().map(|c| c.as_str().to_owned()),
-                    licensed_user_count: input.license_count,
-                },
-                tenants::CreateOptions {
-                    company_id: Some(input.company_id),
-                    is_management: false,
-                },
-            )
-            .await?;
-            Ok(CreateTenantOut {
-                tenant_id: input.tenant_id,
-                company_id: created.company.map(|c| c.company_id),
-            })
-        })
+        transaction(
+            &ctx,
+            &self.pool,
+            ActivityName::CreateTenant,
+            async move |conn| {
+                provisioning::ensure_running(conn, &input.workflow_id).await?;
+                let created = tenants::create(
+                    conn,
+                    input.tenant_id,
+                    tenants::NewTenant {
+                        name: input.tenant_name.as_str().to_owned(),
+                        email: input.admin_email.as_str().to_owned(),
+                        company_name: input.company_name.as_ref().map(|c| c.as_str().to_owned()),
+                        licensed_user_count: input.license_count,
+                    },
+                    tenants::CreateOptions {
+                        company_id: Some(input.company_id),
+                        is_management: false,
+                    },
+                )
+                .await?;
+                Ok(CreateTenantOut {
+                    tenant_id: input.tenant_id,
+                    company_id: created.company.map(|c| c.company_id),
+                })
+            },
+        )
         .await
     }
 
     #[activity(name = "run_onboarding_seeds")]
     pub async fn run_onboarding_seeds(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: SeedsIn,
     ) -> Result<(), ActivityError> {
         transaction(
+            &ctx,
             &self.pool,
             ActivityName::RunOnboardingSeeds,
             async move |conn| {
@@ -784,11 +810,12 @@ impl TenantActivities {
     #[activity(name = "create_admin_user")]
     pub async fn create_admin_user(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: CreateAdminIn,
     ) -> Result<CreateAdminOut, ActivityError> {
         let key = self.key.clone();
         transaction(
+            &ctx,
             &self.pool,
             ActivityName::CreateAdminUser,
             async move |conn| {
@@ -816,10 +843,11 @@ impl TenantActivities {
     #[activity(name = "setup_tenant_data")]
     pub async fn setup_tenant_data(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: SetupIn,
     ) -> Result<(), ActivityError> {
         transaction(
+            &ctx,
             &self.pool,
             ActivityName::SetupTenantData,
             async move |conn| {
@@ -835,10 +863,11 @@ impl TenantActivities {
     #[activity(name = "create_customer_company")]
     pub async fn create_customer_company(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: CustomerCompanyIn,
     ) -> Result<CustomerCompanyOut, ActivityError> {
         transaction(
+            &ctx,
             &self.pool,
             ActivityName::CreateCustomerCompany,
             async move |conn| {
@@ -854,10 +883,11 @@ impl TenantActivities {
     #[activity(name = "create_customer_contact")]
     pub async fn create_customer_contact(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: CustomerContactIn,
     ) -> Result<CustomerContactOut, ActivityError> {
         transaction(
+            &ctx,
             &self.pool,
             ActivityName::CreateCustomerContact,
             async move |conn| {
@@ -873,10 +903,11 @@ impl TenantActivities {
     #[activity(name = "tag_customer_company")]
     pub async fn tag_customer_company(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: TagIn,
     ) -> Result<TagOut, ActivityError> {
         transaction(
+            &ctx,
             &self.pool,
             ActivityName::TagCustomerCompany,
             async move |conn| {
@@ -904,10 +935,11 @@ impl TenantActivities {
     #[activity(name = "remove_customer_tag")]
     pub async fn remove_customer_tag(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: RemoveTagIn,
     ) -> Result<(), ActivityError> {
         transaction(
+            &ctx,
             &self.pool,
             ActivityName::RemoveCustomerTag,
             async move |conn| {
@@ -927,10 +959,11 @@ impl TenantActivities {
     #[activity(name = "unlink_customer_contact")]
     pub async fn unlink_customer_contact(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: UnlinkIn,
     ) -> Result<(), ActivityError> {
         transaction(
+            &ctx,
             &self.pool,
             ActivityName::UnlinkCustomerContact,
             async move |conn| {
@@ -951,10 +984,11 @@ impl TenantActivities {
     #[activity(name = "remove_customer_contact")]
     pub async fn remove_customer_contact(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: RemoveContactIn,
     ) -> Result<(), ActivityError> {
         transaction(
+            &ctx,
             &self.pool,
             ActivityName::RemoveCustomerContact,
             async move |conn| {
@@ -974,10 +1008,11 @@ impl TenantActivities {
     #[activity(name = "remove_customer_company")]
     pub async fn remove_customer_company(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: RemoveCompanyIn,
     ) -> Result<(), ActivityError> {
         transaction(
+            &ctx,
             &self.pool,
             ActivityName::RemoveCustomerCompany,
             async move |conn| {
@@ -997,10 +1032,11 @@ impl TenantActivities {
     #[activity(name = "rollback_tenant")]
     pub async fn rollback_tenant(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         tenant_id: TenantId,
     ) -> Result<(), ActivityError> {
         transaction(
+            &ctx,
             &self.pool,
             ActivityName::RollbackTenant,
             async move |conn| undo::rollback_tenant(conn, tenant_id).await,
@@ -1013,11 +1049,13 @@ impl TenantActivities {
     #[activity(name = "finish_provisioning")]
     pub async fn finish_provisioning(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: FinishIn,
     ) -> Result<(), ActivityError> {
         let status = RunStatus::from(input.outcome);
+        let (workflow_id, input_tracking) = (input.workflow_id.clone(), input.tracking);
         let recorded = transaction(
+            &ctx,
             &self.pool,
             ActivityName::FinishProvisioning,
             async move |conn| {
@@ -1033,6 +1071,12 @@ impl TenantActivities {
         )
         .await?;
         if recorded {
+            tracing::info!(
+                workflow_id = %workflow_id,
+                outcome = status.as_str(),
+                customer_tracking = input_tracking.as_str(),
+                "provisioning run finished"
+            );
             metrics::counter!("psa_tenant_creations_total", "outcome" => status.as_str())
                 .increment(1);
             metrics::histogram!("psa_tenant_creation_duration_seconds", "outcome" => status.as_str())

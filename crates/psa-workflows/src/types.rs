@@ -221,6 +221,18 @@ impl ActivityName {
         }
     }
 
+    /// Whether the activity undoes a step (its failure may leave data behind).
+    pub fn is_compensation(self) -> bool {
+        matches!(
+            self,
+            ActivityName::RemoveCustomerTag
+                | ActivityName::UnlinkCustomerContact
+                | ActivityName::RemoveCustomerContact
+                | ActivityName::RemoveCustomerCompany
+                | ActivityName::RollbackTenant
+        )
+    }
+
     /// Whether the activity writes customer records (counted in the tracking step metrics).
     pub fn is_tracking(self) -> bool {
         matches!(

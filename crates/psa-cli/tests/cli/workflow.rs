@@ -405,8 +405,14 @@ async fn a_failed_run_exits_1_with_the_rollback_in_the_result() {
 #[tokio::test]
 async fn a_killed_worker_is_replaced_and_the_run_completes() {
     let s = Setup::new().await;
-    // The first worker is slow in the admin step; it is killed there.
-    let first = s.worker(Some("activity::create_admin_user=sleep(4000)"));
+    // The first worker is held in the admin step (by a table lock the step needs: it waits on
+    // PostgreSQL, and still answers queries); it is killed there.
+    let mut lock = s.db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE user_roles IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let first = s.worker(None);
     let started = last_json(&s.run(&[
         "tenant",
         "create",
@@ -433,6 +439,7 @@ async fn a_killed_worker_is_replaced_and_the_run_completes() {
     }
     assert!(reached, "the run reached the admin step");
     first.kill(); // SIGKILL
+    lock.commit().await.unwrap();
     let second = s.worker(None);
     let mut result = serde_json::Value::Null;
     for _ in 0..600 {
@@ -746,7 +753,36 @@ async fn the_worker_exports_every_series_the_alert_rules_read() {
             "{needle} after the runs:\n{metrics}"
         );
     }
-    stop(worker);
+    // Readiness: the database and Temporal answer.
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.text().await.unwrap(), "ready");
+    // Each failed step attempt is one warn line with the step, its kind and the run.
+    let logs = stop(worker);
+    let failed: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("provisioning step failed"))
+        .collect();
+    assert!(
+        failed.iter().any(|l| l.contains("create_customer_company")
+            && l.contains("permanent")
+            && l.contains("tenant-creation-")),
+        "{logs}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|l| l.contains("tag_customer_company") && l.contains("transient")),
+        "{logs}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|l| l.contains("setup_tenant_data") && l.contains("permanent")),
+        "{logs}"
+    );
 }
 
 /// Temporal down: starting a run and running a worker fail with exit 1 and one clear line, and
