@@ -263,7 +263,7 @@ pub async fn login(
     let Some(user) = user.filter(|_| ok) else {
         tracing::info!(tenant = %req.tenant_id, "login refused");
         let mut tx = db::begin_tenant(&state.pool, req.tenant_id).await?;
-        credentials::audit(
+        psa_models::audit::record(
             &mut tx,
             req.tenant_id,
             "anonymous",
@@ -284,7 +284,7 @@ pub async fn login(
         Utc::now() + state.session_ttl,
     )
     .await?;
-    credentials::audit(
+    psa_models::audit::record(
         &mut tx,
         req.tenant_id,
         &format!("user:{}", user.user_id),
@@ -330,7 +330,7 @@ pub async fn logout_everywhere(
 ) -> Result<StatusCode, ApiError> {
     let mut tx = db::begin_tenant(&state.pool, caller.tenant).await?;
     let n = credentials::revoke_sessions_of(&mut tx, caller.tenant, caller.user).await?;
-    credentials::audit(
+    psa_models::audit::record(
         &mut tx,
         caller.tenant,
         &format!("user:{}", caller.user),

@@ -12,16 +12,17 @@ use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::auth::{Action, Caller, Permission, Resource};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiQuery, path_id};
 
-/// The resource whose permissions govern tags on an entity of this type.
+/// The resource whose permissions govern tags on an entity of this type (companies are the
+/// `client` resource, as in the reference).
 fn entity(t: TaggedType) -> Resource {
     match t {
         TaggedType::Company => Resource::Client,
         TaggedType::Contact => Resource::Contact,
     }
 }
-use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiQuery, path_id};
 
 /// Attach a tag to a company or contact. 201 when the mapping is new, 200 when it existed.
 #[utoipa::path(post, path = "/api/v1/tags", tag = "tags", security(("bearer" = [])),

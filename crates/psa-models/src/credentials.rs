@@ -169,32 +169,6 @@ pub async fn purge_sessions(conn: &mut PgConnection) -> Result<u64> {
     Ok(n as u64)
 }
 
-/// Writes an audit row for an authentication event in `tenant`, if that tenant exists (a failed
-/// login may name any tenant id).
-pub async fn audit(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    actor: &str,
-    action: &str,
-    entity_type: &str,
-    entity_id: Option<Uuid>,
-    details: serde_json::Value,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO audit_log (tenant, actor, action, entity_type, entity_id, details) \
-         SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM tenants WHERE tenant = $1)",
-    )
-    .bind(tenant)
-    .bind(actor)
-    .bind(action)
-    .bind(entity_type)
-    .bind(entity_id)
-    .bind(details)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// A new API key, as `psa api-key create` prints it.
 #[derive(Debug)]
 pub struct NewApiKey {
@@ -233,7 +207,7 @@ pub async fn create_api_key_until(
     .bind(expires_at)
     .fetch_one(&mut *conn)
     .await?;
-    audit(
+    crate::audit::record(
         conn,
         tenant,
         "cli",
@@ -259,7 +233,7 @@ pub async fn revoke_api_key(conn: &mut PgConnection, api_key_id: Uuid) -> Result
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(tenant) = revoked {
-        audit(
+        crate::audit::record(
             conn,
             tenant,
             "cli",

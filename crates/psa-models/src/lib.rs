@@ -7,6 +7,7 @@
 //! calls them with no user at all. The caller owns the transaction, so a use-case composes several
 //! operations into one commit.
 
+pub mod audit;
 pub mod colors;
 pub mod companies;
 pub mod contacts;

@@ -29,15 +29,6 @@ impl TaggedType {
             TaggedType::Contact => "contact",
         }
     }
-
-    /// The RBAC resource whose `update` permission tagging an entity of this type needs
-    /// (companies are the `client` resource, as in the reference).
-    pub fn permission_resource(self) -> &'static str {
-        match self {
-            TaggedType::Company => "client",
-            TaggedType::Contact => "contact",
-        }
-    }
 }
 
 /// A row of `tag_definitions`.
@@ -356,6 +347,5 @@ mod tests {
             "\"company\""
         );
         assert!(serde_json::from_str::<TaggedType>("\"ticket\"").is_err());
-        assert_eq!(TaggedType::Company.permission_resource(), "client");
     }
 }

@@ -144,19 +144,16 @@ pub(crate) async fn audit(
     entity_id: uuid::Uuid,
     details: serde_json::Value,
 ) -> Result<(), psa_models::Error> {
-    sqlx::query(
-        "INSERT INTO audit_log (tenant, actor, action, entity_type, entity_id, details) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+    psa_models::audit::record(
+        conn,
+        tenant,
+        actor,
+        action,
+        entity_type,
+        Some(entity_id),
+        details,
     )
-    .bind(tenant)
-    .bind(actor)
-    .bind(action)
-    .bind(entity_type)
-    .bind(entity_id)
-    .bind(details)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .await
 }
 
 const WORKFLOW_ACTOR: &str = "workflow:tenant_creation";

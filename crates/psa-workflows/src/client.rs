@@ -256,6 +256,22 @@ impl TenantWorkflows {
         Ok(!response.into_inner().pollers.is_empty())
     }
 
+    /// What Temporal says of a run: its status and task queue, `None` when it does not know the
+    /// run (never started, or its history was purged).
+    pub async fn describe(
+        &self,
+        workflow_id: &str,
+    ) -> Result<Option<(WorkflowExecutionStatus, String)>, ClientError> {
+        let handle = self
+            .client
+            .get_workflow_handle::<TenantCreationWorkflow>(workflow_id);
+        match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(d) => Ok(Some((d.status(), d.task_queue().to_owned()))),
+            Err(e) if e.to_string().to_lowercase().contains("not found") => Ok(None),
+            Err(e) => Err(unreachable_or(e.to_string())),
+        }
+    }
+
     /// The message for a run that no worker picks up.
     pub fn no_worker_notice(task_queue: &str) -> String {
         format!(
@@ -273,14 +289,7 @@ impl TenantWorkflows {
         let mut conn = self.pool.acquire().await.map_err(psa_models::Error::from)?;
         let record = provisioning::get(&mut conn, workflow_id).await?;
         drop(conn);
-        let handle = self
-            .client
-            .get_workflow_handle::<TenantCreationWorkflow>(workflow_id);
-        let described = match handle.describe(WorkflowDescribeOptions::default()).await {
-            Ok(d) => Some((d.status(), d.task_queue().to_owned())),
-            Err(e) if e.to_string().to_lowercase().contains("not found") => None,
-            Err(e) => return Err(unreachable_or(e.to_string())),
-        };
+        let described = self.describe(workflow_id).await?;
         let mut view = ProvisioningView {
             workflow_id: workflow_id.to_owned(),
             finished: false,

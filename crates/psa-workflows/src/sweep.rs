@@ -25,11 +25,10 @@ use std::time::Duration;
 use psa_models::provisioning::{self, Record, RunStatus};
 use psa_models::{CompanyId, ContactId, MappingId, TenantId};
 use serde::Serialize;
-use temporalio_client::{WorkflowDescribeOptions, WorkflowExecutionStatus};
+use temporalio_client::WorkflowExecutionStatus;
 
 use crate::activities::undo;
 use crate::client::{ClientError, TenantWorkflows};
-use crate::workflow::TenantCreationWorkflow;
 
 /// How long a run must have been started before the sweeper looks at it: a run that has just
 /// been started may not be visible in Temporal yet.
@@ -73,14 +72,10 @@ pub async fn sweep(
         ..Default::default()
     };
     for record in candidates {
-        let handle = workflows
-            .client
-            .get_workflow_handle::<TenantCreationWorkflow>(&record.workflow_id);
-        let status = match handle.describe(WorkflowDescribeOptions::default()).await {
-            Ok(d) => Some(d.status()),
-            Err(e) if e.to_string().to_lowercase().contains("not found") => None,
-            Err(e) => return Err(ClientError::Temporal(e.to_string())),
-        };
+        let status = workflows
+            .describe(&record.workflow_id)
+            .await?
+            .map(|(status, _)| status);
         let outcome = match status {
             Some(WorkflowExecutionStatus::Running) => continue,
             Some(WorkflowExecutionStatus::Completed) => {

@@ -178,25 +178,13 @@ async fn login_token(app: &TestApp, t: &TenantFixture) -> String {
 /// audited in the tenant.
 #[tokio::test]
 async fn credentials_expire_idle_sessions_end_and_logins_are_audited() {
-    let db = psa_testing::TestDb::new(&psa_models::MIGRATOR).await;
-    let server = psa_api::Application::build(
-        psa_api::Config {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            session_ttl: Duration::from_secs(3600),
-            session_idle: Duration::from_secs(2),
-            limits: Default::default(),
-            server: Default::default(),
-        },
-        db.pool.clone(),
-    )
-    .await
-    .unwrap();
-    let app = TestApp {
-        base: format!("http://127.0.0.1:{}", server.port()),
-        db,
-        http: reqwest::Client::new(),
+    let mut app = TestApp::unserved().await;
+    let pool = app.db.pool.clone();
+    let config = psa_api::Config {
+        session_idle: Duration::from_secs(2),
+        ..test_config()
     };
-    tokio::spawn(server.run_until(std::future::pending()));
+    app.serve(pool, config, None).await;
     let t = app.tenant("Acme").await;
 
     // Idle timeout.

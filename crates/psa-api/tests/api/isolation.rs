@@ -202,15 +202,15 @@ async fn the_request_transaction_is_confined_even_without_a_tenant_filter() {
 /// works through it, and it cannot leave its confinement, not even with `RESET ROLE`.
 #[tokio::test]
 async fn the_api_login_role_cannot_leave_its_confinement() {
-    let db = psa_testing::TestDb::new(&psa_models::MIGRATOR).await;
+    let mut app = TestApp::unserved().await;
     let role = format!("psa_api_login_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!(
         "CREATE ROLE {role} LOGIN PASSWORD 'login-role-pw' IN ROLE psa_app, psa_api"
     ))
-    .execute(&db.pool)
+    .execute(&app.db.pool)
     .await
     .unwrap();
-    let mut url = url::Url::parse(&db.url()).unwrap();
+    let mut url = url::Url::parse(&app.db.url()).unwrap();
     url.set_username(&role).unwrap();
     url.set_password(Some("login-role-pw")).unwrap();
     let pool = psa_models::db::connect(url.as_str(), 4).await.unwrap();
@@ -221,27 +221,9 @@ async fn the_api_login_role_cannot_leave_its_confinement() {
     assert_eq!(who, role);
 
     // The API, running as that role.
-    let mut app = TestApp {
-        db,
-        base: String::new(),
-        http: reqwest::Client::new(),
-    };
     let a = app.tenant("Alpha").await;
     let b = app.tenant("Beta").await;
-    let server = psa_api::Application::build(
-        psa_api::Config {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            session_ttl: Duration::from_secs(3600),
-            session_idle: Duration::from_secs(3600),
-            limits: Default::default(),
-            server: Default::default(),
-        },
-        pool.clone(),
-    )
-    .await
-    .unwrap();
-    app.base = format!("http://127.0.0.1:{}", server.port());
-    tokio::spawn(server.run_until(std::future::pending()));
+    app.serve(pool.clone(), test_config(), None).await;
     let (status, login) = app
         .call(
             Method::POST,

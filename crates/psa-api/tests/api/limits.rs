@@ -190,26 +190,14 @@ async fn a_login_flood_does_not_starve_other_callers() {
 }
 
 async fn spawn_server(server: psa_api::ServerLimits) -> TestApp {
-    let db = psa_testing::TestDb::new(&psa_models::MIGRATOR).await;
-    let app = psa_api::Application::build(
-        psa_api::Config {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            session_ttl: Duration::from_secs(3600),
-            session_idle: Duration::from_secs(3600),
-            limits: Default::default(),
-            server,
-        },
-        db.pool.clone(),
-    )
-    .await
-    .unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until(std::future::pending()));
-    TestApp {
-        db,
-        base,
-        http: reqwest::Client::new(),
-    }
+    let mut app = TestApp::unserved().await;
+    let pool = app.db.pool.clone();
+    let config = psa_api::Config {
+        server,
+        ..test_config()
+    };
+    app.serve(pool, config, None).await;
+    app
 }
 
 /// A client that sends its headers slowly (slowloris) is cut off; one that holds its request

@@ -20,6 +20,17 @@ use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
+/// The server configuration of the tests: a free port, generous limits.
+pub fn test_config() -> psa_api::Config {
+    psa_api::Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        session_ttl: Duration::from_secs(3600),
+        session_idle: Duration::from_secs(3600),
+        limits: Default::default(),
+        server: Default::default(),
+    }
+}
+
 pub struct TestApp {
     pub db: TestDb,
     pub base: String,
@@ -42,26 +53,41 @@ impl TestApp {
 
     /// With these abuse limits.
     pub async fn spawn_with(limits: psa_api::limits::LimitsConfig) -> TestApp {
-        let db = TestDb::new(&psa_models::MIGRATOR).await;
-        let app = psa_api::Application::build(
+        let mut app = Self::unserved().await;
+        let pool = app.db.pool.clone();
+        app.serve(
+            pool,
             psa_api::Config {
-                bind: "127.0.0.1:0".parse().unwrap(),
-                session_ttl: Duration::from_secs(3600),
-                session_idle: Duration::from_secs(3600),
                 limits,
-                server: Default::default(),
+                ..test_config()
             },
-            db.pool.clone(),
+            None,
         )
-        .await
-        .expect("bind");
-        let base = format!("http://127.0.0.1:{}", app.port());
-        tokio::spawn(app.run_until(std::future::pending()));
+        .await;
+        app
+    }
+
+    /// A test database and a client, no server yet (fixtures can be made first).
+    pub async fn unserved() -> TestApp {
         TestApp {
-            db,
-            base,
+            db: TestDb::new(&psa_models::MIGRATOR).await,
+            base: String::new(),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Starts the API on `pool` (this database's, or another role's) with `config`.
+    pub async fn serve(
+        &mut self,
+        pool: sqlx::PgPool,
+        config: psa_api::Config,
+        provisioning: Option<psa_api::tenants::Provisioning>,
+    ) {
+        let server = psa_api::Application::build_with(config, pool, provisioning)
+            .await
+            .expect("bind");
+        self.base = format!("http://127.0.0.1:{}", server.port());
+        tokio::spawn(server.run_until(std::future::pending()));
     }
 
     pub async fn tenant(&self, name: &str) -> TenantFixture {

@@ -26,12 +26,7 @@ async fn app_with_provisioning(
     queue: &str,
     key: Option<SecretKey>,
 ) -> (TestApp, TenantFixture) {
-    let db = psa_testing::TestDb::new(&psa_models::MIGRATOR).await;
-    let mut app = TestApp {
-        db,
-        base: String::new(),
-        http: reqwest::Client::new(),
-    };
+    let mut app = TestApp::unserved().await;
     let mgmt = app.tenant("Mgmt").await;
     sqlx::query("UPDATE tenants SET is_management = true WHERE tenant = $1")
         .bind(mgmt.tenant)
@@ -45,21 +40,8 @@ async fn app_with_provisioning(
         app.db.pool.clone(),
         key,
     );
-    let server = psa_api::Application::build_with(
-        psa_api::Config {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            session_ttl: Duration::from_secs(3600),
-            session_idle: Duration::from_secs(3600),
-            limits: Default::default(),
-            server: Default::default(),
-        },
-        app.db.pool.clone(),
-        Some(provisioning),
-    )
-    .await
-    .unwrap();
-    app.base = format!("http://127.0.0.1:{}", server.port());
-    tokio::spawn(server.run_until(std::future::pending()));
+    let pool = app.db.pool.clone();
+    app.serve(pool, test_config(), Some(provisioning)).await;
     (app, mgmt)
 }
 
