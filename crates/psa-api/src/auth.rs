@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Postgres, Transaction};
 use utoipa::ToSchema;
 
+use psa_models::invitations::{self, Delivery};
+use psa_models::mail::Kind;
 use psa_models::validate::EmailAddress;
-use psa_models::{TenantId, UserId, credentials, db, password, users};
+use psa_models::{TenantId, UserId, auth_tokens, credentials, db, password, tenants, users};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -44,6 +46,7 @@ pub enum Resource {
     Contact,
     Tag,
     Tenant,
+    User,
 }
 
 /// What a caller does to a resource.
@@ -66,6 +69,7 @@ impl Resource {
             Resource::Contact => "contact",
             Resource::Tag => "tag",
             Resource::Tenant => "tenant",
+            Resource::User => "user",
         }
     }
 }
@@ -236,30 +240,13 @@ pub async fn login(
     let mut tx = db::begin_tenant(&state.pool, req.tenant_id).await?;
     let found = users::find_for_login(&mut tx, req.tenant_id, &email).await?;
     tx.commit().await?;
+    // A user who has not set a password yet is checked against the dummy hash too: the answer
+    // and its time are those of a wrong password.
     let (user, hash) = match found {
-        Some((user, hash)) => (Some(user), hash),
-        None => (None, DUMMY_HASH.clone()),
+        Some((user, Some(hash))) => (Some(user), hash),
+        Some((_, None)) | None => (None, DUMMY_HASH.clone()),
     };
-    // A hash runs under a permit it keeps until it is done, even if this request is dropped
-    // (its timeout): the configured number of hashes is never exceeded. A caller that cannot get
-    // a permit within 5 s is told to come back.
-    let permit = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        state.limits.hashing.clone().acquire_owned(),
-    )
-    .await
-    .map_err(|_| ApiError::RateLimited {
-        retry_after: std::time::Duration::from_secs(1),
-    })?
-    .map_err(ApiError::internal)?;
-    let password = req.password.clone();
-    let ok = tokio::spawn(async move {
-        let ok = password::verify(&password, &hash).await;
-        drop(permit);
-        ok
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let ok = verify_limited(&state, &req.password, hash).await?;
     let Some(user) = user.filter(|_| ok) else {
         tracing::info!(tenant = %req.tenant_id, "login refused");
         let mut tx = db::begin_tenant(&state.pool, req.tenant_id).await?;
@@ -342,6 +329,337 @@ pub async fn logout_everywhere(
     .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Runs `work` (a password hash or check) under a permit of the hashing semaphore, which it
+/// keeps until it is done, even if this request is dropped (its timeout): the configured number
+/// of hashes is never exceeded. A caller that cannot get a permit within 5 s is told to come
+/// back.
+async fn with_hash_permit<T: Send + 'static>(
+    state: &AppState,
+    work: impl std::future::Future<Output = psa_models::Result<T>> + Send + 'static,
+) -> Result<T, ApiError> {
+    let permit = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        state.limits.hashing.clone().acquire_owned(),
+    )
+    .await
+    .map_err(|_| ApiError::RateLimited {
+        retry_after: std::time::Duration::from_secs(1),
+    })?
+    .map_err(ApiError::internal)?;
+    tokio::spawn(async move {
+        let out = work.await;
+        drop(permit);
+        out
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::from)
+}
+
+pub(crate) async fn verify_limited(
+    state: &AppState,
+    candidate: &SecretString,
+    hash: String,
+) -> Result<bool, ApiError> {
+    let candidate = candidate.clone();
+    with_hash_permit(
+        state,
+        async move { password::verify(&candidate, &hash).await },
+    )
+    .await
+}
+
+pub(crate) async fn hash_limited(
+    state: &AppState,
+    new_password: &SecretString,
+) -> Result<String, ApiError> {
+    let p = new_password.clone();
+    with_hash_permit(state, async move { password::hash(&p).await }).await
+}
+
+/// `POST /api/v1/auth/invitations/accept` and `/password-reset/accept` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPasswordRequest {
+    /// The token from the link (the part after `#`).
+    #[schema(value_type = String, format = Password)]
+    pub token: SecretString,
+    /// The new password: 12 to 256 characters, not easy to guess.
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+}
+
+/// Redeems a link's token: checks the new password, sets it, uses the token, ends the user's
+/// other sessions and opens a new one. Shared with the set-password page.
+pub(crate) async fn set_password_by_link(
+    state: &AppState,
+    peer: std::net::IpAddr,
+    purpose: auth_tokens::Purpose,
+    token: &SecretString,
+    new_password: &SecretString,
+) -> Result<(LoginResponse, auth_tokens::Found), ApiError> {
+    state.limits.login_from(peer)?;
+    let mut conn = state
+        .pool
+        .acquire()
+        .await
+        .map_err(psa_models::Error::from)?;
+    let found = auth_tokens::find(&mut conn, purpose, token.expose_secret()).await?;
+    drop(conn);
+    let mut tx = db::begin_tenant(&state.pool, found.tenant).await?;
+    let user = users::get(&mut tx, found.tenant, found.user).await?;
+    let tenant_name = tenants::get(&mut tx, found.tenant).await?.company_name;
+    tx.commit().await?;
+    password::check_strength(
+        new_password,
+        &[
+            user.email.as_str(),
+            user.first_name.as_deref().unwrap_or_default(),
+            user.last_name.as_deref().unwrap_or_default(),
+            tenant_name.as_str(),
+        ],
+    )?;
+    let hashed = hash_limited(state, new_password).await?;
+    let mut tx = db::begin_tenant(&state.pool, found.tenant).await?;
+    auth_tokens::redeem(&mut tx, &found, &hashed).await?;
+    let session = credentials::create_session(
+        &mut tx,
+        found.tenant,
+        found.user,
+        Utc::now() + state.session_ttl,
+    )
+    .await?;
+    let action = match purpose {
+        auth_tokens::Purpose::Invitation => "accept_invitation",
+        auth_tokens::Purpose::PasswordReset => "reset_password",
+    };
+    psa_models::audit::record(
+        &mut tx,
+        found.tenant,
+        &format!("user:{}", found.user),
+        action,
+        "user",
+        Some(found.user.0),
+        serde_json::json!({"address": peer.to_string()}),
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(tenant = %found.tenant, user = %found.user, action, "password set through a link");
+    Ok((
+        LoginResponse {
+            token: session.token.expose_secret().to_owned(),
+            expires_at: session.expires_at,
+        },
+        found,
+    ))
+}
+
+/// Accept an invitation: set a password with the token from the invitation link; returns a
+/// session. An expired, used or superseded link is refused (400 `invalid_link`, saying which).
+#[utoipa::path(post, path = "/api/v1/auth/invitations/accept", tag = "auth",
+    request_body = SetPasswordRequest,
+    responses((status = 200, body = LoginResponse), (status = 400, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
+pub async fn accept_invitation(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    ApiJson(req): ApiJson<SetPasswordRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let (session, _) = set_password_by_link(
+        &state,
+        peer.ip(),
+        auth_tokens::Purpose::Invitation,
+        &req.token,
+        &req.password,
+    )
+    .await?;
+    Ok(Json(session))
+}
+
+/// Set a new password with the token from a password-reset link; returns a session. Every other
+/// session of the user ends.
+#[utoipa::path(post, path = "/api/v1/auth/password-reset/accept", tag = "auth",
+    request_body = SetPasswordRequest,
+    responses((status = 200, body = LoginResponse), (status = 400, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
+pub async fn accept_password_reset(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    ApiJson(req): ApiJson<SetPasswordRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let (session, _) = set_password_by_link(
+        &state,
+        peer.ip(),
+        auth_tokens::Purpose::PasswordReset,
+        &req.token,
+        &req.password,
+    )
+    .await?;
+    Ok(Json(session))
+}
+
+/// `POST /api/v1/auth/password` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    #[schema(value_type = String, format = Password)]
+    pub current_password: SecretString,
+    /// 12 to 256 characters, not easy to guess.
+    #[schema(value_type = String, format = Password)]
+    pub new_password: SecretString,
+}
+
+/// Change the caller's password, proving the current one. Every other session of the user ends
+/// (the one making the request stays); API keys are not affected.
+#[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth",
+    security(("bearer" = [])),
+    request_body = ChangePasswordRequest,
+    responses((status = 204), (status = 401, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<ChangePasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    let mut tx = db::begin_tenant(&state.pool, caller.tenant).await?;
+    let user = users::get(&mut tx, caller.tenant, caller.user).await?;
+    let current = users::password_hash(&mut tx, caller.tenant, caller.user).await?;
+    let tenant_name = tenants::get(&mut tx, caller.tenant).await?.company_name;
+    tx.commit().await?;
+    // Guessing the current password with a stolen session is a login attempt like any other.
+    state.limits.login_of(caller.tenant.0, &user.email)?;
+    let current = current.unwrap_or_else(|| DUMMY_HASH.clone());
+    if !verify_limited(&state, &req.current_password, current).await? {
+        return Err(ApiError::Model(psa_models::Error::validation(
+            "current_password",
+            "The current password is not correct",
+        )));
+    }
+    password::check_strength(
+        &req.new_password,
+        &[
+            user.email.as_str(),
+            user.first_name.as_deref().unwrap_or_default(),
+            user.last_name.as_deref().unwrap_or_default(),
+            tenant_name.as_str(),
+        ],
+    )
+    .map_err(|e| match e {
+        psa_models::Error::Validation { message, .. } => {
+            psa_models::Error::validation("new_password", message)
+        }
+        other => other,
+    })?;
+    let hashed = hash_limited(&state, &req.new_password).await?;
+    let keep = match caller.credential {
+        Credential::Session(id) => Some(id),
+        Credential::ApiKey(_) => None,
+    };
+    let mut tx = db::begin_tenant(&state.pool, caller.tenant).await?;
+    users::set_password_hash(&mut tx, caller.tenant, caller.user, &hashed).await?;
+    let ended =
+        credentials::revoke_sessions_except(&mut tx, caller.tenant, caller.user, keep).await?;
+    auth_tokens::revoke_open(&mut tx, caller.tenant, caller.user).await?;
+    psa_models::audit::record(
+        &mut tx,
+        caller.tenant,
+        &format!("user:{}", caller.user),
+        "change_password",
+        "user",
+        Some(caller.user.0),
+        serde_json::json!({"sessions_ended": ended}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/auth/password-reset` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordResetRequest {
+    #[schema(value_type = uuid::Uuid)]
+    pub tenant_id: TenantId,
+    pub email: String,
+}
+
+/// The answer to a reset request: the same whatever the account.
+#[derive(Serialize, ToSchema)]
+pub struct PasswordResetAccepted {
+    pub message: String,
+}
+
+/// Ask for a password-reset link by email. The answer is the same (202) whether or not the
+/// account exists, and comes before any mail is sent, so neither its content nor its time tells.
+#[utoipa::path(post, path = "/api/v1/auth/password-reset", tag = "auth",
+    request_body = PasswordResetRequest,
+    responses((status = 202, body = PasswordResetAccepted), (status = 409, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody)))]
+pub async fn request_password_reset(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    ApiJson(req): ApiJson<PasswordResetRequest>,
+) -> Result<(StatusCode, Json<PasswordResetAccepted>), ApiError> {
+    if state.delivery.mailer.is_none() {
+        return Err(ApiError::MailNotConfigured);
+    }
+    state.limits.login_from(peer.ip())?;
+    let accepted = (
+        StatusCode::ACCEPTED,
+        Json(PasswordResetAccepted {
+            message: "If this account exists, a link to reset its password is on its way. It works for a limited time.".into(),
+        }),
+    );
+    let Ok(email) = EmailAddress::parse(&req.email) else {
+        return Ok(accepted);
+    };
+    state.limits.login_of(req.tenant_id.0, email.as_str())?;
+    let (pool, delivery, tenant) = (state.pool.clone(), state.delivery.clone(), req.tenant_id);
+    tokio::spawn(async move {
+        if let Err(e) = send_reset(&pool, &delivery, tenant, &email, peer.ip()).await {
+            tracing::warn!(%tenant, error = %e, "password reset email failed");
+        }
+    });
+    Ok(accepted)
+}
+
+async fn send_reset(
+    pool: &sqlx::PgPool,
+    delivery: &Delivery,
+    tenant: TenantId,
+    email: &EmailAddress,
+    peer: std::net::IpAddr,
+) -> anyhow::Result<()> {
+    let mut tx = db::begin_tenant(pool, tenant).await?;
+    let Some(tenant_row) = tenants::find(&mut tx, tenant).await? else {
+        return Ok(());
+    };
+    let Some(reset) = invitations::reset(&mut tx, tenant, email, delivery).await? else {
+        return Ok(());
+    };
+    psa_models::audit::record(
+        &mut tx,
+        tenant,
+        "anonymous",
+        "request_password_reset",
+        "user",
+        Some(reset.user.user_id.0),
+        serde_json::json!({"address": peer.to_string()}),
+    )
+    .await?;
+    // Mailed before the commit: a link that could not be sent is not kept.
+    delivery
+        .deliver(
+            Kind::PasswordReset,
+            &tenant_row.company_name,
+            &reset.user,
+            &reset.link,
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 pub use psa_models::credentials::{

@@ -38,6 +38,15 @@ pub enum ApiError {
     /// Too many requests: 429 with `Retry-After`.
     #[error("Too many requests: try again in {} s", retry_after.as_secs())]
     RateLimited { retry_after: std::time::Duration },
+    /// The operation mails a link and this server has no mail settings: 409. (The API never
+    /// shows a link instead: whoever asked could then sign in as the user.)
+    #[error(
+        "This server sends no email (PSA_SMTP_URL is not set): an operator can run the psa CLI, which prints the link instead"
+    )]
+    MailNotConfigured,
+    /// The mail server refused or could not be reached: 503, nothing was written.
+    #[error("The email could not be sent, nothing was changed: {0}")]
+    MailFailed(String),
     /// A dependency (Temporal) is down or not configured: 503, retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -65,6 +74,7 @@ impl ApiError {
                 psa_models::Error::EmailExists | psa_models::Error::Conflict { .. } => {
                     StatusCode::CONFLICT
                 }
+                psa_models::Error::InvalidLink(_) => StatusCode::BAD_REQUEST,
                 // A reference to a row the caller cannot see (missing, or another tenant's) is
                 // indistinguishable from a missing row.
                 psa_models::Error::ForeignKey { .. } | psa_models::Error::NotFound { .. } => {
@@ -82,6 +92,8 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::MailNotConfigured => StatusCode::CONFLICT,
+            ApiError::MailFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -97,6 +109,8 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Timeout => "timeout",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::MailNotConfigured => "mail_not_configured",
+            ApiError::MailFailed(_) => "mail_failed",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -138,7 +152,8 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// One of validation_error, email_exists, foreign_key_error, not_found, unauthorized,
-    /// forbidden, conflict, idempotency_key_reused, rate_limited, timeout, unavailable, internal.
+    /// forbidden, conflict, invalid_link, idempotency_key_reused, mail_not_configured,
+    /// rate_limited, timeout, mail_failed, unavailable, internal.
     pub code: &'static str,
     pub message: String,
     /// Messages by offending input field.
@@ -152,7 +167,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let message = if let ApiError::Unavailable(m) = &self {
             m.clone()
-        } else if matches!(self, ApiError::Timeout) {
+        } else if matches!(self, ApiError::Timeout | ApiError::MailFailed(_)) {
             self.to_string()
         } else if status.is_server_error() {
             tracing::error!(error = %self.log_safe(), "request failed");

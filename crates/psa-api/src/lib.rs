@@ -13,8 +13,10 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 pub mod metrics;
+pub mod pages;
 pub mod tags;
 pub mod tenants;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -49,13 +51,15 @@ pub struct AppState {
     pub provisioning: Option<std::sync::Arc<tenants::Provisioning>>,
     pub limits: std::sync::Arc<limits::Limits>,
     pub request_timeout: Duration,
+    /// How invitation and password-reset links reach people.
+    pub delivery: std::sync::Arc<psa_models::invitations::Delivery>,
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "psa", description = "Multi-tenant PSA backend: companies, contacts, tags."),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "companies"), (name = "contacts"), (name = "tags"), (name = "tenants"))
+    tags((name = "auth"), (name = "companies"), (name = "contacts"), (name = "tags"), (name = "tenants"), (name = "users"))
 )]
 struct ApiDoc;
 
@@ -77,6 +81,16 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::logout_everywhere))
+        .routes(routes!(auth::accept_invitation))
+        .routes(routes!(auth::change_password))
+        .routes(routes!(auth::request_password_reset))
+        .routes(routes!(auth::accept_password_reset))
+        .routes(routes!(users::list, users::invite))
+        .routes(routes!(users::update))
+        .routes(routes!(users::deactivate))
+        .routes(routes!(users::reactivate))
+        .routes(routes!(users::resend_invite))
+        .routes(routes!(tenants::resend_invite))
         .routes(routes!(companies::create, companies::list))
         .routes(routes!(
             companies::get,
@@ -100,6 +114,7 @@ pub fn router(state: AppState) -> Router {
     let metrics = metrics::handle();
     Router::new()
         .merge(api)
+        .merge(pages::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(
@@ -166,6 +181,8 @@ pub struct Config {
     pub session_idle: Duration,
     pub limits: limits::LimitsConfig,
     pub server: ServerLimits,
+    /// Mail and links (`PSA_SMTP_URL`, `PSA_PUBLIC_URL`, link lifetimes).
+    pub delivery: psa_models::invitations::Delivery,
 }
 
 /// What one connection and one request may take of the server.
@@ -220,6 +237,7 @@ impl Application {
             limits: std::sync::Arc::new(limits::Limits::new(config.limits)),
             request_timeout: config.server.request_timeout,
             session_idle: config.session_idle,
+            delivery: std::sync::Arc::new(config.delivery),
         };
         let limits = std::sync::Arc::downgrade(&state.limits);
         let purge_pool = state.pool.clone();

@@ -7,7 +7,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use psa_workflows::client::{ClientError, IdempotencyKey, StartError, TenantWorkflows};
-use psa_workflows::secret::SecretKey;
 use psa_workflows::{ProvisioningView, RawRequest, TenantCreationInput};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -26,25 +25,16 @@ pub struct Provisioning {
     pub namespace: String,
     pub task_queue: String,
     pool: PgPool,
-    /// Opens the admin's temporary password for the caller; without it the password is null.
-    pub key: Option<SecretKey>,
     client: OnceCell<TenantWorkflows>,
 }
 
 impl Provisioning {
-    pub fn new(
-        address: String,
-        namespace: String,
-        task_queue: String,
-        pool: PgPool,
-        key: Option<SecretKey>,
-    ) -> Self {
+    pub fn new(address: String, namespace: String, task_queue: String, pool: PgPool) -> Self {
         Provisioning {
             address,
             namespace,
             task_queue,
             pool,
-            key,
             client: OnceCell::new(),
         }
     }
@@ -195,7 +185,7 @@ pub async fn status(
     let view = p
         .workflows()
         .await?
-        .view(&workflow_id, p.key.as_ref())
+        .view(&workflow_id)
         .await
         .map_err(|e| match e {
             ClientError::NotFound(_) => ApiError::NotFound,
@@ -206,6 +196,111 @@ pub async fn status(
             }
         })?;
     Ok(Json(view))
+}
+
+/// What `POST /api/v1/tenants/{id}/resend-invite` did.
+#[derive(Serialize, ToSchema)]
+pub struct InviteResent {
+    #[schema(value_type = uuid::Uuid)]
+    pub tenant_id: psa_models::TenantId,
+    #[schema(value_type = uuid::Uuid)]
+    pub user_id: psa_models::UserId,
+    pub email: String,
+    pub invitation_expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Send a tenant's first administrator a new invitation (the welcome email failed, or its link
+/// expired); the earlier link stops working. For management callers with `tenant:create`, on a
+/// server with mail settings: the link is only ever mailed. 409 when the administrator has
+/// already set a password.
+#[utoipa::path(post, path = "/api/v1/tenants/{id}/resend-invite", tag = "tenants", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses((status = 200, body = InviteResent), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn resend_invite(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<InviteResent>, ApiError> {
+    let tenant: psa_models::TenantId = crate::extract::path_id(&id)?;
+    let mut mgmt = caller
+        .authorize_management(&state, Permission(Resource::Tenant, Action::Create))
+        .await?;
+    if state.delivery.mailer.is_none() {
+        return Err(ApiError::MailNotConfigured);
+    }
+    // The tenant's own data, confined to it, in a transaction of its own.
+    let mut tx = psa_models::db::begin_tenant(&state.pool, tenant).await?;
+    let target = psa_models::tenants::find(&mut tx, tenant)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let admin = psa_models::users::first_admin(&mut tx, tenant)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Model(psa_models::Error::conflict(
+                None,
+                "The tenant has no active administrator to invite",
+            ))
+        })?;
+    let actor = format!("user:{}", caller.user);
+    let invitation = psa_models::invitations::reissue(
+        &mut tx,
+        tenant,
+        admin.user_id,
+        &state.delivery,
+        &format!("management:{}", caller.user),
+    )
+    .await?;
+    // Audited on both sides: in the tenant (its admin got a new link) and in the management
+    // tenant (who did it).
+    let details = serde_json::json!({"tenant_id": tenant, "user_id": admin.user_id});
+    psa_models::audit::record(
+        &mut tx,
+        tenant,
+        &actor,
+        "resend_invite",
+        "user",
+        Some(admin.user_id.0),
+        details.clone(),
+    )
+    .await?;
+    psa_models::audit::record(
+        &mut mgmt,
+        caller.tenant,
+        &actor,
+        "resend_invite",
+        "tenant",
+        Some(tenant.0),
+        details,
+    )
+    .await?;
+    match state
+        .delivery
+        .deliver(
+            psa_models::mail::Kind::Welcome,
+            &target.company_name,
+            &invitation.user,
+            &invitation.link,
+        )
+        .await
+    {
+        Ok(psa_models::invitations::Delivered::Sent) => {}
+        Ok(psa_models::invitations::Delivered::Shown(_)) => {
+            return Err(ApiError::MailNotConfigured);
+        }
+        Err(e) => {
+            tracing::warn!(%tenant, error = %e, "invitation email failed");
+            return Err(ApiError::MailFailed(e.message));
+        }
+    }
+    tx.commit().await?;
+    mgmt.commit().await?;
+    Ok(Json(InviteResent {
+        tenant_id: tenant,
+        user_id: admin.user_id,
+        email: admin.email,
+        invitation_expires_at: invitation.link.expires_at,
+    }))
 }
 
 /// Whether Temporal answers (for `/readyz`).

@@ -164,3 +164,61 @@ pub async fn pool_with(
             )
         })
 }
+
+/// Mail and links: how invitations and password resets reach people (docs/configuration.md,
+/// "Mail"). Read by `serve`, `worker` and the commands that invite.
+#[derive(clap::Args, Clone, Debug)]
+pub struct MailArgs {
+    /// A file holding the SMTP URL (a mounted secret). The URL itself, which may carry the SMTP
+    /// password, is read from `PSA_SMTP_URL` only.
+    #[arg(long, env = "PSA_SMTP_URL_FILE", global = true, value_name = "PATH")]
+    pub smtp_url_file: Option<std::path::PathBuf>,
+    /// The sender of psa's emails: `psa <noreply@example.com>`. Required with an SMTP URL.
+    #[arg(long, env = "PSA_MAIL_FROM", global = true)]
+    pub mail_from: Option<String>,
+    /// The address users reach `psa serve` at; links in emails point there.
+    #[arg(long, env = "PSA_PUBLIC_URL", global = true,
+          default_value = psa_models::invitations::DEFAULT_PUBLIC_URL)]
+    pub public_url: String,
+    /// Hours an invitation link works.
+    #[arg(long, env = "PSA_INVITATION_TTL_HOURS", global = true, default_value_t = 72,
+          value_parser = clap::value_parser!(u64).range(1..=720))]
+    pub invitation_ttl_hours: u64,
+    /// Minutes a password-reset link works.
+    #[arg(long, env = "PSA_PASSWORD_RESET_TTL_MINUTES", global = true, default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(5..=1440))]
+    pub password_reset_ttl_minutes: u64,
+}
+
+impl MailArgs {
+    /// The delivery settings; a usage error (exit 2) names what is wrong.
+    pub fn delivery(&self) -> Result<psa_models::invitations::Delivery, CliError> {
+        let usage = |e: psa_models::mail::ConfigError| CliError::Usage(e.to_string());
+        let smtp = secret_from_env_or_file(
+            "PSA_SMTP_URL",
+            "PSA_SMTP_URL_FILE",
+            self.smtp_url_file.as_deref(),
+        )?;
+        let mailer = match smtp {
+            None => None,
+            Some(url) => {
+                let from = self
+                    .mail_from
+                    .as_deref()
+                    .filter(|f| !f.trim().is_empty())
+                    .ok_or(psa_models::mail::ConfigError::MissingFrom)
+                    .map_err(usage)?;
+                Some(
+                    psa_models::mail::Mailer::new(&secrecy::SecretString::from(url), from)
+                        .map_err(usage)?,
+                )
+            }
+        };
+        Ok(psa_models::invitations::Delivery {
+            mailer,
+            public_url: psa_models::mail::parse_public_url(&self.public_url).map_err(usage)?,
+            invitation_ttl: std::time::Duration::from_secs(self.invitation_ttl_hours * 3600),
+            reset_ttl: std::time::Duration::from_secs(self.password_reset_ttl_minutes * 60),
+        })
+    }
+}

@@ -157,7 +157,9 @@ impl Drop for PrivatePostgres {
 pub async fn demo(
     database_url: Option<&str>,
     temporal_address: Option<&str>,
+    mail: &crate::config::MailArgs,
 ) -> Result<(), CliError> {
+    let delivery = mail.delivery()?;
     let base = PathBuf::from(".psa/demo");
     let mut _pg = None;
     let url = match database_url.filter(|u| !u.trim().is_empty()) {
@@ -219,6 +221,7 @@ pub async fn demo(
                 management_tenant_id: Some(mgmt_id),
                 tag_name: TagText::parse("PSA Customer")?,
             },
+            delivery,
         },
         async {
             let _ = stop_rx.await;
@@ -242,10 +245,7 @@ pub async fn demo(
             eprintln!("provisioning {id}");
             let mut last = None;
             loop {
-                let view = workflows
-                    .view(&id, Some(&key))
-                    .await
-                    .map_err(|e| fail(e.to_string()))?;
+                let view = workflows.view(&id).await.map_err(|e| fail(e.to_string()))?;
                 if let Some(s) = &view.state {
                     let line = (s.progress, s.step);
                     if last != Some(line) {
@@ -254,7 +254,12 @@ pub async fn demo(
                     }
                 }
                 if let Some(r) = view.result {
-                    return Ok::<_, CliError>(r);
+                    let link = workflows
+                        .result(&id)
+                        .await
+                        .map_err(|e| fail(e.to_string()))?
+                        .invitation_link(&key);
+                    return Ok::<_, CliError>((r, link));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -265,11 +270,18 @@ pub async fn demo(
     };
     let (worker_result, outcome) = tokio::join!(worker, drive);
     worker_result.map_err(|e| fail(e.to_string()))?;
-    let public = outcome?;
+    let (public, link) = outcome?;
     println!(
         "{}",
         serde_json::to_string_pretty(&public).unwrap_or_default()
     );
+    if let Some(link) = link {
+        use secrecy::ExposeSecret;
+        println!(
+            "the admin's invitation link (shown once; `psa serve` serves the page it opens):\n  {}",
+            link.expose_secret()
+        );
+    }
     let records: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT c.company_name, c.properties ->> 'tenant_id', ct.email, d.tag_text FROM companies c \
          LEFT JOIN contacts ct ON ct.tenant = c.tenant AND ct.company_id = c.company_id \

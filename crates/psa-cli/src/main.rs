@@ -8,6 +8,7 @@ mod management;
 mod serve;
 mod temporal;
 mod tenant;
+mod user;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,8 @@ struct Cli {
     log_format: String,
     #[command(flatten)]
     workflow: temporal::WorkflowArgs,
+    #[command(flatten)]
+    mail: config::MailArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -94,6 +97,11 @@ enum Command {
     Tenant {
         #[command(subcommand)]
         command: tenant::TenantCommand,
+    },
+    /// A tenant's users: invitations, roles, deactivation.
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
     },
     /// Exit 0 if an HTTP GET of URL (http://host:port/path) answers 200: a health check for
     /// images without curl.
@@ -174,7 +182,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Management { command } => {
-            management::run(cli.database_url.as_deref(), command).await
+            management::run(cli.database_url.as_deref(), &cli.mail, command).await
         }
         Command::Serve {
             bind,
@@ -185,6 +193,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
         } => {
             serve::serve(
                 &cli.workflow,
+                &cli.mail,
                 cli.database_url.as_deref(),
                 &bind,
                 session_ttl_minutes,
@@ -204,6 +213,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             tenant::worker(
                 cli.database_url.as_deref(),
                 &cli.workflow,
+                &cli.mail,
                 &tracking,
                 &db,
                 metrics_bind,
@@ -212,12 +222,21 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             .await
         }
         Command::Tenant { command } => {
-            tenant::tenant(cli.database_url.as_deref(), &cli.workflow, command).await
+            tenant::tenant(
+                cli.database_url.as_deref(),
+                &cli.workflow,
+                &cli.mail,
+                command,
+            )
+            .await
+        }
+        Command::User { command } => {
+            user::run(cli.database_url.as_deref(), &cli.mail, command).await
         }
         Command::Probe { url } => serve::probe(&url).await,
         Command::Demo => {
             let temporal = std::env::var("TEMPORAL_ADDRESS").ok();
-            demo::demo(cli.database_url.as_deref(), temporal.as_deref()).await
+            demo::demo(cli.database_url.as_deref(), temporal.as_deref(), &cli.mail).await
         }
         Command::Customers { command } => {
             tenant::customers(cli.database_url.as_deref(), command).await

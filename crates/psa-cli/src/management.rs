@@ -1,14 +1,18 @@
 //! `psa management init`: the platform's management tenant.
 
 use clap::Subcommand;
+use psa_models::auth_tokens::{self, IssueOptions, Purpose};
 use psa_models::tenants::{self, AdminInput};
 use secrecy::ExposeSecret;
 
-use crate::config::{self, CliError};
+use crate::config::{self, CliError, MailArgs};
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Create the management tenant (seeded like any tenant) unless it exists; print its id.
+    /// Create the management tenant (seeded like any tenant) unless it exists; print its id. With
+    /// an administrator who does not exist yet, invite them: their invitation link is printed
+    /// once (there is nobody to mail it to yet). An administrator who was invited and has not
+    /// set a password gets a new link (the earlier one stops working).
     Init {
         /// The management tenant's name.
         #[arg(long)]
@@ -26,7 +30,11 @@ pub enum Command {
     },
 }
 
-pub async fn run(database_url: Option<&str>, command: Command) -> Result<(), CliError> {
+pub async fn run(
+    database_url: Option<&str>,
+    mail: &MailArgs,
+    command: Command,
+) -> Result<(), CliError> {
     match command {
         Command::Init {
             name,
@@ -40,17 +48,52 @@ pub async fn run(database_url: Option<&str>, command: Command) -> Result<(), Cli
                 first_name: first_name.unwrap_or_default(),
                 last_name: last_name.unwrap_or_default(),
             });
+            let delivery = mail.delivery()?;
             let pool = config::pool(database_url, 2).await?;
             let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
             let init = tenants::init_management(&mut tx, &name, admin).await?;
-            tx.commit().await.map_err(psa_models::Error::from)?;
             let id = init.tenant.tenant;
+            // A link for an administrator who has no password yet: new, or invited before.
+            let mut link = None;
+            if let Some((user, created)) = &init.admin {
+                let pending = psa_models::users::password_hash(&mut tx, id, user.user_id)
+                    .await?
+                    .is_none();
+                if pending && !user.is_inactive {
+                    let issued = auth_tokens::issue(
+                        &mut tx,
+                        id,
+                        user.user_id,
+                        IssueOptions {
+                            purpose: Purpose::Invitation,
+                            ttl: delivery.invitation_ttl,
+                            created_by: "cli",
+                            workflow_id: None,
+                        },
+                    )
+                    .await?;
+                    psa_models::audit::record(
+                        &mut tx,
+                        id,
+                        "cli",
+                        if *created { "invite" } else { "resend_invite" },
+                        "user",
+                        Some(user.user_id.0),
+                        serde_json::json!({"email": user.email, "role": "Admin"}),
+                    )
+                    .await?;
+                    link = Some((issued.url(&delivery.public_url), issued.expires_at));
+                }
+            }
+            tx.commit().await.map_err(psa_models::Error::from)?;
             if json {
                 let mut out = serde_json::json!({"tenant_id": id, "created": init.created});
-                if let Some(a) = &init.admin {
-                    out["admin_user_id"] = serde_json::json!(a.user.user_id);
-                    out["temporary_password"] =
-                        serde_json::json!(a.temporary_password.expose_secret());
+                if let Some((user, created)) = &init.admin {
+                    out["admin_user_id"] = serde_json::json!(user.user_id);
+                    out["admin_created"] = serde_json::json!(created);
+                    out["invitation_link"] =
+                        serde_json::json!(link.as_ref().map(|(l, _)| l.expose_secret()));
+                    out["invitation_expires_at"] = serde_json::json!(link.as_ref().map(|(_, e)| e));
                 }
                 println!("{out}");
             } else {
@@ -63,12 +106,19 @@ pub async fn run(database_url: Option<&str>, command: Command) -> Result<(), Cli
                     "management tenant {:?} {what} {id}",
                     init.tenant.company_name
                 );
-                if let Some(a) = &init.admin {
-                    println!(
-                        "administrator {} with temporary password {} (shown once)",
-                        a.user.email,
-                        a.temporary_password.expose_secret()
-                    );
+                if let Some((user, created)) = &init.admin {
+                    match &link {
+                        Some((l, expires)) => println!(
+                            "administrator {} {}; their invitation link (shown once, valid until {expires}):\n{}",
+                            user.email,
+                            if *created { "invited" } else { "invited again" },
+                            l.expose_secret()
+                        ),
+                        None => println!(
+                            "administrator {} already exists and has set a password",
+                            user.email
+                        ),
+                    }
                 }
                 println!("configure the worker with NINEMINDS_TENANT_ID={id}");
             }

@@ -77,8 +77,10 @@ impl LimitArgs {
 }
 
 /// `psa serve`: the HTTP API until SIGTERM or Ctrl-C.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     wf: &crate::temporal::WorkflowArgs,
+    mail: &crate::config::MailArgs,
     database_url: Option<&str>,
     bind: &str,
     session_ttl_minutes: u64,
@@ -99,13 +101,13 @@ pub async fn serve(
             "PSA_DB_POOL_SIZE must be at least 1".into(),
         ));
     }
+    let delivery = mail.delivery()?;
     let pool = config::pool_with(database_url, db_pool_size, Some(server.db.timeouts())).await?;
     let provisioning = psa_api::tenants::Provisioning::new(
         wf.temporal_address.clone(),
         wf.temporal_namespace.clone(),
         wf.task_queue.clone(),
         pool.clone(),
-        wf.key_if_set().cloned(),
     );
     let app = psa_api::Application::build_with(
         psa_api::Config {
@@ -114,6 +116,7 @@ pub async fn serve(
             session_idle: Duration::from_secs(server.session_idle_minutes * 60),
             limits: limits.config(),
             server: server.limits(),
+            delivery,
         },
         pool,
         Some(provisioning),

@@ -9,6 +9,8 @@ use psa_models::provisioning::{self, RunStatus};
 use psa_workflows::client::{ClientError, IdempotencyKey, StartError, TenantWorkflows};
 use psa_workflows::{ProvisioningView, RawRequest, TenantCreationInput, WorkflowState};
 
+use secrecy::{ExposeSecret, SecretString};
+
 use crate::config::{self, CliError};
 use crate::temporal::{TrackingArgs, WorkflowArgs};
 
@@ -62,6 +64,13 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Send the tenant's first administrator a new invitation (the welcome email failed, or its
+    /// link expired); the earlier link stops working. Without mail settings, prints the link.
+    ResendInvite {
+        tenant_id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -104,8 +113,10 @@ fn print_view(view: &ProvisioningView, json: bool) {
         println!("tenant       {}", or_dash(r.tenant_id));
         println!("admin user   {}", or_dash(r.admin_user_id));
         println!("company      {}", or_dash(r.company_id));
-        if let Some(p) = &r.temporary_password {
-            println!("temporary password (shown once): {p}");
+        let w = &r.welcome_email;
+        match &w.error {
+            Some(e) => println!("welcome email {} ({e})", w.status.as_str()),
+            None => println!("welcome email {}", w.status.as_str()),
         }
         let t = &r.customer_tracking;
         println!(
@@ -157,6 +168,19 @@ fn print_view(view: &ProvisioningView, json: bool) {
     }
 }
 
+/// The invitation link a finished run sealed for its starter (worker without mail).
+async fn invitation_link(
+    workflows: &TenantWorkflows,
+    wf: &WorkflowArgs,
+    id: &str,
+) -> Result<Option<SecretString>, CliError> {
+    let Some(key) = wf.key_if_set() else {
+        return Ok(None);
+    };
+    let result = workflows.result(id).await.map_err(temporal_error)?;
+    Ok(result.invitation_link(key))
+}
+
 fn start_error(e: StartError) -> CliError {
     match e {
         StartError::KeyReused { .. } => CliError::Usage(e.to_string()),
@@ -178,13 +202,12 @@ fn temporal_error(e: ClientError) -> CliError {
 async fn follow(
     workflows: &TenantWorkflows,
     id: &str,
-    key: Option<&psa_workflows::secret::SecretKey>,
     show_progress: bool,
 ) -> Result<ProvisioningView, CliError> {
     let mut last = String::new();
     let mut told_no_worker = false;
     loop {
-        let view = workflows.view(id, key).await.map_err(temporal_error)?;
+        let view = workflows.view(id).await.map_err(temporal_error)?;
         if view.finished {
             return Ok(view);
         }
@@ -209,9 +232,32 @@ async fn follow(
 pub async fn tenant(
     database_url: Option<&str>,
     wf: &WorkflowArgs,
+    mail: &config::MailArgs,
     command: TenantCommand,
 ) -> Result<(), CliError> {
     match command {
+        TenantCommand::ResendInvite { tenant_id, json } => {
+            let tenant = crate::user::parse_tenant(&tenant_id)?;
+            let delivery = mail.delivery()?;
+            let pool = config::pool(database_url, 2).await?;
+            let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
+            let admin = psa_models::users::first_admin(&mut tx, tenant)
+                .await?
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "tenant {tenant} does not exist or has no active administrator"
+                    ))
+                })?;
+            crate::user::send_invitation(
+                tx,
+                tenant,
+                admin.user_id,
+                &delivery,
+                psa_models::mail::Kind::Welcome,
+                json,
+            )
+            .await
+        }
         TenantCommand::Create {
             name,
             admin_email,
@@ -239,8 +285,8 @@ pub async fn tenant(
                 .transpose()?;
             let pool = config::pool(database_url, 2).await?;
             let workflows = wf.connect(pool).await?;
-            let id = workflows
-                .start(input, key.as_ref(), "cli")
+            let (id, starter) = workflows
+                .start_run(input, key.as_ref(), "cli")
                 .await
                 .map_err(start_error)?;
             if no_wait {
@@ -255,22 +301,43 @@ pub async fn tenant(
             if show_progress {
                 eprintln!("provisioning {id}");
             }
-            let view = follow(&workflows, &id, wf.key_if_set(), show_progress).await?;
+            let view = follow(&workflows, &id, show_progress).await?;
             let Some(result) = &view.result else {
                 print_view(&view, json);
                 return Err(CliError::Reported);
             };
+            // Without mail, the admin's invitation link, to this starter only, once.
+            let link = if starter {
+                invitation_link(&workflows, wf, &id).await?
+            } else {
+                None
+            };
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(result).expect("the result serialises")
-                );
+                let mut out = serde_json::to_value(result).expect("the result serialises");
+                out["invitation_link"] =
+                    serde_json::json!(link.as_ref().map(|l| l.expose_secret()));
+                println!("{out}");
             } else {
                 print_view(&view, false);
+                if let Some(l) = &link {
+                    println!(
+                        "invitation   {} (shown once; give it to the admin: it sets their password)",
+                        l.expose_secret()
+                    );
+                }
             }
-            if wf.key_if_set().is_none() && result.status == psa_workflows::Outcome::Completed {
+            if result.status == psa_workflows::Outcome::Completed
+                && result.welcome_email.status == psa_workflows::WelcomeStatus::Disabled
+                && link.is_none()
+            {
                 eprintln!(
-                    "note: PSA_SECRET_KEY is not set here, so the temporary password cannot be shown"
+                    "note: the invitation link is not shown here ({}); send a new one with `psa tenant resend-invite {}`",
+                    if starter {
+                        "PSA_SECRET_KEY is not set, or differs from the worker's"
+                    } else {
+                        "this run was started earlier, and its starter was shown the link"
+                    },
+                    or_dash(result.tenant_id)
                 );
             }
             if result.status == psa_workflows::Outcome::Completed {
@@ -282,10 +349,7 @@ pub async fn tenant(
         TenantCommand::Status { workflow_id, json } => {
             let pool = config::pool(database_url, 2).await?;
             let workflows = wf.connect(pool).await?;
-            let view = workflows
-                .view(&workflow_id, wf.key_if_set())
-                .await
-                .map_err(temporal_error)?;
+            let view = workflows.view(&workflow_id).await.map_err(temporal_error)?;
             print_view(&view, json);
             Ok(())
         }
@@ -479,6 +543,7 @@ async fn worker_ready(w: &TenantWorkflows) -> (axum::http::StatusCode, &'static 
 pub async fn worker(
     database_url: Option<&str>,
     wf: &WorkflowArgs,
+    mail: &config::MailArgs,
     tracking: &TrackingArgs,
     db: &config::DbTimeoutArgs,
     metrics_bind: SocketAddr,
@@ -486,6 +551,7 @@ pub async fn worker(
 ) -> Result<(), CliError> {
     let tracking = tracking.settings();
     let key = wf.key()?;
+    let delivery = mail.delivery()?;
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let pool = config::pool_with(database_url, 16, Some(db.timeouts())).await?;
@@ -539,6 +605,7 @@ pub async fn worker(
         metrics = %metrics_bind,
         tracking_enabled = tracking.enabled,
         management_tenant = ?tracking.management_tenant_id,
+        mail = delivery.mailer.as_ref().map_or("disabled (links go to the starter)", |m| m.host()),
         "psa worker running"
     );
     psa_workflows::worker::run(
@@ -548,6 +615,7 @@ pub async fn worker(
             pool,
             key,
             tracking,
+            delivery,
         },
         crate::serve::shutdown_signal(),
     )

@@ -34,7 +34,7 @@ pub struct Holder {
     pub client_portal: bool,
 }
 
-fn new_token(prefix: &str) -> SecretString {
+pub(crate) fn new_token(prefix: &str) -> SecretString {
     let mut bytes = [0u8; 32];
     rand::rng().fill(&mut bytes);
     SecretString::from(format!(
@@ -43,8 +43,17 @@ fn new_token(prefix: &str) -> SecretString {
     ))
 }
 
-fn digest(token: &str) -> Vec<u8> {
+pub(crate) fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Whether `body` (a token without its prefix) is 32 bytes in base64url, as [`new_token`] makes
+/// them: only a well-formed token is looked up.
+pub(crate) fn well_formed(body: &str) -> bool {
+    body.len() == 43
+        && body
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
 }
 
 /// Finds who holds `token`: an unrevoked session that has neither expired nor been idle longer
@@ -68,11 +77,7 @@ pub async fn authenticate(
     } else {
         return Ok(None);
     };
-    if body.len() != 43
-        || !body
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-    {
+    if !well_formed(body) {
         return Ok(None);
     }
     let row: Option<Row> = sqlx::query_as(
@@ -156,6 +161,27 @@ pub async fn revoke_sessions_of(
     )
     .bind(tenant)
     .bind(user)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
+/// Ends every session of a user but `keep` (a password change ends the others); returns how
+/// many ended.
+pub async fn revoke_sessions_except(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    keep: Option<Uuid>,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE sessions SET revoked_at = now() \
+         WHERE tenant = $1 AND user_id = $2 AND revoked_at IS NULL \
+           AND session_id IS DISTINCT FROM $3",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(keep)
     .execute(conn)
     .await?
     .rows_affected())

@@ -36,6 +36,9 @@ pub enum Error {
         field: Option<Cow<'static, str>>,
         message: Cow<'static, str>,
     },
+    /// An invitation or password-reset link that no longer works; the message says why.
+    #[error("{0}")]
+    InvalidLink(&'static str),
     /// A database failure that is not the caller's fault.
     #[error("an unexpected database error occurred")]
     Database(#[source] sqlx::Error),
@@ -53,6 +56,7 @@ impl Error {
             Error::ForeignKey { .. } => "foreign_key_error",
             Error::NotFound { .. } => "not_found",
             Error::Conflict { .. } => "conflict",
+            Error::InvalidLink(_) => "invalid_link",
             Error::Database(_) | Error::Internal(_) => "internal",
         }
     }

@@ -8,6 +8,7 @@
 //! operations into one commit.
 
 pub mod audit;
+pub mod auth_tokens;
 pub mod colors;
 pub mod companies;
 pub mod contacts;
@@ -16,6 +17,8 @@ pub mod db;
 pub mod email_suffix;
 mod error;
 mod ids;
+pub mod invitations;
+pub mod mail;
 pub mod password;
 pub mod provisioning;
 pub mod seeds;

@@ -1,4 +1,5 @@
-//! Temporary passwords and password hashing (argon2id).
+//! Passwords chosen by their users: the strength rule, and hashing (argon2id). Generated
+//! passwords are only used as the hash that unknown accounts are checked against.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -28,6 +29,49 @@ fn generate_with(rng: &mut impl Rng) -> SecretString {
         .map(|_| char::from(ALPHABET[pick.sample(rng)]))
         .collect();
     SecretString::from(s)
+}
+
+/// The shortest password accepted (NIST SP 800-63B asks for 8 at least; 12 is OWASP ASVS 5's).
+pub const MIN_LENGTH: usize = 12;
+/// The longest: argon2 hashes any length, but a megabyte password would be a cheap way to burn
+/// a core.
+pub const MAX_LENGTH: usize = 256;
+
+/// Checks a password a user chose: 12 to 256 characters, and hard to guess by zxcvbn's estimate
+/// (score 3 of 4: more than 10^8 guesses), with the user's own details (`context`: email, names,
+/// tenant name) counted as known to an attacker. The error names the problem and, where zxcvbn
+/// has one, a hint; it never contains the password.
+pub fn check_strength(password: &SecretString, context: &[&str]) -> Result<()> {
+    let p = password.expose_secret();
+    let length = p.chars().count();
+    if length < MIN_LENGTH {
+        return Err(Error::validation(
+            "password",
+            format!("The password must be at least {MIN_LENGTH} characters long"),
+        ));
+    }
+    if length > MAX_LENGTH {
+        return Err(Error::validation(
+            "password",
+            format!("The password must be at most {MAX_LENGTH} characters long"),
+        ));
+    }
+    let estimate = zxcvbn::zxcvbn(p, context);
+    if estimate.score() < zxcvbn::Score::Three {
+        let hint = estimate
+            .feedback()
+            .and_then(|f| {
+                f.warning()
+                    .map(|w| w.to_string())
+                    .or_else(|| f.suggestions().first().map(|s| s.to_string()))
+            })
+            .unwrap_or_else(|| "Add more words or characters.".to_owned());
+        return Err(Error::validation(
+            "password",
+            format!("The password is too easy to guess. {hint}"),
+        ));
+    }
+    Ok(())
 }
 
 /// OWASP's argon2id minimum (m = 19 MiB, t = 2, p = 1): logins stay around 20-40 ms of one core.
@@ -108,6 +152,36 @@ mod tests {
         }
         // 8000 uniform draws over 70 symbols miss one with probability ~ 70 * e^-114.
         assert_eq!(symbols.len(), ALPHABET.len());
+    }
+
+    #[test]
+    fn strength_rule() {
+        let check = |p: &str, ctx: &[&str]| check_strength(&SecretString::from(p.to_owned()), ctx);
+        let short = check("Tr0ub4dor&3", &[]).unwrap_err().to_string();
+        assert!(short.contains("at least 12"), "{short}");
+        let weak = check("password1234", &[]).unwrap_err().to_string();
+        assert!(
+            weak.starts_with("The password is too easy to guess."),
+            "{weak}"
+        );
+        assert!(!weak.contains("password1234"));
+        // The user's own details are known to an attacker.
+        assert!(check("ada.lovelace@acme.test", &["ada.lovelace@acme.test"]).is_err());
+        assert!(check("ada.lovelace@acme.test", &[]).is_ok());
+        assert!(check("correct horse battery staple", &[]).is_ok());
+        assert!(
+            check(&"x".repeat(257), &[])
+                .unwrap_err()
+                .to_string()
+                .contains("at most 256")
+        );
+        // Characters, not bytes: twelve accented letters are twelve.
+        assert!(
+            check("ééééééééééé", &[])
+                .unwrap_err()
+                .to_string()
+                .contains("at least")
+        );
     }
 
     #[test]

@@ -293,11 +293,35 @@ pub struct AdminInput {
 pub struct ManagementInit {
     pub tenant: Tenant,
     pub created: bool,
-    pub admin: Option<crate::users::CreatedUser>,
+    /// The administrator named by the command: created now (`true`), or found (`false`).
+    pub admin: Option<(crate::users::User, bool)>,
+}
+
+/// Creates the administrator `a` of the management tenant unless a user with that email exists.
+async fn ensure_management_admin(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    a: &AdminInput,
+) -> Result<(crate::users::User, bool)> {
+    let (_, _, email) = crate::users::validate_person(&a.first_name, &a.last_name, &a.email)?;
+    if let Some(existing) = crate::users::find_by_email(conn, tenant, &email).await? {
+        return Ok((existing, false));
+    }
+    let created = crate::users::create_admin(
+        conn,
+        tenant,
+        &a.first_name,
+        &a.last_name,
+        &a.email,
+        Default::default(),
+    )
+    .await?;
+    Ok((created.user, true))
 }
 
 /// Creates the management tenant, seeded like any tenant and with an optional administrator,
-/// unless one exists already (then it is returned untouched).
+/// unless one exists already. For an existing management tenant only the administrator is
+/// added, if no user has that email yet.
 pub async fn init_management(
     conn: &mut PgConnection,
     name: &str,
@@ -308,10 +332,14 @@ pub async fn init_management(
         .execute(&mut *conn)
         .await?;
     if let Some(tenant) = find_management(conn).await? {
+        let admin = match &admin {
+            Some(a) => Some(ensure_management_admin(conn, tenant.tenant, a).await?),
+            None => None,
+        };
         return Ok(ManagementInit {
             tenant,
             created: false,
-            admin: None,
+            admin,
         });
     }
     let name = CompanyName::parse(name).map_err(|e| rename_field(e, "name", "Name"))?;
@@ -340,18 +368,8 @@ pub async fn init_management(
     .await?;
     crate::seeds::run(conn, id).await?;
     setup_tenant_data(conn, id, None).await?;
-    let admin = match admin {
-        Some(a) => Some(
-            crate::users::create_admin(
-                conn,
-                id,
-                &a.first_name,
-                &a.last_name,
-                &a.email,
-                Default::default(),
-            )
-            .await?,
-        ),
+    let admin = match &admin {
+        Some(a) => Some(ensure_management_admin(conn, id, a).await?),
         None => None,
     };
     Ok(ManagementInit {

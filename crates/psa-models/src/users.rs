@@ -1,12 +1,11 @@
 //! Users, their roles, and permission checks.
 
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
 use crate::validate::EmailAddress;
-use crate::{Error, Result, RoleId, TenantId, UserId, password};
+use crate::{Error, Result, RoleId, TenantId, UserId};
 
 /// `users.user_type`: staff of the tenant (`internal`, the msp side) or client-portal users.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, Default)]
@@ -57,17 +56,15 @@ pub struct NewUser {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CreateOptions {
     /// Use this id. If the user already exists (a retried activity whose first run committed),
-    /// its password is replaced by a new temporary one, which is returned: the first one was
-    /// never seen by anybody.
+    /// it is returned as it is.
     pub user_id: Option<UserId>,
 }
 
-/// A created user and its temporary password.
+/// A created user. It has no password: its owner sets one through an invitation link.
 #[derive(Debug, Clone)]
 pub struct CreatedUser {
     pub user: User,
     pub role_ids: Vec<RoleId>,
-    pub temporary_password: SecretString,
 }
 
 fn person_name(raw: &str, field: &'static str, label: &str) -> Result<String> {
@@ -87,7 +84,44 @@ pub fn validate_person(
     ))
 }
 
-/// Creates a user with a generated temporary password (argon2id-hashed) and the given roles.
+/// The id of the role `name` of the user type's scope (msp roles for internal users, client
+/// roles for client-portal users).
+async fn role_id(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    name: &str,
+    user_type: UserType,
+) -> Result<RoleId> {
+    let id: Option<RoleId> = sqlx::query_scalar(
+        "SELECT role_id FROM roles WHERE tenant = $1 AND role_name = $2 AND client = $3 AND msp = NOT $3",
+    )
+    .bind(tenant)
+    .bind(name)
+    .bind(user_type == UserType::Client)
+    .fetch_optional(&mut *conn)
+    .await?;
+    id.ok_or_else(|| {
+        Error::validation(
+            "role",
+            format!(
+                "There is no role named {name:?}; the roles are: {}",
+                role_names_hint(user_type)
+            ),
+        )
+    })
+}
+
+fn role_names_hint(user_type: UserType) -> String {
+    let client = user_type == UserType::Client;
+    crate::seeds::ROLES
+        .iter()
+        .filter(|(_, _, msp, _)| *msp != client)
+        .map(|(name, ..)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Creates a user without a password, with the given roles.
 #[tracing::instrument(skip_all, fields(%tenant))]
 pub async fn create(
     conn: &mut PgConnection,
@@ -96,37 +130,30 @@ pub async fn create(
     options: CreateOptions,
 ) -> Result<CreatedUser> {
     let (first, last, email) = validate_person(&input.first_name, &input.last_name, &input.email)?;
-    let scope_is_client = input.user_type == UserType::Client;
     let mut role_ids = Vec::with_capacity(input.roles.len());
     for name in &input.roles {
-        let id: Option<RoleId> = sqlx::query_scalar(
-            "SELECT role_id FROM roles WHERE tenant = $1 AND role_name = $2 AND client = $3 AND msp = NOT $3",
-        )
-        .bind(tenant)
-        .bind(name)
-        .bind(scope_is_client)
-        .fetch_optional(&mut *conn)
-        .await?;
-        role_ids.push(id.ok_or_else(|| {
-            Error::conflict(
-                Some("roles"),
-                format!("{name} role not found. Onboarding seeds may not have run properly."),
-            )
-        })?);
+        role_ids.push(
+            role_id(conn, tenant, name, input.user_type)
+                .await
+                .map_err(|_| {
+                    Error::conflict(
+                        Some("roles"),
+                        format!(
+                            "{name} role not found. Onboarding seeds may not have run properly."
+                        ),
+                    )
+                })?,
+        );
     }
-
-    let temporary_password = password::generate();
-    let hashed = password::hash(&temporary_password).await?;
     let id = options.user_id.unwrap_or_default();
     let inserted = sqlx::query_as::<_, User>(concat!(
-        "INSERT INTO users (tenant, user_id, username, hashed_password, first_name, last_name, email, user_type) \
-         VALUES ($1, $2, $3, $4, $5, $6, $3, $7) ON CONFLICT (tenant, user_id) DO NOTHING RETURNING ",
+        "INSERT INTO users (tenant, user_id, username, first_name, last_name, email, user_type) \
+         VALUES ($1, $2, $3, $4, $5, $3, $6) ON CONFLICT (tenant, user_id) DO NOTHING RETURNING ",
         columns!()
     ))
     .bind(tenant)
     .bind(id)
     .bind(email.as_str())
-    .bind(&hashed)
     .bind(&first)
     .bind(&last)
     .bind(input.user_type)
@@ -134,18 +161,7 @@ pub async fn create(
     .await?;
     let user = match inserted {
         Some(u) => u,
-        None => {
-            sqlx::query_as::<_, User>(concat!(
-                "UPDATE users SET hashed_password = $3, updated_at = now() \
-             WHERE tenant = $1 AND user_id = $2 RETURNING ",
-                columns!()
-            ))
-            .bind(tenant)
-            .bind(id)
-            .bind(&hashed)
-            .fetch_one(&mut *conn)
-            .await?
-        }
+        None => get(conn, tenant, id).await?,
     };
     for role in &role_ids {
         sqlx::query(
@@ -157,11 +173,7 @@ pub async fn create(
         .execute(&mut *conn)
         .await?;
     }
-    Ok(CreatedUser {
-        user,
-        role_ids,
-        temporary_password,
-    })
+    Ok(CreatedUser { user, role_ids })
 }
 
 /// Creates the tenant's first administrator: an internal user with the msp Admin role.
@@ -207,6 +219,23 @@ pub async fn tenant_admin(
     .await?)
 }
 
+/// The tenant's first administrator: its oldest active internal user with the msp Admin role
+/// (the one provisioning created, unless it was deactivated).
+pub async fn first_admin(conn: &mut PgConnection, tenant: TenantId) -> Result<Option<User>> {
+    Ok(sqlx::query_as::<_, User>(
+        "SELECT u.tenant, u.user_id, u.username, u.email, u.first_name, u.last_name, u.user_type, \
+                u.is_inactive, u.created_at FROM users u \
+         JOIN user_roles ur ON ur.tenant = u.tenant AND ur.user_id = u.user_id \
+         JOIN roles r ON r.tenant = ur.tenant AND r.role_id = ur.role_id \
+         WHERE u.tenant = $1 AND u.user_type = 'internal' AND NOT u.is_inactive \
+           AND r.role_name = 'Admin' AND r.msp \
+         ORDER BY u.created_at, u.user_id LIMIT 1",
+    )
+    .bind(tenant)
+    .fetch_optional(conn)
+    .await?)
+}
+
 /// The user `id` of `tenant`.
 pub async fn get(conn: &mut PgConnection, tenant: TenantId, id: UserId) -> Result<User> {
     sqlx::query_as::<_, User>(concat!(
@@ -221,13 +250,14 @@ pub async fn get(conn: &mut PgConnection, tenant: TenantId, id: UserId) -> Resul
     .ok_or(Error::NotFound { entity: "user" })
 }
 
-/// The active internal user of `tenant` with this email, with its password hash (for login).
+/// The active internal user of `tenant` with this email, with its password hash (for login;
+/// `None` for a user who has not set a password yet).
 pub async fn find_for_login(
     conn: &mut PgConnection,
     tenant: TenantId,
     email: &EmailAddress,
-) -> Result<Option<(User, String)>> {
-    let row: Option<(UserId, String)> = sqlx::query_as(
+) -> Result<Option<(User, Option<String>)>> {
+    let row: Option<(UserId, Option<String>)> = sqlx::query_as(
         "SELECT user_id, hashed_password FROM users \
          WHERE tenant = $1 AND email = $2 AND user_type = 'internal' AND NOT is_inactive",
     )
@@ -269,4 +299,254 @@ pub async fn has_permission(
     .bind(action)
     .fetch_one(conn)
     .await?)
+}
+
+/// The internal user of `tenant` with this email, active or not.
+pub async fn find_by_email(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    email: &EmailAddress,
+) -> Result<Option<User>> {
+    Ok(sqlx::query_as::<_, User>(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM users WHERE tenant = $1 AND email = $2 AND user_type = 'internal'"
+    ))
+    .bind(tenant)
+    .bind(email.as_str())
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The user's password hash; `None` until they set a password.
+pub async fn password_hash(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<Option<String>> {
+    let row: Option<Option<String>> =
+        sqlx::query_scalar("SELECT hashed_password FROM users WHERE tenant = $1 AND user_id = $2")
+            .bind(tenant)
+            .bind(user)
+            .fetch_optional(conn)
+            .await?;
+    row.ok_or(Error::NotFound { entity: "user" })
+}
+
+/// Stores a new password hash (already strength-checked and hashed by the caller).
+pub async fn set_password_hash(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    hashed: &str,
+) -> Result<()> {
+    let n = sqlx::query(
+        "UPDATE users SET hashed_password = $3, password_changed_at = now(), updated_at = now() \
+         WHERE tenant = $1 AND user_id = $2",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(hashed)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(Error::NotFound { entity: "user" });
+    }
+    Ok(())
+}
+
+/// Where a user stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum UserStatus {
+    /// Invited: no password set yet.
+    Invited,
+    Active,
+    /// Deactivated: cannot sign in; sessions and API keys do not work.
+    Inactive,
+}
+
+/// A user as the user list shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserSummary {
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
+    pub user_id: UserId,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    /// The user's msp roles, by name.
+    pub roles: Vec<String>,
+    #[sqlx(try_from = "String")]
+    pub status: UserStatus,
+    pub created_at: DateTime<Utc>,
+}
+
+impl TryFrom<String> for UserStatus {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        match s.as_str() {
+            "invited" => Ok(UserStatus::Invited),
+            "active" => Ok(UserStatus::Active),
+            "inactive" => Ok(UserStatus::Inactive),
+            _ => Err(format!("unknown user status {s}")),
+        }
+    }
+}
+
+const SUMMARY: &str = "SELECT u.user_id, u.email, u.first_name, u.last_name, \
+       coalesce(array_agg(r.role_name ORDER BY r.role_name) FILTER (WHERE r.role_id IS NOT NULL), '{}') AS roles, \
+       CASE WHEN u.is_inactive THEN 'inactive' WHEN u.hashed_password IS NULL THEN 'invited' ELSE 'active' END AS status, \
+       u.created_at \
+     FROM users u \
+     LEFT JOIN user_roles ur ON ur.tenant = u.tenant AND ur.user_id = u.user_id \
+     LEFT JOIN roles r ON r.tenant = ur.tenant AND r.role_id = ur.role_id AND r.msp \
+     WHERE u.tenant = $1 AND u.user_type = 'internal'";
+
+/// The tenant's staff (internal users), oldest first.
+pub async fn list(conn: &mut PgConnection, tenant: TenantId) -> Result<Vec<UserSummary>> {
+    Ok(sqlx::query_as::<_, UserSummary>(&format!(
+        "{SUMMARY} GROUP BY u.tenant, u.user_id ORDER BY u.created_at, u.user_id"
+    ))
+    .bind(tenant)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// One of the tenant's staff.
+pub async fn summary(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<UserSummary> {
+    sqlx::query_as::<_, UserSummary>(&format!(
+        "{SUMMARY} AND u.user_id = $2 GROUP BY u.tenant, u.user_id"
+    ))
+    .bind(tenant)
+    .bind(user)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound { entity: "user" })
+}
+
+/// Fails unless another active internal user of the tenant holds the msp Admin role: a tenant
+/// must never be left without an administrator.
+async fn keep_an_admin(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    message: &'static str,
+) -> Result<()> {
+    // Locks the tenant's admins so that two concurrent demotions cannot both pass.
+    let others: Vec<UserId> = sqlx::query_scalar(
+        "SELECT u.user_id FROM users u \
+         JOIN user_roles ur ON ur.tenant = u.tenant AND ur.user_id = u.user_id \
+         JOIN roles r ON r.tenant = ur.tenant AND r.role_id = ur.role_id \
+         WHERE u.tenant = $1 AND u.user_id <> $2 AND u.user_type = 'internal' \
+           AND NOT u.is_inactive AND r.role_name = 'Admin' AND r.msp \
+         FOR UPDATE OF u",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_all(conn)
+    .await?;
+    if others.is_empty() {
+        return Err(Error::conflict(None, message));
+    }
+    Ok(())
+}
+
+async fn is_admin(conn: &mut PgConnection, tenant: TenantId, user: UserId) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM user_roles ur \
+           JOIN roles r ON r.tenant = ur.tenant AND r.role_id = ur.role_id \
+           WHERE ur.tenant = $1 AND ur.user_id = $2 AND r.role_name = 'Admin' AND r.msp)",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Gives an internal user exactly one msp role, `role` (its other msp roles are removed). The
+/// last active administrator keeps the Admin role.
+pub async fn set_role(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    role: &str,
+) -> Result<UserSummary> {
+    let target = get(conn, tenant, user).await?;
+    if target.user_type != UserType::Internal {
+        return Err(Error::NotFound { entity: "user" });
+    }
+    let role_id = role_id(conn, tenant, role, UserType::Internal).await?;
+    if role != "Admin" && !target.is_inactive && is_admin(conn, tenant, user).await? {
+        keep_an_admin(
+            conn,
+            tenant,
+            user,
+            "The tenant's last active administrator cannot lose the Admin role",
+        )
+        .await?;
+    }
+    sqlx::query(
+        "DELETE FROM user_roles ur USING roles r \
+         WHERE ur.tenant = $1 AND ur.user_id = $2 AND r.tenant = ur.tenant \
+           AND r.role_id = ur.role_id AND r.msp AND ur.role_id <> $3",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(role_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO user_roles (tenant, user_id, role_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(role_id)
+    .execute(&mut *conn)
+    .await?;
+    summary(conn, tenant, user).await
+}
+
+/// Deactivates or reactivates an internal user. A deactivated user's sessions, API keys and
+/// open links stop working at once (authentication checks `is_inactive`); its sessions are also
+/// ended, so reactivating does not bring them back. The last active administrator cannot be
+/// deactivated.
+pub async fn set_inactive(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    inactive: bool,
+) -> Result<UserSummary> {
+    let target = get(conn, tenant, user).await?;
+    if target.user_type != UserType::Internal {
+        return Err(Error::NotFound { entity: "user" });
+    }
+    if inactive && !target.is_inactive && is_admin(conn, tenant, user).await? {
+        keep_an_admin(
+            conn,
+            tenant,
+            user,
+            "The tenant's last active administrator cannot be deactivated",
+        )
+        .await?;
+    }
+    sqlx::query(
+        "UPDATE users SET is_inactive = $3, updated_at = now() WHERE tenant = $1 AND user_id = $2",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(inactive)
+    .execute(&mut *conn)
+    .await?;
+    if inactive {
+        crate::credentials::revoke_sessions_of(conn, tenant, user).await?;
+        crate::auth_tokens::revoke_open(conn, tenant, user).await?;
+    }
+    summary(conn, tenant, user).await
 }

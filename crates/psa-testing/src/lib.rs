@@ -284,3 +284,153 @@ pub fn make_certs(dir: &std::path::Path, name: &str) {
         .arg("-out")
         .arg(p("server.pem")));
 }
+
+/// A real SMTP server on loopback for the mail tests: aiosmtpd (PyPI), storing every message it
+/// receives in a maildir that the test reads. `PSA_TEST_SMTP_PYTHON` names a Python with
+/// aiosmtpd (scripts/test installs one into .tools/); a missing one fails the test loudly.
+pub struct SmtpSink {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+fn smtp_python() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("PSA_TEST_SMTP_PYTHON") {
+        return p.into();
+    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/smtp-venv/bin/python")
+}
+
+impl SmtpSink {
+    pub async fn start() -> SmtpSink {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("psa-smtp-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("maildir");
+        let mut sink = SmtpSink {
+            port,
+            dir,
+            child: None,
+        };
+        sink.restart().await;
+        sink
+    }
+
+    /// `smtp://127.0.0.1:PORT` (plain SMTP, allowed to loopback only).
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server: the port refuses connections (a mail server that is down).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server (again) on the same port and maildir.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let python = smtp_python();
+        let child = std::process::Command::new(&python)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(self.dir.join("mail"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start the SMTP test server with {} ({e}): run scripts/test, which \
+                     installs aiosmtpd, or set PSA_TEST_SMTP_PYTHON (tests never skip)",
+                    python.display()
+                )
+            });
+        self.child = Some(child);
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("the SMTP test server did not listen on port {}", self.port);
+    }
+
+    /// Every message received so far, raw (RFC 5322), oldest first.
+    pub fn messages(&self) -> Vec<String> {
+        let mut files: Vec<(std::time::SystemTime, std::path::PathBuf)> = ["new", "cur"]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(self.dir.join("mail").join(d)).ok())
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| {
+                let modified = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                (modified, e.path())
+            })
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .filter_map(|(_, p)| std::fs::read_to_string(p).ok())
+            .collect()
+    }
+
+    /// Waits (up to `timeout`) until at least `n` messages arrived; returns them all.
+    pub async fn wait_for(&self, n: usize, timeout: std::time::Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let m = self.messages();
+            if m.len() >= n || std::time::Instant::now() > deadline {
+                return m;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The link in a mailed message (`<public>/invite#...` or `/reset-password#...`), read from its
+/// text part.
+pub fn link_in(raw: &str) -> Option<String> {
+    let parsed = mailparse::parse_mail(raw.as_bytes()).ok()?;
+    let mut parts = vec![&parsed];
+    let mut i = 0;
+    while i < parts.len() {
+        let p = parts[i];
+        parts.extend(p.subparts.iter());
+        i += 1;
+    }
+    let text = parts
+        .iter()
+        .find(|p| p.ctype.mimetype == "text/plain")?
+        .get_body()
+        .ok()?;
+    text.split_whitespace()
+        .find(|w| w.contains("/invite#") || w.contains("/reset-password#"))
+        .map(str::to_owned)
+}
+
+/// A header of a mailed message (decoded).
+pub fn header_of(raw: &str, name: &str) -> Option<String> {
+    use mailparse::MailHeaderMap;
+    mailparse::parse_mail(raw.as_bytes())
+        .ok()?
+        .headers
+        .get_first_value(name)
+}

@@ -30,8 +30,12 @@ use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
+use psa_models::auth_tokens::{self, IssueOptions, Purpose};
+use psa_models::invitations::{Delivered, Delivery};
+use psa_models::mail::Kind;
+
 use crate::secret::SecretKey;
-use crate::types::{ActivityName, Outcome, RunStatus, TrackingSettings};
+use crate::types::{ActivityName, Outcome, RunStatus, TrackingSettings, WelcomeStatus};
 
 /// Classifies a model error: transient failures are retried, the rest are final.
 pub fn to_activity_error(e: psa_models::Error) -> ActivityError {
@@ -75,12 +79,14 @@ fn failpoint(name: &str) -> Result<(), ActivityError> {
 }
 
 /// The activities and what they share: the owner-role pool (the worker writes into two tenants,
-/// so row-level security does not restrict it), the key that seals the admin's password, and the
-/// worker's customer tracking settings, which decide every run this worker executes.
+/// so row-level security does not restrict it), the key that seals the invitation link when
+/// there is no mail, the worker's customer tracking settings and its mail settings, which decide
+/// every run this worker executes.
 pub struct TenantActivities {
     pub pool: PgPool,
     pub key: SecretKey,
     pub tracking: TrackingSettings,
+    pub delivery: Delivery,
 }
 
 /// Runs `body` in one transaction with the fail points around the commit, and times it.
@@ -199,6 +205,13 @@ pub fn init_metrics() {
         }
     }
     metrics::counter!("psa_customer_tracking_rollbacks_total").absolute(0);
+    for status in [
+        WelcomeStatus::Sent,
+        WelcomeStatus::Failed,
+        WelcomeStatus::Disabled,
+    ] {
+        metrics::counter!("psa_welcome_emails_total", "status" => status.as_str()).absolute(0);
+    }
     metrics::counter!("psa_tenant_provisioning_cut_off_total").absolute(0);
 }
 
@@ -256,8 +269,6 @@ pub struct CreateAdminIn {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CreateAdminOut {
     pub user_id: UserId,
-    /// Sealed with `PSA_SECRET_KEY`: activity results are stored in history.
-    pub temporary_password_sealed: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -354,8 +365,26 @@ pub struct FinishIn {
     pub workflow_id: String,
     pub outcome: Outcome,
     pub tracking: TrackingState,
+    #[serde(default)]
+    pub welcome_email: WelcomeStatus,
     pub error: Option<String>,
     pub duration_seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WelcomeIn {
+    pub workflow_id: String,
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub tenant_name: CompanyName,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WelcomeOut {
+    /// `sent` or `disabled`.
+    pub status: WelcomeStatus,
+    /// Without mail: the link, sealed (activity results are stored in history).
+    pub invitation_link_sealed: Option<String>,
 }
 
 /// The customer company's name: the tenant's name, unless a company of another tenant (or no
@@ -810,7 +839,6 @@ impl TenantActivities {
         ctx: ActivityContext,
         input: CreateAdminIn,
     ) -> Result<CreateAdminOut, ActivityError> {
-        let key = self.key.clone();
         transaction(
             &ctx,
             &self.pool,
@@ -830,7 +858,6 @@ impl TenantActivities {
                 .await?;
                 Ok(CreateAdminOut {
                     user_id: created.user.user_id,
-                    temporary_password_sealed: key.seal(&created.temporary_password),
                 })
             },
         )
@@ -1041,6 +1068,35 @@ impl TenantActivities {
         .await
     }
 
+    /// Invites the new tenant's admin: issues the invitation link and mails it, or, when this
+    /// worker has no mail settings, returns it sealed for the starter. The link's token exists in
+    /// plain text only here and in the email. A retried attempt whose email went out returns
+    /// `sent` without mailing again; one whose email did not go out issues a new link (the
+    /// earlier one stops working).
+    #[activity(name = "send_welcome_email")]
+    pub async fn send_welcome_email(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: WelcomeIn,
+    ) -> Result<WelcomeOut, ActivityError> {
+        let start = Instant::now();
+        let result = self.welcome(&input).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        let name = ActivityName::SendWelcomeEmail.as_str();
+        metrics::histogram!("psa_activity_duration_seconds", "activity" => name, "outcome" => outcome)
+            .record(start.elapsed().as_secs_f64());
+        if let Err(ActivityError::Application(failure)) = &result {
+            let kind = if failure.is_non_retryable() {
+                "permanent"
+            } else {
+                "transient"
+            };
+            tracing::warn!(step = name, workflow_id = %input.workflow_id, attempt = ctx.info().attempt,
+                kind, error = %failure, "welcome email failed");
+        }
+        result
+    }
+
     /// Records the run's outcome in its provisioning record and the worker's metrics (workflow
     /// code itself must stay free of side effects: it is replayed).
     #[activity(name = "finish_provisioning")]
@@ -1051,6 +1107,7 @@ impl TenantActivities {
     ) -> Result<(), ActivityError> {
         let status = RunStatus::from(input.outcome);
         let (workflow_id, input_tracking) = (input.workflow_id.clone(), input.tracking);
+        let welcome = input.welcome_email;
         let recorded = transaction(
             &ctx,
             &self.pool,
@@ -1072,6 +1129,7 @@ impl TenantActivities {
                 workflow_id = %workflow_id,
                 outcome = status.as_str(),
                 customer_tracking = input_tracking.as_str(),
+                welcome_email = welcome.as_str(),
                 "provisioning run finished"
             );
             metrics::counter!("psa_tenant_creations_total", "outcome" => status.as_str())
@@ -1083,7 +1141,73 @@ impl TenantActivities {
             if input.tracking == TrackingState::RolledBack {
                 metrics::counter!("psa_customer_tracking_rollbacks_total").increment(1);
             }
+            if welcome != WelcomeStatus::Pending {
+                metrics::counter!("psa_welcome_emails_total", "status" => welcome.as_str())
+                    .increment(1);
+            }
         }
         Ok(())
+    }
+}
+
+impl TenantActivities {
+    async fn welcome(&self, input: &WelcomeIn) -> Result<WelcomeOut, ActivityError> {
+        let db = |e: sqlx::Error| to_activity_error(e.into());
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        if auth_tokens::sent_by_workflow(&mut tx, &input.workflow_id)
+            .await
+            .map_err(to_activity_error)?
+            .is_some()
+        {
+            return Ok(WelcomeOut {
+                status: WelcomeStatus::Sent,
+                invitation_link_sealed: None,
+            });
+        }
+        let user = users::get(&mut tx, input.tenant_id, input.user_id)
+            .await
+            .map_err(to_activity_error)?;
+        let link = auth_tokens::issue(
+            &mut tx,
+            input.tenant_id,
+            input.user_id,
+            IssueOptions {
+                purpose: Purpose::Invitation,
+                ttl: self.delivery.invitation_ttl,
+                created_by: &format!("workflow:{}", input.workflow_id),
+                workflow_id: Some(&input.workflow_id),
+            },
+        )
+        .await
+        .map_err(to_activity_error)?;
+        failpoint("activity::send_welcome_email")?;
+        tx.commit().await.map_err(db)?;
+        let delivered = self
+            .delivery
+            .deliver(Kind::Welcome, input.tenant_name.as_str(), &user, &link)
+            .await
+            .map_err(|e| {
+                let failure = ApplicationFailure::builder(e.message)
+                    .type_name("mail".to_owned())
+                    .non_retryable(!e.transient)
+                    .build();
+                ActivityError::application(failure)
+            })?;
+        match delivered {
+            Delivered::Sent => {
+                let mut conn = self.pool.acquire().await.map_err(db)?;
+                auth_tokens::mark_sent(&mut conn, input.tenant_id, link.token_id)
+                    .await
+                    .map_err(to_activity_error)?;
+                Ok(WelcomeOut {
+                    status: WelcomeStatus::Sent,
+                    invitation_link_sealed: None,
+                })
+            }
+            Delivered::Shown(url) => Ok(WelcomeOut {
+                status: WelcomeStatus::Disabled,
+                invitation_link_sealed: Some(self.key.seal(&url)),
+            }),
+        }
     }
 }

@@ -18,7 +18,6 @@ use temporalio_common::protos::temporal::api::enums::v1::TaskQueueType;
 use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
 use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeTaskQueueRequest;
 
-use crate::secret::SecretKey;
 use crate::types::{ProvisioningView, TenantCreationInput, TenantCreationResult, WorkflowState};
 use crate::workflow::TenantCreationWorkflow;
 
@@ -151,6 +150,20 @@ impl TenantWorkflows {
         key: Option<&IdempotencyKey>,
         requested_by: &str,
     ) -> Result<String, StartError> {
+        self.start_run(input, key, requested_by)
+            .await
+            .map(|(id, _)| id)
+    }
+
+    /// Like [`TenantWorkflows::start`], and whether this call is the run's starter (`false`
+    /// when the key names a run that had already begun). Only the starter who waits is shown
+    /// the admin's invitation link.
+    pub async fn start_run(
+        &self,
+        input: TenantCreationInput,
+        key: Option<&IdempotencyKey>,
+        requested_by: &str,
+    ) -> Result<(String, bool), StartError> {
         let workflow_id = key.map_or_else(new_workflow_id, IdempotencyKey::workflow_id);
         let hash = request_hash(&input);
         let mut conn = self.pool.acquire().await.map_err(psa_models::Error::from)?;
@@ -177,7 +190,7 @@ impl TenantWorkflows {
             }
             // The run began (or ended): never start it again, even if Temporal forgot it.
             Claimed::Same(record) if record.status != RunStatus::Requested => {
-                return Ok(workflow_id);
+                return Ok((workflow_id, false));
             }
             Claimed::Same(_) | Claimed::New => {}
         }
@@ -190,7 +203,8 @@ impl TenantWorkflows {
             .start_workflow(TenantCreationWorkflow::run, input, options)
             .await
         {
-            Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(workflow_id),
+            Ok(_) => Ok((workflow_id, true)),
+            Err(WorkflowStartError::AlreadyStarted { .. }) => Ok((workflow_id, false)),
             Err(e) => Err(ClientError::Temporal(e.to_string()).into()),
         }
     }
@@ -280,12 +294,8 @@ impl TenantWorkflows {
     }
 
     /// One run as every face shows it: Temporal's state or result, the provisioning record, and
-    /// a notice when an operator must act. `key` opens the admin's password in the result.
-    pub async fn view(
-        &self,
-        workflow_id: &str,
-        key: Option<&SecretKey>,
-    ) -> Result<ProvisioningView, ClientError> {
+    /// a notice when an operator must act. It never carries a credential.
+    pub async fn view(&self, workflow_id: &str) -> Result<ProvisioningView, ClientError> {
         let mut conn = self.pool.acquire().await.map_err(psa_models::Error::from)?;
         let record = provisioning::get(&mut conn, workflow_id).await?;
         drop(conn);
@@ -339,7 +349,7 @@ impl TenantWorkflows {
                     .filter(|s| s.is_final())
                     .unwrap_or(result.status.into());
                 view.state = Some(result.final_state());
-                view.result = Some(result.public(key));
+                view.result = Some(result.public());
             }
             Some((other, _)) => {
                 // Terminated, timed out, failed outside the workflow's own handling: cut off.

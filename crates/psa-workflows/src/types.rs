@@ -116,6 +116,8 @@ pub enum Step {
     RunningOnboardingSeeds,
     CreatingAdminUser,
     SettingUpData,
+    /// After the tenant's own steps, which it cannot fail: the admin's invitation.
+    SendingWelcomeEmail,
     RollingBack,
     Completed,
     Failed,
@@ -130,7 +132,7 @@ impl Step {
             Some(i) => (10 + i * 80 / CORE_STEPS.len()) as u8,
             None => match self {
                 Step::Initializing => 0,
-                Step::RollingBack => 90,
+                Step::RollingBack | Step::SendingWelcomeEmail => 90,
                 _ => 100,
             },
         }
@@ -143,6 +145,7 @@ impl Step {
             Step::RunningOnboardingSeeds => "running onboarding seeds",
             Step::CreatingAdminUser => "creating admin user",
             Step::SettingUpData => "setting up tenant data",
+            Step::SendingWelcomeEmail => "sending the welcome email",
             Step::RollingBack => "rolling back",
             Step::Completed => "completed",
             Step::Failed => "failed",
@@ -181,11 +184,12 @@ pub enum ActivityName {
     RemoveCustomerContact,
     RemoveCustomerCompany,
     RollbackTenant,
+    SendWelcomeEmail,
     FinishProvisioning,
 }
 
 impl ActivityName {
-    pub const ALL: [ActivityName; 14] = [
+    pub const ALL: [ActivityName; 15] = [
         ActivityName::BeginProvisioning,
         ActivityName::CreateTenant,
         ActivityName::RunOnboardingSeeds,
@@ -199,6 +203,7 @@ impl ActivityName {
         ActivityName::RemoveCustomerContact,
         ActivityName::RemoveCustomerCompany,
         ActivityName::RollbackTenant,
+        ActivityName::SendWelcomeEmail,
         ActivityName::FinishProvisioning,
     ];
 
@@ -217,6 +222,7 @@ impl ActivityName {
             ActivityName::RemoveCustomerContact => "remove_customer_contact",
             ActivityName::RemoveCustomerCompany => "remove_customer_company",
             ActivityName::RollbackTenant => "rollback_tenant",
+            ActivityName::SendWelcomeEmail => "send_welcome_email",
             ActivityName::FinishProvisioning => "finish_provisioning",
         }
     }
@@ -297,6 +303,37 @@ pub struct CustomerTracking {
     pub warnings: Vec<String>,
 }
 
+/// The welcome email's status: `sent`; `failed` (retries exhausted: `psa tenant resend-invite`
+/// repairs it); `disabled` (the worker has no mail settings: the link went to the starter
+/// instead); `pending` until the run's tenant is complete (a rolled-back run stays `pending`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WelcomeStatus {
+    #[default]
+    Pending,
+    Sent,
+    Failed,
+    Disabled,
+}
+
+impl WelcomeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WelcomeStatus::Pending => "pending",
+            WelcomeStatus::Sent => "sent",
+            WelcomeStatus::Failed => "failed",
+            WelcomeStatus::Disabled => "disabled",
+        }
+    }
+}
+
+/// The welcome email as the run did it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default, ToSchema)]
+pub struct WelcomeEmail {
+    pub status: WelcomeStatus,
+    pub error: Option<String>,
+}
+
 /// The state query's answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default, ToSchema)]
 pub struct WorkflowState {
@@ -308,6 +345,9 @@ pub struct WorkflowState {
     /// The worker's settings this run uses (known once the run has begun).
     pub tracking_settings: Option<TrackingSettings>,
     pub customer_tracking: CustomerTracking,
+    /// Runs started before the welcome email existed have none (`pending`).
+    #[serde(default)]
+    pub welcome_email: WelcomeEmail,
     pub error: Option<String>,
     pub cancel_requested: bool,
 }
@@ -355,7 +395,9 @@ impl From<Outcome> for RunStatus {
     }
 }
 
-/// The workflow's result, as stored in Temporal: the password only sealed.
+/// The workflow's result, as stored in Temporal. It holds no usable credential: without mail,
+/// the admin's invitation link is sealed with `PSA_SECRET_KEY` for the starter who waits for
+/// the run (see [`TenantCreationResult::invitation_link`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TenantCreationResult {
     pub workflow_id: String,
@@ -363,17 +405,20 @@ pub struct TenantCreationResult {
     pub tenant_id: Option<TenantId>,
     pub admin_user_id: Option<UserId>,
     pub company_id: Option<CompanyId>,
-    /// The temporary password, sealed with `PSA_SECRET_KEY` (see [`crate::secret`]).
-    pub temporary_password_sealed: Option<String>,
     pub created_at: String,
     pub tracking_settings: Option<TrackingSettings>,
     pub customer_tracking: CustomerTracking,
+    #[serde(default)]
+    pub welcome_email: WelcomeEmail,
+    /// The invitation link when the worker sends no mail, sealed (see [`crate::secret`]).
+    #[serde(default)]
+    pub invitation_link_sealed: Option<String>,
     pub rollback: RollbackReport,
     pub error: Option<StepError>,
 }
 
-/// A run's result as callers see it (`psa tenant create --json`, the API): the password opened
-/// for the caller who has the key, null otherwise.
+/// A run's result as callers see it (`psa tenant create --json`, the API). It never carries a
+/// credential.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ProvisioningResult {
     pub workflow_id: String,
@@ -381,30 +426,33 @@ pub struct ProvisioningResult {
     pub tenant_id: Option<TenantId>,
     pub admin_user_id: Option<UserId>,
     pub company_id: Option<CompanyId>,
-    pub temporary_password: Option<String>,
     pub created_at: String,
     pub tracking_settings: Option<TrackingSettings>,
     pub customer_tracking: CustomerTracking,
+    pub welcome_email: WelcomeEmail,
     pub rollback: RollbackReport,
     pub error: Option<StepError>,
 }
 
 impl TenantCreationResult {
-    /// The result for a caller: the password opened with `key` (null without a key or for a
-    /// run that did not complete).
-    pub fn public(&self, key: Option<&crate::secret::SecretKey>) -> ProvisioningResult {
-        use secrecy::ExposeSecret;
-        let temporary_password = match (key, &self.temporary_password_sealed) {
-            (Some(k), Some(sealed)) => k.open(sealed).ok().map(|p| p.expose_secret().to_owned()),
-            _ => None,
-        };
+    /// The admin's invitation link, for the one starter who waited for this run to finish
+    /// (`psa tenant create`, `psa demo`) when the worker sends no mail: opened with `key`. No
+    /// other read of a run shows it; it stops working once used, superseded or expired.
+    pub fn invitation_link(&self, key: &crate::secret::SecretKey) -> Option<secrecy::SecretString> {
+        self.invitation_link_sealed
+            .as_deref()
+            .and_then(|sealed| key.open(sealed).ok())
+    }
+
+    /// The result for a caller.
+    pub fn public(&self) -> ProvisioningResult {
         ProvisioningResult {
             workflow_id: self.workflow_id.clone(),
             status: self.status,
             tenant_id: self.tenant_id,
             admin_user_id: self.admin_user_id,
             company_id: self.company_id,
-            temporary_password,
+            welcome_email: self.welcome_email.clone(),
             created_at: self.created_at.clone(),
             tracking_settings: self.tracking_settings.clone(),
             customer_tracking: self.customer_tracking.clone(),
@@ -429,6 +477,7 @@ impl TenantCreationResult {
             company_id: self.company_id,
             tracking_settings: self.tracking_settings.clone(),
             customer_tracking: self.customer_tracking.clone(),
+            welcome_email: self.welcome_email.clone(),
             error: self
                 .error
                 .as_ref()
@@ -479,6 +528,7 @@ mod tests {
             A::remove_customer_contact.name().to_owned(),
             A::remove_customer_company.name().to_owned(),
             A::rollback_tenant.name().to_owned(),
+            A::send_welcome_email.name().to_owned(),
             A::finish_provisioning.name().to_owned(),
         ];
         let names: Vec<String> = ActivityName::ALL

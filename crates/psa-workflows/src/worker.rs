@@ -53,12 +53,13 @@ pub async fn check_tracking(pool: &PgPool, tracking: &TrackingSettings) -> Resul
 }
 
 /// What a worker needs besides its Temporal client: the database, the key that seals secrets,
-/// and its customer tracking settings (which decide every run it executes).
+/// its customer tracking settings and its mail settings (which decide every run it executes).
 #[derive(Clone)]
 pub struct WorkerConfig {
     pub pool: PgPool,
     pub key: SecretKey,
     pub tracking: TrackingSettings,
+    pub delivery: psa_models::invitations::Delivery,
 }
 
 /// Runs a worker for the tenant creation workflow on `task_queue` until `shutdown` resolves.
@@ -73,6 +74,7 @@ pub async fn run(
         pool,
         key,
         tracking,
+        delivery,
     } = config;
     let runtime = Runtime::from_current_tokio(Default::default())
         .map_err(|e| WorkerError::Failed(e.to_string()))?;
@@ -83,6 +85,7 @@ pub async fn run(
             pool,
             key,
             tracking,
+            delivery,
         })
         .build();
     let mut worker =

@@ -3,6 +3,7 @@
 //! ```text
 //!   begin_provisioning (the worker's settings, the provisioning record)
 //!   core:      create_tenant -> run_onboarding_seeds -> create_admin_user -> setup_tenant_data
+//!              -> send_welcome_email (cannot fail the run)
 //!   tracking:  create_customer_company -> (create_customer_contact || tag_customer_company)
 //!   finish_provisioning (outcome in the record and the metrics)
 //! ```
@@ -65,6 +66,12 @@ fn core_options() -> ActivityOptions {
 /// `psa customers reconcile` rather than waited for.
 fn tracking_options() -> ActivityOptions {
     retrying(Duration::from_secs(15), Duration::from_secs(8), 5)
+}
+
+/// The welcome email retries like tracking (about 15 s): a mail server that stays down is
+/// repaired by `psa tenant resend-invite`, not waited for.
+fn welcome_options() -> ActivityOptions {
+    retrying(Duration::from_secs(30), Duration::from_secs(8), 5)
 }
 
 /// Compensations retry longest: a compensation dropped leaves data behind.
@@ -165,7 +172,6 @@ impl TenantCreationWorkflow {
         input: &TenantCreationInput,
         workflow_id: &str,
         ids: Ids,
-        sealed: &mut Option<String>,
     ) -> Result<(), CoreFailure> {
         let wf = || workflow_id.to_owned();
         let created = Self::core_step(
@@ -217,7 +223,6 @@ impl TenantCreationWorkflow {
         )
         .await?;
         ctx.state_mut(|s| s.state.admin_user_id = Some(admin.user_id));
-        *sealed = Some(admin.temporary_password_sealed);
 
         Self::core_step(
             ctx,
@@ -233,6 +238,47 @@ impl TenantCreationWorkflow {
         .await?;
         Self::cancel_point(ctx)?;
         Ok(())
+    }
+
+    /// The admin's invitation, after the tenant is complete. Its failure is a status, never a
+    /// rollback: the tenant is fine, and `psa tenant resend-invite` sends a new link.
+    async fn welcome(
+        ctx: &WorkflowContext<Self>,
+        input: &TenantCreationInput,
+        workflow_id: &str,
+        ids: Ids,
+        sealed: &mut Option<String>,
+    ) {
+        ctx.state_mut(|s| {
+            s.state.step = Step::SendingWelcomeEmail;
+            s.state.progress = Step::SendingWelcomeEmail.progress();
+        });
+        let sent = ctx
+            .execute_activity(
+                TenantActivities::send_welcome_email,
+                WelcomeIn {
+                    workflow_id: workflow_id.to_owned(),
+                    tenant_id: ids.tenant,
+                    user_id: ids.user,
+                    tenant_name: input.tenant_name.clone(),
+                },
+                welcome_options(),
+            )
+            .await;
+        let welcome = match sent {
+            Ok(out) => {
+                *sealed = out.invitation_link_sealed;
+                WelcomeEmail {
+                    status: out.status,
+                    error: None,
+                }
+            }
+            Err(e) => WelcomeEmail {
+                status: WelcomeStatus::Failed,
+                error: Some(failure_message(&e)),
+            },
+        };
+        ctx.state_mut(|s| s.state.welcome_email = welcome);
     }
 
     async fn tracking(
@@ -519,8 +565,12 @@ impl TenantCreationWorkflow {
                 let core_ctx = ctx.clone();
                 let tracking_ctx = ctx.clone();
                 let core = async {
-                    let r = Self::core(&core_ctx, &input, &workflow_id, ids, &mut sealed).await;
+                    let r = Self::core(&core_ctx, &input, &workflow_id, ids).await;
                     core_ctx.state_mut(|s| s.core_done = true);
+                    // Runs started before the welcome email existed replay without it.
+                    if r.is_ok() && core_ctx.patched("welcome-email") {
+                        Self::welcome(&core_ctx, &input, &workflow_id, ids, &mut sealed).await;
+                    }
                     r
                 };
                 // Tracking starts once the tenant row exists (a customer record must never name
@@ -597,6 +647,7 @@ impl TenantCreationWorkflow {
                     workflow_id: workflow_id.clone(),
                     outcome: status,
                     tracking: tracking.status,
+                    welcome_email: state.welcome_email.status,
                     error: error
                         .as_ref()
                         .map(|e| format!("{}: {}", e.step.as_str(), e.message))
@@ -617,10 +668,11 @@ impl TenantCreationWorkflow {
             tenant_id: state.tenant_id.filter(|_| completed),
             admin_user_id: state.admin_user_id.filter(|_| completed),
             company_id: state.company_id.filter(|_| completed),
-            temporary_password_sealed: sealed.filter(|_| completed),
             created_at,
             tracking_settings: state.tracking_settings,
             customer_tracking: tracking,
+            welcome_email: state.welcome_email,
+            invitation_link_sealed: sealed.filter(|_| completed),
             rollback,
             error,
         })

@@ -158,6 +158,7 @@ async fn the_request_transaction_is_confined_even_without_a_tenant_filter() {
         limits: std::sync::Arc::new(psa_api::limits::Limits::new(Default::default())),
         request_timeout: std::time::Duration::from_secs(30),
         session_idle: std::time::Duration::from_secs(3600),
+        delivery: std::sync::Arc::new(crate::test_config().delivery),
     };
     let caller = psa_api::auth::Caller {
         tenant: b.tenant,

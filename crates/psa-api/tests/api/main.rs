@@ -11,6 +11,7 @@ mod ops;
 mod provisioning;
 mod rbac;
 mod tags;
+mod user_admin;
 
 use std::time::Duration;
 
@@ -28,8 +29,14 @@ pub fn test_config() -> psa_api::Config {
         session_idle: Duration::from_secs(3600),
         limits: Default::default(),
         server: Default::default(),
+        delivery: psa_models::invitations::Delivery::without_mail(
+            url::Url::parse("http://psa.test").unwrap(),
+        ),
     }
 }
+
+/// The password the fixtures' admins have (set directly: fixtures skip the invitation).
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 
 pub struct TestApp {
     pub db: TestDb,
@@ -111,6 +118,13 @@ impl TestApp {
         let admin = users::create_admin(&mut tx, tenant, "Ad", "Min", &email, Default::default())
             .await
             .unwrap();
+        let hash =
+            psa_models::password::hash(&secrecy::SecretString::from(ADMIN_PASSWORD.to_owned()))
+                .await
+                .unwrap();
+        users::set_password_hash(&mut tx, tenant, admin.user.user_id, &hash)
+            .await
+            .unwrap();
         let key = psa_api::auth::create_api_key(&mut tx, tenant, admin.user.user_id, Some("tests"))
             .await
             .unwrap();
@@ -119,7 +133,7 @@ impl TestApp {
             tenant,
             admin: admin.user.user_id,
             admin_email: email,
-            admin_password: admin.temporary_password.expose_secret().to_owned(),
+            admin_password: ADMIN_PASSWORD.to_owned(),
             key: key.key.expose_secret().to_owned(),
         }
     }

@@ -13,10 +13,26 @@ use super::*;
 
 struct Provisioned {
     app: TestApp,
-    _temporal: TestTemporal,
+    temporal: TestTemporal,
     mgmt: TenantFixture,
     queue: String,
+    /// The SMTP server the worker and the API mail through.
+    smtp: psa_testing::SmtpSink,
     _worker: psa_workflows::worker::Background,
+}
+
+/// Mail through `smtp`, links to `psa.test`.
+fn mail_delivery(smtp: &psa_testing::SmtpSink) -> psa_models::invitations::Delivery {
+    psa_models::invitations::Delivery {
+        mailer: Some(
+            psa_models::mail::Mailer::new(
+                &secrecy::SecretString::from(smtp.url()),
+                "psa <noreply@psa.test>",
+            )
+            .unwrap(),
+        ),
+        ..crate::test_config().delivery
+    }
 }
 
 /// A server with provisioning through Temporal at `address` on `queue`, and a management tenant
@@ -24,7 +40,7 @@ struct Provisioned {
 async fn app_with_provisioning(
     address: &str,
     queue: &str,
-    key: Option<SecretKey>,
+    delivery: psa_models::invitations::Delivery,
 ) -> (TestApp, TenantFixture) {
     let mut app = TestApp::unserved().await;
     let mgmt = app.tenant("Mgmt").await;
@@ -38,10 +54,13 @@ async fn app_with_provisioning(
         "default".into(),
         queue.to_owned(),
         app.db.pool.clone(),
-        key,
     );
     let pool = app.db.pool.clone();
-    app.serve(pool, test_config(), Some(provisioning)).await;
+    let config = psa_api::Config {
+        delivery,
+        ..test_config()
+    };
+    app.serve(pool, config, Some(provisioning)).await;
     (app, mgmt)
 }
 
@@ -49,7 +68,8 @@ async fn provisioned() -> Provisioned {
     let temporal = TestTemporal::start().await;
     let queue = format!("api-{}", uuid::Uuid::new_v4().simple());
     let key = SecretKey::from_base64(&SecretKey::generate_base64()).unwrap();
-    let (app, mgmt) = app_with_provisioning(&temporal.address, &queue, Some(key.clone())).await;
+    let smtp = psa_testing::SmtpSink::start().await;
+    let (app, mgmt) = app_with_provisioning(&temporal.address, &queue, mail_delivery(&smtp)).await;
     let tracking = TrackingSettings {
         enabled: true,
         management_tenant_id: Some(mgmt.tenant),
@@ -62,14 +82,16 @@ async fn provisioned() -> Provisioned {
             pool: app.db.pool.clone(),
             key,
             tracking,
+            delivery: mail_delivery(&smtp),
         },
     )
     .expect("worker started");
     Provisioned {
         app,
-        _temporal: temporal,
+        temporal,
         mgmt,
         queue,
+        smtp,
         _worker: worker,
     }
 }
@@ -167,14 +189,15 @@ async fn provisioning_over_http() {
         json!(p.mgmt.tenant),
         "{result}"
     );
-    assert_eq!(result["temporary_password"].as_str().unwrap().len(), 16);
     assert_eq!(result["customer_tracking"]["status"], "completed");
+    assert_eq!(result["welcome_email"]["status"], "sent", "{result}");
     let tenants: i64 =
         sqlx::query_scalar("SELECT count(*) FROM tenants WHERE company_name = 'Acme'")
             .fetch_one(&app.db.pool)
             .await
             .unwrap();
     assert_eq!(tenants, 1, "one tenant per idempotency key");
+    first_login(&p, &id, &result).await;
 
     // The management tenant's staff see the new customer through the ordinary API.
     let (_, companies) = app.call(Method::GET, "/api/v1/companies", k, None).await;
@@ -289,7 +312,7 @@ async fn a_run_started_by_the_cli_is_readable_and_no_worker_is_named() {
     let p = provisioned().await;
     let app = &p.app;
     let k = Some(p.mgmt.key.as_str());
-    let temporal = psa_workflows::client::connect(&p._temporal.address, "default")
+    let temporal = psa_workflows::client::connect(&p.temporal.address, "default")
         .await
         .unwrap();
     // The CLI's starter, on a task queue no worker polls.
@@ -341,7 +364,7 @@ async fn temporal_down_is_503_and_not_ready() {
         .local_addr()
         .unwrap()
         .to_string(); // bound and dropped: nothing listens there
-    let (app, mgmt) = app_with_provisioning(&dead, "nowhere", None).await;
+    let (app, mgmt) = app_with_provisioning(&dead, "nowhere", test_config().delivery).await;
     let k = Some(mgmt.key.as_str());
     let r = app
         .call(Method::POST, "/api/v1/tenants", k, Some(body("Nowhere")))
@@ -373,4 +396,266 @@ async fn temporal_down_is_503_and_not_ready() {
         0,
         "nothing was claimed"
     );
+}
+
+/// The run's result until it finishes.
+async fn finished(p: &Provisioned, id: &str) -> serde_json::Value {
+    let k = Some(p.mgmt.key.as_str());
+    for _ in 0..600 {
+        let (status, s) = p
+            .app
+            .call(
+                Method::GET,
+                &format!("/api/v1/tenants/provisioning/{id}"),
+                k,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{s}");
+        if s["finished"] == true {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("run {id} did not finish");
+}
+
+async fn accept(app: &TestApp, token: &str, password: &str) -> (StatusCode, serde_json::Value) {
+    app.call(
+        Method::POST,
+        "/api/v1/auth/invitations/accept",
+        None,
+        Some(json!({"token": token, "password": password})),
+    )
+    .await
+}
+
+fn token_in(link: &str) -> String {
+    link.rsplit('#').next().unwrap().to_owned()
+}
+
+/// What `temporal workflow show` prints of a run: its whole history.
+fn history(p: &Provisioned, id: &str) -> String {
+    let out = std::process::Command::new(psa_testing::temporal_cli())
+        .args(["workflow", "show", "--output", "json", "--address"])
+        .arg(&p.temporal.address)
+        .args(["--workflow-id", id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The new admin's first login, as they live it: one welcome email, its link opens the
+/// set-password page, the password is set and they are signed in; the link works once; no
+/// management reader (status, Temporal history) ever sees a credential.
+async fn first_login(p: &Provisioned, id: &str, result: &serde_json::Value) {
+    let app = &p.app;
+    let mails = p.smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(mails.len(), 1, "one welcome email");
+    let mail = &mails[0];
+    assert_eq!(
+        psa_testing::header_of(mail, "To").unwrap(),
+        "\"Pat Lee\" <pat@acme.example>"
+    );
+    assert!(
+        psa_testing::header_of(mail, "Subject")
+            .unwrap()
+            .contains("Acme")
+    );
+    let link = psa_testing::link_in(mail).expect("a link in the email");
+    assert!(link.starts_with("http://psa.test/invite#psa_i_"), "{link}");
+    let token = token_in(&link);
+
+    // Nothing a management admin reads holds the token, or any credential.
+    let view = finished(p, id).await.to_string();
+    assert!(
+        !view.contains(&token) && !view.contains("psa_i_") && !view.contains("password"),
+        "{view}"
+    );
+    assert!(result.get("invitation_link").is_none() && result.get("temporary_password").is_none());
+    let h = history(p, id);
+    assert!(h.contains("send_welcome_email"), "the history is the run's");
+    assert!(
+        !h.contains(&token) && !h.contains("psa_i_"),
+        "the token is not in Temporal's history"
+    );
+
+    // The link opens the page (the token stays in the fragment: the server never sees it).
+    let page = app
+        .http
+        .get(format!("{}/invite", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Choose your password") && html.contains("set-password.js"));
+
+    // A weak password is refused, and the link still works after that.
+    let weak = accept(app, &token, "password1234").await;
+    assert_error(&weak, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+    assert!(
+        weak.1["error"]["fields"]["password"].is_string(),
+        "{}",
+        weak.1
+    );
+    let (status, session) = accept(app, &token, "tall giraffe eats purple clouds").await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    let bearer = session["token"].as_str().unwrap();
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/contacts", Some(bearer), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "the new admin is signed in");
+    // The same link a second time is refused, saying why.
+    let again = accept(app, &token, "another fine long passphrase").await;
+    assert_error(&again, StatusCode::BAD_REQUEST, "invalid_link");
+    assert!(
+        again.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already been used")
+    );
+    // The password works for a login.
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(
+                json!({"tenant_id": result["tenant_id"], "email": "pat@acme.example",
+                        "password": "tall giraffe eats purple clouds"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The admin accepted: a resend is refused, and sends nothing.
+    let r = app
+        .call(
+            Method::POST,
+            &format!(
+                "/api/v1/tenants/{}/resend-invite",
+                result["tenant_id"].as_str().unwrap()
+            ),
+            Some(&p.mgmt.key),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict");
+    assert_eq!(p.smtp.messages().len(), 1);
+}
+
+/// The SMTP server down: the tenant still completes, the welcome email is `failed` (with the
+/// reason), the failure is in the metrics; resend repairs it and invalidates the earlier link.
+#[tokio::test]
+async fn welcome_email_failure_is_repaired_by_resend() {
+    let mut p = provisioned().await;
+    p.smtp.stop();
+    let k = Some(p.mgmt.key.as_str());
+    let resp = post(&p, k, None, body("Bravo")).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let id = resp.json::<serde_json::Value>().await.unwrap()["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let view = finished(&p, &id).await;
+    let result = &view["result"];
+    assert_eq!(result["status"], "completed", "{view}");
+    assert_eq!(result["welcome_email"]["status"], "failed", "{view}");
+    assert!(
+        result["welcome_email"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("SMTP"),
+        "{view}"
+    );
+    let tenant = result["tenant_id"].as_str().unwrap().to_owned();
+
+    // The API cannot send while the server is down: 503, and no link is kept.
+    let down = p
+        .app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{tenant}/resend-invite"),
+            k,
+            None,
+        )
+        .await;
+    assert_error(&down, StatusCode::SERVICE_UNAVAILABLE, "mail_failed");
+    p.smtp.restart().await;
+    // Only management callers may resend.
+    let other = p.app.tenant("Other").await;
+    let r = p
+        .app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{tenant}/resend-invite"),
+            Some(&other.key),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+
+    let mut links = Vec::new();
+    for n in 1..=2 {
+        let (status, body) = p
+            .app
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{tenant}/resend-invite"),
+                k,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["email"], "pat@bravo.example");
+        assert!(
+            !body.to_string().contains("psa_i_"),
+            "the API never shows a link"
+        );
+        let mails = p.smtp.wait_for(n, Duration::from_secs(10)).await;
+        assert_eq!(mails.len(), n);
+        links.push(psa_testing::link_in(&mails[n - 1]).unwrap());
+    }
+    let old = accept(
+        &p.app,
+        &token_in(&links[0]),
+        "tall giraffe eats purple clouds",
+    )
+    .await;
+    assert_error(&old, StatusCode::BAD_REQUEST, "invalid_link");
+    assert!(
+        old.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("replaced"),
+        "{}",
+        old.1
+    );
+    let (status, _) = accept(
+        &p.app,
+        &token_in(&links[1]),
+        "tall giraffe eats purple clouds",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'resend_invite' AND tenant = $1",
+    )
+    .bind(p.mgmt.tenant)
+    .fetch_one(&p.app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 2, "each resend audited in the management tenant");
 }

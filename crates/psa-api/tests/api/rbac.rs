@@ -254,15 +254,31 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
                 "tenant_name": "Denied",
                 "admin_user": {"first_name": "D", "last_name": "D", "email": "d@denied.example"}
             }),
+            ("post", "/api/v1/users") => json!({
+                "first_name": "D", "last_name": "D", "email": "d@denied.example", "role": "Admin"
+            }),
+            ("patch", "/api/v1/users/{id}") => json!({"role": "Admin"}),
+            ("post", p)
+                if p.ends_with("/deactivate")
+                    || p.ends_with("/reactivate")
+                    || p.ends_with("/resend-invite") =>
+            {
+                return None;
+            }
             ("get" | "delete", _) => return None,
             other => panic!("no request for {other:?}: add one to this test"),
         })
     };
-    // Open to any caller by design: logging in, and ending one's own session.
+    // Open to any caller by design: logging in, ending one's own session, changing one's own
+    // password, and the links (their token is the credential).
     let open = [
         "/api/v1/auth/login",
         "/api/v1/auth/logout",
         "/api/v1/auth/logout-all",
+        "/api/v1/auth/password",
+        "/api/v1/auth/password-reset",
+        "/api/v1/auth/password-reset/accept",
+        "/api/v1/auth/invitations/accept",
     ];
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -294,7 +310,8 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
                 .replace("{company_id}", &company)
                 .replace("{contact_name_id}", &contact)
                 .replace("{mapping_id}", &mapping)
-                .replace("{workflow_id}", "tenant-creation-denied");
+                .replace("{workflow_id}", "tenant-creation-denied")
+                .replace("{id}", &uuid::Uuid::new_v4().to_string());
             // Required query parameters (checked before the permission, like bodies).
             let concrete = match (method, path.as_str()) {
                 ("get", "/api/v1/tags") => {

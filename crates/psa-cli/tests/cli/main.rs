@@ -201,11 +201,14 @@ async fn management_init_creates_once_and_prints_the_id() {
     let j = stdout_json(&first);
     assert_eq!(j["created"], true);
     let id = j["tenant_id"].as_str().unwrap().to_owned();
-    assert_eq!(j["temporary_password"].as_str().unwrap().len(), 16);
+    // The first admin is invited: a link printed once, no password.
+    let link = j["invitation_link"].as_str().unwrap().to_owned();
     assert!(
-        !stderr(&first).contains(j["temporary_password"].as_str().unwrap()),
-        "password not in logs"
+        link.starts_with("http://localhost:8080/invite#psa_i_"),
+        "{link}"
     );
+    assert!(!stderr(&first).contains(&link), "the link is not in logs");
+    assert_eq!(j["admin_created"], true);
 
     let second = psa(
         Some(&url),
@@ -217,7 +220,46 @@ async fn management_init_creates_once_and_prints_the_id() {
         (j["created"].as_bool(), j["tenant_id"].as_str()),
         (Some(false), Some(id.as_str()))
     );
-    assert!(j.get("temporary_password").is_none());
+    assert!(j.get("invitation_link").is_none());
+
+    // Again with an administrator who does not exist yet: invited. Again with the same one, who
+    // has not accepted yet: a new link, and the first stops working.
+    let invite = |email: &str| {
+        let out = psa(
+            Some(&url),
+            &[
+                "management",
+                "init",
+                "--name",
+                "Other",
+                "--admin-email",
+                email,
+                "--first-name",
+                "Second",
+                "--last-name",
+                "Admin",
+                "--json",
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout_json(&out)
+    };
+    let added = invite("second@nineminds.example");
+    assert_eq!(
+        (added["created"].as_bool(), added["admin_created"].as_bool()),
+        (Some(false), Some(true))
+    );
+    let again = invite("second@nineminds.example");
+    assert_eq!(again["admin_created"], false);
+    assert_ne!(again["invitation_link"], added["invitation_link"]);
+    let open_links: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM user_auth_tokens WHERE user_id = $1::uuid AND revoked_at IS NULL",
+    )
+    .bind(added["admin_user_id"].as_str().unwrap())
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(open_links, 1, "only the newest link works");
 
     let human = psa(Some(&url), &["management", "init", "--name", "Other"]);
     assert!(String::from_utf8_lossy(&human.stdout).contains(&format!("NINEMINDS_TENANT_ID={id}")));
@@ -346,7 +388,8 @@ async fn serve_with_api_keys_and_sessions_and_no_secret_in_the_logs() {
     let init = stdout_json(&init);
     let tenant = init["tenant_id"].as_str().unwrap().to_owned();
     let user = init["admin_user_id"].as_str().unwrap().to_owned();
-    let password = init["temporary_password"].as_str().unwrap().to_owned();
+    let invitation = init["invitation_link"].as_str().unwrap().to_owned();
+    let password = "fourteen quiet harbour lights".to_owned();
 
     let created = psa(
         Some(&url),
@@ -426,6 +469,20 @@ async fn serve_with_api_keys_and_sessions_and_no_secret_in_the_logs() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // The management admin's first login: the link printed by `management init`, as its page's
+    // form posts it.
+    let set = http
+        .post(format!("{base}/invite"))
+        .form(&[
+            ("token", invitation.rsplit('#').next().unwrap()),
+            ("password", password.as_str()),
+            ("password_confirm", password.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    assert!(set.text().await.unwrap().contains("ops@mgmt.example"));
     let login: serde_json::Value = http
         .post(format!("{base}/api/v1/auth/login"))
         .json(&serde_json::json!({"tenant_id": tenant, "email": "ops@mgmt.example", "password": password}))

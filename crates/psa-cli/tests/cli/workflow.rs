@@ -13,6 +13,8 @@ struct Setup {
     queue: String,
     mgmt: String,
     key: String,
+    /// Mail through this SMTP server (`PSA_SMTP_URL`), or no mail at all.
+    smtp: Option<psa_testing::SmtpSink>,
 }
 
 impl Setup {
@@ -30,6 +32,14 @@ impl Setup {
             queue: format!("cli-{}", uuid::Uuid::new_v4().simple()),
             mgmt: mgmt.tenant.tenant.to_string(),
             key: psa_workflows::secret::SecretKey::generate_base64(),
+            smtp: None,
+        }
+    }
+
+    async fn with_mail() -> Setup {
+        Setup {
+            smtp: Some(psa_testing::SmtpSink::start().await),
+            ..Setup::new().await
         }
     }
 
@@ -42,7 +52,13 @@ impl Setup {
             .env("NINEMINDS_TENANT_ID", &self.mgmt)
             .env("PSA_SECRET_KEY", &self.key)
             .env("RUST_LOG", "warn")
-            .env_remove("FAILPOINTS");
+            .env_remove("FAILPOINTS")
+            .env_remove("PSA_SMTP_URL");
+        if let Some(smtp) = &self.smtp {
+            c.env("PSA_SMTP_URL", smtp.url())
+                .env("PSA_MAIL_FROM", "psa <noreply@psa.test>")
+                .env("PSA_PUBLIC_URL", "https://psa.test");
+        }
         c
     }
 
@@ -110,8 +126,15 @@ async fn tenant_create_status_list_and_reconcile_through_the_cli() {
     );
     let r = last_json(&out);
     assert_eq!(r["status"], "completed");
-    let password = r["temporary_password"].as_str().unwrap().to_owned();
-    assert_eq!(password.len(), 16);
+    // No mail here: the starter who waited is shown the admin's invitation link, once.
+    assert_eq!(r["welcome_email"]["status"], "disabled");
+    let link = r["invitation_link"].as_str().unwrap().to_owned();
+    assert!(
+        link.starts_with("http://localhost:8080/invite#psa_i_"),
+        "{link}"
+    );
+    let token = link.rsplit('#').next().unwrap().to_owned();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(&token));
     assert_eq!(r["customer_tracking"]["status"], "completed");
     for k in ["tenant_id", "admin_user_id", "company_id", "created_at"] {
         assert!(r[k].is_string(), "{k}: {r}");
@@ -128,6 +151,10 @@ async fn tenant_create_status_list_and_reconcile_through_the_cli() {
     let id = r["workflow_id"].as_str().unwrap().to_owned();
 
     let st = s.run(&["tenant", "status", &id, "--json"]);
+    assert!(
+        !String::from_utf8_lossy(&st.stdout).contains("psa_i_"),
+        "no later read shows the link"
+    );
     let st = last_json(&st);
     assert_eq!(
         (st["finished"].as_bool(), st["result"]["tenant_id"].as_str()),
@@ -177,7 +204,11 @@ async fn tenant_create_status_list_and_reconcile_through_the_cli() {
     assert_eq!(a["workflow_id"], keyed_id.as_str());
     let b = keyed("Keyed", &[]);
     assert!(b.status.success());
-    assert_eq!(last_json(&b)["workflow_id"], keyed_id.as_str());
+    let waited = last_json(&b);
+    assert_eq!(waited["workflow_id"], keyed_id.as_str());
+    // Not this command's run (the --no-wait one started it): no link, and a way to get one.
+    assert!(waited["invitation_link"].is_null(), "{waited}");
+    assert!(String::from_utf8_lossy(&b.stderr).contains("psa tenant resend-invite"));
     // The same key for another request: refused (exit 2, naming the key), nothing started.
     let c = keyed("Keyed Again", &[]);
     let err = String::from_utf8_lossy(&c.stderr);
@@ -228,11 +259,200 @@ async fn tenant_create_status_list_and_reconcile_through_the_cli() {
     ] {
         assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
     }
-    assert!(!metrics.contains(&password));
-    let logs = stop(worker);
     assert!(
-        !logs.contains(&password),
-        "the password reached the worker's log"
+        metrics.contains(r#"psa_welcome_emails_total{status="disabled"} 2"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&token));
+    let logs = stop(worker);
+    assert!(!logs.contains(&token), "the token reached the worker's log");
+}
+
+/// With mail: the welcome email goes out; the SMTP server down does not fail the tenant, and
+/// `psa tenant resend-invite` repairs it; operators invite and manage users. No token in the
+/// worker's log, the status, or Temporal's history.
+#[tokio::test]
+async fn welcome_emails_resend_and_users_through_the_cli() {
+    let mut s = Setup::with_mail().await;
+    let worker = s.worker(None);
+    let create = |s: &Setup, name: &str| {
+        let out = s.run(&[
+            "tenant",
+            "create",
+            "--name",
+            name,
+            "--admin-email",
+            &format!("ada@{}.example", name.to_lowercase()),
+            "--first-name",
+            "Ada",
+            "--last-name",
+            "Lovelace",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last_json(&out)
+    };
+    let r = create(&s, "Mailed");
+    assert_eq!(r["welcome_email"]["status"], "sent", "{r}");
+    assert!(
+        r["invitation_link"].is_null(),
+        "mailed links are never printed"
+    );
+    let smtp = s.smtp.as_ref().unwrap();
+    let mails = smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(mails.len(), 1);
+    let link = psa_testing::link_in(&mails[0]).unwrap();
+    assert!(link.starts_with("https://psa.test/invite#psa_i_"), "{link}");
+    let token = link.rsplit('#').next().unwrap().to_owned();
+    let id = r["workflow_id"].as_str().unwrap();
+    let history = Command::new(psa_testing::temporal_cli())
+        .args([
+            "workflow",
+            "show",
+            "--output",
+            "json",
+            "--address",
+            &s.temporal.address,
+            "-w",
+            id,
+        ])
+        .output()
+        .unwrap();
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert!(history.contains("send_welcome_email") && !history.contains(&token));
+    let status = s.run(&["tenant", "status", id, "--json"]);
+    assert!(!String::from_utf8_lossy(&status.stdout).contains(&token));
+
+    // The SMTP server down: the tenant completes, the email is `failed`; resend repairs it.
+    s.smtp.as_mut().unwrap().stop();
+    let r = create(&s, "Unmailed");
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["welcome_email"]["status"], "failed", "{r}");
+    let tenant = r["tenant_id"].as_str().unwrap().to_owned();
+    let down = s.run(&["tenant", "resend-invite", &tenant, "--json"]);
+    assert_eq!(
+        down.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(String::from_utf8_lossy(&down.stderr).contains("nothing was changed"));
+    s.smtp.as_mut().unwrap().restart().await;
+    let resent = s.run(&["tenant", "resend-invite", &tenant, "--json"]);
+    assert!(
+        resent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resent.stderr)
+    );
+    let resent = last_json(&resent);
+    assert_eq!(
+        (resent["invitation"].as_str(), resent["email"].as_str()),
+        (Some("sent"), Some("ada@unmailed.example"))
+    );
+    assert!(resent["invitation_link"].is_null());
+    let smtp = s.smtp.as_ref().unwrap();
+    assert_eq!(smtp.wait_for(2, Duration::from_secs(10)).await.len(), 2);
+
+    // Users: invite, list, a role change, deactivation; the last admin is protected (exit 2).
+    let invite = s.run(&[
+        "user",
+        "invite",
+        "--tenant",
+        &tenant,
+        "--email",
+        "grace@unmailed.example",
+        "--role",
+        "Technician",
+        "--first-name",
+        "Grace",
+        "--last-name",
+        "Hopper",
+        "--json",
+    ]);
+    assert!(
+        invite.status.success(),
+        "{}",
+        String::from_utf8_lossy(&invite.stderr)
+    );
+    assert_eq!(last_json(&invite)["invitation"], "sent");
+    assert_eq!(smtp.wait_for(3, Duration::from_secs(10)).await.len(), 3);
+    let bad = s.run(&[
+        "user",
+        "invite",
+        "--tenant",
+        &tenant,
+        "--email",
+        "x@unmailed.example",
+        "--role",
+        "Boss",
+        "--first-name",
+        "X",
+        "--last-name",
+        "Y",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Technician"));
+    let set = s.run(&[
+        "user",
+        "set-role",
+        "--tenant",
+        &tenant,
+        "--email",
+        "grace@unmailed.example",
+        "--role",
+        "Dispatcher",
+        "--json",
+    ]);
+    assert_eq!(last_json(&set)["roles"], serde_json::json!(["Dispatcher"]));
+    let last = s.run(&[
+        "user",
+        "deactivate",
+        "--tenant",
+        &tenant,
+        "--email",
+        "ada@unmailed.example",
+    ]);
+    assert_eq!(last.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&last.stderr).contains("last active administrator"));
+    let off = s.run(&[
+        "user",
+        "deactivate",
+        "--tenant",
+        &tenant,
+        "--email",
+        "grace@unmailed.example",
+        "--json",
+    ]);
+    assert_eq!(last_json(&off)["status"], "inactive");
+    let list = last_json(&s.run(&["user", "list", "--tenant", &tenant, "--json"]));
+    let statuses: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["invited", "inactive"]);
+    let audited: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_log WHERE tenant = $1::uuid AND actor = 'cli' ORDER BY created_at",
+    )
+    .bind(&tenant)
+    .fetch_all(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        ["resend_invite", "invite", "change_role", "deactivate"]
+    );
+
+    let logs = stop(worker);
+    assert!(!logs.contains(&token), "the token reached the worker's log");
+    assert!(
+        logs.contains("welcome email failed"),
+        "the failure is logged: {logs}"
     );
 }
 
@@ -392,7 +612,7 @@ async fn a_failed_run_exits_1_with_the_rollback_in_the_result() {
     let r = last_json(&out);
     assert_eq!(r["status"], "rolled_back");
     assert_eq!(r["error"]["step"], "create_admin_user");
-    assert!(r["temporary_password"].is_null() && r["tenant_id"].is_null());
+    assert!(r["invitation_link"].is_null() && r["tenant_id"].is_null());
     assert_eq!(r["rollback"]["performed"], true);
     let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
         .fetch_one(&s.db.pool)

@@ -322,8 +322,9 @@ async fn management_init_creates_once() {
         .unwrap();
     tx.commit().await.unwrap();
     assert!(first.created && first.tenant.is_management);
-    let created_admin = first.admin.unwrap();
-    assert_eq!(created_admin.user.email, "ops@nineminds.example");
+    let (created_admin, created) = first.admin.unwrap();
+    assert!(created);
+    assert_eq!(created_admin.email, "ops@nineminds.example");
     assert_eq!(count(&db, "roles", first.tenant.tenant).await, 8);
     assert_eq!(count(&db, "tax_rates", first.tenant.tenant).await, 1);
 
@@ -335,6 +336,28 @@ async fn management_init_creates_once() {
     assert!(!second.created);
     assert_eq!(second.tenant.tenant, first.tenant.tenant);
     assert_eq!(e_count(&db).await, 1);
+
+    // Run again with an administrator who does not exist yet: they are added; with one who
+    // does, nothing changes.
+    let mut tx = db.pool.begin().await.unwrap();
+    let other = AdminInput {
+        first_name: "Second".into(),
+        last_name: "Admin".into(),
+        email: "second@nineminds.example".into(),
+    };
+    let third = tenants::init_management(&mut tx, "Nine Minds LLC", Some(other.clone()))
+        .await
+        .unwrap();
+    let again = tenants::init_management(&mut tx, "Nine Minds LLC", Some(other))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (added, created) = third.admin.unwrap();
+    assert!(created && !third.created);
+    let (same, created) = again.admin.unwrap();
+    assert!(!created);
+    assert_eq!(same.user_id, added.user_id);
+    assert_eq!(count(&db, "users", first.tenant.tenant).await, 2);
 }
 
 #[tokio::test]

@@ -1,12 +1,14 @@
+use psa_models::auth_tokens::{self, Purpose};
+use psa_models::invitations::{self, Delivery, NewInvitee};
 use psa_models::users::{self, CreateOptions, NewUser, UserType};
 use psa_models::validate::EmailAddress;
 use psa_models::{UserId, password};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::*;
 
 #[tokio::test]
-async fn admin_user_has_the_admin_role_and_a_hashed_temporary_password() {
+async fn admin_user_has_the_admin_role_and_no_password() {
     let db = db().await;
     let t = seeded_tenant(&db, "Acme").await;
     let mut conn = db.pool.acquire().await.unwrap();
@@ -24,8 +26,6 @@ async fn admin_user_has_the_admin_role_and_a_hashed_temporary_password() {
     assert_eq!(created.user.username, "grace@navy.example");
     assert_eq!(created.user.first_name.as_deref(), Some("Grace"));
     assert_eq!(created.user.user_type, UserType::Internal);
-    let pw = created.temporary_password.expose_secret();
-    assert_eq!(pw.len(), password::GENERATED_LENGTH);
 
     let (found, hash) = users::find_for_login(
         &mut conn,
@@ -36,12 +36,14 @@ async fn admin_user_has_the_admin_role_and_a_hashed_temporary_password() {
     .unwrap()
     .unwrap();
     assert_eq!(found, created.user);
-    assert!(hash.starts_with("$argon2id$") && !hash.contains(pw));
-    assert!(
-        password::verify(&created.temporary_password, &hash)
-            .await
-            .unwrap()
+    assert_eq!(
+        hash, None,
+        "no usable password until the invitation is accepted"
     );
+    let listed = users::list(&mut conn, t).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status, users::UserStatus::Invited);
+    assert_eq!(listed[0].roles, vec!["Admin".to_owned()]);
 
     let role: String = sqlx::query_scalar(
         "SELECT r.role_name FROM user_roles ur JOIN roles r USING (tenant, role_id) WHERE ur.tenant = $1 AND ur.user_id = $2 AND r.msp",
@@ -55,7 +57,7 @@ async fn admin_user_has_the_admin_role_and_a_hashed_temporary_password() {
 }
 
 #[tokio::test]
-async fn replay_resets_the_password_and_adds_no_row() {
+async fn replay_returns_the_same_user_and_adds_no_row() {
     let db = db().await;
     let t = seeded_tenant(&db, "Acme").await;
     let mut conn = db.pool.acquire().await.unwrap();
@@ -67,30 +69,238 @@ async fn replay_resets_the_password_and_adds_no_row() {
     let b = users::create_admin(&mut conn, t, "A", "B", "ab@x.example", opts)
         .await
         .unwrap();
-    assert_eq!(a.user.user_id, b.user.user_id);
-    assert_ne!(
-        a.temporary_password.expose_secret(),
-        b.temporary_password.expose_secret()
-    );
+    assert_eq!(a.user, b.user);
     assert_eq!(count(&db, "users", t).await, 1);
     assert_eq!(count(&db, "user_roles", t).await, 1);
-    let (_, hash) =
-        users::find_for_login(&mut conn, t, &EmailAddress::parse("ab@x.example").unwrap())
+}
+
+fn delivery() -> Delivery {
+    Delivery::without_mail(url::Url::parse("https://psa.example.com").unwrap())
+}
+
+fn secret(s: &str) -> SecretString {
+    SecretString::from(s.to_owned())
+}
+
+fn token_of(link: &SecretString) -> String {
+    link.expose_secret().rsplit('#').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_invitation_works_once_and_only_the_newest_works() {
+    let db = db().await;
+    let t = seeded_tenant(&db, "Acme").await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let d = delivery();
+    let input = NewInvitee {
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        email: "ada@acme.example".into(),
+        role: "Technician".into(),
+    };
+    let first = invitations::invite(&mut conn, t, &input, &d, "cli")
+        .await
+        .unwrap();
+    let url = first.link.url(&d.public_url);
+    assert!(
+        url.expose_secret()
+            .starts_with("https://psa.example.com/invite#psa_i_")
+    );
+    let first_token = token_of(&url);
+    // The token is stored only as a digest.
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM user_auth_tokens WHERE position(convert_to($1, 'UTF8') in token_hash) > 0",
+    )
+    .bind(&first_token)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(stored, 0);
+    // Inviting the same email again is refused; an unknown role names the roles.
+    let again = invitations::invite(&mut conn, t, &input, &d, "cli")
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), "conflict");
+    let bad_role = NewInvitee {
+        email: "x@acme.example".into(),
+        role: "Boss".into(),
+        ..input.clone()
+    };
+    let e = invitations::invite(&mut conn, t, &bad_role, &d, "cli")
+        .await
+        .unwrap_err();
+    assert_eq!(e.field(), Some("role"));
+    assert!(e.to_string().contains("Technician"), "{e}");
+
+    let second = invitations::reissue(&mut conn, t, first.user.user_id, &d, "cli")
+        .await
+        .unwrap();
+    let second_token = token_of(&second.link.url(&d.public_url));
+    let e = auth_tokens::find(&mut conn, Purpose::Invitation, &first_token)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("replaced by a newer one"), "{e}");
+    let found = auth_tokens::find(&mut conn, Purpose::Invitation, &second_token)
+        .await
+        .unwrap();
+    assert_eq!(found.user, first.user.user_id);
+    assert_eq!(found.tenant, t);
+    // The token of one purpose is not valid for the other.
+    assert!(
+        auth_tokens::find(&mut conn, Purpose::PasswordReset, &second_token)
+            .await
+            .is_err()
+    );
+    assert!(
+        auth_tokens::find(&mut conn, Purpose::Invitation, "psa_i_garbage")
+            .await
+            .is_err()
+    );
+
+    let hash = password::hash(&secret("correct horse battery staple"))
+        .await
+        .unwrap();
+    auth_tokens::redeem(&mut conn, &found, &hash).await.unwrap();
+    let e = auth_tokens::find(&mut conn, Purpose::Invitation, &second_token)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("already been used"), "{e}");
+    assert_eq!(e.code(), "invalid_link");
+    let (_, stored) = users::find_for_login(
+        &mut conn,
+        t,
+        &EmailAddress::parse("ada@acme.example").unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        password::verify(&secret("correct horse battery staple"), &stored.unwrap())
             .await
             .unwrap()
+    );
+    // Accepted: no new invitation.
+    let e = invitations::reissue(&mut conn, t, first.user.user_id, &d, "cli")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("already accepted"), "{e}");
+    assert_eq!(
+        users::summary(&mut conn, t, first.user.user_id)
+            .await
+            .unwrap()
+            .status,
+        users::UserStatus::Active
+    );
+}
+
+#[tokio::test]
+async fn an_expired_link_and_a_deactivated_user_are_refused() {
+    let db = db().await;
+    let t = seeded_tenant(&db, "Acme").await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let d = delivery();
+    let input = NewInvitee {
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        email: "ada@acme.example".into(),
+        role: "Technician".into(),
+    };
+    let inv = invitations::invite(&mut conn, t, &input, &d, "cli")
+        .await
+        .unwrap();
+    let token = token_of(&inv.link.url(&d.public_url));
+    sqlx::query("UPDATE user_auth_tokens SET expires_at = now() - interval '1 second'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let e = auth_tokens::find(&mut conn, Purpose::Invitation, &token)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("expired"), "{e}");
+
+    let inv = invitations::reissue(&mut conn, t, inv.user.user_id, &d, "cli")
+        .await
+        .unwrap();
+    let token = token_of(&inv.link.url(&d.public_url));
+    let found = auth_tokens::find(&mut conn, Purpose::Invitation, &token)
+        .await
+        .unwrap();
+    users::set_inactive(&mut conn, t, inv.user.user_id, true)
+        .await
+        .unwrap();
+    assert!(
+        auth_tokens::find(&mut conn, Purpose::Invitation, &token)
+            .await
+            .is_err()
+    );
+    assert!(
+        auth_tokens::redeem(&mut conn, &found, "x").await.is_err(),
+        "a link found before the deactivation is refused too"
+    );
+    let e = invitations::reissue(&mut conn, t, inv.user.user_id, &d, "cli")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("deactivated"), "{e}");
+    // A reset for a deactivated or unknown user issues nothing.
+    for email in ["ada@acme.example", "nobody@acme.example"] {
+        let r = invitations::reset(&mut conn, t, &EmailAddress::parse(email).unwrap(), &d)
+            .await
             .unwrap();
-    assert!(
-        password::verify(&b.temporary_password, &hash)
-            .await
-            .unwrap(),
-        "the latest password works"
-    );
-    assert!(
-        !password::verify(&a.temporary_password, &hash)
-            .await
-            .unwrap(),
-        "the unseen first one does not"
-    );
+        assert!(r.is_none());
+    }
+}
+
+#[tokio::test]
+async fn the_last_active_admin_stays_an_admin() {
+    let db = db().await;
+    let t = seeded_tenant(&db, "Acme").await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let a = users::create_admin(
+        &mut conn,
+        t,
+        "A",
+        "Admin",
+        "a@acme.example",
+        Default::default(),
+    )
+    .await
+    .unwrap()
+    .user
+    .user_id;
+    let e = users::set_role(&mut conn, t, a, "Technician")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("last active administrator"), "{e}");
+    let e = users::set_inactive(&mut conn, t, a, true)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("last active administrator"), "{e}");
+    let b = users::create_admin(
+        &mut conn,
+        t,
+        "B",
+        "Admin",
+        "b@acme.example",
+        Default::default(),
+    )
+    .await
+    .unwrap()
+    .user
+    .user_id;
+    let demoted = users::set_role(&mut conn, t, a, "Technician")
+        .await
+        .unwrap();
+    assert_eq!(demoted.roles, vec!["Technician".to_owned()]);
+    let e = users::set_inactive(&mut conn, t, b, true)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "conflict");
+    let e = users::set_role(&mut conn, t, a, "Boss").await.unwrap_err();
+    assert_eq!(e.field(), Some("role"));
+    let off = users::set_inactive(&mut conn, t, a, true).await.unwrap();
+    assert_eq!(off.status, users::UserStatus::Inactive);
+    let on = users::set_inactive(&mut conn, t, a, false).await.unwrap();
+    assert_eq!(on.status, users::UserStatus::Invited);
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ async fn assert_rolled_back(env: &Env, failing: &str, step: FailedStep) {
         "{:?}",
         result.rollback
     );
-    assert!(result.tenant_id.is_none() && result.temporary_password_sealed.is_none());
+    assert!(result.tenant_id.is_none() && result.invitation_link_sealed.is_none());
     let tenants: Vec<uuid::Uuid> =
         sqlx::query_scalar("SELECT tenant FROM tenants WHERE NOT is_management")
             .fetch_all(&env.db.pool)
@@ -165,21 +165,17 @@ async fn every_activity_failing_once_after_its_commit_still_makes_one_of_every_r
         psa_models::seeds::permissions().len()
     );
     assert_eq!(env.customer_records().await, (1, 1, 1));
-    // The retried admin user got a fresh password: the sealed one in the result is the valid one.
-    let password = env
-        .key
-        .open(result.temporary_password_sealed.as_deref().unwrap())
-        .unwrap();
-    let hash: String = sqlx::query_scalar("SELECT hashed_password FROM users WHERE tenant = $1")
-        .bind(tenant)
-        .fetch_one(&env.db.pool)
-        .await
-        .unwrap();
-    assert!(
-        psa_models::password::verify(&password, &hash)
-            .await
-            .unwrap()
-    );
+    // The retried admin user is the one the invitation names.
+    assert!(result.invitation_link(&env.key).is_some());
+    let invited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM user_auth_tokens WHERE tenant = $1 AND user_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(tenant)
+    .bind(result.admin_user_id.unwrap())
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(invited, 1);
 }
 
 #[tokio::test]

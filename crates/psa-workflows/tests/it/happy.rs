@@ -41,22 +41,41 @@ async fn happy_path_creates_the_tenant_and_its_customer_records() {
             .unwrap();
     assert_eq!((name.as_str(), licences), ("Initech", Some(10)));
 
-    // The password reaches the caller sealed, opens with the key, and is the admin's.
-    let password = env
-        .key
-        .open(result.temporary_password_sealed.as_deref().unwrap())
-        .unwrap();
-    assert_eq!(password.expose_secret().len(), 16);
-    let hash: String = sqlx::query_scalar("SELECT hashed_password FROM users WHERE tenant = $1")
-        .bind(tenant)
-        .fetch_one(&env.db.pool)
-        .await
-        .unwrap();
-    assert!(
-        psa_models::password::verify(&password, &hash)
-            .await
-            .unwrap()
+    // The admin has no password; without mail the invitation link reaches the starter sealed,
+    // opens with the key, and names the admin.
+    assert_eq!(
+        result.welcome_email.status,
+        psa_workflows::WelcomeStatus::Disabled
     );
+    let link = result.invitation_link(&env.key).expect("a sealed link");
+    assert!(
+        !result
+            .invitation_link_sealed
+            .as_deref()
+            .unwrap()
+            .contains("psa_i_")
+    );
+    let hash: Option<String> =
+        sqlx::query_scalar("SELECT hashed_password FROM users WHERE tenant = $1")
+            .bind(tenant)
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(hash, None);
+    let token = link.expose_secret().rsplit('#').next().unwrap().to_owned();
+    let mut conn = env.db.pool.acquire().await.unwrap();
+    let found = psa_models::auth_tokens::find(
+        &mut conn,
+        psa_models::auth_tokens::Purpose::Invitation,
+        &token,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (found.tenant, Some(found.user)),
+        (tenant, result.admin_user_id)
+    );
+    drop(conn);
 
     // In the management tenant: the company with the UUID, the contact, the tag.
     let mgmt = env.mgmt;
@@ -115,7 +134,7 @@ async fn happy_path_creates_the_tenant_and_its_customer_records() {
     assert_eq!(audits, 3, "one audit row per customer record");
 
     // The view after the end, and the provisioning record the run wrote.
-    let view = env.workflows.view(&result.workflow_id, None).await.unwrap();
+    let view = env.workflows.view(&result.workflow_id).await.unwrap();
     assert!(view.finished);
     assert_eq!(view.status, psa_workflows::RunStatus::Completed);
     assert_eq!(view.result.as_ref().unwrap().tenant_id, Some(tenant));
@@ -131,7 +150,8 @@ async fn happy_path_creates_the_tenant_and_its_customer_records() {
 
     env.check_replay(&result.workflow_id, "happy_path").await;
 
-    // Temporal's history never holds the password in plain text.
+    // Temporal's history never holds the invitation token in plain text: not in its JSON, not
+    // in any payload (payloads are base64 in the JSON history: each is decoded and searched).
     let history = env.temporal_cli(&[
         "workflow",
         "show",
@@ -141,17 +161,40 @@ async fn happy_path_creates_the_tenant_and_its_customer_records() {
         "json",
     ]);
     assert!(
-        history.contains("create_admin_user"),
+        history.contains("send_welcome_email"),
         "the history was read"
     );
-    assert!(
-        !history.contains(password.expose_secret()),
-        "plaintext password in history"
-    );
-    // Payloads are base64 in the JSON history: check that form too.
+    assert!(!history.contains(&token), "plaintext token in history");
     use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(password.expose_secret());
-    assert!(!history.contains(&b64[..16]));
+    fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s.clone()),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    for line in history.lines().filter(|l| l.trim_start().starts_with('{')) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            strings(&v, &mut all);
+        }
+    }
+    if all.is_empty() {
+        strings(&serde_json::from_str(&history).unwrap(), &mut all);
+    }
+    let decoded: Vec<Vec<u8>> = all
+        .iter()
+        .filter_map(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .collect();
+    assert!(decoded.len() > 5, "payloads were decoded");
+    let needle = token.as_bytes();
+    assert!(
+        !decoded
+            .iter()
+            .any(|d| d.windows(needle.len()).any(|w| w == needle)),
+        "the token is in a payload"
+    );
 }
 
 #[tokio::test]
@@ -221,10 +264,7 @@ async fn the_same_idempotency_key_provisions_one_tenant() {
     let mut gone = false;
     for _ in 0..600 {
         if matches!(
-            env.workflows
-                .view(&first, None)
-                .await
-                .map(|v| v.result.is_none()),
+            env.workflows.view(&first).await.map(|v| v.result.is_none()),
             Ok(true)
         ) {
             gone = true;
@@ -234,7 +274,7 @@ async fn the_same_idempotency_key_provisions_one_tenant() {
     }
     assert!(gone, "the history was deleted");
     assert_eq!(start("Once").await.unwrap(), first);
-    let view = env.workflows.view(&first, None).await.unwrap();
+    let view = env.workflows.view(&first).await.unwrap();
     assert_eq!(
         (view.finished, view.status, view.result.is_none()),
         (true, psa_workflows::RunStatus::Completed, true),

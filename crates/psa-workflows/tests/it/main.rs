@@ -68,6 +68,9 @@ impl Env {
                 pool: db.pool.clone(),
                 key: key.clone(),
                 tracking: tracking(mgmt),
+                delivery: psa_models::invitations::Delivery::without_mail(
+                    "http://psa.test".parse().unwrap(),
+                ),
             },
         )
         .expect("worker started");

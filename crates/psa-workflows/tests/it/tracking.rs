@@ -60,7 +60,7 @@ async fn tracking_failure_keeps_the_tenant_and_reconcile_repairs_it_once() {
         env.record(&result.workflow_id).await.customer_tracking,
         TrackingStatus::Repaired
     );
-    let view = env.workflows.view(&result.workflow_id, None).await.unwrap();
+    let view = env.workflows.view(&result.workflow_id).await.unwrap();
     assert_eq!(
         view.record.unwrap().customer_tracking,
         TrackingStatus::Repaired
@@ -410,7 +410,7 @@ async fn a_run_cut_off_is_rolled_back_by_the_sweeper_and_never_tracked_by_reconc
     assert_eq!(env.customer_records().await, (1, 1, 1));
     // An operator terminates it.
     env.temporal_cli(&["workflow", "terminate", "-w", &id, "--reason", "test"]);
-    let view = env.workflows.view(&id, None).await.unwrap();
+    let view = env.workflows.view(&id).await.unwrap();
     assert_eq!(
         (view.finished, view.status),
         (true, RunStatus::CutOff),

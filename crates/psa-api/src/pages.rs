@@ -1,0 +1,225 @@
+//! Server-rendered pages: where invitation and password-reset links land. Templates are
+//! minijinja (autoescaped); the only script is a static file, so the Content-Security-Policy
+//! allows no inline code.
+
+use std::sync::LazyLock;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Form, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use psa_models::auth_tokens::Purpose;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
+    let mut env = minijinja::Environment::new();
+    for (name, source) in [
+        (
+            "layout.html",
+            include_str!("../templates/pages/layout.html"),
+        ),
+        (
+            "set_password.html",
+            include_str!("../templates/pages/set_password.html"),
+        ),
+        ("done.html", include_str!("../templates/pages/done.html")),
+    ] {
+        env.add_template(name, source)
+            .expect("the page templates are valid");
+    }
+    env
+});
+
+/// The page routes (no authentication: the link's token is the credential).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            Purpose::Invitation.page(),
+            get(|| async { form(Purpose::Invitation, None, "", StatusCode::OK) })
+                .post(|s, c, f| submit(Purpose::Invitation, s, c, f)),
+        )
+        .route(
+            Purpose::PasswordReset.page(),
+            get(|| async { form(Purpose::PasswordReset, None, "", StatusCode::OK) })
+                .post(|s, c, f| submit(Purpose::PasswordReset, s, c, f)),
+        )
+        .route(
+            "/assets/set-password.js",
+            get(|| async {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../assets/set-password.js"),
+                )
+            }),
+        )
+        .route(
+            "/assets/psa.css",
+            get(|| async { asset("text/css; charset=utf-8", include_str!("../assets/psa.css")) }),
+        )
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut r = body.into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    r
+}
+
+/// An HTML page with the headers every page carries: no inline script, no framing, no referrer
+/// (the page's address never leaks to another site).
+fn page(status: StatusCode, html: String) -> Response {
+    let mut r = (status, axum::response::Html(html)).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+fn render(name: &str, values: minijinja::Value) -> String {
+    TEMPLATES
+        .get_template(name)
+        .and_then(|t| t.render(values))
+        .expect("the page templates render")
+}
+
+/// The set-password form; `token` is put back after a refused attempt (the address bar no
+/// longer has it).
+fn form(purpose: Purpose, error: Option<&str>, token: &str, status: StatusCode) -> Response {
+    let (heading, intro, button) = match purpose {
+        Purpose::Invitation => (
+            "Choose your password",
+            "Welcome to psa. Choose the password you will sign in with.",
+            "Set password and sign in",
+        ),
+        Purpose::PasswordReset => (
+            "Choose a new password",
+            "Choose a new password. Every other session of your account will be signed out.",
+            "Set new password",
+        ),
+    };
+    page(
+        status,
+        render(
+            "set_password.html",
+            minijinja::context! {
+                heading, intro, button, error, token,
+                action => purpose.page(),
+                script => "/assets/set-password.js",
+            },
+        ),
+    )
+}
+
+/// The form's fields.
+#[derive(Deserialize)]
+pub struct SetPasswordForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_confirm: String,
+}
+
+async fn submit(
+    purpose: Purpose,
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Form(f): Form<SetPasswordForm>,
+) -> Response {
+    if f.password != f.password_confirm {
+        return form(
+            purpose,
+            Some("The two passwords differ."),
+            &f.token,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    }
+    let token = SecretString::from(f.token);
+    let password = SecretString::from(f.password);
+    match crate::auth::set_password_by_link(&state, peer.ip(), purpose, &token, &password).await {
+        Ok((session, found)) => done(&state, &session, found).await,
+        Err(e) => {
+            let status = e.status();
+            // A link that no longer works cannot be retried with another password: no form.
+            let keep = if matches!(e, ApiError::Model(psa_models::Error::InvalidLink(_))) {
+                ""
+            } else {
+                token.expose_secret()
+            };
+            let message = if status.is_server_error() {
+                tracing::error!(error = %e.log_safe(), "setting a password failed");
+                "Something went wrong on our side. Try again in a moment.".to_owned()
+            } else {
+                e.to_string()
+            };
+            form(purpose, Some(&message), keep, status)
+        }
+    }
+}
+
+/// The success page; the session travels as an HttpOnly cookie for the browser (the console
+/// reads it), never in the page.
+async fn done(
+    state: &AppState,
+    session: &crate::auth::LoginResponse,
+    found: psa_models::auth_tokens::Found,
+) -> Response {
+    let who = async {
+        let mut tx = psa_models::db::begin_tenant(&state.pool, found.tenant).await?;
+        let name = psa_models::tenants::get(&mut tx, found.tenant)
+            .await?
+            .company_name;
+        let email = psa_models::users::get(&mut tx, found.tenant, found.user)
+            .await?
+            .email;
+        tx.commit().await?;
+        Ok::<_, psa_models::Error>((name, email))
+    }
+    .await
+    .unwrap_or_default();
+    let mut r = page(
+        StatusCode::OK,
+        render(
+            "done.html",
+            minijinja::context! { tenant_name => who.0, email => who.1 },
+        ),
+    );
+    let secure = if state.delivery.public_url.scheme() == "https" {
+        "; Secure"
+    } else {
+        ""
+    };
+    let max_age = (session.expires_at - chrono::Utc::now())
+        .num_seconds()
+        .max(0);
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "psa_session={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
+        session.token
+    )) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
