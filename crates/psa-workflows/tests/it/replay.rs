@@ -11,10 +11,15 @@ use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOption
 
 use super::*;
 
-/// Where the recorded histories live.
+/// Where the recorded histories live: one folder per version of the workflow (the top level is
+/// the first; `welcome-email/` adds the welcome email step behind its patch marker). New
+/// recordings go into the newest.
 pub fn histories_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/histories")
 }
+
+/// The versions whose recorded runs must still replay, oldest first.
+const VERSIONS: [&str; 2] = ["", "welcome-email"];
 
 /// Replays one history against the current workflow code.
 pub async fn replay(history: WorkflowHistory) -> Result<(), String> {
@@ -45,7 +50,9 @@ impl Env {
             .await
             .unwrap_or_else(|e| panic!("the run's own history does not replay: {e}"));
         if std::env::var_os("PSA_RECORD_HISTORIES").is_some() {
-            std::fs::write(histories_dir().join(format!("{name}.json")), json).unwrap();
+            let dir = histories_dir().join(VERSIONS[VERSIONS.len() - 1]);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("{name}.json")), json).unwrap();
         }
     }
 }
@@ -63,8 +70,11 @@ const RECORDED: [&str; 7] = [
 
 #[tokio::test]
 async fn recorded_histories_still_replay() {
-    for name in RECORDED {
-        let path = histories_dir().join(format!("{name}.json"));
+    for (version, name) in VERSIONS
+        .iter()
+        .flat_map(|v| RECORDED.iter().map(move |n| (v, n)))
+    {
+        let path = histories_dir().join(version).join(format!("{name}.json"));
         let bytes = std::fs::read(&path).unwrap_or_else(|e| {
             panic!(
                 "{} is missing ({e}): record it with `PSA_RECORD_HISTORIES=1 scripts/test`",
@@ -74,6 +84,8 @@ async fn recorded_histories_still_replay() {
         let history = WorkflowHistory::from_json(&bytes).unwrap();
         replay(history)
             .await
-            .unwrap_or_else(|e| panic!("{name}: a recorded run no longer replays: {e}"));
+            .unwrap_or_else(|e| {
+                panic!("{version}/{name}: a recorded run no longer replays: {e}")
+            });
     }
 }
