@@ -162,8 +162,8 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, Json(Started { workflow_id })))
 }
 
-/// A provisioning run: its state while running, its result once finished (with the admin's
-/// temporary password), its provisioning record, and a notice when an operator must act (no
+/// A provisioning run: its state while running, its result once finished (never a credential:
+/// the admin's invitation goes by email), its provisioning record, and a notice when an operator must act (no
 /// worker polling the task queue, a run cut off).
 #[utoipa::path(get, path = "/api/v1/tenants/provisioning/{workflow_id}", tag = "tenants", security(("bearer" = [])),
     params(("workflow_id" = String, Path)),

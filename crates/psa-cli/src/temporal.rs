@@ -45,8 +45,8 @@ pub struct WorkflowArgs {
     /// is read from `PSA_SECRET_KEY` only: a flag would put it on the process list.
     #[arg(long, env = "PSA_SECRET_KEY_FILE", global = true, value_name = "PATH")]
     pub secret_key_file: Option<std::path::PathBuf>,
-    /// The key, from `PSA_SECRET_KEY` or the file (seals the admin's temporary password on its
-    /// way through Temporal).
+    /// The key, from `PSA_SECRET_KEY` or the file (seals the admin's invitation link on its way
+    /// through Temporal when the worker sends no mail).
     #[arg(skip)]
     pub secret_key: Option<SecretKey>,
 }

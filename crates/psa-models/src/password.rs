@@ -12,10 +12,11 @@ use crate::{Error, Result};
 /// The reference's alphabet for generated passwords (70 symbols).
 pub const ALPHABET: &[u8] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!@#$%^&*";
-/// Length of generated temporary passwords: 16 symbols of 70 is about 98 bits.
+/// Length of generated passwords: 16 symbols of 70 is about 98 bits.
 pub const GENERATED_LENGTH: usize = 16;
 
-/// A temporary password from the operating system's CSPRNG. Each symbol is drawn uniformly
+/// A random password from the operating system's CSPRNG (the hash unknown accounts are checked
+/// against). Each symbol is drawn uniformly
 /// (rejection sampling, unlike the reference's biased `byte % 70`).
 pub fn generate() -> SecretString {
     // ThreadRng is a CSPRNG (ChaCha) seeded from the operating system.

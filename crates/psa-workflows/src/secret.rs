@@ -1,7 +1,7 @@
-//! The admin's temporary password travels through Temporal (activity result, workflow result)
-//! only encrypted with XChaCha20-Poly1305 under `PSA_SECRET_KEY`, so Temporal's history, which
-//! operators can read, never holds it in plain text. The worker encrypts; the caller (CLI, API)
-//! decrypts with the same key.
+//! Without mail, the new admin's invitation link travels through Temporal (activity result,
+//! workflow result) only encrypted with XChaCha20-Poly1305 under `PSA_SECRET_KEY`, so Temporal's
+//! history, which operators can read, never holds it in plain text. The worker encrypts; the
+//! starter who waited for the run (`psa tenant create`, `psa demo`) decrypts with the same key.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

@@ -84,8 +84,6 @@ async fn recorded_histories_still_replay() {
         let history = WorkflowHistory::from_json(&bytes).unwrap();
         replay(history)
             .await
-            .unwrap_or_else(|e| {
-                panic!("{version}/{name}: a recorded run no longer replays: {e}")
-            });
+            .unwrap_or_else(|e| panic!("{version}/{name}: a recorded run no longer replays: {e}"));
     }
 }
