@@ -62,6 +62,7 @@ impl std::fmt::Debug for Mailer {
 }
 
 impl Mailer {
+    /// Must be called on a Tokio runtime (the connection pool runs on it).
     pub fn new(smtp_url: &SecretString, from: &str) -> Result<Self, ConfigError> {
         let raw = smtp_url.expose_secret();
         let url = url::Url::parse(raw).map_err(|_| ConfigError::BadUrl)?;
@@ -259,8 +260,9 @@ mod tests {
         SecretString::from(s.to_owned())
     }
 
-    #[test]
-    fn cleartext_only_to_loopback() {
+    // A mailer's connection pool lives on the Tokio runtime.
+    #[tokio::test]
+    async fn cleartext_only_to_loopback() {
         let from = "psa <noreply@example.com>";
         assert!(Mailer::new(&url("smtp://127.0.0.1:2525"), from).is_ok());
         assert!(Mailer::new(&url("smtp://localhost:25"), from).is_ok());
