@@ -391,15 +391,15 @@ pub struct SetPasswordRequest {
     pub password: SecretString,
 }
 
-/// Redeems a link's token: checks the new password, sets it, uses the token, ends the user's
-/// other sessions and opens a new one. Shared with the set-password page.
+/// Redeems a link's token: checks the new password, sets it, uses the token and ends the user's
+/// sessions. Shared with the set-password page.
 pub(crate) async fn set_password_by_link(
     state: &AppState,
     peer: std::net::IpAddr,
     purpose: auth_tokens::Purpose,
     token: &SecretString,
     new_password: &SecretString,
-) -> Result<(LoginResponse, auth_tokens::Found), ApiError> {
+) -> Result<auth_tokens::Found, ApiError> {
     state.limits.login_from(peer)?;
     let mut conn = state
         .pool
@@ -424,13 +424,6 @@ pub(crate) async fn set_password_by_link(
     let hashed = hash_limited(state, new_password).await?;
     let mut tx = db::begin_tenant(&state.pool, found.tenant).await?;
     auth_tokens::redeem(&mut tx, &found, &hashed).await?;
-    let session = credentials::create_session(
-        &mut tx,
-        found.tenant,
-        found.user,
-        Utc::now() + state.session_ttl,
-    )
-    .await?;
     let action = match purpose {
         auth_tokens::Purpose::Invitation => "accept_invitation",
         auth_tokens::Purpose::PasswordReset => "reset_password",
@@ -447,13 +440,27 @@ pub(crate) async fn set_password_by_link(
     .await?;
     tx.commit().await?;
     tracing::info!(tenant = %found.tenant, user = %found.user, action, "password set through a link");
-    Ok((
-        LoginResponse {
-            token: session.token.expose_secret().to_owned(),
-            expires_at: session.expires_at,
-        },
-        found,
-    ))
+    Ok(found)
+}
+
+/// A session for a user who has just set their password through a link.
+async fn session_after_link(
+    state: &AppState,
+    found: &auth_tokens::Found,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let mut tx = db::begin_tenant(&state.pool, found.tenant).await?;
+    let session = credentials::create_session(
+        &mut tx,
+        found.tenant,
+        found.user,
+        Utc::now() + state.session_ttl,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(LoginResponse {
+        token: session.token.expose_secret().to_owned(),
+        expires_at: session.expires_at,
+    }))
 }
 
 /// Accept an invitation: set a password with the token from the invitation link; returns a
@@ -467,7 +474,7 @@ pub async fn accept_invitation(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     ApiJson(req): ApiJson<SetPasswordRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let (session, _) = set_password_by_link(
+    let found = set_password_by_link(
         &state,
         peer.ip(),
         auth_tokens::Purpose::Invitation,
@@ -475,7 +482,7 @@ pub async fn accept_invitation(
         &req.password,
     )
     .await?;
-    Ok(Json(session))
+    session_after_link(&state, &found).await
 }
 
 /// Set a new password with the token from a password-reset link; returns a session. Every other
@@ -489,7 +496,7 @@ pub async fn accept_password_reset(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     ApiJson(req): ApiJson<SetPasswordRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let (session, _) = set_password_by_link(
+    let found = set_password_by_link(
         &state,
         peer.ip(),
         auth_tokens::Purpose::PasswordReset,
@@ -497,7 +504,7 @@ pub async fn accept_password_reset(
         &req.password,
     )
     .await?;
-    Ok(Json(session))
+    session_after_link(&state, &found).await
 }
 
 /// `POST /api/v1/auth/password` body.
@@ -616,11 +623,18 @@ pub async fn request_password_reset(
         return Ok(accepted);
     };
     state.limits.login_of(req.tenant_id.0, email.as_str())?;
+    // A few sends at once at most: a flood of requests (or a slow mail server) cannot take the
+    // pool's connections from everyone else. Past that, requests are answered and dropped.
+    let Ok(permit) = state.limits.mail_sends.clone().try_acquire_owned() else {
+        tracing::warn!(tenant = %req.tenant_id, "password reset dropped: too many sends in progress");
+        return Ok(accepted);
+    };
     let (pool, delivery, tenant) = (state.pool.clone(), state.delivery.clone(), req.tenant_id);
     tokio::spawn(async move {
         if let Err(e) = send_reset(&pool, &delivery, tenant, &email, peer.ip()).await {
             tracing::warn!(%tenant, error = %e, "password reset email failed");
         }
+        drop(permit);
     });
     Ok(accepted)
 }
@@ -649,16 +663,29 @@ async fn send_reset(
         serde_json::json!({"address": peer.to_string()}),
     )
     .await?;
-    // Mailed before the commit: a link that could not be sent is not kept.
-    delivery
+    // Committed before mailing, so no connection waits on the mail server; a link whose email
+    // could not go out is revoked.
+    tx.commit().await?;
+    if let Err(e) = delivery
         .deliver(
             Kind::PasswordReset,
             &tenant_row.company_name,
             &reset.user,
             &reset.link,
         )
+        .await
+    {
+        let mut tx = db::begin_tenant(pool, tenant).await?;
+        sqlx::query(
+            "UPDATE user_auth_tokens SET revoked_at = now() WHERE tenant = $1 AND token_id = $2",
+        )
+        .bind(tenant)
+        .bind(reset.link.token_id)
+        .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
+        tx.commit().await?;
+        return Err(e.into());
+    }
     Ok(())
 }
 

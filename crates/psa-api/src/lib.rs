@@ -248,10 +248,13 @@ impl Application {
                 let Some(l) = limits.upgrade() else { break };
                 l.forget_idle();
                 // Sessions that ended over a day ago are of no use to anyone.
-                if let Ok(mut conn) = purge_pool.acquire().await
-                    && let Err(e) = psa_models::credentials::purge_sessions(&mut conn).await
-                {
-                    tracing::warn!(error = %e, "purging old sessions failed");
+                if let Ok(mut conn) = purge_pool.acquire().await {
+                    if let Err(e) = psa_models::credentials::purge_sessions(&mut conn).await {
+                        tracing::warn!(error = %e, "purging old sessions failed");
+                    }
+                    if let Err(e) = psa_models::auth_tokens::purge(&mut conn).await {
+                        tracing::warn!(error = %e, "purging old links failed");
+                    }
                 }
             }
         });

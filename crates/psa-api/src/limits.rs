@@ -54,7 +54,13 @@ pub struct Limits {
     requests_by_credential: DefaultKeyedRateLimiter<uuid::Uuid>,
     /// Permits to compute a password hash.
     pub hashing: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Permits to send a password-reset email in the background (each holds a connection for a
+    /// moment and waits on the mail server).
+    pub mail_sends: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Password-reset emails sent at once, at most.
+pub const CONCURRENT_MAIL_SENDS: usize = 4;
 
 /// The key of an address: IPv4 as it is, IPv6 by its /64 (one subscriber has a whole /64, and
 /// would otherwise get a fresh limit for every address in it).
@@ -103,6 +109,7 @@ impl Limits {
                 NonZeroU32::new(config.requests_per_second_per_credential.max(1))
                     .expect("at least 1"),
             )),
+            mail_sends: std::sync::Arc::new(tokio::sync::Semaphore::new(CONCURRENT_MAIL_SENDS)),
             hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 config.concurrent_hashes.max(1),
             )),

@@ -160,7 +160,7 @@ async fn submit(
     let token = SecretString::from(f.token);
     let password = SecretString::from(f.password);
     match crate::auth::set_password_by_link(&state, peer.ip(), purpose, &token, &password).await {
-        Ok((session, found)) => done(&state, &session, found).await,
+        Ok(found) => done(&state, found).await,
         Err(e) => {
             let status = e.status();
             // A link that no longer works cannot be retried with another password: no form.
@@ -180,13 +180,9 @@ async fn submit(
     }
 }
 
-/// The success page; the session travels as an HttpOnly cookie for the browser (the console
-/// reads it), never in the page.
-async fn done(
-    state: &AppState,
-    session: &crate::auth::LoginResponse,
-    found: psa_models::auth_tokens::Found,
-) -> Response {
+/// The success page. It opens no session: the user signs in with the new password (a session
+/// cookie would be a live credential that nothing here reads yet).
+async fn done(state: &AppState, found: psa_models::auth_tokens::Found) -> Response {
     let who = async {
         let mut tx = psa_models::db::begin_tenant(&state.pool, found.tenant).await?;
         let name = psa_models::tenants::get(&mut tx, found.tenant)
@@ -200,26 +196,11 @@ async fn done(
     }
     .await
     .unwrap_or_default();
-    let mut r = page(
+    page(
         StatusCode::OK,
         render(
             "done.html",
-            minijinja::context! { tenant_name => who.0, email => who.1 },
+            minijinja::context! { tenant_name => who.0, email => who.1, tenant_id => found.tenant.to_string() },
         ),
-    );
-    let secure = if state.delivery.public_url.scheme() == "https" {
-        "; Secure"
-    } else {
-        ""
-    };
-    let max_age = (session.expires_at - chrono::Utc::now())
-        .num_seconds()
-        .max(0);
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "psa_session={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
-        session.token
-    )) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    r
+    )
 }

@@ -50,6 +50,8 @@ RETURNS TABLE (tenant uuid, token_id uuid, user_id uuid, state text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
     SELECT t.tenant, t.token_id, t.user_id,
            CASE WHEN t.used_at IS NOT NULL THEN 'used'
+                -- An invitation sets a first password only.
+                WHEN t.purpose = 'invitation' AND u.hashed_password IS NOT NULL THEN 'used'
                 WHEN t.revoked_at IS NOT NULL THEN 'revoked'
                 WHEN t.expires_at <= now() THEN 'expired'
                 WHEN u.is_inactive THEN 'revoked'
@@ -60,3 +62,16 @@ $$;
 REVOKE ALL ON FUNCTION psa_find_user_token(text, bytea) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION psa_find_user_token(text, bytea) TO psa_api;
 
+
+-- Links that ended (used, revoked or expired) over 30 days ago are of no use to anyone; the API
+-- purges them with the sessions.
+CREATE FUNCTION psa_purge_user_tokens() RETURNS bigint
+LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    WITH gone AS (
+        DELETE FROM user_auth_tokens
+        WHERE coalesce(used_at, revoked_at, expires_at) < now() - interval '30 days'
+        RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+REVOKE ALL ON FUNCTION psa_purge_user_tokens() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION psa_purge_user_tokens() TO psa_api;

@@ -204,9 +204,12 @@ pub async fn find(conn: &mut PgConnection, purpose: Purpose, token: &str) -> Res
 /// ends the user's sessions (whoever knew the old password is out). The token is locked and
 /// checked again, so two concurrent uses cannot both succeed.
 pub async fn redeem(conn: &mut PgConnection, found: &Found, hashed: &str) -> Result<()> {
+    // An invitation sets a first password only: once the user has one, it is spent (a reset
+    // link is the way to change it).
     let valid: Option<bool> = sqlx::query_scalar(
         "SELECT t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > now() \
                 AND NOT u.is_inactive \
+                AND (t.purpose <> 'invitation' OR u.hashed_password IS NULL) \
          FROM user_auth_tokens t JOIN users u ON u.tenant = t.tenant AND u.user_id = t.user_id \
          WHERE t.tenant = $1 AND t.token_id = $2 FOR UPDATE OF t",
     )
@@ -239,4 +242,12 @@ pub async fn revoke_open(conn: &mut PgConnection, tenant: TenantId, user: UserId
     .execute(conn)
     .await?
     .rows_affected())
+}
+
+/// Deletes links that ended over 30 days ago; returns how many.
+pub async fn purge(conn: &mut PgConnection) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar("SELECT psa_purge_user_tokens()")
+        .fetch_one(conn)
+        .await?;
+    Ok(n as u64)
 }

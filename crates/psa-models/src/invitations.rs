@@ -231,7 +231,13 @@ pub async fn reissue(
     Ok(Invitation { user: target, link })
 }
 
-/// A password-reset link for the active internal user with this email, if there is one.
+/// How often one account can be sent a reset link: a request within this time of the last link
+/// sends nothing (the earlier link still works), so nobody can flood a mailbox or keep
+/// invalidating the owner's link.
+pub const RESET_COOLDOWN: Duration = Duration::from_secs(5 * 60);
+
+/// A password-reset link for the active internal user with this email, if there is one and no
+/// link went to it within [`RESET_COOLDOWN`].
 pub async fn reset(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -242,6 +248,18 @@ pub async fn reset(
         return Ok(None);
     };
     if user.is_inactive {
+        return Ok(None);
+    }
+    let recent: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM user_auth_tokens WHERE tenant = $1 AND user_id = $2 \
+           AND purpose = 'password_reset' AND created_at > now() - make_interval(secs => $3))",
+    )
+    .bind(tenant)
+    .bind(user.user_id)
+    .bind(RESET_COOLDOWN.as_secs_f64())
+    .fetch_one(&mut *conn)
+    .await?;
+    if recent {
         return Ok(None);
     }
     let link = auth_tokens::issue(

@@ -67,9 +67,16 @@ impl Mailer {
         let raw = smtp_url.expose_secret();
         let url = url::Url::parse(raw).map_err(|_| ConfigError::BadUrl)?;
         let host = url.host_str().ok_or(ConfigError::BadUrl)?.to_owned();
-        let tls_required = url
+        // lettre reads the first `tls` value: exactly one, and `required`, or it does not count.
+        let tls: Vec<String> = url
             .query_pairs()
-            .any(|(k, v)| k == "tls" && v == "required");
+            .filter(|(k, _)| k == "tls")
+            .map(|(_, v)| v.into_owned())
+            .collect();
+        if tls.len() > 1 {
+            return Err(ConfigError::BadUrl);
+        }
+        let tls_required = tls.first().is_some_and(|v| v == "required");
         match url.scheme() {
             "smtps" => {}
             "smtp" if tls_required => {}
@@ -147,12 +154,20 @@ pub fn parse_public_url(raw: &str) -> Result<url::Url, ConfigError> {
     Ok(url)
 }
 
-/// A rendered message.
-#[derive(Debug, Clone)]
+/// A rendered message. Its parts carry a link (a credential): `Debug` does not show them.
+#[derive(Clone)]
 pub struct Email {
     pub subject: String,
     pub text: String,
     pub html: String,
+}
+
+impl std::fmt::Debug for Email {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Email")
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
 }
 
 static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
@@ -269,6 +284,15 @@ mod tests {
         assert!(Mailer::new(&url("smtp://[::1]:25"), from).is_ok());
         assert!(Mailer::new(&url("smtps://u:p@mail.example.com:465"), from).is_ok());
         assert!(Mailer::new(&url("smtp://mail.example.com:587?tls=required"), from).is_ok());
+        // lettre reads the first value: a second one must not make an opportunistic URL pass.
+        assert!(
+            Mailer::new(
+                &url("smtp://mail.example.com:587?tls=opportunistic&tls=required"),
+                from
+            )
+            .is_err()
+        );
+        assert!(Mailer::new(&url("smtp://mail.example.com:587?tls=opportunistic"), from).is_err());
         let e = Mailer::new(&url("smtp://u:secret@mail.example.com:25"), from).unwrap_err();
         assert!(matches!(e, ConfigError::Cleartext(_)));
         assert!(!e.to_string().contains("secret"));
@@ -311,6 +335,10 @@ mod tests {
         assert!(e.text.contains("Ada") && e.text.contains("Acme <b>&</b> Co"));
         assert!(e.text.contains("https://psa.example.com/invite#psa_i_abc"));
         assert!(e.text.contains("72 hours"), "{}", e.text);
+        assert!(
+            !format!("{e:?}").contains("psa_i_abc"),
+            "Debug hides the link"
+        );
         assert!(
             e.html.contains("Acme &lt;b&gt;&amp;&lt;&#x2f;b&gt; Co"),
             "{}",

@@ -431,22 +431,30 @@ pub async fn summary(
     .ok_or(Error::NotFound { entity: "user" })
 }
 
+/// Serialises the changes that could leave a tenant without an administrator (role changes and
+/// deactivations of one tenant): row locks cannot, as two requests would lock different rows.
+async fn lock_admin_changes(conn: &mut PgConnection, tenant: TenantId) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('psa.admins'), hashtext($1::text))")
+        .bind(tenant)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Fails unless another active internal user of the tenant holds the msp Admin role: a tenant
-/// must never be left without an administrator.
+/// must never be left without an administrator. Callers hold [`lock_admin_changes`].
 async fn keep_an_admin(
     conn: &mut PgConnection,
     tenant: TenantId,
     user: UserId,
     message: &'static str,
 ) -> Result<()> {
-    // Locks the tenant's admins so that two concurrent demotions cannot both pass.
     let others: Vec<UserId> = sqlx::query_scalar(
         "SELECT u.user_id FROM users u \
          JOIN user_roles ur ON ur.tenant = u.tenant AND ur.user_id = u.user_id \
          JOIN roles r ON r.tenant = ur.tenant AND r.role_id = ur.role_id \
          WHERE u.tenant = $1 AND u.user_id <> $2 AND u.user_type = 'internal' \
-           AND NOT u.is_inactive AND r.role_name = 'Admin' AND r.msp \
-         FOR UPDATE OF u",
+           AND NOT u.is_inactive AND r.role_name = 'Admin' AND r.msp",
     )
     .bind(tenant)
     .bind(user)
@@ -478,6 +486,7 @@ pub async fn set_role(
     user: UserId,
     role: &str,
 ) -> Result<UserSummary> {
+    lock_admin_changes(conn, tenant).await?;
     let target = get(conn, tenant, user).await?;
     if target.user_type != UserType::Internal {
         return Err(Error::NotFound { entity: "user" });
@@ -523,6 +532,7 @@ pub async fn set_inactive(
     user: UserId,
     inactive: bool,
 ) -> Result<UserSummary> {
+    lock_admin_changes(conn, tenant).await?;
     let target = get(conn, tenant, user).await?;
     if target.user_type != UserType::Internal {
         return Err(Error::NotFound { entity: "user" });

@@ -1150,6 +1150,9 @@ impl TenantActivities {
     }
 }
 
+/// The longest one welcome email may take to send (the activity's attempt allows 30 s).
+const WELCOME_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 impl TenantActivities {
     async fn welcome(&self, input: &WelcomeIn) -> Result<WelcomeOut, ActivityError> {
         let db = |e: sqlx::Error| to_activity_error(e.into());
@@ -1167,6 +1170,17 @@ impl TenantActivities {
         let user = users::get(&mut tx, input.tenant_id, input.user_id)
             .await
             .map_err(to_activity_error)?;
+        // Already signed up (a retry after a slow success): nothing left to send.
+        if users::password_hash(&mut tx, input.tenant_id, input.user_id)
+            .await
+            .map_err(to_activity_error)?
+            .is_some()
+        {
+            return Ok(WelcomeOut {
+                status: WelcomeStatus::Sent,
+                invitation_link_sealed: None,
+            });
+        }
         let link = auth_tokens::issue(
             &mut tx,
             input.tenant_id,
@@ -1182,17 +1196,30 @@ impl TenantActivities {
         .map_err(to_activity_error)?;
         failpoint("activity::send_welcome_email")?;
         tx.commit().await.map_err(db)?;
-        let delivered = self
-            .delivery
-            .deliver(Kind::Welcome, input.tenant_name.as_str(), &user, &link)
-            .await
-            .map_err(|e| {
-                let failure = ApplicationFailure::builder(e.message)
-                    .type_name("mail".to_owned())
-                    .non_retryable(!e.transient)
-                    .build();
-                ActivityError::application(failure)
-            })?;
+        // Bounded well inside the attempt's 30 s, so a slow server fails this attempt rather than
+        // racing its retry (whose new link would replace the one being sent).
+        let delivered = tokio::time::timeout(
+            WELCOME_SEND_TIMEOUT,
+            self.delivery
+                .deliver(Kind::Welcome, input.tenant_name.as_str(), &user, &link),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(psa_models::mail::SendError {
+                transient: true,
+                message: format!(
+                    "the mail server did not answer within {} s",
+                    WELCOME_SEND_TIMEOUT.as_secs()
+                ),
+            })
+        })
+        .map_err(|e| {
+            let failure = ApplicationFailure::builder(e.message)
+                .type_name("mail".to_owned())
+                .non_retryable(!e.transient)
+                .build();
+            ActivityError::application(failure)
+        })?;
         match delivered {
             Delivered::Sent => {
                 let mut conn = self.pool.acquire().await.map_err(db)?;

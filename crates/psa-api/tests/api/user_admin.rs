@@ -372,11 +372,22 @@ async fn password_change_and_reset() {
     assert_eq!(known.0, StatusCode::ACCEPTED);
     assert_eq!(known, unknown);
     let mails = smtp.wait_for(1, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Asking again at once sends nothing more: the first link still works, and nobody can flood
+    // the mailbox or keep replacing the owner's link.
+    let again = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/password-reset",
+            None,
+            Some(reset(&t.admin_email)),
+        )
+        .await;
+    assert_eq!(again, known);
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         smtp.messages().len(),
         1,
-        "only the existing account is mailed"
+        "only the existing account is mailed, once"
     );
     let link = link_in(&mails[0]).unwrap();
     assert!(link.contains("/reset-password#psa_r_"), "{link}");
@@ -393,11 +404,7 @@ async fn password_change_and_reset() {
         .await
         .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    let cookie = page.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(
-        cookie.starts_with("psa_session=psa_s_") && cookie.contains("HttpOnly"),
-        "{cookie}"
-    );
+    assert!(page.headers().get("set-cookie").is_none());
     assert!(page.text().await.unwrap().contains("Your password is set"));
     assert_eq!(
         login(&app, t.tenant, &t.admin_email, "mellow river stones").await,

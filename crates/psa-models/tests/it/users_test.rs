@@ -179,6 +179,29 @@ async fn an_invitation_works_once_and_only_the_newest_works() {
             .await
             .unwrap()
     );
+    // An invitation is for a first password: once one is set, an open invitation is spent.
+    let reset = invitations::reset(
+        &mut conn,
+        t,
+        &EmailAddress::parse("ada@acme.example").unwrap(),
+        &d,
+    )
+    .await
+    .unwrap()
+    .expect("a reset link for an active user");
+    assert_eq!(reset.link.purpose, Purpose::PasswordReset);
+    assert!(
+        invitations::reset(
+            &mut conn,
+            t,
+            &EmailAddress::parse("ada@acme.example").unwrap(),
+            &d
+        )
+        .await
+        .unwrap()
+        .is_none(),
+        "one reset link per cool-down"
+    );
     // Accepted: no new invitation.
     let e = invitations::reissue(&mut conn, t, first.user.user_id, &d, "cli")
         .await
@@ -297,6 +320,39 @@ async fn the_last_active_admin_stays_an_admin() {
     assert_eq!(e.code(), "conflict");
     let e = users::set_role(&mut conn, t, a, "Boss").await.unwrap_err();
     assert_eq!(e.field(), Some("role"));
+    // Two changes at once cannot both pass the check: the second waits for the first, then sees
+    // that it would leave no administrator.
+    let c = users::create_admin(
+        &mut conn,
+        t,
+        "C",
+        "Admin",
+        "c@acme.example",
+        Default::default(),
+    )
+    .await
+    .unwrap()
+    .user
+    .user_id;
+    let mut first = db.pool.begin().await.unwrap();
+    users::set_inactive(&mut first, t, b, true).await.unwrap();
+    let pool = db.pool.clone();
+    let second = tokio::spawn(async move {
+        let mut tx = pool.begin().await.unwrap();
+        let r = users::set_role(&mut tx, t, c, "Technician").await;
+        tx.commit().await.unwrap();
+        r
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "the second change waits for the first"
+    );
+    first.commit().await.unwrap();
+    let e = second.await.unwrap().unwrap_err();
+    assert!(e.to_string().contains("last active administrator"), "{e}");
+    users::set_inactive(&mut conn, t, b, false).await.unwrap();
+
     let off = users::set_inactive(&mut conn, t, a, true).await.unwrap();
     assert_eq!(off.status, users::UserStatus::Inactive);
     let on = users::set_inactive(&mut conn, t, a, false).await.unwrap();
