@@ -111,7 +111,7 @@ fn form(purpose: Purpose, error: Option<&str>, token: &str, status: StatusCode) 
         Purpose::Invitation => (
             "Choose your password",
             "Welcome to psa. Choose the password you will sign in with.",
-            "Set password and sign in",
+            "Set password",
         ),
         Purpose::PasswordReset => (
             "Choose a new password",
