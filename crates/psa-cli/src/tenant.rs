@@ -519,23 +519,50 @@ pub async fn customers(
     }
 }
 
-/// `GET /readyz` of the worker: 200 when the database and Temporal both answer, 503 naming which
-/// does not (`/healthz` only says the process lives).
-async fn worker_ready(w: &TenantWorkflows) -> (axum::http::StatusCode, &'static str) {
-    use axum::http::StatusCode;
+/// Whether the worker reaches its database and Temporal (3 s each).
+async fn dependencies_up(w: &TenantWorkflows) -> (bool, bool) {
     let database = tokio::time::timeout(
         Duration::from_secs(3),
         sqlx::query("SELECT 1").execute(&w.pool),
     )
     .await;
-    if !matches!(database, Ok(Ok(_))) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "database unreachable");
-    }
     let temporal = tokio::time::timeout(Duration::from_secs(3), w.worker_polling()).await;
-    if !matches!(temporal, Ok(Ok(_))) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "temporal unreachable");
+    (
+        matches!(database, Ok(Ok(_))),
+        matches!(temporal, Ok(Ok(_))),
+    )
+}
+
+/// `GET /readyz` of the worker: 200 when the database and Temporal both answer, 503 naming which
+/// does not (`/healthz` only says the process lives).
+async fn worker_ready(w: &TenantWorkflows) -> (axum::http::StatusCode, &'static str) {
+    use axum::http::StatusCode;
+    match dependencies_up(w).await {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "temporal unreachable"),
+        (true, true) => (StatusCode::OK, "ready"),
     }
-    (StatusCode::OK, "ready")
+}
+
+/// How often the worker checks its dependencies for `psa_worker_dependency_up`.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Keeps `psa_worker_dependency_up{dependency="database"|"temporal"}` (1 or 0) current: the
+/// alerts on an unreachable database or Temporal read it, whatever step is running or not.
+async fn probe_dependencies(w: TenantWorkflows) {
+    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (database, temporal) = dependencies_up(&w).await;
+        for (dependency, up) in [("database", database), ("temporal", temporal)] {
+            metrics::gauge!("psa_worker_dependency_up", "dependency" => dependency)
+                .set(if up { 1.0 } else { 0.0 });
+            if !up {
+                tracing::warn!(dependency, "the worker cannot reach a dependency");
+            }
+        }
+    }
 }
 
 /// `psa worker`: validates configuration, serves /metrics and /healthz, sweeps cut-off runs,
@@ -586,6 +613,7 @@ pub async fn worker(
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
+    tokio::spawn(probe_dependencies(workflows.clone()));
     let sweeper = workflows.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(sweep_interval);

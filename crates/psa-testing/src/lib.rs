@@ -434,3 +434,130 @@ pub fn header_of(raw: &str, name: &str) -> Option<String> {
         .headers
         .get_first_value(name)
 }
+
+/// A PostgreSQL cluster of one test's own, on loopback, for tests that stop the server or
+/// configure it (TLS): the installed server binaries (`/usr/lib/postgresql/*/bin`), a data
+/// directory under the system temp dir, trust authentication. Stopped and removed on drop.
+pub struct PrivateCluster {
+    pub dir: std::path::PathBuf,
+    pub port: u16,
+    bindir: std::path::PathBuf,
+    options: String,
+}
+
+fn pg_bindir() -> std::path::PathBuf {
+    let mut dirs: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql (scripts/test installs them)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop().expect("an initdb")
+}
+
+/// Whether the tests run as root (PostgreSQL's tools then run as the `postgres` user).
+pub fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn run_ok(cmd: &mut std::process::Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PrivateCluster {
+    /// A new cluster in a fresh directory; `prepare` runs on that directory before `initdb`
+    /// (certificates, ...). `options` are extra server options (`-c ssl=on ...`).
+    pub fn start(prepare: impl FnOnce(&std::path::Path), options: &str) -> PrivateCluster {
+        let dir = std::env::temp_dir().join(format!("psa-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        prepare(&dir);
+        if is_root() {
+            run_ok(std::process::Command::new("chown").args(["-R", "postgres"]).arg(&dir));
+        }
+        run_ok(std::process::Command::new("chmod").arg("755").arg(&dir));
+        let bindir = pg_bindir();
+        run_ok(
+            Self::tool(&bindir, "initdb")
+                .args(["-U", "postgres", "--auth=trust", "--no-sync", "-D"])
+                .arg(dir.join("data")),
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = PrivateCluster {
+            options: format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {options}",
+                dir.display()
+            ),
+            dir,
+            port,
+            bindir,
+        };
+        cluster.resume();
+        cluster
+    }
+
+    fn tool(bindir: &std::path::Path, tool: &str) -> std::process::Command {
+        if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bindir.join(tool));
+            c
+        } else {
+            std::process::Command::new(bindir.join(tool))
+        }
+    }
+
+    /// With more server options from the next [`PrivateCluster::resume`] on.
+    pub fn with_options(mut self, options: &str) -> PrivateCluster {
+        self.options = format!("{} {options}", self.options);
+        self
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres` plus `query` (`?sslmode=...`).
+    pub fn url(&self, query: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres{query}", self.port)
+    }
+
+    /// Stops the server at once (`-m immediate`: connections are cut, like a crash).
+    pub fn stop(&self) {
+        run_ok(
+            Self::tool(&self.bindir, "pg_ctl")
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-m", "immediate", "-w", "stop"]),
+        );
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub fn resume(&self) {
+        run_ok(
+            Self::tool(&self.bindir, "pg_ctl")
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-o", &self.options, "-l"])
+                .arg(self.dir.join("log"))
+                .args(["-w", "start"]),
+        );
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = Self::tool(&self.bindir, "pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

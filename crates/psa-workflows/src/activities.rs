@@ -127,6 +127,7 @@ where
             "transient"
         };
         let error = failure.to_string();
+        step_failed(activity, kind);
         if activity.is_compensation() {
             tracing::error!(step = name, workflow_id, attempt = info.attempt, kind, %error,
                 "compensation failed: what the run built may be left behind");
@@ -163,6 +164,13 @@ pub(crate) async fn audit(
 }
 
 const WORKFLOW_ACTOR: &str = "workflow:tenant_creation";
+
+/// Counts a failed attempt of any activity by kind: `transient` (retried: the database or the
+/// network failing) or `permanent`. Whatever step a database outage hits, this counter rises.
+fn step_failed(activity: ActivityName, kind: &'static str) {
+    metrics::counter!("psa_provisioning_step_failures_total", "step" => activity.as_str(), "kind" => kind)
+        .increment(1);
+}
 
 /// Counts a tracking step attempt. Failures are split by kind: a `transient_failure` is the
 /// management tenant's database unreachable or failing over (what the connection alert watches),
@@ -205,6 +213,12 @@ pub fn init_metrics() {
         }
     }
     metrics::counter!("psa_customer_tracking_rollbacks_total").absolute(0);
+    for step in ActivityName::ALL {
+        for kind in ["transient", "permanent"] {
+            metrics::counter!("psa_provisioning_step_failures_total", "step" => step.as_str(), "kind" => kind)
+                .absolute(0);
+        }
+    }
     for status in [
         WelcomeStatus::Sent,
         WelcomeStatus::Failed,
@@ -1091,6 +1105,7 @@ impl TenantActivities {
             } else {
                 "transient"
             };
+            step_failed(ActivityName::SendWelcomeEmail, kind);
             tracing::warn!(step = name, workflow_id = %input.workflow_id, attempt = ctx.info().attempt,
                 kind, error = %failure, "welcome email failed");
         }

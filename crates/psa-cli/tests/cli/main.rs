@@ -1,5 +1,6 @@
 //! The `psa` binary, run as an operator would, against a real PostgreSQL.
 
+mod alerts;
 mod tls;
 mod workflow;
 

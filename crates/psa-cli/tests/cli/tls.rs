@@ -7,100 +7,32 @@ use std::process::Command;
 
 use super::{psa, stderr};
 
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn pg_bindir() -> std::path::PathBuf {
-    let mut dirs: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL server binaries under /usr/lib/postgresql (scripts/test installs them)")
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|p| p.join("initdb").exists())
-        .collect();
-    dirs.sort();
-    dirs.pop().expect("an initdb")
-}
-
-/// Runs a server tool as the `postgres` OS user when we are root (PostgreSQL refuses root).
-fn pg(bindir: &Path, tool: &str) -> Command {
-    if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(bindir.join(tool));
-        c
-    } else {
-        Command::new(bindir.join(tool))
-    }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-struct Cluster {
-    bindir: std::path::PathBuf,
-    data: std::path::PathBuf,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = pg(&self.bindir, "pg_ctl")
-            .args(["-D"])
-            .arg(&self.data)
-            .args(["-m", "immediate", "stop"])
-            .output();
-    }
-}
-
 #[tokio::test]
 async fn postgres_over_tls_is_verified_and_encrypted() {
-    let dir = std::env::temp_dir().join(format!("psa-tls-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    psa_testing::make_certs(&dir, "good");
-    psa_testing::make_certs(&dir, "other");
-    let bindir = pg_bindir();
-    if is_root() {
-        run(Command::new("chown").args(["-R", "postgres"]).arg(&dir));
-    }
-    run(Command::new("chmod")
-        .arg("600")
-        .arg(dir.join("good-server.key")));
-    run(Command::new("chmod").arg("755").arg(&dir));
-    let data = dir.join("data");
-    run(pg(&bindir, "initdb")
-        .args(["-U", "postgres", "--auth=trust", "-D"])
-        .arg(&data));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
-        dir.display(),
+    let cluster = psa_testing::PrivateCluster::start(
+        |dir| {
+            psa_testing::make_certs(dir, "good");
+            psa_testing::make_certs(dir, "other");
+            // The server refuses a key file others can read.
+            let key = dir.join("good-server.key");
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+        },
+        "",
+    );
+    let dir = cluster.dir.clone();
+    let ssl = format!(
+        "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
         dir.join("good-server.pem").display(),
         dir.join("good-server.key").display()
     );
-    run(pg(&bindir, "pg_ctl")
-        .arg("-D")
-        .arg(&data)
-        .args(["-o", &options, "-l"])
-        .arg(dir.join("log"))
-        .args(["-w", "start"]));
-    let _cluster = Cluster {
-        bindir: bindir.clone(),
-        data,
-    };
+    cluster.stop();
+    let cluster = cluster.with_options(&ssl);
+    cluster.resume();
     let url = |mode: &str, ca: &str| {
         format!(
-            "postgres://postgres@127.0.0.1:{port}/postgres?sslmode={mode}&sslrootcert={}",
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode={mode}&sslrootcert={}",
+            cluster.port,
             dir.join(format!("{ca}-ca.pem")).display()
         )
     };
@@ -125,8 +57,6 @@ async fn postgres_over_tls_is_verified_and_encrypted() {
         .unwrap();
     assert!(ssl, "the connection is over TLS");
     pool.close().await;
-    drop(_cluster);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A TLS terminator on loopback in front of `upstream` (the dev server's plain gRPC port),
