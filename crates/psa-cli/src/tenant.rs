@@ -527,10 +527,7 @@ async fn dependencies_up(w: &TenantWorkflows) -> (bool, bool) {
     )
     .await;
     let temporal = tokio::time::timeout(Duration::from_secs(3), w.worker_polling()).await;
-    (
-        matches!(database, Ok(Ok(_))),
-        matches!(temporal, Ok(Ok(_))),
-    )
+    (matches!(database, Ok(Ok(_))), matches!(temporal, Ok(Ok(_))))
 }
 
 /// `GET /readyz` of the worker: 200 when the database and Temporal both answer, 503 naming which
@@ -556,8 +553,11 @@ async fn probe_dependencies(w: TenantWorkflows) {
         tick.tick().await;
         let (database, temporal) = dependencies_up(&w).await;
         for (dependency, up) in [("database", database), ("temporal", temporal)] {
-            metrics::gauge!("psa_worker_dependency_up", "dependency" => dependency)
-                .set(if up { 1.0 } else { 0.0 });
+            metrics::gauge!("psa_worker_dependency_up", "dependency" => dependency).set(if up {
+                1.0
+            } else {
+                0.0
+            });
             if !up {
                 tracing::warn!(dependency, "the worker cannot reach a dependency");
             }

@@ -480,7 +480,11 @@ impl PrivateCluster {
         std::fs::create_dir_all(&dir).unwrap();
         prepare(&dir);
         if is_root() {
-            run_ok(std::process::Command::new("chown").args(["-R", "postgres"]).arg(&dir));
+            run_ok(
+                std::process::Command::new("chown")
+                    .args(["-R", "postgres"])
+                    .arg(&dir),
+            );
         }
         run_ok(std::process::Command::new("chmod").arg("755").arg(&dir));
         let bindir = pg_bindir();
@@ -525,7 +529,10 @@ impl PrivateCluster {
 
     /// `postgres://postgres@127.0.0.1:PORT/postgres` plus `query` (`?sslmode=...`).
     pub fn url(&self, query: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres{query}", self.port)
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres{query}",
+            self.port
+        )
     }
 
     /// Stops the server at once (`-m immediate`: connections are cut, like a crash).

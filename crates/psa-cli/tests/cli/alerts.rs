@@ -51,8 +51,14 @@ impl Prometheus {
         .unwrap();
         let port = free_port();
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -78,12 +84,13 @@ impl Prometheus {
 
     /// Every alert rule's state: inactive, pending or firing.
     async fn states(&self) -> BTreeMap<String, String> {
-        let body: serde_json::Value = reqwest::get(format!("{}/api/v1/rules?type=alert", self.base))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: serde_json::Value =
+            reqwest::get(format!("{}/api/v1/rules?type=alert", self.base))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
         let mut out = BTreeMap::new();
         for group in body["data"]["groups"].as_array().unwrap() {
             for rule in group["rules"].as_array().unwrap() {
@@ -101,7 +108,9 @@ impl Prometheus {
         let deadline = Instant::now() + timeout;
         loop {
             let states = self.states().await;
-            let state = states.get(alert).unwrap_or_else(|| panic!("no rule {alert}"));
+            let state = states
+                .get(alert)
+                .unwrap_or_else(|| panic!("no rule {alert}"));
             if state == "pending" || state == "firing" {
                 return;
             }
@@ -124,7 +133,10 @@ impl Prometheus {
                     .json()
                     .await
                     .unwrap();
-            if body["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) {
+            if body["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+            {
                 return;
             }
             assert!(Instant::now() < deadline, "{metric} was never scraped");
@@ -181,17 +193,21 @@ async fn each_alert_fires_on_its_real_fault_and_a_healthy_run_raises_none() {
     let smtp = psa_testing::SmtpSink::start().await;
     let worker = |failpoints: &str, smtp_url: &str| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_psa"));
-        c.args(["worker", "--metrics-bind", &format!("127.0.0.1:{metrics_port}")])
-            .env("DATABASE_URL", &url)
-            .env("TEMPORAL_ADDRESS", &temporal.address)
-            .env("TEMPORAL_TASK_QUEUE", &queue)
-            .env("NINEMINDS_TENANT_ID", mgmt.to_string())
-            .env("PSA_SECRET_KEY", &key)
-            .env("PSA_SMTP_URL", smtp_url)
-            .env("PSA_MAIL_FROM", "psa <noreply@psa.test>")
-            .env("PSA_SWEEP_INTERVAL_SECONDS", "1")
-            .env("RUST_LOG", "warn")
-            .env("FAILPOINTS", failpoints);
+        c.args([
+            "worker",
+            "--metrics-bind",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
+        .env("DATABASE_URL", &url)
+        .env("TEMPORAL_ADDRESS", &temporal.address)
+        .env("TEMPORAL_TASK_QUEUE", &queue)
+        .env("NINEMINDS_TENANT_ID", mgmt.to_string())
+        .env("PSA_SECRET_KEY", &key)
+        .env("PSA_SMTP_URL", smtp_url)
+        .env("PSA_MAIL_FROM", "psa <noreply@psa.test>")
+        .env("PSA_SWEEP_INTERVAL_SECONDS", "1")
+        .env("RUST_LOG", "warn")
+        .env("FAILPOINTS", failpoints);
         Running::spawn(c)
     };
     let prometheus = Prometheus::start(&format!("127.0.0.1:{metrics_port}")).await;
@@ -269,16 +285,31 @@ async fn each_alert_fires_on_its_real_fault_and_a_healthy_run_raises_none() {
     // A run cut off from outside while it waits: the sweeper rolls it back (30 s after it
     // began, once the database is back).
     let out = Command::new(psa_testing::temporal_cli())
-        .args(["workflow", "terminate", "--address", &temporal.address, "-w", &ids[0]])
+        .args([
+            "workflow",
+            "terminate",
+            "--address",
+            &temporal.address,
+            "-w",
+            &ids[0],
+        ])
         .args(["--reason", "operator"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     tokio::time::sleep(Duration::from_secs(25).saturating_sub(down.elapsed())).await;
     pg.resume();
     for id in &ids[1..] {
         let r = workflows.result(id).await.unwrap();
-        assert_eq!(r.status, Outcome::Completed, "retried through the outage, not rolled back");
+        assert_eq!(
+            r.status,
+            Outcome::Completed,
+            "retried through the outage, not rolled back"
+        );
     }
     prometheus
         .wait_active("PsaProvisioningStepsFailingTransiently", minute)
@@ -299,6 +330,43 @@ async fn each_alert_fires_on_its_real_fault_and_a_healthy_run_raises_none() {
         "welcome email failed",
         "the worker cannot reach a dependency",
     ] {
-        assert!(logs.contains(line), "{line:?} missing from the worker's log:\n{logs}");
+        assert!(
+            logs.contains(line),
+            "{line:?} missing from the worker's log:\n{logs}"
+        );
+    }
+}
+
+/// Every alert has its runbook: a section of docs/troubleshooting.md titled with its exact name,
+/// which its `runbook_url` points to, and no section names an alert that does not exist.
+#[test]
+fn every_alert_has_its_runbook_section() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let rules = std::fs::read_to_string(root.join("deploy/prometheus/alerts.yml")).unwrap();
+    let docs = std::fs::read_to_string(root.join("docs/troubleshooting.md")).unwrap();
+    let alerts: std::collections::BTreeSet<String> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .map(str::to_owned)
+        .collect();
+    let alerts_part = docs
+        .split("\n## Alerts\n")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let sections: std::collections::BTreeSet<String> = alerts_part
+        .lines()
+        .filter_map(|l| l.strip_prefix("### "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(alerts, sections);
+    for alert in &alerts {
+        let url = format!(
+            "runbook_url: \"https://github.com/psa/psa/blob/main/docs/troubleshooting.md#{}\"",
+            alert.to_lowercase()
+        );
+        assert!(rules.contains(&url), "{alert}: {url}");
     }
 }
