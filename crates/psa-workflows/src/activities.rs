@@ -94,6 +94,8 @@ async fn transaction<T, F>(
     ctx: &ActivityContext,
     pool: &PgPool,
     activity: ActivityName,
+    // The tenant the step works in (for the log line of a failure).
+    tenant: Option<TenantId>,
     body: F,
 ) -> Result<T, ActivityError>
 where
@@ -127,13 +129,14 @@ where
             "transient"
         };
         let error = failure.to_string();
+        let tenant = tenant.map_or_else(|| "-".to_owned(), |t| t.to_string());
         step_failed(activity, kind);
         if activity.is_compensation() {
-            tracing::error!(step = name, workflow_id, attempt = info.attempt, kind, %error,
-                "compensation failed: what the run built may be left behind");
+            tracing::error!(step = name, workflow_id, tenant = %tenant, attempt = info.attempt, kind,
+                %error, "compensation failed: what the run built may be left behind");
         } else {
-            tracing::warn!(step = name, workflow_id, attempt = info.attempt, kind, %error,
-                "provisioning step failed");
+            tracing::warn!(step = name, workflow_id, tenant = %tenant, attempt = info.attempt, kind,
+                %error, "provisioning step failed");
         }
     }
     if activity.is_tracking() {
@@ -755,7 +758,7 @@ impl TenantActivities {
         input: BeginIn,
     ) -> Result<Begun, ActivityError> {
         let tracking = self.tracking.clone();
-        transaction(&ctx, &self.pool, ActivityName::BeginProvisioning, async move |conn| {
+        transaction(&ctx, &self.pool, ActivityName::BeginProvisioning, Some(input.tenant_id), async move |conn| {
             let state = match (tracking.enabled, input.skip_customer_tracking) {
                 (false, _) => TrackingState::Disabled,
                 (true, true) => TrackingState::Skipped,
@@ -803,6 +806,7 @@ impl TenantActivities {
             &ctx,
             &self.pool,
             ActivityName::CreateTenant,
+            Some(input.tenant_id),
             async move |conn| {
                 provisioning::ensure_running(conn, &input.workflow_id).await?;
                 let created = tenants::create(
@@ -839,6 +843,7 @@ impl TenantActivities {
             &ctx,
             &self.pool,
             ActivityName::RunOnboardingSeeds,
+            Some(input.tenant_id),
             async move |conn| {
                 provisioning::ensure_running(conn, &input.workflow_id).await?;
                 seeds::run(conn, input.tenant_id).await.map(|_| ())
@@ -857,6 +862,7 @@ impl TenantActivities {
             &ctx,
             &self.pool,
             ActivityName::CreateAdminUser,
+            Some(input.tenant_id),
             async move |conn| {
                 provisioning::ensure_running(conn, &input.workflow_id).await?;
                 let created = users::create_admin(
@@ -888,6 +894,7 @@ impl TenantActivities {
             &ctx,
             &self.pool,
             ActivityName::SetupTenantData,
+            Some(input.tenant_id),
             async move |conn| {
                 provisioning::ensure_running(conn, &input.workflow_id).await?;
                 tenants::setup_tenant_data(conn, input.tenant_id, input.company_id)
@@ -908,6 +915,7 @@ impl TenantActivities {
             &ctx,
             &self.pool,
             ActivityName::CreateCustomerCompany,
+            Some(input.tenant_id),
             async move |conn| {
                 if let Some(wf) = &input.workflow_id {
                     provisioning::ensure_running(conn, wf).await?;
@@ -928,6 +936,7 @@ impl TenantActivities {
             &ctx,
             &self.pool,
             ActivityName::CreateCustomerContact,
+            Some(input.tenant_id),
             async move |conn| {
                 if let Some(wf) = &input.workflow_id {
                     provisioning::ensure_running(conn, wf).await?;
@@ -948,6 +957,7 @@ impl TenantActivities {
             &ctx,
             &self.pool,
             ActivityName::TagCustomerCompany,
+            Some(input.tenant_id),
             async move |conn| {
                 provisioning::ensure_running(conn, &input.workflow_id).await?;
                 provisioning::lock_customer_record(conn, input.tenant_id).await?;
@@ -980,6 +990,7 @@ impl TenantActivities {
             &ctx,
             &self.pool,
             ActivityName::RemoveCustomerTag,
+            Some(input.management_tenant_id),
             async move |conn| {
                 undo::remove_customer_tag(
                     conn,
@@ -1004,6 +1015,7 @@ impl TenantActivities {
             &ctx,
             &self.pool,
             ActivityName::UnlinkCustomerContact,
+            Some(input.management_tenant_id),
             async move |conn| {
                 undo::unlink_customer_contact(
                     conn,
@@ -1029,6 +1041,7 @@ impl TenantActivities {
             &ctx,
             &self.pool,
             ActivityName::RemoveCustomerContact,
+            Some(input.management_tenant_id),
             async move |conn| {
                 undo::remove_customer_contact(
                     conn,
@@ -1053,6 +1066,7 @@ impl TenantActivities {
             &ctx,
             &self.pool,
             ActivityName::RemoveCustomerCompany,
+            Some(input.management_tenant_id),
             async move |conn| {
                 undo::remove_customer_company(
                     conn,
@@ -1077,6 +1091,7 @@ impl TenantActivities {
             &ctx,
             &self.pool,
             ActivityName::RollbackTenant,
+            Some(tenant_id),
             async move |conn| undo::rollback_tenant(conn, tenant_id).await,
         )
         .await
@@ -1106,8 +1121,8 @@ impl TenantActivities {
                 "transient"
             };
             step_failed(ActivityName::SendWelcomeEmail, kind);
-            tracing::warn!(step = name, workflow_id = %input.workflow_id, attempt = ctx.info().attempt,
-                kind, error = %failure, "welcome email failed");
+            tracing::warn!(step = name, workflow_id = %input.workflow_id, tenant = %input.tenant_id,
+                attempt = ctx.info().attempt, kind, error = %failure, "welcome email failed");
         }
         result
     }
@@ -1127,6 +1142,7 @@ impl TenantActivities {
             &ctx,
             &self.pool,
             ActivityName::FinishProvisioning,
+            None,
             async move |conn| {
                 provisioning::finish(
                     conn,
