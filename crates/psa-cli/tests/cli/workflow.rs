@@ -1003,6 +1003,9 @@ async fn the_worker_exports_every_series_the_alert_rules_read() {
             .any(|l| l.contains("setup_tenant_data") && l.contains("permanent")),
         "{logs}"
     );
+    // And the tenant the step worked in.
+    let uuid = regex::Regex::new(r"tenant\S*=\S*[0-9a-f]{8}-[0-9a-f]{4}-").unwrap();
+    assert!(failed.iter().all(|l| uuid.is_match(l)), "{logs}");
 }
 
 /// Temporal down: starting a run and running a worker fail with exit 1 and one clear line, and
