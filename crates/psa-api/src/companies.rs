@@ -16,6 +16,7 @@ use crate::extract::{ApiJson, ApiQuery, path_id};
 
 /// Query parameters of the company list.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Page size, 1..200 (default 50).

@@ -16,6 +16,7 @@ use crate::extract::{ApiJson, ApiQuery, path_id};
 
 /// Query parameters of the contact list.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub limit: Option<u32>,

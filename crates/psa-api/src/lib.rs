@@ -65,6 +65,40 @@ struct ApiDoc;
 
 struct BearerAuth;
 
+/// Operation ids are the handlers' names (`list`, `create`, ...), which repeat across
+/// resources; OpenAPI wants them unique (clients are generated from them): each is prefixed
+/// with its tag, `companies_list`.
+struct UniqueOperationIds;
+
+impl utoipa::Modify for UniqueOperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let tag = op
+                    .tags
+                    .as_ref()
+                    .and_then(|t| t.first().cloned())
+                    .unwrap_or_default();
+                if let Some(id) = &op.operation_id
+                    && !tag.is_empty()
+                    && !id.starts_with(&format!("{tag}_"))
+                {
+                    op.operation_id = Some(format!("{tag}_{id}"));
+                }
+            }
+        }
+    }
+}
+
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
@@ -77,7 +111,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The documented API routes and their OpenAPI document, generated together.
 pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::logout_everywhere))
@@ -102,8 +136,10 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tags::attach, tags::list))
         .routes(routes!(tags::detach))
         .routes(routes!(tenants::create))
-        .routes(routes!(tenants::status))
-        .split_for_parts()
+        .routes(routes!(tenants::status));
+    let (router, mut doc) = router.split_for_parts();
+    utoipa::Modify::modify(&UniqueOperationIds, &mut doc);
+    (router, doc)
 }
 
 /// The whole application.

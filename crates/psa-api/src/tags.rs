@@ -74,6 +74,7 @@ pub async fn attach(
 
 /// Query parameters of the tag list.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[param(inline)]

@@ -252,3 +252,50 @@ async fn metric_labels_are_bounded_and_answers_are_not_cached() {
         Some("no-store")
     );
 }
+
+/// Parameters are where they are documented: every `path` parameter is a `{name}` of its path
+/// template and every `{name}` is declared; the list endpoints' filters and cursors are `query`
+/// parameters (a client generated from the document sends them there).
+#[test]
+fn documented_parameters_are_in_the_right_place() {
+    let (_, doc) = psa_api::api_routes();
+    let doc = serde_json::to_value(&doc).unwrap();
+    let mut query = BTreeSet::new();
+    let mut ids = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            ids.push(op["operationId"].as_str().unwrap().to_owned());
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            let declared: BTreeSet<String> = params
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().unwrap().to_owned())
+                .collect();
+            let templated: BTreeSet<String> = path
+                .split('{')
+                .skip(1)
+                .map(|s| s.split('}').next().unwrap().to_owned())
+                .collect();
+            assert_eq!(declared, templated, "{method} {path}");
+            for p in params.iter().filter(|p| p["in"] == "query") {
+                query.insert(format!("{method} {path} {}", p["name"].as_str().unwrap()));
+            }
+        }
+    }
+    for expected in [
+        "get /api/v1/companies limit",
+        "get /api/v1/companies cursor",
+        "get /api/v1/companies is_inactive",
+        "get /api/v1/contacts company_id",
+        "get /api/v1/tags tagged_type",
+        "get /api/v1/tags tagged_id",
+    ] {
+        assert!(
+            query.contains(expected),
+            "{expected} not a query parameter: {query:?}"
+        );
+    }
+    // Operation ids are unique (generated clients name their methods after them).
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "{ids:?}");
+}
