@@ -50,11 +50,30 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Tenants with how they were provisioned and their customer tracking state.
+    /// Tenants with how they were provisioned and their customer tracking state, oldest first,
+    /// a page at a time.
     List {
         /// The tag that marks customer companies (to tell `tracked` from `partial`).
         #[arg(long, env = "CUSTOMER_TAG_NAME", default_value = "PSA Customer")]
         customer_tag_name: String,
+        /// Only tenants in this customer tracking state.
+        #[arg(long, value_parser = ["tracked", "partial", "untracked", "skipped", "management"])]
+        tracking: Option<String>,
+        /// Only tenants whose name contains this (case-insensitive).
+        #[arg(long)]
+        name: Option<String>,
+        /// Only tenants created at or after this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+        #[arg(long)]
+        created_after: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only tenants created before this time.
+        #[arg(long)]
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
+        /// Tenants per page (1-200).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// The `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -355,57 +374,55 @@ pub async fn tenant(
         }
         TenantCommand::List {
             customer_tag_name,
+            tracking,
+            name,
+            created_after,
+            created_before,
+            limit,
+            cursor,
             json,
         } => {
             let pool = config::pool(database_url, 2).await?;
             let mut conn = pool.acquire().await.map_err(psa_models::Error::from)?;
-            let rows = provisioning::list_tenants(&mut conn, customer_tag_name.trim()).await?;
-            let items: Vec<serde_json::Value> = rows
-                .iter()
-                .map(|t| {
-                    let state = if t.is_management {
-                        "management"
-                    } else if t.skip_customer_tracking == Some(true)
-                        && t.customer_company_id.is_none()
-                    {
-                        "skipped"
-                    } else {
-                        match (t.customer_company_id, t.customer_tagged) {
-                            (Some(_), true) => "tracked",
-                            (Some(_), false) => "partial",
-                            (None, _) => "untracked",
-                        }
-                    };
-                    serde_json::json!({
-                        "tenant_id": t.tenant_id,
-                        "name": t.name,
-                        "created_at": t.created_at,
-                        "customer_tracking": state,
-                        "customer_company_id": t.customer_company_id,
-                        "workflow_id": t.workflow_id,
-                        "provisioning_status": t.provisioning_status.map(RunStatus::as_str),
-                    })
-                })
-                .collect();
+            let page = provisioning::list_tenants(
+                &mut conn,
+                customer_tag_name.trim(),
+                &provisioning::TenantListFilter {
+                    customer_tracking: tracking,
+                    name_contains: name,
+                    created_after,
+                    created_before,
+                },
+                &psa_models::db::PageRequest {
+                    limit: Some(limit),
+                    cursor,
+                },
+            )
+            .await?;
             if json {
-                println!("{}", serde_json::Value::Array(items));
+                println!(
+                    "{}",
+                    serde_json::to_string(&page).expect("the page serialises")
+                );
             } else {
                 println!(
                     "{:<36}  {:<20}  {:<10}  {:<11}  {:<50}  NAME",
                     "TENANT", "CREATED", "CUSTOMER", "PROVISIONED", "WORKFLOW"
                 );
-                for i in &items {
-                    let s = |k: &str| i[k].as_str().unwrap_or("-").to_owned();
-                    let created = s("created_at");
+                for t in &page.items {
+                    let created = t.created_at.format("%Y-%m-%d %H:%M:%S").to_string();
                     println!(
                         "{:<36}  {:<20}  {:<10}  {:<11}  {:<50}  {}",
-                        s("tenant_id"),
-                        created.get(..19).unwrap_or(&created),
-                        s("customer_tracking"),
-                        s("provisioning_status"),
-                        s("workflow_id"),
-                        s("name")
+                        t.tenant_id,
+                        created,
+                        t.customer_tracking,
+                        t.provisioning_status.map_or("-", RunStatus::as_str),
+                        t.workflow_id.as_deref().unwrap_or("-"),
+                        t.name
                     );
+                }
+                if let Some(next) = &page.next_cursor {
+                    println!("more: psa tenant list --cursor {next}");
                 }
             }
             Ok(())

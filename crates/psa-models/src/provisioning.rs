@@ -406,6 +406,9 @@ pub struct TenantSummary {
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub is_management: bool,
+    /// `tracked` (company and tag), `partial` (company without the tag), `untracked`,
+    /// `skipped` (provisioned with --skip-customer-tracking), `management`.
+    pub customer_tracking: String,
     pub customer_company_id: Option<Uuid>,
     /// Whether the customer company carries the tag.
     pub customer_tagged: bool,
@@ -414,27 +417,103 @@ pub struct TenantSummary {
     pub skip_customer_tracking: Option<bool>,
 }
 
-/// Every tenant with its customer record in the management tenant and its latest provisioning
-/// run, oldest first.
-pub async fn list_tenants(conn: &mut PgConnection, tag_name: &str) -> Result<Vec<TenantSummary>> {
-    Ok(sqlx::query_as::<_, TenantSummary>(
-        "WITH mgmt AS (SELECT tenant FROM tenants WHERE is_management LIMIT 1) \
-         SELECT t.tenant AS tenant_id, t.company_name AS name, t.created_at, t.is_management, \
-                c.company_id AS customer_company_id, \
-                coalesce(EXISTS (SELECT 1 FROM tag_mappings m JOIN tag_definitions d \
-                                   ON d.tenant = m.tenant AND d.tag_id = m.tag_id \
-                                 WHERE m.tenant = c.tenant AND m.tagged_id = c.company_id \
-                                   AND d.tag_text = $1), false) AS customer_tagged, \
-                p.workflow_id, p.status AS provisioning_status, p.skip_customer_tracking \
-         FROM tenants t \
-         LEFT JOIN companies c ON c.tenant = (SELECT tenant FROM mgmt) \
-               AND c.properties ->> 'tenant_id' = t.tenant::text \
-         LEFT JOIN LATERAL (SELECT workflow_id, status, skip_customer_tracking \
-                            FROM tenant_provisioning WHERE tenant_id = t.tenant \
-                            ORDER BY requested_at DESC LIMIT 1) p ON true \
-         ORDER BY t.created_at, t.tenant",
+/// The customer tracking states [`TenantSummary::customer_tracking`] takes.
+pub const CUSTOMER_STATES: [&str; 5] = ["tracked", "partial", "untracked", "skipped", "management"];
+
+/// Filters of [`list_tenants`]; every one optional.
+#[derive(Clone, Debug, Default)]
+pub struct TenantListFilter {
+    /// One of [`CUSTOMER_STATES`].
+    pub customer_tracking: Option<String>,
+    /// Part of the name, case-insensitive.
+    pub name_contains: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// The tenants with their customer record in the management tenant and their latest
+/// provisioning run, oldest first, a page at a time (keyset on the creation time: a deep page
+/// costs what the first does).
+pub async fn list_tenants(
+    conn: &mut PgConnection,
+    tag_name: &str,
+    filter: &TenantListFilter,
+    paging: &crate::db::PageRequest,
+) -> Result<crate::db::Page<TenantSummary>> {
+    if let Some(s) = &filter.customer_tracking
+        && !CUSTOMER_STATES.contains(&s.as_str())
+    {
+        return Err(crate::Error::validation(
+            "customer_tracking",
+            format!(
+                "customer_tracking must be one of {}",
+                CUSTOMER_STATES.join(", ")
+            ),
+        ));
+    }
+    let limit = paging.limit()?;
+    let cursor = paging.decode_cursor()?;
+    let after = match &cursor {
+        None => None,
+        Some((key, id)) => Some((
+            DateTime::parse_from_rfc3339(key)
+                .map_err(|_| crate::Error::validation("cursor", "The cursor is invalid"))?
+                .with_timezone(&Utc),
+            *id,
+        )),
+    };
+    let pattern = filter.name_contains.as_deref().map(|n| {
+        format!(
+            "%{}%",
+            n.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    });
+    let rows = sqlx::query_as::<_, TenantSummary>(
+        "WITH mgmt AS (SELECT tenant FROM tenants WHERE is_management LIMIT 1), \
+         page AS ( \
+           SELECT t.tenant AS tenant_id, t.company_name AS name, t.created_at, t.is_management, \
+                  c.company_id AS customer_company_id, \
+                  coalesce(EXISTS (SELECT 1 FROM tag_mappings m JOIN tag_definitions d \
+                                     ON d.tenant = m.tenant AND d.tag_id = m.tag_id \
+                                   WHERE m.tenant = c.tenant AND m.tagged_id = c.company_id \
+                                     AND d.tag_text = $1), false) AS customer_tagged, \
+                  p.workflow_id, p.status AS provisioning_status, p.skip_customer_tracking \
+           FROM tenants t \
+           LEFT JOIN companies c ON c.tenant = (SELECT tenant FROM mgmt) \
+                 AND c.properties ->> 'tenant_id' = t.tenant::text \
+           LEFT JOIN LATERAL (SELECT workflow_id, status, skip_customer_tracking \
+                              FROM tenant_provisioning WHERE tenant_id = t.tenant \
+                              ORDER BY requested_at DESC LIMIT 1) p ON true \
+           WHERE ($2::timestamptz IS NULL OR (t.created_at, t.tenant) > ($2, $3)) \
+             AND ($4::text IS NULL OR t.company_name ILIKE $4) \
+             AND ($5::timestamptz IS NULL OR t.created_at >= $5) \
+             AND ($6::timestamptz IS NULL OR t.created_at < $6)) \
+         SELECT * FROM ( \
+           SELECT page.*, CASE WHEN is_management THEN 'management' \
+                               WHEN customer_company_id IS NULL AND skip_customer_tracking THEN 'skipped' \
+                               WHEN customer_company_id IS NULL THEN 'untracked' \
+                               WHEN customer_tagged THEN 'tracked' ELSE 'partial' END AS customer_tracking \
+           FROM page) s \
+         WHERE ($7::text IS NULL OR customer_tracking = $7) \
+         ORDER BY created_at, tenant_id LIMIT $8",
     )
     .bind(tag_name)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(pattern)
+    .bind(filter.created_after)
+    .bind(filter.created_before)
+    .bind(filter.customer_tracking.as_deref())
+    .bind(limit + 1)
     .fetch_all(conn)
-    .await?)
+    .await?;
+    Ok(crate::db::page(rows, limit, |t| {
+        (
+            t.created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            t.tenant_id,
+        )
+    }))
 }

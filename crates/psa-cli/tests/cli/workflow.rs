@@ -163,8 +163,32 @@ async fn tenant_create_status_list_and_reconcile_through_the_cli() {
 
     let list = s.run(&["tenant", "list", "--json"]);
     let list = last_json(&list);
-    let entries = list.as_array().unwrap();
+    let entries = list["items"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
+    assert!(list["next_cursor"].is_null());
+    // Filtered and paged: one page of one, then the next.
+    let first = last_json(&s.run(&["tenant", "list", "--json", "--limit", "1"]));
+    assert_eq!(first["items"].as_array().unwrap().len(), 1);
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let second = last_json(&s.run(&[
+        "tenant", "list", "--json", "--limit", "1", "--cursor", &cursor,
+    ]));
+    assert_ne!(
+        second["items"][0]["tenant_id"],
+        first["items"][0]["tenant_id"]
+    );
+    let tracked = last_json(&s.run(&[
+        "tenant",
+        "list",
+        "--json",
+        "--tracking",
+        "tracked",
+        "--name",
+        "glob",
+    ]));
+    assert_eq!(tracked["items"].as_array().unwrap().len(), 1);
+    let bad = s.run(&["tenant", "list", "--tracking", "lost"]);
+    assert_eq!(bad.status.code(), Some(2));
     assert!(
         entries.iter().any(|e| e["name"] == "Globex"
             && e["customer_tracking"] == "tracked"

@@ -405,3 +405,117 @@ async fn one_customer_company_per_managed_tenant() {
         .unwrap();
     assert_eq!(found.company_name, "One");
 }
+
+#[tokio::test]
+async fn the_tenant_list_pages_and_filters() {
+    use psa_models::db::PageRequest;
+    use psa_models::provisioning::{TenantListFilter, list_tenants};
+    let db = db().await;
+    let mut tx = db.pool.begin().await.unwrap();
+    let mgmt = tenants::init_management(&mut tx, "Nine Minds LLC", None)
+        .await
+        .unwrap()
+        .tenant
+        .tenant;
+    tx.commit().await.unwrap();
+    let mut ids = vec![mgmt];
+    for name in ["Acme", "Globex", "Initech", "100% Pure", "Umbrella"] {
+        ids.push(seeded_tenant(&db, name).await);
+    }
+    // One of them tracked: a customer company in the management tenant (untagged: partial).
+    let mut conn = db.pool.acquire().await.unwrap();
+    companies::create(
+        &mut conn,
+        mgmt,
+        NewCompany {
+            company_name: "Globex".into(),
+            properties: serde_json::json!({"tenant_id": ids[2]}).as_object().cloned(),
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let list = |filter: TenantListFilter, limit: u32, cursor: Option<String>| {
+        let pool = db.pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            list_tenants(
+                &mut conn,
+                "PSA Customer",
+                &filter,
+                &PageRequest {
+                    limit: Some(limit),
+                    cursor,
+                },
+            )
+            .await
+        }
+    };
+    // Pages of 2, oldest first, every tenant once, and the last page says there is no more.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = list(TenantListFilter::default(), 2, cursor).await.unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.iter().map(|t| t.tenant_id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids.iter().map(|t| t.0).collect::<Vec<_>>());
+
+    let states = |f: TenantListFilter| async {
+        list(f, 200, None)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|t| (t.name, t.customer_tracking))
+            .collect::<Vec<_>>()
+    };
+    let by = |state: &str| TenantListFilter {
+        customer_tracking: Some(state.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        states(by("partial")).await,
+        [("Globex".to_owned(), "partial".to_owned())]
+    );
+    assert_eq!(states(by("management")).await.len(), 1);
+    assert_eq!(states(by("untracked")).await.len(), 4);
+    // A name search is case-insensitive, and `%` is a character, not a wildcard.
+    let named = |n: &str| TenantListFilter {
+        name_contains: Some(n.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        states(named("INI")).await,
+        [("Initech".to_owned(), "untracked".to_owned())]
+    );
+    assert_eq!(states(named("0% p")).await.len(), 1);
+    assert_eq!(states(named("%")).await.len(), 1);
+    // A created range.
+    let all = list(TenantListFilter::default(), 200, None)
+        .await
+        .unwrap()
+        .items;
+    let range = TenantListFilter {
+        created_after: Some(all[2].created_at),
+        created_before: Some(all[4].created_at),
+        ..Default::default()
+    };
+    assert_eq!(states(range).await.len(), 2);
+    // Bad input names the problem.
+    let e = list(by("lost"), 10, None).await.unwrap_err();
+    assert_eq!(e.field(), Some("customer_tracking"));
+    let e = list(TenantListFilter::default(), 10, Some("garbage".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.field(), Some("cursor"));
+    let e = list(TenantListFilter::default(), 0, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.field(), Some("limit"));
+}
