@@ -257,6 +257,24 @@ pub async fn list(conn: &mut PgConnection) -> Result<Vec<Tenant>> {
     .await?)
 }
 
+/// Up to `limit` tenants after `after` in id order: a walk over every tenant a page at a time,
+/// in memory that does not grow with the platform (reconcile).
+pub async fn list_page(
+    conn: &mut PgConnection,
+    after: Option<TenantId>,
+    limit: i64,
+) -> Result<Vec<Tenant>> {
+    Ok(sqlx::query_as::<_, Tenant>(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tenants WHERE ($1::uuid IS NULL OR tenant > $1) ORDER BY tenant LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// The management tenant, if it has been created.
 pub async fn find_management(conn: &mut PgConnection) -> Result<Option<Tenant>> {
     Ok(sqlx::query_as::<_, Tenant>(concat!(

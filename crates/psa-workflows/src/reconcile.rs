@@ -185,11 +185,24 @@ async fn track(
     })
 }
 
+/// Tenants read at a time.
+const RECONCILE_PAGE: i64 = 500;
+
 /// Reconciles every tenant but the management tenant.
 pub async fn reconcile(
     pool: &PgPool,
     tracking: &TrackingSettings,
     dry_run: bool,
+) -> Result<ReconcileReport, psa_models::Error> {
+    reconcile_paged(pool, tracking, dry_run, RECONCILE_PAGE).await
+}
+
+/// [`reconcile`], reading `page` tenants at a time.
+pub async fn reconcile_paged(
+    pool: &PgPool,
+    tracking: &TrackingSettings,
+    dry_run: bool,
+    page: i64,
 ) -> Result<ReconcileReport, psa_models::Error> {
     let mgmt = tracking.management_tenant_id.ok_or_else(|| {
         psa_models::Error::validation("NINEMINDS_TENANT_ID", "NINEMINDS_TENANT_ID is not set")
@@ -212,7 +225,6 @@ pub async fn reconcile(
         }
         Some(_) => {}
     }
-    let all = tenants::list(&mut conn).await?;
     let orphans = companies::orphaned_customers(&mut conn, mgmt).await?;
     drop(conn);
     let mut report = ReconcileReport {
@@ -226,24 +238,36 @@ pub async fn reconcile(
             .collect(),
         ..Default::default()
     };
-    for tenant in all.iter().filter(|t| t.tenant != mgmt && !t.is_management) {
-        match track(pool, mgmt, tenant, &tracking.tag_name, dry_run).await {
-            Ok(Tracked::Created(w)) => {
-                report.created += 1;
-                report.warnings.extend(w);
-            }
-            Ok(Tracked::Already(w)) => {
-                report.already_tracked += 1;
-                report.warnings.extend(w);
-            }
-            Ok(Tracked::Left(left)) => report.left_alone.push(left),
-            Err(e) => {
-                tracing::warn!(tenant = %tenant.tenant, error = ?e, "reconcile failed for a tenant");
-                report.failed += 1;
-                report.failures.push(Failure {
-                    tenant_id: tenant.tenant,
-                    error: e.to_string(),
-                });
+    // A page of tenants at a time: memory stays flat however many tenants there are.
+    let mut after = None;
+    loop {
+        let mut conn = pool.acquire().await?;
+        let tenants = tenants::list_page(&mut conn, after, page).await?;
+        drop(conn);
+        let Some(last) = tenants.last() else { break };
+        after = Some(last.tenant);
+        for tenant in tenants
+            .iter()
+            .filter(|t| t.tenant != mgmt && !t.is_management)
+        {
+            match track(pool, mgmt, tenant, &tracking.tag_name, dry_run).await {
+                Ok(Tracked::Created(w)) => {
+                    report.created += 1;
+                    report.warnings.extend(w);
+                }
+                Ok(Tracked::Already(w)) => {
+                    report.already_tracked += 1;
+                    report.warnings.extend(w);
+                }
+                Ok(Tracked::Left(left)) => report.left_alone.push(left),
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant.tenant, error = ?e, "reconcile failed for a tenant");
+                    report.failed += 1;
+                    report.failures.push(Failure {
+                        tenant_id: tenant.tenant,
+                        error: e.to_string(),
+                    });
+                }
             }
         }
     }

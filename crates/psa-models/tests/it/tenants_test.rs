@@ -429,7 +429,9 @@ async fn the_tenant_list_pages_and_filters() {
         mgmt,
         NewCompany {
             company_name: "Globex".into(),
-            properties: serde_json::json!({"tenant_id": ids[2]}).as_object().cloned(),
+            properties: serde_json::json!({"tenant_id": ids[2]})
+                .as_object()
+                .cloned(),
             ..Default::default()
         },
         Default::default(),

@@ -448,3 +448,58 @@ async fn a_run_cut_off_is_rolled_back_by_the_sweeper_and_never_tracked_by_reconc
     assert!(again.cut_off.is_empty(), "{again:?}");
     fail::remove("activity::setup_tenant_data");
 }
+
+/// Reconcile walks the tenants a page at a time: every tenant is reached across page
+/// boundaries (pages of 2 here), once, and a second run has nothing to do.
+#[tokio::test]
+async fn reconcile_reaches_every_tenant_page_by_page() {
+    let env = Env::start().await;
+    let mut created = Vec::new();
+    for name in [
+        "Page One",
+        "Page Two",
+        "Page Three",
+        "Page Four",
+        "Page Five",
+    ] {
+        let id = psa_models::TenantId::new();
+        let mut tx = env.db.pool.begin().await.unwrap();
+        psa_models::tenants::create(
+            &mut tx,
+            id,
+            psa_models::tenants::NewTenant {
+                name: name.into(),
+                email: format!("admin@{}.example", name.to_lowercase().replace(' ', "-")),
+                company_name: None,
+                licensed_user_count: None,
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        created.push(id);
+    }
+    let settings = tracking_on(env.mgmt);
+    let first = reconcile::reconcile_paged(&env.db.pool, &settings, false, 2)
+        .await
+        .unwrap();
+    assert_eq!((first.created, first.failed), (5, 0), "{first:?}");
+    let second = reconcile::reconcile_paged(&env.db.pool, &settings, false, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        (second.created, second.already_tracked),
+        (0, 5),
+        "{second:?}"
+    );
+    let tracked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM companies WHERE tenant = $1 AND properties ->> 'tenant_id' = ANY($2)",
+    )
+    .bind(env.mgmt)
+    .bind(created.iter().map(|t| t.0.to_string()).collect::<Vec<_>>())
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(tracked, 5);
+}
