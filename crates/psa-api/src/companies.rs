@@ -25,6 +25,8 @@ pub struct ListQuery {
     pub cursor: Option<String>,
     /// Only inactive (true) or active (false) companies.
     pub is_inactive: Option<bool>,
+    /// Only companies whose name contains this (case-insensitive).
+    pub name: Option<String>,
 }
 
 /// Create a company (with default tax settings and email suffix).
@@ -62,6 +64,7 @@ pub async fn list(
         caller.tenant,
         &ListFilter {
             is_inactive: q.is_inactive,
+            name: q.name,
         },
         &PageRequest {
             limit: q.limit,

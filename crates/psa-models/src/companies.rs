@@ -380,6 +380,9 @@ pub async fn find_by_name(
 pub struct ListFilter {
     /// Only active (`false`) or only inactive (`true`) companies; both when absent.
     pub is_inactive: Option<bool>,
+    /// Only companies whose name contains this, case-insensitive (`%` and `_` are characters).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// The companies of `tenant` by name, a page at a time.
@@ -397,6 +400,7 @@ pub async fn list(
         " FROM companies WHERE tenant = $1 \
           AND ($2::text IS NULL OR (company_name, company_id) > ($2, $3)) \
           AND ($4::boolean IS NULL OR is_inactive = $4) \
+          AND ($6::text IS NULL OR company_name ILIKE $6) \
           ORDER BY company_name, company_id LIMIT $5"
     ))
     .bind(tenant)
@@ -404,6 +408,7 @@ pub async fn list(
     .bind(cursor.as_ref().map(|c| c.1))
     .bind(filter.is_inactive)
     .bind(limit + 1)
+    .bind(filter.name.as_deref().map(crate::db::contains_pattern))
     .fetch_all(conn)
     .await?;
     Ok(page(rows, limit, |c| {

@@ -131,6 +131,17 @@ pub(crate) fn encode_cursor(key: &str, id: uuid::Uuid) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
+/// An `ILIKE` pattern matching values that contain `text`: its `%`, `_` and `\` are escaped, so
+/// they match themselves.
+pub fn contains_pattern(text: &str) -> String {
+    format!(
+        "%{}%",
+        text.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
+}
+
 /// Cuts a fetched `limit + 1` rows down to a page.
 pub(crate) fn page<T>(
     mut rows: Vec<T>,

@@ -462,14 +462,10 @@ pub async fn list_tenants(
             *id,
         )),
     };
-    let pattern = filter.name_contains.as_deref().map(|n| {
-        format!(
-            "%{}%",
-            n.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        )
-    });
+    let pattern = filter
+        .name_contains
+        .as_deref()
+        .map(crate::db::contains_pattern);
     let rows = sqlx::query_as::<_, TenantSummary>(
         "WITH mgmt AS (SELECT tenant FROM tenants WHERE is_management LIMIT 1), \
          page AS ( \

@@ -63,6 +63,39 @@ async fn company_crud() {
         .await;
     assert_eq!(all["items"].as_array().unwrap().len(), 5);
     assert!(all["next_cursor"].is_null());
+    // A name search: case-insensitive, pages like the rest, `_` is a character.
+    let names = |page: &serde_json::Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["company_name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, found) = app
+        .call(Method::GET, "/api/v1/companies?name=gLoB", k, None)
+        .await;
+    assert_eq!(names(&found), ["Globex"]);
+    let (_, z) = app
+        .call(Method::GET, "/api/v1/companies?name=z&limit=2", k, None)
+        .await;
+    assert_eq!(names(&z), ["Z0", "Z1"]);
+    let (_, z2) = app
+        .call(
+            Method::GET,
+            &format!(
+                "/api/v1/companies?name=z&limit=2&cursor={}",
+                z["next_cursor"].as_str().unwrap()
+            ),
+            k,
+            None,
+        )
+        .await;
+    assert_eq!(names(&z2), ["Z2"]);
+    let (_, none) = app
+        .call(Method::GET, "/api/v1/companies?name=_", k, None)
+        .await;
+    assert!(names(&none).is_empty());
 
     let (status, _) = app
         .call(Method::DELETE, &format!("/api/v1/companies/{id}"), k, None)
