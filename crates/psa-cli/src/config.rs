@@ -68,8 +68,11 @@ impl LogFormat {
 /// Logs go to stderr, so stdout stays for results (`--json`).
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: in a log file or a pod's log, escape codes would break every
+    // grep the runbooks give (`kind=transient`).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => builder.init(),

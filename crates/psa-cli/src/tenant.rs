@@ -200,6 +200,15 @@ async fn invitation_link(
     Ok(result.invitation_link(key))
 }
 
+/// A failure to read a run that may pass: the database or Temporal away for a while.
+fn is_transient(e: &ClientError) -> bool {
+    match e {
+        ClientError::Database(d) => d.is_transient(),
+        ClientError::Unreachable { .. } => true,
+        _ => false,
+    }
+}
+
 fn start_error(e: StartError) -> CliError {
     match e {
         StartError::KeyReused { .. } => CliError::Usage(e.to_string()),
@@ -225,8 +234,24 @@ async fn follow(
 ) -> Result<ProvisioningView, CliError> {
     let mut last = String::new();
     let mut told_no_worker = false;
+    let mut told_unreachable = false;
     loop {
-        let view = workflows.view(id).await.map_err(temporal_error)?;
+        // The run goes on while the database or Temporal is away (its steps retry): so does the
+        // waiting, saying once what it waits for.
+        let view = match workflows.view(id).await {
+            Ok(v) => v,
+            Err(e) if is_transient(&e) => {
+                if !told_unreachable {
+                    eprintln!(
+                        "waiting: {e}; the run {id} goes on and retries (Ctrl-C stops waiting; follow it with `psa tenant status {id}`)"
+                    );
+                    told_unreachable = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(temporal_error(e)),
+        };
         if view.finished {
             return Ok(view);
         }
@@ -320,7 +345,11 @@ pub async fn tenant(
             if show_progress {
                 eprintln!("provisioning {id}");
             }
-            let view = follow(&workflows, &id, show_progress).await?;
+            let view = follow(&workflows, &id, show_progress)
+                .await
+                .inspect_err(|_| {
+                    eprintln!("the run {id} was started and goes on: follow it with `psa tenant status {id}`");
+                })?;
             let Some(result) = &view.result else {
                 print_view(&view, json);
                 return Err(CliError::Reported);
@@ -562,22 +591,31 @@ async fn worker_ready(w: &TenantWorkflows) -> (axum::http::StatusCode, &'static 
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Keeps `psa_worker_dependency_up{dependency="database"|"temporal"}` (1 or 0) current: the
-/// alerts on an unreachable database or Temporal read it, whatever step is running or not.
+/// alerts on an unreachable database or Temporal read it, whatever step is running or not. A
+/// dependency counts as down after two failed checks in a row (one slow answer is not an
+/// outage); going down and coming back are each logged once.
 async fn probe_dependencies(w: TenantWorkflows) {
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = [0u32; 2];
+    let mut down = [false; 2];
     loop {
         tick.tick().await;
         let (database, temporal) = dependencies_up(&w).await;
-        for (dependency, up) in [("database", database), ("temporal", temporal)] {
-            metrics::gauge!("psa_worker_dependency_up", "dependency" => dependency).set(if up {
-                1.0
-            } else {
-                0.0
-            });
-            if !up {
+        for (i, (dependency, up)) in [("database", database), ("temporal", temporal)]
+            .into_iter()
+            .enumerate()
+        {
+            failures[i] = if up { 0 } else { failures[i] + 1 };
+            let now_down = failures[i] >= 2;
+            if now_down && !down[i] {
                 tracing::warn!(dependency, "the worker cannot reach a dependency");
+            } else if !now_down && down[i] {
+                tracing::info!(dependency, "the worker reaches the dependency again");
             }
+            down[i] = now_down;
+            metrics::gauge!("psa_worker_dependency_up", "dependency" => dependency)
+                .set(if now_down { 0.0 } else { 1.0 });
         }
     }
 }

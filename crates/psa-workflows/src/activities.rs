@@ -40,9 +40,9 @@ use crate::types::{ActivityName, Outcome, RunStatus, TrackingSettings, WelcomeSt
 /// Classifies a model error: transient failures are retried, the rest are final.
 pub fn to_activity_error(e: psa_models::Error) -> ActivityError {
     if e.is_transient() {
-        tracing::warn!(error = ?e, "transient failure, will retry");
         ActivityError::application(ApplicationFailure::new(format!(
-            "transient database failure: {e}"
+            "transient database failure: {}",
+            transient_cause(&e)
         )))
     } else {
         let message = match e.field() {
@@ -55,6 +55,23 @@ pub fn to_activity_error(e: psa_models::Error) -> ActivityError {
                 .non_retryable(true)
                 .build(),
         )
+    }
+}
+
+/// What a transient database failure was, for the operator: the connection error, or the
+/// SQLSTATE and message of a server error of the retried classes (connection loss, failover,
+/// serialization, deadlock, overload), whose messages carry no row data.
+fn transient_cause(e: &psa_models::Error) -> String {
+    match e {
+        psa_models::Error::Database(inner) => match inner.as_database_error() {
+            Some(db) => format!(
+                "SQLSTATE {}: {}",
+                db.code().as_deref().unwrap_or("-"),
+                db.message()
+            ),
+            None => inner.to_string(),
+        },
+        other => other.to_string(),
     }
 }
 

@@ -18,7 +18,9 @@ use temporalio_common::protos::temporal::api::enums::v1::TaskQueueType;
 use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
 use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeTaskQueueRequest;
 
-use crate::types::{ProvisioningView, TenantCreationInput, TenantCreationResult, WorkflowState};
+use crate::types::{
+    ProvisioningView, TenantCreationInput, TenantCreationResult, WelcomeStatus, WorkflowState,
+};
 use crate::workflow::TenantCreationWorkflow;
 
 #[derive(Debug, thiserror::Error)]
@@ -349,6 +351,7 @@ impl TenantWorkflows {
                     .filter(|s| s.is_final())
                     .unwrap_or(result.status.into());
                 view.state = Some(result.final_state());
+                view.notice = welcome_notice(&result);
                 view.result = Some(result.public());
             }
             Some((other, _)) => {
@@ -367,6 +370,20 @@ impl TenantWorkflows {
         }
         view.record = record;
         Ok(view)
+    }
+}
+
+/// What an operator should do about a completed run's welcome email, if anything.
+fn welcome_notice(result: &TenantCreationResult) -> Option<String> {
+    let tenant = result.tenant_id?;
+    match result.welcome_email.status {
+        WelcomeStatus::Failed => Some(format!(
+            "the welcome email failed: once mail works, send the admin a new link with `psa tenant resend-invite {tenant}`"
+        )),
+        WelcomeStatus::Disabled => Some(format!(
+            "the worker sends no mail: the admin's invitation link was shown only to the `psa tenant create` that started and waited for this run; if it was lost, `psa tenant resend-invite {tenant}` prints a new one"
+        )),
+        WelcomeStatus::Sent | WelcomeStatus::Pending => None,
     }
 }
 

@@ -283,6 +283,39 @@ async fn each_alert_fires_on_its_real_fault_and_a_healthy_run_raises_none() {
     for name in ["Outage One", "Outage Two", "Outage Three"] {
         ids.push(workflows.start(input(name), None, "test").await.unwrap());
     }
+    // And an operator's `psa tenant create` waiting for its run when the database goes away: it
+    // keeps waiting (saying so) and ends with the result, not an error.
+    let mut create = Command::new(env!("CARGO_BIN_EXE_psa"));
+    create
+        .args(["tenant", "create", "--name", "Outage Four", "--admin-email"])
+        .args([
+            "ada@outage-four.example",
+            "--first-name",
+            "Ada",
+            "--last-name",
+            "L",
+            "--json",
+        ])
+        .env("DATABASE_URL", &url)
+        .env("TEMPORAL_ADDRESS", &temporal.address)
+        .env("TEMPORAL_TASK_QUEUE", &queue)
+        .env("PSA_SECRET_KEY", &key)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let create = create.spawn().unwrap();
+    let claimed = Instant::now() + Duration::from_secs(20);
+    while sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM tenant_provisioning WHERE tenant_name = 'Outage Four'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap()
+        == 0
+    {
+        assert!(Instant::now() < claimed, "the create never claimed its run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     pg.stop();
     let down = Instant::now();
     prometheus
@@ -317,6 +350,19 @@ async fn each_alert_fires_on_its_real_fault_and_a_healthy_run_raises_none() {
             "retried through the outage, not rolled back"
         );
     }
+    let out = tokio::task::spawn_blocking(move || create.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("waiting:"), "{stderr}");
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    let result: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(result["status"], "completed", "{result}");
     prometheus
         .wait_active("PsaProvisioningStepsFailingTransiently", minute)
         .await;

@@ -156,6 +156,14 @@ async fn tenant_create_status_list_and_reconcile_through_the_cli() {
         "no later read shows the link"
     );
     let st = last_json(&st);
+    // But it says how to get a new one.
+    assert!(
+        st["notice"].as_str().unwrap().contains(&format!(
+            "psa tenant resend-invite {}",
+            r["tenant_id"].as_str().unwrap()
+        )),
+        "{st}"
+    );
     assert_eq!(
         (st["finished"].as_bool(), st["result"]["tenant_id"].as_str()),
         (Some(true), r["tenant_id"].as_str())
@@ -1027,9 +1035,15 @@ async fn the_worker_exports_every_series_the_alert_rules_read() {
             .any(|l| l.contains("setup_tenant_data") && l.contains("permanent")),
         "{logs}"
     );
-    // And the tenant the step worked in.
-    let uuid = regex::Regex::new(r"tenant\S*=\S*[0-9a-f]{8}-[0-9a-f]{4}-").unwrap();
+    // And the tenant the step worked in; no colour codes in a log that is not a terminal, so
+    // the runbooks' greps work.
+    let uuid = regex::Regex::new(r"tenant=[0-9a-f]{8}-[0-9a-f]{4}-").unwrap();
     assert!(failed.iter().all(|l| uuid.is_match(l)), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "{logs}");
+    assert!(
+        failed.iter().any(|l| l.contains(r#"kind="permanent""#)),
+        "{logs}"
+    );
 }
 
 /// Temporal down: starting a run and running a worker fail with exit 1 and one clear line, and
