@@ -443,11 +443,15 @@ pub(crate) async fn set_password_by_link(
     Ok(found)
 }
 
-/// A session for a user who has just set their password through a link.
-async fn session_after_link(
+/// Redeems a link (the API's way) and opens a session for the user who has just set their
+/// password.
+async fn redeem_and_sign_in(
     state: &AppState,
-    found: &auth_tokens::Found,
+    peer: std::net::IpAddr,
+    purpose: auth_tokens::Purpose,
+    req: &SetPasswordRequest,
 ) -> Result<Json<LoginResponse>, ApiError> {
+    let found = set_password_by_link(state, peer, purpose, &req.token, &req.password).await?;
     let mut tx = db::begin_tenant(&state.pool, found.tenant).await?;
     let session = credentials::create_session(
         &mut tx,
@@ -474,15 +478,7 @@ pub async fn accept_invitation(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     ApiJson(req): ApiJson<SetPasswordRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let found = set_password_by_link(
-        &state,
-        peer.ip(),
-        auth_tokens::Purpose::Invitation,
-        &req.token,
-        &req.password,
-    )
-    .await?;
-    session_after_link(&state, &found).await
+    redeem_and_sign_in(&state, peer.ip(), auth_tokens::Purpose::Invitation, &req).await
 }
 
 /// Set a new password with the token from a password-reset link; returns a session. Every other
@@ -496,15 +492,7 @@ pub async fn accept_password_reset(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     ApiJson(req): ApiJson<SetPasswordRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let found = set_password_by_link(
-        &state,
-        peer.ip(),
-        auth_tokens::Purpose::PasswordReset,
-        &req.token,
-        &req.password,
-    )
-    .await?;
-    session_after_link(&state, &found).await
+    redeem_and_sign_in(&state, peer.ip(), auth_tokens::Purpose::PasswordReset, &req).await
 }
 
 /// `POST /api/v1/auth/password` body.

@@ -40,42 +40,31 @@ pub enum UserCommand {
     },
     /// Give a user one role (their other roles are removed).
     SetRole {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        email: String,
+        #[command(flatten)]
+        user: UserArgs,
         #[arg(long)]
         role: String,
-        #[arg(long)]
-        json: bool,
     },
     /// Deactivate a user: sessions, API keys and links stop working at once.
-    Deactivate {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        email: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Deactivate(UserArgs),
     /// Reactivate a user.
-    Reactivate {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        email: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Reactivate(UserArgs),
     /// Send a user who has not set a password a new invitation; the earlier link stops working.
-    ResendInvite {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        email: String,
-        #[arg(long)]
-        json: bool,
-    },
+    ResendInvite(UserArgs),
+}
+
+/// One user of one tenant, by email.
+#[derive(clap::Args)]
+pub struct UserArgs {
+    /// The tenant's id.
+    #[arg(long)]
+    tenant: String,
+    /// The user's email.
+    #[arg(long)]
+    email: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn parse_tenant(raw: &str) -> Result<TenantId, CliError> {
@@ -259,11 +248,11 @@ pub async fn run(
             .await?;
             deliver_and_commit(tx, tenant, invitation, &delivery, Kind::Invitation, json).await
         }
-        UserCommand::ResendInvite {
+        UserCommand::ResendInvite(UserArgs {
             tenant,
             email,
             json,
-        } => {
+        }) => {
             let tenant = parse_tenant(&tenant)?;
             let delivery = mail.delivery()?;
             let pool = config::pool(database_url, 2).await?;
@@ -288,10 +277,13 @@ pub async fn run(
             Ok(())
         }
         UserCommand::SetRole {
-            tenant,
-            email,
+            user:
+                UserArgs {
+                    tenant,
+                    email,
+                    json,
+                },
             role,
-            json,
         } => {
             let tenant = parse_tenant(&tenant)?;
             let pool = config::pool(database_url, 2).await?;
@@ -313,27 +305,18 @@ pub async fn run(
             print_user(&after, json);
             Ok(())
         }
-        UserCommand::Deactivate {
-            tenant,
-            email,
-            json,
-        } => set_inactive(database_url, &tenant, &email, true, json).await,
-        UserCommand::Reactivate {
-            tenant,
-            email,
-            json,
-        } => set_inactive(database_url, &tenant, &email, false, json).await,
+        UserCommand::Deactivate(u) => set_inactive(database_url, &u, true).await,
+        UserCommand::Reactivate(u) => set_inactive(database_url, &u, false).await,
     }
 }
 
 async fn set_inactive(
     database_url: Option<&str>,
-    tenant: &str,
-    email: &str,
+    u: &UserArgs,
     inactive: bool,
-    json: bool,
 ) -> Result<(), CliError> {
-    let tenant = parse_tenant(tenant)?;
+    let (email, json) = (&u.email, u.json);
+    let tenant = parse_tenant(&u.tenant)?;
     let pool = config::pool(database_url, 2).await?;
     let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
     let user = user_by_email(&mut tx, tenant, email).await?;

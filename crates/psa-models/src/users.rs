@@ -206,17 +206,13 @@ pub async fn tenant_admin(
     conn: &mut PgConnection,
     tenant: TenantId,
 ) -> Result<Option<(String, String, String)>> {
-    Ok(sqlx::query_as(
-        "SELECT coalesce(u.first_name, ''), coalesce(u.last_name, ''), u.email FROM users u \
-         JOIN user_roles ur ON ur.tenant = u.tenant AND ur.user_id = u.user_id \
-         JOIN roles r ON r.tenant = ur.tenant AND r.role_id = ur.role_id \
-         WHERE u.tenant = $1 AND u.user_type = 'internal' AND NOT u.is_inactive \
-           AND r.role_name = 'Admin' AND r.msp \
-         ORDER BY u.created_at, u.user_id LIMIT 1",
-    )
-    .bind(tenant)
-    .fetch_optional(conn)
-    .await?)
+    Ok(first_admin(conn, tenant).await?.map(|u| {
+        (
+            u.first_name.unwrap_or_default(),
+            u.last_name.unwrap_or_default(),
+            u.email,
+        )
+    }))
 }
 
 /// The tenant's first administrator: its oldest active internal user with the msp Admin role
