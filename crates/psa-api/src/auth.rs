@@ -399,7 +399,7 @@ pub(crate) async fn set_password_by_link(
     purpose: auth_tokens::Purpose,
     token: &SecretString,
     new_password: &SecretString,
-) -> Result<auth_tokens::Found, ApiError> {
+) -> Result<Redeemed, ApiError> {
     state.limits.login_from(peer)?;
     let mut conn = state
         .pool
@@ -440,7 +440,18 @@ pub(crate) async fn set_password_by_link(
     .await?;
     tx.commit().await?;
     tracing::info!(tenant = %found.tenant, user = %found.user, action, "password set through a link");
-    Ok(found)
+    Ok(Redeemed {
+        found,
+        email: user.email,
+        tenant_name,
+    })
+}
+
+/// A link redeemed: whose it was.
+pub(crate) struct Redeemed {
+    pub found: auth_tokens::Found,
+    pub email: String,
+    pub tenant_name: String,
 }
 
 /// Redeems a link (the API's way) and opens a session for the user who has just set their
@@ -451,7 +462,9 @@ async fn redeem_and_sign_in(
     purpose: auth_tokens::Purpose,
     req: &SetPasswordRequest,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let found = set_password_by_link(state, peer, purpose, &req.token, &req.password).await?;
+    let found = set_password_by_link(state, peer, purpose, &req.token, &req.password)
+        .await?
+        .found;
     let mut tx = db::begin_tenant(&state.pool, found.tenant).await?;
     let session = credentials::create_session(
         &mut tx,

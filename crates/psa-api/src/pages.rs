@@ -40,12 +40,12 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
             Purpose::Invitation.page(),
-            get(|| async { form(Purpose::Invitation, None, "", StatusCode::OK) })
+            get(|| async { form(Purpose::Invitation, None, Some(""), StatusCode::OK) })
                 .post(|s, c, f| submit(Purpose::Invitation, s, c, f)),
         )
         .route(
             Purpose::PasswordReset.page(),
-            get(|| async { form(Purpose::PasswordReset, None, "", StatusCode::OK) })
+            get(|| async { form(Purpose::PasswordReset, None, Some(""), StatusCode::OK) })
                 .post(|s, c, f| submit(Purpose::PasswordReset, s, c, f)),
         )
         .route(
@@ -106,7 +106,12 @@ fn render(name: &str, values: minijinja::Value) -> String {
 
 /// The set-password form; `token` is put back after a refused attempt (the address bar no
 /// longer has it).
-fn form(purpose: Purpose, error: Option<&str>, token: &str, status: StatusCode) -> Response {
+fn form(
+    purpose: Purpose,
+    error: Option<&str>,
+    token: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let (heading, intro, button) = match purpose {
         Purpose::Invitation => (
             "Choose your password",
@@ -153,21 +158,22 @@ async fn submit(
         return form(
             purpose,
             Some("The two passwords differ."),
-            &f.token,
+            Some(&f.token),
             StatusCode::UNPROCESSABLE_ENTITY,
         );
     }
     let token = SecretString::from(f.token);
     let password = SecretString::from(f.password);
     match crate::auth::set_password_by_link(&state, peer.ip(), purpose, &token, &password).await {
-        Ok(found) => done(&state, found).await,
+        Ok(redeemed) => done(&redeemed),
         Err(e) => {
             let status = e.status();
-            // A link that no longer works cannot be retried with another password: no form.
+            // A link that no longer works cannot be retried with another password: no form, only
+            // the reason.
             let keep = if matches!(e, ApiError::Model(psa_models::Error::InvalidLink(_))) {
-                ""
+                None
             } else {
-                token.expose_secret()
+                Some(token.expose_secret())
             };
             let message = if status.is_server_error() {
                 tracing::error!(error = %e.log_safe(), "setting a password failed");
@@ -182,25 +188,16 @@ async fn submit(
 
 /// The success page. It opens no session: the user signs in with the new password (a session
 /// cookie would be a live credential that nothing here reads yet).
-async fn done(state: &AppState, found: psa_models::auth_tokens::Found) -> Response {
-    let who = async {
-        let mut tx = psa_models::db::begin_tenant(&state.pool, found.tenant).await?;
-        let name = psa_models::tenants::get(&mut tx, found.tenant)
-            .await?
-            .company_name;
-        let email = psa_models::users::get(&mut tx, found.tenant, found.user)
-            .await?
-            .email;
-        tx.commit().await?;
-        Ok::<_, psa_models::Error>((name, email))
-    }
-    .await
-    .unwrap_or_default();
+fn done(redeemed: &crate::auth::Redeemed) -> Response {
     page(
         StatusCode::OK,
         render(
             "done.html",
-            minijinja::context! { tenant_name => who.0, email => who.1, tenant_id => found.tenant.to_string() },
+            minijinja::context! {
+                tenant_name => &redeemed.tenant_name,
+                email => &redeemed.email,
+                tenant_id => redeemed.found.tenant.to_string(),
+            },
         ),
     )
 }

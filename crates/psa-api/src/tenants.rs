@@ -274,25 +274,13 @@ pub async fn resend_invite(
         details,
     )
     .await?;
-    match state
-        .delivery
-        .deliver(
-            psa_models::mail::Kind::Welcome,
-            &target.company_name,
-            &invitation.user,
-            &invitation.link,
-        )
-        .await
-    {
-        Ok(psa_models::invitations::Delivered::Sent) => {}
-        Ok(psa_models::invitations::Delivered::Shown(_)) => {
-            return Err(ApiError::MailNotConfigured);
-        }
-        Err(e) => {
-            tracing::warn!(%tenant, error = %e, "invitation email failed");
-            return Err(ApiError::MailFailed(e.message));
-        }
-    }
+    crate::users::mail_invitation(
+        &state,
+        psa_models::mail::Kind::Welcome,
+        &target.company_name,
+        &invitation,
+    )
+    .await?;
     tx.commit().await?;
     mgmt.commit().await?;
     Ok(Json(InviteResent {

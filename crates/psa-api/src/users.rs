@@ -68,30 +68,24 @@ async fn audit(
     Ok(())
 }
 
-/// Mails an invitation before its transaction commits: if the mail cannot go out, nothing is
-/// written.
-async fn mail_invitation(
+/// Mails an invitation (the API's way: before its transaction commits, so that if the mail
+/// cannot go out, nothing is written; never showing the link instead).
+pub(crate) async fn mail_invitation(
     state: &AppState,
-    conn: &mut PgConnection,
-    caller: &Caller,
+    kind: Kind,
+    tenant_name: &str,
     invitation: &invitations::Invitation,
 ) -> Result<(), ApiError> {
-    let tenant_name = tenants::get(conn, caller.tenant).await?.company_name;
     match state
         .delivery
-        .deliver(
-            Kind::Invitation,
-            &tenant_name,
-            &invitation.user,
-            &invitation.link,
-        )
+        .deliver(kind, tenant_name, &invitation.user, &invitation.link)
         .await
     {
         Ok(Delivered::Sent) => Ok(()),
-        // Checked before anything was written; a link is never shown by the API.
+        // Callers check for a mailer before writing anything.
         Ok(Delivered::Shown(_)) => Err(ApiError::MailNotConfigured),
         Err(e) => {
-            tracing::warn!(tenant = %caller.tenant, error = %e, "invitation email failed");
+            tracing::warn!(tenant = %invitation.user.tenant, error = %e, "invitation email failed");
             Err(ApiError::MailFailed(e.message))
         }
     }
@@ -133,7 +127,8 @@ pub async fn invite(
         serde_json::json!({"email": invitation.user.email, "role": input.role}),
     )
     .await?;
-    mail_invitation(&state, &mut tx, &caller, &invitation).await?;
+    let tenant_name = tenants::get(&mut tx, caller.tenant).await?.company_name;
+    mail_invitation(&state, Kind::Invitation, &tenant_name, &invitation).await?;
     let summary = users::summary(&mut tx, caller.tenant, user).await?;
     tx.commit().await?;
     Ok((
@@ -172,7 +167,8 @@ pub async fn resend_invite(
     )
     .await?;
     audit(&mut tx, &caller, "resend_invite", id, serde_json::json!({})).await?;
-    mail_invitation(&state, &mut tx, &caller, &invitation).await?;
+    let tenant_name = tenants::get(&mut tx, caller.tenant).await?.company_name;
+    mail_invitation(&state, Kind::Invitation, &tenant_name, &invitation).await?;
     let summary = users::summary(&mut tx, caller.tenant, id).await?;
     tx.commit().await?;
     Ok(Json(Invited {

@@ -1,7 +1,7 @@
 //! `psa management init`: the platform's management tenant.
 
 use clap::Subcommand;
-use psa_models::auth_tokens::{self, IssueOptions, Purpose};
+use psa_models::invitations;
 use psa_models::tenants::{self, AdminInput};
 use secrecy::ExposeSecret;
 
@@ -55,35 +55,26 @@ pub async fn run(
             let id = init.tenant.tenant;
             // A link for an administrator who has no password yet: new, or invited before.
             let mut link = None;
-            if let Some((user, created)) = &init.admin {
-                let pending = psa_models::users::password_hash(&mut tx, id, user.user_id)
-                    .await?
-                    .is_none();
-                if pending && !user.is_inactive {
-                    let issued = auth_tokens::issue(
-                        &mut tx,
-                        id,
-                        user.user_id,
-                        IssueOptions {
-                            purpose: Purpose::Invitation,
-                            ttl: delivery.invitation_ttl,
-                            created_by: "cli",
-                            workflow_id: None,
-                        },
-                    )
-                    .await?;
-                    psa_models::audit::record(
-                        &mut tx,
-                        id,
-                        "cli",
-                        if *created { "invite" } else { "resend_invite" },
-                        "user",
-                        Some(user.user_id.0),
-                        serde_json::json!({"email": user.email, "role": "Admin"}),
-                    )
-                    .await?;
-                    link = Some((issued.url(&delivery.public_url), issued.expires_at));
-                }
+            if let Some((user, created)) = &init.admin
+                && !user.has_password
+                && !user.is_inactive
+            {
+                let issued =
+                    invitations::reissue(&mut tx, id, user.user_id, &delivery, "cli").await?;
+                psa_models::audit::record(
+                    &mut tx,
+                    id,
+                    "cli",
+                    if *created { "invite" } else { "resend_invite" },
+                    "user",
+                    Some(user.user_id.0),
+                    serde_json::json!({"email": user.email, "role": "Admin"}),
+                )
+                .await?;
+                link = Some((
+                    issued.link.url(&delivery.public_url),
+                    issued.link.expires_at,
+                ));
             }
             tx.commit().await.map_err(psa_models::Error::from)?;
             if json {

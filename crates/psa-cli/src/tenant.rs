@@ -57,7 +57,7 @@ pub enum TenantCommand {
         #[arg(long, env = "CUSTOMER_TAG_NAME", default_value = "PSA Customer")]
         customer_tag_name: String,
         /// Only tenants in this customer tracking state.
-        #[arg(long, value_parser = ["tracked", "partial", "untracked", "skipped", "management"])]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(provisioning::CUSTOMER_STATES))]
         tracking: Option<String>,
         /// Only tenants whose name contains this (case-insensitive).
         #[arg(long)]

@@ -129,38 +129,9 @@ pub async fn invite(
         email,
         role,
     } = input;
-    let (_, _, address) = users::validate_person(first_name, last_name, email)?;
-    if users::find_by_email(conn, tenant, &address)
-        .await?
-        .is_some()
-    {
-        return Err(Error::conflict(
-            Some("email"),
-            "A user with this email address already exists",
-        ));
-    }
-    // The role is checked here so that a wrong name reads as a validation error of `role`.
-    let known: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM roles WHERE tenant = $1 AND role_name = $2 AND msp AND NOT client)",
-    )
-    .bind(tenant)
-    .bind(role)
-    .fetch_one(&mut *conn)
-    .await?;
-    if !known {
-        let names: Vec<&str> = crate::seeds::ROLES
-            .iter()
-            .filter(|(_, _, msp, _)| *msp)
-            .map(|(n, ..)| *n)
-            .collect();
-        return Err(Error::validation(
-            "role",
-            format!(
-                "There is no role named {role:?}; the roles are: {}",
-                names.join(", ")
-            ),
-        ));
-    }
+    // Checked first so that a wrong name reads as a validation error of `role` (naming the
+    // roles), not as the missing-seeds conflict `create` reports.
+    users::role_id(conn, tenant, role, UserType::Internal).await?;
     let created = users::create(
         conn,
         tenant,
@@ -174,18 +145,8 @@ pub async fn invite(
         users::CreateOptions::default(),
     )
     .await?;
-    let link = auth_tokens::issue(
-        conn,
-        tenant,
-        created.user.user_id,
-        IssueOptions {
-            purpose: Purpose::Invitation,
-            ttl: delivery.invitation_ttl,
-            created_by,
-            workflow_id: None,
-        },
-    )
-    .await?;
+    // A taken email is refused by the users' unique key (409 `conflict` on `email`).
+    let link = invitation_link(conn, tenant, created.user.user_id, delivery, created_by).await?;
     Ok(Invitation {
         user: created.user,
         link,
@@ -210,13 +171,24 @@ pub async fn reissue(
             "The user is deactivated: reactivate them before inviting them again",
         ));
     }
-    if users::password_hash(conn, tenant, user).await?.is_some() {
+    if target.has_password {
         return Err(Error::conflict(
             None,
             "The user has already accepted their invitation and set a password; they can reset it from the sign-in page",
         ));
     }
-    let link = auth_tokens::issue(
+    let link = invitation_link(conn, tenant, user, delivery, created_by).await?;
+    Ok(Invitation { user: target, link })
+}
+
+async fn invitation_link(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    delivery: &Delivery,
+    created_by: &str,
+) -> Result<IssuedLink> {
+    auth_tokens::issue(
         conn,
         tenant,
         user,
@@ -227,8 +199,7 @@ pub async fn reissue(
             workflow_id: None,
         },
     )
-    .await?;
-    Ok(Invitation { user: target, link })
+    .await
 }
 
 /// How often one account can be sent a reset link: a request within this time of the last link

@@ -29,12 +29,15 @@ pub struct User {
     pub last_name: Option<String>,
     pub user_type: UserType,
     pub is_inactive: bool,
+    /// Whether the user has set a password (an invited user has not).
+    pub has_password: bool,
     pub created_at: DateTime<Utc>,
 }
 
 macro_rules! columns {
     () => {
-        "tenant, user_id, username, email, first_name, last_name, user_type, is_inactive, created_at"
+        "tenant, user_id, username, email, first_name, last_name, user_type, is_inactive, \
+         hashed_password IS NOT NULL AS has_password, created_at"
     };
 }
 
@@ -85,8 +88,8 @@ pub fn validate_person(
 }
 
 /// The id of the role `name` of the user type's scope (msp roles for internal users, client
-/// roles for client-portal users).
-async fn role_id(
+/// roles for client-portal users); a validation error of `role` naming the roles otherwise.
+pub(crate) async fn role_id(
     conn: &mut PgConnection,
     tenant: TenantId,
     name: &str,
@@ -218,15 +221,17 @@ pub async fn tenant_admin(
 /// The tenant's first administrator: its oldest active internal user with the msp Admin role
 /// (the one provisioning created, unless it was deactivated).
 pub async fn first_admin(conn: &mut PgConnection, tenant: TenantId) -> Result<Option<User>> {
-    Ok(sqlx::query_as::<_, User>(
-        "SELECT u.tenant, u.user_id, u.username, u.email, u.first_name, u.last_name, u.user_type, \
-                u.is_inactive, u.created_at FROM users u \
-         JOIN user_roles ur ON ur.tenant = u.tenant AND ur.user_id = u.user_id \
-         JOIN roles r ON r.tenant = ur.tenant AND r.role_id = ur.role_id \
-         WHERE u.tenant = $1 AND u.user_type = 'internal' AND NOT u.is_inactive \
-           AND r.role_name = 'Admin' AND r.msp \
-         ORDER BY u.created_at, u.user_id LIMIT 1",
-    )
+    Ok(sqlx::query_as::<_, User>(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM users WHERE tenant = $1 AND user_id = ( \
+           SELECT u.user_id FROM users u \
+           JOIN user_roles ur ON ur.tenant = u.tenant AND ur.user_id = u.user_id \
+           JOIN roles r ON r.tenant = ur.tenant AND r.role_id = ur.role_id \
+           WHERE u.tenant = $1 AND u.user_type = 'internal' AND NOT u.is_inactive \
+             AND r.role_name = 'Admin' AND r.msp \
+           ORDER BY u.created_at, u.user_id LIMIT 1)"
+    ))
     .bind(tenant)
     .fetch_optional(conn)
     .await?)

@@ -132,30 +132,7 @@ where
         Ok(out)
     }
     .await;
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    metrics::histogram!("psa_activity_duration_seconds", "activity" => name, "outcome" => outcome)
-        .record(start.elapsed().as_secs_f64());
-    if let Err(ActivityError::Application(failure)) = &result {
-        // One line per failed attempt, with what an operator greps for: the step, the run, the
-        // kind (a transient failure is retried, a permanent one rolls back or fails tracking).
-        let info = ctx.info();
-        let workflow_id = info.workflow_id.as_deref().unwrap_or("-");
-        let kind = if failure.is_non_retryable() {
-            "permanent"
-        } else {
-            "transient"
-        };
-        let error = failure.to_string();
-        let tenant = tenant.map_or_else(|| "-".to_owned(), |t| t.to_string());
-        step_failed(activity, kind);
-        if activity.is_compensation() {
-            tracing::error!(step = name, workflow_id, tenant = %tenant, attempt = info.attempt, kind,
-                %error, "compensation failed: what the run built may be left behind");
-        } else {
-            tracing::warn!(step = name, workflow_id, tenant = %tenant, attempt = info.attempt, kind,
-                %error, "provisioning step failed");
-        }
-    }
+    observe(ctx, activity, tenant, start, &result);
     if activity.is_tracking() {
         tracking_step(activity, &result);
     }
@@ -184,6 +161,45 @@ pub(crate) async fn audit(
 }
 
 const WORKFLOW_ACTOR: &str = "workflow:tenant_creation";
+
+/// What every activity attempt leaves for operators: its duration, and for a failure a count by
+/// kind and one log line with what they grep for: the step, the run, the tenant, the kind (a
+/// transient failure is retried, a permanent one rolls back, fails tracking or the email).
+fn observe<T>(
+    ctx: &ActivityContext,
+    activity: ActivityName,
+    tenant: Option<TenantId>,
+    start: Instant,
+    result: &Result<T, ActivityError>,
+) {
+    let name = activity.as_str();
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::histogram!("psa_activity_duration_seconds", "activity" => name, "outcome" => outcome)
+        .record(start.elapsed().as_secs_f64());
+    let Err(ActivityError::Application(failure)) = result else {
+        return;
+    };
+    let info = ctx.info();
+    let workflow_id = info.workflow_id.as_deref().unwrap_or("-");
+    let kind = if failure.is_non_retryable() {
+        "permanent"
+    } else {
+        "transient"
+    };
+    let error = failure.to_string();
+    let tenant = tenant.map_or_else(|| "-".to_owned(), |t| t.to_string());
+    step_failed(activity, kind);
+    if activity.is_compensation() {
+        tracing::error!(step = name, workflow_id, tenant = %tenant, attempt = info.attempt, kind,
+            %error, "compensation failed: what the run built may be left behind");
+    } else if activity == ActivityName::SendWelcomeEmail {
+        tracing::warn!(step = name, workflow_id, tenant = %tenant, attempt = info.attempt, kind,
+            %error, "welcome email failed");
+    } else {
+        tracing::warn!(step = name, workflow_id, tenant = %tenant, attempt = info.attempt, kind,
+            %error, "provisioning step failed");
+    }
+}
 
 /// Counts a failed attempt of any activity by kind: `transient` (retried: the database or the
 /// network failing) or `permanent`. Whatever step a database outage hits, this counter rises.
@@ -1127,20 +1143,13 @@ impl TenantActivities {
     ) -> Result<WelcomeOut, ActivityError> {
         let start = Instant::now();
         let result = self.welcome(&input).await;
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        let name = ActivityName::SendWelcomeEmail.as_str();
-        metrics::histogram!("psa_activity_duration_seconds", "activity" => name, "outcome" => outcome)
-            .record(start.elapsed().as_secs_f64());
-        if let Err(ActivityError::Application(failure)) = &result {
-            let kind = if failure.is_non_retryable() {
-                "permanent"
-            } else {
-                "transient"
-            };
-            step_failed(ActivityName::SendWelcomeEmail, kind);
-            tracing::warn!(step = name, workflow_id = %input.workflow_id, tenant = %input.tenant_id,
-                attempt = ctx.info().attempt, kind, error = %failure, "welcome email failed");
-        }
+        observe(
+            &ctx,
+            ActivityName::SendWelcomeEmail,
+            Some(input.tenant_id),
+            start,
+            &result,
+        );
         result
     }
 
@@ -1219,11 +1228,7 @@ impl TenantActivities {
             .await
             .map_err(to_activity_error)?;
         // Already signed up (a retry after a slow success): nothing left to send.
-        if users::password_hash(&mut tx, input.tenant_id, input.user_id)
-            .await
-            .map_err(to_activity_error)?
-            .is_some()
-        {
+        if user.has_password {
             return Ok(WelcomeOut {
                 status: WelcomeStatus::Sent,
                 invitation_link_sealed: None,
