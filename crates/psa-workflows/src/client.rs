@@ -157,9 +157,9 @@ impl TenantWorkflows {
             .map(|(id, _)| id)
     }
 
-    /// Like [`TenantWorkflows::start`], and whether this call is the run's starter (`false`
-    /// when the key names a run that had already begun). Only the starter who waits is shown
-    /// the admin's invitation link.
+    /// Like [`TenantWorkflows::start`], and whether this call is the run's starter: the one that
+    /// claimed its key (`false` for every later call with the same key). Only the starter who
+    /// waits is shown the admin's invitation link.
     pub async fn start_run(
         &self,
         input: TenantCreationInput,
@@ -196,6 +196,10 @@ impl TenantWorkflows {
             }
             Claimed::Same(_) | Claimed::New => {}
         }
+        // Only the call that made the claim is the starter: another call with the same key
+        // (even while the run is still `requested`) joins the run Temporal already has, and
+        // `UseExisting` does not say which call started it.
+        let starter = matches!(claimed, Claimed::New);
         let options = WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.clone())
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
             .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
@@ -205,7 +209,7 @@ impl TenantWorkflows {
             .start_workflow(TenantCreationWorkflow::run, input, options)
             .await
         {
-            Ok(_) => Ok((workflow_id, true)),
+            Ok(_) => Ok((workflow_id, starter)),
             Err(WorkflowStartError::AlreadyStarted { .. }) => Ok((workflow_id, false)),
             Err(e) => Err(ClientError::Temporal(e.to_string()).into()),
         }
