@@ -14,4 +14,5 @@ server_url="${DATABASE_URL%/*}"
 db="psa_bench_prov_$(date +%s)"
 psql "$DATABASE_URL" -qc "CREATE DATABASE $db" >/dev/null
 cargo build --release -q -p psa-workflows --example provision_bench
-RUST_LOG=warn DATABASE_URL="$server_url/$db" target/release/examples/provision_bench
+RUST_LOG=warn DATABASE_URL="$server_url/$db" BENCH_TEMPORAL_PID="${PSA_TEMPORAL_PID:-}" BENCH_CLK_TCK="$(getconf CLK_TCK)" \
+    target/release/examples/provision_bench

@@ -508,7 +508,8 @@ pub async fn customers(
     if tracking.management_tenant_id.is_none() {
         return Err(CliError::Usage("NINEMINDS_TENANT_ID is not set".into()));
     }
-    let pool = config::pool(database_url, 2).await?;
+    let connections = psa_workflows::reconcile::CONCURRENCY as u32 + 1;
+    let pool = config::pool(database_url, connections).await?;
     let report = psa_workflows::reconcile::reconcile(&pool, &tracking, dry_run).await?;
     if json {
         println!(

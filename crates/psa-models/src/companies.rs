@@ -397,15 +397,16 @@ pub async fn list(
     let rows = sqlx::query_as::<_, Company>(concat!(
         "SELECT ",
         columns!(),
+        // Names are unique in a tenant: the name alone orders the pages, and the unique
+        // index (tenant, company_name) serves a page at any depth without sorting.
         " FROM companies WHERE tenant = $1 \
-          AND ($2::text IS NULL OR (company_name, company_id) > ($2, $3)) \
-          AND ($4::boolean IS NULL OR is_inactive = $4) \
-          AND ($6::text IS NULL OR company_name ILIKE $6) \
-          ORDER BY company_name, company_id LIMIT $5"
+          AND ($2::text IS NULL OR company_name > $2) \
+          AND ($3::boolean IS NULL OR is_inactive = $3) \
+          AND ($5::text IS NULL OR company_name ILIKE $5) \
+          ORDER BY company_name LIMIT $4"
     ))
     .bind(tenant)
     .bind(cursor.as_ref().map(|c| c.0.as_str()))
-    .bind(cursor.as_ref().map(|c| c.1))
     .bind(filter.is_inactive)
     .bind(limit + 1)
     .bind(filter.name.as_deref().map(crate::db::contains_pattern))

@@ -467,33 +467,37 @@ pub async fn list_tenants(
         .as_deref()
         .map(crate::db::contains_pattern);
     let rows = sqlx::query_as::<_, TenantSummary>(
-        "WITH mgmt AS (SELECT tenant FROM tenants WHERE is_management LIMIT 1), \
-         page AS ( \
-           SELECT t.tenant AS tenant_id, t.company_name AS name, t.created_at, t.is_management, \
-                  c.company_id AS customer_company_id, \
-                  coalesce(EXISTS (SELECT 1 FROM tag_mappings m JOIN tag_definitions d \
-                                     ON d.tenant = m.tenant AND d.tag_id = m.tag_id \
-                                   WHERE m.tenant = c.tenant AND m.tagged_id = c.company_id \
-                                     AND d.tag_text = $1), false) AS customer_tagged, \
-                  p.workflow_id, p.status AS provisioning_status, p.skip_customer_tracking \
-           FROM tenants t \
-           LEFT JOIN companies c ON c.tenant = (SELECT tenant FROM mgmt) \
-                 AND c.properties ->> 'tenant_id' = t.tenant::text \
-           LEFT JOIN LATERAL (SELECT workflow_id, status, skip_customer_tracking \
-                              FROM tenant_provisioning WHERE tenant_id = t.tenant \
-                              ORDER BY requested_at DESC LIMIT 1) p ON true \
-           WHERE ($2::timestamptz IS NULL OR (t.created_at, t.tenant) > ($2, $3)) \
-             AND ($4::text IS NULL OR t.company_name ILIKE $4) \
-             AND ($5::timestamptz IS NULL OR t.created_at >= $5) \
-             AND ($6::timestamptz IS NULL OR t.created_at < $6)) \
-         SELECT * FROM ( \
-           SELECT page.*, CASE WHEN is_management THEN 'management' \
-                               WHEN customer_company_id IS NULL AND skip_customer_tracking THEN 'skipped' \
-                               WHEN customer_company_id IS NULL THEN 'untracked' \
-                               WHEN customer_tagged THEN 'tracked' ELSE 'partial' END AS customer_tracking \
-           FROM page) s \
-         WHERE ($7::text IS NULL OR customer_tracking = $7) \
-         ORDER BY created_at, tenant_id LIMIT $8",
+        // One pass in the order of the (created_at, tenant) index, each tenant's customer
+        // company, tag and run found by index (the customer company through the partial unique
+        // index on properties.tenant_id, whose predicate the join repeats), stopping at the
+        // page's end: a page costs the same at any depth and with any number of tenants.
+        "SELECT t.tenant AS tenant_id, t.company_name AS name, t.created_at, t.is_management, \
+                c.company_id AS customer_company_id, coalesce(g.tagged, false) AS customer_tagged, \
+                p.workflow_id, p.status AS provisioning_status, p.skip_customer_tracking, \
+                s.customer_tracking \
+         FROM tenants t \
+         LEFT JOIN LATERAL (SELECT company_id FROM companies \
+                            WHERE tenant = (SELECT tenant FROM tenants WHERE is_management LIMIT 1) \
+                              AND properties ? 'tenant_id' \
+                              AND properties ->> 'tenant_id' = t.tenant::text) c ON true \
+         LEFT JOIN LATERAL (SELECT true AS tagged FROM tag_mappings m JOIN tag_definitions d \
+                              ON d.tenant = m.tenant AND d.tag_id = m.tag_id \
+                            WHERE m.tenant = (SELECT tenant FROM tenants WHERE is_management LIMIT 1) \
+                              AND m.tagged_id = c.company_id AND d.tag_text = $1 LIMIT 1) g ON true \
+         LEFT JOIN LATERAL (SELECT workflow_id, status, skip_customer_tracking \
+                            FROM tenant_provisioning WHERE tenant_id = t.tenant \
+                            ORDER BY requested_at DESC LIMIT 1) p ON true \
+         CROSS JOIN LATERAL (SELECT CASE WHEN t.is_management THEN 'management' \
+                                    WHEN c.company_id IS NULL AND p.skip_customer_tracking THEN 'skipped' \
+                                    WHEN c.company_id IS NULL THEN 'untracked' \
+                                    WHEN g.tagged THEN 'tracked' ELSE 'partial' END \
+                               AS customer_tracking) s \
+         WHERE ($2::timestamptz IS NULL OR (t.created_at, t.tenant) > ($2, $3)) \
+           AND ($4::text IS NULL OR t.company_name ILIKE $4) \
+           AND ($5::timestamptz IS NULL OR t.created_at >= $5) \
+           AND ($6::timestamptz IS NULL OR t.created_at < $6) \
+           AND ($7::text IS NULL OR s.customer_tracking = $7) \
+         ORDER BY t.created_at, t.tenant LIMIT $8",
     )
     .bind(tag_name)
     .bind(after.map(|a| a.0))

@@ -4,8 +4,17 @@
 //! tracking on and one with it off, each on its own task queue; a run goes to one or the other.
 //! Run through `bench/provisioning.sh` (release build, tuned Temporal dev server, fresh database).
 //!
-//! Environment: DATABASE_URL (an empty database), TEMPORAL_ADDRESS, BENCH_SEQUENTIAL (runs,
-//! default 40), BENCH_CONCURRENT (runs, default 96), BENCH_IN_FLIGHT (default 16).
+//! CPU: each setting's CPU-seconds per tenant, summed over this process (the workers and the
+//! starter), the Temporal server (`BENCH_TEMPORAL_PID`, with its child processes) and the
+//! PostgreSQL server (found from a backend's parent when it runs on this machine), from `/proc`.
+//! Idle work of those servers in the same seconds (autovacuum, timers) is counted too.
+//!
+//! Environment: DATABASE_URL (a database: empty, or with tenants already in it),
+//! TEMPORAL_ADDRESS, BENCH_SEQUENTIAL (runs, default 40), BENCH_CONCURRENT (runs, default 96),
+//! BENCH_IN_FLIGHT (default 16), BENCH_TEMPORAL_PID, BENCH_CLK_TCK (default 100), and
+//! BENCH_SUMMARY (a file to append one line per setting to: `LABEL SETTING seq_p50_ms
+//! seq_p95_ms seq_per_s conc_p50_ms conc_p95_ms conc_per_s cpu_s_per_tenant cpu_psa
+//! cpu_temporal cpu_postgres`, with BENCH_LABEL).
 
 use std::time::{Duration, Instant};
 
@@ -31,8 +40,81 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx]
 }
 
-/// One measurement round: (round, tracking on/off, sequential, concurrent).
-type Row = (i32, &'static str, Stats, Stats);
+/// One measurement round: (round, tracking on/off, sequential, concurrent, CPU-seconds by
+/// process: this one, Temporal, PostgreSQL).
+type Row = (i32, &'static str, Stats, Stats, Vec<f64>);
+
+/// Reads CPU time from `/proc`: a process's own and its reaped children's, over a process tree.
+struct CpuMeter {
+    roots: Vec<u32>,
+    tick: f64,
+}
+
+impl CpuMeter {
+    /// (pid, parent pid, ticks used by the process and its reaped children).
+    fn processes() -> Vec<(u32, u32, u64)> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| {
+            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The command name is in parentheses and may contain spaces: fields follow the last ')'.
+            let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let ppid = f.get(1)?.parse().ok()?;
+            let ticks: u64 = f
+                .get(11..15)?
+                .iter()
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum();
+            Some((pid, ppid, ticks))
+        })
+        .collect()
+    }
+
+    /// CPU-seconds of each root's process tree, in the order of `roots`.
+    fn seconds(&self) -> Vec<f64> {
+        let all = Self::processes();
+        self.roots
+            .iter()
+            .map(|&root| {
+                if root == 0 {
+                    return 0.0;
+                }
+                let mut tree = vec![root];
+                let mut i = 0;
+                while i < tree.len() {
+                    let parent = tree[i];
+                    tree.extend(all.iter().filter(|p| p.1 == parent).map(|p| p.0));
+                    i += 1;
+                }
+                all.iter()
+                    .filter(|p| tree.contains(&p.0))
+                    .map(|p| p.2)
+                    .sum::<u64>() as f64
+                    / self.tick
+            })
+            .collect()
+    }
+}
+
+/// The PostgreSQL server's main process, when it runs on this machine.
+async fn postmaster(pool: &sqlx::PgPool) -> Option<u32> {
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(pool)
+        .await
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{backend}/stat")).ok()?;
+    if !stat.contains("(postgres)") {
+        return None;
+    }
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
 
 struct Stats {
     p50: Duration,
@@ -116,6 +198,20 @@ async fn main() {
         pool: pool.clone(),
     };
     let (w_on, w_off) = (starter(&queue_on), starter(&queue_off));
+    // A root that is unknown (pid 0) counts nothing.
+    let temporal_pid = std::env::var("BENCH_TEMPORAL_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok());
+    let pg = postmaster(&pool).await;
+    let roots = vec![
+        std::process::id(),
+        temporal_pid.unwrap_or(0),
+        pg.unwrap_or(0),
+    ];
+    let meter = CpuMeter {
+        roots,
+        tick: env_usize("BENCH_CLK_TCK", 100) as f64,
+    };
     let config = |tracking: TrackingSettings| WorkerConfig {
         pool: pool.clone(),
         key: key.clone(),
@@ -146,9 +242,16 @@ async fn main() {
         // Interleave on and off so drift (table growth, autovacuum) hits both alike.
         for round in 0..2 {
             for (name, w) in [("on", &w_on), ("off", &w_off)] {
+                let cpu = meter.seconds();
                 let seq = measure(w, name, sequential / 2, 1).await;
                 let conc = measure(w, name, concurrent / 2, in_flight).await;
-                rows.push((round, name, seq, conc));
+                let used = meter
+                    .seconds()
+                    .iter()
+                    .zip(&cpu)
+                    .map(|(b, a)| b - a)
+                    .collect();
+                rows.push((round, name, seq, conc, used));
             }
         }
         let _ = stop_tx.send(true);
@@ -166,23 +269,79 @@ async fn main() {
     println!(
         "tenant creation, {sequential} sequential and {concurrent} with {in_flight} in flight per setting\n"
     );
+    // Tenants per round and setting: the sequential and the concurrent runs.
+    let per_round = (sequential / 2 + concurrent / 2) as f64;
+    let cpu_part = |name: &str, i: usize| avg(name, &|r| r.4[i]) / per_round;
+    let cpu_per_tenant = |name: &str| (0..3).map(|i| cpu_part(name, i)).sum::<f64>();
     println!(
-        "{:<9} {:>10} {:>10} {:>12} {:>12} {:>12} {:>12}",
-        "tracking", "seq p50", "seq p95", "seq /s", "conc p50", "conc p95", "conc /s"
+        "{:<9} {:>10} {:>10} {:>12} {:>12} {:>12} {:>12} {:>14}",
+        "tracking",
+        "seq p50",
+        "seq p95",
+        "seq /s",
+        "conc p50",
+        "conc p95",
+        "conc /s",
+        "CPU s/tenant"
     );
+    let label = std::env::var("BENCH_LABEL").unwrap_or_else(|_| "-".into());
+    let mut summary = String::new();
     for name in ["on", "off"] {
-        println!(
-            "{:<9} {:>8.1}ms {:>8.1}ms {:>12.1} {:>10.1}ms {:>10.1}ms {:>12.1}",
-            name,
+        let v = [
             avg(name, &|r| ms(r.2.p50)),
             avg(name, &|r| ms(r.2.p95)),
             avg(name, &|r| r.2.per_second),
             avg(name, &|r| ms(r.3.p50)),
             avg(name, &|r| ms(r.3.p95)),
             avg(name, &|r| r.3.per_second),
+            cpu_per_tenant(name),
+        ];
+        println!(
+            "{:<9} {:>8.1}ms {:>8.1}ms {:>12.1} {:>10.1}ms {:>10.1}ms {:>12.1} {:>14.4}",
+            name, v[0], v[1], v[2], v[3], v[4], v[5], v[6]
         );
+        summary.push_str(&format!(
+            "{label} {name} {:.1} {:.1} {:.2} {:.1} {:.1} {:.2} {:.4} {:.4} {:.4} {:.4}\n",
+            v[0],
+            v[1],
+            v[2],
+            v[3],
+            v[4],
+            v[5],
+            v[6],
+            cpu_part(name, 0),
+            cpu_part(name, 1),
+            cpu_part(name, 2)
+        ));
+    }
+    for name in ["on", "off"] {
+        println!(
+            "CPU s/tenant, tracking {name}: workers and starter {:.4}, Temporal {:.4}, PostgreSQL {:.4}",
+            cpu_part(name, 0),
+            cpu_part(name, 1),
+            cpu_part(name, 2)
+        );
+    }
+    if temporal_pid.is_none() {
+        println!("(CPU without Temporal: BENCH_TEMPORAL_PID is not set)");
+    }
+    if pg.is_none() {
+        println!("(CPU without PostgreSQL: its server is not a local process)");
+    }
+    if let Ok(path) = std::env::var("BENCH_SUMMARY") {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(summary.as_bytes()))
+            .expect("the summary file");
     }
     let seq_ratio = avg("on", &|r| ms(r.2.p50)) / avg("off", &|r| ms(r.2.p50));
     let conc_ratio = avg("on", &|r| ms(r.3.p50)) / avg("off", &|r| ms(r.3.p50));
     println!("\np50 on/off: sequential {seq_ratio:.3}, {in_flight} in flight {conc_ratio:.3}");
+    println!(
+        "CPU per tenant on/off: {:.3}",
+        cpu_per_tenant("on") / cpu_per_tenant("off")
+    );
 }

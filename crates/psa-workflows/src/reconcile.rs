@@ -14,6 +14,7 @@
 //! - a tenant whose run ended without completing (cut off, awaiting the sweeper): it is about to
 //!   be removed, and must never be recorded as a customer.
 
+use futures::StreamExt;
 use psa_models::provisioning::{self, RunStatus};
 use psa_models::tags::{self, TaggedType};
 use psa_models::validate::{CompanyName, EmailAddress, FullName};
@@ -188,6 +189,11 @@ async fn track(
 /// Tenants read at a time.
 const RECONCILE_PAGE: i64 = 500;
 
+/// Tenants tracked at once. Each is a chain of short statements, so one connection waits on
+/// round trips most of the time; a few in parallel keep the server busy. The caller's pool
+/// needs this many connections (and one more for reading pages).
+pub const CONCURRENCY: usize = 8;
+
 /// Reconciles every tenant but the management tenant.
 pub async fn reconcile(
     pool: &PgPool,
@@ -246,11 +252,35 @@ pub async fn reconcile_paged(
         drop(conn);
         let Some(last) = tenants.last() else { break };
         after = Some(last.tenant);
-        for tenant in tenants
-            .iter()
-            .filter(|t| t.tenant != mgmt && !t.is_management)
-        {
-            match track(pool, mgmt, tenant, &tracking.tag_name, dry_run).await {
+        // In parallel, reported in the tenants' order (`buffered` keeps it).
+        let outcomes: Vec<_> = futures::stream::iter(
+            tenants
+                .iter()
+                .filter(|t| t.tenant != mgmt && !t.is_management),
+        )
+        .map(|tenant| async move {
+            (
+                tenant.tenant,
+                track(pool, mgmt, tenant, &tracking.tag_name, dry_run).await,
+            )
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+        for (tenant, outcome) in outcomes {
+            // Two tenants tracked at once can race for one record they share (an admin email
+            // that is already a contact): the loser is tried again alone.
+            let outcome = match outcome {
+                Err(_) => {
+                    let t = tenants
+                        .iter()
+                        .find(|t| t.tenant == tenant)
+                        .expect("a listed tenant");
+                    track(pool, mgmt, t, &tracking.tag_name, dry_run).await
+                }
+                ok => ok,
+            };
+            match outcome {
                 Ok(Tracked::Created(w)) => {
                     report.created += 1;
                     report.warnings.extend(w);
@@ -261,10 +291,10 @@ pub async fn reconcile_paged(
                 }
                 Ok(Tracked::Left(left)) => report.left_alone.push(left),
                 Err(e) => {
-                    tracing::warn!(tenant = %tenant.tenant, error = ?e, "reconcile failed for a tenant");
+                    tracing::warn!(tenant = %tenant, error = ?e, "reconcile failed for a tenant");
                     report.failed += 1;
                     report.failures.push(Failure {
-                        tenant_id: tenant.tenant,
+                        tenant_id: tenant,
                         error: e.to_string(),
                     });
                 }

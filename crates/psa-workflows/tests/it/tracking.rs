@@ -503,3 +503,64 @@ async fn reconcile_reaches_every_tenant_page_by_page() {
     .unwrap();
     assert_eq!(tracked, 5);
 }
+
+/// Reconcile tracks several tenants at once: more tenants than it runs in parallel, some of
+/// them sharing an admin email (one contact in the management tenant), all tracked, none failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_in_parallel_tracks_tenants_that_share_a_contact() {
+    let env = Env::start().await;
+    let n = reconcile::CONCURRENCY * 2 + 3;
+    let mut created = Vec::new();
+    for i in 0..n {
+        let id = psa_models::TenantId::new();
+        let mut tx = env.db.pool.begin().await.unwrap();
+        // A third of them share one admin.
+        let email = if i % 3 == 0 {
+            "shared-admin@parallel.example".to_owned()
+        } else {
+            format!("admin-{i}@parallel.example")
+        };
+        psa_models::tenants::create(
+            &mut tx,
+            id,
+            psa_models::tenants::NewTenant {
+                name: format!("Parallel {i}"),
+                email: email.clone(),
+                company_name: None,
+                licensed_user_count: None,
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        psa_models::seeds::run(&mut tx, id).await.unwrap();
+        psa_models::users::create_admin(&mut tx, id, "Pat", "Admin", &email, Default::default())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        created.push(id);
+    }
+    let settings = tracking_on(env.mgmt);
+    let first = reconcile::reconcile(&env.db.pool, &settings, false)
+        .await
+        .unwrap();
+    assert_eq!((first.created, first.failed), (n, 0), "{first:?}");
+    let second = reconcile::reconcile(&env.db.pool, &settings, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (second.created, second.already_tracked),
+        (0, n),
+        "{second:?}"
+    );
+    let (companies, shared): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM companies WHERE tenant = $1 AND properties ->> 'tenant_id' = ANY($2)), \
+                (SELECT count(*) FROM contacts WHERE tenant = $1 AND email = 'shared-admin@parallel.example')",
+    )
+    .bind(env.mgmt)
+    .bind(created.iter().map(|t| t.0.to_string()).collect::<Vec<_>>())
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((companies, shared), (n as i64, 1));
+}
