@@ -184,6 +184,9 @@ impl FromRequestParts<AppState> for Caller {
             .await?
             .ok_or(ApiError::Unauthorized)?;
         drop(conn);
+        if !holder.tenant_active {
+            return Err(ApiError::TenantInactive);
+        }
         let (Credential::Session(id) | Credential::ApiKey(id)) = holder.credential;
         state.limits.request_with(id)?;
         Ok(Caller {
@@ -264,6 +267,11 @@ pub async fn login(
         return Err(ApiError::Unauthorized);
     };
     let mut tx = db::begin_tenant(&state.pool, req.tenant_id).await?;
+    // The right password for a suspended or canceled tenant: said as such (its holder proved
+    // who they are), with no session.
+    if !tenant_is_active(&mut tx, req.tenant_id).await? {
+        return Err(ApiError::TenantInactive);
+    }
     let session = credentials::create_session(
         &mut tx,
         req.tenant_id,
@@ -287,6 +295,19 @@ pub async fn login(
         token: session.token.expose_secret().to_owned(),
         expires_at: session.expires_at,
     }))
+}
+
+/// Whether the tenant is `active` (read in the tenant's own confined transaction).
+pub(crate) async fn tenant_is_active(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+) -> Result<bool, ApiError> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM tenants WHERE tenant = $1")
+        .bind(tenant)
+        .fetch_optional(conn)
+        .await
+        .map_err(psa_models::Error::from)?;
+    Ok(status.as_deref() == Some("active"))
 }
 
 /// End the current session.
@@ -409,6 +430,10 @@ pub(crate) async fn set_password_by_link(
     let found = auth_tokens::find(&mut conn, purpose, token.expose_secret()).await?;
     drop(conn);
     let mut tx = db::begin_tenant(&state.pool, found.tenant).await?;
+    // A suspended or canceled tenant's link is kept for when it is active again.
+    if !tenant_is_active(&mut tx, found.tenant).await? {
+        return Err(ApiError::TenantInactive);
+    }
     let user = users::get(&mut tx, found.tenant, found.user).await?;
     let tenant_name = tenants::get(&mut tx, found.tenant).await?.company_name;
     tx.commit().await?;
@@ -651,6 +676,10 @@ async fn send_reset(
     let Some(tenant_row) = tenants::find(&mut tx, tenant).await? else {
         return Ok(());
     };
+    // No link for a suspended or canceled tenant's users (the answer is the same anyway).
+    if !tenant_is_active(&mut tx, tenant).await? {
+        return Ok(());
+    }
     let Some(reset) = invitations::reset(&mut tx, tenant, email, delivery).await? else {
         return Ok(());
     };

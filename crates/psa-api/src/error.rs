@@ -18,6 +18,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    /// The caller's tenant is suspended or canceled: 403 `tenant_inactive` (the credential is
+    /// kept; it works again when the tenant is reactivated or restored).
+    #[error("This organisation's access is suspended: contact the platform's support")]
+    TenantInactive,
     #[error("{message}")]
     BadRequest {
         status: StatusCode,
@@ -75,6 +79,7 @@ impl ApiError {
                     StatusCode::CONFLICT
                 }
                 psa_models::Error::InvalidLink(_) => StatusCode::BAD_REQUEST,
+                psa_models::Error::InvalidState { .. } => StatusCode::CONFLICT,
                 // A reference to a row the caller cannot see (missing, or another tenant's) is
                 // indistinguishable from a missing row.
                 psa_models::Error::ForeignKey { .. } | psa_models::Error::NotFound { .. } => {
@@ -85,7 +90,7 @@ impl ApiError {
                 }
             },
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::TenantInactive => StatusCode::FORBIDDEN,
             ApiError::BadRequest { status, .. } => *status,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::IdempotencyKeyReused(_) => StatusCode::CONFLICT,
@@ -103,6 +108,7 @@ impl ApiError {
             ApiError::Model(e) => e.code(),
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::TenantInactive => "tenant_inactive",
             ApiError::BadRequest { .. } => "validation_error",
             ApiError::NotFound => "not_found",
             ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",

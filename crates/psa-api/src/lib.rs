@@ -11,6 +11,7 @@ pub mod companies;
 pub mod contacts;
 pub mod error;
 pub mod extract;
+pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod pages;
@@ -53,6 +54,59 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// How invitation and password-reset links reach people.
     pub delivery: std::sync::Arc<psa_models::invitations::Delivery>,
+    /// The tenant lifecycle's tags and export store.
+    pub lifecycle: std::sync::Arc<LifecycleConfig>,
+}
+
+/// The lifecycle endpoints' settings: the customer tags (as the workers have them) and where
+/// exports are kept (`None`: exports are not offered by this server).
+#[derive(Clone, Debug)]
+pub struct LifecycleConfig {
+    pub customer_tag: psa_models::validate::TagText,
+    pub tags: psa_models::lifecycle::LifecycleTags,
+    pub store: Option<psa_models::exports::ExportStore>,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            customer_tag: psa_models::validate::TagText::parse("PSA Customer").expect("a tag"),
+            tags: Default::default(),
+            store: None,
+        }
+    }
+}
+
+impl LifecycleConfig {
+    /// The settings for a caller of the management tenant `mgmt`.
+    pub fn settings(&self, mgmt: psa_models::TenantId) -> psa_models::lifecycle::Settings {
+        psa_models::lifecycle::Settings {
+            management_tenant_id: mgmt,
+            customer_tag: self.customer_tag.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+}
+
+impl AppState {
+    /// Deletion workflows, through provisioning's Temporal client.
+    pub async fn deletions(&self) -> Result<psa_workflows::deletion::Deletions, ApiError> {
+        let p = self.provisioning.as_deref().ok_or_else(|| {
+            ApiError::Unavailable("Tenant lifecycle is not configured on this server".into())
+        })?;
+        let w = p.workflows().await?;
+        Ok(psa_workflows::deletion::Deletions {
+            client: w.client.clone(),
+            task_queue: w.task_queue.clone(),
+            pool: self.pool.clone(),
+        })
+    }
+
+    pub fn export_store(&self) -> Result<&psa_models::exports::ExportStore, ApiError> {
+        self.lifecycle.store.as_ref().ok_or_else(|| {
+            ApiError::Unavailable("Exports are not configured on this server".into())
+        })
+    }
 }
 
 #[derive(OpenApi)]
@@ -135,8 +189,16 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(contacts::get, contacts::update))
         .routes(routes!(tags::attach, tags::list))
         .routes(routes!(tags::detach))
-        .routes(routes!(tenants::create))
-        .routes(routes!(tenants::status));
+        .routes(routes!(tenants::create, lifecycle::list))
+        .routes(routes!(tenants::status))
+        .routes(routes!(lifecycle::show, lifecycle::delete))
+        .routes(routes!(lifecycle::suspend))
+        .routes(routes!(lifecycle::reactivate))
+        .routes(routes!(lifecycle::cancel))
+        .routes(routes!(lifecycle::restore))
+        .routes(routes!(lifecycle::export))
+        .routes(routes!(lifecycle::get_export))
+        .routes(routes!(lifecycle::archive));
     let (router, mut doc) = router.split_for_parts();
     utoipa::Modify::modify(&UniqueOperationIds, &mut doc);
     (router, doc)
@@ -219,6 +281,7 @@ pub struct Config {
     pub server: ServerLimits,
     /// Mail and links (`PSA_SMTP_URL`, `PSA_PUBLIC_URL`, link lifetimes).
     pub delivery: psa_models::invitations::Delivery,
+    pub lifecycle: LifecycleConfig,
 }
 
 /// What one connection and one request may take of the server.
@@ -274,6 +337,7 @@ impl Application {
             request_timeout: config.server.request_timeout,
             session_idle: config.session_idle,
             delivery: std::sync::Arc::new(config.delivery),
+            lifecycle: std::sync::Arc::new(config.lifecycle),
         };
         let limits = std::sync::Arc::downgrade(&state.limits);
         let purge_pool = state.pool.clone();

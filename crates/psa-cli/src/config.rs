@@ -33,6 +33,9 @@ impl CliError {
 impl From<psa_models::Error> for CliError {
     fn from(e: psa_models::Error) -> Self {
         match e {
+            // The tenant's state refuses what was asked (the management tenant, a transition that
+            // does not exist): the operator's request, not a failure.
+            psa_models::Error::InvalidState { .. } => CliError::Usage(e.to_string()),
             psa_models::Error::Validation { .. } | psa_models::Error::ForeignKey { .. } => {
                 CliError::Usage(match e.field() {
                     Some(f) if !f.is_empty() => format!("invalid {f}: {e}"),

@@ -222,6 +222,9 @@ pub async fn demo(
                 tag_name: TagText::parse("PSA Customer")?,
             },
             delivery,
+            lifecycle: psa_workflows::worker::LifecycleConfig::in_dir(std::path::Path::new(
+                "psa-exports",
+            ))?,
         },
         async {
             let _ = stop_rx.await;

@@ -4,6 +4,7 @@
 
 mod config;
 mod demo;
+mod lifecycle;
 mod management;
 mod serve;
 mod temporal;
@@ -37,6 +38,8 @@ struct Cli {
     workflow: temporal::WorkflowArgs,
     #[command(flatten)]
     mail: config::MailArgs,
+    #[command(flatten)]
+    exports: lifecycle::ExportArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,6 +72,9 @@ enum Command {
         limits: serve::LimitArgs,
         #[command(flatten)]
         server: serve::ServerArgs,
+        /// The customer tags (lifecycle endpoints mark customer companies with them).
+        #[command(flatten)]
+        tracking: temporal::TrackingArgs,
     },
     /// API keys for the HTTP API.
     ApiKey {
@@ -190,10 +196,13 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             db_pool_size,
             limits,
             server,
+            tracking,
         } => {
             serve::serve(
                 &cli.workflow,
                 &cli.mail,
+                &cli.exports,
+                &tracking,
                 cli.database_url.as_deref(),
                 &bind,
                 session_ttl_minutes,
@@ -214,6 +223,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
                 cli.database_url.as_deref(),
                 &cli.workflow,
                 &cli.mail,
+                &cli.exports,
                 &tracking,
                 &db,
                 metrics_bind,
@@ -226,6 +236,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
                 cli.database_url.as_deref(),
                 &cli.workflow,
                 &cli.mail,
+                &cli.exports,
                 command,
             )
             .await

@@ -81,6 +81,8 @@ impl LimitArgs {
 pub async fn serve(
     wf: &crate::temporal::WorkflowArgs,
     mail: &crate::config::MailArgs,
+    exports: &crate::lifecycle::ExportArgs,
+    tracking: &crate::temporal::TrackingArgs,
     database_url: Option<&str>,
     bind: &str,
     session_ttl_minutes: u64,
@@ -117,6 +119,11 @@ pub async fn serve(
             limits: limits.config(),
             server: server.limits(),
             delivery,
+            lifecycle: psa_api::LifecycleConfig {
+                customer_tag: tracking.customer_tag_name.clone(),
+                tags: tracking.lifecycle_tags(),
+                store: Some(exports.store()?),
+            },
         },
         pool,
         Some(provisioning),

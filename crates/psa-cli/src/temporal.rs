@@ -69,9 +69,31 @@ pub struct TrackingArgs {
     pub enable_customer_tracking: bool,
     #[arg(long, env = "CUSTOMER_TAG_NAME", default_value = "PSA Customer", value_parser = tag_text)]
     pub customer_tag_name: TagText,
+    /// The tag on a customer company whose tenant is suspended.
+    #[arg(long, env = "CUSTOMER_SUSPENDED_TAG_NAME", default_value = "Suspended", value_parser = tag_text)]
+    pub customer_suspended_tag_name: TagText,
+    /// The tag on a customer company whose tenant is canceled (or deleted).
+    #[arg(long, env = "CUSTOMER_CANCELED_TAG_NAME", default_value = "Canceled", value_parser = tag_text)]
+    pub customer_canceled_tag_name: TagText,
 }
 
 impl TrackingArgs {
+    pub fn lifecycle_tags(&self) -> psa_models::lifecycle::LifecycleTags {
+        psa_models::lifecycle::LifecycleTags {
+            suspended: self.customer_suspended_tag_name.clone(),
+            canceled: self.customer_canceled_tag_name.clone(),
+        }
+    }
+
+    /// The lifecycle settings with the management tenant `mgmt`.
+    pub fn lifecycle(&self, mgmt: psa_models::TenantId) -> psa_models::lifecycle::Settings {
+        psa_models::lifecycle::Settings {
+            management_tenant_id: mgmt,
+            customer_tag: self.customer_tag_name.clone(),
+            tags: self.lifecycle_tags(),
+        }
+    }
+
     pub fn settings(&self) -> TrackingSettings {
         TrackingSettings {
             enabled: self.enable_customer_tracking,

@@ -1,4 +1,5 @@
-//! `psa tenant create|status|list|sweep`, `psa customers reconcile` and `psa worker`.
+//! `psa tenant create|status|list|sweep`, `psa customers reconcile` and `psa worker`; the
+//! lifecycle commands are in `lifecycle`.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -68,6 +69,9 @@ pub enum TenantCommand {
         /// Only tenants created before this time.
         #[arg(long)]
         created_before: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only tenants in this status.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["active", "suspended", "canceled"]))]
+        status: Option<String>,
         /// Tenants per page (1-200).
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -87,6 +91,76 @@ pub enum TenantCommand {
     /// link expired); the earlier link stops working. Without mail settings, prints the link.
     ResendInvite {
         tenant_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A tenant's status, reason, pending deletion and customer record.
+    Show {
+        tenant_id: String,
+        #[command(flatten)]
+        tracking: TrackingArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// active -> suspended: its users are refused (sessions and API keys included) until it is
+    /// reactivated; the customer company is tagged and marked.
+    Suspend {
+        tenant_id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        tracking: TrackingArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// suspended -> active: the users' credentials work again.
+    Reactivate {
+        tenant_id: String,
+        #[command(flatten)]
+        tracking: TrackingArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// -> canceled: access ends, an export is taken and the tenant is deleted after the grace
+    /// period (`restore` stops it, `delete --confirm` deletes at once).
+    Cancel {
+        tenant_id: String,
+        #[arg(long)]
+        reason: String,
+        /// How long before deletion: 30d, 90d, 12h, 45s.
+        #[arg(long, default_value = "30d", value_parser = crate::lifecycle::parse_grace)]
+        grace: i64,
+        #[command(flatten)]
+        tracking: TrackingArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// canceled -> where the cancel found it, before the deletion.
+    Restore {
+        tenant_id: String,
+        #[command(flatten)]
+        tracking: TrackingArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a canceled tenant now instead of at its deadline (waits until it is deleted).
+    Delete {
+        tenant_id: String,
+        /// Required: deletion cannot be undone (an export was taken at the cancel).
+        #[arg(long)]
+        confirm: bool,
+        /// Seconds to wait for the deletion.
+        #[arg(long, default_value_t = 120)]
+        wait_seconds: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export the tenant's data (one JSON Lines file per table and a manifest, in a tar.gz) into
+    /// the export store, and copy the archive to PATH.
+    Export {
+        tenant_id: String,
+        #[arg(long, value_name = "PATH")]
+        out: std::path::PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -277,9 +351,84 @@ pub async fn tenant(
     database_url: Option<&str>,
     wf: &WorkflowArgs,
     mail: &config::MailArgs,
+    exports: &crate::lifecycle::ExportArgs,
     command: TenantCommand,
 ) -> Result<(), CliError> {
+    use crate::lifecycle as lc;
     match command {
+        TenantCommand::Show {
+            tenant_id,
+            tracking,
+            json,
+        } => {
+            let tenant = crate::user::parse_tenant(&tenant_id)?;
+            let pool = config::pool(database_url, 2).await?;
+            lc::show(&pool, &tracking, tenant, json).await
+        }
+        TenantCommand::Suspend {
+            tenant_id,
+            reason,
+            tracking,
+            json,
+        } => {
+            let tenant = crate::user::parse_tenant(&tenant_id)?;
+            let pool = config::pool(database_url, 2).await?;
+            lc::suspend(&pool, &tracking, tenant, &reason, json).await
+        }
+        TenantCommand::Reactivate {
+            tenant_id,
+            tracking,
+            json,
+        } => {
+            let tenant = crate::user::parse_tenant(&tenant_id)?;
+            let pool = config::pool(database_url, 2).await?;
+            lc::reactivate(&pool, &tracking, tenant, json).await
+        }
+        TenantCommand::Cancel {
+            tenant_id,
+            reason,
+            grace,
+            tracking,
+            json,
+        } => {
+            let tenant = crate::user::parse_tenant(&tenant_id)?;
+            let pool = config::pool(database_url, 2).await?;
+            lc::cancel(&pool, wf, &tracking, tenant, &reason, grace, json).await
+        }
+        TenantCommand::Restore {
+            tenant_id,
+            tracking,
+            json,
+        } => {
+            let tenant = crate::user::parse_tenant(&tenant_id)?;
+            let pool = config::pool(database_url, 2).await?;
+            lc::restore(&pool, wf, &tracking, tenant, json).await
+        }
+        TenantCommand::Delete {
+            tenant_id,
+            confirm,
+            wait_seconds,
+            json,
+        } => {
+            let tenant = crate::user::parse_tenant(&tenant_id)?;
+            if !confirm {
+                return Err(CliError::Usage(
+                    "deleting a tenant cannot be undone: add --confirm".into(),
+                ));
+            }
+            let pool = config::pool(database_url, 2).await?;
+            lc::delete(&pool, wf, tenant, Duration::from_secs(wait_seconds), json).await
+        }
+        TenantCommand::Export {
+            tenant_id,
+            out,
+            json,
+        } => {
+            let tenant = crate::user::parse_tenant(&tenant_id)?;
+            let store = exports.store()?;
+            let pool = config::pool(database_url, 2).await?;
+            lc::export(&pool, &store, tenant, &out, json).await
+        }
         TenantCommand::ResendInvite { tenant_id, json } => {
             let tenant = crate::user::parse_tenant(&tenant_id)?;
             let delivery = mail.delivery()?;
@@ -407,10 +556,15 @@ pub async fn tenant(
             name,
             created_after,
             created_before,
+            status,
             limit,
             cursor,
             json,
         } => {
+            let status = status
+                .as_deref()
+                .map(psa_models::lifecycle::TenantStatus::parse)
+                .transpose()?;
             let pool = config::pool(database_url, 2).await?;
             let mut conn = pool.acquire().await.map_err(psa_models::Error::from)?;
             let page = provisioning::list_tenants(
@@ -421,6 +575,7 @@ pub async fn tenant(
                     name_contains: name,
                     created_after,
                     created_before,
+                    status,
                 },
                 &psa_models::db::PageRequest {
                     limit: Some(limit),
@@ -435,15 +590,16 @@ pub async fn tenant(
                 );
             } else {
                 println!(
-                    "{:<36}  {:<20}  {:<10}  {:<11}  {:<50}  NAME",
-                    "TENANT", "CREATED", "CUSTOMER", "PROVISIONED", "WORKFLOW"
+                    "{:<36}  {:<20}  {:<9}  {:<10}  {:<11}  {:<50}  NAME",
+                    "TENANT", "CREATED", "STATUS", "CUSTOMER", "PROVISIONED", "WORKFLOW"
                 );
                 for t in &page.items {
                     let created = t.created_at.format("%Y-%m-%d %H:%M:%S").to_string();
                     println!(
-                        "{:<36}  {:<20}  {:<10}  {:<11}  {:<50}  {}",
+                        "{:<36}  {:<20}  {:<9}  {:<10}  {:<11}  {:<50}  {}",
                         t.tenant_id,
                         created,
+                        t.status.as_str(),
                         t.customer_tracking,
                         t.provisioning_status.map_or("-", RunStatus::as_str),
                         t.workflow_id.as_deref().unwrap_or("-"),
@@ -504,13 +660,14 @@ pub async fn customers(
         dry_run,
         json,
     } = command;
+    let tags = tracking.lifecycle_tags();
     let tracking = tracking.settings();
     if tracking.management_tenant_id.is_none() {
         return Err(CliError::Usage("NINEMINDS_TENANT_ID is not set".into()));
     }
     let connections = psa_workflows::reconcile::CONCURRENCY as u32 + 1;
     let pool = config::pool(database_url, connections).await?;
-    let report = psa_workflows::reconcile::reconcile(&pool, &tracking, dry_run).await?;
+    let report = psa_workflows::reconcile::reconcile(&pool, &tracking, &tags, dry_run).await?;
     if json {
         println!(
             "{}",
@@ -621,18 +778,21 @@ async fn probe_dependencies(w: TenantWorkflows) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 /// `psa worker`: validates configuration, serves /metrics and /healthz, sweeps cut-off runs,
 /// polls the task queue.
 pub async fn worker(
     database_url: Option<&str>,
     wf: &WorkflowArgs,
     mail: &config::MailArgs,
-    tracking: &TrackingArgs,
+    exports: &crate::lifecycle::ExportArgs,
+    tracking_args: &TrackingArgs,
     db: &config::DbTimeoutArgs,
     metrics_bind: SocketAddr,
     sweep_interval: Duration,
 ) -> Result<(), CliError> {
-    let tracking = tracking.settings();
+    let tracking = tracking_args.settings();
+    let store = exports.store()?;
     let key = wf.key()?;
     let delivery = mail.delivery()?;
     #[cfg(feature = "failpoints")]
@@ -681,6 +841,10 @@ pub async fn worker(
             {
                 tracing::warn!(error = %e, "sweep of cut-off provisioning runs failed; will retry");
             }
+            if let Err(e) = psa_workflows::deletion::start_pending(&sweeper).await {
+                tracing::warn!(error = %e, "starting recorded deletions failed; will retry");
+            }
+            psa_workflows::deletion::observe_lifecycle(&sweeper.pool).await;
         }
     });
     tracing::info!(
@@ -700,6 +864,10 @@ pub async fn worker(
             key,
             tracking,
             delivery,
+            lifecycle: psa_workflows::worker::LifecycleConfig {
+                tags: tracking_args.lifecycle_tags(),
+                store,
+            },
         },
         crate::serve::shutdown_signal(),
     )

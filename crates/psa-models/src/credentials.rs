@@ -32,6 +32,9 @@ pub struct Holder {
     pub credential: Credential,
     /// A client-portal user (`users.user_type = 'client'`): a customer of the tenant, not staff.
     pub client_portal: bool,
+    /// The tenant is `active` (a suspended or canceled tenant's credentials are refused, and
+    /// work again when it is reactivated or restored).
+    pub tenant_active: bool,
 }
 
 pub(crate) fn new_token(prefix: &str) -> SecretString {
@@ -65,7 +68,7 @@ pub async fn authenticate(
     token: &str,
     session_idle: std::time::Duration,
 ) -> Result<Option<Holder>> {
-    type Row = (TenantId, UserId, Uuid, bool, bool);
+    type Row = (TenantId, UserId, Uuid, bool, bool, String);
     // Through SECURITY DEFINER functions (migration `api_login_role`): the API's login role
     // finds a token across tenants without seeing any tenant's credentials.
     // Only a well-formed token reaches the database: a prefix and 32 random bytes in base64url
@@ -81,14 +84,15 @@ pub async fn authenticate(
         return Ok(None);
     }
     let row: Option<Row> = sqlx::query_as(
-        "SELECT tenant, user_id, credential_id, client_portal, stale FROM psa_authenticate($1, $2, $3)",
+        "SELECT tenant, user_id, credential_id, client_portal, stale, tenant_status \
+         FROM psa_authenticate($1, $2, $3)",
     )
     .bind(kind)
     .bind(digest(token))
     .bind(session_idle.as_secs_f64())
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some((tenant, _, id, _, true)) = &row {
+    if let Some((tenant, _, id, _, true, _)) = &row {
         sqlx::query("SELECT psa_touch_credential($1, $2, $3)")
             .bind(kind)
             .bind(tenant)
@@ -96,16 +100,19 @@ pub async fn authenticate(
             .execute(&mut *conn)
             .await?;
     }
-    Ok(row.map(|(tenant, user, id, client_portal, _)| Holder {
-        tenant,
-        user,
-        client_portal,
-        credential: if token.starts_with(SESSION_PREFIX) {
-            Credential::Session(id)
-        } else {
-            Credential::ApiKey(id)
-        },
-    }))
+    Ok(
+        row.map(|(tenant, user, id, client_portal, _, status)| Holder {
+            tenant,
+            user,
+            client_portal,
+            tenant_active: status == "active",
+            credential: if token.starts_with(SESSION_PREFIX) {
+                Credential::Session(id)
+            } else {
+                Credential::ApiKey(id)
+            },
+        }),
+    )
 }
 
 /// A new session token, shown once.

@@ -36,6 +36,14 @@ pub enum Error {
         field: Option<Cow<'static, str>>,
         message: Cow<'static, str>,
     },
+    /// The tenant's state refuses the operation (the management tenant, a run in flight, a
+    /// transition that does not exist); `code` says which (`management_tenant`,
+    /// `provisioning_in_flight`, `tenant_state`).
+    #[error("{message}")]
+    InvalidState {
+        code: &'static str,
+        message: Cow<'static, str>,
+    },
     /// An invitation or password-reset link that no longer works; the message says why.
     #[error("{0}")]
     InvalidLink(&'static str),
@@ -57,6 +65,7 @@ impl Error {
             Error::NotFound { .. } => "not_found",
             Error::Conflict { .. } => "conflict",
             Error::InvalidLink(_) => "invalid_link",
+            Error::InvalidState { code, .. } => code,
             Error::Database(_) | Error::Internal(_) => "internal",
         }
     }

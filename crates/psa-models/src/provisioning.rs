@@ -406,6 +406,8 @@ pub struct TenantSummary {
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub is_management: bool,
+    /// `active`, `suspended` or `canceled`.
+    pub status: crate::lifecycle::TenantStatus,
     /// `tracked` (company and tag), `partial` (company without the tag), `untracked`,
     /// `skipped` (provisioned with --skip-customer-tracking), `management`.
     pub customer_tracking: String,
@@ -429,6 +431,7 @@ pub struct TenantListFilter {
     pub name_contains: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
+    pub status: Option<crate::lifecycle::TenantStatus>,
 }
 
 /// The tenants with their customer record in the management tenant and their latest
@@ -466,38 +469,13 @@ pub async fn list_tenants(
         .name_contains
         .as_deref()
         .map(crate::db::contains_pattern);
+    // The query is the migrations' `psa_tenant_list` (SECURITY DEFINER): the API's management
+    // callers run it too, whose role sees no other tenant.
     let rows = sqlx::query_as::<_, TenantSummary>(
-        // One pass in the order of the (created_at, tenant) index, each tenant's customer
-        // company, tag and run found by index (the customer company through the partial unique
-        // index on properties.tenant_id, whose predicate the join repeats), stopping at the
-        // page's end: a page costs the same at any depth and with any number of tenants.
-        "SELECT t.tenant AS tenant_id, t.company_name AS name, t.created_at, t.is_management, \
-                c.company_id AS customer_company_id, coalesce(g.tagged, false) AS customer_tagged, \
-                p.workflow_id, p.status AS provisioning_status, p.skip_customer_tracking, \
-                s.customer_tracking \
-         FROM tenants t \
-         LEFT JOIN LATERAL (SELECT company_id FROM companies \
-                            WHERE tenant = (SELECT tenant FROM tenants WHERE is_management LIMIT 1) \
-                              AND properties ? 'tenant_id' \
-                              AND properties ->> 'tenant_id' = t.tenant::text) c ON true \
-         LEFT JOIN LATERAL (SELECT true AS tagged FROM tag_mappings m JOIN tag_definitions d \
-                              ON d.tenant = m.tenant AND d.tag_id = m.tag_id \
-                            WHERE m.tenant = (SELECT tenant FROM tenants WHERE is_management LIMIT 1) \
-                              AND m.tagged_id = c.company_id AND d.tag_text = $1 LIMIT 1) g ON true \
-         LEFT JOIN LATERAL (SELECT workflow_id, status, skip_customer_tracking \
-                            FROM tenant_provisioning WHERE tenant_id = t.tenant \
-                            ORDER BY requested_at DESC LIMIT 1) p ON true \
-         CROSS JOIN LATERAL (SELECT CASE WHEN t.is_management THEN 'management' \
-                                    WHEN c.company_id IS NULL AND p.skip_customer_tracking THEN 'skipped' \
-                                    WHEN c.company_id IS NULL THEN 'untracked' \
-                                    WHEN g.tagged THEN 'tracked' ELSE 'partial' END \
-                               AS customer_tracking) s \
-         WHERE ($2::timestamptz IS NULL OR (t.created_at, t.tenant) > ($2, $3)) \
-           AND ($4::text IS NULL OR t.company_name ILIKE $4) \
-           AND ($5::timestamptz IS NULL OR t.created_at >= $5) \
-           AND ($6::timestamptz IS NULL OR t.created_at < $6) \
-           AND ($7::text IS NULL OR s.customer_tracking = $7) \
-         ORDER BY t.created_at, t.tenant LIMIT $8",
+        "SELECT tenant_id, name, created_at, is_management, status, customer_company_id, \
+                customer_tagged, workflow_id, provisioning_status, skip_customer_tracking, \
+                customer_tracking \
+         FROM psa_tenant_list($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(tag_name)
     .bind(after.map(|a| a.0))
@@ -506,7 +484,8 @@ pub async fn list_tenants(
     .bind(filter.created_after)
     .bind(filter.created_before)
     .bind(filter.customer_tracking.as_deref())
-    .bind(limit + 1)
+    .bind(filter.status.map(|s| s.as_str()))
+    .bind(i32::try_from(limit + 1).unwrap_or(i32::MAX))
     .fetch_all(conn)
     .await?;
     Ok(crate::db::page(rows, limit, |t| {

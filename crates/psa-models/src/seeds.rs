@@ -114,8 +114,9 @@ const MSP_PERMISSIONS: &[(&str, &[&str])] = &[
     ("account_management", &["read", "update", "delete"]),
     ("sla_policy", CRUD),
     ("settings", CRUD),
-    // Ours: provisioning tenants, allowed to callers of the management tenant only.
-    ("tenant", &["create", "read"]),
+    // Ours: provisioning tenants and their lifecycle (update: suspend, reactivate, restore,
+    // export; delete: cancel, delete), allowed to callers of the management tenant only.
+    ("tenant", CRUD),
 ];
 
 /// Client-portal permissions. (The reference marked `settings` as both msp and client in one row,

@@ -221,6 +221,10 @@ async fn main() {
         delivery: psa_models::invitations::Delivery::without_mail(
             "http://psa.test".parse().expect("a URL"),
         ),
+        lifecycle: psa_workflows::worker::LifecycleConfig::in_dir(
+            &std::env::temp_dir().join("psa-bench-exports"),
+        )
+        .expect("an export directory"),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -225,6 +225,7 @@ fn tracking_step<T>(step: ActivityName, result: &Result<T, ActivityError>) {
 /// that first appears at 1 loses that first increment to `rate()` and `increase()`. Call once
 /// the metrics recorder is installed.
 pub fn init_metrics() {
+    crate::deletion::init_metrics();
     for outcome in [
         RunStatus::Completed,
         RunStatus::RolledBack,

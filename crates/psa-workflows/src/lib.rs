@@ -5,9 +5,13 @@
 //! company named after it, its admin as a contact, and a tag (customer tracking). Tracking never
 //! fails the tenant: its failures are recorded and repaired by `psa customers reconcile`. A core
 //! step that fails for good rolls everything back. See docs/workflow.md.
+//!
+//! The `tenant_deletion` workflow ([`deletion`]) ends a canceled tenant's life: an export, the
+//! grace period, then the deletion (docs/operations.md, "The tenant lifecycle").
 
 pub mod activities;
 pub mod client;
+pub mod deletion;
 pub mod dev_server;
 pub mod reconcile;
 pub mod secret;

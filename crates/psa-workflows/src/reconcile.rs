@@ -18,7 +18,7 @@ use futures::StreamExt;
 use psa_models::provisioning::{self, RunStatus};
 use psa_models::tags::{self, TaggedType};
 use psa_models::validate::{CompanyName, EmailAddress, FullName};
-use psa_models::{CompanyId, ContactId, TenantId, companies, tenants, users};
+use psa_models::{CompanyId, ContactId, TenantId, companies, lifecycle, tenants, users};
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -84,6 +84,7 @@ async fn track(
     mgmt: TenantId,
     tenant: &tenants::Tenant,
     tag: &psa_models::validate::TagText,
+    lifecycle_tags: &lifecycle::LifecycleTags,
     dry_run: bool,
 ) -> Result<Tracked, psa_models::Error> {
     let mut tx = pool.begin().await?;
@@ -104,6 +105,7 @@ async fn track(
         }
     }
     let mut created = false;
+    let mut new_company = None;
     let mut warnings = Vec::new();
     let existing = companies::find_by_managed_tenant(&mut tx, mgmt, tenant.tenant).await?;
     let admin = users::tenant_admin(&mut tx, tenant.tenant).await?;
@@ -126,6 +128,7 @@ async fn track(
             )
             .await?;
             warnings.extend(out.warning);
+            new_company = Some(out.company_id);
             out.company_id
         }
     };
@@ -171,6 +174,15 @@ async fn track(
             customer_tag(&mut tx, mgmt, company_id, tag, None, "reconcile").await?;
         }
     }
+    // A record added late shows the tenant's state as one that followed every change would.
+    if let Some(company) = new_company {
+        let settings = lifecycle::Settings {
+            management_tenant_id: mgmt,
+            customer_tag: tag.clone(),
+            tags: lifecycle_tags.clone(),
+        };
+        lifecycle::apply_to_new_record(&mut tx, &settings, tenant.tenant, company).await?;
+    }
     if dry_run {
         tx.rollback().await?;
     } else {
@@ -198,15 +210,17 @@ pub const CONCURRENCY: usize = 8;
 pub async fn reconcile(
     pool: &PgPool,
     tracking: &TrackingSettings,
+    lifecycle_tags: &lifecycle::LifecycleTags,
     dry_run: bool,
 ) -> Result<ReconcileReport, psa_models::Error> {
-    reconcile_paged(pool, tracking, dry_run, RECONCILE_PAGE).await
+    reconcile_paged(pool, tracking, lifecycle_tags, dry_run, RECONCILE_PAGE).await
 }
 
 /// [`reconcile`], reading `page` tenants at a time.
 pub async fn reconcile_paged(
     pool: &PgPool,
     tracking: &TrackingSettings,
+    lifecycle_tags: &lifecycle::LifecycleTags,
     dry_run: bool,
     page: i64,
 ) -> Result<ReconcileReport, psa_models::Error> {
@@ -261,7 +275,15 @@ pub async fn reconcile_paged(
         .map(|tenant| async move {
             (
                 tenant.tenant,
-                track(pool, mgmt, tenant, &tracking.tag_name, dry_run).await,
+                track(
+                    pool,
+                    mgmt,
+                    tenant,
+                    &tracking.tag_name,
+                    lifecycle_tags,
+                    dry_run,
+                )
+                .await,
             )
         })
         .buffered(CONCURRENCY)
@@ -276,7 +298,7 @@ pub async fn reconcile_paged(
                         .iter()
                         .find(|t| t.tenant == tenant)
                         .expect("a listed tenant");
-                    track(pool, mgmt, t, &tracking.tag_name, dry_run).await
+                    track(pool, mgmt, t, &tracking.tag_name, lifecycle_tags, dry_run).await
                 }
                 ok => ok,
             };

@@ -8,6 +8,7 @@ use temporalio_client::Client;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::activities::TenantActivities;
+use crate::deletion::{DeletionActivities, TenantDeletionWorkflow};
 use crate::secret::SecretKey;
 use crate::types::TrackingSettings;
 use crate::workflow::TenantCreationWorkflow;
@@ -60,6 +61,24 @@ pub struct WorkerConfig {
     pub key: SecretKey,
     pub tracking: TrackingSettings,
     pub delivery: psa_models::invitations::Delivery,
+    pub lifecycle: LifecycleConfig,
+}
+
+/// What the deletion workflow needs: the tags that mark a customer's state and where exports go.
+#[derive(Clone, Debug)]
+pub struct LifecycleConfig {
+    pub tags: psa_models::lifecycle::LifecycleTags,
+    pub store: psa_models::exports::ExportStore,
+}
+
+impl LifecycleConfig {
+    /// The default tags, exports in `dir` (tests, benchmarks, the demo).
+    pub fn in_dir(dir: &std::path::Path) -> Result<Self, psa_models::Error> {
+        Ok(Self {
+            tags: Default::default(),
+            store: psa_models::exports::ExportStore::local(dir)?,
+        })
+    }
 }
 
 /// Runs a worker for the tenant creation workflow on `task_queue` until `shutdown` resolves.
@@ -75,12 +94,37 @@ pub async fn run(
         key,
         tracking,
         delivery,
+        lifecycle,
     } = config;
+    // The deletion workflow keeps customer records in the management tenant: the configured
+    // one, else the database's (with tracking disabled it may not be configured).
+    let management_tenant_id = match tracking.management_tenant_id {
+        Some(id) => Some(id),
+        None => {
+            let mut conn = pool
+                .acquire()
+                .await
+                .map_err(|e| WorkerError::Failed(format!("cannot connect to PostgreSQL: {e}")))?;
+            tenants::find_management(&mut conn)
+                .await
+                .map_err(|e| WorkerError::Failed(e.to_string()))?
+                .map(|t| t.tenant)
+        }
+    };
     let runtime = Runtime::from_current_tokio(Default::default())
         .map_err(|e| WorkerError::Failed(e.to_string()))?;
     let options = WorkerOptions::new(task_queue)
         .register_workflow::<TenantCreationWorkflow>()
         .map_err(|e| WorkerError::Failed(e.to_string()))?
+        .register_workflow::<TenantDeletionWorkflow>()
+        .map_err(|e| WorkerError::Failed(e.to_string()))?
+        .register_activities(DeletionActivities {
+            pool: pool.clone(),
+            management_tenant_id,
+            customer_tag: tracking.tag_name.clone(),
+            tags: lifecycle.tags,
+            store: lifecycle.store,
+        })
         .register_activities(TenantActivities {
             pool,
             key,

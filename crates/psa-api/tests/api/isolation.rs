@@ -159,6 +159,7 @@ async fn the_request_transaction_is_confined_even_without_a_tenant_filter() {
         request_timeout: std::time::Duration::from_secs(30),
         session_idle: std::time::Duration::from_secs(3600),
         delivery: std::sync::Arc::new(crate::test_config().delivery),
+        lifecycle: std::sync::Arc::new(crate::test_config().lifecycle),
     };
     let caller = psa_api::auth::Caller {
         tenant: b.tenant,

@@ -6,6 +6,7 @@ mod bad_input;
 mod companies;
 mod contacts;
 mod isolation;
+mod lifecycle;
 mod limits;
 mod ops;
 mod provisioning;
@@ -32,6 +33,15 @@ pub fn test_config() -> psa_api::Config {
         delivery: psa_models::invitations::Delivery::without_mail(
             url::Url::parse("http://psa.test").unwrap(),
         ),
+        lifecycle: psa_api::LifecycleConfig {
+            store: Some(
+                psa_models::exports::ExportStore::local(
+                    &std::env::temp_dir().join(format!("psa-exports-{}", uuid::Uuid::new_v4())),
+                )
+                .unwrap(),
+            ),
+            ..Default::default()
+        },
     }
 }
 

@@ -123,6 +123,16 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
         ("DELETE", "/api/v1/tags/{mapping_id}"),
         ("POST", "/api/v1/tenants"),
         ("GET", "/api/v1/tenants/provisioning/{workflow_id}"),
+        ("GET", "/api/v1/tenants"),
+        ("GET", "/api/v1/tenants/{id}"),
+        ("DELETE", "/api/v1/tenants/{id}"),
+        ("POST", "/api/v1/tenants/{id}/suspend"),
+        ("POST", "/api/v1/tenants/{id}/reactivate"),
+        ("POST", "/api/v1/tenants/{id}/cancel"),
+        ("POST", "/api/v1/tenants/{id}/restore"),
+        ("POST", "/api/v1/tenants/{id}/export"),
+        ("GET", "/api/v1/tenants/{id}/exports/{export_id}"),
+        ("GET", "/api/v1/tenants/{id}/exports/{export_id}/archive"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

@@ -83,6 +83,10 @@ async fn provisioned() -> Provisioned {
             key,
             tracking,
             delivery: mail_delivery(&smtp),
+            lifecycle: psa_workflows::worker::LifecycleConfig::in_dir(
+                &std::env::temp_dir().join(format!("psa-exports-{}", uuid::Uuid::new_v4())),
+            )
+            .unwrap(),
         },
     )
     .expect("worker started");

@@ -258,10 +258,14 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
                 "first_name": "D", "last_name": "D", "email": "d@denied.example", "role": "Admin"
             }),
             ("patch", "/api/v1/users/{id}") => json!({"role": "Admin"}),
+            ("post", "/api/v1/tenants/{id}/suspend") => json!({"reason": "denied"}),
+            ("post", "/api/v1/tenants/{id}/cancel") => json!({"reason": "denied"}),
             ("post", p)
                 if p.ends_with("/deactivate")
                     || p.ends_with("/reactivate")
-                    || p.ends_with("/resend-invite") =>
+                    || p.ends_with("/resend-invite")
+                    || p.ends_with("/restore")
+                    || p.ends_with("/export") =>
             {
                 return None;
             }
@@ -311,6 +315,7 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
                 .replace("{contact_name_id}", &contact)
                 .replace("{mapping_id}", &mapping)
                 .replace("{workflow_id}", "tenant-creation-denied")
+                .replace("{export_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{id}", &uuid::Uuid::new_v4().to_string());
             // Required query parameters (checked before the permission, like bodies).
             let concrete = match (method, path.as_str()) {

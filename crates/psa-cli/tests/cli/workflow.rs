@@ -51,6 +51,7 @@ impl Setup {
             .env("TEMPORAL_TASK_QUEUE", &self.queue)
             .env("NINEMINDS_TENANT_ID", &self.mgmt)
             .env("PSA_SECRET_KEY", &self.key)
+            .env("PSA_EXPORT_DIR", self.exports())
             .env("RUST_LOG", "warn")
             .env_remove("FAILPOINTS")
             .env_remove("PSA_SMTP_URL");
@@ -60,6 +61,11 @@ impl Setup {
                 .env("PSA_PUBLIC_URL", "https://psa.test");
         }
         c
+    }
+
+    /// The export store of this test's processes.
+    fn exports(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("psa-exports-{}", self.queue))
     }
 
     fn worker(&self, failpoints: Option<&str>) -> Running {
@@ -1085,4 +1091,263 @@ async fn temporal_unreachable_exits_1_with_a_clear_message() {
         .await
         .unwrap();
     assert_eq!(records, 0, "nothing was claimed");
+}
+
+/// Creates a tenant through the worker; returns its id.
+fn create(s: &Setup, name: &str) -> String {
+    let email = format!("admin@{}.example", name.to_lowercase());
+    let out = s.run(&[
+        "tenant",
+        "create",
+        "--name",
+        name,
+        "--admin-email",
+        &email,
+        "--first-name",
+        "Pat",
+        "--last-name",
+        "Admin",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    last_json(&out)["tenant_id"].as_str().unwrap().to_owned()
+}
+
+fn code(out: &std::process::Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+async fn rows_left(s: &Setup, tenant: &str) -> Vec<(String, i64)> {
+    let tenant = uuid::Uuid::parse_str(tenant).unwrap();
+    let mut conn = s.db.pool.acquire().await.unwrap();
+    let mut left = Vec::new();
+    for t in psa_models::lifecycle::tenant_tables(&mut conn)
+        .await
+        .unwrap()
+    {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{t}\" WHERE tenant = $1"))
+            .bind(tenant)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        if n > 0 {
+            left.push((t, n));
+        }
+    }
+    left
+}
+
+async fn customer_status(s: &Setup, tenant: &str) -> serde_json::Value {
+    sqlx::query_scalar(
+        "SELECT properties -> 'tenant_status' FROM companies \
+         WHERE tenant = $1::uuid AND properties ->> 'tenant_id' = $2",
+    )
+    .bind(&s.mgmt)
+    .bind(tenant)
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tenant_lifecycle_through_the_cli() {
+    let s = Setup::new().await;
+    let worker = s.worker(None);
+    let id = create(&s, "Initech");
+    let shown = last_json(&s.run(&["tenant", "show", &id, "--json"]));
+    assert_eq!(shown["status"], "active");
+    assert_eq!(shown["customer"]["tracking"], "tracked");
+    assert_eq!(shown["customer"]["is_inactive"], false);
+
+    // Usage errors: exit 2, nothing changed.
+    assert_eq!(
+        code(&s.run(&["tenant", "suspend", &id])),
+        2,
+        "--reason is required"
+    );
+    let out = s.run(&["tenant", "suspend", &s.mgmt, "--reason", "no"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("management tenant can never be suspended"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        code(&s.run(&["tenant", "reactivate", &id])),
+        2,
+        "not suspended"
+    );
+    assert_eq!(
+        code(&s.run(&["tenant", "cancel", &id, "--reason", "x", "--grace", "10x"])),
+        2
+    );
+    assert_eq!(
+        code(&s.run(&["tenant", "delete", &id])),
+        2,
+        "--confirm is required"
+    );
+    assert_eq!(
+        last_json(&s.run(&["tenant", "show", &id, "--json"]))["status"],
+        "active"
+    );
+
+    let suspended = last_json(&s.run(&["tenant", "suspend", &id, "--reason", "unpaid", "--json"]));
+    assert_eq!(suspended["tenant"]["status"], "suspended");
+    assert_eq!(suspended["tenant"]["status_reason"], "unpaid");
+    assert_eq!(customer_status(&s, &id).await, "suspended");
+    let listed = last_json(&s.run(&["tenant", "list", "--status", "suspended", "--json"]));
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listed}");
+    assert_eq!(items[0]["tenant_id"], id.as_str());
+    let reactivated = last_json(&s.run(&["tenant", "reactivate", &id, "--json"]));
+    assert_eq!(reactivated["tenant"]["status"], "active");
+    assert_eq!(customer_status(&s, &id).await, "active");
+
+    // An export any time: the archive in the store and at --out, its row counts the database's.
+    let out_file = s.exports().join("initech.tar.gz");
+    let export = last_json(&s.run(&[
+        "tenant",
+        "export",
+        &id,
+        "--out",
+        out_file.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(export["status"], "completed");
+    assert_eq!(export["manifest"]["tables"]["users"]["rows"], 1);
+    assert_eq!(
+        std::fs::metadata(&out_file).unwrap().len(),
+        export["bytes"].as_u64().unwrap()
+    );
+
+    // Cancel with a grace period, then restore before it ends.
+    let canceled = last_json(&s.run(&[
+        "tenant", "cancel", &id, "--reason", "left", "--grace", "45s", "--json",
+    ]));
+    assert_eq!(canceled["tenant"]["status"], "canceled");
+    let deletion = &canceled["tenant"]["deletion"];
+    let after =
+        chrono::DateTime::parse_from_rfc3339(deletion["delete_after"].as_str().unwrap()).unwrap();
+    let left = after
+        .signed_duration_since(chrono::Utc::now())
+        .num_seconds();
+    assert!((30..=46).contains(&left), "{left} s to go");
+    assert_eq!(canceled["tenant"]["customer"]["is_inactive"], true);
+    let restored = last_json(&s.run(&["tenant", "restore", &id, "--json"]));
+    assert_eq!(restored["tenant"]["status"], "active");
+    assert_eq!(restored["tenant"]["deletion"], serde_json::Value::Null);
+    assert_eq!(restored["tenant"]["customer"]["is_inactive"], false);
+
+    // Cancel for 30 days, then delete now.
+    let out = s.run(&[
+        "tenant",
+        "cancel",
+        &id,
+        "--reason",
+        "left for good",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deleted = last_json(&s.run(&["tenant", "delete", &id, "--confirm", "--json"]));
+    assert_eq!(deleted["status"], "deleted");
+    assert!(rows_left(&s, &id).await.is_empty());
+    assert_eq!(customer_status(&s, &id).await, "deleted");
+    assert_eq!(code(&s.run(&["tenant", "show", &id])), 1, "gone");
+    stop(worker);
+}
+
+/// A worker SIGKILLed while it deletes a tenant (its transaction held up by a lock): the
+/// deletion is retried by the next worker and completes; nothing is left half deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_in_the_middle_of_a_deletion_still_deletes_everything() {
+    let s = Setup::new().await;
+    let first = s.worker(None);
+    let id = create(&s, "Doomed");
+    let out = s.run(&["tenant", "cancel", &id, "--reason", "left", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The export the deletion takes first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM tenant_exports WHERE tenant_id = $1::uuid \
+               AND purpose = 'deletion' AND status = 'completed')",
+        )
+        .bind(&id)
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+        if done {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no export");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Hold the deletion up half-way: it counts and deletes table by table.
+    let mut lock = s.db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let out = s.run(&["tenant", "delete", &id, "--confirm", "--wait-seconds", "1"]);
+    assert_eq!(
+        code(&out),
+        1,
+        "not deleted yet: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'psa' \
+               AND wait_event_type = 'Lock' AND query LIKE '%audit_log%')",
+        )
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deletion never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.kill();
+    lock.rollback().await.unwrap();
+    // Nothing was deleted by the killed attempt (one transaction).
+    assert!(!rows_left(&s, &id).await.is_empty());
+    let second = s.worker(None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM tenant_deletions WHERE tenant_id = $1::uuid")
+                .bind(&id)
+                .fetch_one(&s.db.pool)
+                .await
+                .unwrap();
+        if status == "deleted" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not deleted after the kill: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(rows_left(&s, &id).await, Vec::<(String, i64)>::new());
+    assert_eq!(customer_status(&s, &id).await, "deleted");
+    stop(second);
 }

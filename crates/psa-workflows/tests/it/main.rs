@@ -4,6 +4,7 @@
 
 mod failures;
 mod happy;
+mod lifecycle;
 mod replay;
 mod tracking;
 
@@ -23,6 +24,8 @@ pub struct Env {
     pub workflows: TenantWorkflows,
     pub mgmt: TenantId,
     pub key: SecretKey,
+    /// The worker's export directory.
+    pub exports: std::path::PathBuf,
     _worker: Background,
 }
 
@@ -53,6 +56,7 @@ impl Env {
         tx.commit().await.unwrap();
         let key = SecretKey::from_base64(&SecretKey::generate_base64()).unwrap();
         let task_queue = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let exports = std::env::temp_dir().join(format!("psa-exports-{}", uuid::Uuid::new_v4()));
         let client = psa_workflows::client::connect(&temporal.address, "default")
             .await
             .unwrap();
@@ -71,6 +75,7 @@ impl Env {
                 delivery: psa_models::invitations::Delivery::without_mail(
                     "http://psa.test".parse().unwrap(),
                 ),
+                lifecycle: psa_workflows::worker::LifecycleConfig::in_dir(&exports).unwrap(),
             },
         )
         .expect("worker started");
@@ -80,6 +85,7 @@ impl Env {
             workflows,
             mgmt,
             key,
+            exports,
             _worker: worker,
         }
     }

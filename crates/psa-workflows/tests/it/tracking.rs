@@ -33,7 +33,7 @@ async fn tracking_failure_keeps_the_tenant_and_reconcile_repairs_it_once() {
     legacy_tenant(&env, "Legacy").await;
 
     let settings = tracking_on(env.mgmt);
-    let dry = reconcile::reconcile(&env.db.pool, &settings, true)
+    let dry = reconcile::reconcile(&env.db.pool, &settings, &Default::default(), true)
         .await
         .unwrap();
     assert_eq!(
@@ -46,7 +46,7 @@ async fn tracking_failure_keeps_the_tenant_and_reconcile_repairs_it_once() {
         "a dry run writes nothing"
     );
 
-    let first = reconcile::reconcile(&env.db.pool, &settings, false)
+    let first = reconcile::reconcile(&env.db.pool, &settings, &Default::default(), false)
         .await
         .unwrap();
     assert_eq!(
@@ -77,7 +77,7 @@ async fn tracking_failure_keeps_the_tenant_and_reconcile_repairs_it_once() {
         audited, 6,
         "an audit row per customer record created by reconcile"
     );
-    let second = reconcile::reconcile(&env.db.pool, &settings, false)
+    let second = reconcile::reconcile(&env.db.pool, &settings, &Default::default(), false)
         .await
         .unwrap();
     assert_eq!(
@@ -99,7 +99,7 @@ async fn tracking_failure_keeps_the_tenant_and_reconcile_repairs_it_once() {
     psa_models::tenants::delete(&mut conn, result.tenant_id.unwrap())
         .await
         .unwrap();
-    let third = reconcile::reconcile(&env.db.pool, &settings, false)
+    let third = reconcile::reconcile(&env.db.pool, &settings, &Default::default(), false)
         .await
         .unwrap();
     assert_eq!(third.orphans.len(), 1);
@@ -248,9 +248,14 @@ async fn reconcile_leaves_runs_in_flight_and_skipped_tenants_alone() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let tenant = tenant.expect("the in-flight tenant row exists");
-    let report = reconcile::reconcile(&env.db.pool, &tracking_on(env.mgmt), false)
-        .await
-        .unwrap();
+    let report = reconcile::reconcile(
+        &env.db.pool,
+        &tracking_on(env.mgmt),
+        &Default::default(),
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!((report.created, report.failed), (0, 0), "{report:?}");
     let mut left: Vec<_> = report
         .left_alone
@@ -421,9 +426,14 @@ async fn a_run_cut_off_is_rolled_back_by_the_sweeper_and_never_tracked_by_reconc
         "{view:?}"
     );
     // Reconcile does not record the half-built tenant as a customer.
-    let report = reconcile::reconcile(&env.db.pool, &tracking_on(env.mgmt), false)
-        .await
-        .unwrap();
+    let report = reconcile::reconcile(
+        &env.db.pool,
+        &tracking_on(env.mgmt),
+        &Default::default(),
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.created, 0, "{report:?}");
     // The sweeper rolls it back completely.
     let swept = psa_workflows::sweep::sweep(&env.workflows, Duration::ZERO)
@@ -481,11 +491,11 @@ async fn reconcile_reaches_every_tenant_page_by_page() {
         created.push(id);
     }
     let settings = tracking_on(env.mgmt);
-    let first = reconcile::reconcile_paged(&env.db.pool, &settings, false, 2)
+    let first = reconcile::reconcile_paged(&env.db.pool, &settings, &Default::default(), false, 2)
         .await
         .unwrap();
     assert_eq!((first.created, first.failed), (5, 0), "{first:?}");
-    let second = reconcile::reconcile_paged(&env.db.pool, &settings, false, 2)
+    let second = reconcile::reconcile_paged(&env.db.pool, &settings, &Default::default(), false, 2)
         .await
         .unwrap();
     assert_eq!(
@@ -541,11 +551,11 @@ async fn reconcile_in_parallel_tracks_tenants_that_share_a_contact() {
         created.push(id);
     }
     let settings = tracking_on(env.mgmt);
-    let first = reconcile::reconcile(&env.db.pool, &settings, false)
+    let first = reconcile::reconcile(&env.db.pool, &settings, &Default::default(), false)
         .await
         .unwrap();
     assert_eq!((first.created, first.failed), (n, 0), "{first:?}");
-    let second = reconcile::reconcile(&env.db.pool, &settings, false)
+    let second = reconcile::reconcile(&env.db.pool, &settings, &Default::default(), false)
         .await
         .unwrap();
     assert_eq!(

@@ -1,0 +1,275 @@
+//! The lifecycle endpoints: a suspended tenant's users are refused (login, sessions, API keys)
+//! and get access back on reactivation; the customer record follows; the management tenant and
+//! callers outside it are refused; the tenant list filters by status; an export's row counts
+//! are the database's.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use super::*;
+
+/// A served app whose "Mgmt" tenant is the management tenant, and a customer tenant "Acme"
+/// tracked as its customer (by reconcile).
+async fn platform() -> (TestApp, TenantFixture, TenantFixture) {
+    let mut app = TestApp::unserved().await;
+    let mgmt = app.tenant("Mgmt").await;
+    sqlx::query("UPDATE tenants SET is_management = true WHERE tenant = $1")
+        .bind(mgmt.tenant)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let acme = app.tenant("Acme").await;
+    let tracking = psa_workflows::TrackingSettings {
+        enabled: true,
+        management_tenant_id: Some(mgmt.tenant),
+        tag_name: psa_models::validate::TagText::parse("PSA Customer").unwrap(),
+    };
+    let report =
+        psa_workflows::reconcile::reconcile(&app.db.pool, &tracking, &Default::default(), false)
+            .await
+            .unwrap();
+    assert_eq!(report.created, 1, "{report:?}");
+    let pool = app.db.pool.clone();
+    app.serve(pool, test_config(), None).await;
+    (app, mgmt, acme)
+}
+
+async fn login(app: &TestApp, t: &TenantFixture) -> (StatusCode, Value) {
+    app.call(
+        Method::POST,
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"tenant_id": t.tenant, "email": t.admin_email, "password": t.admin_password})),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn suspension_refuses_every_credential_and_reactivation_gives_them_back() {
+    let (app, mgmt, acme) = platform().await;
+    let m = Some(mgmt.key.as_str());
+    let session = login(&app, &acme).await.1["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, shown) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{}", acme.tenant),
+            m,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(shown["status"], "active");
+    assert_eq!(shown["customer"]["tracking"], "tracked");
+    assert_eq!(shown["deletion"], Value::Null);
+
+    // A reason is required; nothing changes without one.
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/suspend", acme.tenant),
+            m,
+            Some(json!({"reason": "  "})),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+    let (status, change) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/suspend", acme.tenant),
+            m,
+            Some(json!({"reason": "invoice 42 unpaid"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{change}");
+    assert_eq!(change["status_before"], "active");
+    assert_eq!(change["tenant"]["status"], "suspended");
+    assert_eq!(change["tenant"]["status_reason"], "invoice 42 unpaid");
+    assert_eq!(change["customer_record"], "updated");
+
+    // Every way in is refused: the API key, the session, a new login.
+    for token in [acme.key.as_str(), session.as_str()] {
+        let r = app
+            .call(Method::GET, "/api/v1/companies", Some(token), None)
+            .await;
+        assert_error(&r, StatusCode::FORBIDDEN, "tenant_inactive");
+    }
+    assert_error(
+        &login(&app, &acme).await,
+        StatusCode::FORBIDDEN,
+        "tenant_inactive",
+    );
+    // The customer company carries the tag and the status.
+    let (props, tags): (Value, Vec<String>) = sqlx::query_as(
+        "SELECT c.properties, array_agg(d.tag_text ORDER BY d.tag_text) FROM companies c \
+         JOIN tag_mappings m ON m.tenant = c.tenant AND m.tagged_id = c.company_id \
+         JOIN tag_definitions d ON d.tenant = m.tenant AND d.tag_id = m.tag_id \
+         WHERE c.tenant = $1 AND c.properties ->> 'tenant_id' = $2 GROUP BY c.properties",
+    )
+    .bind(mgmt.tenant)
+    .bind(acme.tenant.to_string())
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(props["tenant_status"], "suspended");
+    assert_eq!(tags, ["PSA Customer", "Suspended"]);
+    // The list filters by status.
+    let (_, page) = app
+        .call(Method::GET, "/api/v1/tenants?status=suspended", m, None)
+        .await;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{page}");
+    assert_eq!(items[0]["tenant_id"], acme.tenant.to_string());
+    assert_eq!(items[0]["status"], "suspended");
+
+    let (status, change) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/reactivate", acme.tenant),
+            m,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{change}");
+    assert_eq!(change["tenant"]["status"], "active");
+    // The same credentials work again.
+    for token in [acme.key.as_str(), session.as_str()] {
+        let r = app
+            .call(Method::GET, "/api/v1/companies", Some(token), None)
+            .await;
+        assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    }
+    assert_eq!(login(&app, &acme).await.0, StatusCode::OK);
+    // Audited in both tenants, with the reason.
+    let audited: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT action, details FROM audit_log WHERE entity_type = 'tenant' AND entity_id = $1 \
+           AND tenant = $2 ORDER BY created_at",
+    )
+    .bind(acme.tenant.0)
+    .bind(mgmt.tenant)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    let actions: Vec<&str> = audited.iter().map(|a| a.0.as_str()).collect();
+    assert_eq!(actions, ["suspend", "reactivate"]);
+    assert_eq!(audited[0].1["reason"], "invoice 42 unpaid");
+    assert_eq!(audited[0].1["before"], "active");
+}
+
+#[tokio::test]
+async fn the_management_tenant_and_callers_outside_it_are_refused() {
+    let (app, mgmt, acme) = platform().await;
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/suspend", mgmt.tenant),
+            Some(&mgmt.key),
+            Some(json!({"reason": "no"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "management_tenant");
+    // A customer tenant's admin cannot suspend anyone, itself included.
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/suspend", acme.tenant),
+            Some(&acme.key),
+            Some(json!({"reason": "no"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    // A tenant that does not exist.
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/suspend", uuid::Uuid::new_v4()),
+            Some(&mgmt.key),
+            Some(json!({"reason": "no"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    // Reactivating an active tenant: the transition does not exist.
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/reactivate", acme.tenant),
+            Some(&mgmt.key),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "tenant_state");
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM tenants ORDER BY status")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(statuses, ["active", "active"]);
+}
+
+#[tokio::test]
+async fn an_export_counts_the_rows_the_database_has_and_its_archive_downloads() {
+    let (app, mgmt, acme) = platform().await;
+    let m = Some(mgmt.key.as_str());
+    let (status, export) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/export", acme.tenant),
+            m,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{export}");
+    assert_eq!(export["status"], "completed");
+    for (table, entry) in export["manifest"]["tables"].as_object().unwrap() {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM \"{table}\" WHERE tenant = $1"
+        ))
+        .bind(acme.tenant)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(entry["rows"], n, "{table}");
+    }
+    assert!(
+        export["manifest"]["tables"]["users"]["rows"]
+            .as_i64()
+            .unwrap()
+            >= 1
+    );
+    let id = export["export_id"].as_str().unwrap();
+    let (status, got) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{}/exports/{id}", acme.tenant),
+            m,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["bytes"], export["bytes"]);
+    let archive = app
+        .http
+        .get(format!(
+            "{}/api/v1/tenants/{}/exports/{id}/archive",
+            app.base, acme.tenant
+        ))
+        .bearer_auth(&mgmt.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(archive.status(), StatusCode::OK);
+    let bytes = archive.bytes().await.unwrap();
+    assert_eq!(bytes.len() as i64, export["bytes"].as_i64().unwrap());
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "gzip");
+    // Another tenant's id with this export: not found.
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{}/exports/{id}", mgmt.tenant),
+            m,
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+}

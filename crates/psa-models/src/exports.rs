@@ -1,0 +1,423 @@
+//! Tenant exports: one `tar.gz` archive with one JSON Lines file per tenant table (the tables are
+//! found from the catalog, so a new table is never forgotten) and `manifest.json` with each
+//! file's row count and SHA-256. Columns that hold secrets (any whose name contains `hash`,
+//! `secret` or `password`: password hashes, two-factor secrets, session, key and link digests)
+//! are left out, and the manifest says which.
+//!
+//! Archives go to an [`ExportStore`]: a local directory (`PSA_EXPORT_DIR`) or S3-compatible
+//! object storage (`PSA_EXPORT_URL=s3://bucket/prefix`, credentials from the standard `AWS_*`
+//! variables), through the `object_store` crate. `tenant_exports` records each export.
+//!
+//! The rows are read in one read-only repeatable-read transaction: the archive is one
+//! consistent picture of the tenant, however long it takes.
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool};
+use tokio::io::AsyncWriteExt;
+use uuid::Uuid;
+
+use crate::{Error, Result, TenantId, lifecycle};
+
+/// Where archives are kept.
+#[derive(Clone)]
+pub struct ExportStore {
+    store: Arc<dyn ObjectStore>,
+    /// For messages: the directory or the URL (never credentials).
+    location: String,
+}
+
+impl std::fmt::Debug for ExportStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportStore")
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+impl ExportStore {
+    /// A local directory, created when missing.
+    pub fn local(dir: &FsPath) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::validation(
+                "PSA_EXPORT_DIR",
+                format!("PSA_EXPORT_DIR={} cannot be created: {e}", dir.display()),
+            )
+        })?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| {
+            Error::validation(
+                "PSA_EXPORT_DIR",
+                format!("PSA_EXPORT_DIR={} cannot be used: {e}", dir.display()),
+            )
+        })?;
+        Ok(Self {
+            store: Arc::new(store),
+            location: dir.display().to_string(),
+        })
+    }
+
+    /// S3-compatible object storage: `s3://bucket[/prefix]`, with the `AWS_*` variables
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT` for a
+    /// non-AWS service).
+    pub fn s3(url: &str) -> Result<Self> {
+        let parsed = url::Url::parse(url)
+            .ok()
+            .filter(|u| u.scheme() == "s3" && u.host_str().is_some())
+            .ok_or_else(|| {
+                Error::validation(
+                    "PSA_EXPORT_URL",
+                    "PSA_EXPORT_URL must look like s3://bucket/prefix",
+                )
+            })?;
+        let bucket = parsed.host_str().unwrap_or_default().to_owned();
+        let store = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(&bucket)
+            .build()
+            .map_err(|e| {
+                Error::validation(
+                    "PSA_EXPORT_URL",
+                    format!("the S3 export store is unusable: {e}"),
+                )
+            })?;
+        let prefix = parsed.path().trim_matches('/');
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(store)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+        };
+        Ok(Self {
+            store,
+            location: format!("s3://{bucket}/{prefix}"),
+        })
+    }
+
+    /// The store configured by `PSA_EXPORT_URL` if set, else the directory.
+    pub fn from_settings(url: Option<&str>, dir: &FsPath) -> Result<Self> {
+        match url.filter(|u| !u.trim().is_empty()) {
+            Some(u) => Self::s3(u.trim()),
+            None => Self::local(dir),
+        }
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Streams an archive out of the store.
+    pub async fn open(
+        &self,
+        key: &str,
+    ) -> Result<
+        impl futures::Stream<Item = std::result::Result<bytes::Bytes, std::io::Error>> + use<>,
+    > {
+        let got = self
+            .store
+            .get(&Path::from(key))
+            .await
+            .map_err(store_error)?;
+        Ok(got.into_stream().map_err(std::io::Error::other))
+    }
+
+    /// Copies an archive out of the store into a local file.
+    pub async fn download(&self, key: &str, out: &FsPath) -> Result<u64> {
+        let mut file = tokio::fs::File::create(out).await.map_err(|e| {
+            Error::validation("out", format!("{} cannot be written: {e}", out.display()))
+        })?;
+        let mut stream = self.open(key).await?;
+        let mut n = 0u64;
+        while let Some(chunk) = stream.try_next().await.map_err(Error::internal)? {
+            n += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(Error::internal)?;
+        }
+        file.flush().await.map_err(Error::internal)?;
+        Ok(n)
+    }
+}
+
+fn store_error(e: object_store::Error) -> Error {
+    match e {
+        object_store::Error::NotFound { .. } => Error::NotFound {
+            entity: "export archive",
+        },
+        other => Error::internal(other),
+    }
+}
+
+/// Why an export was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Purpose {
+    /// An operator asked for it.
+    Request,
+    /// Taken before a deletion.
+    Deletion,
+}
+
+/// One table in the manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TableEntry {
+    pub file: String,
+    pub rows: u64,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    /// Columns left out (secrets).
+    pub left_out: Vec<String>,
+}
+
+/// `manifest.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Manifest {
+    /// `psa-tenant-export/1`.
+    pub format: String,
+    pub export_id: Uuid,
+    pub tenant_id: TenantId,
+    pub tenant_name: String,
+    pub created_at: DateTime<Utc>,
+    pub tables: std::collections::BTreeMap<String, TableEntry>,
+}
+
+/// An export's record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Export {
+    pub export_id: Uuid,
+    pub tenant_id: TenantId,
+    pub requested_by: String,
+    pub purpose: Purpose,
+    /// `running`, `completed` or `failed`.
+    pub status: String,
+    /// The archive's key in the export store.
+    pub location: Option<String>,
+    pub bytes: Option<i64>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub manifest: Option<sqlx::types::Json<Manifest>>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "export_id, tenant_id, requested_by, purpose, status, location, bytes, \
+                       manifest, error, created_at, completed_at";
+
+/// A column that holds a secret: never exported.
+fn is_secret(column: &str) -> bool {
+    ["hash", "secret", "password"]
+        .iter()
+        .any(|w| column.contains(w))
+}
+
+/// The export `id` (outside any tenant context: a platform table).
+pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Export> {
+    sqlx::query_as::<_, Export>(&format!(
+        "SELECT {COLUMNS} FROM tenant_exports WHERE export_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound { entity: "export" })
+}
+
+/// Records an export as running (its own short transaction, so a failure can be recorded too).
+pub async fn begin(
+    pool: &PgPool,
+    id: Uuid,
+    tenant: TenantId,
+    purpose: Purpose,
+    requested_by: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO tenant_exports (export_id, tenant_id, requested_by, purpose) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (export_id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(requested_by)
+    .bind(purpose)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Takes the export `id` of `tenant` (recorded with [`begin`]) into the store and records the
+/// outcome. Idempotent: an export already completed is returned as it is, one that failed or
+/// was cut off is taken again.
+pub async fn run(pool: &PgPool, store: &ExportStore, id: Uuid) -> Result<Export> {
+    let mut conn = pool.acquire().await?;
+    let current = get(&mut conn, id).await?;
+    drop(conn);
+    if current.status == "completed" {
+        return Ok(current);
+    }
+    match write(pool, store, id, current.tenant_id).await {
+        Ok((key, bytes, manifest)) => {
+            sqlx::query(
+                "UPDATE tenant_exports SET status = 'completed', location = $2, bytes = $3, \
+                        manifest = $4, error = NULL, completed_at = now() WHERE export_id = $1",
+            )
+            .bind(id)
+            .bind(&key)
+            .bind(bytes as i64)
+            .bind(sqlx::types::Json(&manifest))
+            .execute(pool)
+            .await?;
+        }
+        Err(e) => {
+            sqlx::query(
+                "UPDATE tenant_exports SET status = 'failed', error = $2 WHERE export_id = $1",
+            )
+            .bind(id)
+            .bind(e.to_string())
+            .execute(pool)
+            .await?;
+            return Err(e);
+        }
+    }
+    let mut conn = pool.acquire().await?;
+    get(&mut conn, id).await
+}
+
+/// A scratch directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn write(
+    pool: &PgPool,
+    store: &ExportStore,
+    id: Uuid,
+    tenant: TenantId,
+) -> Result<(String, u64, Manifest)> {
+    let scratch = Scratch(std::env::temp_dir().join(format!("psa-export-{id}")));
+    tokio::fs::create_dir_all(scratch.0.join("tables"))
+        .await
+        .map_err(Error::internal)?;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SET LOCAL statement_timeout = '1h'")
+        .execute(&mut *tx)
+        .await?;
+    // Confined to the tenant: the API's role sees exactly its rows, and so does the owner's.
+    crate::db::enter_tenant(&mut tx, tenant).await?;
+    let name: String = sqlx::query_scalar("SELECT company_name FROM tenants WHERE tenant = $1")
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound { entity: "tenant" })?;
+    let mut manifest = Manifest {
+        format: "psa-tenant-export/1".into(),
+        export_id: id,
+        tenant_id: tenant,
+        tenant_name: name,
+        created_at: Utc::now(),
+        tables: Default::default(),
+    };
+    for table in lifecycle::tenant_tables(&mut tx).await? {
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT attname::text FROM pg_attribute \
+             WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped \
+             ORDER BY attnum",
+        )
+        .bind(&table)
+        .fetch_all(&mut *tx)
+        .await?;
+        let (left_out, kept): (Vec<String>, Vec<String>) =
+            columns.into_iter().partition(|c| is_secret(c));
+        let select = kept
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let file = format!("tables/{table}.jsonl");
+        let mut out = tokio::io::BufWriter::new(
+            tokio::fs::File::create(scratch.0.join(&file))
+                .await
+                .map_err(Error::internal)?,
+        );
+        let mut hash = Sha256::new();
+        let mut rows = 0u64;
+        // Rows in a stable order (the table's own), each one JSON object per line.
+        let sql = format!(
+            "SELECT row_to_json(r)::text FROM (SELECT {select} FROM \"{table}\" WHERE tenant = $1 \
+             ORDER BY 1, 2) r"
+        );
+        let mut stream = sqlx::query_scalar::<_, String>(&sql)
+            .bind(tenant)
+            .fetch(&mut *tx);
+        while let Some(line) = stream.try_next().await? {
+            hash.update(line.as_bytes());
+            hash.update(b"\n");
+            out.write_all(line.as_bytes())
+                .await
+                .map_err(Error::internal)?;
+            out.write_all(b"\n").await.map_err(Error::internal)?;
+            rows += 1;
+        }
+        drop(stream);
+        out.flush().await.map_err(Error::internal)?;
+        manifest.tables.insert(
+            table,
+            TableEntry {
+                file,
+                rows,
+                sha256: format!("{:x}", hash.finalize()),
+                left_out,
+            },
+        );
+    }
+    tx.commit().await?;
+
+    let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(Error::internal)?;
+    tokio::fs::write(scratch.0.join("manifest.json"), &manifest_json)
+        .await
+        .map_err(Error::internal)?;
+    let archive = scratch.0.join("export.tar.gz");
+    let dir = scratch.0.clone();
+    let entries: Vec<String> = std::iter::once("manifest.json".to_owned())
+        .chain(manifest.tables.values().map(|t| t.file.clone()))
+        .collect();
+    let archive_path = archive.clone();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&archive_path)?,
+            flate2::Compression::default(),
+        );
+        let mut tar = tar::Builder::new(gz);
+        for entry in entries {
+            tar.append_path_with_name(dir.join(&entry), &entry)?;
+        }
+        tar.into_inner()?.finish()?;
+        Ok(())
+    })
+    .await
+    .map_err(Error::internal)?
+    .map_err(Error::internal)?;
+
+    let key = format!("{tenant}/{id}.tar.gz");
+    let mut upload =
+        object_store::buffered::BufWriter::new(store.store.clone(), Path::from(key.as_str()));
+    let mut file = tokio::fs::File::open(&archive)
+        .await
+        .map_err(Error::internal)?;
+    let bytes = tokio::io::copy(&mut file, &mut upload)
+        .await
+        .map_err(Error::internal)?;
+    upload.shutdown().await.map_err(Error::internal)?;
+    Ok((key, bytes, manifest))
+}
