@@ -64,10 +64,7 @@ pub async fn list(
     let status = q.status.as_deref().map(TenantStatus::parse).transpose()?;
     // Across tenants: the session role reads the tenants table (the caller is the management
     // tenant's, checked above).
-    sqlx::query("SELECT set_config('role', 'none', true)")
-        .execute(&mut *tx)
-        .await
-        .map_err(psa_models::Error::from)?;
+    psa_models::db::leave_tenant(&mut tx).await?;
     let page = provisioning::list_tenants(
         &mut tx,
         state.lifecycle.customer_tag.as_str(),

@@ -71,6 +71,17 @@ pub async fn enter_tenant(conn: &mut PgConnection, tenant: TenantId) -> Result<(
     Ok(())
 }
 
+/// Leaves any tenant context for the rest of the transaction (or until the next
+/// [`enter_tenant`]): the session's own role again, for platform tables and functions.
+pub async fn leave_tenant(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query(
+        "SELECT set_config('role', 'none', true), set_config('app.current_tenant', '', true)",
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Begins a transaction confined to `tenant` by row-level security.
 pub async fn begin_tenant(
     pool: &PgPool,

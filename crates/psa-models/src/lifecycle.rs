@@ -197,16 +197,6 @@ async fn row(conn: &mut PgConnection, tenant: TenantId, lock: bool) -> Result<Ro
         .ok_or(Error::NotFound { entity: "tenant" })
 }
 
-/// Leaves any tenant context: the platform tables are the session role's.
-async fn leave_tenant(conn: &mut PgConnection) -> Result<()> {
-    sqlx::query(
-        "SELECT set_config('role', 'none', true), set_config('app.current_tenant', '', true)",
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 fn refused(code: &'static str, message: impl Into<Cow<'static, str>>) -> Error {
     Error::InvalidState {
         code,
@@ -229,7 +219,7 @@ async fn lock_for(
             format!("The management tenant can never be {verb}"),
         ));
     }
-    leave_tenant(conn).await?;
+    db::leave_tenant(conn).await?;
     if let Some(run) = provisioning::latest_for_tenant(conn, tenant).await?
         && matches!(run.status, RunStatus::Requested | RunStatus::Running)
     {
@@ -350,7 +340,6 @@ async fn mark_company(
 }
 
 /// Audits a change in the tenant (while it exists) and in the management tenant.
-#[allow(clippy::too_many_arguments)]
 async fn audit_both(
     conn: &mut PgConnection,
     settings: &Settings,
@@ -535,7 +524,7 @@ pub async fn cancel(
         )
         .await?;
     }
-    leave_tenant(conn).await?;
+    db::leave_tenant(conn).await?;
     sqlx::query(
         "INSERT INTO tenant_deletions (workflow_id, tenant_id, tenant_name, reason, requested_by, \
                                        delete_after, undo, export_id) \
@@ -570,7 +559,7 @@ pub async fn pending_deletion(
     conn: &mut PgConnection,
     tenant: TenantId,
 ) -> Result<Option<PendingDeletion>> {
-    leave_tenant(conn).await?;
+    db::leave_tenant(conn).await?;
     Ok(sqlx::query_as::<_, PendingDeletion>(
         "SELECT workflow_id, requested_at, delete_after FROM tenant_deletions \
          WHERE tenant_id = $1 AND status = 'pending'",
@@ -643,7 +632,7 @@ pub async fn restore(
     actor: &str,
 ) -> Result<(Change, String)> {
     let before = lock_for(conn, tenant, "restored", &[TenantStatus::Canceled]).await?;
-    leave_tenant(conn).await?;
+    db::leave_tenant(conn).await?;
     let (workflow_id, undo): (String, serde_json::Value) = sqlx::query_as(
         "SELECT workflow_id, undo FROM tenant_deletions WHERE tenant_id = $1 AND status = 'pending' \
          FOR UPDATE",
@@ -741,7 +730,7 @@ pub async fn delete(
     workflow_id: &str,
     confirmed_by: Option<&str>,
 ) -> Result<Deleted> {
-    leave_tenant(conn).await?;
+    db::leave_tenant(conn).await?;
     // A large tenant takes longer than the worker's statement limit; the activity heartbeats.
     sqlx::query("SET LOCAL statement_timeout = '1h'")
         .execute(&mut *conn)
@@ -774,7 +763,7 @@ pub async fn delete(
         Ok(_) | Err(Error::NotFound { .. }) => {}
         Err(e) => return Err(e),
     }
-    leave_tenant(conn).await?;
+    db::leave_tenant(conn).await?;
     // What it owns, table by table, for the record; then the tenant row, whose cascade removes
     // all of it in an order the foreign keys accept; then proof that nothing is left.
     let tables = tenant_tables(conn).await?;
@@ -836,7 +825,7 @@ pub async fn delete(
         )
         .await?;
     }
-    leave_tenant(conn).await?;
+    db::leave_tenant(conn).await?;
     sqlx::query(
         "UPDATE tenant_deletions SET status = 'deleted', confirmed_by = $2, deleted_rows = $3, \
                 ended_at = now(), updated_at = now() WHERE workflow_id = $1",
@@ -946,5 +935,5 @@ pub async fn apply_to_new_record(
             .await?;
         }
     }
-    leave_tenant(conn).await
+    db::leave_tenant(conn).await
 }
