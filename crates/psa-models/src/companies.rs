@@ -416,7 +416,15 @@ pub async fn list(
             .push_bind(crate::db::contains_pattern(name));
     }
     q.push(" ORDER BY company_name LIMIT ").push_bind(limit + 1);
-    let rows = q.build_query_as::<Company>().fetch_all(conn).await?;
+    // A name search is planned for its pattern, every time: a rare name is found through the
+    // trigram index, a common one by reading the name order until the page is full. A cached
+    // (generic) plan knows no pattern and reads the name order for every search (100k customers:
+    // 110 ms a search for one of them).
+    let rows = q
+        .build_query_as::<Company>()
+        .persistent(filter.name.is_none())
+        .fetch_all(conn)
+        .await?;
     Ok(page(rows, limit, |c| {
         (c.company_name.clone(), c.company_id.0)
     }))

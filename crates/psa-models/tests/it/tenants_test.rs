@@ -487,6 +487,42 @@ async fn the_tenant_list_pages_and_filters() {
     );
     assert_eq!(states(by("management")).await.len(), 1);
     assert_eq!(states(by("untracked")).await.len(), 4);
+    // A tracking filter is answered by a different query (whole sets, not a lookup per
+    // tenant): it agrees with the states of the unfiltered list, in the same order, and pages
+    // with the same cursors, combined with the other filters.
+    let unfiltered = states(TenantListFilter::default()).await;
+    for state in ["management", "tracked", "partial", "untracked", "skipped"] {
+        let expected: Vec<_> = unfiltered
+            .iter()
+            .filter(|t| t.1 == state)
+            .cloned()
+            .collect();
+        assert_eq!(states(by(state)).await, expected, "{state}");
+        let mut paged = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = list(by(state), 1, cursor).await.unwrap();
+            paged.extend(
+                page.items
+                    .into_iter()
+                    .map(|t| (t.name, t.customer_tracking)),
+            );
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(paged, expected, "{state}, a page at a time");
+    }
+    let untracked_named = TenantListFilter {
+        customer_tracking: Some("untracked".into()),
+        name_contains: Some("ini".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        states(untracked_named).await,
+        [("Initech".to_owned(), "untracked".to_owned())]
+    );
     // A name search is case-insensitive, and `%` is a character, not a wildcard.
     let named = |n: &str| TenantListFilter {
         name_contains: Some(n.into()),
