@@ -47,6 +47,7 @@ pub enum Resource {
     Tag,
     Tenant,
     User,
+    Webhook,
 }
 
 /// What a caller does to a resource.
@@ -70,6 +71,7 @@ impl Resource {
             Resource::Tag => "tag",
             Resource::Tenant => "tenant",
             Resource::User => "user",
+            Resource::Webhook => "webhook",
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod pages;
 pub mod tags;
 pub mod tenants;
 pub mod users;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub delivery: std::sync::Arc<psa_models::invitations::Delivery>,
     /// The tenant lifecycle's tags and export store.
     pub lifecycle: std::sync::Arc<LifecycleConfig>,
+    /// Sealing of webhook secrets and the addresses endpoints may have.
+    pub webhooks: std::sync::Arc<webhooks::WebhookConfig>,
 }
 
 /// The lifecycle endpoints' settings: the customer tags (as the workers have them) and where
@@ -113,7 +116,7 @@ impl AppState {
 #[openapi(
     info(title = "psa", description = "Multi-tenant PSA backend: companies, contacts, tags."),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "companies"), (name = "contacts"), (name = "tags"), (name = "tenants"), (name = "users"))
+    tags((name = "auth"), (name = "companies"), (name = "contacts"), (name = "tags"), (name = "tenants"), (name = "users"), (name = "events"), (name = "webhooks"))
 )]
 struct ApiDoc;
 
@@ -198,7 +201,16 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(lifecycle::restore))
         .routes(routes!(lifecycle::export))
         .routes(routes!(lifecycle::get_export))
-        .routes(routes!(lifecycle::archive));
+        .routes(routes!(lifecycle::archive))
+        .routes(routes!(webhooks::list_events))
+        .routes(routes!(webhooks::get_event))
+        .routes(routes!(webhooks::list, webhooks::create))
+        .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::test))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::delivery))
+        .routes(routes!(webhooks::retry));
     let (router, mut doc) = router.split_for_parts();
     utoipa::Modify::modify(&UniqueOperationIds, &mut doc);
     (router, doc)
@@ -282,6 +294,7 @@ pub struct Config {
     /// Mail and links (`PSA_SMTP_URL`, `PSA_PUBLIC_URL`, link lifetimes).
     pub delivery: psa_models::invitations::Delivery,
     pub lifecycle: LifecycleConfig,
+    pub webhooks: webhooks::WebhookConfig,
 }
 
 /// What one connection and one request may take of the server.
@@ -338,6 +351,7 @@ impl Application {
             session_idle: config.session_idle,
             delivery: std::sync::Arc::new(config.delivery),
             lifecycle: std::sync::Arc::new(config.lifecycle),
+            webhooks: std::sync::Arc::new(config.webhooks),
         };
         let limits = std::sync::Arc::downgrade(&state.limits);
         let purge_pool = state.pool.clone();

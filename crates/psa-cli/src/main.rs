@@ -10,6 +10,7 @@ mod serve;
 mod temporal;
 mod tenant;
 mod user;
+mod webhooks;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,8 @@ struct Cli {
     mail: config::MailArgs,
     #[command(flatten)]
     exports: lifecycle::ExportArgs,
+    #[command(flatten)]
+    webhooks: webhooks::WebhookArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -118,6 +121,16 @@ enum Command {
     Customers {
         #[command(subcommand)]
         command: tenant::CustomersCommand,
+    },
+    /// What happened to tenants and customers (docs/events.md).
+    Events {
+        #[command(subcommand)]
+        command: webhooks::EventsCommand,
+    },
+    /// The endpoints events are delivered to, signed (docs/events.md).
+    Webhooks {
+        #[command(subcommand)]
+        command: webhooks::WebhooksCommand,
     },
 }
 
@@ -202,6 +215,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
                 &cli.workflow,
                 &cli.mail,
                 &cli.exports,
+                &cli.webhooks,
                 &tracking,
                 cli.database_url.as_deref(),
                 &bind,
@@ -224,6 +238,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
                 &cli.workflow,
                 &cli.mail,
                 &cli.exports,
+                &cli.webhooks,
                 &tracking,
                 &db,
                 metrics_bind,
@@ -251,6 +266,16 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
         }
         Command::Customers { command } => {
             tenant::customers(cli.database_url.as_deref(), command).await
+        }
+        Command::Events { command } => webhooks::events(cli.database_url.as_deref(), command).await,
+        Command::Webhooks { command } => {
+            webhooks::webhooks(
+                cli.database_url.as_deref(),
+                &cli.workflow,
+                &cli.webhooks,
+                command,
+            )
+            .await
         }
     }
 }

@@ -82,6 +82,7 @@ pub async fn serve(
     wf: &crate::temporal::WorkflowArgs,
     mail: &crate::config::MailArgs,
     exports: &crate::lifecycle::ExportArgs,
+    webhook_args: &crate::webhooks::WebhookArgs,
     tracking: &crate::temporal::TrackingArgs,
     database_url: Option<&str>,
     bind: &str,
@@ -123,6 +124,10 @@ pub async fn serve(
                 customer_tag: tracking.customer_tag_name.clone(),
                 tags: tracking.lifecycle_tags(),
                 store: Some(exports.store()?),
+            },
+            webhooks: psa_api::webhooks::WebhookConfig {
+                key: wf.key_if_set().cloned(),
+                policy: webhook_args.policy(),
             },
         },
         pool,

@@ -786,6 +786,7 @@ pub async fn worker(
     wf: &WorkflowArgs,
     mail: &config::MailArgs,
     exports: &crate::lifecycle::ExportArgs,
+    webhook_args: &crate::webhooks::WebhookArgs,
     tracking_args: &TrackingArgs,
     db: &config::DbTimeoutArgs,
     metrics_bind: SocketAddr,
@@ -847,9 +848,23 @@ pub async fn worker(
             psa_workflows::deletion::observe_lifecycle(&sweeper.pool).await;
         }
     });
+    // Webhook deliveries: this worker's dispatcher shares the work with every other worker's.
+    let (stop_dispatch, dispatch_stopped) = tokio::sync::oneshot::channel::<()>();
+    if webhook_args.webhook_dispatch {
+        let dispatcher = psa_workflows::webhooks::Dispatcher::new(
+            pool.clone(),
+            webhook_args.dispatcher(key.clone()),
+        )
+        .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+        psa_workflows::webhooks::init_metrics();
+        tokio::spawn(dispatcher.run(async move {
+            let _ = dispatch_stopped.await;
+        }));
+    }
     tracing::info!(
         task_queue = %wf.task_queue,
         address = %wf.temporal_address,
+        webhook_dispatch = webhook_args.webhook_dispatch,
         metrics = %metrics_bind,
         tracking_enabled = tracking.enabled,
         management_tenant = ?tracking.management_tenant_id,
@@ -869,7 +884,10 @@ pub async fn worker(
                 store,
             },
         },
-        crate::serve::shutdown_signal(),
+        async move {
+            crate::serve::shutdown_signal().await;
+            let _ = stop_dispatch.send(());
+        },
     )
     .await
     .map_err(|e| CliError::Failed(anyhow::anyhow!(e.to_string())))

@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod db;
 pub mod email_suffix;
 mod error;
+pub mod events;
 pub mod exports;
 mod ids;
 pub mod invitations;
@@ -28,6 +29,7 @@ pub mod tags;
 pub mod tenants;
 pub mod users;
 pub mod validate;
+pub mod webhooks;
 
 pub use error::{Error, Result};
 pub use ids::{CompanyId, ContactId, LocationId, MappingId, RoleId, TagId, TenantId, UserId};

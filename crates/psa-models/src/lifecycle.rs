@@ -26,6 +26,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::events::{self, EventType};
 use crate::provisioning::{self, RunStatus};
 use crate::tags::{self, NewTag, TaggedType};
 use crate::validate::TagText;
@@ -416,7 +417,15 @@ pub async fn suspend(
                "customer_record": presence(&company)}),
     )
     .await?;
-    finish(conn, settings, tenant, before.status, &company).await
+    finish(
+        conn,
+        settings,
+        tenant,
+        before.status,
+        &company,
+        EventType::TenantSuspended,
+    )
+    .await
 }
 
 /// suspended -> active: access comes back with the credentials the users had.
@@ -451,7 +460,15 @@ pub async fn reactivate(
                "customer_record": presence(&company)}),
     )
     .await?;
-    finish(conn, settings, tenant, before.status, &company).await
+    finish(
+        conn,
+        settings,
+        tenant,
+        before.status,
+        &company,
+        EventType::TenantReactivated,
+    )
+    .await
 }
 
 /// What a cancel changed, so that a restore puts it back exactly.
@@ -551,7 +568,15 @@ pub async fn cancel(
                "customer_record": presence(&company)}),
     )
     .await?;
-    finish(conn, settings, tenant, before.status, &company).await
+    finish(
+        conn,
+        settings,
+        tenant,
+        before.status,
+        &company,
+        EventType::TenantCanceled,
+    )
+    .await
 }
 
 /// The tenant's pending deletion, if any (outside any tenant context).
@@ -688,7 +713,15 @@ pub async fn restore(
     )
     .await?;
     Ok((
-        finish(conn, settings, tenant, before.status, &company).await?,
+        finish(
+            conn,
+            settings,
+            tenant,
+            before.status,
+            &company,
+            EventType::TenantRestored,
+        )
+        .await?,
         workflow_id,
     ))
 }
@@ -835,21 +868,37 @@ pub async fn delete(
     .bind(serde_json::Value::Object(rows.clone()))
     .execute(&mut *conn)
     .await?;
+    events::record(
+        conn,
+        EventType::TenantDeleted,
+        Some(tenant),
+        json!({"tenant_id": tenant, "name": name, "status_before": "canceled", "reason": reason,
+               "deleted_by": actor, "workflow_id": workflow_id, "rows": rows,
+               "customer_record": presence(&company),
+               "customer_company_id": company.as_ref().map(|c| c.company_id)}),
+        Some(&format!("{workflow_id}/tenant.deleted")),
+    )
+    .await?;
     Ok(Deleted::Deleted { rows })
 }
 
+/// The change as callers see it, and as its event (in the change's transaction).
 async fn finish(
     conn: &mut PgConnection,
     settings: &Settings,
     tenant: TenantId,
     before: TenantStatus,
     company: &Option<companies::Company>,
+    event: EventType,
 ) -> Result<Change> {
-    Ok(Change {
+    let change = Change {
         tenant: show(conn, settings, tenant).await?,
         status_before: before,
         customer_record: presence(company),
-    })
+    };
+    let data = serde_json::to_value(&change).map_err(|e| Error::Internal(e.into()))?;
+    events::record(conn, event, Some(tenant), data, None).await?;
+    Ok(change)
 }
 
 /// The tenant's status, pending deletion and customer record.

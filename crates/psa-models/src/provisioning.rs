@@ -297,19 +297,46 @@ pub async fn finish(
     tracking: TrackingState,
     error: Option<&str>,
 ) -> Result<bool> {
-    let n = sqlx::query(
+    let record = sqlx::query_as::<_, Record>(concat!(
         "UPDATE tenant_provisioning SET status = $2, customer_tracking = $3, error = $4, \
              ended_at = now(), updated_at = now() \
-         WHERE workflow_id = $1 AND status IN ('requested', 'running')",
-    )
+         WHERE workflow_id = $1 AND status IN ('requested', 'running') RETURNING ",
+        columns!()
+    ))
     .bind(workflow_id)
     .bind(status)
     .bind(tracking)
     .bind(error)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(n > 0)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(record) = record else {
+        return Ok(false);
+    };
+    // The run's outcome and its customer record's, as events in this transaction: a run
+    // finished twice (a retried activity, the sweeper) records them once.
+    let mut events = vec![match status {
+        RunStatus::Completed => crate::events::EventType::TenantProvisioned,
+        _ => crate::events::EventType::TenantProvisioningFailed,
+    }];
+    if status == RunStatus::Completed {
+        match tracking {
+            TrackingState::Completed => events.push(crate::events::EventType::CustomerTracked),
+            TrackingState::Failed => events.push(crate::events::EventType::CustomerTrackingFailed),
+            _ => {}
+        }
+    }
+    let data = serde_json::to_value(&record).map_err(|e| crate::Error::Internal(e.into()))?;
+    for event in events {
+        crate::events::record(
+            conn,
+            event,
+            record.tenant_id.map(TenantId),
+            data.clone(),
+            Some(&format!("{workflow_id}/{event}")),
+        )
+        .await?;
+    }
+    Ok(true)
 }
 
 /// The record of a run.

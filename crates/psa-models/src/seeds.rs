@@ -117,6 +117,8 @@ const MSP_PERMISSIONS: &[(&str, &[&str])] = &[
     // Ours: provisioning tenants and their lifecycle (update: suspend, reactivate, restore,
     // export; delete: cancel, delete), allowed to callers of the management tenant only.
     ("tenant", CRUD),
+    // Ours: the webhook endpoints that carry the platform's events (management tenant only).
+    ("webhook", CRUD),
 ];
 
 /// Client-portal permissions. (The reference marked `settings` as both msp and client in one row,

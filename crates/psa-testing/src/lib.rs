@@ -405,6 +405,145 @@ impl Drop for SmtpSink {
     }
 }
 
+/// A real webhook receiver on loopback for the event tests: `receiver/webhook_receiver.py`,
+/// which verifies every delivery's signature with the Standard Webhooks reference library
+/// (PyPI `standardwebhooks`), records it, and answers 500 to the first `fail_first` attempts of
+/// each event when told. `PSA_TEST_WEBHOOK_PYTHON` names a Python with that library
+/// (scripts/test installs one into .tools/); a missing one fails the test loudly.
+pub struct WebhookReceiver {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Received {
+    /// `webhook-id`.
+    pub id: String,
+    /// Which request for this id it was (1 the first).
+    pub attempt: u32,
+    /// Whether the signature verified with one of the receiver's secrets.
+    pub verified: bool,
+    /// What the receiver answered.
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub headers: std::collections::HashMap<String, String>,
+}
+
+impl Received {
+    pub fn event_type(&self) -> &str {
+        self.body["type"].as_str().unwrap_or_default()
+    }
+}
+
+fn webhook_python() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("PSA_TEST_WEBHOOK_PYTHON") {
+        return p.into();
+    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/webhook-venv/bin/python")
+}
+
+impl WebhookReceiver {
+    pub async fn start() -> WebhookReceiver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("psa-webhooks-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("receiver dir");
+        let python = webhook_python();
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("receiver/webhook_receiver.py");
+        let child = std::process::Command::new(&python)
+            .arg(&script)
+            .arg(&dir)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start the webhook test receiver with {} ({e}): run scripts/test, \
+                     which installs standardwebhooks, or set PSA_TEST_WEBHOOK_PYTHON (tests \
+                     never skip)",
+                    python.display()
+                )
+            });
+        let receiver = WebhookReceiver {
+            port,
+            dir,
+            child: Some(child),
+        };
+        for _ in 0..400 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return receiver;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("the webhook test receiver did not listen on port {port}");
+    }
+
+    /// `http://127.0.0.1:PORT/hooks`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hooks", self.port)
+    }
+
+    /// The secrets a delivery may verify with (the endpoint's, and during a rotation both).
+    pub fn set_secrets(&self, secrets: &[&str]) {
+        std::fs::write(self.dir.join("secret"), secrets.join("\n")).expect("secret file");
+    }
+
+    /// Answer 500 to the first `n` attempts of each event.
+    pub fn fail_first(&self, n: u32) {
+        std::fs::write(self.dir.join("fail_first"), n.to_string()).expect("fail_first file");
+    }
+
+    /// Wait this long before answering each request.
+    pub fn delay(&self, seconds: f64) {
+        std::fs::write(self.dir.join("delay"), seconds.to_string()).expect("delay file");
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        std::fs::read_to_string(self.dir.join("received.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a receiver record"))
+            .collect()
+    }
+
+    /// Waits (up to `timeout`) until `done` holds for the requests received; returns them.
+    pub async fn wait_until(
+        &self,
+        timeout: std::time::Duration,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let r = self.received();
+            if done(&r) || std::time::Instant::now() > deadline {
+                return r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The link in a mailed message (`<public>/invite#...` or `/reset-password#...`), read from its
 /// text part.
 pub fn link_in(raw: &str) -> Option<String> {

@@ -8,6 +8,9 @@
 //!
 //! The `tenant_deletion` workflow ([`deletion`]) ends a canceled tenant's life: an export, the
 //! grace period, then the deletion (docs/operations.md, "The tenant lifecycle").
+//!
+//! The worker also dispatches webhook deliveries of the platform's events ([`webhooks`],
+//! docs/events.md).
 
 pub mod activities;
 pub mod client;
@@ -17,6 +20,7 @@ pub mod reconcile;
 pub mod secret;
 pub mod sweep;
 pub mod types;
+pub mod webhooks;
 pub mod worker;
 pub mod workflow;
 

@@ -15,6 +15,7 @@
 //!   be removed, and must never be recorded as a customer.
 
 use futures::StreamExt;
+use psa_models::events::{self, EventType};
 use psa_models::provisioning::{self, RunStatus};
 use psa_models::tags::{self, TaggedType};
 use psa_models::validate::{CompanyName, EmailAddress, FullName};
@@ -174,13 +175,13 @@ async fn track(
             customer_tag(&mut tx, mgmt, company_id, tag, None, "reconcile").await?;
         }
     }
+    let settings = lifecycle::Settings {
+        management_tenant_id: mgmt,
+        customer_tag: tag.clone(),
+        tags: lifecycle_tags.clone(),
+    };
     // A record added late shows the tenant's state as one that followed every change would.
     if let Some(company) = new_company {
-        let settings = lifecycle::Settings {
-            management_tenant_id: mgmt,
-            customer_tag: tag.clone(),
-            tags: lifecycle_tags.clone(),
-        };
         lifecycle::apply_to_new_record(&mut tx, &settings, tenant.tenant, company).await?;
     }
     if dry_run {
@@ -188,6 +189,18 @@ async fn track(
     } else {
         if created {
             provisioning::mark_repaired(&mut tx, tenant.tenant).await?;
+            // The tenant with its customer record as it now is.
+            let details = lifecycle::show(&mut tx, &settings, tenant.tenant).await?;
+            psa_models::db::leave_tenant(&mut tx).await?;
+            events::record(
+                &mut tx,
+                EventType::CustomerRepaired,
+                Some(tenant.tenant),
+                serde_json::to_value(&details)
+                    .map_err(|e| psa_models::Error::Internal(e.into()))?,
+                None,
+            )
+            .await?;
         }
         tx.commit().await?;
     }

@@ -160,6 +160,7 @@ async fn the_request_transaction_is_confined_even_without_a_tenant_filter() {
         session_idle: std::time::Duration::from_secs(3600),
         delivery: std::sync::Arc::new(crate::test_config().delivery),
         lifecycle: std::sync::Arc::new(crate::test_config().lifecycle),
+        webhooks: std::sync::Arc::new(crate::test_config().webhooks),
     };
     let caller = psa_api::auth::Caller {
         tenant: b.tenant,

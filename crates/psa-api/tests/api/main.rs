@@ -42,6 +42,18 @@ pub fn test_config() -> psa_api::Config {
             ),
             ..Default::default()
         },
+        webhooks: psa_api::webhooks::WebhookConfig {
+            key: Some(
+                psa_workflows::secret::SecretKey::from_base64(
+                    &psa_workflows::secret::SecretKey::generate_base64(),
+                )
+                .unwrap(),
+            ),
+            // The tests' receivers listen on loopback.
+            policy: psa_models::webhooks::AddressPolicy {
+                allow_private: true,
+            },
+        },
     }
 }
 

@@ -2,6 +2,7 @@
 //! worker running in this process (so fail points can be set per test: nextest runs each test
 //! in its own process). Run with `--features psa-workflows/failpoints` (scripts/test does).
 
+mod events;
 mod failures;
 mod happy;
 mod lifecycle;

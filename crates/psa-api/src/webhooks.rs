@@ -1,0 +1,413 @@
+//! Events and webhook endpoints over the API (docs/events.md), for callers of the management
+//! tenant: `GET /api/v1/events` (`tenant:read`), and `/api/v1/webhook-endpoints` with their
+//! deliveries (`webhook:read|create|update|delete`). Every change is audited in the management
+//! tenant; an endpoint's secret is shown once, when it is created or rotated.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use psa_models::db::{Page, PageRequest};
+use psa_models::events::{self, Event, EventFilter, EventType};
+use psa_models::webhooks::{
+    self, By, Delivery, DeliveryDetails, Endpoint, EndpointPatch, NewEndpoint,
+};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::{Action, Caller, Permission, Resource};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiQuery};
+
+/// What the webhook endpoints need from the server's configuration.
+#[derive(Clone, Debug, Default)]
+pub struct WebhookConfig {
+    /// Seals new endpoint secrets (PSA_SECRET_KEY, as the workers have it); without it,
+    /// endpoints can be listed but not created or rotated.
+    pub key: Option<psa_workflows::secret::SecretKey>,
+    pub policy: webhooks::AddressPolicy,
+}
+
+impl WebhookConfig {
+    fn key(&self) -> Result<&psa_workflows::secret::SecretKey, ApiError> {
+        self.key.as_ref().ok_or_else(|| {
+            ApiError::Unavailable(
+                "This server has no PSA_SECRET_KEY: webhook secrets cannot be sealed".into(),
+            )
+        })
+    }
+}
+
+fn by<'a>(caller: &Caller, actor: &'a str) -> By<'a> {
+    By {
+        management_tenant: caller.tenant,
+        actor,
+    }
+}
+
+fn actor(caller: &Caller) -> String {
+    format!("user:{}", caller.user)
+}
+
+/// `GET /api/v1/events` query.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    /// The `next_cursor` of the previous page: the events after it.
+    pub after: Option<String>,
+    /// Only these types, comma-separated (`tenant.suspended,tenant.canceled`).
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub event_type: Option<String>,
+    /// Only the events of this tenant.
+    pub tenant_id: Option<Uuid>,
+    /// 1-200, default 50.
+    pub limit: Option<u32>,
+}
+
+/// The platform's events, oldest first, a page at a time. A consumer that keeps the last
+/// `next_cursor` catches up from it without gap or duplicate; a page ends before events whose
+/// transactions may still commit (docs/events.md).
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", security(("bearer" = [])),
+    params(EventQuery),
+    responses((status = 200, body = Page<Event>), (status = 403, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn list_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<EventQuery>,
+) -> Result<Json<Page<Event>>, ApiError> {
+    let types = q
+        .event_type
+        .as_deref()
+        .map(|t| EventType::parse_list(t, "type"))
+        .transpose()?
+        .unwrap_or_default();
+    let mut tx = caller
+        .authorize_management(&state, Permission(Resource::Tenant, Action::Read))
+        .await?;
+    let page = events::list(
+        &mut tx,
+        &EventFilter {
+            types,
+            tenant_id: q.tenant_id.map(psa_models::TenantId),
+        },
+        &PageRequest {
+            limit: q.limit,
+            cursor: q.after,
+        },
+    )
+    .await?;
+    tx.rollback().await.map_err(psa_models::Error::from)?;
+    Ok(Json(page))
+}
+
+/// One event.
+#[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Event), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Event>, ApiError> {
+    let id: Uuid = crate::extract::path_id(&id)?;
+    let mut tx = caller
+        .authorize_management(&state, Permission(Resource::Tenant, Action::Read))
+        .await?;
+    psa_models::db::leave_tenant(&mut tx).await?;
+    let event = events::get(&mut tx, id).await?;
+    tx.rollback().await.map_err(psa_models::Error::from)?;
+    Ok(Json(event))
+}
+
+/// `GET /api/v1/webhook-endpoints` query.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1-200, default 50.
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The webhook endpoints, oldest first.
+#[utoipa::path(get, path = "/api/v1/webhook-endpoints", tag = "webhooks", security(("bearer" = [])),
+    params(PageQuery),
+    responses((status = 200, body = Page<Endpoint>), (status = 403, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<Page<Endpoint>>, ApiError> {
+    let mut tx = caller
+        .authorize_management(&state, Permission(Resource::Webhook, Action::Read))
+        .await?;
+    let page = webhooks::list(
+        &mut tx,
+        &PageRequest {
+            limit: q.limit,
+            cursor: q.cursor,
+        },
+    )
+    .await?;
+    tx.rollback().await.map_err(psa_models::Error::from)?;
+    Ok(Json(page))
+}
+
+/// An endpoint with its signing secret: the only time the secret is shown.
+#[derive(Serialize, ToSchema)]
+pub struct EndpointWithSecret {
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    /// `whsec_...`: receivers verify signatures with it (Standard Webhooks libraries take it
+    /// as it is). Shown once; rotate it if it is lost.
+    pub secret: String,
+}
+
+/// Create an endpoint. The response holds its signing secret, shown this once.
+#[utoipa::path(post, path = "/api/v1/webhook-endpoints", tag = "webhooks", security(("bearer" = [])),
+    request_body = NewEndpoint,
+    responses((status = 201, body = EndpointWithSecret), (status = 403, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<NewEndpoint>,
+) -> Result<(StatusCode, Json<EndpointWithSecret>), ApiError> {
+    let key = state.webhooks.key()?;
+    let mut tx = caller
+        .authorize_management(&state, Permission(Resource::Webhook, Action::Create))
+        .await?;
+    let secret = psa_workflows::webhooks::new_secret();
+    let actor = actor(&caller);
+    let endpoint = webhooks::create(
+        &mut tx,
+        &req,
+        state.webhooks.policy,
+        &key.seal(&secret),
+        by(&caller, &actor),
+    )
+    .await?;
+    tx.commit().await.map_err(psa_models::Error::from)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(EndpointWithSecret {
+            endpoint,
+            secret: secret.expose_secret().to_owned(),
+        }),
+    ))
+}
+
+/// One endpoint.
+#[utoipa::path(get, path = "/api/v1/webhook-endpoints/{id}", tag = "webhooks", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Endpoint), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Endpoint>, ApiError> {
+    let id: Uuid = crate::extract::path_id(&id)?;
+    let mut tx = caller
+        .authorize_management(&state, Permission(Resource::Webhook, Action::Read))
+        .await?;
+    let endpoint = webhooks::get(&mut tx, id).await?;
+    tx.rollback().await.map_err(psa_models::Error::from)?;
+    Ok(Json(endpoint))
+}
+
+/// Change an endpoint's URL, description, event types, or enable/disable it (enabling clears
+/// its failure record; pending deliveries go out again).
+#[utoipa::path(patch, path = "/api/v1/webhook-endpoints/{id}", tag = "webhooks", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), request_body = EndpointPatch,
+    responses((status = 200, body = Endpoint), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<EndpointPatch>,
+) -> Result<Json<Endpoint>, ApiError> {
+    let id: Uuid = crate::extract::path_id(&id)?;
+    let mut tx = caller
+        .authorize_management(&state, Permission(Resource::Webhook, Action::Update))
+        .await?;
+    let actor = actor(&caller);
+    let endpoint = webhooks::update(
+        &mut tx,
+        id,
+        &patch,
+        state.webhooks.policy,
+        by(&caller, &actor),
+    )
+    .await?;
+    tx.commit().await.map_err(psa_models::Error::from)?;
+    Ok(Json(endpoint))
+}
+
+/// Remove an endpoint, with its deliveries and their attempts.
+#[utoipa::path(delete, path = "/api/v1/webhook-endpoints/{id}", tag = "webhooks", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: Uuid = crate::extract::path_id(&id)?;
+    let mut tx = caller
+        .authorize_management(&state, Permission(Resource::Webhook, Action::Delete))
+        .await?;
+    let actor = actor(&caller);
+    webhooks::delete(&mut tx, id, by(&caller, &actor)).await?;
+    tx.commit().await.map_err(psa_models::Error::from)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A new signing secret, shown this once. The previous one keeps signing too (a second
+/// signature in `webhook-signature`) for 24 hours, so receivers can switch without losing a
+/// delivery.
+#[utoipa::path(post, path = "/api/v1/webhook-endpoints/{id}/rotate-secret", tag = "webhooks", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = EndpointWithSecret), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<EndpointWithSecret>, ApiError> {
+    let id: Uuid = crate::extract::path_id(&id)?;
+    let key = state.webhooks.key()?;
+    let mut tx = caller
+        .authorize_management(&state, Permission(Resource::Webhook, Action::Update))
+        .await?;
+    let secret = psa_workflows::webhooks::new_secret();
+    let actor = actor(&caller);
+    let endpoint = webhooks::rotate_secret(
+        &mut tx,
+        id,
+        &key.seal(&secret),
+        chrono::Duration::hours(24),
+        by(&caller, &actor),
+    )
+    .await?;
+    tx.commit().await.map_err(psa_models::Error::from)?;
+    Ok(Json(EndpointWithSecret {
+        endpoint,
+        secret: secret.expose_secret().to_owned(),
+    }))
+}
+
+/// Send a `webhook_endpoint.test` event to this endpoint now (to this one only).
+#[utoipa::path(post, path = "/api/v1/webhook-endpoints/{id}/test", tag = "webhooks", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 202, body = DeliveryDetails), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn test(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<DeliveryDetails>), ApiError> {
+    let id: Uuid = crate::extract::path_id(&id)?;
+    let mut tx = caller
+        .authorize_management(&state, Permission(Resource::Webhook, Action::Update))
+        .await?;
+    let actor = actor(&caller);
+    let d = webhooks::send_test(&mut tx, id, by(&caller, &actor)).await?;
+    tx.commit().await.map_err(psa_models::Error::from)?;
+    Ok((StatusCode::ACCEPTED, Json(d)))
+}
+
+/// `GET .../deliveries` query.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryQuery {
+    /// `pending`, `delivered` or `failed`.
+    pub status: Option<String>,
+    /// 1-200, default 50.
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The endpoint's deliveries, newest first, with their last attempt's outcome.
+#[utoipa::path(get, path = "/api/v1/webhook-endpoints/{id}/deliveries", tag = "webhooks", security(("bearer" = [])),
+    params(("id" = Uuid, Path), DeliveryQuery),
+    responses((status = 200, body = Page<Delivery>), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn deliveries(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<DeliveryQuery>,
+) -> Result<Json<Page<Delivery>>, ApiError> {
+    let id: Uuid = crate::extract::path_id(&id)?;
+    let status = q
+        .status
+        .as_deref()
+        .map(webhooks::DeliveryStatus::parse)
+        .transpose()?;
+    let mut tx = caller
+        .authorize_management(&state, Permission(Resource::Webhook, Action::Read))
+        .await?;
+    let page = webhooks::deliveries(
+        &mut tx,
+        id,
+        status,
+        &PageRequest {
+            limit: q.limit,
+            cursor: q.cursor,
+        },
+    )
+    .await?;
+    tx.rollback().await.map_err(psa_models::Error::from)?;
+    Ok(Json(page))
+}
+
+/// A delivery with every attempt (status, latency, error, the start of the response).
+#[utoipa::path(get, path = "/api/v1/webhook-endpoints/{id}/deliveries/{delivery_id}", tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("delivery_id" = Uuid, Path)),
+    responses((status = 200, body = DeliveryDetails), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delivery(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, delivery_id)): Path<(String, String)>,
+) -> Result<Json<DeliveryDetails>, ApiError> {
+    let id: Uuid = crate::extract::path_id(&id)?;
+    let delivery_id: Uuid = crate::extract::path_id(&delivery_id)?;
+    let mut tx = caller
+        .authorize_management(&state, Permission(Resource::Webhook, Action::Read))
+        .await?;
+    let d = webhooks::delivery(&mut tx, id, delivery_id).await?;
+    tx.rollback().await.map_err(psa_models::Error::from)?;
+    Ok(Json(d))
+}
+
+/// Attempt a delivery again now: a failed one restarts its schedule; a delivered one is sent
+/// again, under the same `webhook-id`.
+#[utoipa::path(post, path = "/api/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry", tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("delivery_id" = Uuid, Path)),
+    responses((status = 202, body = DeliveryDetails), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn retry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, delivery_id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<DeliveryDetails>), ApiError> {
+    let id: Uuid = crate::extract::path_id(&id)?;
+    let delivery_id: Uuid = crate::extract::path_id(&delivery_id)?;
+    let mut tx = caller
+        .authorize_management(&state, Permission(Resource::Webhook, Action::Update))
+        .await?;
+    let actor = actor(&caller);
+    let d = webhooks::retry(&mut tx, id, delivery_id, by(&caller, &actor)).await?;
+    tx.commit().await.map_err(psa_models::Error::from)?;
+    Ok((StatusCode::ACCEPTED, Json(d)))
+}
