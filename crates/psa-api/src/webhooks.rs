@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use psa_models::db::{Page, PageRequest};
-use psa_models::events::{self, Event, EventFilter, EventType};
+use psa_models::events::{self, Event, EventFilter, EventPage, EventType};
 use psa_models::webhooks::{
     self, By, Delivery, DeliveryDetails, Endpoint, EndpointPatch, NewEndpoint,
 };
@@ -68,18 +68,19 @@ pub struct EventQuery {
     pub limit: Option<u32>,
 }
 
-/// The platform's events, oldest first, a page at a time. A consumer that keeps the last
-/// `next_cursor` catches up from it without gap or duplicate; a page ends before events whose
+/// The platform's events, oldest first, a page at a time. A consumer keeps `next_cursor` (given
+/// on the last page too) and asks again with `after` to get exactly the events since, without
+/// gap or duplicate; `has_more` false means caught up. A page ends before events whose
 /// transactions may still commit (docs/events.md).
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", security(("bearer" = [])),
     params(EventQuery),
-    responses((status = 200, body = Page<Event>), (status = 403, body = ErrorBody),
+    responses((status = 200, body = EventPage), (status = 403, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 pub async fn list_events(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<EventQuery>,
-) -> Result<Json<Page<Event>>, ApiError> {
+) -> Result<Json<EventPage>, ApiError> {
     let types = q
         .event_type
         .as_deref()
@@ -180,10 +181,10 @@ pub async fn create(
     caller: Caller,
     ApiJson(req): ApiJson<NewEndpoint>,
 ) -> Result<(StatusCode, Json<EndpointWithSecret>), ApiError> {
-    let key = state.webhooks.key()?;
     let mut tx = caller
         .authorize_management(&state, Permission(Resource::Webhook, Action::Create))
         .await?;
+    let key = state.webhooks.key()?;
     let secret = psa_workflows::webhooks::new_secret();
     let actor = actor(&caller);
     let endpoint = webhooks::create(
@@ -283,10 +284,10 @@ pub async fn rotate_secret(
     Path(id): Path<String>,
 ) -> Result<Json<EndpointWithSecret>, ApiError> {
     let id: Uuid = crate::extract::path_id(&id)?;
-    let key = state.webhooks.key()?;
     let mut tx = caller
         .authorize_management(&state, Permission(Resource::Webhook, Action::Update))
         .await?;
+    let key = state.webhooks.key()?;
     let secret = psa_workflows::webhooks::new_secret();
     let actor = actor(&caller);
     let endpoint = webhooks::rotate_secret(

@@ -304,9 +304,13 @@ pub async fn events(database_url: Option<&str>, command: EventsCommand) -> Resul
             e.tenant_id.map(|t| t.to_string()).unwrap_or_default()
         );
     }
-    match &page.next_cursor {
-        Some(c) => println!("more: psa events list --after {c}"),
-        None => println!("({} events; no more now)", page.items.len()),
+    match (&page.next_cursor, page.has_more) {
+        (Some(c), true) => println!("more: psa events list --after {c}"),
+        (Some(c), false) => println!(
+            "({} events; caught up: later, `psa events list --after {c}` shows what came since)",
+            page.items.len()
+        ),
+        (None, _) => println!("no events yet"),
     }
     Ok(())
 }

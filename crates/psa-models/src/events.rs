@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::db::{Page, PageRequest};
+use crate::db::PageRequest;
 use crate::{Error, Result, TenantId};
 
 /// The types of events, as receivers see them.
@@ -168,6 +168,19 @@ pub struct EventFilter {
     pub tenant_id: Option<TenantId>,
 }
 
+/// A page of events. Unlike other lists, `next_cursor` is given on the last page too (the
+/// position after its last event, or the cursor asked with when there is nothing new): a
+/// consumer keeps it and asks again later, and gets exactly the events written since.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventPage {
+    pub items: Vec<Event>,
+    /// Where the next request starts (`after`); absent only when there are no events yet.
+    pub next_cursor: Option<String>,
+    /// Whether more events are there now (false: caught up; ask again later).
+    pub has_more: bool,
+}
+
 /// The events, oldest first, a page at a time. A page holds only events whose transaction and
 /// every transaction before it have ended, so paging on from a cursor never skips an event
 /// that commits later (docs/events.md, "Ordering").
@@ -175,12 +188,12 @@ pub async fn list(
     conn: &mut PgConnection,
     filter: &EventFilter,
     paging: &PageRequest,
-) -> Result<Page<Event>> {
+) -> Result<EventPage> {
     let limit = paging.limit()?;
     let after = match paging.decode_cursor()? {
         None => None,
         Some((tx, id)) => {
-            if tx.is_empty() || !tx.bytes().all(|b| b.is_ascii_digit()) {
+            if tx.is_empty() || tx.len() > 20 || !tx.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(Error::validation("cursor", "The cursor is invalid"));
             }
             Some((tx, id))
@@ -206,8 +219,18 @@ pub async fn list(
         q.push(" AND tenant_id = ").push_bind(t);
     }
     q.push(" ORDER BY tx, event_id LIMIT ").push_bind(limit + 1);
-    let rows = q.build_query_as::<Event>().fetch_all(conn).await?;
-    Ok(crate::db::page(rows, limit, |e| (e.position.clone(), e.id)))
+    let mut items = q.build_query_as::<Event>().fetch_all(conn).await?;
+    let has_more = items.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = match items.last() {
+        Some(e) => Some(crate::db::encode_cursor(&e.position, e.id)),
+        None => paging.cursor.clone().filter(|c| !c.is_empty()),
+    };
+    Ok(EventPage {
+        items,
+        next_cursor,
+        has_more,
+    })
 }
 
 /// The event `id`.

@@ -10,7 +10,7 @@ use super::*;
 
 /// A served app whose "Mgmt" tenant is the management tenant, and a customer tenant "Acme"
 /// tracked as its customer (by reconcile).
-async fn platform() -> (TestApp, TenantFixture, TenantFixture) {
+pub(crate) async fn platform() -> (TestApp, TenantFixture, TenantFixture) {
     let mut app = TestApp::unserved().await;
     let mgmt = app.tenant("Mgmt").await;
     sqlx::query("UPDATE tenants SET is_management = true WHERE tenant = $1")

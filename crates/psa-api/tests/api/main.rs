@@ -13,6 +13,7 @@ mod provisioning;
 mod rbac;
 mod tags;
 mod user_admin;
+mod webhooks;
 
 use std::time::Duration;
 

@@ -133,6 +133,24 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
         ("POST", "/api/v1/tenants/{id}/export"),
         ("GET", "/api/v1/tenants/{id}/exports/{export_id}"),
         ("GET", "/api/v1/tenants/{id}/exports/{export_id}/archive"),
+        ("GET", "/api/v1/events"),
+        ("GET", "/api/v1/events/{id}"),
+        ("GET", "/api/v1/webhook-endpoints"),
+        ("POST", "/api/v1/webhook-endpoints"),
+        ("GET", "/api/v1/webhook-endpoints/{id}"),
+        ("PATCH", "/api/v1/webhook-endpoints/{id}"),
+        ("DELETE", "/api/v1/webhook-endpoints/{id}"),
+        ("POST", "/api/v1/webhook-endpoints/{id}/rotate-secret"),
+        ("POST", "/api/v1/webhook-endpoints/{id}/test"),
+        ("GET", "/api/v1/webhook-endpoints/{id}/deliveries"),
+        (
+            "GET",
+            "/api/v1/webhook-endpoints/{id}/deliveries/{delivery_id}",
+        ),
+        (
+            "POST",
+            "/api/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry",
+        ),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

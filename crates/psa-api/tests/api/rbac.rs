@@ -260,12 +260,17 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
             ("patch", "/api/v1/users/{id}") => json!({"role": "Admin"}),
             ("post", "/api/v1/tenants/{id}/suspend") => json!({"reason": "denied"}),
             ("post", "/api/v1/tenants/{id}/cancel") => json!({"reason": "denied"}),
+            ("post", "/api/v1/webhook-endpoints") => json!({"url": "https://hooks.denied.example"}),
+            ("patch", "/api/v1/webhook-endpoints/{id}") => json!({"enabled": false}),
             ("post", p)
                 if p.ends_with("/deactivate")
                     || p.ends_with("/reactivate")
                     || p.ends_with("/resend-invite")
                     || p.ends_with("/restore")
-                    || p.ends_with("/export") =>
+                    || p.ends_with("/export")
+                    || p.ends_with("/rotate-secret")
+                    || p.ends_with("/test")
+                    || p.ends_with("/retry") =>
             {
                 return None;
             }
@@ -316,6 +321,7 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
                 .replace("{mapping_id}", &mapping)
                 .replace("{workflow_id}", "tenant-creation-denied")
                 .replace("{export_id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{delivery_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{id}", &uuid::Uuid::new_v4().to_string());
             // Required query parameters (checked before the permission, like bodies).
             let concrete = match (method, path.as_str()) {

@@ -110,10 +110,10 @@ async fn all_events(env: &Env) -> Vec<Event> {
         .await
         .unwrap();
         out.extend(page.items);
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => return out,
+        if !page.has_more {
+            return out;
         }
+        cursor = page.next_cursor;
     }
 }
 
