@@ -43,9 +43,10 @@ impl DispatcherConfig {
         }
     }
 
-    /// A claim outlives its attempt: the timeout, the time to record it, and a margin.
+    /// A claim outlives its attempt: the timeout, and 10 s to record it. (Recorded later than
+    /// that, the delivery may be attempted twice: deliveries are at least once.)
     fn lease(&self) -> Duration {
-        self.attempt_timeout + Duration::from_secs(20)
+        self.attempt_timeout + Duration::from_secs(10)
     }
 }
 

@@ -1351,3 +1351,181 @@ async fn a_worker_killed_in_the_middle_of_a_deletion_still_deletes_everything() 
     assert_eq!(customer_status(&s, &id).await, "deleted");
     stop(second);
 }
+
+/// `psa webhooks` and `psa events` as an operator uses them: add an endpoint (the secret shown
+/// once), send a test through the worker's dispatcher to a receiver that verifies it with the
+/// Standard Webhooks reference library, list deliveries and events, remove it; bad input is
+/// exit 2 with nothing written.
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_and_events_through_the_cli() {
+    let s = Setup::new().await;
+    let receiver = psa_testing::WebhookReceiver::start().await;
+    let mut cmd = s.cmd(&["worker", "--metrics-bind", "127.0.0.1:0"]);
+    cmd.env("PSA_WEBHOOK_ALLOW_PRIVATE", "true");
+    let worker = Running::spawn(cmd);
+    // Refused without the development switch: a loopback receiver.
+    let out = s.run(&["webhooks", "add", &receiver.url()]);
+    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    let out = s.run(&[
+        "webhooks",
+        "add",
+        "https://hooks.example",
+        "--types",
+        "tenant.nope",
+    ]);
+    assert_eq!(code(&out), 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tenant.nope"));
+    let none: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
+
+    let out = s
+        .cmd(&["webhooks", "add", &receiver.url(), "--json"])
+        .env("PSA_WEBHOOK_ALLOW_PRIVATE", "true")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let added = last_json(&out);
+    let secret = added["secret"].as_str().unwrap();
+    let id = added["endpoint_id"].as_str().unwrap();
+    receiver.set_secrets(&[secret]);
+    let listed = s.run(&["webhooks", "list"]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains(id) && !text.contains("whsec_"), "{text}");
+
+    let out = s.run(&["webhooks", "test", id, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = receiver
+        .wait_until(Duration::from_secs(30), |r| !r.is_empty())
+        .await;
+    assert_eq!(got.len(), 1);
+    assert!(got[0].verified);
+    assert_eq!(got[0].event_type(), "webhook_endpoint.test");
+    // The attempt is on record.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = s.run(&["webhooks", "deliveries", id]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("delivered") {
+            assert!(text.contains("HTTP 200"), "{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = s.run(&["events", "list", "--json"]);
+    let page = last_json(&out);
+    assert_eq!(page["items"][0]["type"], "webhook_endpoint.test");
+    assert_eq!(page["has_more"], false);
+    let out = s.run(&["webhooks", "remove", id]);
+    assert!(out.status.success());
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE entity_type = 'webhook_endpoint' \
+           AND actor LIKE 'cli:%' AND action IN ('create', 'test', 'delete')",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 3);
+    let log = stop(worker);
+    assert!(!log.contains(secret), "the secret reached the log");
+}
+
+/// A worker SIGKILLed while it delivers a burst of 50 events loses none: the next worker
+/// delivers what the first had not (its claims fall due again when their lease ends).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_during_a_burst_of_deliveries_loses_none() {
+    let s = Setup::new().await;
+    let receiver = psa_testing::WebhookReceiver::start().await;
+    // Slow answers, two at a time: the burst takes seconds, the kill lands in the middle.
+    receiver.delay(0.1);
+    let dispatcher = |cmd: &mut Command| {
+        cmd.env("PSA_WEBHOOK_ALLOW_PRIVATE", "true")
+            .env("PSA_WEBHOOK_CONCURRENCY", "2")
+            .env("PSA_WEBHOOK_TIMEOUT_SECONDS", "2")
+            .env("PSA_WEBHOOK_RETRY_DELAYS", "1,1,1");
+    };
+    let mut add = s.cmd(&["webhooks", "add", &receiver.url(), "--json"]);
+    dispatcher(&mut add);
+    let added = last_json(&add.output().unwrap());
+    receiver.set_secrets(&[added["secret"].as_str().unwrap()]);
+
+    let mut ids = Vec::new();
+    for n in 0..50 {
+        let mut tx = s.db.pool.begin().await.unwrap();
+        psa_models::events::record(
+            &mut tx,
+            psa_models::events::EventType::TenantSuspended,
+            None,
+            serde_json::json!({"n": n}),
+            None,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let events: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT event_id FROM events")
+        .fetch_all(&s.db.pool)
+        .await
+        .unwrap();
+    ids.extend(events.iter().map(|e| e.to_string()));
+    assert_eq!(ids.len(), 50);
+
+    let mut cmd = s.cmd(&["worker", "--metrics-bind", "127.0.0.1:0"]);
+    dispatcher(&mut cmd);
+    let first = Running::spawn(cmd);
+    receiver
+        .wait_until(Duration::from_secs(60), |r| r.len() >= 10)
+        .await;
+    first.kill(); // SIGKILL, attempts in flight
+    let at_kill = receiver.received().len();
+    assert!(at_kill < 50, "the kill came too late to test anything");
+
+    let mut cmd = s.cmd(&["worker", "--metrics-bind", "127.0.0.1:0"]);
+    dispatcher(&mut cmd);
+    let second = Running::spawn(cmd);
+    let got = receiver
+        .wait_until(Duration::from_secs(90), |r| {
+            ids.iter()
+                .all(|id| r.iter().any(|x| &x.id == id && x.status == 200))
+        })
+        .await;
+    for id in &ids {
+        assert!(
+            got.iter().any(|x| &x.id == id && x.status == 200),
+            "event {id} lost: {} received",
+            got.len()
+        );
+    }
+    assert!(got.iter().all(|r| r.verified));
+    // Every delivery is recorded as delivered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let delivered: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'",
+        )
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+        if delivered == 50 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{delivered} of 50 recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop(second);
+}
