@@ -32,7 +32,7 @@ export BENCH_SEQUENTIAL=${BENCH_SEQUENTIAL:-40} BENCH_CONCURRENT=${BENCH_CONCURR
 
 # One invocation: built apart, the two would resolve features differently and build the
 # Temporal SDK twice.
-cargo build --release -q -p psa-cli -p psa-workflows --bin psa --example provision_bench
+cargo build --release -q -p psa-cli -p psa-workflows --bin psa --example provision_bench --example webhook_bench
 PSA=$PWD/target/release/psa
 
 work=$(mktemp -d)

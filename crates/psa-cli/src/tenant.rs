@@ -808,6 +808,7 @@ pub async fn worker(
     let workflows = wf.connect(pool.clone()).await?;
     let handle = psa_api::metrics::handle();
     psa_workflows::activities::init_metrics();
+    psa_workflows::webhooks::init_metrics();
     let listener = tokio::net::TcpListener::bind(metrics_bind)
         .await
         .map_err(|e| {
@@ -846,6 +847,7 @@ pub async fn worker(
                 tracing::warn!(error = %e, "starting recorded deletions failed; will retry");
             }
             psa_workflows::deletion::observe_lifecycle(&sweeper.pool).await;
+            psa_workflows::webhooks::observe(&sweeper.pool).await;
         }
     });
     // Webhook deliveries: this worker's dispatcher shares the work with every other worker's.
@@ -856,7 +858,6 @@ pub async fn worker(
             webhook_args.dispatcher(key.clone()),
         )
         .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
-        psa_workflows::webhooks::init_metrics();
         tokio::spawn(dispatcher.run(async move {
             let _ = dispatch_stopped.await;
         }));

@@ -159,8 +159,9 @@ impl Dispatcher {
     }
 
     /// Dispatches until `shutdown` resolves: at once when a delivery is added (the trigger
-    /// notifies), else every `poll`; observes the backlog for the metrics every 15 s. Attempts
-    /// in flight at shutdown are abandoned with the process; their claims fall due again.
+    /// notifies), else every `poll`. Attempts in flight at shutdown are abandoned with the
+    /// process; their claims fall due again. (The backlog is observed by [`observe`], from the
+    /// worker's sweep, so it is reported even when no dispatcher runs.)
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
             Ok(mut l) => match l.listen("psa_webhook_deliveries").await {
@@ -176,12 +177,7 @@ impl Dispatcher {
             }
         };
         tokio::pin!(shutdown);
-        let mut observed: Option<Instant> = None;
         loop {
-            if observed.is_none_or(|t| t.elapsed() >= Duration::from_secs(15)) {
-                observe(&self.pool).await;
-                observed = Some(Instant::now());
-            }
             let busy = match self.dispatch_once().await {
                 Ok(n) => n > 0,
                 Err(e) => {
@@ -366,7 +362,7 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 /// The backlog gauges: deliveries due and not yet attempted, how long the oldest has waited,
-/// and the endpoints disabled.
+/// and the endpoints disabled for failing.
 pub async fn observe(pool: &PgPool) {
     let row: Result<(i64, f64, i64), sqlx::Error> = sqlx::query_as(
         "SELECT (SELECT count(*) FROM webhook_deliveries d JOIN webhook_endpoints w \
@@ -376,7 +372,8 @@ pub async fn observe(pool: &PgPool) {
                           FROM webhook_deliveries d JOIN webhook_endpoints w \
                             ON w.endpoint_id = d.endpoint_id AND w.enabled \
                           WHERE d.status = 'pending' AND d.next_attempt_at <= now()), 0), \
-                (SELECT count(*) FROM webhook_endpoints WHERE NOT enabled)",
+                (SELECT count(*) FROM webhook_endpoints \
+                 WHERE NOT enabled AND disabled_reason LIKE 'every attempt since %')",
     )
     .fetch_one(pool)
     .await;
