@@ -20,6 +20,24 @@ CREATE TABLE events (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX events_order ON events (tx, event_id);
+
+-- The events API's horizon: the oldest transaction of this database still running (as the
+-- caller's snapshot sees it), else the snapshot's end. Events at or after it may still be
+-- joined by events that commit later with a smaller `tx`, so they are not listed yet.
+-- Transactions of other databases on the same server (Temporal's, say) do not hold it back:
+-- those known from pg_locks to belong to another database are left out; one that cannot be
+-- placed counts, so the horizon errs towards waiting, never towards a gap.
+CREATE FUNCTION psa_events_horizon() RETURNS xid8
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(min(x), pg_snapshot_xmax(pg_current_snapshot()))
+    FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+    WHERE (x::text::numeric % 4294967296) NOT IN (
+        SELECT l.transactionid::text::numeric FROM pg_locks l
+        JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted
+          AND a.datid IS DISTINCT FROM (SELECT oid FROM pg_database
+                                        WHERE datname = current_database()))
+$$;
 CREATE INDEX events_type_order ON events (event_type, tx, event_id);
 CREATE INDEX events_tenant ON events (tenant_id, tx, event_id);
 
@@ -58,6 +76,9 @@ CREATE TABLE webhook_deliveries (
     -- A dispatcher claims a due delivery by moving this past its attempt's timeout: a
     -- dispatcher killed mid-attempt leaves it due again then.
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    -- The current claim: only its holder records the outcome (a claim whose lease ran out,
+    -- or a delivery replayed meanwhile, no longer decides anything).
+    claim_token     uuid,
     last_attempt_at timestamptz,
     delivered_at    timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
@@ -97,12 +118,11 @@ END
 $$;
 CREATE TRIGGER events_fan_out AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION psa_events_fan_out();
 
+-- Events are written outside any tenant's context (the confined role psa_app cannot: a query
+-- confined to one tenant must not speak for the platform).
 GRANT SELECT, INSERT ON events TO psa_api;
--- Changes made inside a tenant's context (the confined role) write their events too (ON
--- CONFLICT on the dedup key reads that column).
-GRANT INSERT, SELECT (dedup_key) ON events TO psa_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_endpoints TO psa_api;
-GRANT SELECT, UPDATE ON webhook_deliveries TO psa_api;
+GRANT SELECT, INSERT, UPDATE ON webhook_deliveries TO psa_api;
 GRANT SELECT ON webhook_attempts TO psa_api;
 
 -- Management admins manage webhook endpoints (`webhook:*`), granted to the roles that may

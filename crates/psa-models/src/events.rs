@@ -182,8 +182,8 @@ pub struct EventPage {
 }
 
 /// The events, oldest first, a page at a time. A page holds only events whose transaction and
-/// every transaction before it have ended, so paging on from a cursor never skips an event
-/// that commits later (docs/events.md, "Ordering").
+/// every transaction of this database before it have ended, so paging on from a cursor never
+/// skips an event that commits later (docs/events.md, "Ordering").
 pub async fn list(
     conn: &mut PgConnection,
     filter: &EventFilter,
@@ -203,7 +203,7 @@ pub async fn list(
     crate::db::leave_tenant(conn).await?;
     let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
         "SELECT event_id, event_type, tenant_id, created_at, data, tx::text AS tx FROM events \
-         WHERE tx < pg_snapshot_xmin(pg_current_snapshot())",
+         WHERE tx < (SELECT psa_events_horizon())",
     );
     if let Some((tx, id)) = &after {
         q.push(" AND (tx, event_id) > (")

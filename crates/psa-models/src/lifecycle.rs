@@ -897,6 +897,8 @@ async fn finish(
         customer_record: presence(company),
     };
     let data = serde_json::to_value(&change).map_err(|e| Error::Internal(e.into()))?;
+    // Outside the tenant's context: events are the platform's.
+    db::leave_tenant(conn).await?;
     events::record(conn, event, Some(tenant), data, None).await?;
     Ok(change)
 }

@@ -413,6 +413,54 @@ pub async fn mark_repaired(conn: &mut PgConnection, tenant: TenantId) -> Result<
     Ok(())
 }
 
+/// Of `tenants`, those reconcile would find complete and leave as they are: a customer company
+/// in the management tenant `mgmt` tagged `tag`, the first admin's email among its contacts,
+/// and no run in flight, cut off or skipped by choice. One query for a page of tenants, so
+/// reconcile walks a platform of tracked tenants without their per-tenant checks. (It errs
+/// only towards "not complete": an email written differently sends the tenant through the
+/// full check, which then finds it tracked.)
+pub async fn fully_tracked(
+    conn: &mut PgConnection,
+    mgmt: TenantId,
+    tag: &str,
+    tenants: &[TenantId],
+) -> Result<std::collections::HashSet<TenantId>> {
+    let ids: Vec<Uuid> = tenants.iter().map(|t| t.0).collect();
+    let rows: Vec<Uuid> = sqlx::query_scalar(
+        // Lookups per tenant (LIMIT 1 laterals): planned as joins of whole sets, knowing
+        // the page's 500 ids, this read every customer company of the management tenant.
+        "SELECT t.tenant FROM unnest($3::uuid[]) AS t (tenant) \
+         LEFT JOIN LATERAL (SELECT r.status, r.skip_customer_tracking FROM tenant_provisioning r \
+                            WHERE r.tenant_id = t.tenant \
+                            ORDER BY r.requested_at DESC LIMIT 1) p ON true \
+         CROSS JOIN LATERAL (SELECT c.company_id FROM companies c \
+                             WHERE c.tenant = $1 AND c.properties ? 'tenant_id' \
+                               AND c.properties ->> 'tenant_id' = t.tenant::text LIMIT 1) c \
+         CROSS JOIN LATERAL (SELECT 1 AS tagged FROM tag_mappings m JOIN tag_definitions d \
+                               ON d.tenant = m.tenant AND d.tag_id = m.tag_id \
+                             WHERE m.tenant = $1 AND m.tagged_id = c.company_id \
+                               AND m.tagged_type = 'company' AND d.tag_text = $2 LIMIT 1) g \
+         CROSS JOIN LATERAL (SELECT u.email FROM users u \
+                             JOIN user_roles ur ON ur.tenant = u.tenant AND ur.user_id = u.user_id \
+                             JOIN roles r ON r.tenant = ur.tenant AND r.role_id = ur.role_id \
+                             WHERE u.tenant = t.tenant AND u.user_type = 'internal' \
+                               AND NOT u.is_inactive AND r.role_name = 'Admin' AND r.msp \
+                             ORDER BY u.created_at, u.user_id LIMIT 1) a \
+         CROSS JOIN LATERAL (SELECT 1 AS known FROM contacts k \
+                             WHERE k.tenant = $1 AND k.email = a.email LIMIT 1) k \
+         WHERE p.status IS NULL OR (p.status = 'completed' AND NOT p.skip_customer_tracking)",
+    )
+    .bind(mgmt)
+    .bind(tag)
+    .bind(ids)
+    // Planned with its values each time (3 ms a page): the cached generic plan, not knowing
+    // the management tenant holds every customer company, took 8 s a page at 100k tenants.
+    .persistent(false)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(TenantId).collect())
+}
+
 /// Serialises everything that writes the customer record of the managed tenant `tenant` (the
 /// workflow's tracking steps, reconcile) until the caller's transaction ends.
 pub async fn lock_customer_record(conn: &mut PgConnection, tenant: TenantId) -> Result<()> {

@@ -75,6 +75,19 @@ async fn audit(
     db::leave_tenant(conn).await
 }
 
+/// A URL without its query (a receiver may put a token there): for the audit log.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.query().is_some() {
+                u.set_query(Some("..."));
+            }
+            u.to_string()
+        }
+        Err(_) => String::new(),
+    }
+}
+
 /// Whether deliveries may go to private, loopback and link-local addresses (development and
 /// tests only: in production such an endpoint would let anyone with `webhook:create` reach
 /// services inside the platform's network).
@@ -91,7 +104,9 @@ impl AddressPolicy {
 }
 
 /// Not loopback, private, link-local, unique-local, shared (CGNAT), unspecified, multicast,
-/// broadcast or documentation space (IPv4-mapped IPv6 judged as its IPv4).
+/// broadcast, reserved or documentation space. IPv6 forms that carry an IPv4 address (mapped,
+/// compatible, NAT64, 6to4) are judged as that address; Teredo, the NAT64 local-use range and
+/// site-local addresses are refused outright.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -105,19 +120,37 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_documentation()
                 || o[0] == 0
                 || (o[0] == 100 && (64..128).contains(&o[1]))
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
                 || (o[0] == 198 && (o[1] == 18 || o[1] == 19))
                 || o[0] >= 240)
         }
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                let [a, b] = hi.to_be_bytes();
+                let [c, d] = lo.to_be_bytes();
+                IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d))
+            };
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let s = v6.segments();
+            // IPv4-compatible (::a.b.c.d) and NAT64 (64:ff9b::a.b.c.d).
+            let compatible = s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified();
+            if compatible || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_public(embedded(s[6], s[7]));
+            }
+            // 6to4 (2002:a.b.c.d::).
+            if s[0] == 0x2002 {
+                return is_public(embedded(s[1], s[2]));
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                || (s[0] == 0x64 && s[1] == 0xff9b)
+                || (s[0] == 0x2001 && s[1] == 0)
                 || (s[0] == 0x2001 && s[1] == 0xdb8))
         }
     }
@@ -164,6 +197,12 @@ pub fn parse_url(raw: &str, policy: AddressPolicy) -> Result<url::Url> {
 
 fn description(raw: Option<&str>) -> Result<String> {
     let d = raw.unwrap_or("").trim();
+    if d.chars().any(char::is_control) {
+        return Err(Error::validation(
+            "description",
+            "The description must be one line without control characters",
+        ));
+    }
     if d.chars().count() > 500 {
         return Err(Error::validation(
             "description",
@@ -228,7 +267,7 @@ pub async fn create(
         by,
         "create",
         e.endpoint_id,
-        json!({"url": e.url, "event_types": e.event_types}),
+        json!({"url": redacted(&e.url), "event_types": e.event_types}),
     )
     .await?;
     Ok(e)
@@ -345,7 +384,7 @@ pub async fn update(
         by,
         "update",
         id,
-        json!({"url": e.url, "event_types": e.event_types, "enabled": e.enabled,
+        json!({"url": redacted(&e.url), "event_types": e.event_types, "enabled": e.enabled,
                  "description": e.description}),
     )
     .await?;
@@ -365,7 +404,7 @@ pub async fn delete(conn: &mut PgConnection, id: Uuid, by: By<'_>) -> Result<()>
             entity: "webhook endpoint",
         });
     };
-    audit(conn, by, "delete", id, json!({"url": url})).await
+    audit(conn, by, "delete", id, json!({"url": redacted(&url)})).await
 }
 
 /// Replaces the secret with `secret_sealed`; the one before keeps signing (a second signature)
@@ -535,8 +574,9 @@ pub async fn delivery(
     })
 }
 
-/// Makes a delivery due now, whatever its status (a replay of a delivered one sends it again,
-/// under the same `webhook-id`).
+/// Makes a delivery due now, whatever its status, with its retry schedule from the start (a
+/// replay of a delivered one sends it again, under the same `webhook-id`). An attempt in flight
+/// meanwhile is recorded but decides nothing: it no longer holds the delivery's claim.
 pub async fn retry(
     conn: &mut PgConnection,
     endpoint: Uuid,
@@ -545,7 +585,8 @@ pub async fn retry(
 ) -> Result<DeliveryDetails> {
     db::leave_tenant(conn).await?;
     let n = sqlx::query(
-        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now() \
+        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), \
+             attempts = 0, claim_token = NULL \
          WHERE endpoint_id = $1 AND delivery_id = $2",
     )
     .bind(endpoint)
@@ -585,7 +626,7 @@ pub async fn send_test(
          VALUES ($1, 'webhook_endpoint.test', NULL, $2)",
     )
     .bind(event_id)
-    .bind(json!({"endpoint_id": e.endpoint_id, "url": e.url,
+    .bind(json!({"endpoint_id": e.endpoint_id,
                  "message": "A test delivery from psa: the signature verifies with this endpoint's secret."}))
     .execute(&mut *conn)
     .await?;
@@ -616,6 +657,8 @@ pub async fn send_test(
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {
     pub delivery_id: Uuid,
+    /// This claim's token: only its holder completes the delivery.
+    pub claim_token: Uuid,
     pub endpoint_id: Uuid,
     pub url: String,
     pub secret_sealed: String,
@@ -645,10 +688,12 @@ pub async fn claim(
              WHERE d.status = 'pending' AND d.next_attempt_at <= now()
              ORDER BY d.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED),
          claimed AS (
-             UPDATE webhook_deliveries d SET next_attempt_at = now() + $2
+             UPDATE webhook_deliveries d SET next_attempt_at = now() + $2,
+                 claim_token = gen_random_uuid()
              FROM due WHERE d.delivery_id = due.delivery_id
-             RETURNING d.delivery_id, d.endpoint_id, d.event_id, d.attempts, d.created_at)
-         SELECT c.delivery_id, c.endpoint_id, w.url, w.secret_sealed,
+             RETURNING d.delivery_id, d.claim_token, d.endpoint_id, d.event_id, d.attempts,
+                       d.created_at)
+         SELECT c.delivery_id, c.claim_token, c.endpoint_id, w.url, w.secret_sealed,
                 CASE WHEN w.previous_secret_until > now() THEN w.previous_secret_sealed END
                     AS previous_secret_sealed,
                 c.attempts, e.event_id, e.event_type, e.created_at AS event_created_at, e.data,
@@ -673,6 +718,21 @@ pub struct Outcome {
     pub response_excerpt: Option<String>,
 }
 
+/// At most `max` characters of `text`, control characters (a NUL in a binary body, escapes)
+/// shown as U+FFFD: what is stored must be valid text, whatever a receiver answered.
+fn printable(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// The delays between attempts: the first at once, then these (about 27 hours in all); with
 /// up to 20% of jitter each. After the last, the delivery is failed.
 pub const RETRY_SCHEDULE: [std::time::Duration; 7] = [
@@ -693,8 +753,8 @@ pub enum Next {
     Retry(std::time::Duration),
     /// The schedule ran out.
     Failed,
-    /// The delivery was changed meanwhile (removed with its endpoint, or replayed): the
-    /// attempt is recorded, nothing else.
+    /// The delivery was changed meanwhile (removed with its endpoint, replayed, or claimed
+    /// again after this claim's lease ran out): the attempt is recorded, nothing else.
     Gone,
 }
 
@@ -729,20 +789,22 @@ pub async fn complete(
     let excerpt = outcome
         .response_excerpt
         .as_deref()
-        .map(|b| b.chars().take(512).collect::<String>());
-    let error = outcome
-        .error
-        .as_deref()
-        .map(|e| e.chars().take(1000).collect::<String>());
+        .map(|b| printable(b, 512));
+    let error = outcome.error.as_deref().map(|e| printable(e, 1000));
     let latency_ms = i32::try_from(outcome.latency.as_millis()).unwrap_or(i32::MAX);
-    // Locked, and still pending: a delivery removed or replayed meanwhile is left as it is.
-    let current: Option<(String, i32)> = sqlx::query_as(
-        "SELECT status, attempts FROM webhook_deliveries WHERE delivery_id = $1 FOR UPDATE",
+    // The endpoint, then the delivery: the order in which removing an endpoint locks them.
+    sqlx::query("SELECT 1 FROM webhook_endpoints WHERE endpoint_id = $1 FOR NO KEY UPDATE")
+        .bind(claimed.endpoint_id)
+        .execute(&mut *conn)
+        .await?;
+    let current: Option<(String, i32, Option<Uuid>)> = sqlx::query_as(
+        "SELECT status, attempts, claim_token FROM webhook_deliveries WHERE delivery_id = $1 \
+         FOR NO KEY UPDATE",
     )
     .bind(claimed.delivery_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((status, attempts)) = current else {
+    let Some((status, attempts, token)) = current else {
         return Ok(Next::Gone);
     };
     sqlx::query(
@@ -756,7 +818,9 @@ pub async fn complete(
     .bind(&excerpt)
     .execute(&mut *conn)
     .await?;
-    if status != "pending" {
+    // Replayed, or claimed again after this claim's lease ran out: the attempt is on record,
+    // the delivery is its current claimant's.
+    if status != "pending" || token != Some(claimed.claim_token) {
         return Ok(Next::Gone);
     }
     let attempts = attempts + 1;
@@ -778,7 +842,8 @@ pub async fn complete(
         Next::Delivered => {
             sqlx::query(
                 "UPDATE webhook_deliveries SET status = 'delivered', attempts = $2, \
-                     last_attempt_at = now(), delivered_at = now() WHERE delivery_id = $1",
+                     last_attempt_at = now(), delivered_at = now(), claim_token = NULL \
+                 WHERE delivery_id = $1",
             )
             .bind(claimed.delivery_id)
             .bind(attempts)
@@ -796,7 +861,7 @@ pub async fn complete(
             let delay = chrono::Duration::from_std(delay).map_err(Error::internal)?;
             sqlx::query(
                 "UPDATE webhook_deliveries SET attempts = $2, last_attempt_at = now(), \
-                     next_attempt_at = now() + $3 WHERE delivery_id = $1",
+                     next_attempt_at = now() + $3, claim_token = NULL WHERE delivery_id = $1",
             )
             .bind(claimed.delivery_id)
             .bind(attempts)
@@ -807,7 +872,7 @@ pub async fn complete(
         Next::Failed | Next::Gone => {
             sqlx::query(
                 "UPDATE webhook_deliveries SET status = 'failed', attempts = $2, \
-                     last_attempt_at = now() WHERE delivery_id = $1",
+                     last_attempt_at = now(), claim_token = NULL WHERE delivery_id = $1",
             )
             .bind(claimed.delivery_id)
             .bind(attempts)
@@ -831,7 +896,7 @@ async fn endpoint_failed(
     let disable_after = chrono::Duration::from_std(disable_after).map_err(Error::internal)?;
     let row: Option<(bool, Option<DateTime<Utc>>, bool)> = sqlx::query_as(
         "SELECT enabled, failing_since, coalesce(failing_since < now() - $2, false) \
-         FROM webhook_endpoints WHERE endpoint_id = $1 FOR UPDATE",
+         FROM webhook_endpoints WHERE endpoint_id = $1 FOR NO KEY UPDATE",
     )
     .bind(endpoint)
     .bind(disable_after)
@@ -859,12 +924,15 @@ async fn endpoint_failed(
             ))
             .execute(&mut *conn)
             .await?;
+            // Not the URL: other endpoints receive this event, and a URL may carry a token.
             let e = get(conn, endpoint).await?;
             events::record(
                 conn,
                 EventType::WebhookEndpointDisabled,
                 None,
-                serde_json::to_value(&e).map_err(Error::internal)?,
+                json!({"endpoint_id": e.endpoint_id, "enabled": e.enabled,
+                       "disabled_reason": e.disabled_reason, "failing_since": e.failing_since,
+                       "event_types": e.event_types}),
                 None,
             )
             .await?;
@@ -872,4 +940,93 @@ async fn endpoint_failed(
         Some(_) => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "192.0.0.8",
+            "198.18.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fe80::1",
+            "fec0::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "2002:c0a8:0101::1",
+            "2002:7f00:0001::1",
+            "2001:0:4136:e378::1",
+            "2001:db8::1",
+            "ff02::1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:0808:0808::1",
+        ] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn endpoint_urls_are_checked() {
+        let strict = AddressPolicy::default();
+        for bad in [
+            "ftp://hooks.example/x",
+            "https://u:p@hooks.example/x",
+            "https://hooks.example/x#f",
+            "https://127.0.0.1/x",
+            "https://[::1]/x",
+            "http://localhost:8080/x",
+            "http://api.localhost/x",
+            "https://0x7f000001/x",
+            "https://2130706433/x",
+            "https://169.254.169.254/latest",
+            "not a url",
+        ] {
+            assert_eq!(
+                parse_url(bad, strict).unwrap_err().field(),
+                Some("url"),
+                "{bad}"
+            );
+        }
+        assert!(parse_url("https://hooks.example.com/psa?token=1", strict).is_ok());
+        let loose = AddressPolicy {
+            allow_private: true,
+        };
+        assert!(parse_url("http://127.0.0.1:9/x", loose).is_ok());
+        assert_eq!(
+            redacted("https://hooks.example.com/psa?token=secret"),
+            "https://hooks.example.com/psa?..."
+        );
+        assert_eq!(
+            description(Some("a\u{0}b")).unwrap_err().field(),
+            Some("description")
+        );
+        assert_eq!(printable("ok\u{0}\u{1b}[31m", 10), "ok\u{fffd}\u{fffd}[31m");
+        assert_eq!(printable(&"x".repeat(600), 512).len(), 512);
+    }
 }

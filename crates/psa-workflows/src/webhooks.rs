@@ -208,14 +208,14 @@ impl Dispatcher {
         }
     }
 
-    /// Claims due deliveries (up to twice the concurrency) and attempts them, `concurrency` at
-    /// a time. Returns how many were attempted.
+    /// Claims up to `concurrency` due deliveries and attempts them all at once (each claim's
+    /// lease starts with its attempt). Returns how many were attempted.
     pub async fn dispatch_once(&self) -> Result<usize, psa_models::Error> {
         let claimed = {
             let mut conn = self.pool.acquire().await?;
             webhooks::claim(
                 &mut conn,
-                i64::try_from(self.config.concurrency * 2).unwrap_or(32),
+                i64::try_from(self.config.concurrency).unwrap_or(16),
                 self.config.lease(),
             )
             .await?

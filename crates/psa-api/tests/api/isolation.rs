@@ -206,17 +206,7 @@ async fn the_request_transaction_is_confined_even_without_a_tenant_filter() {
 #[tokio::test]
 async fn the_api_login_role_cannot_leave_its_confinement() {
     let mut app = TestApp::unserved().await;
-    let role = format!("psa_api_login_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!(
-        "CREATE ROLE {role} LOGIN PASSWORD 'login-role-pw' IN ROLE psa_app, psa_api"
-    ))
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
-    let mut url = url::Url::parse(&app.db.url()).unwrap();
-    url.set_username(&role).unwrap();
-    url.set_password(Some("login-role-pw")).unwrap();
-    let pool = psa_models::db::connect(url.as_str(), 4).await.unwrap();
+    let (pool, role) = app.api_login_pool().await;
     let who: String = sqlx::query_scalar("SELECT current_user::text")
         .fetch_one(&pool)
         .await

@@ -9,7 +9,8 @@ use serde_json::json;
 use super::*;
 
 /// A served app whose "Mgmt" tenant is the management tenant, and a customer tenant "Acme"
-/// tracked as its customer (by reconcile).
+/// tracked as its customer (by reconcile). The API runs as its production login role, so a
+/// privilege the handlers lack fails here.
 pub(crate) async fn platform() -> (TestApp, TenantFixture, TenantFixture) {
     let mut app = TestApp::unserved().await;
     let mgmt = app.tenant("Mgmt").await;
@@ -29,7 +30,7 @@ pub(crate) async fn platform() -> (TestApp, TenantFixture, TenantFixture) {
             .await
             .unwrap();
     assert_eq!(report.created, 1, "{report:?}");
-    let pool = app.db.pool.clone();
+    let (pool, _) = app.api_login_pool().await;
     app.serve(pool, test_config(), None).await;
     (app, mgmt, acme)
 }

@@ -106,6 +106,24 @@ impl TestApp {
         }
     }
 
+    /// A pool logged in as the API is in production (docs/operations.md, "Database roles"): a
+    /// login role that is a member of `psa_api` and `psa_app`, nothing more. Returns the pool
+    /// and the role's name.
+    pub async fn api_login_pool(&self) -> (sqlx::PgPool, String) {
+        let role = format!("psa_api_login_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'login-role-pw' IN ROLE psa_app, psa_api"
+        ))
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+        let mut url = url::Url::parse(&self.db.url()).unwrap();
+        url.set_username(&role).unwrap();
+        url.set_password(Some("login-role-pw")).unwrap();
+        let pool = psa_models::db::connect(url.as_str(), 4).await.unwrap();
+        (pool, role)
+    }
+
     /// Starts the API on `pool` (this database's, or another role's) with `config`.
     pub async fn serve(
         &mut self,

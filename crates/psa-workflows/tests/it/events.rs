@@ -295,6 +295,11 @@ async fn tracking_failure_and_its_repair_are_events_and_a_rollback_writes_none()
     let repaired = events.last().unwrap();
     assert_eq!(repaired.data["customer"]["tracking"], "tracked");
     assert!(repaired.data["customer"]["customer_company_id"].is_string());
+    assert_eq!(
+        repaired.data["repaired"],
+        serde_json::json!(["company", "contact", "tag"])
+    );
+    assert_eq!(repaired.data["name"], "Untracked");
 
     // A run that rolls back: its tenant never existed, so no tenant event but the failure.
     fail::cfg("activity::create_admin_user", "return(permanent)").unwrap();
