@@ -256,7 +256,8 @@ impl Dispatcher {
                     let lag = (chrono::Utc::now() - claimed.created_at)
                         .to_std()
                         .unwrap_or_default();
-                    metrics::histogram!("psa_webhook_delivery_seconds").record(lag.as_secs_f64());
+                    metrics::histogram!("psa_webhook_delivery_duration_seconds")
+                        .record(lag.as_secs_f64());
                 }
                 if outcome.error.is_some() {
                     tracing::info!(
