@@ -177,6 +177,14 @@ impl FromRequestParts<AppState> for Caller {
             .or_else(|| header.strip_prefix("bearer "))
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?;
+        Caller::from_token(state, token).await
+    }
+}
+
+impl Caller {
+    /// The holder of a session token or API key (the bearer header's, or the console's
+    /// cookie's), with the same checks: active tenant, request rate.
+    pub(crate) async fn from_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
         let mut conn = state
             .pool
             .acquire()
@@ -235,6 +243,17 @@ pub async fn login(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
+    sign_in(&state, peer, req).await.map(Json)
+}
+
+/// Checks email and password and opens a session (the API's login and the console's sign-in):
+/// rate limits per address and per account, the same time for an unknown email as for a wrong
+/// password, refused for an inactive tenant, audited either way.
+pub(crate) async fn sign_in(
+    state: &AppState,
+    peer: std::net::SocketAddr,
+    req: LoginRequest,
+) -> Result<LoginResponse, ApiError> {
     state.limits.login_from(peer.ip())?;
     let Ok(email) = EmailAddress::parse(&req.email) else {
         return Err(ApiError::Unauthorized);
@@ -251,7 +270,7 @@ pub async fn login(
         Some((user, Some(hash))) => (Some(user), hash),
         Some((_, None)) | None => (None, DUMMY_HASH.clone()),
     };
-    let ok = verify_limited(&state, &req.password, hash).await?;
+    let ok = verify_limited(state, &req.password, hash).await?;
     let Some(user) = user.filter(|_| ok) else {
         tracing::info!(tenant = %req.tenant_id, "login refused");
         let mut tx = db::begin_tenant(&state.pool, req.tenant_id).await?;
@@ -293,10 +312,10 @@ pub async fn login(
     .await?;
     tx.commit().await?;
     tracing::info!(tenant = %req.tenant_id, user = %user.user_id, "login");
-    Ok(Json(LoginResponse {
+    Ok(LoginResponse {
         token: session.token.expose_secret().to_owned(),
         expires_at: session.expires_at,
-    }))
+    })
 }
 
 /// Whether the tenant is `active` (read in the tenant's own confined transaction).
