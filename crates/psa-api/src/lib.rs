@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod companies;
+pub mod console;
 pub mod contacts;
 pub mod error;
 pub mod extract;
@@ -225,6 +226,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(pages::routes())
+        .merge(console::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(
