@@ -29,7 +29,10 @@ const COOKIE: &str = "psa_console";
 /// The console's routes (under `/console`) and its stylesheet.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/console", get(|| async { Redirect::to("/console/tenants") }))
+        .route(
+            "/console",
+            get(|| async { Redirect::to("/console/tenants") }),
+        )
         .route("/console/sign-in", get(sign_in_form).post(sign_in))
         .route("/console/sign-out", post(sign_out))
         .route("/console/tenants", get(tenants))
@@ -88,11 +91,9 @@ impl From<ApiError> for Refused {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::Unauthorized => Refused::SignIn,
-            ApiError::TenantInactive => Refused::Page(
-                StatusCode::FORBIDDEN,
-                "Access suspended",
-                e.to_string(),
-            ),
+            ApiError::TenantInactive => {
+                Refused::Page(StatusCode::FORBIDDEN, "Access suspended", e.to_string())
+            }
             ApiError::Forbidden(m) => Refused::Page(StatusCode::FORBIDDEN, "Not allowed", m),
             other => {
                 let status = other.status();
@@ -121,15 +122,17 @@ impl FromRequestParts<AppState> for Console {
             .map(|c| c.value().to_owned())
             .ok_or(Refused::SignIn)?;
         let caller = Caller::from_token(state, &token).await?;
-        let mut conn = state
-            .pool
-            .acquire()
+        // Read in the caller's own confined transaction (the API's role sees no other tenant).
+        let mut tx = psa_models::db::begin_tenant(&state.pool, caller.tenant)
             .await
-            .map_err(|e| ApiError::from(psa_models::Error::from(e)))?;
-        let tenant = psa_models::tenants::find(&mut conn, caller.tenant)
+            .map_err(ApiError::from)?;
+        let tenant = psa_models::tenants::find(&mut tx, caller.tenant)
             .await
             .map_err(ApiError::from)?
             .ok_or(Refused::SignIn)?;
+        tx.rollback()
+            .await
+            .map_err(|e| ApiError::from(psa_models::Error::from(e)))?;
         Ok(Console {
             csrf: csrf_token(&token),
             tenant_name: tenant.company_name,
@@ -201,7 +204,11 @@ fn page(status: StatusCode, template: impl Template) -> Response {
         }
         Err(e) => {
             tracing::error!(error = %e, "a console template failed to render");
-            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be shown").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be shown",
+            )
+                .into_response()
         }
     }
 }

@@ -4,6 +4,7 @@
 mod auth;
 mod bad_input;
 mod companies;
+mod console;
 mod contacts;
 mod isolation;
 mod lifecycle;
