@@ -707,3 +707,116 @@ impl Drop for PrivateCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A real headless Chromium for the console's tests, driven over WebDriver (Debian's
+/// `chromium-driver`; scripts/test installs both and axe-core, and sets
+/// `PSA_TEST_CHROMEDRIVER`, `PSA_TEST_CHROMIUM`, `PSA_TEST_AXE_JS`). Missing, the test fails
+/// loudly: it never skips.
+pub struct Browser {
+    pub client: fantoccini::Client,
+    driver: std::process::Child,
+    screenshots: std::path::PathBuf,
+}
+
+impl Browser {
+    /// A browser window of `width` x `height` (1280 x 900 for the desktop, 390 x 844 for a
+    /// phone); screenshots go to `target/console-screenshots/`.
+    pub async fn start(width: u32, height: u32) -> Browser {
+        let driver_bin =
+            std::env::var("PSA_TEST_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let driver = std::process::Command::new(&driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {driver_bin} ({e}): run scripts/test, which installs Chromium \
+                     and chromium-driver, or set PSA_TEST_CHROMEDRIVER (tests never skip)"
+                )
+            });
+        let mut caps = serde_json::Map::new();
+        let mut chrome = serde_json::json!({
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     format!("--window-size={width},{height}")]
+        });
+        if let Ok(bin) = std::env::var("PSA_TEST_CHROMIUM") {
+            chrome["binary"] = bin.into();
+        }
+        caps.insert("goog:chromeOptions".into(), chrome);
+        let url = format!("http://127.0.0.1:{port}");
+        // Two TLS backends are linked into the tests: the WebDriver client is told which.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut client = None;
+        for _ in 0..100 {
+            let mut builder = fantoccini::ClientBuilder::rustls().expect("a TLS connector");
+            match builder.capabilities(caps.clone()).connect(&url).await {
+                Ok(c) => {
+                    client = Some(c);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+        let client = client.expect("chromedriver accepted a session");
+        let screenshots = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/console-screenshots");
+        std::fs::create_dir_all(&screenshots).expect("screenshot dir");
+        Browser {
+            client,
+            driver,
+            screenshots,
+        }
+    }
+
+    /// Saves a screenshot of the page as `target/console-screenshots/NAME.png`.
+    pub async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("a screenshot");
+        std::fs::write(self.screenshots.join(format!("{name}.png")), png).expect("saved");
+    }
+
+    /// Runs axe-core on the page; returns its serious and critical violations (id: help, and
+    /// the first offending element).
+    pub async fn axe(&self) -> Vec<String> {
+        let path = std::env::var("PSA_TEST_AXE_JS").unwrap_or_else(|_| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/console/node_modules/axe-core/axe.min.js")
+                .display()
+                .to_string()
+        });
+        let source = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "cannot read axe-core at {path} ({e}): run scripts/test (npm ci in tests/console)"
+            )
+        });
+        self.client
+            .execute(&source, vec![])
+            .await
+            .expect("axe-core loads");
+        let result = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, {resultTypes: ['violations']})
+                    .then(r => done(r.violations
+                        .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                        .map(v => v.id + ': ' + v.help + ' (' + (v.nodes[0] ? v.nodes[0].target.join(' ') : '') + ')')))
+                    .catch(e => done(['axe failed: ' + e]));",
+                vec![],
+            )
+            .await
+            .expect("axe-core runs");
+        serde_json::from_value(result).expect("a list of violations")
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}

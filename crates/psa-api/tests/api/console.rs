@@ -138,3 +138,99 @@ async fn sign_in_list_tenants_and_sign_out_with_csrf() {
             .contains("Only the management tenant")
     );
 }
+
+/// In a real headless Chromium: sign in through the form, the tenants page, a search; a
+/// screenshot of each page (desktop and phone) under target/console-screenshots/, and an axe
+/// scan of each with no serious or critical violation.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_the_browser_sign_in_and_tenants_pass_axe() {
+    use fantoccini::Locator;
+    let (app, mgmt, _) = platform().await;
+    for (label, width, height) in [("desktop", 1280, 900), ("phone", 390, 844)] {
+        let browser = psa_testing::Browser::start(width, height).await;
+        let b = &browser.client;
+        b.goto(&format!("{}/console", app.base)).await.unwrap();
+        assert!(
+            b.current_url()
+                .await
+                .unwrap()
+                .path()
+                .ends_with("/console/sign-in")
+        );
+        assert!(browser.axe().await.is_empty(), "{:?}", browser.axe().await);
+        browser.screenshot(&format!("sign-in-{label}")).await;
+        b.find(Locator::Id("tenant"))
+            .await
+            .unwrap()
+            .send_keys(&mgmt.tenant.to_string())
+            .await
+            .unwrap();
+        b.find(Locator::Id("email"))
+            .await
+            .unwrap()
+            .send_keys(&mgmt.admin_email)
+            .await
+            .unwrap();
+        b.find(Locator::Id("password"))
+            .await
+            .unwrap()
+            .send_keys(&mgmt.admin_password)
+            .await
+            .unwrap();
+        b.find(Locator::Css("form.card button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !b
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/console/tenants")
+        {
+            assert!(std::time::Instant::now() < deadline, "not signed in");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let text = b
+            .find(Locator::Css("main"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains("Acme"), "{text}");
+        let violations = browser.axe().await;
+        assert!(violations.is_empty(), "{violations:?}");
+        browser.screenshot(&format!("tenants-{label}")).await;
+        b.find(Locator::Id("name"))
+            .await
+            .unwrap()
+            .send_keys("nobody-is-called-this")
+            .await
+            .unwrap();
+        b.find(Locator::Css("form.filters button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let text = b
+                .find(Locator::Css("main"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text.contains("No tenant matches.") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{text}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
