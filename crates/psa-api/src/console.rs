@@ -36,6 +36,9 @@ pub fn routes() -> Router<AppState> {
         .route("/console/sign-in", get(sign_in_form).post(sign_in))
         .route("/console/sign-out", post(sign_out))
         .route("/console/tenants", get(tenants))
+        .route("/console/tenants/{id}", get(tenant))
+        .route("/console/tenants/{id}/suspend", post(suspend))
+        .route("/console/tenants/{id}/reactivate", post(reactivate))
         .route(
             "/assets/console.css",
             get(|| async {
@@ -346,6 +349,7 @@ fn options(all: &[(&'static str, &'static str)], chosen: &str) -> Vec<Opt> {
 }
 
 struct TenantRow {
+    id: String,
     name: String,
     status: String,
     customer_tracking: String,
@@ -456,6 +460,7 @@ async fn tenants(
         tenants: rows
             .into_iter()
             .map(|t| TenantRow {
+                id: t.tenant_id.to_string(),
                 name: t.name,
                 status: t.status.to_string(),
                 customer_tracking: t.customer_tracking,
@@ -473,4 +478,161 @@ async fn tenants(
 
 fn page_ok(template: impl Template) -> Response {
     page(StatusCode::OK, template)
+}
+
+#[derive(Template)]
+#[template(path = "console/tenant.html")]
+struct TenantPage {
+    nav: Option<Nav>,
+    error: Option<String>,
+    notice: Option<String>,
+    t: psa_models::lifecycle::TenantDetails,
+    status: String,
+    reason: Option<String>,
+    created: String,
+    csrf: String,
+    can_suspend: bool,
+    can_reactivate: bool,
+}
+
+fn tenant_page(
+    console: &Console,
+    t: psa_models::lifecycle::TenantDetails,
+    notice: Option<String>,
+    error: Option<String>,
+) -> TenantPage {
+    use psa_models::lifecycle::TenantStatus;
+    TenantPage {
+        nav: console.nav("tenants"),
+        error,
+        notice,
+        status: t.status.to_string(),
+        reason: t.status_reason.clone(),
+        created: t.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        csrf: console.csrf.clone(),
+        can_suspend: t.status == TenantStatus::Active,
+        can_reactivate: t.status == TenantStatus::Suspended,
+        t,
+    }
+}
+
+fn tenant_id(raw: &str) -> Result<TenantId, Refused> {
+    uuid::Uuid::parse_str(raw).map(TenantId).map_err(|_| {
+        Refused::Page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such tenant.".into(),
+        )
+    })
+}
+
+/// A tenant: status, customer record, the actions its state allows.
+async fn tenant(
+    State(state): State<AppState>,
+    console: Console,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, Refused> {
+    let id = tenant_id(&id)?;
+    let mut tx = console
+        .caller
+        .authorize_management(&state, Permission(Resource::Tenant, Action::Read))
+        .await?;
+    let details = psa_models::lifecycle::show(
+        &mut tx,
+        &state.lifecycle.settings(console.caller.tenant),
+        id,
+    )
+    .await
+    .map_err(ApiError::from)?;
+    tx.rollback()
+        .await
+        .map_err(|e| ApiError::from(psa_models::Error::from(e)))?;
+    Ok(page_ok(tenant_page(&console, details, None, None)))
+}
+
+#[derive(Deserialize)]
+struct ReasonForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Suspend, with the same model, permission and audit as `POST /api/v1/tenants/{id}/suspend`.
+async fn suspend(
+    State(state): State<AppState>,
+    console: Console,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Form(form): Form<ReasonForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&form.csrf)?;
+    let id = tenant_id(&id)?;
+    change(&state, &console, id, Lifecycle::Suspend(form.reason)).await
+}
+
+/// Reactivate, as `POST /api/v1/tenants/{id}/reactivate`.
+async fn reactivate(
+    State(state): State<AppState>,
+    console: Console,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&form.csrf)?;
+    let id = tenant_id(&id)?;
+    change(&state, &console, id, Lifecycle::Reactivate).await
+}
+
+/// A lifecycle change asked from the console.
+enum Lifecycle {
+    Suspend(String),
+    Reactivate,
+}
+
+/// Runs a lifecycle change in the caller's transaction (`tenant:update`, management only) and
+/// shows the tenant again: with the change, or with the model's refusal next to it.
+async fn change(
+    state: &AppState,
+    console: &Console,
+    id: TenantId,
+    what: Lifecycle,
+) -> Result<Response, Refused> {
+    let settings = state.lifecycle.settings(console.caller.tenant);
+    let actor = format!("user:{}", console.caller.user);
+    let mut tx = console
+        .caller
+        .authorize_management(state, Permission(Resource::Tenant, Action::Update))
+        .await?;
+    let done = match &what {
+        Lifecycle::Suspend(reason) => {
+            psa_models::lifecycle::suspend(&mut tx, &settings, id, reason, &actor).await
+        }
+        Lifecycle::Reactivate => {
+            psa_models::lifecycle::reactivate(&mut tx, &settings, id, &actor).await
+        }
+    };
+    match done {
+        Ok(c) => {
+            tx.commit()
+                .await
+                .map_err(|e| ApiError::from(psa_models::Error::from(e)))?;
+            let notice = format!("{} is now {}.", c.tenant.name, c.tenant.status);
+            Ok(page_ok(tenant_page(console, c.tenant, Some(notice), None)))
+        }
+        Err(
+            e @ (psa_models::Error::Validation { .. } | psa_models::Error::InvalidState { .. }),
+        ) => {
+            drop(tx);
+            let mut tx = psa_models::db::begin_tenant(&state.pool, console.caller.tenant)
+                .await
+                .map_err(ApiError::from)?;
+            let details = psa_models::lifecycle::show(&mut tx, &settings, id)
+                .await
+                .map_err(ApiError::from)?;
+            Ok(page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                tenant_page(console, details, None, Some(e.to_string())),
+            ))
+        }
+        Err(e) => Err(ApiError::from(e).into()),
+    }
 }

@@ -82,7 +82,7 @@ async fn sign_in_list_tenants_and_sign_out_with_csrf() {
     let r = get(&app, "/console/tenants", Some(&session)).await;
     assert_eq!(r.status(), StatusCode::OK);
     let html = r.text().await.unwrap();
-    assert!(html.contains("<td>Acme</td>"), "{html}");
+    assert!(html.contains(">Acme</a></td>"), "{html}");
     assert!(html.contains("aria-current=\"page\""));
     let r = get(
         &app,
@@ -98,6 +98,83 @@ async fn sign_in_list_tenants_and_sign_out_with_csrf() {
         html.contains("&#60;script&#62;") || html.contains("&lt;script&gt;"),
         "{html}"
     );
+
+    // The tenant's page, and a suspension from it: the same rules and audit as the API's.
+    let page_of = format!("/console/tenants/{}", acme.tenant);
+    let r = get(&app, &page_of, Some(&session)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let tenant_html = r.text().await.unwrap();
+    assert!(tenant_html.contains(">Suspend</button>"), "{tenant_html}");
+    let post = |path: String, fields: Vec<(&'static str, String)>| {
+        let session = session.clone();
+        let base = app.base.clone();
+        async move {
+            client()
+                .post(format!("{base}{path}"))
+                .header(COOKIE, session)
+                .form(&fields)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = post(
+        format!("{page_of}/suspend"),
+        vec![("csrf", "f".repeat(64)), ("reason", "unpaid".into())],
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "no CSRF token, no change"
+    );
+    let status = |t: TenantId| {
+        let pool = app.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM tenants WHERE tenant = $1")
+                .bind(t)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(status(acme.tenant).await, "active");
+    let csrf = csrf_in(&tenant_html);
+    let r = post(
+        format!("{page_of}/suspend"),
+        vec![("csrf", csrf.clone()), ("reason", "  ".into())],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("class=\"error\""));
+    assert_eq!(status(acme.tenant).await, "active");
+    let r = post(
+        format!("{page_of}/suspend"),
+        vec![("csrf", csrf.clone()), ("reason", "unpaid invoice".into())],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Acme is now suspended."), "{html}");
+    assert!(html.contains(">Reactivate</button>"));
+    assert_eq!(status(acme.tenant).await, "suspended");
+    // Its admin cannot sign in now.
+    let r = sign_in(&app, &acme, &acme.admin_password).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.headers().get(SET_COOKIE).is_none());
+    let r = post(format!("{page_of}/reactivate"), vec![("csrf", csrf)]).await;
+    assert!(r.text().await.unwrap().contains("Acme is now active."));
+    assert_eq!(status(acme.tenant).await, "active");
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE tenant = $1 AND action IN ('suspend', 'reactivate') \
+           AND actor = $2",
+    )
+    .bind(mgmt.tenant)
+    .bind(format!("user:{}", mgmt.admin))
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 2);
 
     // Sign-out without this session's CSRF token: refused, the session stays.
     let r = client()
@@ -205,6 +282,27 @@ async fn in_the_browser_sign_in_and_tenants_pass_axe() {
         let violations = browser.axe().await;
         assert!(violations.is_empty(), "{violations:?}");
         browser.screenshot(&format!("tenants-{label}")).await;
+        b.find(Locator::LinkText("Acme"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !b
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .contains("/console/tenants/")
+        {
+            assert!(std::time::Instant::now() < deadline, "no tenant page");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let violations = browser.axe().await;
+        assert!(violations.is_empty(), "{violations:?}");
+        browser.screenshot(&format!("tenant-{label}")).await;
+        b.back().await.unwrap();
         b.find(Locator::Id("name"))
             .await
             .unwrap()
