@@ -271,6 +271,7 @@ async fn in_the_browser_sign_in_and_tenants_pass_axe() {
             assert!(std::time::Instant::now() < deadline, "not signed in");
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+        b.wait().for_element(Locator::Css("table")).await.unwrap();
         let text = b
             .find(Locator::Css("main"))
             .await
@@ -299,10 +300,16 @@ async fn in_the_browser_sign_in_and_tenants_pass_axe() {
             assert!(std::time::Instant::now() < deadline, "no tenant page");
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+        b.wait()
+            .for_element(Locator::Css("dl.facts"))
+            .await
+            .unwrap();
         let violations = browser.axe().await;
         assert!(violations.is_empty(), "{violations:?}");
         browser.screenshot(&format!("tenant-{label}")).await;
-        b.back().await.unwrap();
+        b.goto(&format!("{}/console/tenants", app.base))
+            .await
+            .unwrap();
         b.find(Locator::Id("name"))
             .await
             .unwrap()
@@ -317,13 +324,11 @@ async fn in_the_browser_sign_in_and_tenants_pass_axe() {
             .unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
-            let text = b
-                .find(Locator::Css("main"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            // The element may go stale as the new page loads: read again.
+            let text = match b.find(Locator::Css("main")).await {
+                Ok(main) => main.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
             if text.contains("No tenant matches.") {
                 break;
             }
