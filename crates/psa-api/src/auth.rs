@@ -182,6 +182,11 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 impl Caller {
+    /// The caller as audit rows name it.
+    pub fn actor(&self) -> String {
+        format!("user:{}", self.user)
+    }
+
     /// The holder of a session token or API key (the bearer header's, or the console's
     /// cookie's), with the same checks: active tenant, request rate.
     pub(crate) async fn from_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
@@ -362,7 +367,7 @@ pub async fn logout_everywhere(
     psa_models::audit::record(
         &mut tx,
         caller.tenant,
-        &format!("user:{}", caller.user),
+        &caller.actor(),
         "logout_all",
         "user",
         Some(caller.user.0),
@@ -619,7 +624,7 @@ pub async fn change_password(
     psa_models::audit::record(
         &mut tx,
         caller.tenant,
-        &format!("user:{}", caller.user),
+        &caller.actor(),
         "change_password",
         "user",
         Some(caller.user.0),

@@ -597,7 +597,7 @@ async fn change(
     what: Lifecycle,
 ) -> Result<Response, Refused> {
     let settings = state.lifecycle.settings(console.caller.tenant);
-    let actor = format!("user:{}", console.caller.user);
+    let actor = console.caller.actor();
     let mut tx = console
         .caller
         .authorize_management(state, Permission(Resource::Tenant, Action::Update))

@@ -25,10 +25,6 @@ fn settings(state: &AppState, caller: &Caller) -> lifecycle::Settings {
     state.lifecycle.settings(caller.tenant)
 }
 
-fn actor(caller: &Caller) -> String {
-    format!("user:{}", caller.user)
-}
-
 /// `GET /api/v1/tenants` query.
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -132,7 +128,7 @@ pub async fn suspend(
         &settings(&state, &caller),
         tenant,
         &req.reason,
-        &actor(&caller),
+        &caller.actor(),
     )
     .await?;
     tx.commit().await.map_err(psa_models::Error::from)?;
@@ -154,7 +150,7 @@ pub async fn reactivate(
         .authorize_management(&state, Permission(Resource::Tenant, Action::Update))
         .await?;
     let change =
-        lifecycle::reactivate(&mut tx, &settings(&state, &caller), tenant, &actor(&caller)).await?;
+        lifecycle::reactivate(&mut tx, &settings(&state, &caller), tenant, &caller.actor()).await?;
     tx.commit().await.map_err(psa_models::Error::from)?;
     Ok(Json(change))
 }
@@ -198,7 +194,7 @@ pub async fn cancel(
         grace,
         &workflow_id,
         uuid::Uuid::now_v7(),
-        &actor(&caller),
+        &caller.actor(),
     )
     .await?;
     tx.commit().await.map_err(psa_models::Error::from)?;
@@ -224,7 +220,7 @@ pub async fn restore(
         .authorize_management(&state, Permission(Resource::Tenant, Action::Update))
         .await?;
     let (change, workflow_id) =
-        lifecycle::restore(&mut tx, &settings(&state, &caller), tenant, &actor(&caller)).await?;
+        lifecycle::restore(&mut tx, &settings(&state, &caller), tenant, &caller.actor()).await?;
     tx.commit().await.map_err(psa_models::Error::from)?;
     if let Ok(d) = state.deletions().await
         && let Err(e) = d.restored(&workflow_id).await
@@ -263,7 +259,7 @@ pub async fn delete(
     psa_models::audit::record(
         &mut tx,
         caller.tenant,
-        &actor(&caller),
+        &caller.actor(),
         "confirm_delete",
         "tenant",
         Some(tenant.0),
@@ -275,7 +271,7 @@ pub async fn delete(
         ApiError::Unavailable("The deletion service is temporarily unavailable".into())
     })?;
     deletions
-        .confirm(&pending.workflow_id, &actor(&caller))
+        .confirm(&pending.workflow_id, &caller.actor())
         .await
         .map_err(|_| {
             ApiError::Unavailable("The deletion service is temporarily unavailable".into())
@@ -306,7 +302,7 @@ pub async fn export(
     psa_models::audit::record(
         &mut tx,
         caller.tenant,
-        &actor(&caller),
+        &caller.actor(),
         "export",
         "tenant",
         Some(tenant.0),
@@ -319,7 +315,7 @@ pub async fn export(
         export_id,
         tenant,
         Purpose::Request,
-        &actor(&caller),
+        &caller.actor(),
     )
     .await?;
     let done = exports::run(&state.pool, store, export_id).await?;

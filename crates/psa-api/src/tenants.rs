@@ -242,7 +242,7 @@ pub async fn resend_invite(
                 "The tenant has no active administrator to invite",
             ))
         })?;
-    let actor = format!("user:{}", caller.user);
+    let actor = caller.actor();
     let invitation = psa_models::invitations::reissue(
         &mut tx,
         tenant,

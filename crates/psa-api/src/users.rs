@@ -58,7 +58,7 @@ async fn audit(
     psa_models::audit::record(
         conn,
         caller.tenant,
-        &format!("user:{}", caller.user),
+        &caller.actor(),
         action,
         "user",
         Some(user.0),
@@ -115,7 +115,7 @@ pub async fn invite(
         caller.tenant,
         &input,
         &state.delivery,
-        &format!("user:{}", caller.user),
+        &caller.actor(),
     )
     .await?;
     let user = invitation.user.user_id;
@@ -158,14 +158,8 @@ pub async fn resend_invite(
     if state.delivery.mailer.is_none() {
         return Err(ApiError::MailNotConfigured);
     }
-    let invitation = invitations::reissue(
-        &mut tx,
-        caller.tenant,
-        id,
-        &state.delivery,
-        &format!("user:{}", caller.user),
-    )
-    .await?;
+    let invitation =
+        invitations::reissue(&mut tx, caller.tenant, id, &state.delivery, &caller.actor()).await?;
     audit(&mut tx, &caller, "resend_invite", id, serde_json::json!({})).await?;
     let tenant_name = tenants::get(&mut tx, caller.tenant).await?.company_name;
     mail_invitation(&state, Kind::Invitation, &tenant_name, &invitation).await?;

@@ -47,10 +47,6 @@ fn by<'a>(caller: &Caller, actor: &'a str) -> By<'a> {
     }
 }
 
-fn actor(caller: &Caller) -> String {
-    format!("user:{}", caller.user)
-}
-
 /// `GET /api/v1/events` query.
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -186,7 +182,7 @@ pub async fn create(
         .await?;
     let key = state.webhooks.key()?;
     let secret = psa_workflows::webhooks::new_secret();
-    let actor = actor(&caller);
+    let actor = caller.actor();
     let endpoint = webhooks::create(
         &mut tx,
         &req,
@@ -239,7 +235,7 @@ pub async fn update(
     let mut tx = caller
         .authorize_management(&state, Permission(Resource::Webhook, Action::Update))
         .await?;
-    let actor = actor(&caller);
+    let actor = caller.actor();
     let endpoint = webhooks::update(
         &mut tx,
         id,
@@ -265,7 +261,7 @@ pub async fn delete(
     let mut tx = caller
         .authorize_management(&state, Permission(Resource::Webhook, Action::Delete))
         .await?;
-    let actor = actor(&caller);
+    let actor = caller.actor();
     webhooks::delete(&mut tx, id, by(&caller, &actor)).await?;
     tx.commit().await.map_err(psa_models::Error::from)?;
     Ok(StatusCode::NO_CONTENT)
@@ -289,7 +285,7 @@ pub async fn rotate_secret(
         .await?;
     let key = state.webhooks.key()?;
     let secret = psa_workflows::webhooks::new_secret();
-    let actor = actor(&caller);
+    let actor = caller.actor();
     let endpoint = webhooks::rotate_secret(
         &mut tx,
         id,
@@ -318,7 +314,7 @@ pub async fn test(
     let mut tx = caller
         .authorize_management(&state, Permission(Resource::Webhook, Action::Update))
         .await?;
-    let actor = actor(&caller);
+    let actor = caller.actor();
     let d = webhooks::send_test(&mut tx, id, by(&caller, &actor)).await?;
     tx.commit().await.map_err(psa_models::Error::from)?;
     Ok((StatusCode::ACCEPTED, Json(d)))
@@ -407,7 +403,7 @@ pub async fn retry(
     let mut tx = caller
         .authorize_management(&state, Permission(Resource::Webhook, Action::Update))
         .await?;
-    let actor = actor(&caller);
+    let actor = caller.actor();
     let d = webhooks::retry(&mut tx, id, delivery_id, by(&caller, &actor)).await?;
     tx.commit().await.map_err(psa_models::Error::from)?;
     Ok((StatusCode::ACCEPTED, Json(d)))

@@ -138,26 +138,28 @@ pub struct Event {
 }
 
 /// Writes an event in the caller's transaction. `dedup_key` names what the event records once
-/// (`{workflow_id}/{type}`): written again (a retried activity), it is not repeated.
+/// (`{workflow_id}/{type}`): written again (a retried activity), it is not repeated. Returns
+/// the new event's id (that of the one written before, for a repeat, is not looked up).
 pub async fn record(
     conn: &mut PgConnection,
     event_type: EventType,
     tenant: Option<TenantId>,
     data: Value,
     dedup_key: Option<&str>,
-) -> Result<()> {
+) -> Result<Uuid> {
+    let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO events (event_id, event_type, tenant_id, data, dedup_key) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (dedup_key) DO NOTHING",
     )
-    .bind(Uuid::now_v7())
+    .bind(id)
     .bind(event_type.as_str())
     .bind(tenant)
     .bind(data)
     .bind(dedup_key)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(id)
 }
 
 /// Filters of [`list`].

@@ -597,9 +597,7 @@ pub async fn retry(
     if n == 0 {
         return Err(Error::NotFound { entity: "delivery" });
     }
-    sqlx::query("SELECT pg_notify('psa_webhook_deliveries', '')")
-        .execute(&mut *conn)
-        .await?;
+    wake_dispatchers(conn).await?;
     audit(
         conn,
         by,
@@ -611,6 +609,14 @@ pub async fn retry(
     delivery(conn, endpoint, id).await
 }
 
+/// Tells the dispatchers (at commit) that a delivery is due now, as the fan-out trigger does.
+async fn wake_dispatchers(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query("SELECT pg_notify('psa_webhook_deliveries', '')")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Writes a `webhook_endpoint.test` event and delivers it to the endpoint `endpoint` only, now
 /// (`psa webhooks test`): a receiver's URL and signature check, tried end to end. Returns the
 /// delivery.
@@ -620,15 +626,15 @@ pub async fn send_test(
     by: By<'_>,
 ) -> Result<DeliveryDetails> {
     let e = get(conn, endpoint).await?;
-    let event_id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO events (event_id, event_type, tenant_id, data) \
-         VALUES ($1, 'webhook_endpoint.test', NULL, $2)",
+    // The fan-out trigger leaves test events alone: the delivery below is its only one.
+    let event_id = events::record(
+        conn,
+        EventType::WebhookEndpointTest,
+        None,
+        json!({"endpoint_id": e.endpoint_id,
+               "message": "A test delivery from psa: the signature verifies with this endpoint's secret."}),
+        None,
     )
-    .bind(event_id)
-    .bind(json!({"endpoint_id": e.endpoint_id,
-                 "message": "A test delivery from psa: the signature verifies with this endpoint's secret."}))
-    .execute(&mut *conn)
     .await?;
     let id: Uuid = sqlx::query_scalar(
         "INSERT INTO webhook_deliveries (endpoint_id, event_id) VALUES ($1, $2) \
@@ -639,9 +645,7 @@ pub async fn send_test(
     .bind(event_id)
     .fetch_one(&mut *conn)
     .await?;
-    sqlx::query("SELECT pg_notify('psa_webhook_deliveries', '')")
-        .execute(&mut *conn)
-        .await?;
+    wake_dispatchers(conn).await?;
     audit(
         conn,
         by,
