@@ -10,6 +10,7 @@ pub mod auth;
 pub mod companies;
 pub mod console;
 pub mod contacts;
+pub mod customers;
 pub mod error;
 pub mod extract;
 pub mod lifecycle;
@@ -106,6 +107,18 @@ impl AppState {
         })
     }
 
+    /// Customer repairs (reconcile runs on the worker), through provisioning's Temporal client.
+    pub async fn reconciles(&self) -> Result<psa_workflows::reconcile::Reconciles, ApiError> {
+        let p = self.provisioning.as_deref().ok_or_else(|| {
+            ApiError::Unavailable("Customer repair is not configured on this server".into())
+        })?;
+        let w = p.workflows().await?;
+        Ok(psa_workflows::reconcile::Reconciles {
+            client: w.client.clone(),
+            task_queue: w.task_queue.clone(),
+        })
+    }
+
     pub fn export_store(&self) -> Result<&psa_models::exports::ExportStore, ApiError> {
         self.lifecycle.store.as_ref().ok_or_else(|| {
             ApiError::Unavailable("Exports are not configured on this server".into())
@@ -117,7 +130,7 @@ impl AppState {
 #[openapi(
     info(title = "psa", description = "Multi-tenant PSA backend: companies, contacts, tags."),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "companies"), (name = "contacts"), (name = "tags"), (name = "tenants"), (name = "users"), (name = "events"), (name = "webhooks"))
+    tags((name = "auth"), (name = "companies"), (name = "contacts"), (name = "tags"), (name = "tenants"), (name = "customers"), (name = "users"), (name = "events"), (name = "webhooks"))
 )]
 struct ApiDoc;
 
@@ -203,6 +216,10 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(lifecycle::export))
         .routes(routes!(lifecycle::get_export))
         .routes(routes!(lifecycle::archive))
+        .routes(routes!(customers::list))
+        .routes(routes!(customers::export_csv))
+        .routes(routes!(customers::repair))
+        .routes(routes!(customers::get_repair))
         .routes(routes!(webhooks::list_events))
         .routes(routes!(webhooks::get_event))
         .routes(routes!(webhooks::list, webhooks::create))

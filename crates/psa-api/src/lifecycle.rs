@@ -120,22 +120,26 @@ pub async fn suspend(
     ApiJson(req): ApiJson<ReasonRequest>,
 ) -> Result<Json<Change>, ApiError> {
     let tenant: TenantId = crate::extract::path_id(&id)?;
-    let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Tenant, Action::Update))
-        .await?;
-    let change = lifecycle::suspend(
-        &mut tx,
-        &settings(&state, &caller),
-        tenant,
-        &req.reason,
-        &caller.actor(),
-    )
-    .await?;
-    tx.commit().await.map_err(psa_models::Error::from)?;
-    Ok(Json(change))
+    Ok(Json(suspend_tenant(&state, &caller, tenant, &req.reason).await?))
 }
 
-/// Reactivate a suspended tenant: its users' credentials work again.
+/// Suspends a tenant for a management caller with `tenant:update` (the API and the console).
+pub async fn suspend_tenant(
+    state: &AppState,
+    caller: &Caller,
+    tenant: TenantId,
+    reason: &str,
+) -> Result<Change, ApiError> {
+    let mut tx = caller
+        .authorize_management(state, Permission(Resource::Tenant, Action::Update))
+        .await?;
+    let change =
+        lifecycle::suspend(&mut tx, &settings(state, caller), tenant, reason, &caller.actor())
+            .await?;
+    tx.commit().await.map_err(psa_models::Error::from)?;
+    Ok(change)
+}
+
 #[utoipa::path(post, path = "/api/v1/tenants/{id}/reactivate", tag = "tenants", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = Change), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -146,16 +150,24 @@ pub async fn reactivate(
     Path(id): Path<String>,
 ) -> Result<Json<Change>, ApiError> {
     let tenant: TenantId = crate::extract::path_id(&id)?;
-    let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Tenant, Action::Update))
-        .await?;
-    let change =
-        lifecycle::reactivate(&mut tx, &settings(&state, &caller), tenant, &caller.actor()).await?;
-    tx.commit().await.map_err(psa_models::Error::from)?;
-    Ok(Json(change))
+    Ok(Json(reactivate_tenant(&state, &caller, tenant).await?))
 }
 
-/// `POST .../cancel` body.
+/// Reactivates a suspended tenant (`tenant:update`).
+pub async fn reactivate_tenant(
+    state: &AppState,
+    caller: &Caller,
+    tenant: TenantId,
+) -> Result<Change, ApiError> {
+    let mut tx = caller
+        .authorize_management(state, Permission(Resource::Tenant, Action::Update))
+        .await?;
+    let change =
+        lifecycle::reactivate(&mut tx, &settings(state, caller), tenant, &caller.actor()).await?;
+    tx.commit().await.map_err(psa_models::Error::from)?;
+    Ok(change)
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
@@ -179,18 +191,32 @@ pub async fn cancel(
     ApiJson(req): ApiJson<CancelRequest>,
 ) -> Result<Json<Change>, ApiError> {
     let tenant: TenantId = crate::extract::path_id(&id)?;
+    Ok(Json(
+        cancel_tenant(&state, &caller, tenant, &req.reason, req.grace_seconds).await?,
+    ))
+}
+
+/// Cancels a tenant (`tenant:delete`): deleted after the grace period (default 30 days) unless
+/// restored. The deletion workflow is started now; the worker's sweeper starts it otherwise.
+pub async fn cancel_tenant(
+    state: &AppState,
+    caller: &Caller,
+    tenant: TenantId,
+    reason: &str,
+    grace_seconds: Option<i64>,
+) -> Result<Change, ApiError> {
     let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Tenant, Action::Delete))
+        .authorize_management(state, Permission(Resource::Tenant, Action::Delete))
         .await?;
-    let grace = lifecycle::grace(req.grace_seconds.unwrap_or(30 * 86_400))?;
+    let grace = lifecycle::grace(grace_seconds.unwrap_or(30 * 86_400))?;
     // Temporal must be reachable to start the deletion: refused before anything is written.
     let deletions = state.deletions().await?;
     let workflow_id = psa_workflows::deletion::new_workflow_id(tenant);
     let change = lifecycle::cancel(
         &mut tx,
-        &settings(&state, &caller),
+        &settings(state, caller),
         tenant,
-        &req.reason,
+        reason,
         grace,
         &workflow_id,
         uuid::Uuid::now_v7(),
@@ -202,10 +228,9 @@ pub async fn cancel(
         // Recorded: the worker's sweeper starts it.
         tracing::warn!(workflow_id, error = %e, "deletion workflow not started; the worker will start it");
     }
-    Ok(Json(change))
+    Ok(change)
 }
 
-/// Restore a canceled tenant before its deletion: it returns to where the cancel found it.
 #[utoipa::path(post, path = "/api/v1/tenants/{id}/restore", tag = "tenants", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = Change), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -216,22 +241,29 @@ pub async fn restore(
     Path(id): Path<String>,
 ) -> Result<Json<Change>, ApiError> {
     let tenant: TenantId = crate::extract::path_id(&id)?;
+    Ok(Json(restore_tenant(&state, &caller, tenant).await?))
+}
+
+/// Restores a canceled tenant before its deletion (`tenant:update`).
+pub async fn restore_tenant(
+    state: &AppState,
+    caller: &Caller,
+    tenant: TenantId,
+) -> Result<Change, ApiError> {
     let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Tenant, Action::Update))
+        .authorize_management(state, Permission(Resource::Tenant, Action::Update))
         .await?;
     let (change, workflow_id) =
-        lifecycle::restore(&mut tx, &settings(&state, &caller), tenant, &caller.actor()).await?;
+        lifecycle::restore(&mut tx, &settings(state, caller), tenant, &caller.actor()).await?;
     tx.commit().await.map_err(psa_models::Error::from)?;
     if let Ok(d) = state.deletions().await
         && let Err(e) = d.restored(&workflow_id).await
     {
         tracing::info!(workflow_id, error = %e, "deletion workflow not told of the restore; it ends at its deadline without deleting");
     }
-    Ok(Json(change))
+    Ok(change)
 }
 
-/// Delete a canceled tenant now instead of at its deadline. Answers 202: the deletion's
-/// workflow deletes it (`GET /api/v1/tenants/{id}` answers 404 once it is gone).
 #[utoipa::path(delete, path = "/api/v1/tenants/{id}", tag = "tenants", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)),
     responses((status = 202), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -242,10 +274,21 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let tenant: TenantId = crate::extract::path_id(&id)?;
+    delete_now(&state, &caller, tenant).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Deletes a canceled tenant now instead of at the end of its grace period (`tenant:delete`):
+/// confirms its deletion workflow, which then deletes. Returns the workflow's id.
+pub async fn delete_now(
+    state: &AppState,
+    caller: &Caller,
+    tenant: TenantId,
+) -> Result<String, ApiError> {
     let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Tenant, Action::Delete))
+        .authorize_management(state, Permission(Resource::Tenant, Action::Delete))
         .await?;
-    let details = lifecycle::show(&mut tx, &settings(&state, &caller), tenant).await?;
+    let details = lifecycle::show(&mut tx, &settings(state, caller), tenant).await?;
     let pending = details
         .deletion
         .ok_or_else(|| psa_models::Error::InvalidState {
@@ -277,12 +320,9 @@ pub async fn delete(
             ApiError::Unavailable("The deletion service is temporarily unavailable".into())
         })?;
     tx.commit().await.map_err(psa_models::Error::from)?;
-    Ok(StatusCode::ACCEPTED)
+    Ok(pending.workflow_id)
 }
 
-/// Export a tenant's data (any time): one archive with a JSON Lines file per table and a
-/// manifest of row counts and checksums; secrets are left out. Answers when the export is done
-/// (or failed), with its record; the archive is at `GET .../exports/{export_id}/archive`.
 #[utoipa::path(post, path = "/api/v1/tenants/{id}/export", tag = "tenants", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)),
     responses((status = 201, body = Export), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -293,11 +333,23 @@ pub async fn export(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Export>), ApiError> {
     let tenant: TenantId = crate::extract::path_id(&id)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(export_tenant(&state, &caller, tenant).await?),
+    ))
+}
+
+/// Exports a tenant's data into the export store (`tenant:update`), audited.
+pub async fn export_tenant(
+    state: &AppState,
+    caller: &Caller,
+    tenant: TenantId,
+) -> Result<Export, ApiError> {
     let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Tenant, Action::Update))
+        .authorize_management(state, Permission(Resource::Tenant, Action::Update))
         .await?;
     let store = state.export_store()?;
-    lifecycle::show(&mut tx, &settings(&state, &caller), tenant).await?;
+    lifecycle::show(&mut tx, &settings(state, caller), tenant).await?;
     let export_id = uuid::Uuid::now_v7();
     psa_models::audit::record(
         &mut tx,
@@ -318,8 +370,7 @@ pub async fn export(
         &caller.actor(),
     )
     .await?;
-    let done = exports::run(&state.pool, store, export_id).await?;
-    Ok((StatusCode::CREATED, Json(done)))
+    Ok(exports::run(&state.pool, store, export_id).await?)
 }
 
 async fn find_export(
@@ -368,7 +419,17 @@ pub async fn archive(
     caller: Caller,
     Path((id, export_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let found = find_export(&state, &caller, &id, &export_id).await?;
+    archive_download(&state, &caller, &id, &export_id).await
+}
+
+/// A completed export's archive as a download (`tenant:read`).
+pub async fn archive_download(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &str,
+    export: &str,
+) -> Result<Response, ApiError> {
+    let found = find_export(state, caller, tenant, export).await?;
     let Some(key) = found.location.filter(|_| found.status == "completed") else {
         return Err(psa_models::Error::conflict(None, "The export has not completed").into());
     };

@@ -34,12 +34,25 @@ pub async fn attach(
     caller: Caller,
     ApiJson(input): ApiJson<NewTag>,
 ) -> Result<(StatusCode, Json<Tag>), ApiError> {
+    let (tag, created) = attach_tag(&state, &caller, input).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(tag)))
+}
+
+/// Attaches a tag (the API and the console): `update` on the entity, and `tag:create` for a
+/// text with no definition yet. Returns the tag and whether the mapping is new.
+pub async fn attach_tag(
+    state: &AppState,
+    caller: &Caller,
+    input: NewTag,
+) -> Result<(Tag, bool), ApiError> {
     let text = TagText::parse(&input.tag_text)?;
     let mut tx = caller
-        .authorize(
-            &state,
-            Permission(entity(input.tagged_type), Action::Update),
-        )
+        .authorize(state, Permission(entity(input.tagged_type), Action::Update))
         .await?;
     if tags::find_definition(&mut tx, caller.tenant, &text, input.tagged_type)
         .await?
@@ -64,12 +77,7 @@ pub async fn attach(
     )
     .await?;
     tx.commit().await?;
-    let status = if attached.mapping_created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(attached.tag)))
+    Ok((attached.tag, attached.mapping_created))
 }
 
 /// Query parameters of the tag list.
@@ -108,6 +116,16 @@ pub async fn detach(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id: MappingId = path_id(&id)?;
+    detach_tag(&state, &caller, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Detaches a tag (`update` on what it tags); returns the mapping as it was.
+pub async fn detach_tag(
+    state: &AppState,
+    caller: &Caller,
+    id: MappingId,
+) -> Result<Tag, ApiError> {
     // The permission depends on what the mapping tags: read it first, confined to the tenant.
     let mut tx = psa_models::db::begin_tenant(&state.pool, caller.tenant).await?;
     let tag = tags::get(&mut tx, caller.tenant, id).await?;
@@ -116,5 +134,5 @@ pub async fn detach(
         .await?;
     tags::detach(&mut tx, caller.tenant, id).await?;
     tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(tag)
 }

@@ -118,11 +118,6 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(req): ApiJson<NewTenantRequest>,
 ) -> Result<(StatusCode, Json<Started>), ApiError> {
-    let tx = caller
-        .authorize_management(&state, Permission(Resource::Tenant, Action::Create))
-        .await?;
-    tx.commit().await?;
-    let p = provisioning(&state)?;
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(
@@ -137,6 +132,29 @@ pub async fn create(
                 })?,
         ),
     };
+    let workflow_id = start(&state, &caller, &req, key.as_ref(), &starter("api", &caller)).await?;
+    Ok((StatusCode::ACCEPTED, Json(Started { workflow_id })))
+}
+
+/// Who started a run, as its provisioning record keeps it: the face and the user.
+pub fn starter(face: &str, caller: &Caller) -> String {
+    format!("{face}:{}", caller.user)
+}
+
+/// Starts provisioning for a management caller with `tenant:create` (the API and the console):
+/// the request checked, then the run started through the one starter (`psa tenant create`'s).
+pub async fn start(
+    state: &AppState,
+    caller: &Caller,
+    req: &NewTenantRequest,
+    key: Option<&IdempotencyKey>,
+    requested_by: &str,
+) -> Result<String, ApiError> {
+    let tx = caller
+        .authorize_management(state, Permission(Resource::Tenant, Action::Create))
+        .await?;
+    tx.commit().await?;
+    let p = provisioning(state)?;
     let input = TenantCreationInput::parse(RawRequest {
         tenant_name: &req.tenant_name,
         first_name: &req.admin_user.first_name,
@@ -148,7 +166,7 @@ pub async fn create(
     })?;
     let workflows = p.workflows().await?;
     let workflow_id = workflows
-        .start(input, key.as_ref(), &format!("api:{}", caller.user))
+        .start(input, key, requested_by)
         .await
         .map_err(|e| match e {
             StartError::KeyReused { .. } => ApiError::IdempotencyKeyReused(e.to_string()),
@@ -159,12 +177,9 @@ pub async fn create(
             }
         })?;
     tracing::info!(%workflow_id, caller = %caller.user, "tenant provisioning started");
-    Ok((StatusCode::ACCEPTED, Json(Started { workflow_id })))
+    Ok(workflow_id)
 }
 
-/// A provisioning run: its state while running, its result once finished (never a credential:
-/// the admin's invitation goes by email), its provisioning record, and a notice when an operator must act (no
-/// worker polling the task queue, a run cut off).
 #[utoipa::path(get, path = "/api/v1/tenants/provisioning/{workflow_id}", tag = "tenants", security(("bearer" = [])),
     params(("workflow_id" = String, Path)),
     responses((status = 200, body = ProvisioningView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -174,18 +189,26 @@ pub async fn status(
     caller: Caller,
     Path(workflow_id): Path<String>,
 ) -> Result<Json<ProvisioningView>, ApiError> {
+    Ok(Json(view(&state, &caller, &workflow_id).await?))
+}
+
+/// One run as every face shows it, for a management caller with `tenant:read`.
+pub async fn view(
+    state: &AppState,
+    caller: &Caller,
+    workflow_id: &str,
+) -> Result<ProvisioningView, ApiError> {
     let tx = caller
-        .authorize_management(&state, Permission(Resource::Tenant, Action::Read))
+        .authorize_management(state, Permission(Resource::Tenant, Action::Read))
         .await?;
     tx.commit().await?;
-    let p = provisioning(&state)?;
+    let p = provisioning(state)?;
     if !workflow_id.starts_with(psa_workflows::client::WORKFLOW_ID_PREFIX) {
         return Err(ApiError::NotFound);
     }
-    let view = p
-        .workflows()
+    p.workflows()
         .await?
-        .view(&workflow_id)
+        .view(workflow_id)
         .await
         .map_err(|e| match e {
             ClientError::NotFound(_) => ApiError::NotFound,
@@ -194,11 +217,41 @@ pub async fn status(
                 tracing::warn!(error = %other, "provisioning status");
                 unavailable()
             }
-        })?;
-    Ok(Json(view))
+        })
 }
 
-/// What `POST /api/v1/tenants/{id}/resend-invite` did.
+/// The invitation link a completed run sealed (its worker sends no mail), for the caller who
+/// started it from `face` and no one else; `None` otherwise, or when this server does not hold
+/// the key that sealed it (`PSA_SECRET_KEY`).
+pub async fn invitation_link_for_starter(
+    state: &AppState,
+    caller: &Caller,
+    view: &ProvisioningView,
+    face: &str,
+) -> Result<Option<secrecy::SecretString>, ApiError> {
+    let mine = view
+        .record
+        .as_ref()
+        .is_some_and(|r| r.requested_by == starter(face, caller));
+    let disabled = view.result.as_ref().is_some_and(|r| {
+        r.status == psa_workflows::Outcome::Completed
+            && r.welcome_email.status == psa_workflows::WelcomeStatus::Disabled
+    });
+    let Some(key) = state.webhooks.key.as_ref().filter(|_| mine && disabled) else {
+        return Ok(None);
+    };
+    let result = provisioning(state)?
+        .workflows()
+        .await?
+        .result(&view.workflow_id)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "provisioning result");
+            unavailable()
+        })?;
+    Ok(result.invitation_link(key))
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct InviteResent {
     #[schema(value_type = uuid::Uuid)]

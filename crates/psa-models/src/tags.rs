@@ -255,6 +255,25 @@ pub async fn list_for_entity(
     .await?)
 }
 
+/// The tags on many entities of one type at once (a page of a list), by entity then text.
+pub async fn list_for_entities(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    tagged_type: TaggedType,
+    tagged_ids: &[uuid::Uuid],
+) -> Result<Vec<Tag>> {
+    Ok(sqlx::query_as::<_, Tag>(concat!(
+        tag_select!(),
+        "WHERE m.tenant = $1 AND m.tagged_type = $2 AND m.tagged_id = ANY($3) \
+         ORDER BY m.tagged_id, d.tag_text, m.mapping_id"
+    ))
+    .bind(tenant)
+    .bind(tagged_type)
+    .bind(tagged_ids)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// One mapping with its definition.
 pub async fn get(conn: &mut PgConnection, tenant: TenantId, mapping: MappingId) -> Result<Tag> {
     sqlx::query_as::<_, Tag>(concat!(

@@ -14,41 +14,47 @@
 //! - a tenant whose run ended without completing (cut off, awaiting the sweeper): it is about to
 //!   be removed, and must never be recorded as a customer.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use futures::StreamExt;
 use psa_models::events::{self, EventType};
 use psa_models::provisioning::{self, RunStatus};
 use psa_models::tags::{self, TaggedType};
 use psa_models::validate::{CompanyName, EmailAddress, FullName};
 use psa_models::{CompanyId, ContactId, TenantId, companies, lifecycle, tenants, users};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use temporalio_macros::{activities, workflow, workflow_methods};
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use temporalio_sdk::{ApplicationFailure, WorkflowContext, WorkflowResult};
 
 use crate::activities::{
     CustomerCompanyIn, CustomerContactIn, customer_company, customer_contact, customer_tag,
 };
 use crate::types::TrackingSettings;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Orphan {
     pub customer_company_id: CompanyId,
     pub tenant_id: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Failure {
     pub tenant_id: TenantId,
     pub error: String,
 }
 
 /// A tenant reconcile did not touch, and why.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Left {
     pub tenant_id: TenantId,
     pub workflow_id: String,
     pub reason: LeftReason,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum LeftReason {
     /// Its provisioning run is still in flight.
@@ -59,7 +65,19 @@ pub enum LeftReason {
     Incomplete,
 }
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+/// A tenant whose customer records were created (or, in a dry run, would be), and which.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Repair {
+    pub tenant_id: TenantId,
+    pub name: String,
+    /// `company`, `contact`, `tag`.
+    pub what: Vec<String>,
+}
+
+/// At most this many repairs are listed in a report (`created` counts them all).
+pub const REPAIRS_LISTED: usize = 1000;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct ReconcileReport {
     /// Tenants for which at least one customer record was created.
     pub created: usize,
@@ -71,10 +89,14 @@ pub struct ReconcileReport {
     pub warnings: Vec<String>,
     /// Tenants left alone (in flight, skipped by choice, incomplete).
     pub left_alone: Vec<Left>,
+    /// What was (or would be) created, tenant by tenant: the first [`REPAIRS_LISTED`].
+    #[serde(default)]
+    pub repairs: Vec<Repair>,
 }
 
 enum Tracked {
-    Created(Vec<String>),
+    /// Warnings, and what was created.
+    Created(Vec<String>, Vec<String>),
     Already(Vec<String>),
     Left(Left),
 }
@@ -107,7 +129,7 @@ async fn track(
     }
     let mut created = false;
     // What was missing, for the event.
-    let mut repaired: Vec<&str> = Vec::new();
+    let mut repaired: Vec<String> = Vec::new();
     let mut new_company = None;
     let mut warnings = Vec::new();
     let existing = companies::find_by_managed_tenant(&mut tx, mgmt, tenant.tenant).await?;
@@ -116,8 +138,18 @@ async fn track(
         Some(c) => c.company_id,
         None => {
             created = true;
+            repaired.push("company".into());
             if dry_run {
-                return Ok(Tracked::Created(warnings));
+                // A new company has neither contact nor tag yet: say what else would be made.
+                if let Some((_, _, email)) = &admin
+                    && psa_models::contacts::find_by_email(&mut tx, mgmt, &EmailAddress::parse(email)?)
+                        .await?
+                        .is_none()
+                {
+                    repaired.push("contact".into());
+                }
+                repaired.push("tag".into());
+                return Ok(Tracked::Created(warnings, repaired));
             }
             let out = customer_company(
                 &mut tx,
@@ -132,7 +164,6 @@ async fn track(
             .await?;
             warnings.extend(out.warning);
             new_company = Some(out.company_id);
-            repaired.push("company");
             out.company_id
         }
     };
@@ -143,6 +174,7 @@ async fn track(
             .is_some();
         if !has_contact {
             created = true;
+            repaired.push("contact".into());
             if !dry_run {
                 let full_name = FullName::parse(&format!("{first} {last}"))
                     .or_else(|_| FullName::parse(email.as_str()))?;
@@ -160,7 +192,6 @@ async fn track(
                 )
                 .await?;
                 warnings.extend(out.warning);
-                repaired.push("contact");
             }
         }
     } else {
@@ -175,9 +206,9 @@ async fn track(
         .any(|t| t.tag_text == tag.as_str());
     if !tagged {
         created = true;
+        repaired.push("tag".into());
         if !dry_run {
             customer_tag(&mut tx, mgmt, company_id, tag, None, "reconcile").await?;
-            repaired.push("tag");
         }
     }
     let settings = lifecycle::Settings {
@@ -215,7 +246,7 @@ async fn track(
         tx.commit().await?;
     }
     Ok(if created {
-        Tracked::Created(warnings)
+        Tracked::Created(warnings, repaired)
     } else {
         Tracked::Already(warnings)
     })
@@ -229,24 +260,11 @@ const RECONCILE_PAGE: i64 = 500;
 /// needs this many connections (and one more for reading pages).
 pub const CONCURRENCY: usize = 8;
 
-/// Reconciles every tenant but the management tenant.
-pub async fn reconcile(
+/// The management tenant of `tracking`, checked to be one.
+async fn management(
     pool: &PgPool,
     tracking: &TrackingSettings,
-    lifecycle_tags: &lifecycle::LifecycleTags,
-    dry_run: bool,
-) -> Result<ReconcileReport, psa_models::Error> {
-    reconcile_paged(pool, tracking, lifecycle_tags, dry_run, RECONCILE_PAGE).await
-}
-
-/// [`reconcile`], reading `page` tenants at a time.
-pub async fn reconcile_paged(
-    pool: &PgPool,
-    tracking: &TrackingSettings,
-    lifecycle_tags: &lifecycle::LifecycleTags,
-    dry_run: bool,
-    page: i64,
-) -> Result<ReconcileReport, psa_models::Error> {
+) -> Result<TenantId, psa_models::Error> {
     let mgmt = tracking.management_tenant_id.ok_or_else(|| {
         psa_models::Error::validation("NINEMINDS_TENANT_ID", "NINEMINDS_TENANT_ID is not set")
     })?;
@@ -268,6 +286,89 @@ pub async fn reconcile_paged(
         }
         Some(_) => {}
     }
+    Ok(mgmt)
+}
+
+/// Reconciles one tenant (not the management tenant).
+pub async fn reconcile_tenant(
+    pool: &PgPool,
+    tracking: &TrackingSettings,
+    lifecycle_tags: &lifecycle::LifecycleTags,
+    tenant: TenantId,
+    dry_run: bool,
+) -> Result<ReconcileReport, psa_models::Error> {
+    let mgmt = management(pool, tracking).await?;
+    let mut conn = pool.acquire().await?;
+    let found = tenants::find(&mut conn, tenant)
+        .await?
+        .filter(|t| !t.is_management)
+        .ok_or_else(|| {
+            psa_models::Error::validation("tenant_id", "There is no such customer tenant")
+        })?;
+    drop(conn);
+    let mut report = ReconcileReport {
+        dry_run,
+        ..Default::default()
+    };
+    let outcome = track(pool, mgmt, &found, &tracking.tag_name, lifecycle_tags, dry_run).await;
+    add(&mut report, &found, outcome);
+    Ok(report)
+}
+
+/// Adds one tenant's outcome to the report.
+fn add(
+    report: &mut ReconcileReport,
+    tenant: &tenants::Tenant,
+    outcome: Result<Tracked, psa_models::Error>,
+) {
+    match outcome {
+        Ok(Tracked::Created(w, what)) => {
+            report.created += 1;
+            report.warnings.extend(w);
+            if report.repairs.len() < REPAIRS_LISTED {
+                report.repairs.push(Repair {
+                    tenant_id: tenant.tenant,
+                    name: tenant.company_name.clone(),
+                    what,
+                });
+            }
+        }
+        Ok(Tracked::Already(w)) => {
+            report.already_tracked += 1;
+            report.warnings.extend(w);
+        }
+        Ok(Tracked::Left(left)) => report.left_alone.push(left),
+        Err(e) => {
+            tracing::warn!(tenant = %tenant.tenant, error = ?e, "reconcile failed for a tenant");
+            report.failed += 1;
+            report.failures.push(Failure {
+                tenant_id: tenant.tenant,
+                error: e.to_string(),
+            });
+        }
+    }
+}
+
+/// Reconciles every tenant but the management tenant.
+pub async fn reconcile(
+    pool: &PgPool,
+    tracking: &TrackingSettings,
+    lifecycle_tags: &lifecycle::LifecycleTags,
+    dry_run: bool,
+) -> Result<ReconcileReport, psa_models::Error> {
+    reconcile_paged(pool, tracking, lifecycle_tags, dry_run, RECONCILE_PAGE).await
+}
+
+/// [`reconcile`], reading `page` tenants at a time.
+pub async fn reconcile_paged(
+    pool: &PgPool,
+    tracking: &TrackingSettings,
+    lifecycle_tags: &lifecycle::LifecycleTags,
+    dry_run: bool,
+    page: i64,
+) -> Result<ReconcileReport, psa_models::Error> {
+    let mgmt = management(pool, tracking).await?;
+    let mut conn = pool.acquire().await?;
     let orphans = companies::orphaned_customers(&mut conn, mgmt).await?;
     drop(conn);
     let mut report = ReconcileReport {
@@ -302,21 +403,19 @@ pub async fn reconcile_paged(
             .filter(|t| complete.contains(&t.tenant))
             .count();
         // In parallel, reported in the tenants' order (`buffered` keeps it).
-        let outcomes: Vec<_> =
-            futures::stream::iter(others.into_iter().filter(|t| !complete.contains(&t.tenant)))
-                .map(|tenant| async move {
-                    (
-                        tenant.tenant,
-                        track(
-                            pool,
-                            mgmt,
-                            tenant,
-                            &tracking.tag_name,
-                            lifecycle_tags,
-                            dry_run,
-                        )
-                        .await,
-                    )
+        // Owned tenants: a stream of references cannot be held across an await in a future
+        // that must be `Send` (the worker's activity).
+        let todo: Vec<tenants::Tenant> = others
+            .into_iter()
+            .filter(|t| !complete.contains(&t.tenant))
+            .cloned()
+            .collect();
+        let tag_name = &tracking.tag_name;
+        let outcomes: Vec<_> = futures::stream::iter(todo)
+                .map(move |tenant: tenants::Tenant| async move {
+                    let outcome =
+                        track(pool, mgmt, &tenant, tag_name, lifecycle_tags, dry_run).await;
+                    (tenant.tenant, outcome)
                 })
                 .buffered(CONCURRENCY)
                 .collect()
@@ -334,26 +433,160 @@ pub async fn reconcile_paged(
                 }
                 ok => ok,
             };
-            match outcome {
-                Ok(Tracked::Created(w)) => {
-                    report.created += 1;
-                    report.warnings.extend(w);
-                }
-                Ok(Tracked::Already(w)) => {
-                    report.already_tracked += 1;
-                    report.warnings.extend(w);
-                }
-                Ok(Tracked::Left(left)) => report.left_alone.push(left),
-                Err(e) => {
-                    tracing::warn!(tenant = %tenant, error = ?e, "reconcile failed for a tenant");
-                    report.failed += 1;
-                    report.failures.push(Failure {
-                        tenant_id: tenant,
-                        error: e.to_string(),
-                    });
-                }
-            }
+            let t = tenants
+                .iter()
+                .find(|t| t.tenant == tenant)
+                .expect("a listed tenant");
+            add(&mut report, t, outcome);
         }
     }
     Ok(report)
+}
+
+/// The workflow type's name of a reconcile asked from the API or the console.
+pub const WORKFLOW_TYPE: &str = "customer_reconcile";
+
+/// Prefix of a reconcile run's workflow id.
+pub const WORKFLOW_ID_PREFIX: &str = "customer-reconcile-";
+
+/// What a reconcile run does: one tenant or all of them, for real or as a preview.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReconcileInput {
+    /// `None`: every tenant.
+    pub tenant_id: Option<TenantId>,
+    pub dry_run: bool,
+    /// Who asked (`user:<id>`), for the log.
+    pub requested_by: String,
+}
+
+/// Reconcile as a worker's activity: the API runs as a role confined to one tenant, while
+/// reconcile reads every tenant and writes into the management tenant, which only the worker's
+/// owner role may.
+pub struct ReconcileActivities {
+    pub pool: PgPool,
+    pub tracking: TrackingSettings,
+    pub tags: lifecycle::LifecycleTags,
+}
+
+#[activities]
+impl ReconcileActivities {
+    #[activity(name = "reconcile_customers")]
+    pub async fn reconcile_customers(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: ReconcileInput,
+    ) -> Result<ReconcileReport, ActivityError> {
+        if !self.tracking.enabled {
+            return Err(ActivityError::application(
+                ApplicationFailure::builder(
+                    "Customer tracking is disabled on the worker (ENABLE_CUSTOMER_TRACKING=false)",
+                )
+                .type_name("tracking_disabled".to_owned())
+                .non_retryable(true)
+                .build(),
+            ));
+        }
+        tracing::info!(requested_by = %input.requested_by, tenant = ?input.tenant_id,
+            dry_run = input.dry_run, "customer reconcile");
+        let report = crate::deletion::heartbeating(&ctx, async {
+            match input.tenant_id {
+                Some(t) => {
+                    reconcile_tenant(&self.pool, &self.tracking, &self.tags, t, input.dry_run).await
+                }
+                None => reconcile(&self.pool, &self.tracking, &self.tags, input.dry_run).await,
+            }
+        })
+        .await
+        .map_err(crate::activities::to_activity_error)?;
+        Ok(report)
+    }
+}
+
+#[workflow]
+#[derive(Default)]
+pub struct CustomerReconcileWorkflow {
+    _state: (),
+}
+
+#[workflow_methods]
+impl CustomerReconcileWorkflow {
+    #[run(name = "customer_reconcile")]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: ReconcileInput,
+    ) -> WorkflowResult<ReconcileReport> {
+        // Idempotent, so an attempt cut off is simply run again; a refusal is not retried.
+        let options =
+            temporalio_sdk::ActivityOptions::with_start_to_close_timeout(Duration::from_secs(
+                2 * 3600,
+            ))
+            .heartbeat_timeout(Duration::from_secs(20))
+            .retry_policy(
+                temporalio_common::RetryPolicy::builder()
+                    .initial_interval(Duration::from_secs(1))
+                    .backoff_coefficient(2.0)
+                    .maximum_interval(Duration::from_secs(60))
+                    .maximum_attempts(5)
+                    .build(),
+            )
+            .build();
+        Ok(ctx
+            .execute_activity(ReconcileActivities::reconcile_customers, input, options)
+            .await?)
+    }
+}
+
+/// Where a reconcile run is.
+#[derive(Debug, Clone)]
+pub enum ReconcileRun {
+    Running,
+    Done(ReconcileReport),
+    Failed(String),
+}
+
+/// Starts and reads reconcile runs.
+#[derive(Clone)]
+pub struct Reconciles {
+    pub client: temporalio_client::Client,
+    pub task_queue: String,
+}
+
+impl Reconciles {
+    pub async fn start(&self, input: ReconcileInput) -> Result<String, crate::client::ClientError> {
+        use temporalio_client::WorkflowStartOptions;
+        let workflow_id = format!("{WORKFLOW_ID_PREFIX}{}", uuid::Uuid::now_v7().simple());
+        let options =
+            WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.clone()).build();
+        self.client
+            .start_workflow(CustomerReconcileWorkflow::run, input, options)
+            .await
+            .map_err(|e| crate::client::ClientError::Temporal(e.to_string()))?;
+        Ok(workflow_id)
+    }
+
+    /// The run's report once it has one; `NotFound` for an id Temporal does not know.
+    pub async fn outcome(&self, workflow_id: &str) -> Result<ReconcileRun, crate::client::ClientError> {
+        use temporalio_client::{WorkflowDescribeOptions, WorkflowGetResultOptions};
+        use temporalio_client::WorkflowExecutionStatus;
+        let handle = self
+            .client
+            .get_workflow_handle::<CustomerReconcileWorkflow>(workflow_id);
+        let described = handle
+            .describe(WorkflowDescribeOptions::default())
+            .await
+            .map_err(|e| {
+                if e.to_string().to_lowercase().contains("not found") {
+                    crate::client::ClientError::NotFound(workflow_id.to_owned())
+                } else {
+                    crate::client::ClientError::Temporal(e.to_string())
+                }
+            })?;
+        if described.status() == WorkflowExecutionStatus::Running {
+            return Ok(ReconcileRun::Running);
+        }
+        match handle.get_result(WorkflowGetResultOptions::default()).await {
+            Ok(report) => Ok(ReconcileRun::Done(report)),
+            Err(e) => Ok(ReconcileRun::Failed(e.to_string())),
+        }
+    }
 }

@@ -9,6 +9,7 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::activities::TenantActivities;
 use crate::deletion::{DeletionActivities, TenantDeletionWorkflow};
+use crate::reconcile::{CustomerReconcileWorkflow, ReconcileActivities};
 use crate::secret::SecretKey;
 use crate::types::TrackingSettings;
 use crate::workflow::TenantCreationWorkflow;
@@ -118,6 +119,13 @@ pub async fn run(
         .map_err(|e| WorkerError::Failed(e.to_string()))?
         .register_workflow::<TenantDeletionWorkflow>()
         .map_err(|e| WorkerError::Failed(e.to_string()))?
+        .register_workflow::<CustomerReconcileWorkflow>()
+        .map_err(|e| WorkerError::Failed(e.to_string()))?
+        .register_activities(ReconcileActivities {
+            pool: pool.clone(),
+            tracking: tracking.clone(),
+            tags: lifecycle.tags.clone(),
+        })
         .register_activities(DeletionActivities {
             pool: pool.clone(),
             management_tenant_id,

@@ -6,16 +6,20 @@
 //! CSRF token derived from the session token, checked on every POST. Templates are askama,
 //! checked at compile time, autoescaped.
 
+mod customers;
+mod directory;
+mod provision;
+mod tenants;
+
 use askama::Template;
 use axum::Router;
-use axum::extract::{ConnectInfo, Form, FromRequestParts, Query, State};
+use axum::extract::{ConnectInfo, Form, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use psa_models::TenantId;
-use psa_models::provisioning::{self, TenantListFilter};
 use secrecy::SecretString;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -35,10 +39,22 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/console/sign-in", get(sign_in_form).post(sign_in))
         .route("/console/sign-out", post(sign_out))
-        .route("/console/tenants", get(tenants))
-        .route("/console/tenants/{id}", get(tenant))
-        .route("/console/tenants/{id}/suspend", post(suspend))
-        .route("/console/tenants/{id}/reactivate", post(reactivate))
+        .merge(tenants::routes())
+        .merge(provision::routes())
+        .merge(customers::routes())
+        .merge(directory::routes())
+        .route(
+            "/assets/console.js",
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                        (header::CACHE_CONTROL, "public, max-age=3600"),
+                    ],
+                    include_str!("../../assets/console.js"),
+                )
+            }),
+        )
         .route(
             "/assets/console.css",
             get(|| async {
@@ -47,7 +63,7 @@ pub fn routes() -> Router<AppState> {
                         (header::CONTENT_TYPE, "text/css; charset=utf-8"),
                         (header::CACHE_CONTROL, "public, max-age=3600"),
                     ],
-                    include_str!("../assets/console.css"),
+                    include_str!("../../assets/console.css"),
                 )
             }),
         )
@@ -66,6 +82,8 @@ pub struct Console {
     pub csrf: String,
     pub tenant_name: String,
     pub management: bool,
+    /// May see the tenant's users (`user:read`): the navigation shows the page.
+    pub sees_users: bool,
 }
 
 /// Why a console request was refused: to the sign-in page, or a page saying so.
@@ -133,6 +151,10 @@ impl FromRequestParts<AppState> for Console {
             .await
             .map_err(ApiError::from)?
             .ok_or(Refused::SignIn)?;
+        let sees_users = caller
+            .require(&mut tx, Permission(Resource::User, Action::Read))
+            .await
+            .is_ok();
         tx.rollback()
             .await
             .map_err(|e| ApiError::from(psa_models::Error::from(e)))?;
@@ -140,6 +162,7 @@ impl FromRequestParts<AppState> for Console {
             csrf: csrf_token(&token),
             tenant_name: tenant.company_name,
             management: tenant.is_management,
+            sees_users,
             caller,
         })
     }
@@ -152,6 +175,7 @@ impl Console {
             csrf: self.csrf.clone(),
             tenant_name: self.tenant_name.clone(),
             management: self.management,
+            sees_users: self.sees_users,
         })
     }
 
@@ -183,6 +207,7 @@ pub struct Nav {
     pub csrf: String,
     pub tenant_name: String,
     pub management: bool,
+    pub sees_users: bool,
 }
 
 fn page(status: StatusCode, template: impl Template) -> Response {
@@ -190,12 +215,14 @@ fn page(status: StatusCode, template: impl Template) -> Response {
         Ok(html) => {
             let mut r = (status, axum::response::Html(html)).into_response();
             let h = r.headers_mut();
-            // Pages may show what only this user may see: never cached, never framed.
+            // Pages may show what only this user may see: never cached, never framed. Style
+            // attributes carry tag colours (validated hex); no inline script is allowed.
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             h.insert(
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(
-                    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
+                    "default-src 'none'; style-src 'self'; style-src-attr 'unsafe-inline'; \
+                     script-src 'self'; img-src 'self'; connect-src 'self'; \
                      form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
                 ),
             );
@@ -332,13 +359,13 @@ async fn sign_out(
     Ok((jar.remove(gone), Redirect::to("/console/sign-in")).into_response())
 }
 
-struct Opt {
+pub(crate) struct Opt {
     value: &'static str,
     label: &'static str,
     selected: bool,
 }
 
-fn options(all: &[(&'static str, &'static str)], chosen: &str) -> Vec<Opt> {
+pub(crate) fn options(all: &[(&'static str, &'static str)], chosen: &str) -> Vec<Opt> {
     all.iter()
         .map(|(value, label)| Opt {
             value,
@@ -348,291 +375,128 @@ fn options(all: &[(&'static str, &'static str)], chosen: &str) -> Vec<Opt> {
         .collect()
 }
 
-struct TenantRow {
-    id: String,
-    name: String,
-    status: String,
-    customer_tracking: String,
-    created_at: String,
-    created_label: String,
-    run: String,
-}
-
-#[derive(Template)]
-#[template(path = "console/tenants.html")]
-struct TenantsPage {
-    nav: Option<Nav>,
-    error: Option<String>,
-    name: String,
-    statuses: Vec<Opt>,
-    trackings: Vec<Opt>,
-    tenants: Vec<TenantRow>,
-    next: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct TenantsQuery {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    status: String,
-    #[serde(default)]
-    tracking: String,
-    #[serde(default)]
-    cursor: String,
-}
-
-/// The tenants (management): searchable, filterable, a page at a time.
-async fn tenants(
-    State(state): State<AppState>,
-    console: Console,
-    Query(q): Query<TenantsQuery>,
-) -> Result<Response, Refused> {
-    let mut tx = console
-        .caller
-        .authorize_management(&state, Permission(Resource::Tenant, Action::Read))
-        .await?;
-    psa_models::db::leave_tenant(&mut tx)
-        .await
-        .map_err(ApiError::from)?;
-    let status = match q.status.as_str() {
-        "" => None,
-        s => Some(psa_models::lifecycle::TenantStatus::parse(s).map_err(ApiError::from)?),
-    };
-    let filter = TenantListFilter {
-        customer_tracking: Some(q.tracking.clone()).filter(|t| !t.is_empty()),
-        name_contains: Some(q.name.trim().to_owned()).filter(|n| !n.is_empty()),
-        created_after: None,
-        created_before: None,
-        status,
-    };
-    let page = provisioning::list_tenants(
-        &mut tx,
-        state.lifecycle.customer_tag.as_str(),
-        &filter,
-        &psa_models::db::PageRequest {
-            limit: Some(50),
-            cursor: Some(q.cursor.clone()).filter(|c| !c.is_empty()),
-        },
-    )
-    .await;
-    tx.rollback()
-        .await
-        .map_err(|e| ApiError::from(psa_models::Error::from(e)))?;
-    let (rows, next, error) = match page {
-        Ok(p) => (p.items, p.next_cursor, None),
-        Err(e @ psa_models::Error::Validation { .. }) => (Vec::new(), None, Some(e.to_string())),
-        Err(e) => return Err(ApiError::from(e).into()),
-    };
-    let next = next.map(|c| {
-        let query: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("name", &q.name)
-            .append_pair("status", &q.status)
-            .append_pair("tracking", &q.tracking)
-            .append_pair("cursor", &c)
-            .finish();
-        format!("/console/tenants?{query}")
-    });
-    Ok(page_ok(TenantsPage {
-        nav: console.nav("tenants"),
-        error,
-        name: q.name.clone(),
-        statuses: options(
-            &[
-                ("", "Any"),
-                ("active", "Active"),
-                ("suspended", "Suspended"),
-                ("canceled", "Canceled"),
-            ],
-            &q.status,
-        ),
-        trackings: options(
-            &[
-                ("", "Any"),
-                ("tracked", "Tracked"),
-                ("partial", "Partial"),
-                ("untracked", "Untracked"),
-                ("skipped", "Skipped"),
-                ("management", "Management"),
-            ],
-            &q.tracking,
-        ),
-        tenants: rows
-            .into_iter()
-            .map(|t| TenantRow {
-                id: t.tenant_id.to_string(),
-                name: t.name,
-                status: t.status.to_string(),
-                customer_tracking: t.customer_tracking,
-                created_at: t.created_at.to_rfc3339(),
-                created_label: t.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
-                run: match (t.workflow_id, t.provisioning_status) {
-                    (Some(w), Some(s)) => format!("{} ({w})", s.as_str()),
-                    _ => "none".into(),
-                },
-            })
-            .collect(),
-        next,
-    }))
-}
 
 fn page_ok(template: impl Template) -> Response {
     page(StatusCode::OK, template)
 }
 
-#[derive(Template)]
-#[template(path = "console/tenant.html")]
-struct TenantPage {
-    nav: Option<Nav>,
-    error: Option<String>,
-    notice: Option<String>,
-    t: psa_models::lifecycle::TenantDetails,
-    status: String,
-    reason: Option<String>,
-    created: String,
-    csrf: String,
-    can_suspend: bool,
-    can_reactivate: bool,
+/// Ends a read-only transaction.
+async fn done(tx: sqlx::Transaction<'static, sqlx::Postgres>) -> Result<(), Refused> {
+    tx.rollback()
+        .await
+        .map_err(|e| ApiError::from(psa_models::Error::from(e)).into())
 }
 
-fn tenant_page(
-    console: &Console,
-    t: psa_models::lifecycle::TenantDetails,
-    notice: Option<String>,
-    error: Option<String>,
-) -> TenantPage {
-    use psa_models::lifecycle::TenantStatus;
-    TenantPage {
-        nav: console.nav("tenants"),
-        error,
-        notice,
-        status: t.status.to_string(),
-        reason: t.status_reason.clone(),
-        created: t.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
-        csrf: console.csrf.clone(),
-        can_suspend: t.status == TenantStatus::Active,
-        can_reactivate: t.status == TenantStatus::Suspended,
-        t,
-    }
-}
-
-fn tenant_id(raw: &str) -> Result<TenantId, Refused> {
-    uuid::Uuid::parse_str(raw).map(TenantId).map_err(|_| {
+/// Parses an id from the path; anything else is a page that does not exist.
+fn path_id<T: From<uuid::Uuid>>(raw: &str, what: &str) -> Result<T, Refused> {
+    uuid::Uuid::parse_str(raw).map(T::from).map_err(|_| {
         Refused::Page(
             StatusCode::NOT_FOUND,
             "Not found",
-            "There is no such tenant.".into(),
+            format!("There is no such {what}."),
         )
     })
 }
 
-/// A tenant: status, customer record, the actions its state allows.
-async fn tenant(
-    State(state): State<AppState>,
-    console: Console,
-    axum::extract::Path(id): axum::extract::Path<String>,
-) -> Result<Response, Refused> {
-    let id = tenant_id(&id)?;
-    let mut tx = console
-        .caller
-        .authorize_management(&state, Permission(Resource::Tenant, Action::Read))
-        .await?;
-    let details = psa_models::lifecycle::show(
-        &mut tx,
-        &state.lifecycle.settings(console.caller.tenant),
-        id,
-    )
-    .await
-    .map_err(ApiError::from)?;
-    tx.rollback()
-        .await
-        .map_err(|e| ApiError::from(psa_models::Error::from(e)))?;
-    Ok(page_ok(tenant_page(&console, details, None, None)))
+/// The model's refusal of a form, shown on the form: next to its field when it names one that
+/// the form has, above the form otherwise.
+#[derive(Default)]
+pub(crate) struct FieldErrors {
+    pub general: Option<String>,
+    fields: Vec<(String, String)>,
 }
 
-#[derive(Deserialize)]
-struct ReasonForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    reason: String,
-}
-
-/// Suspend, with the same model, permission and audit as `POST /api/v1/tenants/{id}/suspend`.
-async fn suspend(
-    State(state): State<AppState>,
-    console: Console,
-    axum::extract::Path(id): axum::extract::Path<String>,
-    Form(form): Form<ReasonForm>,
-) -> Result<Response, Refused> {
-    console.check_csrf(&form.csrf)?;
-    let id = tenant_id(&id)?;
-    change(&state, &console, id, Lifecycle::Suspend(form.reason)).await
-}
-
-/// Reactivate, as `POST /api/v1/tenants/{id}/reactivate`.
-async fn reactivate(
-    State(state): State<AppState>,
-    console: Console,
-    axum::extract::Path(id): axum::extract::Path<String>,
-    Form(form): Form<CsrfForm>,
-) -> Result<Response, Refused> {
-    console.check_csrf(&form.csrf)?;
-    let id = tenant_id(&id)?;
-    change(&state, &console, id, Lifecycle::Reactivate).await
-}
-
-/// A lifecycle change asked from the console.
-enum Lifecycle {
-    Suspend(String),
-    Reactivate,
-}
-
-/// Runs a lifecycle change in the caller's transaction (`tenant:update`, management only) and
-/// shows the tenant again: with the change, or with the model's refusal next to it.
-async fn change(
-    state: &AppState,
-    console: &Console,
-    id: TenantId,
-    what: Lifecycle,
-) -> Result<Response, Refused> {
-    let settings = state.lifecycle.settings(console.caller.tenant);
-    let actor = console.caller.actor();
-    let mut tx = console
-        .caller
-        .authorize_management(state, Permission(Resource::Tenant, Action::Update))
-        .await?;
-    let done = match &what {
-        Lifecycle::Suspend(reason) => {
-            psa_models::lifecycle::suspend(&mut tx, &settings, id, reason, &actor).await
+impl FieldErrors {
+    /// Sorts an error: a refusal of the input is shown on the form (`Ok`), anything else
+    /// (permission, not found, a fault) becomes the error page (`Err`).
+    fn from_error(e: ApiError, form_fields: &[&str]) -> Result<FieldErrors, Refused> {
+        let mut errors = FieldErrors::default();
+        match &e {
+            ApiError::Model(m @ (psa_models::Error::Validation { .. }
+            | psa_models::Error::EmailExists
+            | psa_models::Error::ForeignKey { .. }
+            | psa_models::Error::Conflict { .. }
+            | psa_models::Error::InvalidState { .. })) => {
+                match m.field().map(|f| f.rsplit('.').next().unwrap_or(f)) {
+                    Some(f) if form_fields.contains(&f) => {
+                        errors.fields.push((f.to_owned(), m.to_string()))
+                    }
+                    _ => errors.general = Some(m.to_string()),
+                }
+                Ok(errors)
+            }
+            ApiError::BadRequest { .. } => {
+                errors.general = Some(e.to_string());
+                Ok(errors)
+            }
+            _ => Err(e.into()),
         }
-        Lifecycle::Reactivate => {
-            psa_models::lifecycle::reactivate(&mut tx, &settings, id, &actor).await
-        }
-    };
-    match done {
-        Ok(c) => {
-            tx.commit()
-                .await
-                .map_err(|e| ApiError::from(psa_models::Error::from(e)))?;
-            let notice = format!("{} is now {}.", c.tenant.name, c.tenant.status);
-            Ok(page_ok(tenant_page(console, c.tenant, Some(notice), None)))
-        }
-        Err(
-            e @ (psa_models::Error::Validation { .. } | psa_models::Error::InvalidState { .. }),
-        ) => {
-            drop(tx);
-            let mut tx = psa_models::db::begin_tenant(&state.pool, console.caller.tenant)
-                .await
-                .map_err(ApiError::from)?;
-            let details = psa_models::lifecycle::show(&mut tx, &settings, id)
-                .await
-                .map_err(ApiError::from)?;
-            Ok(page(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                tenant_page(console, details, None, Some(e.to_string())),
-            ))
-        }
-        Err(e) => Err(ApiError::from(e).into()),
     }
+
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(f, _)| f == field)
+            .map(|(_, m)| m.as_str())
+    }
+
+    pub fn any(&self) -> bool {
+        self.general.is_some() || !self.fields.is_empty()
+    }
+}
+
+/// A tag as shown: its text in its definition's colours (the reference's shared hash), only
+/// when they are plain hex colours.
+pub(crate) struct Badge {
+    pub text: String,
+    pub style: String,
+    pub mapping_id: String,
+}
+
+impl Badge {
+    fn of(text: &str, background: Option<&str>, foreground: Option<&str>, mapping: String) -> Badge {
+        let hex = |c: Option<&str>| {
+            c.filter(|c| {
+                c.len() <= 9
+                    && c.starts_with('#')
+                    && c[1..].bytes().all(|b| b.is_ascii_hexdigit())
+            })
+            .map(str::to_owned)
+        };
+        let style = match (hex(background), hex(foreground)) {
+            (Some(bg), Some(fg)) => format!("background-color: {bg}; color: {fg}"),
+            (Some(bg), None) => format!("background-color: {bg}"),
+            _ => String::new(),
+        };
+        Badge {
+            text: text.to_owned(),
+            style,
+            mapping_id: mapping,
+        }
+    }
+}
+
+fn badge(t: &psa_models::tags::Tag) -> Badge {
+    Badge::of(
+        &t.tag_text,
+        t.background_color.as_deref(),
+        t.text_color.as_deref(),
+        t.mapping_id.to_string(),
+    )
+}
+
+/// A link to the next page of a list, keeping its filters.
+fn next_link(path: &str, filters: &[(&str, &str)], cursor: Option<String>) -> Option<String> {
+    cursor.map(|c| {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in filters {
+            query.append_pair(k, v);
+        }
+        query.append_pair("cursor", &c);
+        format!("{path}?{}", query.finish())
+    })
+}
+
+fn when(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
 }

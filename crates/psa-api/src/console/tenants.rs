@@ -1,0 +1,473 @@
+//! The tenants (management): the list, a tenant's page and its lifecycle actions. Each action is
+//! the API's own function (`crate::lifecycle`): the same permission, rules and audit rows.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use psa_models::TenantId;
+use psa_models::lifecycle::{TenantDetails, TenantStatus};
+use psa_models::provisioning::{self, TenantListFilter};
+use serde::Deserialize;
+
+use super::{
+    Console, CsrfForm, Nav, Opt, Refused, done, next_link, options, page, page_ok, path_id, when,
+};
+use crate::AppState;
+use crate::auth::{Action, Permission, Resource};
+use crate::error::ApiError;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/console/tenants", get(tenants))
+        .route("/console/tenants/{id}", get(tenant))
+        .route("/console/tenants/{id}/suspend", post(suspend))
+        .route("/console/tenants/{id}/reactivate", post(reactivate))
+        .route("/console/tenants/{id}/cancel", post(cancel))
+        .route("/console/tenants/{id}/restore", post(restore))
+        .route("/console/tenants/{id}/delete", post(delete))
+        .route("/console/tenants/{id}/export", post(export))
+        .route(
+            "/console/tenants/{id}/exports/{export_id}/archive",
+            get(archive),
+        )
+}
+
+struct TenantRow {
+    id: String,
+    name: String,
+    status: String,
+    customer_tracking: String,
+    created_at: String,
+    created_label: String,
+    run_status: String,
+    run: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/tenants.html")]
+struct TenantsPage {
+    nav: Option<Nav>,
+    error: Option<String>,
+    name: String,
+    statuses: Vec<Opt>,
+    trackings: Vec<Opt>,
+    tenants: Vec<TenantRow>,
+    next: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct ListQuery {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub tracking: String,
+    #[serde(default)]
+    pub cursor: String,
+}
+
+impl ListQuery {
+    pub fn filter(&self) -> Result<TenantListFilter, ApiError> {
+        let status = match self.status.as_str() {
+            "" => None,
+            s => Some(TenantStatus::parse(s)?),
+        };
+        Ok(TenantListFilter {
+            customer_tracking: Some(self.tracking.clone()).filter(|t| !t.is_empty()),
+            name_contains: Some(self.name.trim().to_owned()).filter(|n| !n.is_empty()),
+            created_after: None,
+            created_before: None,
+            status,
+        })
+    }
+
+    pub fn pairs(&self) -> [(&'static str, &str); 3] {
+        [
+            ("name", &self.name),
+            ("status", &self.status),
+            ("tracking", &self.tracking),
+        ]
+    }
+}
+
+pub(super) const STATUSES: [(&str, &str); 4] = [
+    ("", "Any"),
+    ("active", "Active"),
+    ("suspended", "Suspended"),
+    ("canceled", "Canceled"),
+];
+
+pub(super) const TRACKINGS: [(&str, &str); 6] = [
+    ("", "Any"),
+    ("tracked", "Tracked"),
+    ("partial", "Partial"),
+    ("untracked", "Untracked"),
+    ("skipped", "Skipped"),
+    ("management", "Management"),
+];
+
+/// The tenants (management): searchable, filterable, a page at a time.
+async fn tenants(
+    State(state): State<AppState>,
+    console: Console,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, Refused> {
+    let mut tx = console
+        .caller
+        .authorize_management(&state, Permission(Resource::Tenant, Action::Read))
+        .await?;
+    psa_models::db::leave_tenant(&mut tx)
+        .await
+        .map_err(ApiError::from)?;
+    let page = match q.filter() {
+        Ok(filter) => {
+            provisioning::list_tenants(
+                &mut tx,
+                state.lifecycle.customer_tag.as_str(),
+                &filter,
+                &psa_models::db::PageRequest {
+                    limit: Some(50),
+                    cursor: Some(q.cursor.clone()).filter(|c| !c.is_empty()),
+                },
+            )
+            .await
+        }
+        Err(ApiError::Model(e)) => Err(e),
+        Err(e) => return Err(e.into()),
+    };
+    done(tx).await?;
+    let (rows, next, error) = match page {
+        Ok(p) => (p.items, p.next_cursor, None),
+        Err(e @ psa_models::Error::Validation { .. }) => (Vec::new(), None, Some(e.to_string())),
+        Err(e) => return Err(ApiError::from(e).into()),
+    };
+    Ok(page_ok(TenantsPage {
+        nav: console.nav("tenants"),
+        error,
+        name: q.name.clone(),
+        statuses: options(&STATUSES, &q.status),
+        trackings: options(&TRACKINGS, &q.tracking),
+        tenants: rows
+            .into_iter()
+            .map(|t| TenantRow {
+                id: t.tenant_id.to_string(),
+                name: t.name,
+                status: t.status.to_string(),
+                customer_tracking: t.customer_tracking,
+                created_at: t.created_at.to_rfc3339(),
+                created_label: when(t.created_at),
+                run_status: t
+                    .provisioning_status
+                    .map_or("none", |s| s.as_str())
+                    .to_owned(),
+                run: t.workflow_id,
+            })
+            .collect(),
+        next: next_link("/console/tenants", &q.pairs(), next),
+    }))
+}
+
+/// The last export made from this page, with its download link.
+struct ExportDone {
+    link: String,
+    bytes: i64,
+}
+
+#[derive(Template)]
+#[template(path = "console/tenant.html")]
+struct TenantPage {
+    nav: Option<Nav>,
+    error: Option<String>,
+    notice: Option<String>,
+    export: Option<ExportDone>,
+    t: TenantDetails,
+    status: String,
+    reason: Option<String>,
+    created: String,
+    delete_after: Option<String>,
+    csrf: String,
+    can_suspend: bool,
+    can_reactivate: bool,
+    can_cancel: bool,
+    can_restore: bool,
+}
+
+fn tenant_page(console: &Console, t: TenantDetails) -> TenantPage {
+    TenantPage {
+        nav: console.nav("tenants"),
+        error: None,
+        notice: None,
+        export: None,
+        status: t.status.to_string(),
+        reason: t.status_reason.clone(),
+        created: when(t.created_at),
+        delete_after: t.deletion.as_ref().map(|d| when(d.delete_after)),
+        csrf: console.csrf.clone(),
+        can_suspend: t.status == TenantStatus::Active,
+        can_reactivate: t.status == TenantStatus::Suspended,
+        can_cancel: t.status != TenantStatus::Canceled,
+        can_restore: t.status == TenantStatus::Canceled,
+        t,
+    }
+}
+
+async fn details(state: &AppState, console: &Console, id: TenantId) -> Result<TenantDetails, Refused> {
+    let mut tx = console
+        .caller
+        .authorize_management(state, Permission(Resource::Tenant, Action::Read))
+        .await?;
+    let details = psa_models::lifecycle::show(
+        &mut tx,
+        &state.lifecycle.settings(console.caller.tenant),
+        id,
+    )
+    .await
+    .map_err(ApiError::from)?;
+    done(tx).await?;
+    Ok(details)
+}
+
+/// A tenant: status, customer record, the actions its state allows.
+async fn tenant(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+) -> Result<Response, Refused> {
+    let id: TenantId = path_id(&id, "tenant")?;
+    let t = details(&state, &console, id).await?;
+    Ok(page_ok(tenant_page(&console, t)))
+}
+
+#[derive(Deserialize)]
+struct ReasonForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+}
+
+#[derive(Deserialize)]
+struct CancelForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    grace_days: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+#[derive(Deserialize)]
+struct DeleteForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirm_name: String,
+}
+
+/// Shows the tenant after an action: its new state with `notice`, or (`Err` from the action)
+/// the model's refusal above the forms, with nothing changed.
+async fn after(
+    state: &AppState,
+    console: &Console,
+    id: TenantId,
+    outcome: Result<String, ApiError>,
+) -> Result<Response, Refused> {
+    match outcome {
+        Ok(notice) => {
+            let mut p = tenant_page(console, details(state, console, id).await?);
+            p.notice = Some(notice);
+            Ok(page_ok(p))
+        }
+        Err(e) => refused(state, console, id, e).await,
+    }
+}
+
+async fn refused(
+    state: &AppState,
+    console: &Console,
+    id: TenantId,
+    e: ApiError,
+) -> Result<Response, Refused> {
+    let message = match &e {
+        ApiError::Model(
+            m @ (psa_models::Error::Validation { .. }
+            | psa_models::Error::InvalidState { .. }
+            | psa_models::Error::Conflict { .. }),
+        ) => m.to_string(),
+        ApiError::Unavailable(m) => m.clone(),
+        _ => return Err(e.into()),
+    };
+    let status = e.status();
+    let mut p = tenant_page(console, details(state, console, id).await?);
+    p.error = Some(message);
+    Ok(page(status, p))
+}
+
+async fn suspend(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    Form(form): Form<ReasonForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&form.csrf)?;
+    let id: TenantId = path_id(&id, "tenant")?;
+    let outcome = crate::lifecycle::suspend_tenant(&state, &console.caller, id, &form.reason)
+        .await
+        .map(|c| format!("{} is now {}.", c.tenant.name, c.tenant.status));
+    after(&state, &console, id, outcome).await
+}
+
+async fn reactivate(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&form.csrf)?;
+    let id: TenantId = path_id(&id, "tenant")?;
+    let outcome = crate::lifecycle::reactivate_tenant(&state, &console.caller, id)
+        .await
+        .map(|c| format!("{} is now {}.", c.tenant.name, c.tenant.status));
+    after(&state, &console, id, outcome).await
+}
+
+/// Cancel: the grace period in days, and a ticked confirmation (its users lose access now, its
+/// data is deleted at the end of the period).
+async fn cancel(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    Form(form): Form<CancelForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&form.csrf)?;
+    let id: TenantId = path_id(&id, "tenant")?;
+    let days = match form.grace_days.trim() {
+        "" => Ok(30),
+        d => d.parse::<i64>().map_err(|_| {
+            ApiError::Model(psa_models::Error::validation(
+                "grace_days",
+                "The grace period is a whole number of days",
+            ))
+        }),
+    };
+    let outcome = match days {
+        Err(e) => Err(e),
+        Ok(_) if form.confirm != "yes" => Err(ApiError::Model(psa_models::Error::validation(
+            "confirm",
+            "Tick the confirmation to cancel the tenant",
+        ))),
+        Ok(days) => crate::lifecycle::cancel_tenant(
+            &state,
+            &console.caller,
+            id,
+            &form.reason,
+            Some(days.saturating_mul(86_400)),
+        )
+        .await
+        .map(|c| {
+            format!(
+                "{} is canceled; its data is deleted on {} unless restored.",
+                c.tenant.name,
+                c.tenant
+                    .deletion
+                    .as_ref()
+                    .map_or_else(String::new, |d| when(d.delete_after))
+            )
+        }),
+    };
+    after(&state, &console, id, outcome).await
+}
+
+async fn restore(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&form.csrf)?;
+    let id: TenantId = path_id(&id, "tenant")?;
+    let outcome = crate::lifecycle::restore_tenant(&state, &console.caller, id)
+        .await
+        .map(|c| format!("{} is restored and {} again.", c.tenant.name, c.tenant.status));
+    after(&state, &console, id, outcome).await
+}
+
+/// Delete now: the operator types the tenant's name to confirm.
+async fn delete(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    Form(form): Form<DeleteForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&form.csrf)?;
+    let id: TenantId = path_id(&id, "tenant")?;
+    let t = details(&state, &console, id).await?;
+    if form.confirm_name.trim() != t.name {
+        let e = ApiError::Model(psa_models::Error::validation(
+            "confirm_name",
+            "Type the tenant's name exactly to delete it",
+        ));
+        return refused(&state, &console, id, e).await;
+    }
+    match crate::lifecycle::delete_now(&state, &console.caller, id).await {
+        Ok(workflow_id) => {
+            let mut p = tenant_page(&console, t);
+            p.notice = Some(format!(
+                "Deletion confirmed: {} is being deleted now (run {workflow_id}); its customer \
+                 company stays, marked deleted.",
+                p.t.name
+            ));
+            p.can_restore = false;
+            Ok(page_ok(p))
+        }
+        Err(e) => refused(&state, &console, id, e).await,
+    }
+}
+
+async fn export(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&form.csrf)?;
+    let id: TenantId = path_id(&id, "tenant")?;
+    match crate::lifecycle::export_tenant(&state, &console.caller, id).await {
+        Ok(e) if e.status == "completed" => {
+            let mut p = tenant_page(&console, details(&state, &console, id).await?);
+            p.notice = Some("The export is ready.".into());
+            p.export = Some(ExportDone {
+                link: format!(
+                    "/console/tenants/{}/exports/{}/archive",
+                    e.tenant_id, e.export_id
+                ),
+                bytes: e.bytes.unwrap_or(0),
+            });
+            Ok(page_ok(p))
+        }
+        Ok(e) => {
+            let message = format!(
+                "The export failed: {}",
+                e.error.as_deref().unwrap_or("no reason recorded")
+            );
+            let mut p = tenant_page(&console, details(&state, &console, id).await?);
+            p.error = Some(message);
+            Ok(page(StatusCode::SERVICE_UNAVAILABLE, p))
+        }
+        Err(e) => refused(&state, &console, id, e).await,
+    }
+}
+
+async fn archive(
+    State(state): State<AppState>,
+    console: Console,
+    Path((id, export_id)): Path<(String, String)>,
+) -> Result<Response, Refused> {
+    Ok(crate::lifecycle::archive_download(&state, &console.caller, &id, &export_id).await?)
+}
