@@ -98,10 +98,15 @@ pub async fn list(
 }
 
 /// Every customer the filters match as CSV (the API and the console): read 200 at a time.
-pub async fn csv(state: &AppState, caller: &Caller, q: CustomerQuery) -> Result<Response, ApiError> {
+pub async fn csv(
+    state: &AppState,
+    caller: &Caller,
+    q: CustomerQuery,
+) -> Result<Response, ApiError> {
     let mut out = csv::Writer::from_writer(Vec::new());
     let write_error = |e: csv::Error| ApiError::internal(anyhow::anyhow!("CSV: {e}"));
-    out.write_record(customers::CSV_HEADER).map_err(write_error)?;
+    out.write_record(customers::CSV_HEADER)
+        .map_err(write_error)?;
     let mut q = CustomerQuery {
         limit: Some(200),
         cursor: None,

@@ -120,7 +120,9 @@ pub async fn suspend(
     ApiJson(req): ApiJson<ReasonRequest>,
 ) -> Result<Json<Change>, ApiError> {
     let tenant: TenantId = crate::extract::path_id(&id)?;
-    Ok(Json(suspend_tenant(&state, &caller, tenant, &req.reason).await?))
+    Ok(Json(
+        suspend_tenant(&state, &caller, tenant, &req.reason).await?,
+    ))
 }
 
 /// Suspends a tenant for a management caller with `tenant:update` (the API and the console).
@@ -133,9 +135,14 @@ pub async fn suspend_tenant(
     let mut tx = caller
         .authorize_management(state, Permission(Resource::Tenant, Action::Update))
         .await?;
-    let change =
-        lifecycle::suspend(&mut tx, &settings(state, caller), tenant, reason, &caller.actor())
-            .await?;
+    let change = lifecycle::suspend(
+        &mut tx,
+        &settings(state, caller),
+        tenant,
+        reason,
+        &caller.actor(),
+    )
+    .await?;
     tx.commit().await.map_err(psa_models::Error::from)?;
     Ok(change)
 }

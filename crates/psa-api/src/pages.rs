@@ -189,6 +189,13 @@ async fn submit(
 /// The success page. It opens no session: the user signs in with the new password (a session
 /// cookie would be a live credential that nothing here reads yet).
 fn done(redeemed: &crate::auth::Redeemed) -> Response {
+    let sign_in = format!(
+        "/console/sign-in?{}",
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("tenant", &redeemed.found.tenant.to_string())
+            .append_pair("email", &redeemed.email)
+            .finish()
+    );
     page(
         StatusCode::OK,
         render(
@@ -197,6 +204,7 @@ fn done(redeemed: &crate::auth::Redeemed) -> Response {
                 tenant_name => &redeemed.tenant_name,
                 email => &redeemed.email,
                 tenant_id => redeemed.found.tenant.to_string(),
+                sign_in,
             },
         ),
     )

@@ -121,11 +121,7 @@ pub async fn detach(
 }
 
 /// Detaches a tag (`update` on what it tags); returns the mapping as it was.
-pub async fn detach_tag(
-    state: &AppState,
-    caller: &Caller,
-    id: MappingId,
-) -> Result<Tag, ApiError> {
+pub async fn detach_tag(state: &AppState, caller: &Caller, id: MappingId) -> Result<Tag, ApiError> {
     // The permission depends on what the mapping tags: read it first, confined to the tenant.
     let mut tx = psa_models::db::begin_tenant(&state.pool, caller.tenant).await?;
     let tag = tags::get(&mut tx, caller.tenant, id).await?;

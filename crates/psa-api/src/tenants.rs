@@ -132,7 +132,14 @@ pub async fn create(
                 })?,
         ),
     };
-    let workflow_id = start(&state, &caller, &req, key.as_ref(), &starter("api", &caller)).await?;
+    let workflow_id = start(
+        &state,
+        &caller,
+        &req,
+        key.as_ref(),
+        &starter("api", &caller),
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(Started { workflow_id })))
 }
 

@@ -74,7 +74,11 @@ pub async fn list(
 ) -> Result<Page<Customer>> {
     crate::db::leave_tenant(conn).await?;
     let page = provisioning::list_tenants(conn, customer_tag, filter, paging).await?;
-    let rows: Vec<_> = page.items.into_iter().filter(|t| !t.is_management).collect();
+    let rows: Vec<_> = page
+        .items
+        .into_iter()
+        .filter(|t| !t.is_management)
+        .collect();
     let tenant_ids: Vec<Uuid> = rows.iter().map(|t| t.tenant_id).collect();
     let company_ids: Vec<Option<Uuid>> = rows.iter().map(|t| t.customer_company_id).collect();
     let facts: Vec<Facts> = sqlx::query_as(
@@ -168,7 +172,8 @@ impl Customer {
                 .as_ref()
                 .map_or_else(String::new, |c| cell(&c.email)),
             self.active_users.to_string(),
-            self.license_count.map_or_else(String::new, |n| n.to_string()),
+            self.license_count
+                .map_or_else(String::new, |n| n.to_string()),
             self.customer_tracking.clone(),
             cell(
                 &self

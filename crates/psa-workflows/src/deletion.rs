@@ -200,7 +200,10 @@ fn options() -> temporalio_sdk::ActivityOptions {
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs `work` while heartbeating every few seconds.
-pub(crate) async fn heartbeating<T>(ctx: &ActivityContext, work: impl std::future::Future<Output = T>) -> T {
+pub(crate) async fn heartbeating<T>(
+    ctx: &ActivityContext,
+    work: impl std::future::Future<Output = T>,
+) -> T {
     let beat = async {
         loop {
             tokio::time::sleep(HEARTBEAT_TIMEOUT / 4).await;

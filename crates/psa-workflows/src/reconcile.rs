@@ -142,9 +142,13 @@ async fn track(
             if dry_run {
                 // A new company has neither contact nor tag yet: say what else would be made.
                 if let Some((_, _, email)) = &admin
-                    && psa_models::contacts::find_by_email(&mut tx, mgmt, &EmailAddress::parse(email)?)
-                        .await?
-                        .is_none()
+                    && psa_models::contacts::find_by_email(
+                        &mut tx,
+                        mgmt,
+                        &EmailAddress::parse(email)?,
+                    )
+                    .await?
+                    .is_none()
                 {
                     repaired.push("contact".into());
                 }
@@ -310,7 +314,15 @@ pub async fn reconcile_tenant(
         dry_run,
         ..Default::default()
     };
-    let outcome = track(pool, mgmt, &found, &tracking.tag_name, lifecycle_tags, dry_run).await;
+    let outcome = track(
+        pool,
+        mgmt,
+        &found,
+        &tracking.tag_name,
+        lifecycle_tags,
+        dry_run,
+    )
+    .await;
     add(&mut report, &found, outcome);
     Ok(report)
 }
@@ -412,14 +424,13 @@ pub async fn reconcile_paged(
             .collect();
         let tag_name = &tracking.tag_name;
         let outcomes: Vec<_> = futures::stream::iter(todo)
-                .map(move |tenant: tenants::Tenant| async move {
-                    let outcome =
-                        track(pool, mgmt, &tenant, tag_name, lifecycle_tags, dry_run).await;
-                    (tenant.tenant, outcome)
-                })
-                .buffered(CONCURRENCY)
-                .collect()
-                .await;
+            .map(move |tenant: tenants::Tenant| async move {
+                let outcome = track(pool, mgmt, &tenant, tag_name, lifecycle_tags, dry_run).await;
+                (tenant.tenant, outcome)
+            })
+            .buffered(CONCURRENCY)
+            .collect()
+            .await;
         for (tenant, outcome) in outcomes {
             // Two tenants tracked at once can race for one record they share (an admin email
             // that is already a contact): the loser is tried again alone.
@@ -516,20 +527,19 @@ impl CustomerReconcileWorkflow {
         input: ReconcileInput,
     ) -> WorkflowResult<ReconcileReport> {
         // Idempotent, so an attempt cut off is simply run again; a refusal is not retried.
-        let options =
-            temporalio_sdk::ActivityOptions::with_start_to_close_timeout(Duration::from_secs(
-                2 * 3600,
-            ))
-            .heartbeat_timeout(Duration::from_secs(20))
-            .retry_policy(
-                temporalio_common::RetryPolicy::builder()
-                    .initial_interval(Duration::from_secs(1))
-                    .backoff_coefficient(2.0)
-                    .maximum_interval(Duration::from_secs(60))
-                    .maximum_attempts(5)
-                    .build(),
-            )
-            .build();
+        let options = temporalio_sdk::ActivityOptions::with_start_to_close_timeout(
+            Duration::from_secs(2 * 3600),
+        )
+        .heartbeat_timeout(Duration::from_secs(20))
+        .retry_policy(
+            temporalio_common::RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(60))
+                .maximum_attempts(5)
+                .build(),
+        )
+        .build();
         Ok(ctx
             .execute_activity(ReconcileActivities::reconcile_customers, input, options)
             .await?)
@@ -565,9 +575,12 @@ impl Reconciles {
     }
 
     /// The run's report once it has one; `NotFound` for an id Temporal does not know.
-    pub async fn outcome(&self, workflow_id: &str) -> Result<ReconcileRun, crate::client::ClientError> {
-        use temporalio_client::{WorkflowDescribeOptions, WorkflowGetResultOptions};
+    pub async fn outcome(
+        &self,
+        workflow_id: &str,
+    ) -> Result<ReconcileRun, crate::client::ClientError> {
         use temporalio_client::WorkflowExecutionStatus;
+        use temporalio_client::{WorkflowDescribeOptions, WorkflowGetResultOptions};
         let handle = self
             .client
             .get_workflow_handle::<CustomerReconcileWorkflow>(workflow_id);

@@ -70,13 +70,14 @@ async fn customers(
     console: Console,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, Refused> {
-    let (rows, next, error) = match crate::customers::page(&state, &console.caller, &query(&q, Some(50))).await {
-        Ok(p) => (p.items, p.next_cursor, None),
-        Err(ApiError::Model(e @ psa_models::Error::Validation { .. })) => {
-            (Vec::new(), None, Some(e.to_string()))
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let (rows, next, error) =
+        match crate::customers::page(&state, &console.caller, &query(&q, Some(50))).await {
+            Ok(p) => (p.items, p.next_cursor, None),
+            Err(ApiError::Model(e @ psa_models::Error::Validation { .. })) => {
+                (Vec::new(), None, Some(e.to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        };
     let csv_query: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(q.pairs())
         .finish();
@@ -215,7 +216,9 @@ async fn repair_report(
     let scope = status
         .report
         .as_ref()
-        .filter(|r| r.dry_run && r.repairs.len() == 1 && r.already_tracked == 0 && r.orphans.is_empty())
+        .filter(|r| {
+            r.dry_run && r.repairs.len() == 1 && r.already_tracked == 0 && r.orphans.is_empty()
+        })
         .map(|r| r.repairs[0].tenant_id.to_string())
         .unwrap_or_default();
     let left = status

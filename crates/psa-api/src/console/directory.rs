@@ -18,8 +18,8 @@ use psa_models::{CompanyId, ContactId, MappingId};
 use serde::Deserialize;
 
 use super::{
-    Badge, Console, CsrfForm, FieldErrors, Nav, Opt, Refused, badge, done, next_link,
-    options, page, page_ok, path_id,
+    Badge, Console, CsrfForm, FieldErrors, Nav, Opt, Refused, badge, done, next_link, options,
+    page, page_ok, path_id,
 };
 use crate::AppState;
 use crate::auth::{Action, Permission, Resource};
@@ -39,7 +39,10 @@ pub fn routes() -> Router<AppState> {
         .route("/console/companies/{id}/delete", post(company_delete))
         .route("/console/companies/{id}/tags", post(company_tag))
         .route("/console/contacts", get(contacts_list))
-        .route("/console/contacts/new", get(contact_new).post(contact_create))
+        .route(
+            "/console/contacts/new",
+            get(contact_new).post(contact_create),
+        )
         .route(
             "/console/contacts/{id}",
             get(contact_show).post(contact_update),
@@ -213,7 +216,13 @@ struct CompanyForm {
     is_inactive: Option<String>,
 }
 
-const COMPANY_FIELDS: [&str; 5] = ["company_name", "client_type", "url", "billing_email", "notes"];
+const COMPANY_FIELDS: [&str; 5] = [
+    "company_name",
+    "client_type",
+    "url",
+    "billing_email",
+    "notes",
+];
 
 impl CompanyForm {
     fn of(c: &Company) -> CompanyForm {
@@ -334,15 +343,22 @@ async fn company_create(
             .caller
             .authorize(&state, Permission(Resource::Client, Action::Create))
             .await?;
-        let c = companies::create(&mut tx, console.caller.tenant, input, CreateOptions::default())
-            .await?;
+        let c = companies::create(
+            &mut tx,
+            console.caller.tenant,
+            input,
+            CreateOptions::default(),
+        )
+        .await?;
         tx.commit().await.map_err(psa_models::Error::from)?;
         Ok(c)
     }
     .await;
     match created {
-        Ok(c) => Ok(Redirect::to(&format!("/console/companies/{}?done=created", c.company_id))
-            .into_response()),
+        Ok(c) => Ok(
+            Redirect::to(&format!("/console/companies/{}?done=created", c.company_id))
+                .into_response(),
+        ),
         Err(e) => {
             let errors = FieldErrors::from_error(e, &COMPANY_FIELDS)?;
             Ok(page(
@@ -477,8 +493,10 @@ async fn company_update(
     }
     .await;
     match saved {
-        Ok(c) => Ok(Redirect::to(&format!("/console/companies/{}?done=saved", c.company_id))
-            .into_response()),
+        Ok(c) => Ok(
+            Redirect::to(&format!("/console/companies/{}?done=saved", c.company_id))
+                .into_response(),
+        ),
         Err(e) => {
             let errors = FieldErrors::from_error(e, &COMPANY_FIELDS)?;
             let p = company_page(&state, &console, id, Some(f), errors).await?;

@@ -260,14 +260,24 @@ struct SignInPage {
     email: String,
 }
 
-async fn sign_in_form() -> Response {
+#[derive(Deserialize, Default)]
+struct SignInQuery {
+    #[serde(default)]
+    tenant: String,
+    #[serde(default)]
+    email: String,
+}
+
+/// The sign-in form, filled in from a link (the page after setting a password links here with
+/// the organisation and email).
+async fn sign_in_form(axum::extract::Query(q): axum::extract::Query<SignInQuery>) -> Response {
     page(
         StatusCode::OK,
         SignInPage {
             nav: None,
             error: None,
-            tenant: String::new(),
-            email: String::new(),
+            tenant: q.tenant,
+            email: q.email,
         },
     )
 }
@@ -375,7 +385,6 @@ pub(crate) fn options(all: &[(&'static str, &'static str)], chosen: &str) -> Vec
         .collect()
 }
 
-
 fn page_ok(template: impl Template) -> Response {
     page(StatusCode::OK, template)
 }
@@ -412,11 +421,13 @@ impl FieldErrors {
     fn from_error(e: ApiError, form_fields: &[&str]) -> Result<FieldErrors, Refused> {
         let mut errors = FieldErrors::default();
         match &e {
-            ApiError::Model(m @ (psa_models::Error::Validation { .. }
-            | psa_models::Error::EmailExists
-            | psa_models::Error::ForeignKey { .. }
-            | psa_models::Error::Conflict { .. }
-            | psa_models::Error::InvalidState { .. })) => {
+            ApiError::Model(
+                m @ (psa_models::Error::Validation { .. }
+                | psa_models::Error::EmailExists
+                | psa_models::Error::ForeignKey { .. }
+                | psa_models::Error::Conflict { .. }
+                | psa_models::Error::InvalidState { .. }),
+            ) => {
                 match m.field().map(|f| f.rsplit('.').next().unwrap_or(f)) {
                     Some(f) if form_fields.contains(&f) => {
                         errors.fields.push((f.to_owned(), m.to_string()))
@@ -454,12 +465,15 @@ pub(crate) struct Badge {
 }
 
 impl Badge {
-    fn of(text: &str, background: Option<&str>, foreground: Option<&str>, mapping: String) -> Badge {
+    fn of(
+        text: &str,
+        background: Option<&str>,
+        foreground: Option<&str>,
+        mapping: String,
+    ) -> Badge {
         let hex = |c: Option<&str>| {
             c.filter(|c| {
-                c.len() <= 9
-                    && c.starts_with('#')
-                    && c[1..].bytes().all(|b| b.is_ascii_hexdigit())
+                c.len() <= 9 && c.starts_with('#') && c[1..].bytes().all(|b| b.is_ascii_hexdigit())
             })
             .map(str::to_owned)
         };

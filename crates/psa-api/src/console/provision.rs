@@ -107,8 +107,9 @@ async fn create(
     console.check_csrf(&f.csrf)?;
     let started = start(&state, &console, &f).await;
     match started {
-        Ok(workflow_id) => Ok(Redirect::to(&format!("/console/provisioning/{workflow_id}"))
-            .into_response()),
+        Ok(workflow_id) => {
+            Ok(Redirect::to(&format!("/console/provisioning/{workflow_id}")).into_response())
+        }
         Err(e) => {
             let errors = FieldErrors::from_error(e, &FIELDS)?;
             Ok(page(
@@ -132,7 +133,10 @@ async fn start(state: &AppState, console: &Console, f: &NewTenantForm) -> Result
         })?),
     };
     let key = IdempotencyKey::parse(&f.key).map_err(|_| {
-        ApiError::bad_request(None, "This form is incomplete: reload the page and try again")
+        ApiError::bad_request(
+            None,
+            "This form is incomplete: reload the page and try again",
+        )
     })?;
     let req = NewTenantRequest {
         tenant_name: f.tenant_name.clone(),
@@ -195,11 +199,15 @@ fn progress(view: &ProvisioningView) -> Progress {
         .or_else(|| view.state.as_ref().map(|s| s.step))
         .unwrap_or(Step::Initializing);
     // The core step a failed run stopped at, from its result.
-    let failed_at = view.result.as_ref().and_then(|r| r.error.as_ref()).and_then(|e| {
-        CORE_STEPS
-            .iter()
-            .position(|s| s.activity().map(psa_workflows::FailedStep::of) == Some(e.step))
-    });
+    let failed_at = view
+        .result
+        .as_ref()
+        .and_then(|r| r.error.as_ref())
+        .and_then(|e| {
+            CORE_STEPS
+                .iter()
+                .position(|s| s.activity().map(psa_workflows::FailedStep::of) == Some(e.step))
+        });
     let rolled_back = view.result.as_ref().is_some_and(|r| r.rollback.performed);
     let current = CORE_STEPS.iter().position(|s| *s == step);
     let core = CORE_STEPS
@@ -316,9 +324,11 @@ async fn progress_page(
         .map(|l| l.expose_secret().to_owned());
     let p = progress(&view);
     let result = view.result.as_ref();
-    let welcome = result
-        .filter(|r| r.status == Outcome::Completed)
-        .map(|r| match r.welcome_email.status {
+    let welcome =
+        result
+            .filter(|r| r.status == Outcome::Completed)
+            .map(|r| {
+                match r.welcome_email.status {
             WelcomeStatus::Sent => "The welcome email with the invitation went out.".to_owned(),
             WelcomeStatus::Disabled => {
                 "No email is configured: the admin's invitation link is below for you to pass on."
@@ -329,7 +339,8 @@ async fn progress_page(
                 r.welcome_email.error.as_deref().unwrap_or("no reason given")
             ),
             WelcomeStatus::Pending => "The welcome email is pending.".to_owned(),
-        });
+        }
+            });
     let tracking = view
         .state
         .as_ref()
@@ -369,7 +380,9 @@ async fn progress_page(
                     .collect()
             })
             .unwrap_or_default(),
-        rollback_errors: result.map(|r| r.rollback.errors.clone()).unwrap_or_default(),
+        rollback_errors: result
+            .map(|r| r.rollback.errors.clone())
+            .unwrap_or_default(),
         tracking_note,
         notice: view.notice.clone(),
         p,
@@ -399,39 +412,36 @@ async fn events(
     let first = progress(&crate::tenants::view(&state, &console.caller, &id).await?);
     let caller = console.caller;
     let deadline = tokio::time::Instant::now() + STREAM_FOR;
-    let stream = futures::stream::unfold(
-        (Some(first), None::<Progress>),
-        move |(next, last)| {
-            let state = state.clone();
-            let caller = caller.clone();
-            let id = id.clone();
-            async move {
-                let mut next = next;
-                loop {
-                    if let Some(p) = next.take() {
-                        if last.as_ref() != Some(&p) {
-                            let event = Event::default()
-                                .event("progress")
-                                .json_data(&p)
-                                .unwrap_or_else(|_| Event::default().comment("unencodable"));
-                            return Some((Ok::<_, Infallible>(event), (None, Some(p))));
-                        }
-                    }
-                    if last.as_ref().is_some_and(|l| l.finished)
-                        || tokio::time::Instant::now() >= deadline
-                    {
-                        return None;
-                    }
-                    tokio::time::sleep(POLL).await;
-                    match crate::tenants::view(&state, &caller, &id).await {
-                        Ok(v) => next = Some(progress(&v)),
-                        // Temporal or the database away for a moment: try again next tick.
-                        Err(e) => tracing::debug!(error = %e, "progress stream read"),
+    let stream = futures::stream::unfold((Some(first), None::<Progress>), move |(next, last)| {
+        let state = state.clone();
+        let caller = caller.clone();
+        let id = id.clone();
+        async move {
+            let mut next = next;
+            loop {
+                if let Some(p) = next.take() {
+                    if last.as_ref() != Some(&p) {
+                        let event = Event::default()
+                            .event("progress")
+                            .json_data(&p)
+                            .unwrap_or_else(|_| Event::default().comment("unencodable"));
+                        return Some((Ok::<_, Infallible>(event), (None, Some(p))));
                     }
                 }
+                if last.as_ref().is_some_and(|l| l.finished)
+                    || tokio::time::Instant::now() >= deadline
+                {
+                    return None;
+                }
+                tokio::time::sleep(POLL).await;
+                match crate::tenants::view(&state, &caller, &id).await {
+                    Ok(v) => next = Some(progress(&v)),
+                    // Temporal or the database away for a moment: try again next tick.
+                    Err(e) => tracing::debug!(error = %e, "progress stream read"),
+                }
             }
-        },
-    );
+        }
+    });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())

@@ -215,7 +215,11 @@ fn tenant_page(console: &Console, t: TenantDetails) -> TenantPage {
     }
 }
 
-async fn details(state: &AppState, console: &Console, id: TenantId) -> Result<TenantDetails, Refused> {
+async fn details(
+    state: &AppState,
+    console: &Console,
+    id: TenantId,
+) -> Result<TenantDetails, Refused> {
     let mut tx = console
         .caller
         .authorize_management(state, Permission(Resource::Tenant, Action::Read))
@@ -394,7 +398,12 @@ async fn restore(
     let id: TenantId = path_id(&id, "tenant")?;
     let outcome = crate::lifecycle::restore_tenant(&state, &console.caller, id)
         .await
-        .map(|c| format!("{} is restored and {} again.", c.tenant.name, c.tenant.status));
+        .map(|c| {
+            format!(
+                "{} is restored and {} again.",
+                c.tenant.name, c.tenant.status
+            )
+        });
     after(&state, &console, id, outcome).await
 }
 

@@ -337,3 +337,356 @@ async fn in_the_browser_sign_in_and_tenants_pass_axe() {
         }
     }
 }
+
+async fn post_form(
+    app: &TestApp,
+    session: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    client()
+        .post(format!("{}{path}", app.base))
+        .header(COOKIE, session)
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()[LOCATION].to_str().unwrap().to_owned()
+}
+
+/// A customer tenant's staff work on their companies, contacts and tags: the model's refusals
+/// show next to their fields and nothing is written until the input is right; every form is
+/// refused without the session's CSRF token; the management pages are not theirs.
+#[tokio::test]
+async fn companies_contacts_and_tags_from_the_console() {
+    let (app, _mgmt, acme) = platform().await;
+    let session = cookie(&sign_in(&app, &acme, &acme.admin_password).await);
+    let r = get(&app, "/console", Some(&session)).await;
+    assert_eq!(location(&r), "/console/tenants");
+    for page in ["/console/customers", "/console/tenants/new"] {
+        let r = get(&app, page, Some(&session)).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{page}");
+    }
+    let r = get(&app, "/console/companies", Some(&session)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    assert!(!html.contains("href=\"/console/customers\""), "{html}");
+    let csrf = csrf_in(&html);
+    let companies = || app.count("companies");
+    let before = companies().await;
+
+    // A bad billing email: the field says so, nothing is written.
+    let bad = [
+        ("csrf", csrf.as_str()),
+        ("company_name", "Initech"),
+        ("client_type", "company"),
+        ("billing_email", "accounts at initech"),
+    ];
+    let r = post_form(&app, &session, "/console/companies/new", &bad).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("id=\"billing_email-error\""), "{html}");
+    assert!(html.contains("aria-invalid=\"true\""));
+    assert!(html.contains("value=\"Initech\""), "what was typed stays");
+    assert_eq!(companies().await, before);
+    // Without the CSRF token: refused, nothing written.
+    let mut forged = bad;
+    forged[0] = ("csrf", "");
+    forged[3] = ("billing_email", "ap@initech.example");
+    let r = post_form(&app, &session, "/console/companies/new", &forged).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(companies().await, before);
+    // Fixed: created, and its page says so.
+    let mut good = bad;
+    good[3] = ("billing_email", "ap@initech.example");
+    let r = post_form(&app, &session, "/console/companies/new", &good).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page_of = location(&r);
+    assert!(page_of.ends_with("?done=created"), "{page_of}");
+    assert_eq!(companies().await, before + 1);
+    let path = page_of.split('?').next().unwrap().to_owned();
+    let html = get(&app, &page_of, Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Created."));
+    assert!(html.contains("value=\"ap@initech.example\""));
+
+    // Edit with a bad website: the field error, the stored company unchanged.
+    let r = post_form(
+        &app,
+        &session,
+        &path,
+        &[
+            ("csrf", &csrf),
+            ("company_name", "Initech Ltd"),
+            ("url", "not a url at all"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("id=\"url-error\""));
+    let name: String = sqlx::query_scalar(
+        "SELECT company_name FROM companies WHERE tenant = $1 AND company_name LIKE 'Initech%'",
+    )
+    .bind(acme.tenant)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(name, "Initech");
+    let r = post_form(
+        &app,
+        &session,
+        &path,
+        &[
+            ("csrf", &csrf),
+            ("company_name", "Initech Ltd"),
+            ("billing_email", ""),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+
+    // Tags: attached in the shared-hash colours, listed, removed.
+    let r = post_form(
+        &app,
+        &session,
+        &format!("{path}/tags"),
+        &[("csrf", &csrf), ("tag_text", "VIP")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let html = get(&app, &path, Some(&session)).await.text().await.unwrap();
+    assert!(html.contains(">VIP</span>"), "{html}");
+    assert!(html.contains("style=\"background-color: #"), "{html}");
+    let list = get(&app, "/console/companies?name=initech", Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        list.contains(">Initech Ltd</a>") && list.contains(">VIP</span>"),
+        "{list}"
+    );
+    let at = html.find("/console/tags/").unwrap();
+    let detach = html[at..].split('"').next().unwrap().to_owned();
+    let r = post_form(&app, &session, &detach, &[("csrf", "nope")]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = post_form(&app, &session, &detach, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let html = get(&app, &path, Some(&session)).await.text().await.unwrap();
+    assert!(!html.contains(">VIP</span>"));
+
+    // A contact with a bad email, then right; the company cannot be deleted while it has one.
+    let company_id = path.rsplit('/').next().unwrap().to_owned();
+    let contact = |email: &'static str| {
+        [
+            ("csrf", csrf.clone()),
+            ("full_name", "Peter Gibbons".to_owned()),
+            ("email", email.to_owned()),
+            ("company_id", company_id.clone()),
+        ]
+    };
+    let r = client()
+        .post(format!("{}/console/contacts/new", app.base))
+        .header(COOKIE, &session)
+        .form(&contact("peter@"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("id=\"email-error\""), "{html}");
+    let r = client()
+        .post(format!("{}/console/contacts/new", app.base))
+        .header(COOKIE, &session)
+        .form(&contact("peter@initech.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let contacts = get(&app, "/console/contacts", Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        contacts.contains(">Peter Gibbons</a>") && contacts.contains(">Initech Ltd</a>"),
+        "{contacts}"
+    );
+    let r = post_form(
+        &app,
+        &session,
+        &format!("{path}/delete"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(r.text().await.unwrap().contains("class=\"error\""));
+    assert_eq!(companies().await, before + 1);
+}
+
+/// The customers page, its CSV and the API's list tell the same: the customer with its tag,
+/// admin contact, users and tracking state; the management tenant is not a customer.
+#[tokio::test]
+async fn customers_page_csv_and_api_agree() {
+    let (app, mgmt, acme) = platform().await;
+    // A name a spreadsheet would run as a formula, and a licence count.
+    sqlx::query("UPDATE tenants SET company_name = '=HYPERLINK(1)', licensed_user_count = 5 WHERE tenant = $1")
+        .bind(acme.tenant)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let session = cookie(&sign_in(&app, &mgmt, &mgmt.admin_password).await);
+    let r = get(&app, "/console/customers", Some(&session)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    assert!(html.contains(">=HYPERLINK(1)</a>"), "{html}");
+    assert!(html.contains(">PSA Customer</span>"), "{html}");
+    assert!(html.contains(&acme.admin_email), "{html}");
+    assert!(html.contains(">tracked"), "{html}");
+    assert!(html.contains("1 / 5"), "{html}");
+    assert!(
+        !html.contains(">Mgmt</a>"),
+        "the management tenant is no customer"
+    );
+    let r = get(
+        &app,
+        "/console/customers?tracking=untracked",
+        Some(&session),
+    )
+    .await;
+    assert!(r.text().await.unwrap().contains("No customer matches."));
+
+    let r = get(&app, "/console/customers.csv?name=HYPER", Some(&session)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("attachment")
+    );
+    let csv = r.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], psa_models::customers::CSV_HEADER.join(","));
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(
+        lines[1].starts_with(&format!("{},'=HYPERLINK(1),active,", acme.tenant)),
+        "{csv}"
+    );
+    assert!(
+        lines[1].contains(&format!(",{},1,5,tracked,PSA Customer,", acme.admin_email)),
+        "{csv}"
+    );
+
+    let (status, body) = app
+        .call(
+            Method::GET,
+            "/api/v1/customers",
+            Some(mgmt.key.as_str()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{body}");
+    assert_eq!(items[0]["tenant_id"], acme.tenant.to_string());
+    assert_eq!(items[0]["admin_contact"]["email"], acme.admin_email);
+    assert_eq!(items[0]["active_users"], 1);
+    assert_eq!(items[0]["license_count"], 5);
+    assert_eq!(items[0]["customer_tracking"], "tracked");
+    assert_eq!(items[0]["tags"][0]["tag_text"], "PSA Customer");
+    let r = app
+        .http
+        .get(format!("{}/api/v1/customers/export.csv", app.base))
+        .bearer_auth(&mgmt.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), csv);
+    // A customer's own staff may not list customers.
+    let (status, _) = app
+        .call(
+            Method::GET,
+            "/api/v1/customers",
+            Some(acme.key.as_str()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = app
+        .call(
+            Method::GET,
+            "/api/v1/customers?status=sleeping",
+            Some(mgmt.key.as_str()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    // The lifecycle forms' confirmations: cancel needs the tick, delete the exact name.
+    let page_of = format!("/console/tenants/{}", acme.tenant);
+    let html = get(&app, &page_of, Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_in(&html);
+    let r = post_form(
+        &app,
+        &session,
+        &format!("{page_of}/cancel"),
+        &[("csrf", &csrf), ("reason", "churned"), ("grace_days", "7")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("Tick the confirmation"));
+    let r = post_form(
+        &app,
+        &session,
+        &format!("{page_of}/cancel"),
+        &[
+            ("csrf", &csrf),
+            ("reason", "churned"),
+            ("grace_days", "a week"),
+            ("confirm", "yes"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("whole number of days"));
+    let status: String = sqlx::query_scalar("SELECT status FROM tenants WHERE tenant = $1")
+        .bind(acme.tenant)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "active");
+    // Export from the page, then its download.
+    let r = post_form(
+        &app,
+        &session,
+        &format!("{page_of}/export"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("The export is ready."), "{html}");
+    let end = html.find("/archive\"").unwrap() + "/archive".len();
+    let start = html[..end].rfind("href=\"").unwrap() + 6;
+    let link = html[start..end].to_owned();
+    let r = get(&app, &link, Some(&session)).await;
+    assert_eq!(r.status(), StatusCode::OK, "{link}");
+    assert_eq!(r.headers()["content-type"], "application/gzip");
+    assert!(r.bytes().await.unwrap().len() > 100);
+}
