@@ -33,10 +33,7 @@ const COOKIE: &str = "psa_console";
 /// The console's routes (under `/console`) and its stylesheet.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route(
-            "/console",
-            get(|| async { Redirect::to("/console/tenants") }),
-        )
+        .route("/console", get(home))
         .route("/console/sign-in", get(sign_in_form).post(sign_in))
         .route("/console/sign-out", post(sign_out))
         .merge(tenants::routes())
@@ -258,6 +255,16 @@ struct SignInPage {
     error: Option<String>,
     tenant: String,
     email: String,
+}
+
+/// Where a signed-in user starts: the tenants for the management tenant's staff, their
+/// companies for everyone else.
+async fn home(console: Console) -> Redirect {
+    if console.management {
+        Redirect::to("/console/tenants")
+    } else {
+        Redirect::to("/console/companies")
+    }
 }
 
 #[derive(Deserialize, Default)]

@@ -366,7 +366,6 @@ async fn progress_page(
             .map(|t| t.to_string()),
         outcome: result.map_or_else(String::new, |r| r.status.as_str().to_owned()),
         welcome,
-        invitation_link: link,
         error: result
             .and_then(|r| r.error.as_ref())
             .map(|e| format!("{} failed: {}", humanize(e.step.as_str()), e.message)),
@@ -384,7 +383,9 @@ async fn progress_page(
             .map(|r| r.rollback.errors.clone())
             .unwrap_or_default(),
         tracking_note,
-        notice: view.notice.clone(),
+        // A notice about the link is for the CLI's user; here the link is on the page.
+        notice: view.notice.clone().filter(|_| link.is_none()),
+        invitation_link: link,
         p,
     })
 }

@@ -365,7 +365,7 @@ async fn companies_contacts_and_tags_from_the_console() {
     let (app, _mgmt, acme) = platform().await;
     let session = cookie(&sign_in(&app, &acme, &acme.admin_password).await);
     let r = get(&app, "/console", Some(&session)).await;
-    assert_eq!(location(&r), "/console/tenants");
+    assert_eq!(location(&r), "/console/companies");
     for page in ["/console/customers", "/console/tenants/new"] {
         let r = get(&app, page, Some(&session)).await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{page}");
@@ -689,4 +689,374 @@ async fn customers_page_csv_and_api_agree() {
     assert_eq!(r.status(), StatusCode::OK, "{link}");
     assert_eq!(r.headers()["content-type"], "application/gzip");
     assert!(r.bytes().await.unwrap().len() > 100);
+}
+
+/// A platform with provisioning: Temporal, a worker in this process without mail (so the
+/// invitation link comes back sealed to its starter), the API on its production login role.
+struct Provisioning {
+    app: TestApp,
+    mgmt: TenantFixture,
+    _temporal: psa_testing::TestTemporal,
+    _worker: psa_workflows::worker::Background,
+}
+
+async fn with_provisioning() -> Provisioning {
+    use psa_workflows::secret::SecretKey;
+    let temporal = psa_testing::TestTemporal::start().await;
+    let queue = format!("console-{}", uuid::Uuid::new_v4().simple());
+    let key = SecretKey::generate_base64();
+    let mut app = TestApp::unserved().await;
+    let mgmt = app.tenant("Mgmt").await;
+    sqlx::query("UPDATE tenants SET is_management = true WHERE tenant = $1")
+        .bind(mgmt.tenant)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let (pool, _) = app.api_login_pool().await;
+    let mut config = test_config();
+    config.webhooks.key = Some(SecretKey::from_base64(&key).unwrap());
+    let provisioning = psa_api::tenants::Provisioning::new(
+        temporal.address.clone(),
+        "default".into(),
+        queue.clone(),
+        pool.clone(),
+    );
+    app.serve(pool, config, Some(provisioning)).await;
+    // Links in what the worker makes point at this server.
+    let delivery =
+        psa_models::invitations::Delivery::without_mail(url::Url::parse(&app.base).unwrap());
+    let worker = psa_workflows::worker::Background::start(
+        &temporal.address,
+        &queue,
+        psa_workflows::worker::WorkerConfig {
+            pool: app.db.pool.clone(),
+            key: SecretKey::from_base64(&key).unwrap(),
+            tracking: psa_workflows::TrackingSettings {
+                enabled: true,
+                management_tenant_id: Some(mgmt.tenant),
+                tag_name: psa_models::validate::TagText::parse("PSA Customer").unwrap(),
+            },
+            delivery,
+            lifecycle: psa_workflows::worker::LifecycleConfig::in_dir(
+                &std::env::temp_dir().join(format!("psa-exports-{}", uuid::Uuid::new_v4())),
+            )
+            .unwrap(),
+        },
+    )
+    .expect("worker started");
+    Provisioning {
+        app,
+        mgmt,
+        _temporal: temporal,
+        _worker: worker,
+    }
+}
+
+mod ui {
+    //! Small steps of a user in the browser.
+    use std::time::{Duration, Instant};
+
+    use fantoccini::{Client, Locator};
+
+    pub async fn fill(b: &Client, id: &str, text: &str) {
+        let field = b.wait().for_element(Locator::Id(id)).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(text).await.unwrap();
+    }
+
+    pub async fn click(b: &Client, css: &str) {
+        b.wait()
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// The text of `css` once it contains `wanted` (pages load and reload under it).
+    pub async fn wait_text(b: &Client, css: &str, wanted: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let text = match b.find(Locator::Css(css)).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if text.contains(wanted) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} never showed {wanted:?}; it shows {text:?} at {:?}",
+                b.current_url().await.map(|u| u.to_string())
+            );
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    pub async fn sign_in(b: &Client, base: &str, tenant: &str, email: &str, password: &str) {
+        b.goto(&format!("{base}/console/sign-in")).await.unwrap();
+        fill(b, "tenant", tenant).await;
+        fill(b, "email", email).await;
+        fill(b, "password", password).await;
+        click(b, "form.card button[type=submit]").await;
+    }
+
+    pub async fn sign_out(b: &Client) {
+        click(b, "form.signout button").await;
+        wait_text(b, "h1", "Sign in", 20).await;
+    }
+}
+
+/// Every page is checked the same way: no serious or critical axe violation, and a screenshot.
+async fn review(browser: &psa_testing::Browser, name: &str) {
+    let violations = browser.axe().await;
+    assert!(violations.is_empty(), "{name}: {violations:?}");
+    browser.screenshot(name).await;
+}
+
+/// The product in a real browser, end to end: an operator provisions a tenant and watches the
+/// progress page reach "completed", finds it on the customers page with its tag; a forced
+/// failure shows its rollback; the new admin accepts the invitation, signs in, makes a company
+/// (a bad email first); the operator suspends the tenant and its admin is refused. Every page
+/// passes axe and is saved as a screenshot; then again at phone size.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_the_browser_provision_invite_work_and_suspend() {
+    use fantoccini::Locator;
+    let p = with_provisioning().await;
+    let base = p.app.base.clone();
+    let mgmt = &p.mgmt;
+    let browser = psa_testing::Browser::start(1280, 900).await;
+    let b = &browser.client;
+    ui::sign_in(
+        b,
+        &base,
+        &mgmt.tenant.to_string(),
+        &mgmt.admin_email,
+        &mgmt.admin_password,
+    )
+    .await;
+    ui::wait_text(b, "h1", "Tenants", 20).await;
+
+    // New tenant: a bad email first, shown next to its field; nothing started.
+    b.goto(&format!("{base}/console/tenants/new"))
+        .await
+        .unwrap();
+    ui::wait_text(b, "h1", "New tenant", 20).await;
+    review(&browser, "new-tenant").await;
+    ui::fill(b, "tenant_name", "Globex").await;
+    ui::fill(b, "first_name", "Hank").await;
+    ui::fill(b, "last_name", "Scorpio").await;
+    ui::fill(b, "email", "hank at globex").await;
+    ui::fill(b, "license_count", "12").await;
+    ui::click(b, "form.card button[type=submit]").await;
+    ui::wait_text(b, "#email-error", "mail", 20).await;
+    review(&browser, "new-tenant-field-error").await;
+    assert_eq!(p.app.count("tenant_provisioning").await, 0);
+    ui::fill(b, "email", "hank@globex.example").await;
+    ui::click(b, "form.card button[type=submit]").await;
+
+    // The progress page follows the run to its end, then shows the invitation link.
+    ui::wait_text(b, "h1", "Provisioning Globex", 20).await;
+    browser.screenshot("progress-running").await;
+    ui::wait_text(b, "#result", "Result: completed", 120).await;
+    let steps = b
+        .find(Locator::Id("progress"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(steps.matches("done").count(), 7, "{steps}");
+    review(&browser, "progress-completed").await;
+    let link = b
+        .find(Locator::Id("invitation-link"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .expect("the invitation link");
+    assert!(link.starts_with(&format!("{base}/invite#")), "{link}");
+    let globex: TenantId =
+        sqlx::query_scalar("SELECT tenant FROM tenants WHERE company_name = 'Globex'")
+            .fetch_one(&p.app.db.pool)
+            .await
+            .unwrap();
+
+    // On the customers page, with its tag.
+    b.goto(&format!("{base}/console/customers")).await.unwrap();
+    let row = ui::wait_text(b, "tbody", "Globex", 20).await;
+    assert!(
+        row.contains("PSA Customer") && row.contains("tracked"),
+        "{row}"
+    );
+    assert!(
+        row.contains("hank@globex.example") && row.contains("/ 12"),
+        "{row}"
+    );
+    review(&browser, "customers").await;
+
+    // A repair preview of everything: nothing to do.
+    ui::click(b, "form.card button.secondary").await;
+    ui::wait_text(
+        b,
+        "main",
+        "Preview: 0 customer(s) would get new records",
+        60,
+    )
+    .await;
+    review(&browser, "customer-repair").await;
+
+    // A forced failure: the run rolls back and the page says what it undid.
+    fail::cfg("activity::setup_tenant_data", "return(permanent)").unwrap();
+    b.goto(&format!("{base}/console/tenants/new"))
+        .await
+        .unwrap();
+    ui::fill(b, "tenant_name", "Doomed").await;
+    ui::fill(b, "first_name", "Dee").await;
+    ui::fill(b, "last_name", "Oomed").await;
+    ui::fill(b, "email", "dee@doomed.example").await;
+    ui::click(b, "form.card button[type=submit]").await;
+    let result = ui::wait_text(b, "#result", "Rolled back", 120).await;
+    fail::remove("activity::setup_tenant_data");
+    assert!(result.contains("setup tenant data failed"), "{result}");
+    assert!(result.contains("rollback tenant"), "{result}");
+    let headline = ui::wait_text(b, "#headline", "rolled back", 5).await;
+    assert!(
+        headline.contains("nothing of the tenant is left"),
+        "{headline}"
+    );
+    review(&browser, "progress-rolled-back").await;
+
+    // The tenant page (every action its state allows), then sign out.
+    b.goto(&format!("{base}/console/tenants/{globex}"))
+        .await
+        .unwrap();
+    ui::wait_text(b, "main", "Cancel the tenant", 20).await;
+    review(&browser, "tenant").await;
+    ui::sign_out(b).await;
+
+    // The new admin accepts the invitation and signs in from the page that follows.
+    b.goto(&link).await.unwrap();
+    ui::fill(b, "password", "globex staff only please").await;
+    ui::fill(b, "password_confirm", "globex staff only please").await;
+    ui::click(b, "#set-password button").await;
+    ui::wait_text(b, "h1", "Your password is set", 20).await;
+    ui::click(b, "main a").await;
+    ui::wait_text(b, "h1", "Sign in", 20).await;
+    ui::fill(b, "password", "globex staff only please").await;
+    ui::click(b, "form.card button[type=submit]").await;
+    // Not a management user: the console opens on their companies.
+    ui::wait_text(b, "h1", "Companies", 20).await;
+    review(&browser, "companies").await;
+
+    // A company with a bad email: the field error; then fixed.
+    ui::click(b, "a.button").await;
+    ui::wait_text(b, "h1", "New company", 20).await;
+    review(&browser, "company-new").await;
+    ui::fill(b, "company_name", "Initrode").await;
+    ui::fill(b, "billing_email", "billing@").await;
+    ui::click(b, "form.card button[type=submit]").await;
+    ui::wait_text(b, "#billing_email-error", "email", 20).await;
+    review(&browser, "company-field-error").await;
+    ui::fill(b, "billing_email", "billing@initrode.example").await;
+    ui::click(b, "form.card button[type=submit]").await;
+    ui::wait_text(b, "main", "Created.", 20).await;
+    ui::fill(b, "tag_text", "Prospect").await;
+    ui::click(b, "form.inline-form button").await;
+    ui::wait_text(b, "main", "Tag attached.", 20).await;
+    review(&browser, "company").await;
+    b.goto(&format!("{base}/console/contacts/new"))
+        .await
+        .unwrap();
+    ui::wait_text(b, "h1", "New contact", 20).await;
+    review(&browser, "contact-new").await;
+    b.goto(&format!("{base}/console/contacts")).await.unwrap();
+    ui::wait_text(b, "h1", "Contacts", 20).await;
+    review(&browser, "contacts").await;
+    ui::sign_out(b).await;
+
+    // The operator suspends Globex; its admin's next sign-in is refused.
+    ui::sign_in(
+        b,
+        &base,
+        &mgmt.tenant.to_string(),
+        &mgmt.admin_email,
+        &mgmt.admin_password,
+    )
+    .await;
+    ui::wait_text(b, "h1", "Tenants", 20).await;
+    b.goto(&format!("{base}/console/tenants/{globex}"))
+        .await
+        .unwrap();
+    ui::fill(b, "reason", "unpaid invoices").await;
+    ui::click(b, "form[action$='/suspend'] button").await;
+    ui::wait_text(b, "main", "Globex is now suspended.", 20).await;
+    ui::sign_out(b).await;
+    ui::sign_in(
+        b,
+        &base,
+        &globex.to_string(),
+        "hank@globex.example",
+        "globex staff only please",
+    )
+    .await;
+    let refusal = ui::wait_text(b, "main", "suspended", 20).await;
+    assert!(
+        refusal.contains("contact the platform's support"),
+        "{refusal}"
+    );
+    review(&browser, "sign-in-suspended").await;
+    drop(browser);
+
+    // The same pages on a phone.
+    let phone = psa_testing::Browser::start(390, 844).await;
+    let b = &phone.client;
+    ui::sign_in(
+        b,
+        &base,
+        &mgmt.tenant.to_string(),
+        &mgmt.admin_email,
+        &mgmt.admin_password,
+    )
+    .await;
+    ui::wait_text(b, "h1", "Tenants", 20).await;
+    let run: String = sqlx::query_scalar(
+        "SELECT workflow_id FROM tenant_provisioning WHERE tenant_name = 'Globex'",
+    )
+    .fetch_one(&p.app.db.pool)
+    .await
+    .unwrap();
+    for (path, heading, name) in [
+        (
+            "/console/tenants/new".to_owned(),
+            "New tenant",
+            "new-tenant-phone",
+        ),
+        (
+            format!("/console/provisioning/{run}"),
+            "Provisioning Globex",
+            "progress-phone",
+        ),
+        (
+            "/console/customers".to_owned(),
+            "Customers",
+            "customers-phone",
+        ),
+        (
+            format!("/console/tenants/{globex}"),
+            "Globex",
+            "tenant-phone",
+        ),
+        (
+            "/console/companies".to_owned(),
+            "Companies",
+            "companies-phone",
+        ),
+    ] {
+        b.goto(&format!("{base}{path}")).await.unwrap();
+        ui::wait_text(b, "h1", heading, 20).await;
+        review(&phone, name).await;
+    }
 }
