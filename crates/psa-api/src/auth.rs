@@ -582,6 +582,17 @@ pub async fn change_password(
     caller: Caller,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
+    change_own_password(&state, &caller, &req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Changes the caller's own password (the API and the console): the current one checked under
+/// the login limits, the new one's strength, every other session ended, open links revoked.
+pub async fn change_own_password(
+    state: &AppState,
+    caller: &Caller,
+    req: &ChangePasswordRequest,
+) -> Result<(), ApiError> {
     let mut tx = db::begin_tenant(&state.pool, caller.tenant).await?;
     let user = users::get(&mut tx, caller.tenant, caller.user).await?;
     let current = users::password_hash(&mut tx, caller.tenant, caller.user).await?;
@@ -590,7 +601,7 @@ pub async fn change_password(
     // Guessing the current password with a stolen session is a login attempt like any other.
     state.limits.login_of(caller.tenant.0, &user.email)?;
     let current = current.unwrap_or_else(|| DUMMY_HASH.clone());
-    if !verify_limited(&state, &req.current_password, current).await? {
+    if !verify_limited(state, &req.current_password, current).await? {
         return Err(ApiError::Model(psa_models::Error::validation(
             "current_password",
             "The current password is not correct",
@@ -611,7 +622,7 @@ pub async fn change_password(
         }
         other => other,
     })?;
-    let hashed = hash_limited(&state, &req.new_password).await?;
+    let hashed = hash_limited(state, &req.new_password).await?;
     let keep = match caller.credential {
         Credential::Session(id) => Some(id),
         Credential::ApiKey(_) => None,
@@ -632,7 +643,7 @@ pub async fn change_password(
     )
     .await?;
     tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// `POST /api/v1/auth/password-reset` body.
@@ -661,16 +672,25 @@ pub async fn request_password_reset(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     ApiJson(req): ApiJson<PasswordResetRequest>,
 ) -> Result<(StatusCode, Json<PasswordResetAccepted>), ApiError> {
+    let message = ask_password_reset(&state, peer, &req).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(PasswordResetAccepted { message }),
+    ))
+}
+
+/// Asks for a reset link (the API and the console's "forgotten password"): the same answer
+/// whatever the account, before any mail is sent; the sending happens in the background.
+pub async fn ask_password_reset(
+    state: &AppState,
+    peer: std::net::SocketAddr,
+    req: &PasswordResetRequest,
+) -> Result<String, ApiError> {
     if state.delivery.mailer.is_none() {
         return Err(ApiError::MailNotConfigured);
     }
     state.limits.login_from(peer.ip())?;
-    let accepted = (
-        StatusCode::ACCEPTED,
-        Json(PasswordResetAccepted {
-            message: "If this account exists, a link to reset its password is on its way. It works for a limited time.".into(),
-        }),
-    );
+    let accepted = "If this account exists, a link to reset its password is on its way. It works for a limited time.".to_owned();
     let Ok(email) = EmailAddress::parse(&req.email) else {
         return Ok(accepted);
     };

@@ -32,12 +32,19 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<UserList>, ApiError> {
+    Ok(Json(UserList {
+        data: list_users(&state, &caller).await?,
+    }))
+}
+
+/// The tenant's staff users (`user:read`; the API and the console).
+pub async fn list_users(state: &AppState, caller: &Caller) -> Result<Vec<UserSummary>, ApiError> {
     let mut tx = caller
-        .authorize(&state, Permission(Resource::User, Action::Read))
+        .authorize(state, Permission(Resource::User, Action::Read))
         .await?;
     let data = users::list(&mut tx, caller.tenant).await?;
     tx.commit().await?;
-    Ok(Json(UserList { data }))
+    Ok(data)
 }
 
 /// A user just invited.
@@ -104,8 +111,21 @@ pub async fn invite(
     caller: Caller,
     ApiJson(input): ApiJson<NewInvitee>,
 ) -> Result<(StatusCode, Json<Invited>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(invite_user(&state, &caller, &input).await?),
+    ))
+}
+
+/// Invites a user by email (`user:create`; the API and the console): written only once the
+/// mail went out.
+pub async fn invite_user(
+    state: &AppState,
+    caller: &Caller,
+    input: &NewInvitee,
+) -> Result<Invited, ApiError> {
     let mut tx = caller
-        .authorize(&state, Permission(Resource::User, Action::Create))
+        .authorize(state, Permission(Resource::User, Action::Create))
         .await?;
     if state.delivery.mailer.is_none() {
         return Err(ApiError::MailNotConfigured);
@@ -113,7 +133,7 @@ pub async fn invite(
     let invitation = invitations::invite(
         &mut tx,
         caller.tenant,
-        &input,
+        input,
         &state.delivery,
         &caller.actor(),
     )
@@ -121,26 +141,22 @@ pub async fn invite(
     let user = invitation.user.user_id;
     audit(
         &mut tx,
-        &caller,
+        caller,
         "invite",
         user,
         serde_json::json!({"email": invitation.user.email, "role": input.role}),
     )
     .await?;
     let tenant_name = tenants::get(&mut tx, caller.tenant).await?.company_name;
-    mail_invitation(&state, Kind::Invitation, &tenant_name, &invitation).await?;
+    mail_invitation(state, Kind::Invitation, &tenant_name, &invitation).await?;
     let summary = users::summary(&mut tx, caller.tenant, user).await?;
     tx.commit().await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(Invited {
-            user: summary,
-            invitation_expires_at: invitation.link.expires_at,
-        }),
-    ))
+    Ok(Invited {
+        user: summary,
+        invitation_expires_at: invitation.link.expires_at,
+    })
 }
 
-/// Send a user who has not accepted their invitation a new one; the earlier link stops working.
 #[utoipa::path(post, path = "/api/v1/users/{id}/resend-invite", tag = "users", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = Invited), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -152,26 +168,30 @@ pub async fn resend_invite(
     Path(id): Path<String>,
 ) -> Result<Json<Invited>, ApiError> {
     let id: UserId = path_id(&id)?;
+    Ok(Json(resend(&state, &caller, id).await?))
+}
+
+/// Sends a new invitation (the old link stops working; `user:create`).
+pub async fn resend(state: &AppState, caller: &Caller, id: UserId) -> Result<Invited, ApiError> {
     let mut tx = caller
-        .authorize(&state, Permission(Resource::User, Action::Create))
+        .authorize(state, Permission(Resource::User, Action::Create))
         .await?;
     if state.delivery.mailer.is_none() {
         return Err(ApiError::MailNotConfigured);
     }
     let invitation =
         invitations::reissue(&mut tx, caller.tenant, id, &state.delivery, &caller.actor()).await?;
-    audit(&mut tx, &caller, "resend_invite", id, serde_json::json!({})).await?;
+    audit(&mut tx, caller, "resend_invite", id, serde_json::json!({})).await?;
     let tenant_name = tenants::get(&mut tx, caller.tenant).await?.company_name;
-    mail_invitation(&state, Kind::Invitation, &tenant_name, &invitation).await?;
+    mail_invitation(state, Kind::Invitation, &tenant_name, &invitation).await?;
     let summary = users::summary(&mut tx, caller.tenant, id).await?;
     tx.commit().await?;
-    Ok(Json(Invited {
+    Ok(Invited {
         user: summary,
         invitation_expires_at: invitation.link.expires_at,
-    }))
+    })
 }
 
-/// `PATCH /api/v1/users/{id}` body.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
@@ -191,30 +211,41 @@ pub async fn update(
     ApiJson(patch): ApiJson<UserPatch>,
 ) -> Result<Json<UserSummary>, ApiError> {
     let id: UserId = path_id(&id)?;
+    Ok(Json(change_role(&state, &caller, id, &patch.role).await?))
+}
+
+/// Gives a user one msp role (`user:update`), audited with the roles before and after.
+pub async fn change_role(
+    state: &AppState,
+    caller: &Caller,
+    id: UserId,
+    role: &str,
+) -> Result<UserSummary, ApiError> {
     let mut tx = caller
-        .authorize(&state, Permission(Resource::User, Action::Update))
+        .authorize(state, Permission(Resource::User, Action::Update))
         .await?;
     let before = users::summary(&mut tx, caller.tenant, id).await?;
-    let after = users::set_role(&mut tx, caller.tenant, id, &patch.role).await?;
+    let after = users::set_role(&mut tx, caller.tenant, id, role).await?;
     audit(
         &mut tx,
-        &caller,
+        caller,
         "change_role",
         id,
         serde_json::json!({"from": before.roles, "to": after.roles}),
     )
     .await?;
     tx.commit().await?;
-    Ok(Json(after))
+    Ok(after)
 }
 
-async fn set_inactive(
+/// Deactivates (`inactive`) or reactivates a user (`user:update`); nobody deactivates
+/// themselves.
+pub async fn set_inactive(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: UserId,
     inactive: bool,
-) -> Result<Json<UserSummary>, ApiError> {
-    let id: UserId = path_id(id)?;
+) -> Result<UserSummary, ApiError> {
     let mut tx = caller
         .authorize(state, Permission(Resource::User, Action::Update))
         .await?;
@@ -228,7 +259,7 @@ async fn set_inactive(
     let action = if inactive { "deactivate" } else { "reactivate" };
     audit(&mut tx, caller, action, id, serde_json::json!({})).await?;
     tx.commit().await?;
-    Ok(Json(after))
+    Ok(after)
 }
 
 /// Deactivate a user: their sessions, API keys and open links stop working at once. The
@@ -242,7 +273,8 @@ pub async fn deactivate(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<UserSummary>, ApiError> {
-    set_inactive(&state, &caller, &id, true).await
+    let id: UserId = path_id(&id)?;
+    Ok(Json(set_inactive(&state, &caller, id, true).await?))
 }
 
 /// Reactivate a user. Their API keys work again; sessions ended by the deactivation stay ended.
@@ -254,5 +286,6 @@ pub async fn reactivate(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<UserSummary>, ApiError> {
-    set_inactive(&state, &caller, &id, false).await
+    let id: UserId = path_id(&id)?;
+    Ok(Json(set_inactive(&state, &caller, id, false).await?))
 }

@@ -40,7 +40,7 @@ impl WebhookConfig {
     }
 }
 
-fn by<'a>(caller: &Caller, actor: &'a str) -> By<'a> {
+pub(crate) fn by<'a>(caller: &Caller, actor: &'a str) -> By<'a> {
     By {
         management_tenant: caller.tenant,
         actor,
@@ -177,31 +177,39 @@ pub async fn create(
     caller: Caller,
     ApiJson(req): ApiJson<NewEndpoint>,
 ) -> Result<(StatusCode, Json<EndpointWithSecret>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(create_endpoint(&state, &caller, &req).await?),
+    ))
+}
+
+/// Adds an endpoint with a new signing secret, shown this once (the API and the console).
+pub async fn create_endpoint(
+    state: &AppState,
+    caller: &Caller,
+    req: &NewEndpoint,
+) -> Result<EndpointWithSecret, ApiError> {
     let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Webhook, Action::Create))
+        .authorize_management(state, Permission(Resource::Webhook, Action::Create))
         .await?;
     let key = state.webhooks.key()?;
     let secret = psa_workflows::webhooks::new_secret();
     let actor = caller.actor();
     let endpoint = webhooks::create(
         &mut tx,
-        &req,
+        req,
         state.webhooks.policy,
         &key.seal(&secret),
-        by(&caller, &actor),
+        by(caller, &actor),
     )
     .await?;
     tx.commit().await.map_err(psa_models::Error::from)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(EndpointWithSecret {
-            endpoint,
-            secret: secret.expose_secret().to_owned(),
-        }),
-    ))
+    Ok(EndpointWithSecret {
+        endpoint,
+        secret: secret.expose_secret().to_owned(),
+    })
 }
 
-/// One endpoint.
 #[utoipa::path(get, path = "/api/v1/webhook-endpoints/{id}", tag = "webhooks", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = Endpoint), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -280,8 +288,17 @@ pub async fn rotate_secret(
     Path(id): Path<String>,
 ) -> Result<Json<EndpointWithSecret>, ApiError> {
     let id: Uuid = crate::extract::path_id(&id)?;
+    Ok(Json(rotate(&state, &caller, id).await?))
+}
+
+/// A new signing secret, shown this once; the previous one stays valid for 24 hours.
+pub async fn rotate(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<EndpointWithSecret, ApiError> {
     let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Webhook, Action::Update))
+        .authorize_management(state, Permission(Resource::Webhook, Action::Update))
         .await?;
     let key = state.webhooks.key()?;
     let secret = psa_workflows::webhooks::new_secret();
@@ -291,17 +308,16 @@ pub async fn rotate_secret(
         id,
         &key.seal(&secret),
         chrono::Duration::hours(24),
-        by(&caller, &actor),
+        by(caller, &actor),
     )
     .await?;
     tx.commit().await.map_err(psa_models::Error::from)?;
-    Ok(Json(EndpointWithSecret {
+    Ok(EndpointWithSecret {
         endpoint,
         secret: secret.expose_secret().to_owned(),
-    }))
+    })
 }
 
-/// Send a `webhook_endpoint.test` event to this endpoint now (to this one only).
 #[utoipa::path(post, path = "/api/v1/webhook-endpoints/{id}/test", tag = "webhooks", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 202, body = DeliveryDetails), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]

@@ -21,3 +21,6 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
 $fn$;
 REVOKE ALL ON FUNCTION psa_customer_facts(uuid[], uuid[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION psa_customer_facts(uuid[], uuid[]) TO psa_api;
+
+-- The audit log page reads a tenant's log newest first.
+CREATE INDEX audit_log_tenant_created ON audit_log (tenant, created_at DESC, audit_id DESC);

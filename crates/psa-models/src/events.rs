@@ -235,6 +235,34 @@ pub async fn list(
     })
 }
 
+/// The latest events, newest first (the console's list): `limit` of them before the event
+/// `before` (event ids are time-ordered UUIDv7). Unlike [`list`], no horizon: a reader of the
+/// latest events wants them as they commit, and does not page on from here.
+pub async fn recent(
+    conn: &mut PgConnection,
+    filter: &EventFilter,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Event>> {
+    let types: Vec<&str> = filter.types.iter().map(|t| t.as_str()).collect();
+    crate::db::leave_tenant(conn).await?;
+    let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+        "SELECT event_id, event_type, tenant_id, created_at, data, tx::text AS tx FROM events \
+         WHERE true",
+    );
+    if let Some(b) = before {
+        q.push(" AND event_id < ").push_bind(b);
+    }
+    if !types.is_empty() {
+        q.push(" AND event_type = ANY(").push_bind(types).push(")");
+    }
+    if let Some(t) = filter.tenant_id {
+        q.push(" AND tenant_id = ").push_bind(t);
+    }
+    q.push(" ORDER BY event_id DESC LIMIT ").push_bind(limit);
+    Ok(q.build_query_as::<Event>().fetch_all(conn).await?)
+}
+
 /// The event `id`.
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Event> {
     sqlx::query_as::<_, Event>(

@@ -6,10 +6,14 @@
 //! CSRF token derived from the session token, checked on every POST. Templates are askama,
 //! checked at compile time, autoescaped.
 
+mod account;
+mod audit;
 mod customers;
 mod directory;
+mod events;
 mod provision;
 mod tenants;
+mod users;
 
 use askama::Template;
 use axum::Router;
@@ -40,6 +44,10 @@ pub fn routes() -> Router<AppState> {
         .merge(provision::routes())
         .merge(customers::routes())
         .merge(directory::routes())
+        .merge(users::routes())
+        .merge(events::routes())
+        .merge(audit::routes())
+        .merge(account::routes())
         .route(
             "/assets/console.js",
             get(|| async {

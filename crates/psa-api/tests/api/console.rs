@@ -1060,3 +1060,480 @@ async fn in_the_browser_provision_invite_work_and_suspend() {
         review(&phone, name).await;
     }
 }
+
+/// A tenant's admin manages its users from the console: invitations by email (a real SMTP
+/// server), roles, deactivation; the API's rules hold (nobody deactivates themselves); their
+/// own password changes with field errors; a forgotten password is asked for from the sign-in.
+#[tokio::test]
+async fn users_and_passwords_from_the_console() {
+    let (app, smtp, acme) = super::user_admin::app_with_mail().await;
+    let session = cookie(&sign_in(&app, &acme, &acme.admin_password).await);
+    let r = get(&app, "/console/users", Some(&session)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("(you)"), "{html}");
+    assert!(!html.contains(&format!("/console/users/{}/deactivate", acme.admin)));
+    let csrf = csrf_in(&html);
+    let users = || app.count("users");
+    let before = users().await;
+
+    let invite = |email: &'static str, csrf: String| {
+        [
+            ("csrf", csrf),
+            ("first_name", "Ada".to_owned()),
+            ("last_name", "Lovelace".to_owned()),
+            ("email", email.to_owned()),
+            ("role", "Technician".to_owned()),
+        ]
+    };
+    let r = client()
+        .post(format!("{}/console/users", app.base))
+        .header(COOKIE, &session)
+        .form(&invite("ada@", csrf.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("id=\"email-error\""));
+    let r = client()
+        .post(format!("{}/console/users", app.base))
+        .header(COOKIE, &session)
+        .form(&invite("ada@acme.example", String::new()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(users().await, before);
+    let r = client()
+        .post(format!("{}/console/users", app.base))
+        .header(COOKIE, &session)
+        .form(&invite("ada@acme.example", csrf.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/console/users?done=invited");
+    assert_eq!(users().await, before + 1);
+    assert_eq!(
+        smtp.wait_for(1, std::time::Duration::from_secs(10))
+            .await
+            .len(),
+        1
+    );
+    let ada: UserId =
+        sqlx::query_scalar("SELECT user_id FROM users WHERE email = 'ada@acme.example'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    let html = get(&app, "/console/users?done=invited", Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Invited: the invitation email is on its way."));
+    assert!(
+        html.contains(&format!("/console/users/{ada}/resend")),
+        "{html}"
+    );
+
+    let r = post_form(
+        &app,
+        &session,
+        &format!("/console/users/{ada}/role"),
+        &[("csrf", &csrf), ("role", "Finance")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let html = get(&app, "/console/users", Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("<option value=\"Finance\" selected>"),
+        "{html}"
+    );
+    let r = post_form(
+        &app,
+        &session,
+        &format!("/console/users/{ada}/role"),
+        &[("csrf", &csrf), ("role", "Overlord")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = post_form(
+        &app,
+        &session,
+        &format!("/console/users/{ada}/resend"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(location(&r), "/console/users?done=resent");
+    assert_eq!(
+        smtp.wait_for(2, std::time::Duration::from_secs(10))
+            .await
+            .len(),
+        2
+    );
+    let r = post_form(
+        &app,
+        &session,
+        &format!("/console/users/{ada}/deactivate"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(location(&r), "/console/users?done=deactivated");
+    let inactive: bool = sqlx::query_scalar("SELECT is_inactive FROM users WHERE user_id = $1")
+        .bind(ada)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(inactive);
+    // The API's rule: nobody deactivates themselves, even with a hand-made form.
+    let r = post_form(
+        &app,
+        &session,
+        &format!("/console/users/{}/deactivate", acme.admin),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("You cannot deactivate yourself")
+    );
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE tenant = $1 AND entity_id = $2 \
+           AND action IN ('invite', 'change_role', 'resend_invite', 'deactivate')",
+    )
+    .bind(acme.tenant)
+    .bind(ada.0)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 4);
+
+    // The own password: the current one must be right, the new one strong and typed twice.
+    let change = |current: &'static str, new: &'static str, again: &'static str| {
+        [
+            ("csrf", csrf.clone()),
+            ("current_password", current.to_owned()),
+            ("new_password", new.to_owned()),
+            ("new_password_confirm", again.to_owned()),
+        ]
+    };
+    let post = |form: [(&'static str, String); 4]| {
+        let (base, session) = (app.base.clone(), session.clone());
+        async move {
+            client()
+                .post(format!("{base}/console/account/password"))
+                .header(COOKIE, session)
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = post(change(
+        "wrong wrong wrong",
+        "a fresh long passphrase",
+        "a fresh long passphrase",
+    ))
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("id=\"current_password-error\"")
+    );
+    let r = post(change(
+        ADMIN_PASSWORD,
+        "a fresh long passphrase",
+        "a different one",
+    ))
+    .await;
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("id=\"new_password_confirm-error\"")
+    );
+    let r = post(change(ADMIN_PASSWORD, "short", "short")).await;
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("id=\"new_password-error\"")
+    );
+    let r = post(change(
+        ADMIN_PASSWORD,
+        "a fresh long passphrase",
+        "a fresh long passphrase",
+    ))
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("Password changed."));
+    assert_eq!(
+        sign_in(&app, &acme, ADMIN_PASSWORD).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Forgotten: the same answer for any account; a mail for this one.
+    let html = get(&app, "/console/sign-in", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("/console/forgot-password"));
+    for email in [acme.admin_email.as_str(), "nobody@acme.example"] {
+        let r = client()
+            .post(format!("{}/console/forgot-password", app.base))
+            .form(&[
+                ("tenant", acme.tenant.to_string()),
+                ("email", email.to_owned()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.text().await.unwrap().contains("If this account exists"));
+    }
+    let mails = smtp.wait_for(3, std::time::Duration::from_secs(10)).await;
+    assert_eq!(mails.len(), 3);
+    assert!(
+        psa_testing::link_in(&mails[2])
+            .unwrap()
+            .contains("/reset-password#")
+    );
+}
+
+/// Events, webhook endpoints (created with their secret shown once, tested, retried,
+/// disabled, rotated, removed with a confirmation) and the audit log that records it all.
+#[tokio::test]
+async fn events_webhooks_and_audit_from_the_console() {
+    let (app, mgmt, acme) = platform().await;
+    let session = cookie(&sign_in(&app, &mgmt, &mgmt.admin_password).await);
+    let html = get(&app, "/console/webhooks", Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("No endpoints yet."));
+    let csrf = csrf_in(&html);
+    let r = post_form(
+        &app,
+        &session,
+        "/console/webhooks",
+        &[("csrf", &csrf), ("url", "ftp://x")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("id=\"url-error\""));
+    let r = post_form(
+        &app,
+        &session,
+        "/console/webhooks",
+        &[
+            ("csrf", &csrf),
+            ("url", "http://127.0.0.1:9/hooks"),
+            ("description", "billing"),
+            ("event_type", "tenant.suspended"),
+            ("event_type", "tenant.reactivated"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("id=\"signing-secret\" readonly value=\"whsec_"),
+        "{html}"
+    );
+    assert!(
+        html.contains("tenant.suspended, tenant.reactivated"),
+        "{html}"
+    );
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT endpoint_id FROM webhook_endpoints")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let page_of = format!("/console/webhooks/{id}");
+    let html = get(&app, &page_of, Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains("whsec_"), "the secret is shown once");
+
+    let r = post_form(
+        &app,
+        &session,
+        &format!("{page_of}/test"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(location(&r), format!("{page_of}?done=test"));
+    let html = get(&app, &page_of, Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("webhook_endpoint.test"), "{html}");
+    // A delivery that gave up gets a retry button, and the retry queues it again.
+    sqlx::query("UPDATE webhook_deliveries SET status = 'failed'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let html = get(&app, &format!("{page_of}?status=failed"), Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let at = html.find("/retry\"").expect("a retry button");
+    let start = html[..at].rfind("action=\"").unwrap() + 8;
+    let retry = format!("{}/retry", &html[start..at]);
+    let r = post_form(&app, &session, &retry, &[("csrf", "")]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = post_form(&app, &session, &retry, &[("csrf", &csrf)]).await;
+    assert_eq!(location(&r), format!("{page_of}?done=retry"));
+    let pending: String = sqlx::query_scalar("SELECT status FROM webhook_deliveries")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(pending, "pending");
+
+    let r = post_form(
+        &app,
+        &session,
+        &format!("{page_of}/disable"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(location(&r), format!("{page_of}?done=disabled"));
+    let html = get(&app, "/console/webhooks", Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains(">disabled"), "{html}");
+    let r = post_form(
+        &app,
+        &session,
+        &format!("{page_of}/enable"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(location(&r), format!("{page_of}?done=enabled"));
+    let r = post_form(
+        &app,
+        &session,
+        &format!("{page_of}/rotate"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert!(r.text().await.unwrap().contains("value=\"whsec_"));
+    let r = post_form(
+        &app,
+        &session,
+        &format!("{page_of}/delete"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.count("webhook_endpoints").await, 1);
+    let r = post_form(
+        &app,
+        &session,
+        &format!("{page_of}/delete"),
+        &[("csrf", &csrf), ("confirm", "yes")],
+    )
+    .await;
+    assert_eq!(location(&r), "/console/webhooks?done=deleted");
+    assert_eq!(app.count("webhook_endpoints").await, 0);
+
+    // The events page shows what happened, newest first; a suspension becomes one too.
+    let html = get(
+        &app,
+        &format!("/console/tenants/{}", acme.tenant),
+        Some(&session),
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(html.contains("Suspend"));
+    post_form(
+        &app,
+        &session,
+        &format!("/console/tenants/{}/suspend", acme.tenant),
+        &[("csrf", &csrf), ("reason", "unpaid")],
+    )
+    .await;
+    let html = get(&app, "/console/events", Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let rows = &html[html.find("<tbody>").unwrap()..];
+    let html = rows.to_owned();
+    let suspended = html.find("tenant.suspended").expect("the suspension event");
+    let test = html.find("webhook_endpoint.test").expect("the test event");
+    assert!(suspended < test, "newest first");
+    let html = get(
+        &app,
+        "/console/events?type=tenant.suspended",
+        Some(&session),
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    let html = html[html.find("<tbody>").unwrap()..].to_owned();
+    assert!(
+        !html.contains("webhook_endpoint.test") && html.contains(">Acme</a>"),
+        "{html}"
+    );
+
+    // The audit log: who did it (by email), filterable.
+    let html = get(&app, "/console/audit", Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains(&mgmt.admin_email), "{html}");
+    assert!(html.contains("<code>suspend</code>"), "{html}");
+    let html = get(&app, "/console/audit?action=suspend", Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("<code>suspend</code>") && !html.contains("<code>login</code>"),
+        "{html}"
+    );
+    let html = get(&app, "/console/audit?actor=nobody%40x", Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Nothing recorded matches."));
+    // Not for a customer's staff.
+    let r = post_form(
+        &app,
+        &session,
+        &format!("/console/tenants/{}/reactivate", acme.tenant),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert!(r.text().await.unwrap().contains("Acme is now active."));
+    let theirs = cookie(&sign_in(&app, &acme, &acme.admin_password).await);
+    for page in ["/console/events", "/console/webhooks", "/console/audit"] {
+        assert_eq!(
+            get(&app, page, Some(&theirs)).await.status(),
+            StatusCode::FORBIDDEN,
+            "{page}"
+        );
+    }
+}

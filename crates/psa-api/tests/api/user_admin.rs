@@ -10,7 +10,7 @@ use serde_json::json;
 use super::*;
 
 /// The API mailing through a fresh SMTP server, and a tenant with its admin.
-async fn app_with_mail() -> (TestApp, SmtpSink, TenantFixture) {
+pub(crate) async fn app_with_mail() -> (TestApp, SmtpSink, TenantFixture) {
     let smtp = SmtpSink::start().await;
     let mut app = TestApp::unserved().await;
     let t = app.tenant("Acme").await;

@@ -1,0 +1,275 @@
+//! The tenant's users, for its admins (`user:*`): invite with a role, resend an invitation,
+//! change a role, deactivate and reactivate, through the API's own functions (`crate::users`):
+//! the same rules (the last admin stays, nobody deactivates themselves), mail and audit.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use psa_models::UserId;
+use psa_models::invitations::NewInvitee;
+use psa_models::users::UserStatus;
+use serde::Deserialize;
+
+use super::{Console, CsrfForm, FieldErrors, Nav, Opt, Refused, page, path_id};
+use crate::AppState;
+use crate::error::ApiError;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/console/users", get(users).post(invite))
+        .route("/console/users/{id}/role", post(role))
+        .route("/console/users/{id}/resend", post(resend))
+        .route("/console/users/{id}/deactivate", post(deactivate))
+        .route("/console/users/{id}/reactivate", post(reactivate))
+}
+
+/// The staff roles a user can be given (the onboarding seeds' msp roles).
+fn roles(chosen: &str) -> Vec<Opt> {
+    psa_models::seeds::ROLES
+        .iter()
+        .filter(|(_, _, msp, _)| *msp)
+        .map(|(name, _, _, _)| Opt {
+            value: name,
+            label: name,
+            selected: *name == chosen,
+        })
+        .collect()
+}
+
+struct UserRow {
+    id: String,
+    name: String,
+    email: String,
+    roles: Vec<Opt>,
+    status: &'static str,
+    is_me: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct InviteForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    first_name: String,
+    #[serde(default)]
+    last_name: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    role: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/users.html")]
+struct UsersPage {
+    nav: Option<Nav>,
+    csrf: String,
+    notice: Option<String>,
+    error: Option<String>,
+    rows: Vec<UserRow>,
+    f: InviteForm,
+    invite_roles: Vec<Opt>,
+    errors: FieldErrors,
+}
+
+#[derive(Deserialize, Default)]
+struct DoneQuery {
+    #[serde(default)]
+    done: String,
+}
+
+fn notice(done: &str) -> Option<String> {
+    match done {
+        "invited" => Some("Invited: the invitation email is on its way.".into()),
+        "resent" => Some("A new invitation went out; the previous link no longer works.".into()),
+        "role" => Some("Role changed.".into()),
+        "deactivated" => Some("Deactivated: the user's sessions and API keys stop working.".into()),
+        "reactivated" => Some("Reactivated.".into()),
+        _ => None,
+    }
+}
+
+async fn users_page(
+    state: &AppState,
+    console: &Console,
+    f: InviteForm,
+    errors: FieldErrors,
+) -> Result<UsersPage, Refused> {
+    let list = crate::users::list_users(state, &console.caller).await?;
+    Ok(UsersPage {
+        nav: console.nav("users"),
+        csrf: console.csrf.clone(),
+        notice: None,
+        error: None,
+        rows: list
+            .into_iter()
+            .map(|u| {
+                let role = u.roles.first().cloned().unwrap_or_default();
+                UserRow {
+                    id: u.user_id.to_string(),
+                    name: [u.first_name.as_deref(), u.last_name.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    roles: roles(&role),
+                    email: u.email,
+                    status: match u.status {
+                        UserStatus::Invited => "invited",
+                        UserStatus::Active => "active",
+                        UserStatus::Inactive => "inactive",
+                    },
+                    is_me: u.user_id == console.caller.user,
+                }
+            })
+            .collect(),
+        invite_roles: roles(if f.role.is_empty() {
+            "Technician"
+        } else {
+            &f.role
+        }),
+        f,
+        errors,
+    })
+}
+
+async fn users(
+    State(state): State<AppState>,
+    console: Console,
+    Query(q): Query<DoneQuery>,
+) -> Result<Response, Refused> {
+    let mut p = users_page(
+        &state,
+        &console,
+        InviteForm::default(),
+        FieldErrors::default(),
+    )
+    .await?;
+    p.notice = notice(&q.done);
+    Ok(page(StatusCode::OK, p))
+}
+
+const FIELDS: [&str; 4] = ["first_name", "last_name", "email", "role"];
+
+async fn invite(
+    State(state): State<AppState>,
+    console: Console,
+    Form(f): Form<InviteForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&f.csrf)?;
+    let input = NewInvitee {
+        first_name: f.first_name.clone(),
+        last_name: f.last_name.clone(),
+        email: f.email.clone(),
+        role: f.role.clone(),
+    };
+    match crate::users::invite_user(&state, &console.caller, &input).await {
+        Ok(_) => Ok(Redirect::to("/console/users?done=invited").into_response()),
+        Err(e) => {
+            let status = e.status();
+            let errors = match e {
+                ApiError::MailNotConfigured | ApiError::MailFailed(_) => FieldErrors {
+                    general: Some(e.to_string()),
+                    ..FieldErrors::default()
+                },
+                e => FieldErrors::from_error(e, &FIELDS)?,
+            };
+            let p = users_page(&state, &console, f, errors).await?;
+            Ok(page(status, p))
+        }
+    }
+}
+
+/// After a change to one user: back to the list with a notice, or the list with the refusal.
+async fn after(
+    state: &AppState,
+    console: &Console,
+    outcome: Result<&'static str, ApiError>,
+) -> Result<Response, Refused> {
+    match outcome {
+        Ok(done) => Ok(Redirect::to(&format!("/console/users?done={done}")).into_response()),
+        Err(e) => {
+            let status = e.status();
+            let message = match e {
+                ApiError::MailNotConfigured | ApiError::MailFailed(_) => e.to_string(),
+                e => FieldErrors::from_error(e, &[])?.general.unwrap_or_default(),
+            };
+            let mut p = users_page(
+                state,
+                console,
+                InviteForm::default(),
+                FieldErrors::default(),
+            )
+            .await?;
+            p.error = Some(message);
+            Ok(page(status, p))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RoleForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    role: String,
+}
+
+async fn role(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    Form(f): Form<RoleForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&f.csrf)?;
+    let id: UserId = path_id(&id, "user")?;
+    let outcome = crate::users::change_role(&state, &console.caller, id, &f.role)
+        .await
+        .map(|_| "role");
+    after(&state, &console, outcome).await
+}
+
+async fn resend(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&f.csrf)?;
+    let id: UserId = path_id(&id, "user")?;
+    let outcome = crate::users::resend(&state, &console.caller, id)
+        .await
+        .map(|_| "resent");
+    after(&state, &console, outcome).await
+}
+
+async fn deactivate(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&f.csrf)?;
+    let id: UserId = path_id(&id, "user")?;
+    let outcome = crate::users::set_inactive(&state, &console.caller, id, true)
+        .await
+        .map(|_| "deactivated");
+    after(&state, &console, outcome).await
+}
+
+async fn reactivate(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&f.csrf)?;
+    let id: UserId = path_id(&id, "user")?;
+    let outcome = crate::users::set_inactive(&state, &console.caller, id, false)
+        .await
+        .map(|_| "reactivated");
+    after(&state, &console, outcome).await
+}
