@@ -975,7 +975,26 @@ async fn in_the_browser_provision_invite_work_and_suspend() {
     b.goto(&format!("{base}/console/contacts")).await.unwrap();
     ui::wait_text(b, "h1", "Contacts", 20).await;
     review(&browser, "contacts").await;
+    // The tenant's own admin manages its users (invitations need mail: refused here, said so).
+    b.goto(&format!("{base}/console/users")).await.unwrap();
+    ui::wait_text(b, "main", "(you)", 20).await;
+    review(&browser, "users").await;
+    ui::fill(b, "first_name", "Frank").await;
+    ui::fill(b, "last_name", "Grimes").await;
+    ui::fill(b, "email", "frank@globex.example").await;
+    ui::click(b, "form.card button[type=submit]").await;
+    ui::wait_text(b, "form.card", "sends no email", 20).await;
+    b.goto(&format!("{base}/console/account/password"))
+        .await
+        .unwrap();
+    ui::wait_text(b, "h1", "Change your password", 20).await;
+    review(&browser, "password").await;
     ui::sign_out(b).await;
+    b.goto(&format!("{base}/console/forgot-password"))
+        .await
+        .unwrap();
+    ui::wait_text(b, "h1", "Forgotten password", 20).await;
+    review(&browser, "forgot-password").await;
 
     // The operator suspends Globex; its admin's next sign-in is refused.
     ui::sign_in(
@@ -993,6 +1012,33 @@ async fn in_the_browser_provision_invite_work_and_suspend() {
     ui::fill(b, "reason", "unpaid invoices").await;
     ui::click(b, "form[action$='/suspend'] button").await;
     ui::wait_text(b, "main", "Globex is now suspended.", 20).await;
+    // Events, a webhook endpoint (its secret shown once), the audit log.
+    b.goto(&format!("{base}/console/events")).await.unwrap();
+    ui::wait_text(b, "tbody", "tenant.suspended", 20).await;
+    review(&browser, "events").await;
+    b.goto(&format!("{base}/console/webhooks")).await.unwrap();
+    ui::wait_text(b, "h1", "Webhook endpoints", 20).await;
+    ui::fill(b, "url", "http://127.0.0.1:9/psa-events").await;
+    ui::fill(b, "description", "billing system").await;
+    ui::click(b, "input[value='tenant.suspended']").await;
+    review(&browser, "webhooks").await;
+    ui::click(b, "form.card button[type=submit]").await;
+    ui::wait_text(b, "main", "Endpoint added.", 20).await;
+    let secret = b
+        .find(Locator::Id("signing-secret"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    ui::click(b, "form[action$='/test'] button").await;
+    ui::wait_text(b, "main", "A test event is on its way.", 20).await;
+    review(&browser, "webhook").await;
+    b.goto(&format!("{base}/console/audit")).await.unwrap();
+    ui::wait_text(b, "tbody", "suspend", 20).await;
+    review(&browser, "audit").await;
     ui::sign_out(b).await;
     ui::sign_in(
         b,
@@ -1054,6 +1100,13 @@ async fn in_the_browser_provision_invite_work_and_suspend() {
             "Companies",
             "companies-phone",
         ),
+        ("/console/events".to_owned(), "Events", "events-phone"),
+        (
+            "/console/webhooks".to_owned(),
+            "Webhook endpoints",
+            "webhooks-phone",
+        ),
+        ("/console/audit".to_owned(), "Audit log", "audit-phone"),
     ] {
         b.goto(&format!("{base}{path}")).await.unwrap();
         ui::wait_text(b, "h1", heading, 20).await;
