@@ -3,8 +3,10 @@
 //! Without `DATABASE_URL` it starts a private PostgreSQL cluster (the installed server binaries,
 //! a data directory under `.psa/demo/`, loopback only); without `TEMPORAL_ADDRESS` it starts the
 //! Temporal dev server (tuned: without it every workflow task waits 50 ms). Then it migrates,
-//! creates the management tenant, runs a worker in this process, provisions a sample tenant with
-//! visible progress, prints the result and the customer records, and stops what it started.
+//! creates the management tenant with an operator, runs a worker in this process, provisions a
+//! sample tenant with visible progress and prints the result and the customer records. Then it
+//! serves the console (and the API) until Ctrl-C, printing its address and the operator's
+//! login; `--exit` stops there instead. Either way it stops everything it started.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -154,12 +156,17 @@ impl Drop for PrivatePostgres {
     }
 }
 
+/// The demo's management operator.
+const OPERATOR_EMAIL: &str = "operator@psa-demo.example";
+
 pub async fn demo(
     database_url: Option<&str>,
     temporal_address: Option<&str>,
     mail: &crate::config::MailArgs,
+    exit: bool,
+    bind: std::net::SocketAddr,
 ) -> Result<(), CliError> {
-    let delivery = mail.delivery()?;
+    let mut delivery = mail.delivery()?;
     let base = PathBuf::from(".psa/demo");
     let mut _pg = None;
     let url = match database_url.filter(|u| !u.trim().is_empty()) {
@@ -192,9 +199,24 @@ pub async fn demo(
         .await
         .map_err(|e| fail(format!("migrations failed: {e}")))?;
     let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
-    let mgmt = psa_models::tenants::init_management(&mut tx, "Nine Minds LLC", None).await?;
-    tx.commit().await.map_err(psa_models::Error::from)?;
+    let operator = (!exit).then(|| psa_models::tenants::AdminInput {
+        first_name: "Olive".into(),
+        last_name: "Operator".into(),
+        email: OPERATOR_EMAIL.into(),
+    });
+    let mgmt = psa_models::tenants::init_management(&mut tx, "Nine Minds LLC", operator).await?;
     let mgmt_id = mgmt.tenant.tenant;
+    // The operator signs in to the console with a password made for this run, printed once.
+    let password = match &mgmt.admin {
+        Some((user, _)) => {
+            let password = psa_models::password::generate();
+            let hash = psa_models::password::hash(&password).await?;
+            psa_models::users::set_password_hash(&mut tx, mgmt_id, user.user_id, &hash).await?;
+            Some(password)
+        }
+        None => None,
+    };
+    tx.commit().await.map_err(psa_models::Error::from)?;
     eprintln!("management tenant {mgmt_id}");
 
     let key =
@@ -208,7 +230,22 @@ pub async fn demo(
         task_queue: queue.clone(),
         pool: pool.clone(),
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // The console listens before the worker starts, so links the worker makes point at it.
+    let server = if exit {
+        None
+    } else {
+        let (app, base) = console(bind, &pool, &address, &queue, &key, &delivery).await?;
+        if std::env::var_os("PSA_PUBLIC_URL").is_none() {
+            delivery.public_url = base.clone();
+        }
+        Some((app, base))
+    };
+    let console_base = server.as_ref().map(|(_, base)| base.clone());
+    // One stop for the worker and the console: the end of the demo run (`--exit`) or Ctrl-C.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
     let worker_queue = queue.clone();
     let worker = psa_workflows::worker::run(
         client,
@@ -226,10 +263,9 @@ pub async fn demo(
                 "psa-exports",
             ))?,
         },
-        async {
-            let _ = stop_rx.await;
-        },
+        stopped(stop_rx.clone()),
     );
+    let stop = &stop_tx;
     let drive = async move {
         let input = TenantCreationInput::parse(RawRequest {
             tenant_name: "Acme Demo",
@@ -268,20 +304,69 @@ pub async fn demo(
             }
         }
         .await;
-        let _ = stop_tx.send(());
+        if exit || outcome.is_err() {
+            let _ = stop.send(true);
+        }
         outcome
     };
-    let (worker_result, outcome) = tokio::join!(worker, drive);
+    let serve = async {
+        match server {
+            Some((app, _)) => app
+                .run_until(stopped(stop_rx.clone()))
+                .await
+                .map_err(|e| fail(format!("the console failed: {e}"))),
+            None => Ok(()),
+        }
+    };
+    let report = async {
+        let outcome = drive.await;
+        if let Ok((public, link)) = &outcome {
+            report(&pool, mgmt_id, public, link.as_ref()).await?;
+            if let (Some(base), false) = (&console_base, exit) {
+                println!();
+                println!("the console: {base}console");
+                println!("  organisation ID  {mgmt_id}");
+                println!("  email            {OPERATOR_EMAIL}");
+                if let Some(p) = &password {
+                    use secrecy::ExposeSecret;
+                    println!("  password         {}", p.expose_secret());
+                }
+                println!("Ctrl-C stops the console, the worker and what the demo started.");
+                crate::serve::shutdown_signal().await;
+                eprintln!("stopping");
+                let _ = stop_tx.send(true);
+            }
+        }
+        outcome
+    };
+    let (worker_result, served, outcome) = tokio::join!(worker, serve, report);
     worker_result.map_err(|e| fail(e.to_string()))?;
-    let (public, link) = outcome?;
+    served?;
+    let (public, _) = outcome?;
+    pool.close().await;
+    if public.status == psa_workflows::Outcome::Completed {
+        Ok(())
+    } else {
+        Err(CliError::Reported)
+    }
+}
+
+/// The result as `psa demo` prints it: the run, the invitation link when there is no mail, and
+/// the customer records in the management tenant.
+async fn report(
+    pool: &sqlx::PgPool,
+    mgmt_id: psa_models::TenantId,
+    public: &psa_workflows::ProvisioningResult,
+    link: Option<&secrecy::SecretString>,
+) -> Result<(), CliError> {
     println!(
         "{}",
-        serde_json::to_string_pretty(&public).unwrap_or_default()
+        serde_json::to_string_pretty(public).unwrap_or_default()
     );
     if let Some(link) = link {
         use secrecy::ExposeSecret;
         println!(
-            "the admin's invitation link (shown once; `psa serve` serves the page it opens):\n  {}",
+            "the admin's invitation link (shown once; the console serves the page it opens):\n  {}",
             link.expose_secret()
         );
     }
@@ -293,7 +378,7 @@ pub async fn demo(
          WHERE c.tenant = $1 AND c.properties ? 'tenant_id'",
     )
     .bind(mgmt_id)
-    .fetch_all(&pool)
+    .fetch_all(pool)
     .await
     .map_err(psa_models::Error::from)?;
     println!("customer records in the management tenant:");
@@ -304,10 +389,62 @@ pub async fn demo(
             tag.unwrap_or_else(|| "-".into())
         );
     }
-    pool.close().await;
-    if public.status == psa_workflows::Outcome::Completed {
-        Ok(())
-    } else {
-        Err(CliError::Reported)
-    }
+    Ok(())
+}
+
+/// The console and the API on `bind` (or, when that port is taken, any free one), provisioning
+/// through the demo's worker; its base URL.
+async fn console(
+    bind: std::net::SocketAddr,
+    pool: &sqlx::PgPool,
+    address: &str,
+    queue: &str,
+    key: &SecretKey,
+    delivery: &psa_models::invitations::Delivery,
+) -> Result<(psa_api::Application, url::Url), CliError> {
+    let build = |bind: std::net::SocketAddr, delivery: psa_models::invitations::Delivery| async move {
+        psa_api::Application::build_with(
+            psa_api::Config {
+                bind,
+                session_ttl: Duration::from_secs(8 * 3600),
+                session_idle: Duration::from_secs(3600),
+                limits: Default::default(),
+                server: Default::default(),
+                delivery,
+                lifecycle: psa_api::LifecycleConfig {
+                    store: Some(psa_models::exports::ExportStore::local(Path::new(
+                        "psa-exports",
+                    ))?),
+                    ..Default::default()
+                },
+                webhooks: psa_api::webhooks::WebhookConfig {
+                    key: Some(key.clone()),
+                    policy: Default::default(),
+                },
+            },
+            pool.clone(),
+            Some(psa_api::tenants::Provisioning::new(
+                address.to_owned(),
+                "default".into(),
+                queue.to_owned(),
+                pool.clone(),
+            )),
+        )
+        .await
+        .map_err(|e| fail(format!("cannot listen on {bind}: {e}")))
+    };
+    let app = match build(bind, delivery.clone()).await {
+        Ok(app) => app,
+        Err(e) if bind.port() != 0 => {
+            eprintln!("{e}; using a free port instead");
+            build(std::net::SocketAddr::new(bind.ip(), 0), delivery.clone()).await?
+        }
+        Err(e) => return Err(e),
+    };
+    let addr = app
+        .local_addr()
+        .map_err(|e| fail(format!("the console has no address: {e}")))?;
+    let base = url::Url::parse(&format!("http://{addr}/"))
+        .map_err(|e| fail(format!("the console's address: {e}")))?;
+    Ok((app, base))
 }

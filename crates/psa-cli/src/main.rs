@@ -115,8 +115,16 @@ enum Command {
     /// Exit 0 if an HTTP GET of URL (http://host:port/path) answers 200: a health check for
     /// images without curl.
     Probe { url: String },
-    /// The embedded default, end to end: private PostgreSQL and Temporal when none is configured.
-    Demo,
+    /// The embedded default, end to end: private PostgreSQL and Temporal when none is configured,
+    /// a sample tenant, then the console until Ctrl-C.
+    Demo {
+        /// Stop after the sample tenant instead of serving the console (scripts, tests).
+        #[arg(long)]
+        exit: bool,
+        /// Where the console listens (a free port when this one is taken).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: std::net::SocketAddr,
+    },
     /// Customer records of tenants in the management tenant.
     Customers {
         #[command(subcommand)]
@@ -260,9 +268,16 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             user::run(cli.database_url.as_deref(), &cli.mail, command).await
         }
         Command::Probe { url } => serve::probe(&url).await,
-        Command::Demo => {
+        Command::Demo { exit, bind } => {
             let temporal = std::env::var("TEMPORAL_ADDRESS").ok();
-            demo::demo(cli.database_url.as_deref(), temporal.as_deref(), &cli.mail).await
+            demo::demo(
+                cli.database_url.as_deref(),
+                temporal.as_deref(),
+                &cli.mail,
+                exit,
+                bind,
+            )
+            .await
         }
         Command::Customers { command } => {
             tenant::customers(cli.database_url.as_deref(), command).await

@@ -726,7 +726,7 @@ async fn demo_runs_end_to_end_with_nothing_configured() {
         .join(format!("demo-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_psa"))
-        .arg("demo")
+        .args(["demo", "--exit"])
         .current_dir(&dir)
         .env_remove("DATABASE_URL")
         .env_remove("TEMPORAL_ADDRESS")
@@ -744,6 +744,110 @@ async fn demo_runs_end_to_end_with_nothing_configured() {
         "{stdout}"
     );
     // What it started is gone.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join(".psa/demo"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Without `--exit`, the demo serves the console with an operator's login it prints, until
+/// Ctrl-C, which stops everything it started.
+#[tokio::test]
+async fn demo_serves_the_console_until_interrupted() {
+    use std::io::BufRead;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("demo-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_psa"))
+        .args(["demo", "--bind", "127.0.0.1:0"])
+        .current_dir(&dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("TEMPORAL_ADDRESS")
+        .env("TEMPORAL_CLI", psa_testing::temporal_cli())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while !printed
+        .iter()
+        .any(|l: &String| l.starts_with("Ctrl-C stops"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(l) => printed.push(l),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the demo printed no console: {printed:?}");
+            }
+        }
+    }
+    let value = |prefix: &str| {
+        printed
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {prefix:?} in {printed:?}"))
+    };
+    let console = value("the console:");
+    let base = console.strip_suffix("/console").unwrap().to_owned();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{base}/console/sign-in"))
+        .form(&[
+            ("tenant", value("organisation ID")),
+            ("email", value("email")),
+            ("password", value("password")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER, "{printed:?}");
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = http
+        .get(format!("{base}/console/customers"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Acme Demo") && page.contains("PSA Customer"),
+        "{page}"
+    );
+    // Ctrl-C: everything stops, nothing is left behind.
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
     let leftovers: Vec<_> = std::fs::read_dir(dir.join(".psa/demo"))
         .map(|d| d.collect())
         .unwrap_or_default();
