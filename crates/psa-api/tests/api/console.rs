@@ -1590,3 +1590,133 @@ async fn events_webhooks_and_audit_from_the_console() {
         );
     }
 }
+
+/// Repair from the API and the console: a preview writes nothing and says what it would make;
+/// the repair itself (run by the worker) makes the customer record; both are audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn repair_previews_then_creates_customer_records() {
+    let mut p = with_provisioning().await;
+    let stray = p.app.tenant("Stray").await;
+    let mgmt_companies = || {
+        let pool = p.app.db.pool.clone();
+        let mgmt = p.mgmt.tenant;
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM companies WHERE tenant = $1")
+                .bind(mgmt)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let before = mgmt_companies().await;
+    let key = Some(p.mgmt.key.as_str());
+    let (status, started) = p
+        .app
+        .call(
+            Method::POST,
+            "/api/v1/customers/repairs",
+            key,
+            Some(serde_json::json!({"tenant_id": stray.tenant, "dry_run": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["workflow_id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let report = loop {
+        let (status, body) = p
+            .app
+            .call(
+                Method::GET,
+                &format!("/api/v1/customers/repairs/{id}"),
+                key,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body["status"] != "running" {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(report["status"], "completed", "{report}");
+    assert_eq!(report["report"]["dry_run"], true);
+    assert_eq!(report["report"]["created"], 1);
+    assert_eq!(
+        report["report"]["repairs"][0]["what"],
+        serde_json::json!(["company", "contact", "tag"])
+    );
+    assert_eq!(mgmt_companies().await, before, "a preview writes nothing");
+    let (status, _) = p
+        .app
+        .call(
+            Method::GET,
+            "/api/v1/customers/repairs/customer-reconcile-nope",
+            key,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // From the console, for real.
+    let session = cookie(&sign_in(&p.app, &p.mgmt, &p.mgmt.admin_password).await);
+    let html = get(
+        &p.app,
+        "/console/customers?tracking=untracked",
+        Some(&session),
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        html.contains(">Stray</a>") && html.contains("Repair…"),
+        "{html}"
+    );
+    let csrf = csrf_in(&html);
+    let r = post_form(
+        &p.app,
+        &session,
+        "/console/customers/repairs",
+        &[("csrf", &csrf), ("tenant_id", &stray.tenant.to_string())],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page_of = location(&r);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let html = get(&p.app, &page_of, Some(&session))
+            .await
+            .text()
+            .await
+            .unwrap();
+        if html.contains("Done: 1 customer(s) got new records") {
+            assert!(
+                html.contains(">Stray</a></td><td>company, contact, tag<"),
+                "{html}"
+            );
+            break;
+        }
+        assert!(!html.contains("failed"), "{html}");
+        assert!(std::time::Instant::now() < deadline, "{html}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(mgmt_companies().await, before + 1);
+    let html = get(&p.app, "/console/customers?name=Stray", Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(">tracked") && html.contains(">PSA Customer</span>"),
+        "{html}"
+    );
+    let audited: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_log WHERE tenant = $1 AND entity_type = 'customers' ORDER BY created_at",
+    )
+    .bind(p.mgmt.tenant)
+    .fetch_all(&p.app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, ["preview_repair", "repair"]);
+}
