@@ -415,19 +415,18 @@ async fn events(
     let deadline = tokio::time::Instant::now() + STREAM_FOR;
     let stream = futures::stream::unfold((Some(first), None::<Progress>), move |(next, last)| {
         let state = state.clone();
-        let caller = caller.clone();
         let id = id.clone();
         async move {
             let mut next = next;
             loop {
-                if let Some(p) = next.take() {
-                    if last.as_ref() != Some(&p) {
-                        let event = Event::default()
-                            .event("progress")
-                            .json_data(&p)
-                            .unwrap_or_else(|_| Event::default().comment("unencodable"));
-                        return Some((Ok::<_, Infallible>(event), (None, Some(p))));
-                    }
+                if let Some(p) = next.take()
+                    && last.as_ref() != Some(&p)
+                {
+                    let event = Event::default()
+                        .event("progress")
+                        .json_data(&p)
+                        .unwrap_or_else(|_| Event::default().comment("unencodable"));
+                    return Some((Ok::<_, Infallible>(event), (None, Some(p))));
                 }
                 if last.as_ref().is_some_and(|l| l.finished)
                     || tokio::time::Instant::now() >= deadline

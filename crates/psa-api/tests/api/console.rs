@@ -1595,7 +1595,7 @@ async fn events_webhooks_and_audit_from_the_console() {
 /// the repair itself (run by the worker) makes the customer record; both are audited.
 #[tokio::test(flavor = "multi_thread")]
 async fn repair_previews_then_creates_customer_records() {
-    let mut p = with_provisioning().await;
+    let p = with_provisioning().await;
     let stray = p.app.tenant("Stray").await;
     let mgmt_companies = || {
         let pool = p.app.db.pool.clone();
