@@ -168,7 +168,8 @@ pub struct RepairStarted {
     pub workflow_id: String,
 }
 
-/// Starts a repair (the API and the console), audited in the management tenant.
+/// Starts a repair (the API and the console): checked (a customer tenant that exists), audited
+/// in the management tenant, then started on the worker.
 pub async fn start_repair(
     state: &AppState,
     caller: &Caller,
@@ -177,18 +178,18 @@ pub async fn start_repair(
     let mut tx = caller
         .authorize_management(state, Permission(Resource::Tenant, Action::Update))
         .await?;
+    if let Some(t) = req.tenant_id {
+        if t == caller.tenant {
+            return Err(psa_models::Error::validation(
+                "tenant_id",
+                "The management tenant is not a customer",
+            )
+            .into());
+        }
+        psa_models::lifecycle::show(&mut tx, &state.lifecycle.settings(caller.tenant), t).await?;
+    }
     let reconciles = state.reconciles().await?;
-    let workflow_id = reconciles
-        .start(ReconcileInput {
-            tenant_id: req.tenant_id,
-            dry_run: req.dry_run,
-            requested_by: caller.actor(),
-        })
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "cannot start a customer reconcile");
-            ApiError::Unavailable("The repair service is temporarily unavailable".into())
-        })?;
+    let workflow_id = psa_workflows::reconcile::new_workflow_id();
     psa_models::audit::record(
         &mut tx,
         caller.tenant,
@@ -204,6 +205,22 @@ pub async fn start_repair(
     )
     .await?;
     tx.commit().await.map_err(psa_models::Error::from)?;
+    // Recorded first: a repair never runs unaudited (one that fails to start is audited and
+    // answered 503).
+    reconciles
+        .start(
+            &workflow_id,
+            ReconcileInput {
+                tenant_id: req.tenant_id,
+                dry_run: req.dry_run,
+                requested_by: caller.actor(),
+            },
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot start a customer reconcile");
+            ApiError::Unavailable("The repair service is temporarily unavailable".into())
+        })?;
     Ok(workflow_id)
 }
 
@@ -212,8 +229,8 @@ pub async fn start_repair(
 /// `GET /api/v1/customers/repairs/{workflow_id}`.
 #[utoipa::path(post, path = "/api/v1/customers/repairs", tag = "customers", security(("bearer" = [])),
     request_body = RepairRequest,
-    responses((status = 202, body = RepairStarted), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
-              (status = 503, body = ErrorBody)))]
+    responses((status = 202, body = RepairStarted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn repair(
     State(state): State<AppState>,
     caller: Caller,

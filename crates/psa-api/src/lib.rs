@@ -266,6 +266,13 @@ pub fn router(state: AppState) -> Router {
                 axum::http::HeaderValue::from_static("no-store"),
             ),
         )
+        // Nothing the server sends (a CSV, an archive, a page) is to be read as another type.
+        .layer(
+            tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+                axum::http::header::X_CONTENT_TYPE_OPTIONS,
+                axum::http::HeaderValue::from_static("nosniff"),
+            ),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {

@@ -147,6 +147,7 @@ pub async fn suspend_tenant(
     Ok(change)
 }
 
+/// Reactivate a suspended tenant: its users' credentials work again.
 #[utoipa::path(post, path = "/api/v1/tenants/{id}/reactivate", tag = "tenants", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = Change), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -175,6 +176,7 @@ pub async fn reactivate_tenant(
     Ok(change)
 }
 
+/// `POST .../cancel` body.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
@@ -238,6 +240,7 @@ pub async fn cancel_tenant(
     Ok(change)
 }
 
+/// Restore a canceled tenant before its deletion: it returns to where the cancel found it.
 #[utoipa::path(post, path = "/api/v1/tenants/{id}/restore", tag = "tenants", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = Change), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -271,6 +274,8 @@ pub async fn restore_tenant(
     Ok(change)
 }
 
+/// Delete a canceled tenant now instead of at its deadline. Answers 202: the deletion's
+/// workflow deletes it (`GET /api/v1/tenants/{id}` answers 404 once it is gone).
 #[utoipa::path(delete, path = "/api/v1/tenants/{id}", tag = "tenants", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)),
     responses((status = 202), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -330,6 +335,9 @@ pub async fn delete_now(
     Ok(pending.workflow_id)
 }
 
+/// Export a tenant's data (any time): one archive with a JSON Lines file per table and a
+/// manifest of row counts and checksums; secrets are left out. Answers when the export is done
+/// (or failed), with its record; the archive is at `GET .../exports/{export_id}/archive`.
 #[utoipa::path(post, path = "/api/v1/tenants/{id}/export", tag = "tenants", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)),
     responses((status = 201, body = Export), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),

@@ -193,7 +193,6 @@ fn done(redeemed: &crate::auth::Redeemed) -> Response {
         "/console/sign-in?{}",
         form_urlencoded::Serializer::new(String::new())
             .append_pair("tenant", &redeemed.found.tenant.to_string())
-            .append_pair("email", &redeemed.email)
             .finish()
     );
     page(

@@ -118,6 +118,11 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(req): ApiJson<NewTenantRequest>,
 ) -> Result<(StatusCode, Json<Started>), ApiError> {
+    // The permission first: a caller without it learns nothing about the request.
+    let tx = caller
+        .authorize_management(&state, Permission(Resource::Tenant, Action::Create))
+        .await?;
+    tx.commit().await?;
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(
@@ -187,6 +192,9 @@ pub async fn start(
     Ok(workflow_id)
 }
 
+/// A provisioning run: its state while running, its result once finished (never a credential:
+/// the admin's invitation goes by email), its provisioning record, and a notice when an operator must act (no
+/// worker polling the task queue, a run cut off).
 #[utoipa::path(get, path = "/api/v1/tenants/provisioning/{workflow_id}", tag = "tenants", security(("bearer" = [])),
     params(("workflow_id" = String, Path)),
     responses((status = 200, body = ProvisioningView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -259,6 +267,7 @@ pub async fn invitation_link_for_starter(
     Ok(result.invitation_link(key))
 }
 
+/// What `POST /api/v1/tenants/{id}/resend-invite` did.
 #[derive(Serialize, ToSchema)]
 pub struct InviteResent {
     #[schema(value_type = uuid::Uuid)]

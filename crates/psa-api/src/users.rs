@@ -157,6 +157,7 @@ pub async fn invite_user(
     })
 }
 
+/// Send a user who has not accepted their invitation a new one; the earlier link stops working.
 #[utoipa::path(post, path = "/api/v1/users/{id}/resend-invite", tag = "users", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = Invited), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -192,6 +193,7 @@ pub async fn resend(state: &AppState, caller: &Caller, id: UserId) -> Result<Inv
     })
 }
 
+/// `PATCH /api/v1/users/{id}` body.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {

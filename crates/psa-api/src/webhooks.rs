@@ -210,6 +210,7 @@ pub async fn create_endpoint(
     })
 }
 
+/// One endpoint.
 #[utoipa::path(get, path = "/api/v1/webhook-endpoints/{id}", tag = "webhooks", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = Endpoint), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -318,6 +319,7 @@ pub async fn rotate(
     })
 }
 
+/// Send a `webhook_endpoint.test` event to this endpoint now (to this one only).
 #[utoipa::path(post, path = "/api/v1/webhook-endpoints/{id}/test", tag = "webhooks", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 202, body = DeliveryDetails), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]

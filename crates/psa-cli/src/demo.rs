@@ -199,7 +199,9 @@ pub async fn demo(
         .await
         .map_err(|e| fail(format!("migrations failed: {e}")))?;
     let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
-    let operator = (!exit).then(|| psa_models::tenants::AdminInput {
+    // The operator is made only in the demo's own database: in one given by DATABASE_URL the
+    // demo does not leave an administrator with a printed password behind.
+    let operator = (!exit && _pg.is_some()).then(|| psa_models::tenants::AdminInput {
         first_name: "Olive".into(),
         last_name: "Operator".into(),
         email: OPERATOR_EMAIL.into(),
@@ -234,9 +236,20 @@ pub async fn demo(
     let server = if exit {
         None
     } else {
-        let (app, base) = console(bind, &pool, &address, &queue, &key, &delivery).await?;
-        if std::env::var_os("PSA_PUBLIC_URL").is_none() {
+        let own_links = std::env::var_os("PSA_PUBLIC_URL").is_none();
+        if own_links {
+            delivery.public_url = url::Url::parse(&format!("http://{bind}/"))
+                .map_err(|e| fail(format!("the console's address: {e}")))?;
+        }
+        let (mut app, mut base) = console(bind, &pool, &address, &queue, &key, &delivery).await?;
+        if own_links && base != delivery.public_url {
+            // It listens elsewhere (a free port): again there, with links that point there.
+            let at = app
+                .local_addr()
+                .map_err(|e| fail(format!("the console has no address: {e}")))?;
+            drop(app);
             delivery.public_url = base.clone();
+            (app, base) = console(at, &pool, &address, &queue, &key, &delivery).await?;
         }
         Some((app, base))
     };
@@ -326,10 +339,17 @@ pub async fn demo(
                 println!();
                 println!("the console: {base}console");
                 println!("  organisation ID  {mgmt_id}");
-                println!("  email            {OPERATOR_EMAIL}");
-                if let Some(p) = &password {
-                    use secrecy::ExposeSecret;
-                    println!("  password         {}", p.expose_secret());
+                match &password {
+                    Some(p) => {
+                        use secrecy::ExposeSecret;
+                        println!("  email            {OPERATOR_EMAIL}");
+                        println!("  password         {}", p.expose_secret());
+                    }
+                    None => println!(
+                        "  (the demo makes no operator in a database it did not start: sign in \
+                         as an administrator of the management tenant, or invite one with \
+                         `psa management init --admin-email`)"
+                    ),
                 }
                 println!("Ctrl-C stops the console, the worker and what the demo started.");
                 crate::serve::shutdown_signal().await;

@@ -561,17 +561,26 @@ pub struct Reconciles {
     pub task_queue: String,
 }
 
+/// A new reconcile run's workflow id.
+pub fn new_workflow_id() -> String {
+    format!("{WORKFLOW_ID_PREFIX}{}", uuid::Uuid::now_v7().simple())
+}
+
 impl Reconciles {
-    pub async fn start(&self, input: ReconcileInput) -> Result<String, crate::client::ClientError> {
+    /// Starts the run `workflow_id` (from [`new_workflow_id`]).
+    pub async fn start(
+        &self,
+        workflow_id: &str,
+        input: ReconcileInput,
+    ) -> Result<(), crate::client::ClientError> {
         use temporalio_client::WorkflowStartOptions;
-        let workflow_id = format!("{WORKFLOW_ID_PREFIX}{}", uuid::Uuid::now_v7().simple());
         let options =
-            WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.clone()).build();
+            WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.to_owned()).build();
         self.client
             .start_workflow(CustomerReconcileWorkflow::run, input, options)
             .await
             .map_err(|e| crate::client::ClientError::Temporal(e.to_string()))?;
-        Ok(workflow_id)
+        Ok(())
     }
 
     /// The run's report once it has one; `NotFound` for an id Temporal does not know.

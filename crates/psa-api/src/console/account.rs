@@ -125,8 +125,12 @@ struct ForgotForm {
 async fn forgot(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
     Form(f): Form<ForgotForm>,
 ) -> Response {
+    if !super::same_origin(&headers) {
+        return super::cross_site();
+    }
     let again = |status: StatusCode, notice: Option<String>, error: Option<String>| {
         page(
             status,
@@ -154,6 +158,9 @@ async fn forgot(
         Ok(message) => again(StatusCode::OK, Some(message), None),
         Err(e) => {
             let status = e.status();
+            if status.is_server_error() {
+                tracing::error!(error = %e.log_safe(), "console password reset request failed");
+            }
             again(status, None, Some(e.to_string()))
         }
     }

@@ -542,14 +542,15 @@ struct TagForm {
     tag_text: String,
 }
 
-/// Attaches a tag through the API's own rules; a refusal shows next to the tag field.
+/// Attaches a tag through the API's own rules; a refusal (its status and message) shows next
+/// to the tag field.
 async fn attach(
     state: &AppState,
     console: &Console,
     kind: TaggedType,
     id: uuid::Uuid,
     text: &str,
-) -> Result<Result<(), String>, Refused> {
+) -> Result<Result<(), (StatusCode, String)>, Refused> {
     let input = NewTag {
         tag_text: text.to_owned(),
         tagged_id: id,
@@ -559,10 +560,11 @@ async fn attach(
     };
     match crate::tags::attach_tag(state, &console.caller, input).await {
         Ok(_) => Ok(Ok(())),
-        Err(ApiError::Forbidden(m)) => Ok(Err(m)),
+        Err(ApiError::Forbidden(m)) => Ok(Err((StatusCode::FORBIDDEN, m))),
         Err(e) => {
+            let status = e.status();
             let errors = FieldErrors::from_error(e, &[])?;
-            Ok(Err(errors.general.unwrap_or_default()))
+            Ok(Err((status, errors.general.unwrap_or_default())))
         }
     }
 }
@@ -577,10 +579,10 @@ async fn company_tag(
     let id: CompanyId = path_id(&id, "company")?;
     match attach(&state, &console, TaggedType::Company, id.0, &f.tag_text).await? {
         Ok(()) => Ok(Redirect::to(&format!("/console/companies/{id}?done=tagged")).into_response()),
-        Err(message) => {
+        Err((status, message)) => {
             let mut p = company_page(&state, &console, id, None, FieldErrors::default()).await?;
             p.tag_error = Some(message);
-            Ok(page(StatusCode::UNPROCESSABLE_ENTITY, p))
+            Ok(page(status, p))
         }
     }
 }
@@ -1062,10 +1064,10 @@ async fn contact_tag(
     let id: ContactId = path_id(&id, "contact")?;
     match attach(&state, &console, TaggedType::Contact, id.0, &f.tag_text).await? {
         Ok(()) => Ok(Redirect::to(&format!("/console/contacts/{id}?done=tagged")).into_response()),
-        Err(message) => {
+        Err((status, message)) => {
             let mut p = contact_page(&state, &console, id, None, FieldErrors::default()).await?;
             p.tag_error = Some(message);
-            Ok(page(StatusCode::UNPROCESSABLE_ENTITY, p))
+            Ok(page(status, p))
         }
     }
 }

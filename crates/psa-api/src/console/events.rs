@@ -296,7 +296,7 @@ async fn create(
     };
     match crate::webhooks::create_endpoint(&state, &console.caller, &req).await {
         Ok(made) => {
-            let mut p = endpoint_page(&state, &console, made.endpoint.endpoint_id, "").await?;
+            let mut p = endpoint_view(&console, &made.endpoint, Vec::new(), "");
             p.secret = Some(made.secret);
             p.notice = Some("Endpoint added.".into());
             Ok(page(StatusCode::CREATED, p))
@@ -366,7 +366,18 @@ async fn endpoint_page(
     .await
     .map_err(ApiError::from)?;
     done(tx).await?;
-    Ok(EndpointPage {
+    Ok(endpoint_view(console, &e, list.items, status))
+}
+
+/// An endpoint's page from what is at hand (a secret just made is shown from the endpoint the
+/// change returned, whatever a later read would say).
+fn endpoint_view(
+    console: &Console,
+    e: &webhooks::Endpoint,
+    deliveries: Vec<webhooks::Delivery>,
+    status: &str,
+) -> EndpointPage {
+    EndpointPage {
         nav: console.nav("webhooks"),
         csrf: console.csrf.clone(),
         notice: None,
@@ -380,7 +391,7 @@ async fn endpoint_page(
         } else {
             e.event_types.join(", ")
         },
-        state: endpoint_state(&e),
+        state: endpoint_state(e),
         enabled: e.enabled,
         created: when(e.created_at),
         statuses: super::options(
@@ -392,8 +403,7 @@ async fn endpoint_page(
             ],
             status,
         ),
-        deliveries: list
-            .items
+        deliveries: deliveries
             .into_iter()
             .map(|d| DeliveryRow {
                 id: d.delivery_id.to_string(),
@@ -415,7 +425,7 @@ async fn endpoint_page(
                 retryable: d.status == DeliveryStatus::Failed,
             })
             .collect(),
-    })
+    }
 }
 
 async fn endpoint(
@@ -577,7 +587,10 @@ async fn rotate(
     console.check_csrf(&f.csrf)?;
     let id: Uuid = path_id(&id, "endpoint")?;
     let made = crate::webhooks::rotate(&state, &console.caller, id).await?;
-    let mut p = endpoint_page(&state, &console, id, "").await?;
+    let mut p = match endpoint_page(&state, &console, id, "").await {
+        Ok(p) => p,
+        Err(_) => endpoint_view(&console, &made.endpoint, Vec::new(), ""),
+    };
     p.secret = Some(made.secret);
     p.notice =
         Some("New signing secret below; the previous one keeps working for 24 hours.".into());

@@ -84,6 +84,8 @@ fn csrf_token(session_token: &str) -> String {
 /// A signed-in console user: the API's caller, from the session cookie.
 pub struct Console {
     pub caller: Caller,
+    /// The session token: a long-lived response (the progress stream) checks it again.
+    session_token: SecretString,
     pub csrf: String,
     pub tenant_name: String,
     pub management: bool,
@@ -124,8 +126,15 @@ impl From<ApiError> for Refused {
             other => {
                 let status = other.status();
                 let message = if status.is_server_error() {
-                    tracing::error!(error = %other, "console request failed");
-                    "Something went wrong on our side; nothing was changed. Try again.".into()
+                    tracing::error!(error = %other.log_safe(), "console request failed");
+                    match other {
+                        // Temporal or a setting away: its message says which, and no secret.
+                        ApiError::Unavailable(m) => m,
+                        _ => "Something went wrong on our side, and what you asked may not have \
+                              been done. Reload the page to see where things are, then try \
+                              again."
+                            .into(),
+                    }
                 } else {
                     other.to_string()
                 };
@@ -165,6 +174,7 @@ impl FromRequestParts<AppState> for Console {
             .map_err(|e| ApiError::from(psa_models::Error::from(e)))?;
         Ok(Console {
             csrf: csrf_token(&token),
+            session_token: SecretString::from(token.clone()),
             tenant_name: tenant.company_name,
             management: tenant.is_management,
             sees_users,
@@ -174,6 +184,15 @@ impl FromRequestParts<AppState> for Console {
 }
 
 impl Console {
+    /// The caller again, from the session token: `None` once the session ended, expired or
+    /// went idle, or its tenant is no longer active.
+    pub(crate) async fn still_signed_in(&self, state: &AppState) -> Option<Caller> {
+        use secrecy::ExposeSecret;
+        Caller::from_token(state, self.session_token.expose_secret())
+            .await
+            .ok()
+    }
+
     fn nav(&self, current: &'static str) -> Option<Nav> {
         Some(Nav {
             current,
@@ -227,7 +246,7 @@ fn page(status: StatusCode, template: impl Template) -> Response {
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(
                     "default-src 'none'; style-src 'self'; style-src-attr 'unsafe-inline'; \
-                     script-src 'self'; img-src 'self'; connect-src 'self'; \
+                     script-src 'self'; connect-src 'self'; \
                      form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
                 ),
             );
@@ -304,13 +323,44 @@ struct SignInForm {
     password: SecretString,
 }
 
+/// Whether a form without a session came from one of this server's own pages: a browser says
+/// where a request comes from (`Sec-Fetch-Site`, else `Origin`). Another site must not sign a
+/// visitor in to an account of its choosing, nor make them ask for reset links.
+pub(crate) fn same_origin(headers: &axum::http::HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
+    match (headers.get(header::ORIGIN), headers.get(header::HOST)) {
+        (Some(origin), Some(host)) => origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://").map(|(_, rest)| rest.to_owned()))
+            .is_some_and(|o| host.to_str().is_ok_and(|h| h.eq_ignore_ascii_case(&o))),
+        // No browser said otherwise (a script, curl): nothing to forge.
+        _ => true,
+    }
+}
+
+fn cross_site() -> Response {
+    Refused::Page(
+        StatusCode::FORBIDDEN,
+        "Form expired",
+        "This form was not sent from this console: open the sign-in page and try again.".into(),
+    )
+    .into_response()
+}
+
 /// The console's sign-in: the API's login (rate limits, timing, audit), then the cookie.
 async fn sign_in(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
     jar: CookieJar,
     Form(form): Form<SignInForm>,
 ) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
     let again = |status: StatusCode, message: String| {
         page(
             status,
@@ -349,6 +399,9 @@ async fn sign_in(
         ),
         Err(e) => {
             let status = e.status();
+            if status.is_server_error() {
+                tracing::error!(error = %e.log_safe(), "console sign-in failed");
+            }
             again(status, e.to_string())
         }
     }

@@ -64,6 +64,11 @@ struct NewTenantPage {
     errors: FieldErrors,
 }
 
+/// A path segment: a run's id may carry any printable character of its idempotency key.
+pub(super) fn segment(raw: &str) -> String {
+    form_urlencoded::byte_serialize(raw.as_bytes()).collect()
+}
+
 /// A fresh idempotency key per form: a double submit starts one run.
 fn fresh_key() -> String {
     format!("console-{}", uuid::Uuid::new_v4())
@@ -107,9 +112,11 @@ async fn create(
     console.check_csrf(&f.csrf)?;
     let started = start(&state, &console, &f).await;
     match started {
-        Ok(workflow_id) => {
-            Ok(Redirect::to(&format!("/console/provisioning/{workflow_id}")).into_response())
-        }
+        Ok(workflow_id) => Ok(Redirect::to(&format!(
+            "/console/provisioning/{}",
+            segment(&workflow_id)
+        ))
+        .into_response()),
         Err(e) => {
             let errors = FieldErrors::from_error(e, &FIELDS)?;
             Ok(page(
@@ -401,6 +408,8 @@ async fn progress_view(
 /// How often the stream reads the run, and how long one stream lasts (the browser reconnects).
 const POLL: Duration = Duration::from_millis(500);
 const STREAM_FOR: Duration = Duration::from_secs(15 * 60);
+/// Polls between two checks of the session (5 s).
+const RECHECK_EVERY: u32 = 10;
 
 /// The run's progress as server-sent events: one `progress` event whenever it changes, the
 /// last one with `finished: true`.
@@ -411,37 +420,56 @@ async fn events(
 ) -> Result<Response, Refused> {
     // Refused (permission, unknown run) before the stream begins, as a page would be.
     let first = progress(&crate::tenants::view(&state, &console.caller, &id).await?);
-    let caller = console.caller;
+    let console = std::sync::Arc::new(console);
     let deadline = tokio::time::Instant::now() + STREAM_FOR;
-    let stream = futures::stream::unfold((Some(first), None::<Progress>), move |(next, last)| {
-        let state = state.clone();
-        let id = id.clone();
-        async move {
-            let mut next = next;
-            loop {
-                if let Some(p) = next.take()
-                    && last.as_ref() != Some(&p)
-                {
-                    let event = Event::default()
-                        .event("progress")
-                        .json_data(&p)
-                        .unwrap_or_else(|_| Event::default().comment("unencodable"));
-                    return Some((Ok::<_, Infallible>(event), (None, Some(p))));
-                }
-                if last.as_ref().is_some_and(|l| l.finished)
-                    || tokio::time::Instant::now() >= deadline
-                {
-                    return None;
-                }
-                tokio::time::sleep(POLL).await;
-                match crate::tenants::view(&state, &caller, &id).await {
-                    Ok(v) => next = Some(progress(&v)),
-                    // Temporal or the database away for a moment: try again next tick.
-                    Err(e) => tracing::debug!(error = %e, "progress stream read"),
+    let stream = futures::stream::unfold(
+        (Some(first), None::<Progress>, 0u32),
+        move |(next, last, mut polls)| {
+            let state = state.clone();
+            let id = id.clone();
+            let console = console.clone();
+            async move {
+                let mut next = next;
+                loop {
+                    if let Some(p) = next.take()
+                        && last.as_ref() != Some(&p)
+                    {
+                        let event = Event::default()
+                            .event("progress")
+                            .json_data(&p)
+                            .unwrap_or_else(|_| Event::default().comment("unencodable"));
+                        return Some((Ok::<_, Infallible>(event), (None, Some(p), polls)));
+                    }
+                    if last.as_ref().is_some_and(|l| l.finished)
+                        || tokio::time::Instant::now() >= deadline
+                    {
+                        return None;
+                    }
+                    tokio::time::sleep(POLL).await;
+                    polls += 1;
+                    // The session is checked again every few seconds: a stream ends with the
+                    // session (signed out, expired, idle, its tenant suspended).
+                    let caller = if polls % RECHECK_EVERY == 0 {
+                        console.still_signed_in(&state).await?
+                    } else {
+                        console.caller
+                    };
+                    match crate::tenants::view(&state, &caller, &id).await {
+                        Ok(v) => next = Some(progress(&v)),
+                        // No longer allowed, or gone: the stream ends.
+                        Err(
+                            ApiError::Unauthorized
+                            | ApiError::Forbidden(_)
+                            | ApiError::TenantInactive
+                            | ApiError::NotFound,
+                        ) => return None,
+                        // Temporal or the database away for a moment: try again next tick.
+                        Err(e) => tracing::debug!(error = %e.log_safe(), "progress stream read"),
+                    }
                 }
             }
-        }
-    });
+        },
+    );
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())

@@ -262,6 +262,7 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
             ("post", "/api/v1/tenants/{id}/cancel") => json!({"reason": "denied"}),
             ("post", "/api/v1/webhook-endpoints") => json!({"url": "https://hooks.denied.example"}),
             ("patch", "/api/v1/webhook-endpoints/{id}") => json!({"enabled": false}),
+            ("post", "/api/v1/customers/repairs") => json!({"dry_run": true}),
             ("post", p)
                 if p.ends_with("/deactivate")
                     || p.ends_with("/reactivate")
