@@ -69,6 +69,21 @@ async fn sign_in_list_tenants_and_sign_out_with_csrf() {
     );
     let html = r.text().await.unwrap();
     assert!(html.contains("<label for=\"password\">Password</label>"));
+    // Another site cannot sign a visitor in to an account of its choosing.
+    let r = client()
+        .post(format!("{}/console/sign-in", app.base))
+        .header("sec-fetch-site", "cross-site")
+        .form(&[
+            ("tenant", mgmt.tenant.to_string()),
+            ("email", mgmt.admin_email.clone()),
+            ("password", mgmt.admin_password.clone()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.headers().get(SET_COOKIE).is_none());
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
 
     // A wrong password: the same page, with the message, no cookie.
     let r = sign_in(&app, &mgmt, "not the password").await;
@@ -945,6 +960,17 @@ async fn in_the_browser_provision_invite_work_and_suspend() {
     ui::wait_text(b, "h1", "Your password is set", 20).await;
     ui::click(b, "main a").await;
     ui::wait_text(b, "h1", "Sign in", 20).await;
+    // The organisation comes filled in from the link; the email is typed (it stays out of URLs).
+    let org = b
+        .find(Locator::Id("tenant"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert_eq!(org, globex.to_string());
+    ui::fill(b, "email", "hank@globex.example").await;
     ui::fill(b, "password", "globex staff only please").await;
     ui::click(b, "form.card button[type=submit]").await;
     // Not a management user: the console opens on their companies.
@@ -1657,6 +1683,23 @@ async fn repair_previews_then_creates_customer_records() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // Not a customer: the management tenant (422), a tenant that does not exist (404);
+    // nothing started, nothing audited.
+    for (tenant, want) in [
+        (p.mgmt.tenant.to_string(), StatusCode::UNPROCESSABLE_ENTITY),
+        (uuid::Uuid::new_v4().to_string(), StatusCode::NOT_FOUND),
+    ] {
+        let (status, body) = p
+            .app
+            .call(
+                Method::POST,
+                "/api/v1/customers/repairs",
+                key,
+                Some(serde_json::json!({"tenant_id": tenant, "dry_run": false})),
+            )
+            .await;
+        assert_eq!(status, want, "{body}");
+    }
 
     // From the console, for real.
     let session = cookie(&sign_in(&p.app, &p.mgmt, &p.mgmt.admin_password).await);
