@@ -1763,3 +1763,95 @@ async fn repair_previews_then_creates_customer_records() {
     .unwrap();
     assert_eq!(audited, ["preview_repair", "repair"]);
 }
+
+/// Cancel, restore and delete now from a tenant's page, with the deletion workflow on the
+/// worker: the confirmations are required, restore puts the tenant back, delete-now removes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_restore_and_delete_from_the_console() {
+    let p = with_provisioning().await;
+    let gone = p.app.tenant("Goner").await;
+    let session = cookie(&sign_in(&p.app, &p.mgmt, &p.mgmt.admin_password).await);
+    let page_of = format!("/console/tenants/{}", gone.tenant);
+    let html = get(&p.app, &page_of, Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_in(&html);
+    let status = || {
+        let pool = p.app.db.pool.clone();
+        let t = gone.tenant;
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM tenants WHERE tenant = $1")
+                .bind(t)
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let cancel = [
+        ("csrf", csrf.as_str()),
+        ("reason", "contract ended"),
+        ("grace_days", "7"),
+        ("confirm", "yes"),
+    ];
+    let r = post_form(&p.app, &session, &format!("{page_of}/cancel"), &cancel).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("Goner is canceled; its data is deleted on"),
+        "{html}"
+    );
+    assert!(html.contains(">Restore</button>") && html.contains(">Delete now</button>"));
+    assert_eq!(status().await.as_deref(), Some("canceled"));
+    let r = post_form(
+        &p.app,
+        &session,
+        &format!("{page_of}/restore"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("Goner is restored and active again.")
+    );
+    assert_eq!(status().await.as_deref(), Some("active"));
+
+    let r = post_form(&p.app, &session, &format!("{page_of}/cancel"), &cancel).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = post_form(
+        &p.app,
+        &session,
+        &format!("{page_of}/delete"),
+        &[("csrf", &csrf), ("confirm_name", "goner")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("name exactly to delete it")
+    );
+    assert_eq!(status().await.as_deref(), Some("canceled"));
+    let r = post_form(
+        &p.app,
+        &session,
+        &format!("{page_of}/delete"),
+        &[("csrf", &csrf), ("confirm_name", "Goner")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("Deletion confirmed"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while status().await.is_some() {
+        assert!(std::time::Instant::now() < deadline, "not deleted");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        get(&p.app, &page_of, Some(&session)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
