@@ -24,6 +24,8 @@ pub struct ListQuery {
     #[param(value_type = Option<uuid::Uuid>)]
     pub company_id: Option<CompanyId>,
     pub is_inactive: Option<bool>,
+    /// Only contacts whose name or email contains this (case-insensitive).
+    pub name: Option<String>,
 }
 
 /// Create a contact.
@@ -61,6 +63,7 @@ pub async fn list(
         &ListFilter {
             company_id: q.company_id,
             is_inactive: q.is_inactive,
+            name: q.name,
         },
         &PageRequest {
             limit: q.limit,

@@ -230,6 +230,9 @@ pub async fn find_by_email(
 pub struct ListFilter {
     pub company_id: Option<CompanyId>,
     pub is_inactive: Option<bool>,
+    /// Only contacts whose name or email contains this, case-insensitive.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// The contacts of `tenant` by name, a page at a time.
@@ -248,6 +251,7 @@ pub async fn list(
           AND ($2::text IS NULL OR (full_name, contact_name_id) > ($2, $3)) \
           AND ($4::uuid IS NULL OR company_id = $4) \
           AND ($5::boolean IS NULL OR is_inactive = $5) \
+          AND ($7::text IS NULL OR full_name ILIKE $7 OR email ILIKE $7) \
           ORDER BY full_name, contact_name_id LIMIT $6"
     ))
     .bind(tenant)
@@ -256,6 +260,16 @@ pub async fn list(
     .bind(filter.company_id)
     .bind(filter.is_inactive)
     .bind(limit + 1)
+    .bind(
+        filter
+            .name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(crate::db::contains_pattern),
+    )
+    // A search's best plan depends on its pattern: planned for each.
+    .persistent(filter.name.is_none())
     .fetch_all(conn)
     .await?;
     Ok(page(rows, limit, |c| {

@@ -409,6 +409,7 @@ async fn company_page(
             &contacts::ListFilter {
                 company_id: Some(id),
                 is_inactive: None,
+                name: None,
             },
             &PageRequest {
                 limit: Some(200),
@@ -621,6 +622,7 @@ struct ContactListRow {
 struct ContactsPage {
     nav: Option<Nav>,
     notice: Option<String>,
+    name: String,
     statuses: Vec<Opt>,
     rows: Vec<ContactListRow>,
     next: Option<String>,
@@ -629,6 +631,8 @@ struct ContactsPage {
 
 #[derive(Deserialize, Default)]
 struct ContactsQuery {
+    #[serde(default)]
+    name: String,
     #[serde(default)]
     status: String,
     #[serde(default)]
@@ -683,6 +687,7 @@ async fn contacts_list(
                 "inactive" => Some(true),
                 _ => None,
             },
+            name: Some(q.name.trim().to_owned()).filter(|n| !n.is_empty()),
         },
         &PageRequest {
             limit: Some(50),
@@ -712,6 +717,7 @@ async fn contacts_list(
     Ok(page_ok(ContactsPage {
         nav: console.nav("contacts"),
         notice: notice(&q.done),
+        name: q.name.clone(),
         statuses: options(
             &[("", "Any"), ("active", "Active"), ("inactive", "Inactive")],
             &q.status,
@@ -734,7 +740,7 @@ async fn contacts_list(
             .collect(),
         next: next_link(
             "/console/contacts",
-            &[("status", &q.status)],
+            &[("name", &q.name), ("status", &q.status)],
             page.next_cursor,
         ),
         can_create,

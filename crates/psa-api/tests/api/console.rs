@@ -533,6 +533,18 @@ async fn companies_contacts_and_tags_from_the_console() {
         contacts.contains(">Peter Gibbons</a>") && contacts.contains(">Initech Ltd</a>"),
         "{contacts}"
     );
+    let found = get(&app, "/console/contacts?name=GIBB", Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(found.contains(">Peter Gibbons</a>"), "{found}");
+    let none = get(&app, "/console/contacts?name=lumbergh", Some(&session))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(none.contains("No contacts."), "{none}");
     let r = post_form(
         &app,
         &session,
@@ -954,10 +966,13 @@ async fn in_the_browser_provision_invite_work_and_suspend() {
 
     // The new admin accepts the invitation and signs in from the page that follows.
     b.goto(&link).await.unwrap();
+    ui::wait_text(b, "h1", "Choose your password", 20).await;
+    review(&browser, "invitation").await;
     ui::fill(b, "password", "globex staff only please").await;
     ui::fill(b, "password_confirm", "globex staff only please").await;
     ui::click(b, "#set-password button").await;
     ui::wait_text(b, "h1", "Your password is set", 20).await;
+    review(&browser, "password-set").await;
     ui::click(b, "main a").await;
     ui::wait_text(b, "h1", "Sign in", 20).await;
     // The organisation comes filled in from the link; the email is typed (it stays out of URLs).

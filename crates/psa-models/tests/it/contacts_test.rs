@@ -352,4 +352,37 @@ async fn update_and_list() {
     .unwrap();
     assert_eq!(next.items[0].full_name, "Bob");
     assert!(next.next_cursor.is_none());
+
+    // A search by part of the name or the email, case-insensitive; `%` is a character.
+    for (needle, want) in [
+        ("LIC", vec!["Alice"]),
+        ("%", vec![]),
+        ("", vec!["Alice", "Bob"]),
+    ] {
+        let found = contacts::list(
+            &mut conn,
+            t,
+            &ListFilter {
+                name: Some(needle.into()),
+                ..ListFilter::default()
+            },
+            &PageRequest::default(),
+        )
+        .await
+        .unwrap();
+        let names: Vec<_> = found.items.iter().map(|c| c.full_name.as_str()).collect();
+        assert_eq!(names, want, "{needle:?}");
+    }
+    let by_email = contacts::list(
+        &mut conn,
+        t,
+        &ListFilter {
+            name: Some(page.items[0].email.to_uppercase()),
+            ..ListFilter::default()
+        },
+        &PageRequest::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_email.items.len(), 1);
 }
