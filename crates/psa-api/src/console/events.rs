@@ -126,7 +126,7 @@ async fn events_page(
                 id: e.id.to_string(),
                 time: when(e.created_at),
                 // What the event is about, by the shapes of docs/events.md.
-                name: ["/name", "/tenant/name", "/url", "/endpoint/url"]
+                name: ["/name", "/tenant_name", "/tenant/name", "/url", "/endpoint/url"]
                     .iter()
                     .find_map(|p| e.data.pointer(p).and_then(|n| n.as_str()))
                     .unwrap_or_default()
