@@ -126,11 +126,17 @@ async fn events_page(
                 id: e.id.to_string(),
                 time: when(e.created_at),
                 // What the event is about, by the shapes of docs/events.md.
-                name: ["/name", "/tenant_name", "/tenant/name", "/url", "/endpoint/url"]
-                    .iter()
-                    .find_map(|p| e.data.pointer(p).and_then(|n| n.as_str()))
-                    .unwrap_or_default()
-                    .to_owned(),
+                name: [
+                    "/name",
+                    "/tenant_name",
+                    "/tenant/name",
+                    "/url",
+                    "/endpoint/url",
+                ]
+                .iter()
+                .find_map(|p| e.data.pointer(p).and_then(|n| n.as_str()))
+                .unwrap_or_default()
+                .to_owned(),
                 tenant_id: e.tenant_id.map(|t| t.to_string()),
                 event_type: e.event_type,
                 data: serde_json::to_string_pretty(&e.data).unwrap_or_default(),
