@@ -129,6 +129,20 @@ impl Caller {
         Ok(tx)
     }
 
+    /// Whether the caller holds `permission` (to offer what needs it); a failure to check is
+    /// an error, not a "no".
+    pub async fn may(
+        &self,
+        conn: &mut PgConnection,
+        permission: Permission,
+    ) -> Result<bool, ApiError> {
+        match self.require(conn, permission).await {
+            Ok(()) => Ok(true),
+            Err(ApiError::Forbidden(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Fails with 403 unless the caller holds `permission` (for checks made inside a handler's
     /// transaction, where the permission depends on the input).
     pub async fn require(

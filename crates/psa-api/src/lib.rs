@@ -94,12 +94,21 @@ impl LifecycleConfig {
 }
 
 impl AppState {
+    /// Provisioning's Temporal client, for another of the worker's workflows (`what` names
+    /// the feature when this server has no Temporal settings).
+    async fn temporal(
+        &self,
+        what: &str,
+    ) -> Result<&psa_workflows::client::TenantWorkflows, ApiError> {
+        let p = self.provisioning.as_deref().ok_or_else(|| {
+            ApiError::Unavailable(format!("{what} is not configured on this server"))
+        })?;
+        p.workflows().await
+    }
+
     /// Deletion workflows, through provisioning's Temporal client.
     pub async fn deletions(&self) -> Result<psa_workflows::deletion::Deletions, ApiError> {
-        let p = self.provisioning.as_deref().ok_or_else(|| {
-            ApiError::Unavailable("Tenant lifecycle is not configured on this server".into())
-        })?;
-        let w = p.workflows().await?;
+        let w = self.temporal("Tenant lifecycle").await?;
         Ok(psa_workflows::deletion::Deletions {
             client: w.client.clone(),
             task_queue: w.task_queue.clone(),
@@ -109,10 +118,7 @@ impl AppState {
 
     /// Customer repairs (reconcile runs on the worker), through provisioning's Temporal client.
     pub async fn reconciles(&self) -> Result<psa_workflows::reconcile::Reconciles, ApiError> {
-        let p = self.provisioning.as_deref().ok_or_else(|| {
-            ApiError::Unavailable("Customer repair is not configured on this server".into())
-        })?;
-        let w = p.workflows().await?;
+        let w = self.temporal("Customer repair").await?;
         Ok(psa_workflows::reconcile::Reconciles {
             client: w.client.clone(),
             task_queue: w.task_queue.clone(),

@@ -57,10 +57,9 @@ pub async fn attach_tag(
     if tags::find_definition(&mut tx, caller.tenant, &text, input.tagged_type)
         .await?
         .is_none()
-        && caller
-            .require(&mut tx, Permission(Resource::Tag, Action::Create))
-            .await
-            .is_err()
+        && !caller
+            .may(&mut tx, Permission(Resource::Tag, Action::Create))
+            .await?
     {
         return Err(ApiError::Forbidden(
             "You can only select from existing tags (tag:create is required)".into(),

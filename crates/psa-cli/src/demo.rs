@@ -236,21 +236,21 @@ pub async fn demo(
     let server = if exit {
         None
     } else {
-        let own_links = std::env::var_os("PSA_PUBLIC_URL").is_none();
-        if own_links {
-            delivery.public_url = url::Url::parse(&format!("http://{bind}/"))
-                .map_err(|e| fail(format!("the console's address: {e}")))?;
-        }
-        let (mut app, mut base) = console(bind, &pool, &address, &queue, &key, &delivery).await?;
-        if own_links && base != delivery.public_url {
-            // It listens elsewhere (a free port): again there, with links that point there.
-            let at = app
-                .local_addr()
-                .map_err(|e| fail(format!("the console has no address: {e}")))?;
-            drop(app);
+        // The address first (the one asked for, else a free port), so that links the worker
+        // and the console make point at the console.
+        let at = match std::net::TcpListener::bind(bind).and_then(|l| l.local_addr()) {
+            Ok(at) => at,
+            Err(e) => {
+                eprintln!("cannot listen on {bind} ({e}); using a free port instead");
+                std::net::SocketAddr::new(bind.ip(), free_port()?)
+            }
+        };
+        let base = url::Url::parse(&format!("http://{at}/"))
+            .map_err(|e| fail(format!("the console's address: {e}")))?;
+        if std::env::var_os("PSA_PUBLIC_URL").is_none() {
             delivery.public_url = base.clone();
-            (app, base) = console(at, &pool, &address, &queue, &key, &delivery).await?;
         }
+        let app = console(at, &pool, &address, &queue, &key, &delivery).await?;
         Some((app, base))
     };
     let console_base = server.as_ref().map(|(_, base)| base.clone());
@@ -412,8 +412,7 @@ async fn report(
     Ok(())
 }
 
-/// The console and the API on `bind` (or, when that port is taken, any free one), provisioning
-/// through the demo's worker; its base URL.
+/// The console and the API on `bind`, provisioning through the demo's worker.
 async fn console(
     bind: std::net::SocketAddr,
     pool: &sqlx::PgPool,
@@ -421,50 +420,34 @@ async fn console(
     queue: &str,
     key: &SecretKey,
     delivery: &psa_models::invitations::Delivery,
-) -> Result<(psa_api::Application, url::Url), CliError> {
-    let build = |bind: std::net::SocketAddr, delivery: psa_models::invitations::Delivery| async move {
-        psa_api::Application::build_with(
-            psa_api::Config {
-                bind,
-                session_ttl: Duration::from_secs(8 * 3600),
-                session_idle: Duration::from_secs(3600),
-                limits: Default::default(),
-                server: Default::default(),
-                delivery,
-                lifecycle: psa_api::LifecycleConfig {
-                    store: Some(psa_models::exports::ExportStore::local(Path::new(
-                        "psa-exports",
-                    ))?),
-                    ..Default::default()
-                },
-                webhooks: psa_api::webhooks::WebhookConfig {
-                    key: Some(key.clone()),
-                    policy: Default::default(),
-                },
+) -> Result<psa_api::Application, CliError> {
+    psa_api::Application::build_with(
+        psa_api::Config {
+            bind,
+            session_ttl: Duration::from_secs(8 * 3600),
+            session_idle: Duration::from_secs(3600),
+            limits: Default::default(),
+            server: Default::default(),
+            delivery: delivery.clone(),
+            lifecycle: psa_api::LifecycleConfig {
+                store: Some(psa_models::exports::ExportStore::local(Path::new(
+                    "psa-exports",
+                ))?),
+                ..Default::default()
             },
+            webhooks: psa_api::webhooks::WebhookConfig {
+                key: Some(key.clone()),
+                policy: Default::default(),
+            },
+        },
+        pool.clone(),
+        Some(psa_api::tenants::Provisioning::new(
+            address.to_owned(),
+            "default".into(),
+            queue.to_owned(),
             pool.clone(),
-            Some(psa_api::tenants::Provisioning::new(
-                address.to_owned(),
-                "default".into(),
-                queue.to_owned(),
-                pool.clone(),
-            )),
-        )
-        .await
-        .map_err(|e| fail(format!("cannot listen on {bind}: {e}")))
-    };
-    let app = match build(bind, delivery.clone()).await {
-        Ok(app) => app,
-        Err(e) if bind.port() != 0 => {
-            eprintln!("{e}; using a free port instead");
-            build(std::net::SocketAddr::new(bind.ip(), 0), delivery.clone()).await?
-        }
-        Err(e) => return Err(e),
-    };
-    let addr = app
-        .local_addr()
-        .map_err(|e| fail(format!("the console has no address: {e}")))?;
-    let base = url::Url::parse(&format!("http://{addr}/"))
-        .map_err(|e| fail(format!("the console's address: {e}")))?;
-    Ok((app, base))
+        )),
+    )
+    .await
+    .map_err(|e| fail(format!("cannot listen on {bind}: {e}")))
 }

@@ -106,6 +106,11 @@ pub struct Attached {
 static COLOR_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^#[0-9A-Fa-f]{6}$").expect("valid regex"));
 
+/// Whether `c` is a colour as definitions hold them (`#RRGGBB`).
+pub fn is_color(c: &str) -> bool {
+    COLOR_RE.is_match(c)
+}
+
 fn color(raw: Option<&str>, field: &'static str) -> Result<Option<String>> {
     match raw.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),

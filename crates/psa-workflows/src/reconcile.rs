@@ -79,6 +79,9 @@ pub const REPAIRS_LISTED: usize = 1000;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct ReconcileReport {
+    /// The one tenant this run was for; `None`: every tenant.
+    #[serde(default)]
+    pub tenant_id: Option<TenantId>,
     /// Tenants for which at least one customer record was created.
     pub created: usize,
     pub already_tracked: usize,
@@ -311,6 +314,7 @@ pub async fn reconcile_tenant(
         })?;
     drop(conn);
     let mut report = ReconcileReport {
+        tenant_id: Some(tenant),
         dry_run,
         ..Default::default()
     };
@@ -426,7 +430,7 @@ pub async fn reconcile_paged(
         let outcomes: Vec<_> = futures::stream::iter(todo)
             .map(move |tenant: tenants::Tenant| async move {
                 let outcome = track(pool, mgmt, &tenant, tag_name, lifecycle_tags, dry_run).await;
-                (tenant.tenant, outcome)
+                (tenant, outcome)
             })
             .buffered(CONCURRENCY)
             .collect()
@@ -435,20 +439,10 @@ pub async fn reconcile_paged(
             // Two tenants tracked at once can race for one record they share (an admin email
             // that is already a contact): the loser is tried again alone.
             let outcome = match outcome {
-                Err(_) => {
-                    let t = tenants
-                        .iter()
-                        .find(|t| t.tenant == tenant)
-                        .expect("a listed tenant");
-                    track(pool, mgmt, t, &tracking.tag_name, lifecycle_tags, dry_run).await
-                }
+                Err(_) => track(pool, mgmt, &tenant, tag_name, lifecycle_tags, dry_run).await,
                 ok => ok,
             };
-            let t = tenants
-                .iter()
-                .find(|t| t.tenant == tenant)
-                .expect("a listed tenant");
-            add(&mut report, t, outcome);
+            add(&mut report, &tenant, outcome);
         }
     }
     Ok(report)

@@ -379,6 +379,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The step a run that ended this way shows.
+    pub fn step(self) -> Step {
+        match self {
+            Outcome::Completed => Step::Completed,
+            Outcome::Failed => Step::Failed,
+            Outcome::RolledBack => Step::RolledBack,
+            Outcome::Cancelled => Step::Cancelled,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         RunStatus::from(self).as_str()
     }
@@ -463,12 +473,7 @@ impl TenantCreationResult {
 
     /// The state a finished run ended in (read from its result: no worker needed).
     pub fn final_state(&self) -> WorkflowState {
-        let step = match self.status {
-            Outcome::Completed => Step::Completed,
-            Outcome::Failed => Step::Failed,
-            Outcome::RolledBack => Step::RolledBack,
-            Outcome::Cancelled => Step::Cancelled,
-        };
+        let step = self.status.step();
         WorkflowState {
             step,
             progress: step.progress(),

@@ -134,9 +134,7 @@ async fn download(
     console: Console,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, Refused> {
-    let mut q = query(&q, None);
-    q.cursor = None;
-    Ok(crate::customers::csv(&state, &console.caller, q).await?)
+    Ok(crate::customers::csv(&state, &console.caller, query(&q, None)).await?)
 }
 
 #[derive(Deserialize)]
@@ -218,14 +216,12 @@ async fn repair_report(
                 .collect()
         })
         .unwrap_or_default();
-    // A preview of exactly one tenant is repaired for that tenant only.
+    // A preview of one tenant is repaired for that tenant only.
     let scope = status
         .report
         .as_ref()
-        .filter(|r| {
-            r.dry_run && r.repairs.len() == 1 && r.already_tracked == 0 && r.orphans.is_empty()
-        })
-        .map(|r| r.repairs[0].tenant_id.to_string())
+        .and_then(|r| r.tenant_id)
+        .map(|t| t.to_string())
         .unwrap_or_default();
     let left = status
         .report

@@ -63,29 +63,18 @@ fn notice(done: &str) -> Option<String> {
     }
 }
 
+/// The tags of a page of companies or contacts, by entity, read in the page's transaction.
 async fn tags_by_entity(
-    state: &AppState,
-    console: &Console,
+    conn: &mut sqlx::PgConnection,
+    tenant: psa_models::TenantId,
     kind: TaggedType,
     ids: &[uuid::Uuid],
 ) -> Result<HashMap<uuid::Uuid, Vec<Badge>>, Refused> {
     let mut by: HashMap<uuid::Uuid, Vec<Badge>> = HashMap::new();
-    if ids.is_empty() {
-        return Ok(by);
-    }
-    let resource = match kind {
-        TaggedType::Company => Resource::Client,
-        TaggedType::Contact => Resource::Contact,
-    };
-    let mut tx = console
-        .caller
-        .authorize(state, Permission(resource, Action::Read))
-        .await?;
-    let list = tags::list_for_entities(&mut tx, console.caller.tenant, kind, ids)
+    for t in &tags::list_for_entities(conn, tenant, kind, ids)
         .await
-        .map_err(ApiError::from)?;
-    done(tx).await?;
-    for t in &list {
+        .map_err(ApiError::from)?
+    {
         by.entry(t.tagged_id).or_default().push(badge(t));
     }
     Ok(by)
@@ -144,9 +133,8 @@ async fn companies_list(
         .await?;
     let can_create = console
         .caller
-        .require(&mut tx, Permission(Resource::Client, Action::Create))
-        .await
-        .is_ok();
+        .may(&mut tx, Permission(Resource::Client, Action::Create))
+        .await?;
     let page = companies::list(
         &mut tx,
         console.caller.tenant,
@@ -165,9 +153,10 @@ async fn companies_list(
     )
     .await
     .map_err(ApiError::from)?;
-    done(tx).await?;
     let ids: Vec<uuid::Uuid> = page.items.iter().map(|c| c.company_id.0).collect();
-    let mut tags = tags_by_entity(&state, &console, TaggedType::Company, &ids).await?;
+    let mut tags =
+        tags_by_entity(&mut tx, console.caller.tenant, TaggedType::Company, &ids).await?;
+    done(tx).await?;
     Ok(page_ok(CompaniesPage {
         nav: console.nav("companies"),
         notice: notice(&q.done),
@@ -386,22 +375,19 @@ async fn company_page(
         .map_err(ApiError::from)?;
     let can_edit = console
         .caller
-        .require(&mut tx, Permission(Resource::Client, Action::Update))
-        .await
-        .is_ok();
+        .may(&mut tx, Permission(Resource::Client, Action::Update))
+        .await?;
     let can_delete = console
         .caller
-        .require(&mut tx, Permission(Resource::Client, Action::Delete))
-        .await
-        .is_ok();
+        .may(&mut tx, Permission(Resource::Client, Action::Delete))
+        .await?;
     let tags = tags::list_for_entity(&mut tx, console.caller.tenant, TaggedType::Company, id.0)
         .await
         .map_err(ApiError::from)?;
     let sees_contacts = console
         .caller
-        .require(&mut tx, Permission(Resource::Contact, Action::Read))
-        .await
-        .is_ok();
+        .may(&mut tx, Permission(Resource::Contact, Action::Read))
+        .await?;
     let contacts = if sees_contacts {
         contacts::list(
             &mut tx,
@@ -641,28 +627,6 @@ struct ContactsQuery {
     done: String,
 }
 
-/// The names of these companies, read in the caller's tenant.
-async fn company_names(
-    conn: &mut sqlx::PgConnection,
-    tenant: psa_models::TenantId,
-    ids: impl Iterator<Item = CompanyId>,
-) -> Result<HashMap<CompanyId, String>, Refused> {
-    let mut names = HashMap::new();
-    for id in ids {
-        if names.contains_key(&id) {
-            continue;
-        }
-        match companies::get(conn, tenant, id).await {
-            Ok(c) => {
-                names.insert(id, c.company_name);
-            }
-            Err(psa_models::Error::NotFound { .. }) => {}
-            Err(e) => return Err(ApiError::from(e).into()),
-        }
-    }
-    Ok(names)
-}
-
 async fn contacts_list(
     State(state): State<AppState>,
     console: Console,
@@ -674,9 +638,8 @@ async fn contacts_list(
         .await?;
     let can_create = console
         .caller
-        .require(&mut tx, Permission(Resource::Contact, Action::Create))
-        .await
-        .is_ok();
+        .may(&mut tx, Permission(Resource::Contact, Action::Create))
+        .await?;
     let page = contacts::list(
         &mut tx,
         console.caller.tenant,
@@ -698,22 +661,22 @@ async fn contacts_list(
     .map_err(ApiError::from)?;
     let sees_companies = console
         .caller
-        .require(&mut tx, Permission(Resource::Client, Action::Read))
-        .await
-        .is_ok();
-    let names = if sees_companies {
-        company_names(
-            &mut tx,
-            console.caller.tenant,
-            page.items.iter().filter_map(|c| c.company_id),
-        )
-        .await?
+        .may(&mut tx, Permission(Resource::Client, Action::Read))
+        .await?;
+    let names: HashMap<CompanyId, String> = if sees_companies {
+        let ids: Vec<CompanyId> = page.items.iter().filter_map(|c| c.company_id).collect();
+        companies::names(&mut tx, console.caller.tenant, &ids)
+            .await
+            .map_err(ApiError::from)?
+            .into_iter()
+            .collect()
     } else {
         HashMap::new()
     };
-    done(tx).await?;
     let ids: Vec<uuid::Uuid> = page.items.iter().map(|c| c.contact_name_id.0).collect();
-    let mut tags = tags_by_entity(&state, &console, TaggedType::Contact, &ids).await?;
+    let mut tags =
+        tags_by_entity(&mut tx, console.caller.tenant, TaggedType::Contact, &ids).await?;
+    done(tx).await?;
     Ok(page_ok(ContactsPage {
         nav: console.nav("contacts"),
         notice: notice(&q.done),
@@ -819,26 +782,45 @@ struct ContactPage {
     can_edit: bool,
 }
 
+impl ContactPage {
+    /// The new-contact form, as first shown or sent back with its errors.
+    async fn new(
+        tx: &mut sqlx::PgConnection,
+        console: &Console,
+        f: ContactForm,
+        errors: FieldErrors,
+    ) -> Result<ContactPage, Refused> {
+        Ok(ContactPage {
+            nav: console.nav("contacts"),
+            csrf: console.csrf.clone(),
+            id: None,
+            title: "New contact".into(),
+            notice: None,
+            companies: company_choices(tx, console, &f.company_id).await?,
+            f,
+            errors,
+            tags: Vec::new(),
+            tag_error: None,
+            can_edit: true,
+        })
+    }
+}
+
 /// The companies a contact can belong to (the first 200 by name; the list's own page has them
 /// all), with the chosen one kept even when it is further down.
 async fn company_choices(
-    state: &AppState,
+    tx: &mut sqlx::PgConnection,
     console: &Console,
     chosen: &str,
 ) -> Result<Vec<(String, String, bool)>, Refused> {
-    let mut tx = console
-        .caller
-        .authorize(state, Permission(Resource::Contact, Action::Read))
-        .await?;
     let sees_companies = console
         .caller
-        .require(&mut tx, Permission(Resource::Client, Action::Read))
-        .await
-        .is_ok();
+        .may(tx, Permission(Resource::Client, Action::Read))
+        .await?;
     let mut list = Vec::new();
     if sees_companies {
         let page = companies::list(
-            &mut tx,
+            tx,
             console.caller.tenant,
             &companies::ListFilter::default(),
             &PageRequest {
@@ -860,12 +842,11 @@ async fn company_choices(
         if !chosen.is_empty()
             && !list.iter().any(|(_, _, s)| *s)
             && let Ok(u) = uuid::Uuid::parse_str(chosen)
-            && let Ok(c) = companies::get(&mut tx, console.caller.tenant, CompanyId::from(u)).await
+            && let Ok(c) = companies::get(tx, console.caller.tenant, CompanyId::from(u)).await
         {
             list.insert(0, (chosen.to_owned(), c.company_name, true));
         }
     }
-    done(tx).await?;
     Ok(list)
 }
 
@@ -880,29 +861,17 @@ async fn contact_new(
     console: Console,
     Query(q): Query<NewContactQuery>,
 ) -> Result<Response, Refused> {
-    let tx = console
+    let mut tx = console
         .caller
         .authorize(&state, Permission(Resource::Contact, Action::Create))
         .await?;
-    done(tx).await?;
     let f = ContactForm {
         company_id: q.company.clone(),
         ..ContactForm::default()
     };
-    let companies = company_choices(&state, &console, &f.company_id).await?;
-    Ok(page_ok(ContactPage {
-        nav: console.nav("contacts"),
-        csrf: console.csrf.clone(),
-        id: None,
-        title: "New contact".into(),
-        notice: None,
-        f,
-        companies,
-        errors: FieldErrors::default(),
-        tags: Vec::new(),
-        tag_error: None,
-        can_edit: true,
-    }))
+    let p = ContactPage::new(&mut tx, &console, f, FieldErrors::default()).await?;
+    done(tx).await?;
+    Ok(page_ok(p))
 }
 
 async fn contact_create(
@@ -945,23 +914,13 @@ async fn contact_create(
         .into_response()),
         Err(e) => {
             let errors = FieldErrors::from_error(e, &CONTACT_FIELDS)?;
-            let companies = company_choices(&state, &console, &f.company_id).await?;
-            Ok(page(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ContactPage {
-                    nav: console.nav("contacts"),
-                    csrf: console.csrf.clone(),
-                    id: None,
-                    title: "New contact".into(),
-                    notice: None,
-                    f,
-                    companies,
-                    errors,
-                    tags: Vec::new(),
-                    tag_error: None,
-                    can_edit: true,
-                },
-            ))
+            let mut tx = console
+                .caller
+                .authorize(&state, Permission(Resource::Contact, Action::Create))
+                .await?;
+            let p = ContactPage::new(&mut tx, &console, f, errors).await?;
+            done(tx).await?;
+            Ok(page(StatusCode::UNPROCESSABLE_ENTITY, p))
         }
     }
 }
@@ -982,15 +941,14 @@ async fn contact_page(
         .map_err(ApiError::from)?;
     let can_edit = console
         .caller
-        .require(&mut tx, Permission(Resource::Contact, Action::Update))
-        .await
-        .is_ok();
+        .may(&mut tx, Permission(Resource::Contact, Action::Update))
+        .await?;
     let tags = tags::list_for_entity(&mut tx, console.caller.tenant, TaggedType::Contact, id.0)
         .await
         .map_err(ApiError::from)?;
-    done(tx).await?;
     let f = f.unwrap_or_else(|| ContactForm::of(&c));
-    let companies = company_choices(state, console, &f.company_id).await?;
+    let companies = company_choices(&mut tx, console, &f.company_id).await?;
+    done(tx).await?;
     Ok(ContactPage {
         nav: console.nav("contacts"),
         csrf: console.csrf.clone(),

@@ -27,11 +27,9 @@ pub fn routes() -> Router<AppState> {
         .route("/console/events", get(events_page))
         .route("/console/webhooks", get(endpoints).post(create))
         .route("/console/webhooks/{id}", get(endpoint))
-        .route("/console/webhooks/{id}/test", post(test))
-        .route("/console/webhooks/{id}/enable", post(enable))
-        .route("/console/webhooks/{id}/disable", post(disable))
         .route("/console/webhooks/{id}/rotate", post(rotate))
         .route("/console/webhooks/{id}/delete", post(delete))
+        .route("/console/webhooks/{id}/{change}", post(one_click))
         .route(
             "/console/webhooks/{id}/deliveries/{delivery}/retry",
             post(retry),
@@ -163,7 +161,7 @@ struct EndpointForm {
     url: String,
     #[serde(default)]
     description: String,
-    /// Checked event types, comma-joined by the form handler (a repeated field).
+    /// The ticked event types (`event_type`, once per box).
     #[serde(default, rename = "event_type")]
     event_types: Vec<String>,
 }
@@ -189,6 +187,15 @@ fn checked_types(chosen: &[String]) -> Vec<Opt> {
             selected: chosen.iter().any(|c| c == t.as_str()),
         })
         .collect()
+}
+
+/// The events an endpoint receives, as shown.
+fn events_of(e: &webhooks::Endpoint) -> String {
+    if e.event_types.is_empty() {
+        "all".into()
+    } else {
+        e.event_types.join(", ")
+    }
 }
 
 fn endpoint_state(e: &webhooks::Endpoint) -> String {
@@ -231,11 +238,7 @@ async fn endpoints_page(
                 id: e.endpoint_id.to_string(),
                 url: e.url.clone(),
                 description: e.description.clone(),
-                events: if e.event_types.is_empty() {
-                    "all".into()
-                } else {
-                    e.event_types.join(", ")
-                },
+                events: events_of(e),
                 state: endpoint_state(e),
                 enabled: e.enabled,
             })
@@ -272,28 +275,12 @@ async fn endpoints(
     Ok(page_ok(p))
 }
 
-/// `event_type=a&event_type=b`: serde's form decoding keeps only one of a repeated field, so
-/// the body is read as pairs.
-fn endpoint_form(body: &str) -> EndpointForm {
-    let mut f = EndpointForm::default();
-    for (k, v) in form_urlencoded::parse(body.as_bytes()) {
-        match k.as_ref() {
-            "csrf" => f.csrf = v.into_owned(),
-            "url" => f.url = v.into_owned(),
-            "description" => f.description = v.into_owned(),
-            "event_type" => f.event_types.push(v.into_owned()),
-            _ => {}
-        }
-    }
-    f
-}
-
 async fn create(
     State(state): State<AppState>,
     console: Console,
-    body: String,
+    // axum-extra's form: the ticked event types come as one repeated field.
+    axum_extra::extract::Form(f): axum_extra::extract::Form<EndpointForm>,
 ) -> Result<Response, Refused> {
-    let f = endpoint_form(&body);
     console.check_csrf(&f.csrf)?;
     let req = NewEndpoint {
         url: f.url.clone(),
@@ -392,11 +379,7 @@ fn endpoint_view(
         id: e.endpoint_id.to_string(),
         url: e.url.clone(),
         description: e.description.clone(),
-        events: if e.event_types.is_empty() {
-            "all".into()
-        } else {
-            e.event_types.join(", ")
-        },
+        events: events_of(e),
         state: endpoint_state(e),
         enabled: e.enabled,
         created: when(e.created_at),
@@ -527,37 +510,22 @@ async fn change(
     }
 }
 
-async fn test(
+/// The one-click changes of an endpoint's page: `test`, `enable`, `disable`.
+async fn one_click(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    Path((id, what)): Path<(String, String)>,
     Form(f): Form<CsrfForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
     let id: Uuid = path_id(&id, "endpoint")?;
-    change(&state, &console, id, Change::Test).await
-}
-
-async fn enable(
-    State(state): State<AppState>,
-    console: Console,
-    Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> Result<Response, Refused> {
-    console.check_csrf(&f.csrf)?;
-    let id: Uuid = path_id(&id, "endpoint")?;
-    change(&state, &console, id, Change::Enabled(true)).await
-}
-
-async fn disable(
-    State(state): State<AppState>,
-    console: Console,
-    Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> Result<Response, Refused> {
-    console.check_csrf(&f.csrf)?;
-    let id: Uuid = path_id(&id, "endpoint")?;
-    change(&state, &console, id, Change::Enabled(false)).await
+    let what = match what.as_str() {
+        "test" => Change::Test,
+        "enable" => Change::Enabled(true),
+        "disable" => Change::Enabled(false),
+        _ => return Err(super::not_found("page")),
+    };
+    change(&state, &console, id, what).await
 }
 
 #[derive(Deserialize)]

@@ -166,9 +166,8 @@ impl FromRequestParts<AppState> for Console {
             .map_err(ApiError::from)?
             .ok_or(Refused::SignIn)?;
         let sees_users = caller
-            .require(&mut tx, Permission(Resource::User, Action::Read))
-            .await
-            .is_ok();
+            .may(&mut tx, Permission(Resource::User, Action::Read))
+            .await?;
         tx.rollback()
             .await
             .map_err(|e| ApiError::from(psa_models::Error::from(e)))?;
@@ -298,12 +297,10 @@ async fn home(console: Console) -> Redirect {
 struct SignInQuery {
     #[serde(default)]
     tenant: String,
-    #[serde(default)]
-    email: String,
 }
 
-/// The sign-in form, filled in from a link (the page after setting a password links here with
-/// the organisation and email).
+/// The sign-in form, its organisation filled in from a link (the page after setting a
+/// password links here; the email stays out of addresses).
 async fn sign_in_form(axum::extract::Query(q): axum::extract::Query<SignInQuery>) -> Response {
     page(
         StatusCode::OK,
@@ -311,7 +308,7 @@ async fn sign_in_form(axum::extract::Query(q): axum::extract::Query<SignInQuery>
             nav: None,
             error: None,
             tenant: q.tenant,
-            email: q.email,
+            email: String::new(),
         },
     )
 }
@@ -464,15 +461,20 @@ async fn done(tx: sqlx::Transaction<'static, sqlx::Postgres>) -> Result<(), Refu
         .map_err(|e| ApiError::from(psa_models::Error::from(e)).into())
 }
 
+/// The page for what does not exist.
+fn not_found(what: &str) -> Refused {
+    Refused::Page(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        format!("There is no such {what}."),
+    )
+}
+
 /// Parses an id from the path; anything else is a page that does not exist.
 fn path_id<T: From<uuid::Uuid>>(raw: &str, what: &str) -> Result<T, Refused> {
-    uuid::Uuid::parse_str(raw).map(T::from).map_err(|_| {
-        Refused::Page(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            format!("There is no such {what}."),
-        )
-    })
+    uuid::Uuid::parse_str(raw)
+        .map(T::from)
+        .map_err(|_| not_found(what))
 }
 
 /// The model's refusal of a form, shown on the form: next to its field when it names one that
@@ -484,31 +486,33 @@ pub(crate) struct FieldErrors {
 }
 
 impl FieldErrors {
-    /// Sorts an error: a refusal of the input is shown on the form (`Ok`), anything else
-    /// (permission, not found, a fault) becomes the error page (`Err`).
+    /// Sorts an error: a refusal of what was asked is shown on the form (`Ok`): next to the
+    /// field it names, or above the form (a rule, a state, no mail configured, a dependency
+    /// away). Who may not and what is not there, and faults, become the error page (`Err`).
     fn from_error(e: ApiError, form_fields: &[&str]) -> Result<FieldErrors, Refused> {
         let mut errors = FieldErrors::default();
-        match &e {
-            ApiError::Model(
-                m @ (psa_models::Error::Validation { .. }
-                | psa_models::Error::EmailExists
-                | psa_models::Error::ForeignKey { .. }
-                | psa_models::Error::Conflict { .. }
-                | psa_models::Error::InvalidState { .. }),
-            ) => {
-                match m.field().map(|f| f.rsplit('.').next().unwrap_or(f)) {
-                    Some(f) if form_fields.contains(&f) => {
-                        errors.fields.push((f.to_owned(), m.to_string()))
-                    }
-                    _ => errors.general = Some(m.to_string()),
-                }
-                Ok(errors)
-            }
-            ApiError::BadRequest { .. } => {
+        if let ApiError::Model(m) = &e
+            && let Some(f) = m.field().map(|f| f.rsplit('.').next().unwrap_or(f))
+            && form_fields.contains(&f)
+        {
+            errors.fields.push((f.to_owned(), m.to_string()));
+            return Ok(errors);
+        }
+        match e {
+            ApiError::Unauthorized
+            | ApiError::Forbidden(_)
+            | ApiError::TenantInactive
+            | ApiError::NotFound
+            | ApiError::Model(psa_models::Error::NotFound { .. }) => Err(e.into()),
+            ApiError::Unavailable(_) | ApiError::MailFailed(_) => {
                 errors.general = Some(e.to_string());
                 Ok(errors)
             }
-            _ => Err(e.into()),
+            e if e.status().is_client_error() => {
+                errors.general = Some(e.to_string());
+                Ok(errors)
+            }
+            e => Err(e.into()),
         }
     }
 
@@ -539,11 +543,10 @@ impl Badge {
         foreground: Option<&str>,
         mapping: String,
     ) -> Badge {
+        // Checked again when shown: the style attribute takes nothing but a colour.
         let hex = |c: Option<&str>| {
-            c.filter(|c| {
-                c.len() <= 9 && c.starts_with('#') && c[1..].bytes().all(|b| b.is_ascii_hexdigit())
-            })
-            .map(str::to_owned)
+            c.filter(|c| psa_models::tags::is_color(c))
+                .map(str::to_owned)
         };
         let style = match (hex(background), hex(foreground)) {
             (Some(bg), Some(fg)) => format!("background-color: {bg}; color: {fg}"),

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use psa_models::provisioning::TrackingState;
 use psa_workflows::client::IdempotencyKey;
-use psa_workflows::{CORE_STEPS, Outcome, ProvisioningView, Step, WelcomeStatus};
+use psa_workflows::{ActivityName, CORE_STEPS, Outcome, ProvisioningView, Step, WelcomeStatus};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
@@ -183,26 +183,11 @@ struct Progress {
     tracking: Vec<StepView>,
 }
 
-fn step_id(s: Step) -> &'static str {
-    match s {
-        Step::CreatingTenant => "create_tenant",
-        Step::RunningOnboardingSeeds => "run_onboarding_seeds",
-        Step::CreatingAdminUser => "create_admin_user",
-        Step::SettingUpData => "setup_tenant_data",
-        _ => "other",
-    }
-}
-
 fn progress(view: &ProvisioningView) -> Progress {
     let step = view
         .result
         .as_ref()
-        .map(|r| match r.status {
-            Outcome::Completed => Step::Completed,
-            Outcome::Failed => Step::Failed,
-            Outcome::RolledBack => Step::RolledBack,
-            Outcome::Cancelled => Step::Cancelled,
-        })
+        .map(|r| r.status.step())
         .or_else(|| view.state.as_ref().map(|s| s.step))
         .unwrap_or(Step::Initializing);
     // The core step a failed run stopped at, from its result.
@@ -241,7 +226,8 @@ fn progress(view: &ProvisioningView) -> Progress {
                 },
             };
             StepView {
-                id: step_id(*s),
+                // Core steps are named by the activity they run.
+                id: s.activity().map_or("other", ActivityName::as_str),
                 label: s.label(),
                 state,
             }

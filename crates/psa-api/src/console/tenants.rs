@@ -13,7 +13,8 @@ use psa_models::provisioning::{self, TenantListFilter};
 use serde::Deserialize;
 
 use super::{
-    Console, CsrfForm, Nav, Opt, Refused, done, next_link, options, page, page_ok, path_id, when,
+    Console, CsrfForm, FieldErrors, Nav, Opt, Refused, done, next_link, options, page, page_ok,
+    path_id, when,
 };
 use crate::AppState;
 use crate::auth::{Action, Permission, Resource};
@@ -185,8 +186,6 @@ struct TenantPage {
     notice: Option<String>,
     export: Option<ExportDone>,
     t: TenantDetails,
-    status: String,
-    reason: Option<String>,
     created: String,
     delete_after: Option<String>,
     csrf: String,
@@ -202,8 +201,6 @@ fn tenant_page(console: &Console, t: TenantDetails) -> TenantPage {
         error: None,
         notice: None,
         export: None,
-        status: t.status.to_string(),
-        reason: t.status_reason.clone(),
         created: when(t.created_at),
         delete_after: t.deletion.as_ref().map(|d| when(d.delete_after)),
         csrf: console.csrf.clone(),
@@ -298,16 +295,8 @@ async fn refused(
     id: TenantId,
     e: ApiError,
 ) -> Result<Response, Refused> {
-    let message = match &e {
-        ApiError::Model(
-            m @ (psa_models::Error::Validation { .. }
-            | psa_models::Error::InvalidState { .. }
-            | psa_models::Error::Conflict { .. }),
-        ) => m.to_string(),
-        ApiError::Unavailable(m) => m.clone(),
-        _ => return Err(e.into()),
-    };
     let status = e.status();
+    let message = FieldErrors::from_error(e, &[])?.general.unwrap_or_default();
     let mut p = tenant_page(console, details(state, console, id).await?);
     p.error = Some(message);
     Ok(page(status, p))

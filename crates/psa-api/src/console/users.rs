@@ -21,9 +21,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/console/users", get(users).post(invite))
         .route("/console/users/{id}/role", post(role))
-        .route("/console/users/{id}/resend", post(resend))
-        .route("/console/users/{id}/deactivate", post(deactivate))
-        .route("/console/users/{id}/reactivate", post(reactivate))
+        .route("/console/users/{id}/{change}", post(one_click))
 }
 
 /// The staff roles a user can be given (the onboarding seeds' msp roles).
@@ -170,13 +168,7 @@ async fn invite(
         Ok(_) => Ok(Redirect::to("/console/users?done=invited").into_response()),
         Err(e) => {
             let status = e.status();
-            let errors = match e {
-                ApiError::MailNotConfigured | ApiError::MailFailed(_) => FieldErrors {
-                    general: Some(e.to_string()),
-                    ..FieldErrors::default()
-                },
-                e => FieldErrors::from_error(e, &FIELDS)?,
-            };
+            let errors = FieldErrors::from_error(e, &FIELDS)?;
             let p = users_page(&state, &console, f, errors).await?;
             Ok(page(status, p))
         }
@@ -193,10 +185,7 @@ async fn after(
         Ok(done) => Ok(Redirect::to(&format!("/console/users?done={done}")).into_response()),
         Err(e) => {
             let status = e.status();
-            let message = match e {
-                ApiError::MailNotConfigured | ApiError::MailFailed(_) => e.to_string(),
-                e => FieldErrors::from_error(e, &[])?.general.unwrap_or_default(),
-            };
+            let message = FieldErrors::from_error(e, &[])?.general.unwrap_or_default();
             let mut p = users_page(
                 state,
                 console,
@@ -232,44 +221,27 @@ async fn role(
     after(&state, &console, outcome).await
 }
 
-async fn resend(
+/// The one-click changes of a user: `resend` the invitation, `deactivate`, `reactivate`.
+async fn one_click(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    Path((id, what)): Path<(String, String)>,
     Form(f): Form<CsrfForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
     let id: UserId = path_id(&id, "user")?;
-    let outcome = crate::users::resend(&state, &console.caller, id)
-        .await
-        .map(|_| "resent");
-    after(&state, &console, outcome).await
-}
-
-async fn deactivate(
-    State(state): State<AppState>,
-    console: Console,
-    Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> Result<Response, Refused> {
-    console.check_csrf(&f.csrf)?;
-    let id: UserId = path_id(&id, "user")?;
-    let outcome = crate::users::set_inactive(&state, &console.caller, id, true)
-        .await
-        .map(|_| "deactivated");
-    after(&state, &console, outcome).await
-}
-
-async fn reactivate(
-    State(state): State<AppState>,
-    console: Console,
-    Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> Result<Response, Refused> {
-    console.check_csrf(&f.csrf)?;
-    let id: UserId = path_id(&id, "user")?;
-    let outcome = crate::users::set_inactive(&state, &console.caller, id, false)
-        .await
-        .map(|_| "reactivated");
-    after(&state, &console, outcome).await
+    let (state, caller) = (&state, &console.caller);
+    let outcome = match what.as_str() {
+        "resend" => crate::users::resend(state, caller, id)
+            .await
+            .map(|_| "resent"),
+        "deactivate" => crate::users::set_inactive(state, caller, id, true)
+            .await
+            .map(|_| "deactivated"),
+        "reactivate" => crate::users::set_inactive(state, caller, id, false)
+            .await
+            .map(|_| "reactivated"),
+        _ => return Err(super::not_found("page")),
+    };
+    after(state, &console, outcome).await
 }

@@ -46,6 +46,11 @@ async fn get(app: &TestApp, path: &str, cookie: Option<&str>) -> reqwest::Respon
     req.send().await.unwrap()
 }
 
+/// A page's HTML, whatever its status.
+async fn text(app: &TestApp, path: &str, cookie: Option<&str>) -> String {
+    get(app, path, cookie).await.text().await.unwrap()
+}
+
 fn csrf_in(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
     html[at..].split('"').next().unwrap().to_owned()
@@ -231,17 +236,18 @@ async fn sign_in_list_tenants_and_sign_out_with_csrf() {
     );
 }
 
-/// In a real headless Chromium: sign in through the form, the tenants page, a search; a
-/// screenshot of each page (desktop and phone) under target/console-screenshots/, and an axe
-/// scan of each with no serious or critical violation.
+/// In a real headless Chromium: sign in through the form, the tenants page, a tenant's page, a
+/// search; a screenshot of each page (desktop and phone) under target/console-screenshots/, and
+/// an axe scan of each with no serious or critical violation.
 #[tokio::test(flavor = "multi_thread")]
 async fn in_the_browser_sign_in_and_tenants_pass_axe() {
-    use fantoccini::Locator;
     let (app, mgmt, _) = platform().await;
     for (label, width, height) in [("desktop", 1280, 900), ("phone", 390, 844)] {
         let browser = psa_testing::Browser::start(width, height).await;
         let b = &browser.client;
+        // Not signed in: the console sends the browser to its sign-in page.
         b.goto(&format!("{}/console", app.base)).await.unwrap();
+        ui::wait_text(b, "h1", "Sign in", 20).await;
         assert!(
             b.current_url()
                 .await
@@ -249,107 +255,27 @@ async fn in_the_browser_sign_in_and_tenants_pass_axe() {
                 .path()
                 .ends_with("/console/sign-in")
         );
-        assert!(browser.axe().await.is_empty(), "{:?}", browser.axe().await);
-        browser.screenshot(&format!("sign-in-{label}")).await;
-        b.find(Locator::Id("tenant"))
-            .await
-            .unwrap()
-            .send_keys(&mgmt.tenant.to_string())
-            .await
-            .unwrap();
-        b.find(Locator::Id("email"))
-            .await
-            .unwrap()
-            .send_keys(&mgmt.admin_email)
-            .await
-            .unwrap();
-        b.find(Locator::Id("password"))
-            .await
-            .unwrap()
-            .send_keys(&mgmt.admin_password)
-            .await
-            .unwrap();
-        b.find(Locator::Css("form.card button[type=submit]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !b
-            .current_url()
-            .await
-            .unwrap()
-            .path()
-            .ends_with("/console/tenants")
-        {
-            assert!(std::time::Instant::now() < deadline, "not signed in");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        b.wait().for_element(Locator::Css("table")).await.unwrap();
-        let text = b
-            .find(Locator::Css("main"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(text.contains("Acme"), "{text}");
-        let violations = browser.axe().await;
-        assert!(violations.is_empty(), "{violations:?}");
-        browser.screenshot(&format!("tenants-{label}")).await;
-        b.find(Locator::LinkText("Acme"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !b
-            .current_url()
-            .await
-            .unwrap()
-            .path()
-            .contains("/console/tenants/")
-        {
-            assert!(std::time::Instant::now() < deadline, "no tenant page");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        b.wait()
-            .for_element(Locator::Css("dl.facts"))
-            .await
-            .unwrap();
-        let violations = browser.axe().await;
-        assert!(violations.is_empty(), "{violations:?}");
-        browser.screenshot(&format!("tenant-{label}")).await;
+        review(&browser, &format!("sign-in-{label}")).await;
+        ui::sign_in(
+            b,
+            &app.base,
+            &mgmt.tenant.to_string(),
+            &mgmt.admin_email,
+            &mgmt.admin_password,
+        )
+        .await;
+        ui::wait_text(b, "h1", "Tenants", 20).await;
+        ui::wait_text(b, "tbody", "Acme", 20).await;
+        review(&browser, &format!("tenants-{label}")).await;
+        ui::click(b, "tbody a[href^='/console/tenants/']").await;
+        ui::wait_text(b, "dl.facts", "Tenant ID", 20).await;
+        review(&browser, &format!("tenant-{label}")).await;
         b.goto(&format!("{}/console/tenants", app.base))
             .await
             .unwrap();
-        b.find(Locator::Id("name"))
-            .await
-            .unwrap()
-            .send_keys("nobody-is-called-this")
-            .await
-            .unwrap();
-        b.find(Locator::Css("form.filters button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            // The element may go stale as the new page loads: read again.
-            let text = match b.find(Locator::Css("main")).await {
-                Ok(main) => main.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            };
-            if text.contains("No tenant matches.") {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "{text}");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        ui::fill(b, "name", "nobody-is-called-this").await;
+        ui::click(b, "form.filters button").await;
+        ui::wait_text(b, "main", "No tenant matches.", 20).await;
     }
 }
 
@@ -423,11 +349,7 @@ async fn companies_contacts_and_tags_from_the_console() {
     assert!(page_of.ends_with("?done=created"), "{page_of}");
     assert_eq!(companies().await, before + 1);
     let path = page_of.split('?').next().unwrap().to_owned();
-    let html = get(&app, &page_of, Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = text(&app, &page_of, Some(&session)).await;
     assert!(html.contains("Created."));
     assert!(html.contains("value=\"ap@initech.example\""));
 
@@ -475,14 +397,10 @@ async fn companies_contacts_and_tags_from_the_console() {
     )
     .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let html = get(&app, &path, Some(&session)).await.text().await.unwrap();
+    let html = text(&app, &path, Some(&session)).await;
     assert!(html.contains(">VIP</span>"), "{html}");
     assert!(html.contains("style=\"background-color: #"), "{html}");
-    let list = get(&app, "/console/companies?name=initech", Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let list = text(&app, "/console/companies?name=initech", Some(&session)).await;
     assert!(
         list.contains(">Initech Ltd</a>") && list.contains(">VIP</span>"),
         "{list}"
@@ -493,7 +411,7 @@ async fn companies_contacts_and_tags_from_the_console() {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let r = post_form(&app, &session, &detach, &[("csrf", &csrf)]).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let html = get(&app, &path, Some(&session)).await.text().await.unwrap();
+    let html = text(&app, &path, Some(&session)).await;
     assert!(!html.contains(">VIP</span>"));
 
     // A contact with a bad email, then right; the company cannot be deleted while it has one.
@@ -524,26 +442,14 @@ async fn companies_contacts_and_tags_from_the_console() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let contacts = get(&app, "/console/contacts", Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let contacts = text(&app, "/console/contacts", Some(&session)).await;
     assert!(
         contacts.contains(">Peter Gibbons</a>") && contacts.contains(">Initech Ltd</a>"),
         "{contacts}"
     );
-    let found = get(&app, "/console/contacts?name=GIBB", Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let found = text(&app, "/console/contacts?name=GIBB", Some(&session)).await;
     assert!(found.contains(">Peter Gibbons</a>"), "{found}");
-    let none = get(&app, "/console/contacts?name=lumbergh", Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let none = text(&app, "/console/contacts?name=lumbergh", Some(&session)).await;
     assert!(none.contains("No contacts."), "{none}");
     let r = post_form(
         &app,
@@ -663,11 +569,7 @@ async fn customers_page_csv_and_api_agree() {
 
     // The lifecycle forms' confirmations: cancel needs the tick, delete the exact name.
     let page_of = format!("/console/tenants/{}", acme.tenant);
-    let html = get(&app, &page_of, Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = text(&app, &page_of, Some(&session)).await;
     let csrf = csrf_in(&html);
     let r = post_form(
         &app,
@@ -1219,11 +1121,7 @@ async fn users_and_passwords_from_the_console() {
             .fetch_one(&app.db.pool)
             .await
             .unwrap();
-    let html = get(&app, "/console/users?done=invited", Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = text(&app, "/console/users?done=invited", Some(&session)).await;
     assert!(html.contains("Invited: the invitation email is on its way."));
     assert!(
         html.contains(&format!("/console/users/{ada}/resend")),
@@ -1238,11 +1136,7 @@ async fn users_and_passwords_from_the_console() {
     )
     .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let html = get(&app, "/console/users", Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = text(&app, "/console/users", Some(&session)).await;
     assert!(
         html.contains("<option value=\"Finance\" selected>"),
         "{html}"
@@ -1376,11 +1270,7 @@ async fn users_and_passwords_from_the_console() {
     );
 
     // Forgotten: the same answer for any account; a mail for this one.
-    let html = get(&app, "/console/sign-in", None)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = text(&app, "/console/sign-in", None).await;
     assert!(html.contains("/console/forgot-password"));
     for email in [acme.admin_email.as_str(), "nobody@acme.example"] {
         let r = client()
@@ -1410,11 +1300,7 @@ async fn users_and_passwords_from_the_console() {
 async fn events_webhooks_and_audit_from_the_console() {
     let (app, mgmt, acme) = platform().await;
     let session = cookie(&sign_in(&app, &mgmt, &mgmt.admin_password).await);
-    let html = get(&app, "/console/webhooks", Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = text(&app, "/console/webhooks", Some(&session)).await;
     assert!(html.contains("No endpoints yet."));
     let csrf = csrf_in(&html);
     let r = post_form(
@@ -1454,11 +1340,7 @@ async fn events_webhooks_and_audit_from_the_console() {
         .await
         .unwrap();
     let page_of = format!("/console/webhooks/{id}");
-    let html = get(&app, &page_of, Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = text(&app, &page_of, Some(&session)).await;
     assert!(!html.contains("whsec_"), "the secret is shown once");
 
     let r = post_form(
@@ -1469,22 +1351,14 @@ async fn events_webhooks_and_audit_from_the_console() {
     )
     .await;
     assert_eq!(location(&r), format!("{page_of}?done=test"));
-    let html = get(&app, &page_of, Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = text(&app, &page_of, Some(&session)).await;
     assert!(html.contains("webhook_endpoint.test"), "{html}");
     // A delivery that gave up gets a retry button, and the retry queues it again.
     sqlx::query("UPDATE webhook_deliveries SET status = 'failed'")
         .execute(&app.db.pool)
         .await
         .unwrap();
-    let html = get(&app, &format!("{page_of}?status=failed"), Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = text(&app, &format!("{page_of}?status=failed"), Some(&session)).await;
     let at = html.find("/retry\"").expect("a retry button");
     let start = html[..at].rfind("action=\"").unwrap() + 8;
     let retry = format!("{}/retry", &html[start..at]);
@@ -1506,11 +1380,7 @@ async fn events_webhooks_and_audit_from_the_console() {
     )
     .await;
     assert_eq!(location(&r), format!("{page_of}?done=disabled"));
-    let html = get(&app, "/console/webhooks", Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = text(&app, "/console/webhooks", Some(&session)).await;
     assert!(html.contains(">disabled"), "{html}");
     let r = post_form(
         &app,
@@ -1548,15 +1418,12 @@ async fn events_webhooks_and_audit_from_the_console() {
     assert_eq!(app.count("webhook_endpoints").await, 0);
 
     // The events page shows what happened, newest first; a suspension becomes one too.
-    let html = get(
+    let html = text(
         &app,
         &format!("/console/tenants/{}", acme.tenant),
         Some(&session),
     )
-    .await
-    .text()
-    .await
-    .unwrap();
+    .await;
     assert!(html.contains("Suspend"));
     post_form(
         &app,
@@ -1565,25 +1432,18 @@ async fn events_webhooks_and_audit_from_the_console() {
         &[("csrf", &csrf), ("reason", "unpaid")],
     )
     .await;
-    let html = get(&app, "/console/events", Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = text(&app, "/console/events", Some(&session)).await;
     let rows = &html[html.find("<tbody>").unwrap()..];
     let html = rows.to_owned();
     let suspended = html.find("tenant.suspended").expect("the suspension event");
     let test = html.find("webhook_endpoint.test").expect("the test event");
     assert!(suspended < test, "newest first");
-    let html = get(
+    let html = text(
         &app,
         "/console/events?type=tenant.suspended",
         Some(&session),
     )
-    .await
-    .text()
-    .await
-    .unwrap();
+    .await;
     let html = html[html.find("<tbody>").unwrap()..].to_owned();
     assert!(
         !html.contains("webhook_endpoint.test") && html.contains(">Acme</a>"),
@@ -1591,27 +1451,15 @@ async fn events_webhooks_and_audit_from_the_console() {
     );
 
     // The audit log: who did it (by email), filterable.
-    let html = get(&app, "/console/audit", Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = text(&app, "/console/audit", Some(&session)).await;
     assert!(html.contains(&mgmt.admin_email), "{html}");
     assert!(html.contains("<code>suspend</code>"), "{html}");
-    let html = get(&app, "/console/audit?action=suspend", Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = text(&app, "/console/audit?action=suspend", Some(&session)).await;
     assert!(
         html.contains("<code>suspend</code>") && !html.contains("<code>login</code>"),
         "{html}"
     );
-    let html = get(&app, "/console/audit?actor=nobody%40x", Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = text(&app, "/console/audit?actor=nobody%40x", Some(&session)).await;
     assert!(html.contains("Nothing recorded matches."));
     // Not for a customer's staff.
     let r = post_form(
@@ -1718,15 +1566,12 @@ async fn repair_previews_then_creates_customer_records() {
 
     // From the console, for real.
     let session = cookie(&sign_in(&p.app, &p.mgmt, &p.mgmt.admin_password).await);
-    let html = get(
+    let html = text(
         &p.app,
         "/console/customers?tracking=untracked",
         Some(&session),
     )
-    .await
-    .text()
-    .await
-    .unwrap();
+    .await;
     assert!(
         html.contains(">Stray</a>") && html.contains("Repair…"),
         "{html}"
@@ -1743,11 +1588,7 @@ async fn repair_previews_then_creates_customer_records() {
     let page_of = location(&r);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let html = get(&p.app, &page_of, Some(&session))
-            .await
-            .text()
-            .await
-            .unwrap();
+        let html = text(&p.app, &page_of, Some(&session)).await;
         if html.contains("Done: 1 customer(s) got new records") {
             assert!(
                 html.contains(">Stray</a></td><td>company, contact, tag<"),
@@ -1760,11 +1601,7 @@ async fn repair_previews_then_creates_customer_records() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(mgmt_companies().await, before + 1);
-    let html = get(&p.app, "/console/customers?name=Stray", Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = text(&p.app, "/console/customers?name=Stray", Some(&session)).await;
     assert!(
         html.contains(">tracked") && html.contains(">PSA Customer</span>"),
         "{html}"
@@ -1787,11 +1624,7 @@ async fn cancel_restore_and_delete_from_the_console() {
     let gone = p.app.tenant("Goner").await;
     let session = cookie(&sign_in(&p.app, &p.mgmt, &p.mgmt.admin_password).await);
     let page_of = format!("/console/tenants/{}", gone.tenant);
-    let html = get(&p.app, &page_of, Some(&session))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = text(&p.app, &page_of, Some(&session)).await;
     let csrf = csrf_in(&html);
     let status = || {
         let pool = p.app.db.pool.clone();
