@@ -183,6 +183,14 @@ pub async fn create(
     ))
 }
 
+/// A new signing secret, and the same sealed for the database (`PSA_SECRET_KEY`).
+fn new_secret(state: &AppState) -> Result<(secrecy::SecretString, String), ApiError> {
+    let key = state.webhooks.key()?;
+    let secret = psa_workflows::webhooks::new_secret();
+    let sealed = key.seal(&secret);
+    Ok((secret, sealed))
+}
+
 /// Adds an endpoint with a new signing secret, shown this once (the API and the console).
 pub async fn create_endpoint(
     state: &AppState,
@@ -192,14 +200,13 @@ pub async fn create_endpoint(
     let mut tx = caller
         .authorize_management(state, Permission(Resource::Webhook, Action::Create))
         .await?;
-    let key = state.webhooks.key()?;
-    let secret = psa_workflows::webhooks::new_secret();
+    let (secret, sealed) = new_secret(state)?;
     let actor = caller.actor();
     let endpoint = webhooks::create(
         &mut tx,
         req,
         state.webhooks.policy,
-        &key.seal(&secret),
+        &sealed,
         by(caller, &actor),
     )
     .await?;
@@ -301,13 +308,12 @@ pub async fn rotate(
     let mut tx = caller
         .authorize_management(state, Permission(Resource::Webhook, Action::Update))
         .await?;
-    let key = state.webhooks.key()?;
-    let secret = psa_workflows::webhooks::new_secret();
+    let (secret, sealed) = new_secret(state)?;
     let actor = caller.actor();
     let endpoint = webhooks::rotate_secret(
         &mut tx,
         id,
-        &key.seal(&secret),
+        &sealed,
         chrono::Duration::hours(24),
         by(caller, &actor),
     )

@@ -256,14 +256,7 @@ async fn in_the_browser_sign_in_and_tenants_pass_axe() {
                 .ends_with("/console/sign-in")
         );
         review(&browser, &format!("sign-in-{label}")).await;
-        ui::sign_in(
-            b,
-            &app.base,
-            &mgmt.tenant.to_string(),
-            &mgmt.admin_email,
-            &mgmt.admin_password,
-        )
-        .await;
+        ui::sign_in_as(b, &app.base, &mgmt).await;
         ui::wait_text(b, "h1", "Tenants", 20).await;
         ui::wait_text(b, "tbody", "Acme", 20).await;
         review(&browser, &format!("tenants-{label}")).await;
@@ -731,6 +724,18 @@ mod ui {
         click(b, "form.card button[type=submit]").await;
     }
 
+    /// Signs in as a fixture tenant's admin.
+    pub async fn sign_in_as(b: &Client, base: &str, t: &super::TenantFixture) {
+        sign_in(
+            b,
+            base,
+            &t.tenant.to_string(),
+            &t.admin_email,
+            &t.admin_password,
+        )
+        .await;
+    }
+
     pub async fn sign_out(b: &Client) {
         click(b, "form.signout button").await;
         wait_text(b, "h1", "Sign in", 20).await;
@@ -757,14 +762,7 @@ async fn in_the_browser_provision_invite_work_and_suspend() {
     let mgmt = &p.mgmt;
     let browser = psa_testing::Browser::start(1280, 900).await;
     let b = &browser.client;
-    ui::sign_in(
-        b,
-        &base,
-        &mgmt.tenant.to_string(),
-        &mgmt.admin_email,
-        &mgmt.admin_password,
-    )
-    .await;
+    ui::sign_in_as(b, &base, mgmt).await;
     ui::wait_text(b, "h1", "Tenants", 20).await;
 
     // New tenant: a bad email first, shown next to its field; nothing started.
@@ -940,14 +938,7 @@ async fn in_the_browser_provision_invite_work_and_suspend() {
     review(&browser, "forgot-password").await;
 
     // The operator suspends Globex; its admin's next sign-in is refused.
-    ui::sign_in(
-        b,
-        &base,
-        &mgmt.tenant.to_string(),
-        &mgmt.admin_email,
-        &mgmt.admin_password,
-    )
-    .await;
+    ui::sign_in_as(b, &base, mgmt).await;
     ui::wait_text(b, "h1", "Tenants", 20).await;
     b.goto(&format!("{base}/console/tenants/{globex}"))
         .await
@@ -1002,14 +993,7 @@ async fn in_the_browser_provision_invite_work_and_suspend() {
     // The same pages on a phone.
     let phone = psa_testing::Browser::start(390, 844).await;
     let b = &phone.client;
-    ui::sign_in(
-        b,
-        &base,
-        &mgmt.tenant.to_string(),
-        &mgmt.admin_email,
-        &mgmt.admin_password,
-    )
-    .await;
+    ui::sign_in_as(b, &base, mgmt).await;
     ui::wait_text(b, "h1", "Tenants", 20).await;
     let run: String = sqlx::query_scalar(
         "SELECT workflow_id FROM tenant_provisioning WHERE tenant_name = 'Globex'",
