@@ -64,6 +64,8 @@ struct InviteForm {
 #[template(path = "console/users.html")]
 struct UsersPage {
     nav: Option<Nav>,
+    /// The organisation ID users sign in with.
+    organisation: String,
     csrf: String,
     notice: Option<String>,
     error: Option<String>,
@@ -99,6 +101,7 @@ async fn users_page(
     let list = crate::users::list_users(state, &console.caller).await?;
     Ok(UsersPage {
         nav: console.nav("users"),
+        organisation: console.caller.tenant.to_string(),
         csrf: console.csrf.clone(),
         notice: None,
         error: None,
