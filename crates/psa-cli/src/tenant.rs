@@ -51,6 +51,13 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel a provisioning run in flight: it stops before its next step and rolls back what it
+    /// built. A run whose tenant is complete is not undone (cancel the tenant instead).
+    CancelRun {
+        workflow_id: String,
+        #[arg(long)]
+        reason: String,
+    },
     /// Tenants with how they were provisioned and their customer tracking state, oldest first,
     /// a page at a time.
     List {
@@ -548,6 +555,21 @@ pub async fn tenant(
             let workflows = wf.connect(pool).await?;
             let view = workflows.view(&workflow_id).await.map_err(temporal_error)?;
             print_view(&view, json);
+            Ok(())
+        }
+        TenantCommand::CancelRun {
+            workflow_id,
+            reason,
+        } => {
+            let pool = config::pool(database_url, 2).await?;
+            let workflows = wf.connect(pool).await?;
+            workflows
+                .cancel(&workflow_id, &reason)
+                .await
+                .map_err(temporal_error)?;
+            eprintln!(
+                "cancel requested: {workflow_id} stops before its next step and rolls back (follow it with `psa tenant status {workflow_id}`)"
+            );
             Ok(())
         }
         TenantCommand::List {

@@ -245,19 +245,27 @@ pub async fn begin(conn: &mut PgConnection, b: &Begin<'_>) -> Result<bool> {
     Ok(row.is_some())
 }
 
-/// Fails unless the run is still `running`; holds a share lock on its record until the caller's
-/// transaction ends, so the sweeper (which takes the row for update) cannot cut the run off while
-/// one of its steps is writing. A step of a run that was cut off must not build anything more.
+/// Fails unless the run is still `running` and not asked to cancel; holds a share lock on its
+/// record until the caller's transaction ends, so the sweeper (which takes the row for update)
+/// cannot cut the run off while one of its steps is writing. A step of a run that was cut off
+/// must not build anything more; a step of a run asked to cancel fails with `run_cancelled`
+/// before writing, and the workflow rolls back.
 pub async fn ensure_running(conn: &mut PgConnection, workflow_id: &str) -> Result<()> {
-    let status: Option<RunStatus> = sqlx::query_scalar(
-        "SELECT status FROM tenant_provisioning WHERE workflow_id = $1 FOR SHARE",
+    let row: Option<(RunStatus, Option<String>)> = sqlx::query_as(
+        "SELECT p.status, c.reason FROM tenant_provisioning p \
+         LEFT JOIN tenant_provisioning_cancel_requests c ON c.workflow_id = p.workflow_id \
+         WHERE p.workflow_id = $1 FOR SHARE OF p",
     )
     .bind(workflow_id)
     .fetch_optional(conn)
     .await?;
-    match status {
-        Some(RunStatus::Running) => Ok(()),
-        Some(other) => Err(Error::conflict(
+    match row {
+        Some((RunStatus::Running, None)) => Ok(()),
+        Some((RunStatus::Running, Some(reason))) => Err(Error::InvalidState {
+            code: RUN_CANCELLED,
+            message: format!("Cancelled: {reason}").into(),
+        }),
+        Some((other, _)) => Err(Error::conflict(
             Some("workflow_id"),
             format!(
                 "provisioning run {workflow_id} is {}, not running",
@@ -268,6 +276,37 @@ pub async fn ensure_running(conn: &mut PgConnection, workflow_id: &str) -> Resul
             entity: "provisioning record",
         }),
     }
+}
+
+/// The error code of a step refused because its run was asked to cancel.
+pub const RUN_CANCELLED: &str = "run_cancelled";
+
+/// Records a request to cancel the run (the first reason stays); `false` when there is no such
+/// run. Its steps read it before writing (see [`ensure_running`]).
+pub async fn request_cancel(
+    conn: &mut PgConnection,
+    workflow_id: &str,
+    reason: &str,
+) -> Result<bool> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(Error::validation(
+            "reason",
+            "The reason must be 1-500 characters",
+        ));
+    }
+    let known: bool = sqlx::query_scalar(
+        "WITH run AS (SELECT 1 FROM tenant_provisioning WHERE workflow_id = $1), \
+              ins AS (INSERT INTO tenant_provisioning_cancel_requests (workflow_id, reason) \
+                      SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM run) \
+                      ON CONFLICT (workflow_id) DO NOTHING) \
+         SELECT EXISTS (SELECT 1 FROM run)",
+    )
+    .bind(workflow_id)
+    .bind(reason)
+    .fetch_one(conn)
+    .await?;
+    Ok(known)
 }
 
 /// Records an existing contact the run linked to its customer company (in the transaction that

@@ -39,15 +39,21 @@ use crate::types::{ActivityName, Outcome, RunStatus, TrackingSettings, WelcomeSt
 
 /// Classifies a model error: transient failures are retried, the rest are final.
 pub fn to_activity_error(e: psa_models::Error) -> ActivityError {
+    classify(None, e)
+}
+
+/// [`to_activity_error`], the message naming the part of the step that failed, if given.
+fn classify(part: Option<ActivityName>, e: psa_models::Error) -> ActivityError {
+    let prefix = part.map(|p| format!("{p}: ")).unwrap_or_default();
     if e.is_transient() {
         ActivityError::application(ApplicationFailure::new(format!(
-            "transient database failure: {}",
+            "{prefix}transient database failure: {}",
             transient_cause(&e)
         )))
     } else {
         let message = match e.field() {
-            Some(f) if !f.is_empty() => format!("{e} ({f})"),
-            _ => e.to_string(),
+            Some(f) if !f.is_empty() => format!("{prefix}{e} ({f})"),
+            _ => format!("{prefix}{e}"),
         };
         ActivityError::application(
             ApplicationFailure::builder(message)
@@ -106,8 +112,75 @@ pub struct TenantActivities {
     pub delivery: Delivery,
 }
 
+/// Why a step's transaction failed: a model error (classified by [`to_activity_error`], named by
+/// the part of the step it happened in when the step has several), or an activity error as is
+/// (a fail point).
+pub(crate) enum Failure {
+    Model {
+        part: Option<ActivityName>,
+        error: psa_models::Error,
+    },
+    Activity(ActivityError),
+}
+
+impl Failure {
+    /// A model error in one part of a step of several parts (the customer record).
+    fn in_part(part: ActivityName) -> impl FnOnce(psa_models::Error) -> Failure {
+        move |error| Failure::Model {
+            part: Some(part),
+            error,
+        }
+    }
+
+    fn into_activity_error(self) -> ActivityError {
+        match self {
+            Failure::Model { part, error } => classify(part, error),
+            Failure::Activity(e) => e,
+        }
+    }
+}
+
+impl From<psa_models::Error> for Failure {
+    fn from(error: psa_models::Error) -> Self {
+        Failure::Model { part: None, error }
+    }
+}
+
+impl From<ActivityError> for Failure {
+    fn from(e: ActivityError) -> Self {
+        Failure::Activity(e)
+    }
+}
+
 /// Runs `body` in one transaction with the fail points around the commit, and times it.
 async fn transaction<T, F>(
+    ctx: &ActivityContext,
+    pool: &PgPool,
+    activity: ActivityName,
+    tenant: Option<TenantId>,
+    body: F,
+) -> Result<T, ActivityError>
+where
+    F: for<'c> AsyncFnOnce(&'c mut PgConnection) -> Result<T, psa_models::Error>,
+{
+    in_transaction(ctx, pool, activity, tenant, body).await
+}
+
+/// [`transaction`] for a step of several parts, whose body names the part that failed.
+async fn transaction_of_parts<T, F>(
+    ctx: &ActivityContext,
+    pool: &PgPool,
+    activity: ActivityName,
+    tenant: Option<TenantId>,
+    body: F,
+) -> Result<T, ActivityError>
+where
+    F: for<'c> AsyncFnOnce(&'c mut PgConnection) -> Result<T, Failure>,
+{
+    in_transaction(ctx, pool, activity, tenant, body).await
+}
+
+async fn in_transaction<T, E, F>(
     ctx: &ActivityContext,
     pool: &PgPool,
     activity: ActivityName,
@@ -116,7 +189,8 @@ async fn transaction<T, F>(
     body: F,
 ) -> Result<T, ActivityError>
 where
-    F: for<'c> AsyncFnOnce(&'c mut PgConnection) -> Result<T, psa_models::Error>,
+    E: Into<Failure>,
+    F: for<'c> AsyncFnOnce(&'c mut PgConnection) -> Result<T, E>,
 {
     let start = Instant::now();
     let name = activity.as_str();
@@ -125,7 +199,9 @@ where
             .begin()
             .await
             .map_err(|e| to_activity_error(e.into()))?;
-        let out = body(&mut tx).await.map_err(to_activity_error)?;
+        let out = body(&mut tx)
+            .await
+            .map_err(|e| e.into().into_activity_error())?;
         failpoint(&format!("activity::{name}"))?;
         tx.commit().await.map_err(|e| to_activity_error(e.into()))?;
         failpoint(&format!("activity::{name}::after_commit"))?;
@@ -181,6 +257,15 @@ fn observe<T>(
     };
     let info = ctx.info();
     let workflow_id = info.workflow_id.as_deref().unwrap_or("-");
+    if failure.type_name() == Some(provisioning::RUN_CANCELLED) {
+        // Not a failure of the step: it wrote nothing, and the run rolls back as asked.
+        tracing::info!(
+            step = name,
+            workflow_id,
+            "step not run: the run was asked to cancel"
+        );
+        return;
+    }
     let kind = if failure.is_non_retryable() {
         "permanent"
     } else {
@@ -385,30 +470,66 @@ pub struct TagOut {
     pub mapping_id: MappingId,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RemoveTagIn {
     pub management_tenant_id: TenantId,
     pub mapping_id: MappingId,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RemoveContactIn {
     pub management_tenant_id: TenantId,
     pub contact_id: ContactId,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RemoveCompanyIn {
     pub management_tenant_id: TenantId,
     pub company_id: CompanyId,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UnlinkIn {
     pub management_tenant_id: TenantId,
     /// The run whose record says which contact, if any, it linked.
     pub workflow_id: String,
     pub company_id: CompanyId,
+}
+
+/// The customer record, written by one step in one transaction: the company, the admin as its
+/// contact, and the tag (the ids are minted by the workflow).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CustomerRecordIn {
+    pub workflow_id: String,
+    pub management_tenant_id: TenantId,
+    /// The managed tenant.
+    pub tenant_id: TenantId,
+    pub tenant_name: CompanyName,
+    pub company_id: CompanyId,
+    pub contact_id: ContactId,
+    pub mapping_id: MappingId,
+    pub full_name: FullName,
+    pub email: EmailAddress,
+    pub tag_text: TagText,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CustomerRecordOut {
+    pub company: CustomerCompanyOut,
+    pub contact: CustomerContactOut,
+    pub tag: TagOut,
+}
+
+/// The customer record's compensation: what the run minted, and its record for a contact it
+/// linked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RemoveRecordIn {
+    pub management_tenant_id: TenantId,
+    pub workflow_id: String,
+    pub tenant_id: TenantId,
+    pub company_id: CompanyId,
+    pub contact_id: ContactId,
+    pub mapping_id: MappingId,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -1008,6 +1129,137 @@ impl TenantActivities {
                     tag_id: attached.tag.tag_id.0,
                     mapping_id: attached.tag.mapping_id,
                 })
+            },
+        )
+        .await
+    }
+
+    /// The whole customer record in one transaction: company, contact, tag, each with the
+    /// collision rules of its own (older) step and that step's fail point, so a failure names the
+    /// part it happened in (in its message and in `psa_customer_tracking_steps_total`) and
+    /// leaves nothing of the record behind.
+    #[activity(name = "create_customer_record")]
+    pub async fn create_customer_record(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: CustomerRecordIn,
+    ) -> Result<CustomerRecordOut, ActivityError> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const PARTS: [ActivityName; 3] = [
+            ActivityName::CreateCustomerCompany,
+            ActivityName::CreateCustomerContact,
+            ActivityName::TagCustomerCompany,
+        ];
+        // The part being written; a failure outside the parts (begin, commit) is counted as the
+        // first part's: nothing of the record was written.
+        let part = AtomicUsize::new(0);
+        let at = |i: usize| {
+            part.store(i, Ordering::Relaxed);
+            PARTS[i]
+        };
+        let tenant = input.tenant_id;
+        let result = transaction_of_parts(
+            &ctx,
+            &self.pool,
+            ActivityName::CreateCustomerRecord,
+            Some(tenant),
+            async |conn| {
+                let mgmt = input.management_tenant_id;
+                provisioning::ensure_running(conn, &input.workflow_id).await?;
+                let p = at(0);
+                let company = customer_company(
+                    conn,
+                    &CustomerCompanyIn {
+                        workflow_id: Some(input.workflow_id.clone()),
+                        management_tenant_id: mgmt,
+                        company_id: input.company_id,
+                        tenant_id: tenant,
+                        tenant_name: input.tenant_name.clone(),
+                    },
+                )
+                .await
+                .map_err(Failure::in_part(p))?;
+                failpoint(&format!("activity::{p}"))?;
+                let p = at(1);
+                let contact = customer_contact(
+                    conn,
+                    &CustomerContactIn {
+                        workflow_id: Some(input.workflow_id.clone()),
+                        management_tenant_id: mgmt,
+                        tenant_id: tenant,
+                        contact_id: input.contact_id,
+                        company_id: company.company_id,
+                        full_name: input.full_name.clone(),
+                        email: input.email.clone(),
+                    },
+                )
+                .await
+                .map_err(Failure::in_part(p))?;
+                failpoint(&format!("activity::{p}"))?;
+                let p = at(2);
+                let attached = customer_tag(
+                    conn,
+                    mgmt,
+                    company.company_id,
+                    &input.tag_text,
+                    Some(input.mapping_id),
+                    WORKFLOW_ACTOR,
+                )
+                .await
+                .map_err(Failure::in_part(p))?;
+                failpoint(&format!("activity::{p}"))?;
+                at(0);
+                Ok(CustomerRecordOut {
+                    company,
+                    contact,
+                    tag: TagOut {
+                        tag_id: attached.tag.tag_id.0,
+                        mapping_id: attached.tag.mapping_id,
+                    },
+                })
+            },
+        )
+        .await;
+        match &result {
+            Ok(_) => PARTS.iter().for_each(|p| tracking_step(*p, &result)),
+            Err(ActivityError::Application(f))
+                if f.type_name() == Some(provisioning::RUN_CANCELLED) => {}
+            Err(_) => tracking_step(PARTS[part.load(Ordering::Relaxed)], &result),
+        }
+        result
+    }
+
+    /// Compensation of the customer record, in one transaction: the tag mapping, a contact link,
+    /// the contact and the company this run minted or linked.
+    #[activity(name = "remove_customer_record")]
+    pub async fn remove_customer_record(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: RemoveRecordIn,
+    ) -> Result<(), ActivityError> {
+        let mgmt = input.management_tenant_id;
+        transaction(
+            &ctx,
+            &self.pool,
+            ActivityName::RemoveCustomerRecord,
+            Some(mgmt),
+            async move |conn| {
+                undo::remove_customer_tag(conn, mgmt, input.mapping_id, WORKFLOW_ACTOR).await?;
+                // A contact is linked to the company the record used: the one minted, or one an
+                // earlier run or reconcile made for this tenant.
+                let company = companies::find_by_managed_tenant(conn, mgmt, input.tenant_id)
+                    .await?
+                    .map_or(input.company_id, |c| c.company_id);
+                undo::unlink_customer_contact(
+                    conn,
+                    mgmt,
+                    &input.workflow_id,
+                    company,
+                    WORKFLOW_ACTOR,
+                )
+                .await?;
+                undo::remove_customer_contact(conn, mgmt, input.contact_id, WORKFLOW_ACTOR).await?;
+                undo::remove_customer_company(conn, mgmt, input.company_id, WORKFLOW_ACTOR).await
             },
         )
         .await

@@ -215,7 +215,16 @@ impl TenantWorkflows {
         }
     }
 
+    /// Cancels a run in flight: it stops before its next step and rolls back what it built (a
+    /// run that has finished its tenant's steps is not undone).
     pub async fn cancel(&self, workflow_id: &str, reason: &str) -> Result<(), ClientError> {
+        // The request in the database first: the run's steps read it before they write, also
+        // while a workflow task runs several of them and the signal has not reached it yet.
+        let mut conn = self.pool.acquire().await.map_err(psa_models::Error::from)?;
+        if !provisioning::request_cancel(&mut conn, workflow_id, reason).await? {
+            return Err(ClientError::NotFound(workflow_id.to_owned()));
+        }
+        drop(conn);
         self.client
             .get_workflow_handle::<TenantCreationWorkflow>(workflow_id)
             .signal(

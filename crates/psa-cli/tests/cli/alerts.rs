@@ -253,12 +253,14 @@ async fn each_alert_fires_on_its_real_fault_and_a_healthy_run_raises_none() {
     healthy.stop();
 
     // Faults in the runs: the first two fail in setup_tenant_data for good (the first's rollback
-    // fails too), every tag of a customer company fails, and the SMTP server is not there.
+    // fails too) after their customer records were written (rolled back with them), the tag of
+    // every later customer record fails (and with it the whole record: one transaction), and
+    // the SMTP server is not there.
     let closed = format!("smtp://127.0.0.1:{}", free_port());
     let faulty = worker(
         "activity::setup_tenant_data=2*return(permanent);\
          activity::rollback_tenant=1*return(permanent);\
-         activity::tag_customer_company=return(permanent)",
+         activity::tag_customer_company=2*off->return(permanent)",
         &closed,
     );
     assert_eq!(run("Broken One").await.status, Outcome::Failed);

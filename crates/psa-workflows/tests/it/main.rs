@@ -152,37 +152,40 @@ impl Env {
         }
     }
 
-    /// How many attempts the run made of `activity` (the attempt number of its last start).
+    /// How many attempts the run made of `activity`: the attempt number of its last start (a
+    /// remote activity) or of its last result marker (a local activity, whose retries back off on
+    /// timers and leave one marker per failed attempt).
     pub fn attempts(&self, workflow_id: &str, activity: &str) -> u64 {
         let history: serde_json::Value = serde_json::from_str(&self.history(workflow_id)).unwrap();
         let events = history["events"].as_array().expect("events");
+        let id_of = |v: &serde_json::Value| {
+            v.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string())
+        };
         let scheduled: Vec<String> = events
             .iter()
             .filter(|e| {
                 e["activityTaskScheduledEventAttributes"]["activityType"]["name"] == activity
             })
-            .map(|e| {
-                e["eventId"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| e["eventId"].to_string())
-            })
+            .map(|e| id_of(&e["eventId"]))
             .collect();
-        assert!(!scheduled.is_empty(), "{activity} was never scheduled");
-        events
-            .iter()
-            .filter_map(|e| {
-                let started = &e["activityTaskStartedEventAttributes"];
-                let id = started["scheduledEventId"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| started["scheduledEventId"].to_string());
-                scheduled
-                    .contains(&id)
-                    .then(|| started["attempt"].as_u64().unwrap_or(1))
-            })
-            .max()
-            .unwrap_or(0)
+        let remote = events.iter().filter_map(|e| {
+            let started = &e["activityTaskStartedEventAttributes"];
+            scheduled
+                .contains(&id_of(&started["scheduledEventId"]))
+                .then(|| started["attempt"].as_u64().unwrap_or(1))
+        });
+        let local = events.iter().filter_map(|e| {
+            let marker = local_activity_marker(e)?;
+            let name = marker
+                .get("activity_type")
+                .or_else(|| marker.get("activityType"))?;
+            (name == activity).then(|| marker["attempt"].as_u64().unwrap_or(1))
+        });
+        let attempts: Vec<u64> = remote.chain(local).collect();
+        assert!(!attempts.is_empty(), "{activity} was never run");
+        attempts.into_iter().max().unwrap_or(0)
     }
 
     /// The provisioning record of a run.
@@ -247,4 +250,15 @@ pub fn require_failpoints() {
         fail::has_failpoints(),
         "this test needs `--features psa-workflows/failpoints` (scripts/test sets it)"
     );
+}
+
+/// The data of a local activity's result marker (its type and attempt), if `event` is one.
+fn local_activity_marker(event: &serde_json::Value) -> Option<serde_json::Value> {
+    use base64::Engine as _;
+    let marker = &event["markerRecordedEventAttributes"];
+    let payload = marker["details"]["data"]["payloads"].get(0)?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(payload["data"].as_str()?)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }

@@ -12,14 +12,15 @@ use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOption
 use super::*;
 
 /// Where the recorded histories live: one folder per version of the workflow (the top level is
-/// the first; `welcome-email/` adds the welcome email step behind its patch marker). New
-/// recordings go into the newest.
+/// the first; `welcome-email/` adds the welcome email step behind its patch marker;
+/// `local-steps/` runs the short steps as local activities and the customer record in one
+/// step). New recordings go into the newest.
 pub fn histories_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/histories")
 }
 
 /// The versions whose recorded runs must still replay, oldest first.
-const VERSIONS: [&str; 2] = ["", "welcome-email"];
+const VERSIONS: [&str; 3] = ["", "welcome-email", "local-steps"];
 
 /// Replays one history against the current workflow code.
 pub async fn replay(history: WorkflowHistory) -> Result<(), String> {

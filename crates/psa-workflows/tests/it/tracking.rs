@@ -110,19 +110,34 @@ async fn tracking_failure_keeps_the_tenant_and_reconcile_repairs_it_once() {
     assert_eq!(env.customer_records().await.0, 2);
 }
 
+/// The record is one transaction: a failure in its last part (the tag) leaves none of it, says
+/// which part failed, and reconcile writes the whole record.
 #[tokio::test]
-async fn tag_failure_is_reported_and_the_rest_is_kept() {
+async fn a_tag_failure_leaves_none_of_the_record_and_reconcile_writes_it() {
     require_failpoints();
     let env = Env::start().await;
     fail::cfg("activity::tag_customer_company", "return(permanent)").unwrap();
     let result = env.run(env.input("Tagless")).await;
+    fail::remove("activity::tag_customer_company");
     assert_eq!(result.status, Outcome::Completed);
-    assert_eq!(result.customer_tracking.status, TrackingStatus::Failed);
+    let t = &result.customer_tracking;
+    assert_eq!(t.status, TrackingStatus::Failed);
     assert!(
-        result.customer_tracking.customer_contact_id.is_some(),
-        "the contact ran in parallel and stayed"
+        t.error.as_deref().unwrap().contains("tag_customer_company"),
+        "{t:?}"
     );
-    assert_eq!(env.customer_records().await, (1, 1, 0));
+    assert!(t.customer_company_id.is_none() && t.customer_contact_id.is_none());
+    assert_eq!(env.customer_records().await, (0, 0, 0));
+    let repaired = reconcile::reconcile(
+        &env.db.pool,
+        &tracking_on(env.mgmt),
+        &Default::default(),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!((repaired.created, repaired.failed), (1, 0), "{repaired:?}");
+    assert_eq!(env.customer_records().await, (1, 1, 1));
 }
 
 #[tokio::test]
