@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 the operation failed, 2 bad usage, configuration or input.
 
 mod config;
+mod customers;
 mod demo;
 mod lifecycle;
 mod management;
@@ -11,6 +12,7 @@ mod temporal;
 mod tenant;
 mod user;
 mod webhooks;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -128,7 +130,7 @@ enum Command {
     /// Customer records of tenants in the management tenant.
     Customers {
         #[command(subcommand)]
-        command: tenant::CustomersCommand,
+        command: customers::CustomersCommand,
     },
     /// What happened to tenants and customers (docs/events.md).
     Events {
@@ -241,7 +243,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             tracking,
             db,
         } => {
-            tenant::worker(
+            worker::worker(
                 cli.database_url.as_deref(),
                 &cli.workflow,
                 &cli.mail,
@@ -280,7 +282,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             .await
         }
         Command::Customers { command } => {
-            tenant::customers(cli.database_url.as_deref(), command).await
+            customers::customers(cli.database_url.as_deref(), command).await
         }
         Command::Events { command } => webhooks::events(cli.database_url.as_deref(), command).await,
         Command::Webhooks { command } => {

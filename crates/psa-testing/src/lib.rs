@@ -712,10 +712,23 @@ impl Drop for PrivateCluster {
 /// `chromium-driver`; scripts/test installs both and axe-core, and sets
 /// `PSA_TEST_CHROMEDRIVER`, `PSA_TEST_CHROMIUM`, `PSA_TEST_AXE_JS`). Missing, the test fails
 /// loudly: it never skips.
+///
+/// Nothing it starts outlives it, also when the test fails: dropping it ends the WebDriver
+/// session (Chromium quits), kills the driver's process group and any process still using the
+/// browser's own profile directory (under `target/psa-test-browsers/`, which scripts/test
+/// checks is unused when the run ends), and removes that directory.
 pub struct Browser {
     pub client: fantoccini::Client,
-    driver: std::process::Child,
+    process: BrowserProcess,
     screenshots: std::path::PathBuf,
+}
+
+/// The driver and the browser it starts, ended when dropped.
+struct BrowserProcess {
+    driver: std::process::Child,
+    port: u16,
+    session: Option<String>,
+    profile: std::path::PathBuf,
 }
 
 impl Browser {
@@ -728,8 +741,15 @@ impl Browser {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        // Its own process group, so that the driver and the browsers it starts end together.
+        use std::os::unix::process::CommandExt as _;
+        let profile = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/psa-test-browsers")
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        std::fs::create_dir_all(&profile).expect("a browser profile directory");
         let driver = std::process::Command::new(&driver_bin)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -739,10 +759,17 @@ impl Browser {
                      and chromium-driver, or set PSA_TEST_CHROMEDRIVER (tests never skip)"
                 )
             });
+        let mut process = BrowserProcess {
+            driver,
+            port,
+            session: None,
+            profile,
+        };
         let mut caps = serde_json::Map::new();
         let mut chrome = serde_json::json!({
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     format!("--window-size={width},{height}")]
+                     format!("--window-size={width},{height}"),
+                     format!("--user-data-dir={}", process.profile.display())]
         });
         if let Ok(bin) = std::env::var("PSA_TEST_CHROMIUM") {
             chrome["binary"] = bin.into();
@@ -763,12 +790,13 @@ impl Browser {
             }
         }
         let client = client.expect("chromedriver accepted a session");
+        process.session = client.session_id().await.ok().flatten();
         let screenshots = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../target/console-screenshots");
         std::fs::create_dir_all(&screenshots).expect("screenshot dir");
         Browser {
             client,
-            driver,
+            process,
             screenshots,
         }
     }
@@ -814,9 +842,73 @@ impl Browser {
     }
 }
 
-impl Drop for Browser {
+impl Drop for BrowserProcess {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        stop_browser(
+            &mut self.driver,
+            self.port,
+            self.session.as_deref(),
+            &self.profile,
+        );
     }
+}
+
+/// Ends a browser without the async runtime (it runs in `Drop`, also while a test unwinds):
+/// the session is deleted over plain HTTP (Chromium quits), then the driver's process group is
+/// killed, then any process still naming the profile directory (a browser child that left the
+/// group), and the directory is removed.
+fn stop_browser(
+    driver: &mut std::process::Child,
+    port: u16,
+    session: Option<&str>,
+    profile: &std::path::Path,
+) {
+    use std::io::{Read as _, Write as _};
+    if let Some(id) = session
+        && let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port))
+    {
+        let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        let _ = write!(
+            conn,
+            "DELETE /session/{id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let _ = conn.read_to_end(&mut Vec::new());
+    }
+    // SAFETY: kill(2) with a negative pid signals the driver's process group; no memory is
+    // involved.
+    unsafe {
+        libc::kill(-(driver.id() as i32), libc::SIGKILL);
+    }
+    let _ = driver.kill();
+    let _ = driver.wait();
+    let needle = profile.display().to_string();
+    for _ in 0..50 {
+        let left = processes_naming(&needle);
+        if left.is_empty() {
+            break;
+        }
+        for pid in left {
+            // SAFETY: as above, one process.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir_all(profile);
+}
+
+/// The processes whose command line contains `needle`.
+fn processes_naming(needle: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        String::from_utf8_lossy(&cmdline)
+            .contains(needle)
+            .then_some(pid)
+    })
+    .collect()
 }

@@ -1,6 +1,7 @@
 //! The worker: configuration checks at start, then polling the task queue until shutdown.
 
 use std::future::Future;
+use std::time::Duration;
 
 use psa_models::tenants;
 use sqlx::PgPool;
@@ -8,6 +9,7 @@ use temporalio_client::Client;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::activities::TenantActivities;
+use crate::client::TenantWorkflows;
 use crate::deletion::{DeletionActivities, TenantDeletionWorkflow};
 use crate::reconcile::{CustomerReconcileWorkflow, ReconcileActivities};
 use crate::secret::SecretKey;
@@ -213,5 +215,68 @@ impl Drop for Background {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Whether the worker reaches its database and Temporal (3 s each).
+pub async fn dependencies_up(w: &TenantWorkflows) -> (bool, bool) {
+    let database = tokio::time::timeout(
+        Duration::from_secs(3),
+        sqlx::query("SELECT 1").execute(&w.pool),
+    )
+    .await;
+    let temporal = tokio::time::timeout(Duration::from_secs(3), w.worker_polling()).await;
+    (matches!(database, Ok(Ok(_))), matches!(temporal, Ok(Ok(_))))
+}
+
+/// How often the worker checks its dependencies for `psa_worker_dependency_up`.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Keeps `psa_worker_dependency_up{dependency="database"|"temporal"}` (1 or 0) current: the
+/// alerts on an unreachable database or Temporal read it, whatever step is running or not. A
+/// dependency counts as down after two failed checks in a row (one slow answer is not an
+/// outage); going down and coming back are each logged once.
+pub async fn probe_dependencies(w: TenantWorkflows) {
+    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = [0u32; 2];
+    let mut down = [false; 2];
+    loop {
+        tick.tick().await;
+        let (database, temporal) = dependencies_up(&w).await;
+        for (i, (dependency, up)) in [("database", database), ("temporal", temporal)]
+            .into_iter()
+            .enumerate()
+        {
+            failures[i] = if up { 0 } else { failures[i] + 1 };
+            let now_down = failures[i] >= 2;
+            if now_down && !down[i] {
+                tracing::warn!(dependency, "the worker cannot reach a dependency");
+            } else if !now_down && down[i] {
+                tracing::info!(dependency, "the worker reaches the dependency again");
+            }
+            down[i] = now_down;
+            metrics::gauge!("psa_worker_dependency_up", "dependency" => dependency)
+                .set(if now_down { 0.0 } else { 1.0 });
+        }
+    }
+}
+
+/// The worker's housekeeping, every `interval`: rolls back runs cut off half-way, starts
+/// deletions whose starter could not reach Temporal, and refreshes the lifecycle and webhook
+/// gauges. Every worker runs it; each step is safe to run from many at once.
+pub async fn housekeeping(workflows: TenantWorkflows, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = crate::sweep::sweep(&workflows, crate::sweep::MIN_AGE).await {
+            tracing::warn!(error = %e, "sweep of cut-off provisioning runs failed; will retry");
+        }
+        if let Err(e) = crate::deletion::start_pending(&workflows).await {
+            tracing::warn!(error = %e, "starting recorded deletions failed; will retry");
+        }
+        crate::deletion::observe_lifecycle(&workflows.pool).await;
+        crate::webhooks::observe(&workflows.pool).await;
     }
 }
