@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use psa_models::invitations::{self, Delivered, NewInvitee};
 use psa_models::mail::Kind;
 use psa_models::users::{self, UserSummary};
-use psa_models::{UserId, tenants};
+use psa_models::{UserId, identity, tenants};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
@@ -257,7 +257,7 @@ pub async fn set_inactive(
             "You cannot deactivate yourself",
         )));
     }
-    let after = users::set_inactive(&mut tx, caller.tenant, id, inactive).await?;
+    let after = identity::set_inactive(&mut tx, caller.tenant, id, inactive).await?;
     let action = if inactive { "deactivate" } else { "reactivate" };
     audit(&mut tx, caller, action, id, serde_json::json!({})).await?;
     tx.commit().await?;

@@ -7,7 +7,7 @@ use psa_models::invitations::{self, Delivered, Delivery, Invitation, NewInvitee}
 use psa_models::mail::Kind;
 use psa_models::users::{self, UserSummary};
 use psa_models::validate::EmailAddress;
-use psa_models::{TenantId, UserId, tenants};
+use psa_models::{TenantId, UserId, identity, tenants};
 use secrecy::ExposeSecret;
 use sqlx::{PgConnection, Postgres, Transaction};
 
@@ -320,7 +320,7 @@ async fn set_inactive(
     let pool = config::pool(database_url, 2).await?;
     let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
     let user = user_by_email(&mut tx, tenant, email).await?;
-    let after = users::set_inactive(&mut tx, tenant, user, inactive)
+    let after = identity::set_inactive(&mut tx, tenant, user, inactive)
         .await
         .map_err(conflict_is_usage)?;
     let action = if inactive { "deactivate" } else { "reactivate" };

@@ -51,8 +51,7 @@ pub async fn worker(
         })?;
     let workflows = wf.connect(pool.clone()).await?;
     let handle = psa_api::metrics::handle();
-    psa_workflows::activities::init_metrics();
-    psa_workflows::webhooks::init_metrics();
+    psa_workflows::metrics::init();
     let listener = tokio::net::TcpListener::bind(metrics_bind)
         .await
         .map_err(|e| {

@@ -19,6 +19,7 @@ pub mod email_suffix;
 mod error;
 pub mod events;
 pub mod exports;
+pub mod identity;
 mod ids;
 pub mod invitations;
 pub mod lifecycle;

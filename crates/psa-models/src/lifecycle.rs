@@ -32,46 +32,7 @@ use crate::tags::{self, NewTag, TaggedType};
 use crate::validate::TagText;
 use crate::{CompanyId, Error, Result, TenantId, audit, companies, db};
 
-/// A tenant's status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
-#[sqlx(type_name = "text", rename_all = "lowercase")]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum TenantStatus {
-    Active,
-    Suspended,
-    Canceled,
-}
-
-impl TenantStatus {
-    pub const ALL: [TenantStatus; 3] = [Self::Active, Self::Suspended, Self::Canceled];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Suspended => "suspended",
-            Self::Canceled => "canceled",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|s| s.as_str() == raw)
-            .ok_or_else(|| {
-                Error::validation(
-                    "status",
-                    "status must be one of active, suspended, canceled",
-                )
-            })
-    }
-}
-
-impl std::fmt::Display for TenantStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::tenants::TenantStatus;
 
 /// The tags that show a customer company's tenant is suspended or canceled (configured with
 /// the other customer tracking settings).

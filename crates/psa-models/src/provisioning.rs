@@ -521,7 +521,7 @@ pub struct TenantSummary {
     pub created_at: DateTime<Utc>,
     pub is_management: bool,
     /// `active`, `suspended` or `canceled`.
-    pub status: crate::lifecycle::TenantStatus,
+    pub status: crate::tenants::TenantStatus,
     /// `tracked` (company and tag), `partial` (company without the tag), `untracked`,
     /// `skipped` (provisioned with --skip-customer-tracking), `management`.
     pub customer_tracking: String,
@@ -545,7 +545,7 @@ pub struct TenantListFilter {
     pub name_contains: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
-    pub status: Option<crate::lifecycle::TenantStatus>,
+    pub status: Option<crate::tenants::TenantStatus>,
 }
 
 /// The tenants with their customer record in the management tenant and their latest

@@ -523,11 +523,10 @@ pub async fn set_role(
     summary(conn, tenant, user).await
 }
 
-/// Deactivates or reactivates an internal user. A deactivated user's sessions, API keys and
-/// open links stop working at once (authentication checks `is_inactive`); its sessions are also
-/// ended, so reactivating does not bring them back. The last active administrator cannot be
-/// deactivated.
-pub async fn set_inactive(
+/// Marks an internal user inactive or active again; the last active administrator cannot be
+/// deactivated. What must end with it (sessions, open links) is ended by
+/// `identity::set_inactive`, the one door for this.
+pub(crate) async fn set_inactive_flag(
     conn: &mut PgConnection,
     tenant: TenantId,
     user: UserId,
@@ -555,9 +554,5 @@ pub async fn set_inactive(
     .bind(inactive)
     .execute(&mut *conn)
     .await?;
-    if inactive {
-        crate::credentials::revoke_sessions_of(conn, tenant, user).await?;
-        crate::auth_tokens::revoke_open(conn, tenant, user).await?;
-    }
     summary(conn, tenant, user).await
 }

@@ -34,72 +34,10 @@ use psa_models::auth_tokens::{self, IssueOptions, Purpose};
 use psa_models::invitations::{Delivered, Delivery};
 use psa_models::mail::Kind;
 
+pub use crate::failure::to_activity_error;
+use crate::failure::{Failure, failpoint};
 use crate::secret::SecretKey;
 use crate::types::{ActivityName, Outcome, RunStatus, TrackingSettings, WelcomeStatus};
-
-/// Classifies a model error: transient failures are retried, the rest are final.
-pub fn to_activity_error(e: psa_models::Error) -> ActivityError {
-    classify(None, e)
-}
-
-/// [`to_activity_error`], the message naming the part of the step that failed, if given.
-fn classify(part: Option<ActivityName>, e: psa_models::Error) -> ActivityError {
-    let prefix = part.map(|p| format!("{p}: ")).unwrap_or_default();
-    if e.is_transient() {
-        ActivityError::application(ApplicationFailure::new(format!(
-            "{prefix}transient database failure: {}",
-            transient_cause(&e)
-        )))
-    } else {
-        let message = match e.field() {
-            Some(f) if !f.is_empty() => format!("{prefix}{e} ({f})"),
-            _ => format!("{prefix}{e}"),
-        };
-        ActivityError::application(
-            ApplicationFailure::builder(message)
-                .type_name(e.code().to_owned())
-                .non_retryable(true)
-                .build(),
-        )
-    }
-}
-
-/// What a transient database failure was, for the operator: the connection error, or the
-/// SQLSTATE and message of a server error of the retried classes (connection loss, failover,
-/// serialization, deadlock, overload), whose messages carry no row data.
-fn transient_cause(e: &psa_models::Error) -> String {
-    match e {
-        psa_models::Error::Database(inner) => match inner.as_database_error() {
-            Some(db) => format!(
-                "SQLSTATE {}: {}",
-                db.code().as_deref().unwrap_or("-"),
-                db.message()
-            ),
-            None => inner.to_string(),
-        },
-        other => other.to_string(),
-    }
-}
-
-/// Evaluates the fail point `name` (a no-op without the `failpoints` feature).
-#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
-fn failpoint(name: &str) -> Result<(), ActivityError> {
-    fail::fail_point!(name, |arg: Option<String>| {
-        if arg.as_deref() == Some("permanent") {
-            Err(ActivityError::application(
-                ApplicationFailure::builder(format!("fail point {name} (permanent)"))
-                    .type_name("failpoint".to_owned())
-                    .non_retryable(true)
-                    .build(),
-            ))
-        } else {
-            Err(ActivityError::application(ApplicationFailure::new(
-                format!("fail point {name} (transient)"),
-            )))
-        }
-    });
-    Ok(())
-}
 
 /// The activities and what they share: the owner-role pool (the worker writes into two tenants,
 /// so row-level security does not restrict it), the key that seals the invitation link when
@@ -110,46 +48,6 @@ pub struct TenantActivities {
     pub key: SecretKey,
     pub tracking: TrackingSettings,
     pub delivery: Delivery,
-}
-
-/// Why a step's transaction failed: a model error (classified by [`to_activity_error`], named by
-/// the part of the step it happened in when the step has several), or an activity error as is
-/// (a fail point).
-pub(crate) enum Failure {
-    Model {
-        part: Option<ActivityName>,
-        error: psa_models::Error,
-    },
-    Activity(ActivityError),
-}
-
-impl Failure {
-    /// A model error in one part of a step of several parts (the customer record).
-    fn in_part(part: ActivityName) -> impl FnOnce(psa_models::Error) -> Failure {
-        move |error| Failure::Model {
-            part: Some(part),
-            error,
-        }
-    }
-
-    fn into_activity_error(self) -> ActivityError {
-        match self {
-            Failure::Model { part, error } => classify(part, error),
-            Failure::Activity(e) => e,
-        }
-    }
-}
-
-impl From<psa_models::Error> for Failure {
-    fn from(error: psa_models::Error) -> Self {
-        Failure::Model { part: None, error }
-    }
-}
-
-impl From<ActivityError> for Failure {
-    fn from(e: ActivityError) -> Self {
-        Failure::Activity(e)
-    }
 }
 
 /// Runs `body` in one transaction with the fail points around the commit, and times it.
@@ -309,8 +207,7 @@ fn tracking_step<T>(step: ActivityName, result: &Result<T, ActivityError>) {
 /// Creates every counter the alert rules read, at 0, with every label value they use: a series
 /// that first appears at 1 loses that first increment to `rate()` and `increase()`. Call once
 /// the metrics recorder is installed.
-pub fn init_metrics() {
-    crate::deletion::init_metrics();
+pub(crate) fn init_metrics() {
     for outcome in [
         RunStatus::Completed,
         RunStatus::RolledBack,
@@ -1541,6 +1438,46 @@ impl TenantActivities {
                 status: WelcomeStatus::Disabled,
                 invitation_link_sealed: Some(self.key.seal(&url)),
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activities::TenantActivities as A;
+    use temporalio_common::ActivityDefinition as _;
+
+    /// `ActivityName` is the one list of activity names (fail points, metrics, reports): it must
+    /// name exactly what the worker registers.
+    #[test]
+    fn activity_names_match_the_registered_activities() {
+        let registered = [
+            A::begin_provisioning.name().to_owned(),
+            A::create_tenant.name().to_owned(),
+            A::run_onboarding_seeds.name().to_owned(),
+            A::create_admin_user.name().to_owned(),
+            A::setup_tenant_data.name().to_owned(),
+            A::create_customer_company.name().to_owned(),
+            A::create_customer_contact.name().to_owned(),
+            A::tag_customer_company.name().to_owned(),
+            A::create_customer_record.name().to_owned(),
+            A::remove_customer_tag.name().to_owned(),
+            A::unlink_customer_contact.name().to_owned(),
+            A::remove_customer_contact.name().to_owned(),
+            A::remove_customer_company.name().to_owned(),
+            A::remove_customer_record.name().to_owned(),
+            A::rollback_tenant.name().to_owned(),
+            A::send_welcome_email.name().to_owned(),
+            A::finish_provisioning.name().to_owned(),
+        ];
+        let names: Vec<String> = ActivityName::ALL
+            .iter()
+            .map(|a| a.as_str().to_owned())
+            .collect();
+        assert_eq!(names, registered);
+        for a in ActivityName::ALL {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
         }
     }
 }

@@ -5,7 +5,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use psa_models::provisioning::{self, Claimed, RunStatus};
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use temporalio_client::tonic;
 use temporalio_client::{
@@ -96,8 +95,7 @@ pub fn new_workflow_id() -> String {
 
 /// The request's fingerprint: the same normalised request always hashes the same.
 pub fn request_hash(input: &TenantCreationInput) -> Vec<u8> {
-    let bytes = serde_json::to_vec(input).expect("a request serialises");
-    Sha256::digest(bytes).to_vec()
+    input.fingerprint()
 }
 
 /// Connects to the Temporal frontend at `address` (`host:port`), configured the way the

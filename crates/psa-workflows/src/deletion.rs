@@ -28,7 +28,7 @@ use temporalio_sdk::{
 };
 use uuid::Uuid;
 
-use crate::activities::to_activity_error;
+use crate::failure::to_activity_error;
 
 /// The workflow type's name (pinned: renaming the Rust type must not break runs in flight).
 pub const WORKFLOW_TYPE: &str = "tenant_deletion";

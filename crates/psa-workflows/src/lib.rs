@@ -16,6 +16,8 @@ pub mod activities;
 pub mod client;
 pub mod deletion;
 pub mod dev_server;
+pub mod failure;
+pub mod metrics;
 pub mod reconcile;
 pub mod secret;
 pub mod sweep;

@@ -502,7 +502,7 @@ impl ReconcileActivities {
             }
         })
         .await
-        .map_err(crate::activities::to_activity_error)?;
+        .map_err(crate::failure::to_activity_error)?;
         Ok(report)
     }
 }

@@ -2,7 +2,7 @@ use psa_models::auth_tokens::{self, Purpose};
 use psa_models::invitations::{self, Delivery, NewInvitee};
 use psa_models::users::{self, CreateOptions, NewUser, UserType};
 use psa_models::validate::EmailAddress;
-use psa_models::{UserId, password};
+use psa_models::{UserId, identity, password};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::*;
@@ -248,7 +248,7 @@ async fn an_expired_link_and_a_deactivated_user_are_refused() {
     let found = auth_tokens::find(&mut conn, Purpose::Invitation, &token)
         .await
         .unwrap();
-    users::set_inactive(&mut conn, t, inv.user.user_id, true)
+    identity::set_inactive(&mut conn, t, inv.user.user_id, true)
         .await
         .unwrap();
     assert!(
@@ -294,7 +294,7 @@ async fn the_last_active_admin_stays_an_admin() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("last active administrator"), "{e}");
-    let e = users::set_inactive(&mut conn, t, a, true)
+    let e = identity::set_inactive(&mut conn, t, a, true)
         .await
         .unwrap_err();
     assert!(e.to_string().contains("last active administrator"), "{e}");
@@ -314,7 +314,7 @@ async fn the_last_active_admin_stays_an_admin() {
         .await
         .unwrap();
     assert_eq!(demoted.roles, vec!["Technician".to_owned()]);
-    let e = users::set_inactive(&mut conn, t, b, true)
+    let e = identity::set_inactive(&mut conn, t, b, true)
         .await
         .unwrap_err();
     assert_eq!(e.code(), "conflict");
@@ -335,7 +335,9 @@ async fn the_last_active_admin_stays_an_admin() {
     .user
     .user_id;
     let mut first = db.pool.begin().await.unwrap();
-    users::set_inactive(&mut first, t, b, true).await.unwrap();
+    identity::set_inactive(&mut first, t, b, true)
+        .await
+        .unwrap();
     let pool = db.pool.clone();
     let second = tokio::spawn(async move {
         let mut tx = pool.begin().await.unwrap();
@@ -351,11 +353,15 @@ async fn the_last_active_admin_stays_an_admin() {
     first.commit().await.unwrap();
     let e = second.await.unwrap().unwrap_err();
     assert!(e.to_string().contains("last active administrator"), "{e}");
-    users::set_inactive(&mut conn, t, b, false).await.unwrap();
+    identity::set_inactive(&mut conn, t, b, false)
+        .await
+        .unwrap();
 
-    let off = users::set_inactive(&mut conn, t, a, true).await.unwrap();
+    let off = identity::set_inactive(&mut conn, t, a, true).await.unwrap();
     assert_eq!(off.status, users::UserStatus::Inactive);
-    let on = users::set_inactive(&mut conn, t, a, false).await.unwrap();
+    let on = identity::set_inactive(&mut conn, t, a, false)
+        .await
+        .unwrap();
     assert_eq!(on.status, users::UserStatus::Invited);
 }
 
