@@ -719,7 +719,8 @@ impl Drop for PrivateCluster {
 /// checks is unused when the run ends), and removes that directory.
 pub struct Browser {
     pub client: fantoccini::Client,
-    process: BrowserProcess,
+    /// Held for its `Drop`: the driver and the browser end with this value.
+    _process: BrowserProcess,
     screenshots: std::path::PathBuf,
 }
 
@@ -747,6 +748,10 @@ impl Browser {
             .join("../../target/psa-test-browsers")
             .join(uuid::Uuid::new_v4().simple().to_string());
         std::fs::create_dir_all(&profile).expect("a browser profile directory");
+        // Absolute and without `..`: chromedriver finds the browser's DevTools port in it.
+        let profile = profile
+            .canonicalize()
+            .expect("the profile directory's path");
         let driver = std::process::Command::new(&driver_bin)
             .arg(format!("--port={port}"))
             .process_group(0)
@@ -796,7 +801,7 @@ impl Browser {
         std::fs::create_dir_all(&screenshots).expect("screenshot dir");
         Browser {
             client,
-            process,
+            _process: process,
             screenshots,
         }
     }
@@ -911,4 +916,41 @@ fn processes_naming(needle: &str) -> Vec<i32> {
             .then_some(pid)
     })
     .collect()
+}
+
+/// A child process in a process group of its own, killed together with everything it started
+/// when dropped (also when the test fails), unless it has ended and been waited for.
+pub struct Spawned(std::process::Child);
+
+impl Spawned {
+    pub fn spawn(cmd: &mut std::process::Command) -> std::io::Result<Spawned> {
+        use std::os::unix::process::CommandExt as _;
+        cmd.process_group(0).spawn().map(Spawned)
+    }
+}
+
+impl std::ops::Deref for Spawned {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // SAFETY: kill(2) on the child's own process group; no memory is involved.
+        unsafe {
+            libc::kill(-(self.0.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
 }

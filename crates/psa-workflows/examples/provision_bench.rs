@@ -159,6 +159,48 @@ async fn measure(w: &TenantWorkflows, label: &str, runs: usize, in_flight: usize
     }
 }
 
+/// Mean time of each activity's successful attempts, over every run of both settings.
+fn print_step_times(rendered: &str) {
+    let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+    let mut steps: Vec<(String, f64, f64)> = Vec::new();
+    for line in rendered.lines() {
+        let (sum, rest) = if let Some(r) = line.strip_prefix("psa_activity_duration_seconds_sum{") {
+            (true, r)
+        } else if let Some(r) = line.strip_prefix("psa_activity_duration_seconds_count{") {
+            (false, r)
+        } else {
+            continue;
+        };
+        if !rest.contains("outcome=\"ok\"") {
+            continue;
+        }
+        let Some(name) = rest
+            .split("activity=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+        else {
+            continue;
+        };
+        let Some(v) = value(line) else { continue };
+        let i = match steps.iter().position(|s| s.0 == name) {
+            Some(i) => i,
+            None => {
+                steps.push((name.to_owned(), 0.0, 0.0));
+                steps.len() - 1
+            }
+        };
+        if sum {
+            steps[i].1 = v;
+        } else {
+            steps[i].2 = v;
+        }
+    }
+    println!("\nmean time of a step's successful attempt (its transaction, or the email's work):");
+    for (name, sum, count) in steps.iter().filter(|s| s.2 > 0.0) {
+        println!("  {name:<24} {:>7.2} ms", sum / count * 1000.0);
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let url = std::env::var("DATABASE_URL").expect("DATABASE_URL");
@@ -167,6 +209,11 @@ async fn main() {
     let concurrent = env_usize("BENCH_CONCURRENT", 96);
     let in_flight = env_usize("BENCH_IN_FLIGHT", 16);
 
+    // The activities' own timings (`psa_activity_duration_seconds`), printed per step at the end:
+    // what each step's transaction costs, beside what the engine adds.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("a metrics recorder");
     let pool = psa_models::db::connect(&url, 24).await.expect("database");
     psa_models::MIGRATOR.run(&pool).await.expect("migrations");
     let mut tx = pool.begin().await.unwrap();
@@ -341,6 +388,7 @@ async fn main() {
             .and_then(|mut f| f.write_all(summary.as_bytes()))
             .expect("the summary file");
     }
+    print_step_times(&recorder.render());
     let seq_ratio = avg("on", &|r| ms(r.2.p50)) / avg("off", &|r| ms(r.2.p50));
     let conc_ratio = avg("on", &|r| ms(r.3.p50)) / avg("off", &|r| ms(r.3.p50));
     println!("\np50 on/off: sequential {seq_ratio:.3}, {in_flight} in flight {conc_ratio:.3}");

@@ -1446,7 +1446,6 @@ impl TenantActivities {
 mod tests {
     use super::*;
     use crate::activities::TenantActivities as A;
-    use temporalio_common::ActivityDefinition as _;
 
     /// `ActivityName` is the one list of activity names (fail points, metrics, reports): it must
     /// name exactly what the worker registers.

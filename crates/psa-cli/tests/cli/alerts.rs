@@ -305,7 +305,7 @@ async fn each_alert_fires_on_its_real_fault_and_a_healthy_run_raises_none() {
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let create = create.spawn().unwrap();
+    let mut create = psa_testing::Spawned::spawn(&mut create).unwrap();
     let claimed = Instant::now() + Duration::from_secs(20);
     while sqlx::query_scalar::<_, i64>(
         "SELECT count(*) FROM tenant_provisioning WHERE tenant_name = 'Outage Four'",
@@ -352,17 +352,29 @@ async fn each_alert_fires_on_its_real_fault_and_a_healthy_run_raises_none() {
             "retried through the outage, not rolled back"
         );
     }
-    let out = tokio::task::spawn_blocking(move || create.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        use std::io::Read as _;
+        let (mut out, mut err) = (String::new(), String::new());
+        // Both pipes drained at once, so neither fills while the other is read.
+        let mut stdout = create.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            stdout.read_to_string(&mut out).unwrap();
+            out
+        });
+        create
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let out = reader.join().unwrap();
+        (create.wait().unwrap(), out, err)
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{stderr}");
     assert!(stderr.contains("waiting:"), "{stderr}");
-    let last = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_owned();
+    let last = stdout.lines().last().unwrap_or_default().to_owned();
     let result: serde_json::Value = serde_json::from_str(&last).unwrap();
     assert_eq!(result["status"], "completed", "{result}");
     prometheus

@@ -759,16 +759,18 @@ async fn demo_serves_the_console_until_interrupted() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("demo-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_psa"))
-        .args(["demo", "--bind", "127.0.0.1:0"])
-        .current_dir(&dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("TEMPORAL_ADDRESS")
-        .env("TEMPORAL_CLI", psa_testing::temporal_cli())
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Its own process group: the PostgreSQL and Temporal it starts end with it if this fails.
+    let mut child = psa_testing::Spawned::spawn(
+        Command::new(env!("CARGO_BIN_EXE_psa"))
+            .args(["demo", "--bind", "127.0.0.1:0"])
+            .current_dir(&dir)
+            .env_remove("DATABASE_URL")
+            .env_remove("TEMPORAL_ADDRESS")
+            .env("TEMPORAL_CLI", psa_testing::temporal_cli())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped()),
+    )
+    .unwrap();
     let stdout = child.stdout.take().unwrap();
     let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
@@ -892,12 +894,9 @@ async fn without_a_worker_the_cli_says_so_and_keeps_waiting() {
             .contains("timeout expired")
     );
     // Create waits, and says why, once.
-    let mut child = s
-        .cmd(&create)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        psa_testing::Spawned::spawn(s.cmd(&create).stdout(Stdio::null()).stderr(Stdio::piped()))
+            .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
