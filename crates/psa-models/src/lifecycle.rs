@@ -353,38 +353,19 @@ pub async fn suspend(
     actor: &str,
 ) -> Result<Change> {
     let reason = self::reason(reason)?;
-    let before = lock_for(conn, tenant, "suspended", &[TenantStatus::Active]).await?;
-    set_status(conn, tenant, TenantStatus::Suspended, Some(&reason)).await?;
-    let company = customer_company(conn, settings, tenant).await?;
-    if let Some(c) = &company {
-        let mgmt = settings.management_tenant_id;
-        tag(conn, mgmt, c.company_id, &settings.tags.suspended).await?;
-        mark_company(
-            conn,
-            mgmt,
-            c.company_id,
-            json!({"tenant_status": "suspended"}),
-            None,
-        )
-        .await?;
-    }
-    audit_both(
+    switch(
         conn,
         settings,
         tenant,
         actor,
-        "suspend",
-        json!({"before": before.status, "after": "suspended", "reason": reason,
-               "customer_record": presence(&company)}),
-    )
-    .await?;
-    finish(
-        conn,
-        settings,
-        tenant,
-        before.status,
-        &company,
-        EventType::TenantSuspended,
+        Switch {
+            from: TenantStatus::Active,
+            to: TenantStatus::Suspended,
+            verb: "suspended",
+            action: "suspend",
+            reason: Some(reason),
+            event: EventType::TenantSuspended,
+        },
     )
     .await
 }
@@ -396,40 +377,76 @@ pub async fn reactivate(
     tenant: TenantId,
     actor: &str,
 ) -> Result<Change> {
-    let before = lock_for(conn, tenant, "reactivated", &[TenantStatus::Suspended]).await?;
-    set_status(conn, tenant, TenantStatus::Active, None).await?;
+    switch(
+        conn,
+        settings,
+        tenant,
+        actor,
+        Switch {
+            from: TenantStatus::Suspended,
+            to: TenantStatus::Active,
+            verb: "reactivated",
+            action: "reactivate",
+            reason: None,
+            event: EventType::TenantReactivated,
+        },
+    )
+    .await
+}
+
+/// A change between active and suspended, the same steps either way: the tenant's row locked and
+/// its status set, the customer company tagged suspended (or untagged) and marked, the audit
+/// rows in both tenants, the event.
+struct Switch {
+    from: TenantStatus,
+    to: TenantStatus,
+    /// For the refusal: "the tenant cannot be {verb}".
+    verb: &'static str,
+    /// The audit action.
+    action: &'static str,
+    /// The new status's reason (a suspension has one; a reactivation audits the one it ends).
+    reason: Option<String>,
+    event: EventType,
+}
+
+async fn switch(
+    conn: &mut PgConnection,
+    settings: &Settings,
+    tenant: TenantId,
+    actor: &str,
+    s: Switch,
+) -> Result<Change> {
+    let before = lock_for(conn, tenant, s.verb, &[s.from]).await?;
+    set_status(conn, tenant, s.to, s.reason.as_deref()).await?;
     let company = customer_company(conn, settings, tenant).await?;
     if let Some(c) = &company {
         let mgmt = settings.management_tenant_id;
-        untag(conn, mgmt, c.company_id, &settings.tags.suspended).await?;
+        if s.to == TenantStatus::Suspended {
+            tag(conn, mgmt, c.company_id, &settings.tags.suspended).await?;
+        } else {
+            untag(conn, mgmt, c.company_id, &settings.tags.suspended).await?;
+        }
         mark_company(
             conn,
             mgmt,
             c.company_id,
-            json!({"tenant_status": "active"}),
+            json!({"tenant_status": s.to.as_str()}),
             None,
         )
         .await?;
     }
+    let reason = s.reason.or_else(|| before.status_reason.clone());
     audit_both(
         conn,
         settings,
         tenant,
         actor,
-        "reactivate",
-        json!({"before": before.status, "after": "active", "reason": before.status_reason,
+        s.action,
+        json!({"before": before.status, "after": s.to.as_str(), "reason": reason,
                "customer_record": presence(&company)}),
     )
     .await?;
-    finish(
-        conn,
-        settings,
-        tenant,
-        before.status,
-        &company,
-        EventType::TenantReactivated,
-    )
-    .await
+    finish(conn, settings, tenant, before.status, &company, s.event).await
 }
 
 /// What a cancel changed, so that a restore puts it back exactly.
