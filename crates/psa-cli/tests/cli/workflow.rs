@@ -1632,3 +1632,81 @@ async fn a_worker_killed_during_a_burst_of_deliveries_loses_none() {
     }
     stop(second);
 }
+
+/// `psa tenant cancel-run`: a run not yet picked up is cancelled before its first step and
+/// rolls back; an unknown run or an empty reason is a usage error that records nothing.
+#[tokio::test]
+async fn cancel_run_stops_a_run_before_its_next_step() {
+    let s = Setup::new().await;
+    // No worker yet: the run waits, so the request is there before its first step.
+    let started = last_json(&s.run(&[
+        "tenant",
+        "create",
+        "--name",
+        "Called Off",
+        "--admin-email",
+        "ada@called-off.example",
+        "--first-name",
+        "Ada",
+        "--last-name",
+        "L",
+        "--no-wait",
+        "--json",
+    ]));
+    let id = started["workflow_id"].as_str().unwrap().to_owned();
+    for (args, needle) in [
+        (
+            vec![
+                "tenant",
+                "cancel-run",
+                "tenant-creation-nope",
+                "--reason",
+                "x",
+            ],
+            "no provisioning run",
+        ),
+        (
+            vec!["tenant", "cancel-run", &id, "--reason", "  "],
+            "reason",
+        ),
+    ] {
+        let out = s.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let requests: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tenant_provisioning_cancel_requests")
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(requests, 0, "a refused request records nothing");
+
+    let out = s.run(&["tenant", "cancel-run", &id, "--reason", "ordered twice"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let worker = s.worker(None);
+    let status = || {
+        let out = s.run(&["tenant", "status", &id, "--json"]);
+        last_json(&out)
+    };
+    let mut view = status();
+    for _ in 0..200 {
+        if view["record"]["status"] != "running" && view["record"]["status"] != "requested" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        view = status();
+    }
+    stop(worker);
+    assert_eq!(view["record"]["status"], "cancelled", "{view}");
+    let tenants: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tenants WHERE company_name = 'Called Off'")
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(tenants, 0, "nothing of the tenant is left");
+}
