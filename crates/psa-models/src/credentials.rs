@@ -173,6 +173,24 @@ pub async fn revoke_sessions_of(
     .rows_affected())
 }
 
+/// Revokes every API key of a user; returns how many were active. Revoked keys stay revoked:
+/// reactivating the user does not bring them back.
+pub async fn revoke_api_keys_of(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE api_keys SET revoked_at = now() \
+         WHERE tenant = $1 AND user_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(tenant)
+    .bind(user)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
 /// Ends every session of a user but `keep` (a password change ends the others); returns how
 /// many ended.
 pub async fn revoke_sessions_except(

@@ -179,11 +179,36 @@ async fn an_admin_invites_a_user_who_signs_in_and_can_be_cut_off() {
     assert_eq!(status, StatusCode::OK, "{changed}");
     assert_eq!(changed["roles"], json!(["Technician"]));
 
-    // Deactivation cuts the session and API keys at once.
-    let (status, _) = app
-        .call(Method::GET, "/api/v1/contacts", Some(&ada), None)
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    // Deactivation cuts the session and API keys at once, for good.
+    let ada_id: uuid::Uuid = sqlx::query_scalar(
+        "SELECT user_id FROM users WHERE tenant = $1 AND email = 'ada@acme.example'",
+    )
+    .bind(t.tenant)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    let mut conn = app.db.pool.acquire().await.unwrap();
+    let ada_key = psa_models::credentials::create_api_key(
+        &mut conn,
+        t.tenant,
+        psa_models::UserId(ada_id),
+        None,
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let ada_key = secrecy::ExposeSecret::expose_secret(&ada_key.key).to_owned();
+    for credential in [&ada, &ada_key] {
+        let (status, _) = app
+            .call(
+                Method::GET,
+                "/api/v1/contacts",
+                Some(credential.as_str()),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
     let (status, off) = app
         .call(Method::POST, &format!("{path}/deactivate"), admin, None)
         .await;
@@ -208,14 +233,21 @@ async fn an_admin_invites_a_user_who_signs_in_and_can_be_cut_off() {
         .await;
     assert_eq!(status, StatusCode::OK, "{on}");
     assert_eq!(on["status"], "active");
-    let (status, _) = app
-        .call(Method::GET, "/api/v1/contacts", Some(&ada), None)
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::UNAUTHORIZED,
-        "ended sessions stay ended"
-    );
+    for credential in [&ada, &ada_key] {
+        let (status, _) = app
+            .call(
+                Method::GET,
+                "/api/v1/contacts",
+                Some(credential.as_str()),
+                None,
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "ended sessions and revoked keys stay ended"
+        );
+    }
     assert_eq!(
         login(
             &app,
