@@ -321,6 +321,9 @@ pub async fn delete_now(
         serde_json::json!({"workflow_id": pending.workflow_id}),
     )
     .await?;
+    // Who confirmed is on record before anything is deleted: the entry commits first, and a
+    // signal that then fails (503) leaves the request on record, not a deletion without one.
+    tx.commit().await.map_err(psa_models::Error::from)?;
     let deletions = state.deletions().await?;
     deletions.start(&pending.workflow_id).await.map_err(|_| {
         ApiError::Unavailable("The deletion service is temporarily unavailable".into())
@@ -331,7 +334,6 @@ pub async fn delete_now(
         .map_err(|_| {
             ApiError::Unavailable("The deletion service is temporarily unavailable".into())
         })?;
-    tx.commit().await.map_err(psa_models::Error::from)?;
     Ok(pending.workflow_id)
 }
 

@@ -274,3 +274,53 @@ async fn an_export_counts_the_rows_the_database_has_and_its_archive_downloads() 
         .await;
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
 }
+
+/// Who confirmed a deletion is on record before anything is signalled: with the deletion
+/// service unreachable, `DELETE` answers 503 and the `confirm_delete` entry is there.
+#[tokio::test]
+async fn a_delete_is_audited_before_the_deletion_is_signalled() {
+    let (app, mgmt, acme) = platform().await;
+    let settings = psa_models::lifecycle::Settings {
+        management_tenant_id: mgmt.tenant,
+        customer_tag: psa_models::validate::TagText::parse("PSA Customer").unwrap(),
+        tags: Default::default(),
+    };
+    let workflow_id = format!("tenant-deletion-{}", uuid::Uuid::new_v4());
+    let mut tx = app.db.pool.begin().await.unwrap();
+    psa_models::lifecycle::cancel(
+        &mut tx,
+        &settings,
+        acme.tenant,
+        "closing the account",
+        chrono::Duration::days(30),
+        &workflow_id,
+        uuid::Uuid::new_v4(),
+        "test",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let (status, session) = login(&app, &mgmt).await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    let token = session["token"].as_str().unwrap();
+    let (status, body) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tenants/{}", acme.tenant),
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let confirmed: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT details FROM audit_log WHERE tenant = $1 AND action = 'confirm_delete' \
+         AND entity_id = $2",
+    )
+    .bind(mgmt.tenant)
+    .bind(acme.tenant)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(confirmed.len(), 1, "{confirmed:?}");
+    assert_eq!(confirmed[0]["workflow_id"], workflow_id.as_str());
+}
