@@ -282,31 +282,52 @@ pub async fn ensure_running(conn: &mut PgConnection, workflow_id: &str) -> Resul
 pub const RUN_CANCELLED: &str = "run_cancelled";
 
 /// Records a request to cancel the run (the first reason stays); `false` when there is no such
-/// run. Its steps read it before writing (see [`ensure_running`]).
+/// run, an `InvalidState` (`run_finished`) when it has already ended. Its steps read it before
+/// writing (see [`ensure_running`]).
 pub async fn request_cancel(
     conn: &mut PgConnection,
     workflow_id: &str,
     reason: &str,
 ) -> Result<bool> {
-    let reason = reason.trim();
+    let reason = cancel_reason(reason)?;
+    // Not locked: a step holds the share lock on the record while it writes (and reads this
+    // request); a run that ends meanwhile is left with a request nobody reads.
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM tenant_provisioning WHERE workflow_id = $1")
+            .bind(workflow_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(status) = status else {
+        return Ok(false);
+    };
+    if !matches!(status.as_str(), "requested" | "running") {
+        return Err(Error::InvalidState {
+            code: "run_finished",
+            message: format!("The run has already ended ({status}): there is nothing to cancel")
+                .into(),
+        });
+    }
+    sqlx::query(
+        "INSERT INTO tenant_provisioning_cancel_requests (workflow_id, reason) VALUES ($1, $2) \
+         ON CONFLICT (workflow_id) DO NOTHING",
+    )
+    .bind(workflow_id)
+    .bind(&reason)
+    .execute(conn)
+    .await?;
+    Ok(true)
+}
+
+/// The reason of a cancel request: 1-500 characters, trimmed.
+pub fn cancel_reason(raw: &str) -> Result<String> {
+    let reason = raw.trim();
     if reason.is_empty() || reason.chars().count() > 500 {
         return Err(Error::validation(
             "reason",
             "The reason must be 1-500 characters",
         ));
     }
-    let known: bool = sqlx::query_scalar(
-        "WITH run AS (SELECT 1 FROM tenant_provisioning WHERE workflow_id = $1), \
-              ins AS (INSERT INTO tenant_provisioning_cancel_requests (workflow_id, reason) \
-                      SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM run) \
-                      ON CONFLICT (workflow_id) DO NOTHING) \
-         SELECT EXISTS (SELECT 1 FROM run)",
-    )
-    .bind(workflow_id)
-    .bind(reason)
-    .fetch_one(conn)
-    .await?;
-    Ok(known)
+    Ok(reason.to_owned())
 }
 
 /// Records an existing contact the run linked to its customer company (in the transaction that

@@ -944,12 +944,21 @@ impl std::ops::DerefMut for Spawned {
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(Some(_))) {
-            return;
-        }
+        // The whole group, also when its leader has ended: what it started may still run. First
+        // SIGTERM, so that a child that owns a server in a session of its own (`psa demo`'s
+        // PostgreSQL) can stop it; then SIGKILL for whatever is left.
+        let group = -(self.0.id() as i32);
         // SAFETY: kill(2) on the child's own process group; no memory is involved.
         unsafe {
-            libc::kill(-(self.0.id() as i32), libc::SIGKILL);
+            libc::kill(group, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline && !matches!(self.0.try_wait(), Ok(Some(_))) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(group, libc::SIGKILL);
         }
         let _ = self.0.wait();
     }

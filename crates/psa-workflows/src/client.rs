@@ -223,11 +223,12 @@ impl TenantWorkflows {
             return Err(ClientError::NotFound(workflow_id.to_owned()));
         }
         drop(conn);
+        let reason = provisioning::cancel_reason(reason)?;
         self.client
             .get_workflow_handle::<TenantCreationWorkflow>(workflow_id)
             .signal(
                 TenantCreationWorkflow::cancel,
-                reason.to_owned(),
+                reason,
                 WorkflowSignalOptions::default(),
             )
             .await

@@ -92,21 +92,18 @@ impl Retry {
     fn local(self) -> LocalActivityOptions {
         LocalActivityOptions::builder()
             .start_to_close_timeout(self.start_to_close)
-            .schedule_to_close_timeout(self.budget())
+            .schedule_to_close_timeout(LOCAL_SCHEDULE_TO_CLOSE)
             .retry_policy(self.policy())
             .timer_backoff_threshold(LOCAL_BACKOFF_ON_TIMER_ABOVE)
             .build()
     }
-
-    /// Every attempt at its longest plus every backoff: a local activity's schedule-to-close
-    /// (the SDK's default of 100 s would cut the core steps' four minutes of retries short).
-    fn budget(self) -> Duration {
-        let backoffs: Duration = (0..self.attempts.saturating_sub(1))
-            .map(|i| Duration::from_secs(1u64 << i.min(16)).min(self.max_interval))
-            .sum();
-        self.start_to_close * self.attempts + backoffs
-    }
 }
+
+/// A local step's attempts bound its retries, not the clock. A remote activity waits in its
+/// queue with no clock running while no worker is there; a local step's schedule-to-close runs
+/// through the same outage (the SDK's default is 100 s), and would turn a worker restart or a
+/// long failover into a rollback. A day is longer than any outage a run should not wait out.
+const LOCAL_SCHEDULE_TO_CLOSE: Duration = Duration::from_secs(24 * 3600);
 
 /// Retries of the core steps: transient failures (connection loss, failover, deadlock) are
 /// retried for about four minutes before the tenant is rolled back. Each attempt is one short
