@@ -17,83 +17,44 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Postgres, Transaction};
 use utoipa::ToSchema;
 
+use psa_app::{Member, Principal};
+use psa_models::audit::{Action as AuditAction, Actor};
 use psa_models::invitations::{self, Delivery};
 use psa_models::mail::Kind;
 use psa_models::validate::EmailAddress;
-use psa_models::{TenantId, UserId, auth_tokens, credentials, db, password, tenants, users};
+use psa_models::{TenantId, auth_tokens, credentials, db, password, tenants, users};
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 
+pub use psa_app::access::{Access as Action, Permission, Resource};
 pub use psa_models::credentials::Credential;
 
-/// The authenticated caller: a user of a tenant.
+/// The authenticated caller: a user of a tenant, by session or API key. The permission checks
+/// are the operations layer's ([`psa_app::access`]); these methods open the request's
+/// transaction through it.
 #[derive(Debug, Clone, Copy)]
-pub struct Caller {
-    pub tenant: TenantId,
-    pub user: UserId,
-    pub credential: Credential,
-    /// A client-portal user: the tenant's customer, who has no access to this staff API (the
-    /// client-scope permissions are for the client portal, not for the tenant's own data).
-    pub client_portal: bool,
-}
+pub struct Caller(pub Member);
 
-/// What a permission is about (the reference's resources).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resource {
-    Client,
-    Contact,
-    Tag,
-    Tenant,
-    User,
-    Webhook,
-}
-
-/// What a caller does to a resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Create,
-    Read,
-    Update,
-    Delete,
-}
-
-/// One permission: `resource:action`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Permission(pub Resource, pub Action);
-
-impl Resource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Resource::Client => "client",
-            Resource::Contact => "contact",
-            Resource::Tag => "tag",
-            Resource::Tenant => "tenant",
-            Resource::User => "user",
-            Resource::Webhook => "webhook",
-        }
-    }
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Create => "create",
-            Action::Read => "read",
-            Action::Update => "update",
-            Action::Delete => "delete",
-        }
-    }
-}
-
-impl std::fmt::Display for Permission {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.0.as_str(), self.1.as_str())
+impl std::ops::Deref for Caller {
+    type Target = Member;
+    fn deref(&self) -> &Member {
+        &self.0
     }
 }
 
 impl Caller {
+    /// The caller as an operation's principal.
+    pub fn principal(&self) -> Principal {
+        Principal::Member(self.0)
+    }
+
+    /// The caller as the audit log records it.
+    pub fn actor(&self) -> Actor {
+        self.principal().actor()
+    }
+
     /// The request's transaction, confined to the caller's tenant by row-level security, once
     /// the caller is known to hold `permission` (403 otherwise, before anything is read or
     /// written). Every handler that touches tenant data starts here.
@@ -102,9 +63,10 @@ impl Caller {
         state: &AppState,
         permission: Permission,
     ) -> Result<Transaction<'static, Postgres>, ApiError> {
-        let mut tx = db::begin_tenant(&state.pool, self.tenant).await?;
-        self.require(&mut tx, permission).await?;
-        Ok(tx)
+        Ok(state
+            .app
+            .begin(&self.principal(), self.tenant, permission)
+            .await?)
     }
 
     /// Like [`Caller::authorize`], for the platform's operations: the caller's tenant must be
@@ -114,19 +76,11 @@ impl Caller {
         state: &AppState,
         permission: Permission,
     ) -> Result<Transaction<'static, Postgres>, ApiError> {
-        let mut tx = self.authorize(state, permission).await?;
-        let is_management: bool = sqlx::query_scalar(
-            "SELECT coalesce((SELECT is_management FROM tenants WHERE tenant = $1), false)",
-        )
-        .bind(self.tenant)
-        .fetch_one(&mut *tx)
-        .await?;
-        if !is_management {
-            return Err(ApiError::Forbidden(
-                "Only the management tenant may manage tenants".into(),
-            ));
-        }
-        Ok(tx)
+        Ok(state
+            .app
+            .begin_management(&self.principal(), permission)
+            .await?
+            .0)
     }
 
     /// Whether the caller holds `permission` (to offer what needs it); a failure to check is
@@ -136,10 +90,10 @@ impl Caller {
         conn: &mut PgConnection,
         permission: Permission,
     ) -> Result<bool, ApiError> {
-        match self.require(conn, permission).await {
+        match psa_app::access::require(conn, &self.principal(), permission).await {
             Ok(()) => Ok(true),
-            Err(ApiError::Forbidden(_)) => Ok(false),
-            Err(e) => Err(e),
+            Err(psa_models::Error::Forbidden(_)) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -150,27 +104,7 @@ impl Caller {
         conn: &mut PgConnection,
         permission: Permission,
     ) -> Result<(), ApiError> {
-        if self.client_portal {
-            return Err(ApiError::Forbidden(
-                "Client portal users have no access to this API".into(),
-            ));
-        }
-        let Permission(resource, action) = permission;
-        if users::has_permission(
-            conn,
-            self.tenant,
-            self.user,
-            resource.as_str(),
-            action.as_str(),
-        )
-        .await?
-        {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(format!(
-                "Permission denied: {permission} is required"
-            )))
-        }
+        Ok(psa_app::access::require(conn, &self.principal(), permission).await?)
     }
 }
 
@@ -196,19 +130,10 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 impl Caller {
-    /// The caller as audit rows name it.
-    pub fn actor(&self) -> String {
-        format!("user:{}", self.user)
-    }
-
     /// The holder of a session token or API key (the bearer header's, or the console's
     /// cookie's), with the same checks: active tenant, request rate.
     pub(crate) async fn from_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
-        let mut conn = state
-            .pool
-            .acquire()
-            .await
-            .map_err(psa_models::Error::from)?;
+        let mut conn = state.pool.acquire().await?;
         let holder = credentials::authenticate(&mut conn, token, state.session_idle)
             .await?
             .ok_or(ApiError::Unauthorized)?;
@@ -218,12 +143,12 @@ impl Caller {
         }
         let (Credential::Session(id) | Credential::ApiKey(id)) = holder.credential;
         state.limits.request_with(id)?;
-        Ok(Caller {
+        Ok(Caller(Member {
             tenant: holder.tenant,
             user: holder.user,
             credential: holder.credential,
             client_portal: holder.client_portal,
-        })
+        }))
     }
 }
 
@@ -293,11 +218,11 @@ pub(crate) async fn sign_in(
     let Some(user) = user.filter(|_| ok) else {
         tracing::info!(tenant = %req.tenant_id, "login refused");
         let mut tx = db::begin_tenant(&state.pool, req.tenant_id).await?;
-        psa_models::audit::record(
+        psa_models::audit::record_if_tenant_exists(
             &mut tx,
             req.tenant_id,
-            "anonymous",
-            "login_failed",
+            &Actor::Anonymous,
+            AuditAction::LoginFailed,
             "user",
             None,
             serde_json::json!({"email": email.as_str(), "address": peer.ip().to_string()}),
@@ -322,8 +247,8 @@ pub(crate) async fn sign_in(
     psa_models::audit::record(
         &mut tx,
         req.tenant_id,
-        &format!("user:{}", user.user_id),
-        "login",
+        &Actor::User { user: user.user_id },
+        AuditAction::Login,
         "user",
         Some(user.user_id.0),
         serde_json::json!({"address": peer.ip().to_string()}),
@@ -345,8 +270,7 @@ pub(crate) async fn tenant_is_active(
     let status: Option<String> = sqlx::query_scalar("SELECT status FROM tenants WHERE tenant = $1")
         .bind(tenant)
         .fetch_optional(conn)
-        .await
-        .map_err(psa_models::Error::from)?;
+        .await?;
     Ok(status.as_deref() == Some("active"))
 }
 
@@ -355,15 +279,13 @@ pub(crate) async fn tenant_is_active(
     security(("bearer" = [])),
     responses((status = 204), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
-    let Credential::Session(session) = caller.credential else {
-        return Err(ApiError::bad_request(
-            None,
-            "API keys are revoked with `psa api-key revoke`, not logged out",
-        ));
-    };
-    let mut tx = db::begin_tenant(&state.pool, caller.tenant).await?;
-    credentials::revoke_session(&mut tx, caller.tenant, session).await?;
-    tx.commit().await?;
+    psa_app::sessions::sign_out(&state.app, &caller.principal())
+        .await
+        .map_err(|e| match e {
+            // The contract's 400 for a key (a validation error would be 422).
+            psa_models::Error::Validation { message, .. } => ApiError::bad_request(None, message),
+            other => other.into(),
+        })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -376,19 +298,7 @@ pub async fn logout_everywhere(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<StatusCode, ApiError> {
-    let mut tx = db::begin_tenant(&state.pool, caller.tenant).await?;
-    let n = credentials::revoke_sessions_of(&mut tx, caller.tenant, caller.user).await?;
-    psa_models::audit::record(
-        &mut tx,
-        caller.tenant,
-        &caller.actor(),
-        "logout_all",
-        "user",
-        Some(caller.user.0),
-        serde_json::json!({"sessions": n}),
-    )
-    .await?;
-    tx.commit().await?;
+    psa_app::sessions::sign_out_everywhere(&state.app, &caller.principal()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -462,11 +372,7 @@ pub(crate) async fn set_password_by_link(
     new_password: &SecretString,
 ) -> Result<Redeemed, ApiError> {
     state.limits.login_from(peer)?;
-    let mut conn = state
-        .pool
-        .acquire()
-        .await
-        .map_err(psa_models::Error::from)?;
+    let mut conn = state.pool.acquire().await?;
     let found = auth_tokens::find(&mut conn, purpose, token.expose_secret()).await?;
     drop(conn);
     let mut tx = db::begin_tenant(&state.pool, found.tenant).await?;
@@ -490,13 +396,13 @@ pub(crate) async fn set_password_by_link(
     let mut tx = db::begin_tenant(&state.pool, found.tenant).await?;
     auth_tokens::redeem(&mut tx, &found, &hashed).await?;
     let action = match purpose {
-        auth_tokens::Purpose::Invitation => "accept_invitation",
-        auth_tokens::Purpose::PasswordReset => "reset_password",
+        auth_tokens::Purpose::Invitation => AuditAction::AcceptInvitation,
+        auth_tokens::Purpose::PasswordReset => AuditAction::ResetPassword,
     };
     psa_models::audit::record(
         &mut tx,
         found.tenant,
-        &format!("user:{}", found.user),
+        &Actor::User { user: found.user },
         action,
         "user",
         Some(found.user.0),
@@ -504,7 +410,7 @@ pub(crate) async fn set_password_by_link(
     )
     .await?;
     tx.commit().await?;
-    tracing::info!(tenant = %found.tenant, user = %found.user, action, "password set through a link");
+    tracing::info!(tenant = %found.tenant, user = %found.user, action = action.as_str(), "password set through a link");
     Ok(Redeemed {
         found,
         email: user.email,
@@ -650,7 +556,7 @@ pub async fn change_own_password(
         &mut tx,
         caller.tenant,
         &caller.actor(),
-        "change_password",
+        AuditAction::ChangePassword,
         "user",
         Some(caller.user.0),
         serde_json::json!({"sessions_ended": ended}),
@@ -700,7 +606,7 @@ pub async fn ask_password_reset(
     peer: std::net::SocketAddr,
     req: &PasswordResetRequest,
 ) -> Result<String, ApiError> {
-    if state.delivery.mailer.is_none() {
+    if state.app.delivery.mailer.is_none() {
         return Err(ApiError::MailNotConfigured);
     }
     state.limits.login_from(peer.ip())?;
@@ -715,7 +621,11 @@ pub async fn ask_password_reset(
         tracing::warn!(tenant = %req.tenant_id, "password reset dropped: too many sends in progress");
         return Ok(accepted);
     };
-    let (pool, delivery, tenant) = (state.pool.clone(), state.delivery.clone(), req.tenant_id);
+    let (pool, delivery, tenant) = (
+        state.pool.clone(),
+        state.app.delivery.clone(),
+        req.tenant_id,
+    );
     tokio::spawn(async move {
         if let Err(e) = send_reset(&pool, &delivery, tenant, &email, peer.ip()).await {
             tracing::warn!(%tenant, error = %e, "password reset email failed");
@@ -746,8 +656,8 @@ async fn send_reset(
     psa_models::audit::record(
         &mut tx,
         tenant,
-        "anonymous",
-        "request_password_reset",
+        &Actor::Anonymous,
+        AuditAction::RequestPasswordReset,
         "user",
         Some(reset.user.user_id.0),
         serde_json::json!({"address": peer.to_string()}),

@@ -1,7 +1,7 @@
 //! `/api/v1/companies`: the company server actions (resource `client`, as in the reference).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use psa_models::CompanyId;
 use psa_models::companies::{self, Company, CompanyPatch, CreateOptions, ListFilter, NewCompany};
@@ -12,7 +12,7 @@ use utoipa::IntoParams;
 use crate::AppState;
 use crate::auth::{Action, Caller, Permission, Resource};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiQuery, path_id};
+use crate::extract::{ApiJson, ApiQuery, PathId};
 
 /// Query parameters of the company list.
 #[derive(Deserialize, IntoParams)]
@@ -83,9 +83,8 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<CompanyId>,
 ) -> Result<Json<Company>, ApiError> {
-    let id: CompanyId = path_id(&id)?;
     let mut tx = caller
         .authorize(&state, Permission(Resource::Client, Action::Read))
         .await?;
@@ -101,10 +100,9 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<CompanyId>,
     ApiJson(patch): ApiJson<CompanyPatch>,
 ) -> Result<Json<Company>, ApiError> {
-    let id: CompanyId = path_id(&id)?;
     let mut tx = caller
         .authorize(&state, Permission(Resource::Client, Action::Update))
         .await?;
@@ -120,9 +118,8 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<CompanyId>,
 ) -> Result<StatusCode, ApiError> {
-    let id: CompanyId = path_id(&id)?;
     let mut tx = caller
         .authorize(&state, Permission(Resource::Client, Action::Delete))
         .await?;

@@ -1,7 +1,7 @@
 //! `/api/v1/contacts`: the contact server actions (resource `contact`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use psa_models::contacts::{self, Contact, ContactPatch, CreateOptions, ListFilter, NewContact};
 use psa_models::db::{Page, PageRequest};
@@ -12,7 +12,7 @@ use utoipa::IntoParams;
 use crate::AppState;
 use crate::auth::{Action, Caller, Permission, Resource};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiQuery, path_id};
+use crate::extract::{ApiJson, ApiQuery, PathId};
 
 /// Query parameters of the contact list.
 #[derive(Deserialize, IntoParams)]
@@ -82,9 +82,8 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<ContactId>,
 ) -> Result<Json<Contact>, ApiError> {
-    let id: ContactId = path_id(&id)?;
     let mut tx = caller
         .authorize(&state, Permission(Resource::Contact, Action::Read))
         .await?;
@@ -100,10 +99,9 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<ContactId>,
     ApiJson(patch): ApiJson<ContactPatch>,
 ) -> Result<Json<Contact>, ApiError> {
-    let id: ContactId = path_id(&id)?;
     let mut tx = caller
         .authorize(&state, Permission(Resource::Contact, Action::Update))
         .await?;

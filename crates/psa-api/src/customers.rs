@@ -73,7 +73,7 @@ pub async fn page(
     let page = customers::list(
         &mut tx,
         caller.tenant,
-        state.lifecycle.customer_tag.as_str(),
+        state.app.settings.customer_tag.as_str(),
         &filter,
         &PageRequest {
             limit: q.limit,
@@ -81,7 +81,7 @@ pub async fn page(
         },
     )
     .await?;
-    tx.rollback().await.map_err(psa_models::Error::from)?;
+    tx.rollback().await?;
     Ok(page)
 }
 
@@ -117,7 +117,7 @@ pub async fn csv(
         let p = customers::list(
             &mut tx,
             caller.tenant,
-            state.lifecycle.customer_tag.as_str(),
+            state.app.settings.customer_tag.as_str(),
             &filter,
             &PageRequest {
                 limit: Some(200),
@@ -133,7 +133,7 @@ pub async fn csv(
             None => break,
         }
     }
-    tx.rollback().await.map_err(psa_models::Error::from)?;
+    tx.rollback().await?;
     let body = out
         .into_inner()
         .map_err(|e| ApiError::internal(anyhow::anyhow!("CSV: {e}")))?;
@@ -198,7 +198,7 @@ pub async fn start_repair(
             )
             .into());
         }
-        psa_models::lifecycle::show(&mut tx, &state.lifecycle.settings(caller.tenant), t).await?;
+        psa_models::lifecycle::show(&mut tx, &state.app.lifecycle(caller.tenant), t).await?;
     }
     let reconciles = state.reconciles().await?;
     let workflow_id = psa_workflows::reconcile::new_workflow_id();
@@ -207,16 +207,16 @@ pub async fn start_repair(
         caller.tenant,
         &caller.actor(),
         if req.dry_run {
-            "preview_repair"
+            psa_models::audit::Action::PreviewRepair
         } else {
-            "repair"
+            psa_models::audit::Action::Repair
         },
         "customers",
         req.tenant_id.map(|t| t.0),
         serde_json::json!({"workflow_id": workflow_id, "dry_run": req.dry_run}),
     )
     .await?;
-    tx.commit().await.map_err(psa_models::Error::from)?;
+    tx.commit().await?;
     // Recorded first: a repair never runs unaudited (one that fails to start is audited and
     // answered 503).
     reconciles
@@ -225,7 +225,7 @@ pub async fn start_repair(
             ReconcileInput {
                 tenant_id: req.tenant_id,
                 dry_run: req.dry_run,
-                requested_by: caller.actor(),
+                requested_by: caller.actor().to_string(),
             },
         )
         .await
@@ -271,7 +271,7 @@ pub async fn repair_status(
     let tx = caller
         .authorize_management(state, Permission(Resource::Tenant, Action::Read))
         .await?;
-    tx.rollback().await.map_err(psa_models::Error::from)?;
+    tx.rollback().await?;
     if !workflow_id.starts_with(psa_workflows::reconcile::WORKFLOW_ID_PREFIX) {
         return Err(ApiError::NotFound);
     }

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
-    Model(#[from] psa_models::Error),
+    Model(psa_models::Error),
     #[error("authentication required")]
     Unauthorized,
     #[error("{0}")]
@@ -79,6 +79,9 @@ impl ApiError {
                     StatusCode::CONFLICT
                 }
                 psa_models::Error::InvalidLink(_) => StatusCode::BAD_REQUEST,
+                // Converted to the API's own variants by `From`; here for completeness.
+                psa_models::Error::Forbidden(_) => StatusCode::FORBIDDEN,
+                psa_models::Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 psa_models::Error::InvalidState { .. } => StatusCode::CONFLICT,
                 // A reference to a row the caller cannot see (missing, or another tenant's) is
                 // indistinguishable from a missing row.
@@ -139,6 +142,28 @@ impl ApiError {
             },
             ApiError::Internal(e) => format!("{e:#}"),
             other => format!("{other}"),
+        }
+    }
+}
+
+/// The operations' refusals in the API's own terms (their codes and messages are the API's
+/// contract); the rest as they are.
+impl From<psa_models::Error> for ApiError {
+    fn from(e: psa_models::Error) -> Self {
+        match e {
+            psa_models::Error::Forbidden(m) => ApiError::Forbidden(m.into_owned()),
+            psa_models::Error::Unavailable {
+                code: "mail_failed",
+                message,
+            } => ApiError::MailFailed(message.into_owned()),
+            psa_models::Error::Unavailable { message, .. } => {
+                ApiError::Unavailable(message.into_owned())
+            }
+            psa_models::Error::InvalidState {
+                code: "mail_not_configured",
+                ..
+            } => ApiError::MailNotConfigured,
+            other => ApiError::Model(other),
         }
     }
 }

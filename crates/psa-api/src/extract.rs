@@ -4,10 +4,11 @@
 //! otherwise appear in an error).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
+use uuid::Uuid;
 
 use crate::error::ApiError;
 
@@ -136,9 +137,48 @@ fn query_to<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     parse_json(&serde_json::to_vec(&map).map_err(ApiError::internal)?)
 }
 
-/// Parses an id from the path; a malformed one is a 404 (no such resource), like an unknown one.
-pub fn path_id<T: From<uuid::Uuid>>(raw: &str) -> Result<T, ApiError> {
-    uuid::Uuid::parse_str(raw)
-        .map(T::from)
-        .map_err(|_| ApiError::NotFound)
+/// The id of the addressed resource, from the path, typed (`PathId<TenantId>`): a malformed id
+/// is a 404, as an unknown one, so no handler parses ids.
+pub struct PathId<T>(pub T);
+
+/// Two ids from the path (`/webhook-endpoints/{id}/deliveries/{delivery_id}`).
+pub struct PathIds<A, B>(pub A, pub B);
+
+/// The path's segments as ids, or `None` when one is not a UUID.
+pub(crate) async fn path_ids<S: Send + Sync>(parts: &mut Parts, state: &S) -> Option<Vec<Uuid>> {
+    let Path(raw) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+        .await
+        .ok()?;
+    raw.iter().map(|(_, v)| Uuid::parse_str(v).ok()).collect()
+}
+
+impl<S, T> FromRequestParts<S> for PathId<T>
+where
+    S: Send + Sync,
+    T: From<Uuid>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match path_ids(parts, state).await.as_deref() {
+            Some([id]) => Ok(PathId(T::from(*id))),
+            _ => Err(ApiError::NotFound),
+        }
+    }
+}
+
+impl<S, A, B> FromRequestParts<S> for PathIds<A, B>
+where
+    S: Send + Sync,
+    A: From<Uuid>,
+    B: From<Uuid>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match path_ids(parts, state).await.as_deref() {
+            Some([a, b]) => Ok(PathIds(A::from(*a), B::from(*b))),
+            _ => Err(ApiError::NotFound),
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! `psa_models::users::has_permission`, and calls the same `psa_models` functions the workflow
 //! calls: no business rule lives in a handler.
 
+pub mod audit;
 pub mod auth;
 pub mod companies;
 pub mod console;
@@ -45,22 +46,17 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
-    /// The API's pool: the owner role, or better the API login role (docs/operations.md);
-    /// handlers switch to the confined role `psa_app` per transaction either way.
+    /// The operations layer, with the platform's settings and services (Temporal, connected
+    /// on first use; exports; mail; webhook sealing).
+    pub app: psa_app::App,
+    /// The API's pool (the same as `app.pool`): the owner role, or better the API login role
+    /// (docs/operations.md); handlers switch to the confined role `psa_app` per transaction.
     pub pool: PgPool,
     pub session_ttl: chrono::Duration,
     /// A session unused this long ends.
     pub session_idle: Duration,
-    /// Tenant provisioning through Temporal; `None` serves the rest of the API only.
-    pub provisioning: Option<std::sync::Arc<tenants::Provisioning>>,
     pub limits: std::sync::Arc<limits::Limits>,
     pub request_timeout: Duration,
-    /// How invitation and password-reset links reach people.
-    pub delivery: std::sync::Arc<psa_models::invitations::Delivery>,
-    /// The tenant lifecycle's tags and export store.
-    pub lifecycle: std::sync::Arc<LifecycleConfig>,
-    /// Sealing of webhook secrets and the addresses endpoints may have.
-    pub webhooks: std::sync::Arc<webhooks::WebhookConfig>,
 }
 
 /// The lifecycle endpoints' settings: the customer tags (as the workers have them) and where
@@ -82,38 +78,14 @@ impl Default for LifecycleConfig {
     }
 }
 
-impl LifecycleConfig {
-    /// The settings for a caller of the management tenant `mgmt`.
-    pub fn settings(&self, mgmt: psa_models::TenantId) -> psa_models::lifecycle::Settings {
-        psa_models::lifecycle::Settings {
-            management_tenant_id: mgmt,
-            customer_tag: self.customer_tag.clone(),
-            tags: self.tags.clone(),
-        }
-    }
-}
-
 impl AppState {
-    /// Provisioning's Temporal client, for another of the worker's workflows (`what` names
-    /// the feature when this server has no Temporal settings).
+    /// Provisioning's Temporal client, for the worker's workflows (`what` names the feature
+    /// when this server has no Temporal settings).
     async fn temporal(
         &self,
         what: &str,
     ) -> Result<&psa_workflows::client::TenantWorkflows, ApiError> {
-        let p = self.provisioning.as_deref().ok_or_else(|| {
-            ApiError::Unavailable(format!("{what} is not configured on this server"))
-        })?;
-        p.workflows().await
-    }
-
-    /// Deletion workflows, through provisioning's Temporal client.
-    pub async fn deletions(&self) -> Result<psa_workflows::deletion::Deletions, ApiError> {
-        let w = self.temporal("Tenant lifecycle").await?;
-        Ok(psa_workflows::deletion::Deletions {
-            client: w.client.clone(),
-            task_queue: w.task_queue.clone(),
-            pool: self.pool.clone(),
-        })
+        Ok(self.app.temporal(what)?.workflows().await?)
     }
 
     /// Customer repairs (reconcile runs on the worker), through provisioning's Temporal client.
@@ -124,19 +96,13 @@ impl AppState {
             task_queue: w.task_queue.clone(),
         })
     }
-
-    pub fn export_store(&self) -> Result<&psa_models::exports::ExportStore, ApiError> {
-        self.lifecycle.store.as_ref().ok_or_else(|| {
-            ApiError::Unavailable("Exports are not configured on this server".into())
-        })
-    }
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "psa", description = "Multi-tenant PSA backend: companies, contacts, tags."),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "companies"), (name = "contacts"), (name = "tags"), (name = "tenants"), (name = "customers"), (name = "users"), (name = "events"), (name = "webhooks"))
+    tags((name = "auth"), (name = "audit"), (name = "companies"), (name = "contacts"), (name = "tags"), (name = "tenants"), (name = "customers"), (name = "users"), (name = "events"), (name = "webhooks"))
 )]
 struct ApiDoc;
 
@@ -190,6 +156,7 @@ impl utoipa::Modify for BearerAuth {
 pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(auth::login))
+        .routes(routes!(audit::list))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::logout_everywhere))
         .routes(routes!(auth::accept_invitation))
@@ -306,7 +273,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         tracing::warn!(error = %e, "readiness: database unreachable");
         return (StatusCode::SERVICE_UNAVAILABLE, "database unreachable");
     }
-    if let Some(p) = &state.provisioning
+    if let Some(p) = state.app.temporal.as_deref()
         && !tenants::temporal_ready(p).await
     {
         return (StatusCode::SERVICE_UNAVAILABLE, "temporal unreachable");
@@ -367,23 +334,33 @@ impl Application {
     pub async fn build_with(
         config: Config,
         pool: PgPool,
-        provisioning: Option<tenants::Provisioning>,
+        provisioning: Option<psa_app::Temporal>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.bind).await?;
         // The hash unknown emails are checked against, made now: made on the first such login it
         // would make that login slower than the rest (and tell that the email is unknown).
         let _ = tokio::task::spawn_blocking(|| std::sync::LazyLock::force(&auth::DUMMY_HASH)).await;
+        let settings = psa_app::Settings {
+            customer_tag: config.lifecycle.customer_tag.clone(),
+            lifecycle_tags: config.lifecycle.tags.clone(),
+            ..Default::default()
+        };
+        let mut app = psa_app::App::new(pool.clone(), settings, config.delivery)
+            .with_webhooks(config.webhooks);
+        if let Some(store) = config.lifecycle.store {
+            app = app.with_exports(store);
+        }
+        if let Some(temporal) = provisioning {
+            app = app.with_temporal(temporal);
+        }
         let state = AppState {
+            app,
             pool,
             session_ttl: chrono::Duration::from_std(config.session_ttl)
                 .unwrap_or(chrono::Duration::hours(12)),
-            provisioning: provisioning.map(std::sync::Arc::new),
             limits: std::sync::Arc::new(limits::Limits::new(config.limits)),
             request_timeout: config.server.request_timeout,
             session_idle: config.session_idle,
-            delivery: std::sync::Arc::new(config.delivery),
-            lifecycle: std::sync::Arc::new(config.lifecycle),
-            webhooks: std::sync::Arc::new(config.webhooks),
         };
         let limits = std::sync::Arc::downgrade(&state.limits);
         let purge_pool = state.pool.clone();

@@ -2,7 +2,7 @@
 //! resource, plus `tag:create` when the text has no definition yet (reference §5.1).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use psa_models::MappingId;
 use psa_models::tags::{self, AttachOptions, NewTag, Tag, TaggedType};
@@ -13,7 +13,7 @@ use utoipa::IntoParams;
 use crate::AppState;
 use crate::auth::{Action, Caller, Permission, Resource};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiQuery, path_id};
+use crate::extract::{ApiJson, ApiQuery, PathId};
 
 /// The resource whose permissions govern tags on an entity of this type (companies are the
 /// `client` resource, as in the reference).
@@ -112,9 +112,8 @@ pub async fn list(
 pub async fn detach(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<MappingId>,
 ) -> Result<StatusCode, ApiError> {
-    let id: MappingId = path_id(&id)?;
     detach_tag(&state, &caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,74 +6,26 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use psa_workflows::client::{ClientError, IdempotencyKey, StartError, TenantWorkflows};
+use psa_workflows::client::{ClientError, IdempotencyKey, StartError};
 use psa_workflows::{ProvisioningView, RawRequest, TenantCreationInput};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
-use tokio::sync::OnceCell;
 use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::{Action, Caller, Permission, Resource};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, PathId};
 
-/// How the API reaches Temporal. The client connects on first use, so the rest of the API works
-/// while Temporal is down. The API holds no customer tracking settings: the workers decide.
-pub struct Provisioning {
-    pub address: String,
-    pub namespace: String,
-    pub task_queue: String,
-    pool: PgPool,
-    client: OnceCell<TenantWorkflows>,
-}
+/// How the API reaches Temporal (connected on first use, so the rest of the API works while
+/// Temporal is down). The API holds no customer tracking settings: the workers decide.
+pub type Provisioning = psa_app::Temporal;
 
-impl Provisioning {
-    pub fn new(address: String, namespace: String, task_queue: String, pool: PgPool) -> Self {
-        Provisioning {
-            address,
-            namespace,
-            task_queue,
-            pool,
-            client: OnceCell::new(),
-        }
-    }
-
-    pub async fn workflows(&self) -> Result<&TenantWorkflows, ApiError> {
-        self.client
-            .get_or_try_init(|| async {
-                let client = psa_workflows::client::connect(&self.address, &self.namespace).await?;
-                Ok::<_, ClientError>(TenantWorkflows {
-                    client,
-                    task_queue: self.task_queue.clone(),
-                    pool: self.pool.clone(),
-                })
-            })
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "Temporal unreachable");
-                unavailable()
-            })
-    }
-}
-
-impl std::fmt::Debug for Provisioning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Provisioning")
-            .field("address", &self.address)
-            .field("task_queue", &self.task_queue)
-            .finish()
-    }
+fn provisioning(state: &AppState) -> Result<&Provisioning, ApiError> {
+    Ok(state.app.temporal("Tenant provisioning")?)
 }
 
 fn unavailable() -> ApiError {
     ApiError::Unavailable("Tenant provisioning is temporarily unavailable".into())
-}
-
-fn provisioning(state: &AppState) -> Result<&Provisioning, ApiError> {
-    state.provisioning.as_deref().ok_or_else(|| {
-        ApiError::Unavailable("Tenant provisioning is not configured on this server".into())
-    })
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -182,7 +134,7 @@ pub async fn start(
         .await
         .map_err(|e| match e {
             StartError::KeyReused { .. } => ApiError::IdempotencyKeyReused(e.to_string()),
-            StartError::Database(d) => ApiError::Model(d),
+            StartError::Database(d) => d.into(),
             StartError::Temporal(t) => {
                 tracing::error!(error = %t, "cannot start the tenant creation workflow");
                 unavailable()
@@ -227,7 +179,7 @@ pub async fn view(
         .await
         .map_err(|e| match e {
             ClientError::NotFound(_) => ApiError::NotFound,
-            ClientError::Database(d) => ApiError::Model(d),
+            ClientError::Database(d) => d.into(),
             other => {
                 tracing::warn!(error = %other, "provisioning status");
                 unavailable()
@@ -252,7 +204,7 @@ pub async fn invitation_link_for_starter(
         r.status == psa_workflows::Outcome::Completed
             && r.welcome_email.status == psa_workflows::WelcomeStatus::Disabled
     });
-    let Some(key) = state.webhooks.key.as_ref().filter(|_| mine && disabled) else {
+    let Some(key) = state.app.webhooks.key.as_ref().filter(|_| mine && disabled) else {
         return Ok(None);
     };
     let result = provisioning(state)?
@@ -289,74 +241,20 @@ pub struct InviteResent {
 pub async fn resend_invite(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(tenant): PathId<psa_models::TenantId>,
 ) -> Result<Json<InviteResent>, ApiError> {
-    let tenant: psa_models::TenantId = crate::extract::path_id(&id)?;
-    let mut mgmt = caller
-        .authorize_management(&state, Permission(Resource::Tenant, Action::Create))
-        .await?;
-    if state.delivery.mailer.is_none() {
-        return Err(ApiError::MailNotConfigured);
-    }
-    // The tenant's own data, confined to it, in a transaction of its own.
-    let mut tx = psa_models::db::begin_tenant(&state.pool, tenant).await?;
-    let target = psa_models::tenants::find(&mut tx, tenant)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    let admin = psa_models::users::first_admin(&mut tx, tenant)
-        .await?
-        .ok_or_else(|| {
-            ApiError::Model(psa_models::Error::conflict(
-                None,
-                "The tenant has no active administrator to invite",
-            ))
-        })?;
-    let actor = caller.actor();
-    let invitation = psa_models::invitations::reissue(
-        &mut tx,
+    let done = psa_app::tenants::resend_admin_invite(
+        &state.app,
+        &caller.principal(),
         tenant,
-        admin.user_id,
-        &state.delivery,
-        &format!("management:{}", caller.user),
+        psa_app::users::LinkDelivery::Mail,
     )
     .await?;
-    // Audited on both sides: in the tenant (its admin got a new link) and in the management
-    // tenant (who did it).
-    let details = serde_json::json!({"tenant_id": tenant, "user_id": admin.user_id});
-    psa_models::audit::record(
-        &mut tx,
-        tenant,
-        &actor,
-        "resend_invite",
-        "user",
-        Some(admin.user_id.0),
-        details.clone(),
-    )
-    .await?;
-    psa_models::audit::record(
-        &mut mgmt,
-        caller.tenant,
-        &actor,
-        "resend_invite",
-        "tenant",
-        Some(tenant.0),
-        details,
-    )
-    .await?;
-    crate::users::mail_invitation(
-        &state,
-        psa_models::mail::Kind::Welcome,
-        &target.company_name,
-        &invitation,
-    )
-    .await?;
-    tx.commit().await?;
-    mgmt.commit().await?;
     Ok(Json(InviteResent {
         tenant_id: tenant,
-        user_id: admin.user_id,
-        email: admin.email,
-        invitation_expires_at: invitation.link.expires_at,
+        user_id: done.user.user_id,
+        email: done.user.email,
+        invitation_expires_at: done.expires_at,
     }))
 }
 

@@ -2,21 +2,20 @@
 //! password: the invitation link is mailed to them, and the API never shows it.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use psa_models::invitations::{self, Delivered, NewInvitee};
-use psa_models::mail::Kind;
-use psa_models::users::{self, UserSummary};
-use psa_models::{UserId, identity, tenants};
+use psa_app::users::LinkDelivery;
+use psa_models::UserId;
+use psa_models::invitations::NewInvitee;
+use psa_models::users::UserSummary;
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::auth::{Action, Caller, Permission, Resource};
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, path_id};
+use crate::extract::{ApiJson, PathId};
 
 /// The tenant's staff.
 #[derive(Serialize, ToSchema)]
@@ -39,12 +38,7 @@ pub async fn list(
 
 /// The tenant's staff users (`user:read`; the API and the console).
 pub async fn list_users(state: &AppState, caller: &Caller) -> Result<Vec<UserSummary>, ApiError> {
-    let mut tx = caller
-        .authorize(state, Permission(Resource::User, Action::Read))
-        .await?;
-    let data = users::list(&mut tx, caller.tenant).await?;
-    tx.commit().await?;
-    Ok(data)
+    Ok(psa_app::users::list(&state.app, &caller.principal(), caller.tenant).await?)
 }
 
 /// A user just invited.
@@ -53,49 +47,6 @@ pub struct Invited {
     pub user: UserSummary,
     /// When the invitation link stops working.
     pub invitation_expires_at: DateTime<Utc>,
-}
-
-async fn audit(
-    conn: &mut PgConnection,
-    caller: &Caller,
-    action: &str,
-    user: UserId,
-    details: serde_json::Value,
-) -> Result<(), ApiError> {
-    psa_models::audit::record(
-        conn,
-        caller.tenant,
-        &caller.actor(),
-        action,
-        "user",
-        Some(user.0),
-        details,
-    )
-    .await?;
-    Ok(())
-}
-
-/// Mails an invitation (the API's way: before its transaction commits, so that if the mail
-/// cannot go out, nothing is written; never showing the link instead).
-pub(crate) async fn mail_invitation(
-    state: &AppState,
-    kind: Kind,
-    tenant_name: &str,
-    invitation: &invitations::Invitation,
-) -> Result<(), ApiError> {
-    match state
-        .delivery
-        .deliver(kind, tenant_name, &invitation.user, &invitation.link)
-        .await
-    {
-        Ok(Delivered::Sent) => Ok(()),
-        // Callers check for a mailer before writing anything.
-        Ok(Delivered::Shown(_)) => Err(ApiError::MailNotConfigured),
-        Err(e) => {
-            tracing::warn!(tenant = %invitation.user.tenant, error = %e, "invitation email failed");
-            Err(ApiError::MailFailed(e.message))
-        }
-    }
 }
 
 /// Invite a user with a role: the user is created without a password and mailed a single-use
@@ -124,36 +75,17 @@ pub async fn invite_user(
     caller: &Caller,
     input: &NewInvitee,
 ) -> Result<Invited, ApiError> {
-    let mut tx = caller
-        .authorize(state, Permission(Resource::User, Action::Create))
-        .await?;
-    if state.delivery.mailer.is_none() {
-        return Err(ApiError::MailNotConfigured);
-    }
-    let invitation = invitations::invite(
-        &mut tx,
+    let done = psa_app::users::invite(
+        &state.app,
+        &caller.principal(),
         caller.tenant,
         input,
-        &state.delivery,
-        &caller.actor(),
+        LinkDelivery::Mail,
     )
     .await?;
-    let user = invitation.user.user_id;
-    audit(
-        &mut tx,
-        caller,
-        "invite",
-        user,
-        serde_json::json!({"email": invitation.user.email, "role": input.role}),
-    )
-    .await?;
-    let tenant_name = tenants::get(&mut tx, caller.tenant).await?.company_name;
-    mail_invitation(state, Kind::Invitation, &tenant_name, &invitation).await?;
-    let summary = users::summary(&mut tx, caller.tenant, user).await?;
-    tx.commit().await?;
     Ok(Invited {
-        user: summary,
-        invitation_expires_at: invitation.link.expires_at,
+        user: done.user,
+        invitation_expires_at: done.expires_at,
     })
 }
 
@@ -166,30 +98,24 @@ pub async fn invite_user(
 pub async fn resend_invite(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<UserId>,
 ) -> Result<Json<Invited>, ApiError> {
-    let id: UserId = path_id(&id)?;
     Ok(Json(resend(&state, &caller, id).await?))
 }
 
 /// Sends a new invitation (the old link stops working; `user:create`).
 pub async fn resend(state: &AppState, caller: &Caller, id: UserId) -> Result<Invited, ApiError> {
-    let mut tx = caller
-        .authorize(state, Permission(Resource::User, Action::Create))
-        .await?;
-    if state.delivery.mailer.is_none() {
-        return Err(ApiError::MailNotConfigured);
-    }
-    let invitation =
-        invitations::reissue(&mut tx, caller.tenant, id, &state.delivery, &caller.actor()).await?;
-    audit(&mut tx, caller, "resend_invite", id, serde_json::json!({})).await?;
-    let tenant_name = tenants::get(&mut tx, caller.tenant).await?.company_name;
-    mail_invitation(state, Kind::Invitation, &tenant_name, &invitation).await?;
-    let summary = users::summary(&mut tx, caller.tenant, id).await?;
-    tx.commit().await?;
+    let done = psa_app::users::resend_invite(
+        &state.app,
+        &caller.principal(),
+        caller.tenant,
+        id,
+        LinkDelivery::Mail,
+    )
+    .await?;
     Ok(Invited {
-        user: summary,
-        invitation_expires_at: invitation.link.expires_at,
+        user: done.user,
+        invitation_expires_at: done.expires_at,
     })
 }
 
@@ -209,10 +135,9 @@ pub struct UserPatch {
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<UserId>,
     ApiJson(patch): ApiJson<UserPatch>,
 ) -> Result<Json<UserSummary>, ApiError> {
-    let id: UserId = path_id(&id)?;
     Ok(Json(change_role(&state, &caller, id, &patch.role).await?))
 }
 
@@ -223,21 +148,10 @@ pub async fn change_role(
     id: UserId,
     role: &str,
 ) -> Result<UserSummary, ApiError> {
-    let mut tx = caller
-        .authorize(state, Permission(Resource::User, Action::Update))
-        .await?;
-    let before = users::summary(&mut tx, caller.tenant, id).await?;
-    let after = users::set_role(&mut tx, caller.tenant, id, role).await?;
-    audit(
-        &mut tx,
-        caller,
-        "change_role",
-        id,
-        serde_json::json!({"from": before.roles, "to": after.roles}),
+    Ok(
+        psa_app::users::change_role(&state.app, &caller.principal(), caller.tenant, id, role)
+            .await?,
     )
-    .await?;
-    tx.commit().await?;
-    Ok(after)
 }
 
 /// Deactivates (`inactive`) or reactivates a user (`user:update`); nobody deactivates
@@ -248,20 +162,10 @@ pub async fn set_inactive(
     id: UserId,
     inactive: bool,
 ) -> Result<UserSummary, ApiError> {
-    let mut tx = caller
-        .authorize(state, Permission(Resource::User, Action::Update))
-        .await?;
-    if inactive && id == caller.user {
-        return Err(ApiError::Model(psa_models::Error::conflict(
-            None,
-            "You cannot deactivate yourself",
-        )));
-    }
-    let after = identity::set_inactive(&mut tx, caller.tenant, id, inactive).await?;
-    let action = if inactive { "deactivate" } else { "reactivate" };
-    audit(&mut tx, caller, action, id, serde_json::json!({})).await?;
-    tx.commit().await?;
-    Ok(after)
+    Ok(
+        psa_app::users::set_inactive(&state.app, &caller.principal(), caller.tenant, id, inactive)
+            .await?,
+    )
 }
 
 /// Deactivate a user: their sessions, API keys and open links stop working at once. The
@@ -273,21 +177,19 @@ pub async fn set_inactive(
 pub async fn deactivate(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<UserId>,
 ) -> Result<Json<UserSummary>, ApiError> {
-    let id: UserId = path_id(&id)?;
     Ok(Json(set_inactive(&state, &caller, id, true).await?))
 }
 
-/// Reactivate a user. Their API keys work again; sessions ended by the deactivation stay ended.
+/// Reactivate a user. What the deactivation ended (sessions, API keys, open links) stays ended.
 #[utoipa::path(post, path = "/api/v1/users/{id}/reactivate", tag = "users", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = UserSummary), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn reactivate(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<UserId>,
 ) -> Result<Json<UserSummary>, ApiError> {
-    let id: UserId = path_id(&id)?;
     Ok(Json(set_inactive(&state, &caller, id, false).await?))
 }

@@ -4,13 +4,11 @@
 //! tenant; an endpoint's secret is shown once, when it is created or rotated.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use psa_models::db::{Page, PageRequest};
 use psa_models::events::{self, Event, EventFilter, EventPage, EventType};
-use psa_models::webhooks::{
-    self, By, Delivery, DeliveryDetails, Endpoint, EndpointPatch, NewEndpoint,
-};
+use psa_models::webhooks::{self, Delivery, DeliveryDetails, Endpoint, EndpointPatch, NewEndpoint};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -19,33 +17,11 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::auth::{Action, Caller, Permission, Resource};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiQuery, PathId, PathIds};
 
-/// What the webhook endpoints need from the server's configuration.
-#[derive(Clone, Debug, Default)]
-pub struct WebhookConfig {
-    /// Seals new endpoint secrets (PSA_SECRET_KEY, as the workers have it); without it,
-    /// endpoints can be listed but not created or rotated.
-    pub key: Option<psa_workflows::secret::SecretKey>,
-    pub policy: webhooks::AddressPolicy,
-}
-
-impl WebhookConfig {
-    fn key(&self) -> Result<&psa_workflows::secret::SecretKey, ApiError> {
-        self.key.as_ref().ok_or_else(|| {
-            ApiError::Unavailable(
-                "This server has no PSA_SECRET_KEY: webhook secrets cannot be sealed".into(),
-            )
-        })
-    }
-}
-
-pub(crate) fn by<'a>(caller: &Caller, actor: &'a str) -> By<'a> {
-    By {
-        management_tenant: caller.tenant,
-        actor,
-    }
-}
+/// What the webhook endpoints need from the server's configuration (sealing key, address
+/// policy): the operations layer's settings.
+pub type WebhookConfig = psa_app::webhooks::WebhookSettings;
 
 /// `GET /api/v1/events` query.
 #[derive(Deserialize, IntoParams)]
@@ -98,7 +74,7 @@ pub async fn list_events(
         },
     )
     .await?;
-    tx.rollback().await.map_err(psa_models::Error::from)?;
+    tx.rollback().await?;
     Ok(Json(page))
 }
 
@@ -109,15 +85,14 @@ pub async fn list_events(
 pub async fn get_event(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<Uuid>,
 ) -> Result<Json<Event>, ApiError> {
-    let id: Uuid = crate::extract::path_id(&id)?;
     let mut tx = caller
         .authorize_management(&state, Permission(Resource::Tenant, Action::Read))
         .await?;
     psa_models::db::leave_tenant(&mut tx).await?;
     let event = events::get(&mut tx, id).await?;
-    tx.rollback().await.map_err(psa_models::Error::from)?;
+    tx.rollback().await?;
     Ok(Json(event))
 }
 
@@ -142,18 +117,15 @@ pub async fn list(
     caller: Caller,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<Endpoint>>, ApiError> {
-    let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Webhook, Action::Read))
-        .await?;
-    let page = webhooks::list(
-        &mut tx,
+    let page = psa_app::webhooks::list(
+        &state.app,
+        &caller.principal(),
         &PageRequest {
             limit: q.limit,
             cursor: q.cursor,
         },
     )
     .await?;
-    tx.rollback().await.map_err(psa_models::Error::from)?;
     Ok(Json(page))
 }
 
@@ -183,38 +155,26 @@ pub async fn create(
     ))
 }
 
-/// A new signing secret, and the same sealed for the database (`PSA_SECRET_KEY`).
-fn new_secret(state: &AppState) -> Result<(secrecy::SecretString, String), ApiError> {
-    let key = state.webhooks.key()?;
-    let secret = psa_workflows::webhooks::new_secret();
-    let sealed = key.seal(&secret);
-    Ok((secret, sealed))
-}
-
 /// Adds an endpoint with a new signing secret, shown this once (the API and the console).
 pub async fn create_endpoint(
     state: &AppState,
     caller: &Caller,
     req: &NewEndpoint,
 ) -> Result<EndpointWithSecret, ApiError> {
-    let mut tx = caller
-        .authorize_management(state, Permission(Resource::Webhook, Action::Create))
-        .await?;
-    let (secret, sealed) = new_secret(state)?;
-    let actor = caller.actor();
-    let endpoint = webhooks::create(
-        &mut tx,
-        req,
-        state.webhooks.policy,
-        &sealed,
-        by(caller, &actor),
+    Ok(
+        psa_app::webhooks::create(&state.app, &caller.principal(), req)
+            .await?
+            .into(),
     )
-    .await?;
-    tx.commit().await.map_err(psa_models::Error::from)?;
-    Ok(EndpointWithSecret {
-        endpoint,
-        secret: secret.expose_secret().to_owned(),
-    })
+}
+
+impl From<psa_app::webhooks::WithSecret> for EndpointWithSecret {
+    fn from(w: psa_app::webhooks::WithSecret) -> Self {
+        EndpointWithSecret {
+            endpoint: w.endpoint,
+            secret: w.secret.expose_secret().to_owned(),
+        }
+    }
 }
 
 /// One endpoint.
@@ -224,15 +184,11 @@ pub async fn create_endpoint(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<Uuid>,
 ) -> Result<Json<Endpoint>, ApiError> {
-    let id: Uuid = crate::extract::path_id(&id)?;
-    let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Webhook, Action::Read))
-        .await?;
-    let endpoint = webhooks::get(&mut tx, id).await?;
-    tx.rollback().await.map_err(psa_models::Error::from)?;
-    Ok(Json(endpoint))
+    Ok(Json(
+        psa_app::webhooks::get(&state.app, &caller.principal(), id).await?,
+    ))
 }
 
 /// Change an endpoint's URL, description, event types, or enable/disable it (enabling clears
@@ -244,24 +200,12 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<Uuid>,
     ApiJson(patch): ApiJson<EndpointPatch>,
 ) -> Result<Json<Endpoint>, ApiError> {
-    let id: Uuid = crate::extract::path_id(&id)?;
-    let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Webhook, Action::Update))
-        .await?;
-    let actor = caller.actor();
-    let endpoint = webhooks::update(
-        &mut tx,
-        id,
-        &patch,
-        state.webhooks.policy,
-        by(&caller, &actor),
-    )
-    .await?;
-    tx.commit().await.map_err(psa_models::Error::from)?;
-    Ok(Json(endpoint))
+    Ok(Json(
+        psa_app::webhooks::update(&state.app, &caller.principal(), id, &patch).await?,
+    ))
 }
 
 /// Remove an endpoint, with its deliveries and their attempts.
@@ -271,15 +215,9 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    let id: Uuid = crate::extract::path_id(&id)?;
-    let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Webhook, Action::Delete))
-        .await?;
-    let actor = caller.actor();
-    webhooks::delete(&mut tx, id, by(&caller, &actor)).await?;
-    tx.commit().await.map_err(psa_models::Error::from)?;
+    psa_app::webhooks::delete(&state.app, &caller.principal(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -293,9 +231,8 @@ pub async fn delete(
 pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<Uuid>,
 ) -> Result<Json<EndpointWithSecret>, ApiError> {
-    let id: Uuid = crate::extract::path_id(&id)?;
     Ok(Json(rotate(&state, &caller, id).await?))
 }
 
@@ -305,24 +242,11 @@ pub async fn rotate(
     caller: &Caller,
     id: Uuid,
 ) -> Result<EndpointWithSecret, ApiError> {
-    let mut tx = caller
-        .authorize_management(state, Permission(Resource::Webhook, Action::Update))
-        .await?;
-    let (secret, sealed) = new_secret(state)?;
-    let actor = caller.actor();
-    let endpoint = webhooks::rotate_secret(
-        &mut tx,
-        id,
-        &sealed,
-        chrono::Duration::hours(24),
-        by(caller, &actor),
+    Ok(
+        psa_app::webhooks::rotate(&state.app, &caller.principal(), id)
+            .await?
+            .into(),
     )
-    .await?;
-    tx.commit().await.map_err(psa_models::Error::from)?;
-    Ok(EndpointWithSecret {
-        endpoint,
-        secret: secret.expose_secret().to_owned(),
-    })
 }
 
 /// Send a `webhook_endpoint.test` event to this endpoint now (to this one only).
@@ -332,15 +256,9 @@ pub async fn rotate(
 pub async fn test(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<Uuid>,
 ) -> Result<(StatusCode, Json<DeliveryDetails>), ApiError> {
-    let id: Uuid = crate::extract::path_id(&id)?;
-    let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Webhook, Action::Update))
-        .await?;
-    let actor = caller.actor();
-    let d = webhooks::send_test(&mut tx, id, by(&caller, &actor)).await?;
-    tx.commit().await.map_err(psa_models::Error::from)?;
+    let d = psa_app::webhooks::send_test(&state.app, &caller.principal(), id).await?;
     Ok((StatusCode::ACCEPTED, Json(d)))
 }
 
@@ -365,20 +283,17 @@ pub struct DeliveryQuery {
 pub async fn deliveries(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<Uuid>,
     ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<Page<Delivery>>, ApiError> {
-    let id: Uuid = crate::extract::path_id(&id)?;
     let status = q
         .status
         .as_deref()
         .map(webhooks::DeliveryStatus::parse)
         .transpose()?;
-    let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Webhook, Action::Read))
-        .await?;
-    let page = webhooks::deliveries(
-        &mut tx,
+    let page = psa_app::webhooks::deliveries(
+        &state.app,
+        &caller.principal(),
         id,
         status,
         &PageRequest {
@@ -387,7 +302,6 @@ pub async fn deliveries(
         },
     )
     .await?;
-    tx.rollback().await.map_err(psa_models::Error::from)?;
     Ok(Json(page))
 }
 
@@ -399,16 +313,11 @@ pub async fn deliveries(
 pub async fn delivery(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, delivery_id)): Path<(String, String)>,
+    PathIds(id, delivery_id): PathIds<Uuid, Uuid>,
 ) -> Result<Json<DeliveryDetails>, ApiError> {
-    let id: Uuid = crate::extract::path_id(&id)?;
-    let delivery_id: Uuid = crate::extract::path_id(&delivery_id)?;
-    let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Webhook, Action::Read))
-        .await?;
-    let d = webhooks::delivery(&mut tx, id, delivery_id).await?;
-    tx.rollback().await.map_err(psa_models::Error::from)?;
-    Ok(Json(d))
+    Ok(Json(
+        psa_app::webhooks::delivery(&state.app, &caller.principal(), id, delivery_id).await?,
+    ))
 }
 
 /// Attempt a delivery again now: a failed one restarts its schedule; a delivered one is sent
@@ -420,15 +329,8 @@ pub async fn delivery(
 pub async fn retry(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, delivery_id)): Path<(String, String)>,
+    PathIds(id, delivery_id): PathIds<Uuid, Uuid>,
 ) -> Result<(StatusCode, Json<DeliveryDetails>), ApiError> {
-    let id: Uuid = crate::extract::path_id(&id)?;
-    let delivery_id: Uuid = crate::extract::path_id(&delivery_id)?;
-    let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Webhook, Action::Update))
-        .await?;
-    let actor = caller.actor();
-    let d = webhooks::retry(&mut tx, id, delivery_id, by(&caller, &actor)).await?;
-    tx.commit().await.map_err(psa_models::Error::from)?;
+    let d = psa_app::webhooks::retry(&state.app, &caller.principal(), id, delivery_id).await?;
     Ok((StatusCode::ACCEPTED, Json(d)))
 }

@@ -45,6 +45,15 @@ impl From<psa_models::Error> for CliError {
             psa_models::Error::Database(inner) => {
                 CliError::Failed(anyhow::Error::new(inner).context("database error"))
             }
+            psa_models::Error::Unavailable {
+                code: "mail_failed",
+                message,
+            } => CliError::Failed(anyhow::anyhow!(
+                "the invitation email could not be sent, nothing was changed: {message}"
+            )),
+            // Holding the database's credentials is every permission; a refusal here is a
+            // setting (the management tenant) to fix.
+            psa_models::Error::Forbidden(_) => CliError::Usage(e.to_string()),
             other => CliError::Failed(anyhow::Error::new(other)),
         }
     }
@@ -226,5 +235,23 @@ impl MailArgs {
             invitation_ttl: std::time::Duration::from_secs(self.invitation_ttl_hours * 3600),
             reset_ttl: std::time::Duration::from_secs(self.password_reset_ttl_minutes * 60),
         })
+    }
+}
+
+/// A tenant id argument: a UUID (clap's value parser; a malformed one is a usage error, exit 2).
+pub fn tenant_id(raw: &str) -> Result<psa_models::TenantId, String> {
+    uuid::Uuid::parse_str(raw.trim())
+        .map(psa_models::TenantId)
+        .map_err(|_| format!("invalid tenant id {raw:?}: expected a UUID"))
+}
+
+/// A UUID argument (an API key's, a webhook endpoint's, a delivery's).
+pub fn uuid(raw: &str) -> Result<uuid::Uuid, String> {
+    uuid::Uuid::parse_str(raw.trim()).map_err(|_| format!("expected a UUID, not {raw:?}"))
+}
+
+impl From<sqlx::Error> for CliError {
+    fn from(e: sqlx::Error) -> Self {
+        psa_models::Error::from(e).into()
     }
 }

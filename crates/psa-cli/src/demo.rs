@@ -198,7 +198,6 @@ pub async fn demo(
         .run(&pool)
         .await
         .map_err(|e| fail(format!("migrations failed: {e}")))?;
-    let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
     // The operator is made only in the demo's own database: in one given by DATABASE_URL the
     // demo does not leave an administrator with a printed password behind.
     let operator = (!exit && _pg.is_some()).then(|| psa_models::tenants::AdminInput {
@@ -206,19 +205,17 @@ pub async fn demo(
         last_name: "Operator".into(),
         email: OPERATOR_EMAIL.into(),
     });
-    let mgmt = psa_models::tenants::init_management(&mut tx, "Nine Minds LLC", operator).await?;
-    let mgmt_id = mgmt.tenant.tenant;
     // The operator signs in to the console with a password made for this run, printed once.
-    let password = match &mgmt.admin {
-        Some((user, _)) => {
-            let password = psa_models::password::generate();
-            let hash = psa_models::password::hash(&password).await?;
-            psa_models::users::set_password_hash(&mut tx, mgmt_id, user.user_id, &hash).await?;
-            Some(password)
-        }
-        None => None,
-    };
-    tx.commit().await.map_err(psa_models::Error::from)?;
+    let app = psa_app::App::new(
+        pool.clone(),
+        Default::default(),
+        psa_models::invitations::Delivery::without_mail(
+            url::Url::parse(psa_models::invitations::DEFAULT_PUBLIC_URL).expect("a valid URL"),
+        ),
+    );
+    let (mgmt_id, password) =
+        psa_app::management::init_demo(&app, &crate::app::operator(), "Nine Minds LLC", operator)
+            .await?;
     eprintln!("management tenant {mgmt_id}");
 
     let key =
@@ -399,8 +396,7 @@ async fn report(
     )
     .bind(mgmt_id)
     .fetch_all(pool)
-    .await
-    .map_err(psa_models::Error::from)?;
+    .await?;
     println!("customer records in the management tenant:");
     for (name, tenant, email, tag) in records {
         println!(

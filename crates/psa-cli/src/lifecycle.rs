@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use psa_models::exports::{self, ExportStore, Purpose};
+use psa_app::App;
+use psa_models::TenantId;
+use psa_models::exports::ExportStore;
 use psa_models::lifecycle::{self, Change, TenantDetails};
-use psa_models::{TenantId, tenants};
-use psa_workflows::deletion::{self, Deletions};
 
+use crate::app::operator;
 use crate::config::CliError;
-use crate::temporal::{TrackingArgs, WorkflowArgs};
 
 /// Where exports go: `PSA_EXPORT_URL` (S3-compatible) or `PSA_EXPORT_DIR`.
 #[derive(Args, Clone, Debug)]
@@ -38,7 +38,7 @@ impl ExportArgs {
 }
 
 /// A grace period: a number and a unit, `45s`, `15m`, `12h`, `30d`.
-pub fn parse_grace(raw: &str) -> Result<i64, String> {
+pub fn parse_grace(raw: &str) -> Result<chrono::Duration, String> {
     let raw = raw.trim();
     let (n, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
     let n: i64 = n
@@ -46,41 +46,16 @@ pub fn parse_grace(raw: &str) -> Result<i64, String> {
         .map_err(|_| format!("{raw:?} is not a duration like 30d, 12h, 15m or 45s"))?;
     let seconds = match unit {
         "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
         _ => {
             return Err(format!(
                 "{raw:?} is not a duration like 30d, 12h, 15m or 45s"
             ));
         }
     };
-    lifecycle::grace(seconds)
-        .map(|_| seconds)
-        .map_err(|e| e.to_string())
-}
-
-/// The lifecycle settings: the management tenant (NINEMINDS_TENANT_ID, else the database's)
-/// and the tags.
-pub async fn settings(
-    conn: &mut sqlx::PgConnection,
-    tracking: &TrackingArgs,
-) -> Result<lifecycle::Settings, CliError> {
-    let mgmt = match tracking.nineminds_tenant_id {
-        Some(id) => id,
-        None => {
-            tenants::find_management(conn)
-                .await?
-                .ok_or_else(|| {
-                    CliError::Usage(
-                        "there is no management tenant: create it with `psa management init`"
-                            .into(),
-                    )
-                })?
-                .tenant
-        }
-    };
-    Ok(tracking.lifecycle(mgmt))
+    lifecycle::grace(seconds).map_err(|e| e.to_string())
 }
 
 pub fn print_details(d: &TenantDetails, json: bool) {
@@ -150,159 +125,79 @@ pub fn print_change(c: &Change, json: bool, verb: &str) {
     print_details(&c.tenant, false);
 }
 
-/// The actor of a CLI change, for the audit log.
-pub fn actor() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    format!("cli:{user}")
-}
-
-pub async fn show(
-    pool: &sqlx::PgPool,
-    tracking: &TrackingArgs,
-    tenant: TenantId,
-    json: bool,
-) -> Result<(), CliError> {
-    let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
-    let settings = settings(&mut tx, tracking).await?;
-    let details = lifecycle::show(&mut tx, &settings, tenant).await?;
-    tx.rollback().await.map_err(psa_models::Error::from)?;
+pub async fn show(app: &App, tenant: TenantId, json: bool) -> Result<(), CliError> {
+    let details = psa_app::tenants::show(app, &operator(), tenant).await?;
     print_details(&details, json);
     Ok(())
 }
 
 pub async fn suspend(
-    pool: &sqlx::PgPool,
-    tracking: &TrackingArgs,
+    app: &App,
     tenant: TenantId,
     reason: &str,
     json: bool,
 ) -> Result<(), CliError> {
-    let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
-    let settings = settings(&mut tx, tracking).await?;
-    let change = lifecycle::suspend(&mut tx, &settings, tenant, reason, &actor()).await?;
-    tx.commit().await.map_err(psa_models::Error::from)?;
+    let change = psa_app::tenants::suspend(app, &operator(), tenant, reason).await?;
     print_change(&change, json, "suspended");
     Ok(())
 }
 
-pub async fn reactivate(
-    pool: &sqlx::PgPool,
-    tracking: &TrackingArgs,
-    tenant: TenantId,
-    json: bool,
-) -> Result<(), CliError> {
-    let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
-    let settings = settings(&mut tx, tracking).await?;
-    let change = lifecycle::reactivate(&mut tx, &settings, tenant, &actor()).await?;
-    tx.commit().await.map_err(psa_models::Error::from)?;
+pub async fn reactivate(app: &App, tenant: TenantId, json: bool) -> Result<(), CliError> {
+    let change = psa_app::tenants::reactivate(app, &operator(), tenant).await?;
     print_change(&change, json, "reactivated");
     Ok(())
 }
 
-async fn deletions(wf: &WorkflowArgs, pool: &sqlx::PgPool) -> Result<Deletions, CliError> {
-    let w = wf.connect(pool.clone()).await?;
-    Ok(Deletions {
-        client: w.client,
-        task_queue: w.task_queue,
-        pool: pool.clone(),
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
+/// Cancels the tenant; when Temporal cannot be reached the cancel is recorded all the same and
+/// the worker starts the deletion (docs/operations.md, "When Temporal is down").
 pub async fn cancel(
-    pool: &sqlx::PgPool,
-    wf: &WorkflowArgs,
-    tracking: &TrackingArgs,
+    app: &App,
     tenant: TenantId,
     reason: &str,
-    grace_seconds: i64,
+    grace: Option<chrono::Duration>,
     json: bool,
 ) -> Result<(), CliError> {
-    let grace = lifecycle::grace(grace_seconds)?;
-    let workflow_id = deletion::new_workflow_id(tenant);
-    let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
-    let settings = settings(&mut tx, tracking).await?;
-    let change = lifecycle::cancel(
-        &mut tx,
-        &settings,
-        tenant,
-        reason,
-        grace,
-        &workflow_id,
-        uuid::Uuid::now_v7(),
-        &actor(),
-    )
-    .await?;
-    tx.commit().await.map_err(psa_models::Error::from)?;
-    // The cancel is recorded: if Temporal cannot be reached now, the worker's sweeper starts
-    // the deletion's workflow.
-    let started = match deletions(wf, pool).await {
-        Ok(d) => d.start(&workflow_id).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = &started {
-        eprintln!(
-            "note: the deletion is recorded but its workflow could not be started now ({e}); the worker starts it within a minute"
-        );
-    }
+    let change = psa_app::tenants::cancel(app, &operator(), tenant, reason, grace).await?;
     print_change(&change, json, "canceled");
     Ok(())
 }
 
-pub async fn restore(
-    pool: &sqlx::PgPool,
-    wf: &WorkflowArgs,
-    tracking: &TrackingArgs,
-    tenant: TenantId,
-    json: bool,
-) -> Result<(), CliError> {
-    let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
-    let settings = settings(&mut tx, tracking).await?;
-    let (change, workflow_id) = lifecycle::restore(&mut tx, &settings, tenant, &actor()).await?;
-    tx.commit().await.map_err(psa_models::Error::from)?;
-    // The database says restored already; the signal only ends the workflow's wait early.
-    if let Ok(d) = deletions(wf, pool).await
-        && let Err(e) = d.restored(&workflow_id).await
-    {
-        tracing::info!(workflow_id, error = %e, "the deletion workflow was not told of the restore; it ends at its deadline without deleting");
-    }
+pub async fn restore(app: &App, tenant: TenantId, json: bool) -> Result<(), CliError> {
+    let change = psa_app::tenants::restore(app, &operator(), tenant).await?;
     print_change(&change, json, "restored");
     Ok(())
 }
 
-/// Confirms a pending deletion and waits (up to `wait`) until it is done.
+/// Confirms a pending deletion and waits (up to `wait`) until it is done. When the deletion's
+/// workflow could not be told (Temporal down), the confirmation is recorded and the worker
+/// tells it: the command says so and does not wait.
 pub async fn delete(
-    pool: &sqlx::PgPool,
-    wf: &WorkflowArgs,
+    app: &App,
     tenant: TenantId,
     wait: std::time::Duration,
     json: bool,
 ) -> Result<(), CliError> {
-    let mut conn = pool.acquire().await.map_err(psa_models::Error::from)?;
-    let pending = lifecycle::pending_deletion(&mut conn, tenant)
-        .await?
-        .ok_or_else(|| {
-            CliError::Usage(format!(
-                "tenant {tenant} has no pending deletion: cancel it first (`psa tenant cancel`)"
-            ))
-        })?;
-    drop(conn);
-    let d = deletions(wf, pool).await?;
-    // Started already, unless its starter could not reach Temporal: start it now.
-    d.start(&pending.workflow_id)
-        .await
-        .map_err(|e| CliError::Failed(e.into()))?;
-    d.confirm(&pending.workflow_id, &actor())
-        .await
-        .map_err(|e| CliError::Failed(e.into()))?;
+    let done = psa_app::tenants::delete_now(app, &operator(), tenant).await?;
+    let workflow_id = &done.workflow_id;
+    if !done.signalled {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"tenant_id": tenant, "status": "confirmed", "workflow_id": workflow_id})
+            );
+        }
+        eprintln!(
+            "deletion of tenant {tenant} confirmed and recorded; the workflow service cannot be reached now, so the worker carries it out when it can (workflow {workflow_id})"
+        );
+        return Ok(());
+    }
     let deadline = std::time::Instant::now() + wait;
     loop {
         let status: String =
             sqlx::query_scalar("SELECT status FROM tenant_deletions WHERE workflow_id = $1")
-                .bind(&pending.workflow_id)
-                .fetch_one(pool)
-                .await
-                .map_err(psa_models::Error::from)?;
+                .bind(workflow_id)
+                .fetch_one(&app.pool)
+                .await?;
         if status == "deleted" {
             break;
         }
@@ -310,7 +205,7 @@ pub async fn delete(
             return Err(CliError::Failed(anyhow::anyhow!(
                 "the deletion was confirmed but has not finished within {} s (workflow {}): is a worker running?",
                 wait.as_secs(),
-                pending.workflow_id
+                workflow_id
             )));
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
@@ -318,28 +213,25 @@ pub async fn delete(
     if json {
         println!(
             "{}",
-            serde_json::json!({"tenant_id": tenant, "status": "deleted", "workflow_id": pending.workflow_id})
+            serde_json::json!({"tenant_id": tenant, "status": "deleted", "workflow_id": workflow_id})
         );
     } else {
-        eprintln!("deleted tenant {tenant} (workflow {})", pending.workflow_id);
+        eprintln!("deleted tenant {tenant} (workflow {workflow_id})");
     }
     Ok(())
 }
 
+/// Exports the tenant into the export store (audited) and copies the archive to `out`.
 pub async fn export(
-    pool: &sqlx::PgPool,
-    store: &ExportStore,
+    app: &App,
     tenant: TenantId,
     out: &std::path::Path,
     json: bool,
 ) -> Result<(), CliError> {
-    let id = uuid::Uuid::now_v7();
-    let mut conn = pool.acquire().await.map_err(psa_models::Error::from)?;
-    tenants::get(&mut conn, tenant).await?;
-    drop(conn);
-    exports::begin(pool, id, tenant, Purpose::Request, &actor()).await?;
-    let done = exports::run(pool, store, id).await?;
-    let key = done.location.clone().unwrap_or_default();
+    let who = operator();
+    let done = psa_app::tenants::export(app, &who, tenant).await?;
+    let (done, key) = psa_app::tenants::download_export(app, &who, tenant, done.export_id).await?;
+    let store = app.export_store()?;
     store.download(&key, out).await?;
     if json {
         println!(

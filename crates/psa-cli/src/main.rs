@@ -2,6 +2,8 @@
 //!
 //! Exit codes: 0 success, 1 the operation failed, 2 bad usage, configuration or input.
 
+mod api_key;
+mod app;
 mod config;
 mod customers;
 mod demo;
@@ -84,7 +86,7 @@ enum Command {
     /// API keys for the HTTP API.
     ApiKey {
         #[command(subcommand)]
-        command: serve::ApiKeyCommand,
+        command: api_key::ApiKeyCommand,
     },
     /// Run the Temporal worker of the tenant creation workflow.
     Worker {
@@ -236,7 +238,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             )
             .await
         }
-        Command::ApiKey { command } => serve::api_key(cli.database_url.as_deref(), command).await,
+        Command::ApiKey { command } => api_key::run(cli.database_url.as_deref(), command).await,
         Command::Worker {
             metrics_bind,
             sweep_interval_seconds,

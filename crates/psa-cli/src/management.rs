@@ -1,11 +1,10 @@
 //! `psa management init`: the platform's management tenant.
 
 use clap::Subcommand;
-use psa_models::invitations;
-use psa_models::tenants::{self, AdminInput};
+use psa_models::tenants::AdminInput;
 use secrecy::ExposeSecret;
 
-use crate::config::{self, CliError, MailArgs};
+use crate::config::{CliError, MailArgs};
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -48,35 +47,14 @@ pub async fn run(
                 first_name: first_name.unwrap_or_default(),
                 last_name: last_name.unwrap_or_default(),
             });
-            let delivery = mail.delivery()?;
-            let pool = config::pool(database_url, 2).await?;
-            let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
-            let init = tenants::init_management(&mut tx, &name, admin).await?;
+            let services = crate::app::Services {
+                mail: Some(mail),
+                ..Default::default()
+            };
+            let app = crate::app::app(database_url, services).await?;
+            let psa_app::management::Initialised { init, link } =
+                psa_app::management::init(&app, &crate::app::operator(), &name, admin).await?;
             let id = init.tenant.tenant;
-            // A link for an administrator who has no password yet: new, or invited before.
-            let mut link = None;
-            if let Some((user, created)) = &init.admin
-                && !user.has_password
-                && !user.is_inactive
-            {
-                let issued =
-                    invitations::reissue(&mut tx, id, user.user_id, &delivery, "cli").await?;
-                psa_models::audit::record(
-                    &mut tx,
-                    id,
-                    "cli",
-                    if *created { "invite" } else { "resend_invite" },
-                    "user",
-                    Some(user.user_id.0),
-                    serde_json::json!({"email": user.email, "role": "Admin"}),
-                )
-                .await?;
-                link = Some((
-                    issued.link.url(&delivery.public_url),
-                    issued.link.expires_at,
-                ));
-            }
-            tx.commit().await.map_err(psa_models::Error::from)?;
             if json {
                 let mut out = serde_json::json!({"tenant_id": id, "created": init.created});
                 if let Some((user, created)) = &init.admin {

@@ -3,10 +3,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Subcommand;
-use psa_models::{TenantId, UserId};
-use secrecy::ExposeSecret;
-
 use crate::config::{self, CliError};
 
 /// Abuse limits of `psa serve` (docs/operations.md, "Security").
@@ -164,100 +160,6 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down");
-}
-
-#[derive(Subcommand)]
-pub enum ApiKeyCommand {
-    /// Create an API key for a user; the key is printed once.
-    Create {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        user: String,
-        #[arg(long)]
-        description: Option<String>,
-        /// The key stops working after this many days (default: never).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
-        expires_in_days: Option<u32>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Revoke an API key by its id.
-    Revoke {
-        api_key_id: String,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-fn uuid_arg(raw: &str, name: &str) -> Result<uuid::Uuid, CliError> {
-    uuid::Uuid::parse_str(raw.trim())
-        .map_err(|_| CliError::Usage(format!("{name} must be a UUID, not {raw:?}")))
-}
-
-pub async fn api_key(database_url: Option<&str>, command: ApiKeyCommand) -> Result<(), CliError> {
-    match command {
-        ApiKeyCommand::Create {
-            tenant,
-            user,
-            description,
-            expires_in_days,
-            json,
-        } => {
-            let tenant = TenantId::from(uuid_arg(&tenant, "--tenant")?);
-            let user = UserId::from(uuid_arg(&user, "--user")?);
-            let pool = config::pool(database_url, 1).await?;
-            let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
-            let expires_at =
-                expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d)));
-            let key = psa_api::auth::create_api_key_until(
-                &mut tx,
-                tenant,
-                user,
-                description.as_deref(),
-                expires_at,
-            )
-            .await
-            .map_err(|e| match e {
-                psa_models::Error::NotFound { .. } => {
-                    CliError::Usage(format!("no user {user} in tenant {tenant}"))
-                }
-                other => other.into(),
-            })?;
-            tx.commit().await.map_err(psa_models::Error::from)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"api_key_id": key.api_key_id, "key": key.key.expose_secret(), "expires_at": expires_at})
-                );
-            } else {
-                println!("API key {} (shown once, store it now):", key.api_key_id);
-                println!("{}", key.key.expose_secret());
-            }
-            Ok(())
-        }
-        ApiKeyCommand::Revoke { api_key_id, json } => {
-            let id = uuid_arg(&api_key_id, "API_KEY_ID")?;
-            let pool = config::pool(database_url, 1).await?;
-            let mut conn = pool.acquire().await.map_err(psa_models::Error::from)?;
-            let revoked = psa_api::auth::revoke_api_key(&mut conn, id).await?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"api_key_id": id, "revoked": revoked})
-                );
-            } else if revoked {
-                println!("revoked API key {id}");
-            } else {
-                println!("no active API key {id}");
-            }
-            if revoked {
-                Ok(())
-            } else {
-                Err(CliError::Failed(anyhow::anyhow!("no active API key {id}")))
-            }
-        }
-    }
 }
 
 /// `psa probe URL`: a minimal HTTP/1.0 GET, for container health checks.

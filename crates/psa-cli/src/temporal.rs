@@ -85,12 +85,14 @@ impl TrackingArgs {
         }
     }
 
-    /// The lifecycle settings with the management tenant `mgmt`.
-    pub fn lifecycle(&self, mgmt: psa_models::TenantId) -> psa_models::lifecycle::Settings {
-        psa_models::lifecycle::Settings {
-            management_tenant_id: mgmt,
+    /// The platform's settings, as the operations layer takes them.
+    pub fn app_settings(&self) -> psa_app::Settings {
+        psa_app::Settings {
+            management_tenant_id: self.nineminds_tenant_id,
+            customer_tracking: self.enable_customer_tracking,
             customer_tag: self.customer_tag_name.clone(),
-            tags: self.lifecycle_tags(),
+            lifecycle_tags: self.lifecycle_tags(),
+            ..Default::default()
         }
     }
 
@@ -117,6 +119,16 @@ impl WorkflowArgs {
     /// The key if configured (a caller without it gets no password).
     pub fn key_if_set(&self) -> Option<&SecretKey> {
         self.secret_key.as_ref()
+    }
+
+    /// Temporal for the operations layer, connected on first use.
+    pub fn temporal(&self, pool: sqlx::PgPool) -> psa_app::Temporal {
+        psa_app::Temporal::new(
+            self.temporal_address.clone(),
+            self.temporal_namespace.clone(),
+            self.task_queue.clone(),
+            pool,
+        )
     }
 
     pub async fn connect(&self, pool: sqlx::PgPool) -> Result<TenantWorkflows, CliError> {

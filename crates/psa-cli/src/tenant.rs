@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::Subcommand;
+use psa_models::TenantId;
 use psa_models::provisioning::{self, RunStatus};
 use psa_workflows::client::{ClientError, IdempotencyKey, StartError, TenantWorkflows};
 use psa_workflows::{ProvisioningView, RawRequest, TenantCreationInput, WorkflowState};
@@ -96,13 +97,15 @@ pub enum TenantCommand {
     /// Send the tenant's first administrator a new invitation (the welcome email failed, or its
     /// link expired); the earlier link stops working. Without mail settings, prints the link.
     ResendInvite {
-        tenant_id: String,
+        #[arg(value_parser = crate::config::tenant_id)]
+        tenant_id: TenantId,
         #[arg(long)]
         json: bool,
     },
     /// A tenant's status, reason, pending deletion and customer record.
     Show {
-        tenant_id: String,
+        #[arg(value_parser = crate::config::tenant_id)]
+        tenant_id: TenantId,
         #[command(flatten)]
         tracking: TrackingArgs,
         #[arg(long)]
@@ -111,7 +114,8 @@ pub enum TenantCommand {
     /// active -> suspended: its users are refused (sessions and API keys included) until it is
     /// reactivated; the customer company is tagged and marked.
     Suspend {
-        tenant_id: String,
+        #[arg(value_parser = crate::config::tenant_id)]
+        tenant_id: TenantId,
         #[arg(long)]
         reason: String,
         #[command(flatten)]
@@ -121,7 +125,8 @@ pub enum TenantCommand {
     },
     /// suspended -> active: the users' credentials work again.
     Reactivate {
-        tenant_id: String,
+        #[arg(value_parser = crate::config::tenant_id)]
+        tenant_id: TenantId,
         #[command(flatten)]
         tracking: TrackingArgs,
         #[arg(long)]
@@ -130,12 +135,13 @@ pub enum TenantCommand {
     /// -> canceled: access ends, an export is taken and the tenant is deleted after the grace
     /// period (`restore` stops it, `delete --confirm` deletes at once).
     Cancel {
-        tenant_id: String,
+        #[arg(value_parser = crate::config::tenant_id)]
+        tenant_id: TenantId,
         #[arg(long)]
         reason: String,
-        /// How long before deletion: 30d, 90d, 12h, 45s.
-        #[arg(long, default_value = "30d", value_parser = crate::lifecycle::parse_grace)]
-        grace: i64,
+        /// How long before deletion: 30d, 90d, 12h, 45s (default: the platform's, 30 days).
+        #[arg(long, value_parser = crate::lifecycle::parse_grace)]
+        grace: Option<chrono::Duration>,
         #[command(flatten)]
         tracking: TrackingArgs,
         #[arg(long)]
@@ -143,7 +149,8 @@ pub enum TenantCommand {
     },
     /// canceled -> where the cancel found it, before the deletion.
     Restore {
-        tenant_id: String,
+        #[arg(value_parser = crate::config::tenant_id)]
+        tenant_id: TenantId,
         #[command(flatten)]
         tracking: TrackingArgs,
         #[arg(long)]
@@ -151,7 +158,8 @@ pub enum TenantCommand {
     },
     /// Delete a canceled tenant now instead of at its deadline (waits until it is deleted).
     Delete {
-        tenant_id: String,
+        #[arg(value_parser = crate::config::tenant_id)]
+        tenant_id: TenantId,
         /// Required: deletion cannot be undone (an export was taken at the cancel).
         #[arg(long)]
         confirm: bool,
@@ -164,7 +172,8 @@ pub enum TenantCommand {
     /// Export the tenant's data (one JSON Lines file per table and a manifest, in a tar.gz) into
     /// the export store, and copy the archive to PATH.
     Export {
-        tenant_id: String,
+        #[arg(value_parser = crate::config::tenant_id)]
+        tenant_id: TenantId,
         #[arg(long, value_name = "PATH")]
         out: std::path::PathBuf,
         #[arg(long)]
@@ -347,6 +356,7 @@ pub async fn tenant(
     exports: &crate::lifecycle::ExportArgs,
     command: TenantCommand,
 ) -> Result<(), CliError> {
+    use crate::app::{Services, app};
     use crate::lifecycle as lc;
     match command {
         TenantCommand::Show {
@@ -354,9 +364,16 @@ pub async fn tenant(
             tracking,
             json,
         } => {
-            let tenant = crate::user::parse_tenant(&tenant_id)?;
-            let pool = config::pool(database_url, 2).await?;
-            lc::show(&pool, &tracking, tenant, json).await
+            let settings = Some(&tracking);
+            let app = app(
+                database_url,
+                Services {
+                    settings,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            lc::show(&app, tenant_id, json).await
         }
         TenantCommand::Suspend {
             tenant_id,
@@ -364,18 +381,32 @@ pub async fn tenant(
             tracking,
             json,
         } => {
-            let tenant = crate::user::parse_tenant(&tenant_id)?;
-            let pool = config::pool(database_url, 2).await?;
-            lc::suspend(&pool, &tracking, tenant, &reason, json).await
+            let settings = Some(&tracking);
+            let app = app(
+                database_url,
+                Services {
+                    settings,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            lc::suspend(&app, tenant_id, &reason, json).await
         }
         TenantCommand::Reactivate {
             tenant_id,
             tracking,
             json,
         } => {
-            let tenant = crate::user::parse_tenant(&tenant_id)?;
-            let pool = config::pool(database_url, 2).await?;
-            lc::reactivate(&pool, &tracking, tenant, json).await
+            let settings = Some(&tracking);
+            let app = app(
+                database_url,
+                Services {
+                    settings,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            lc::reactivate(&app, tenant_id, json).await
         }
         TenantCommand::Cancel {
             tenant_id,
@@ -384,18 +415,26 @@ pub async fn tenant(
             tracking,
             json,
         } => {
-            let tenant = crate::user::parse_tenant(&tenant_id)?;
-            let pool = config::pool(database_url, 2).await?;
-            lc::cancel(&pool, wf, &tracking, tenant, &reason, grace, json).await
+            let services = Services {
+                settings: Some(&tracking),
+                workflow: Some(wf),
+                ..Default::default()
+            };
+            let app = app(database_url, services).await?;
+            lc::cancel(&app, tenant_id, &reason, grace, json).await
         }
         TenantCommand::Restore {
             tenant_id,
             tracking,
             json,
         } => {
-            let tenant = crate::user::parse_tenant(&tenant_id)?;
-            let pool = config::pool(database_url, 2).await?;
-            lc::restore(&pool, wf, &tracking, tenant, json).await
+            let services = Services {
+                settings: Some(&tracking),
+                workflow: Some(wf),
+                ..Default::default()
+            };
+            let app = app(database_url, services).await?;
+            lc::restore(&app, tenant_id, json).await
         }
         TenantCommand::Delete {
             tenant_id,
@@ -403,46 +442,45 @@ pub async fn tenant(
             wait_seconds,
             json,
         } => {
-            let tenant = crate::user::parse_tenant(&tenant_id)?;
             if !confirm {
                 return Err(CliError::Usage(
                     "deleting a tenant cannot be undone: add --confirm".into(),
                 ));
             }
-            let pool = config::pool(database_url, 2).await?;
-            lc::delete(&pool, wf, tenant, Duration::from_secs(wait_seconds), json).await
+            let services = Services {
+                workflow: Some(wf),
+                ..Default::default()
+            };
+            let app = app(database_url, services).await?;
+            lc::delete(&app, tenant_id, Duration::from_secs(wait_seconds), json).await
         }
         TenantCommand::Export {
             tenant_id,
             out,
             json,
         } => {
-            let tenant = crate::user::parse_tenant(&tenant_id)?;
-            let store = exports.store()?;
-            let pool = config::pool(database_url, 2).await?;
-            lc::export(&pool, &store, tenant, &out, json).await
+            let services = Services {
+                exports: Some(exports.store()?),
+                ..Default::default()
+            };
+            let app = app(database_url, services).await?;
+            lc::export(&app, tenant_id, &out, json).await
         }
         TenantCommand::ResendInvite { tenant_id, json } => {
-            let tenant = crate::user::parse_tenant(&tenant_id)?;
-            let delivery = mail.delivery()?;
-            let pool = config::pool(database_url, 2).await?;
-            let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
-            let admin = psa_models::users::first_admin(&mut tx, tenant)
-                .await?
-                .ok_or_else(|| {
-                    CliError::Usage(format!(
-                        "tenant {tenant} does not exist or has no active administrator"
-                    ))
-                })?;
-            crate::user::send_invitation(
-                tx,
-                tenant,
-                admin.user_id,
-                &delivery,
-                psa_models::mail::Kind::Welcome,
-                json,
+            let services = Services {
+                mail: Some(mail),
+                ..Default::default()
+            };
+            let app = app(database_url, services).await?;
+            let done = psa_app::tenants::resend_admin_invite(
+                &app,
+                &crate::app::operator(),
+                tenant_id,
+                psa_app::users::LinkDelivery::MailOrShow,
             )
-            .await
+            .await?;
+            crate::user::print_invited(tenant_id, &done, json);
+            Ok(())
         }
         TenantCommand::Create {
             name,
@@ -574,7 +612,7 @@ pub async fn tenant(
                 .map(psa_models::lifecycle::TenantStatus::parse)
                 .transpose()?;
             let pool = config::pool(database_url, 2).await?;
-            let mut conn = pool.acquire().await.map_err(psa_models::Error::from)?;
+            let mut conn = pool.acquire().await?;
             let page = provisioning::list_tenants(
                 &mut conn,
                 customer_tag_name.trim(),

@@ -1,24 +1,24 @@
 //! `psa user invite|list|set-role|deactivate|reactivate|resend-invite`: a tenant's staff, for
 //! operators. Users are invited: the link is mailed, or printed once when no mail is
-//! configured. Every change is audited (actor `cli`).
+//! configured. Each command calls its operation in `psa_app::users`, audited as the operator's.
 
 use clap::Subcommand;
-use psa_models::invitations::{self, Delivered, Delivery, Invitation, NewInvitee};
-use psa_models::mail::Kind;
+use psa_app::users::{Invited, LinkDelivery};
+use psa_app::{App, Principal};
+use psa_models::invitations::{Delivered, NewInvitee};
 use psa_models::users::{self, UserSummary};
-use psa_models::validate::EmailAddress;
-use psa_models::{TenantId, UserId, identity, tenants};
+use psa_models::{TenantId, UserId};
 use secrecy::ExposeSecret;
-use sqlx::{PgConnection, Postgres, Transaction};
 
-use crate::config::{self, CliError, MailArgs};
+use crate::app::{Services, app, operator};
+use crate::config::{CliError, MailArgs};
 
 #[derive(Subcommand)]
 pub enum UserCommand {
     /// Invite a user with a role: created without a password, sent a link to set one.
     Invite {
-        #[arg(long)]
-        tenant: String,
+        #[arg(long, value_parser = crate::config::tenant_id)]
+        tenant: TenantId,
         #[arg(long)]
         email: String,
         /// Admin, Finance, Technician, Project Manager or Dispatcher.
@@ -33,8 +33,8 @@ pub enum UserCommand {
     },
     /// The tenant's users, with roles and status (invited, active, inactive).
     List {
-        #[arg(long)]
-        tenant: String,
+        #[arg(long, value_parser = crate::config::tenant_id)]
+        tenant: TenantId,
         #[arg(long)]
         json: bool,
     },
@@ -57,8 +57,8 @@ pub enum UserCommand {
 #[derive(clap::Args)]
 pub struct UserArgs {
     /// The tenant's id.
-    #[arg(long)]
-    tenant: String,
+    #[arg(long, value_parser = crate::config::tenant_id)]
+    tenant: TenantId,
     /// The user's email.
     #[arg(long)]
     email: String,
@@ -67,45 +67,21 @@ pub struct UserArgs {
     json: bool,
 }
 
-pub fn parse_tenant(raw: &str) -> Result<TenantId, CliError> {
-    uuid::Uuid::parse_str(raw.trim())
-        .map(TenantId)
-        .map_err(|_| CliError::Usage(format!("invalid tenant id {raw:?}: expected a UUID")))
+/// A refused change (the last admin, an accepted invitation, an unknown user or tenant) is
+/// the operator's to fix: exit 2.
+fn refused_is_usage(e: psa_models::Error) -> CliError {
+    match e {
+        psa_models::Error::Conflict { .. } | psa_models::Error::NotFound { .. } => {
+            CliError::Usage(e.to_string())
+        }
+        other => other.into(),
+    }
 }
 
-async fn audit(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    action: &str,
-    user: UserId,
-    details: serde_json::Value,
-) -> Result<(), CliError> {
-    psa_models::audit::record(conn, tenant, "cli", action, "user", Some(user.0), details).await?;
-    Ok(())
-}
-
-/// Delivers an issued invitation, then commits: a link whose email could not go out is not
-/// kept. Without mail settings the link is printed (once: only its digest is stored).
-async fn deliver_and_commit(
-    mut tx: Transaction<'static, Postgres>,
-    tenant: TenantId,
-    invitation: Invitation,
-    delivery: &Delivery,
-    kind: Kind,
-    json: bool,
-) -> Result<(), CliError> {
-    let tenant_name = tenants::get(&mut tx, tenant).await?.company_name;
-    let delivered = delivery
-        .deliver(kind, &tenant_name, &invitation.user, &invitation.link)
-        .await
-        .map_err(|e| {
-            CliError::Failed(anyhow::anyhow!(
-                "the invitation email could not be sent, nothing was changed: {e}"
-            ))
-        })?;
-    tx.commit().await.map_err(psa_models::Error::from)?;
-    let user = &invitation.user;
-    let link = match &delivered {
+/// Prints an issued invitation: mailed, or its link, shown once.
+pub fn print_invited(tenant: TenantId, done: &Invited, json: bool) {
+    let user = &done.user;
+    let link = match &done.delivered {
         Delivered::Sent => None,
         Delivered::Shown(l) => Some(l.expose_secret().to_owned()),
     };
@@ -116,76 +92,41 @@ async fn deliver_and_commit(
                 "tenant_id": tenant,
                 "user_id": user.user_id,
                 "email": user.email,
-                "invitation": delivered.status(),
+                "invitation": done.delivered.status(),
                 "invitation_link": link,
-                "expires_at": invitation.link.expires_at,
+                "expires_at": done.expires_at,
             })
         );
     } else {
         match link {
             None => println!(
                 "invitation sent to {} (valid until {})",
-                user.email, invitation.link.expires_at
+                user.email, done.expires_at
             ),
             Some(l) => println!(
                 "invitation for {} (shown once, valid until {}; no mail is configured, so pass it on yourself):\n{l}",
-                user.email, invitation.link.expires_at
+                user.email, done.expires_at
             ),
         }
     }
-    Ok(())
 }
 
-/// Issues a new invitation for an existing user who has not set a password, and delivers it.
-pub async fn send_invitation(
-    mut tx: Transaction<'static, Postgres>,
-    tenant: TenantId,
-    user: UserId,
-    delivery: &Delivery,
-    kind: Kind,
-    json: bool,
-) -> Result<(), CliError> {
-    let invitation = invitations::reissue(&mut tx, tenant, user, delivery, "cli")
-        .await
-        .map_err(conflict_is_usage)?;
-    audit(
-        &mut tx,
-        tenant,
-        "resend_invite",
-        user,
-        serde_json::json!({}),
-    )
-    .await?;
-    deliver_and_commit(tx, tenant, invitation, delivery, kind, json).await
-}
-
-/// A refused change (the last admin, an accepted invitation) is the operator's to fix: exit 2.
-fn conflict_is_usage(e: psa_models::Error) -> CliError {
-    match e {
-        psa_models::Error::Conflict { .. } | psa_models::Error::NotFound { .. } => {
-            CliError::Usage(e.to_string())
-        }
-        other => other.into(),
-    }
-}
-
+/// The user of `tenant` with `email`.
 async fn user_by_email(
-    conn: &mut PgConnection,
+    app: &App,
+    who: &Principal,
     tenant: TenantId,
     email: &str,
 ) -> Result<UserId, CliError> {
-    let address = EmailAddress::parse(email)?;
-    users::find_by_email(conn, tenant, &address)
-        .await?
-        .map(|u| u.user_id)
-        .ok_or_else(|| CliError::Usage(format!("tenant {tenant} has no user {email}")))
-}
-
-async fn tenant_exists(conn: &mut PgConnection, tenant: TenantId) -> Result<(), CliError> {
-    tenants::find(conn, tenant)
-        .await?
-        .map(|_| ())
-        .ok_or_else(|| CliError::Usage(format!("no tenant {tenant}")))
+    psa_app::users::find_by_email(app, who, tenant, email)
+        .await
+        .map_err(|e| match e {
+            psa_models::Error::NotFound { entity: "User" } => {
+                CliError::Usage(format!("tenant {tenant} has no user {email}"))
+            }
+            psa_models::Error::NotFound { .. } => CliError::Usage(format!("no tenant {tenant}")),
+            other => other.into(),
+        })
 }
 
 fn print_user(u: &UserSummary, json: bool) {
@@ -215,6 +156,11 @@ pub async fn run(
     mail: &MailArgs,
     command: UserCommand,
 ) -> Result<(), CliError> {
+    let who = operator();
+    let services = Services {
+        mail: Some(mail),
+        ..Default::default()
+    };
     match command {
         UserCommand::Invite {
             tenant,
@@ -224,48 +170,48 @@ pub async fn run(
             last_name,
             json,
         } => {
-            let tenant = parse_tenant(&tenant)?;
-            let delivery = mail.delivery()?;
-            let pool = config::pool(database_url, 2).await?;
-            let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
-            tenant_exists(&mut tx, tenant).await?;
+            let app = app(database_url, services).await?;
             let input = NewInvitee {
                 first_name,
                 last_name,
                 email,
                 role,
             };
-            let invitation = invitations::invite(&mut tx, tenant, &input, &delivery, "cli")
+            let done = psa_app::users::invite(&app, &who, tenant, &input, LinkDelivery::MailOrShow)
                 .await
-                .map_err(conflict_is_usage)?;
-            audit(
-                &mut tx,
-                tenant,
-                "invite",
-                invitation.user.user_id,
-                serde_json::json!({"email": invitation.user.email, "role": input.role}),
-            )
-            .await?;
-            deliver_and_commit(tx, tenant, invitation, &delivery, Kind::Invitation, json).await
+                .map_err(|e| match e {
+                    psa_models::Error::NotFound { .. } => {
+                        CliError::Usage(format!("no tenant {tenant}"))
+                    }
+                    other => refused_is_usage(other),
+                })?;
+            print_invited(tenant, &done, json);
+            Ok(())
         }
         UserCommand::ResendInvite(UserArgs {
             tenant,
             email,
             json,
         }) => {
-            let tenant = parse_tenant(&tenant)?;
-            let delivery = mail.delivery()?;
-            let pool = config::pool(database_url, 2).await?;
-            let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
-            let user = user_by_email(&mut tx, tenant, &email).await?;
-            send_invitation(tx, tenant, user, &delivery, Kind::Invitation, json).await
+            let app = app(database_url, services).await?;
+            let user = user_by_email(&app, &who, tenant, &email).await?;
+            let done =
+                psa_app::users::resend_invite(&app, &who, tenant, user, LinkDelivery::MailOrShow)
+                    .await
+                    .map_err(refused_is_usage)?;
+            print_invited(tenant, &done, json);
+            Ok(())
         }
         UserCommand::List { tenant, json } => {
-            let tenant = parse_tenant(&tenant)?;
-            let pool = config::pool(database_url, 2).await?;
-            let mut conn = pool.acquire().await.map_err(psa_models::Error::from)?;
-            tenant_exists(&mut conn, tenant).await?;
-            let list = users::list(&mut conn, tenant).await?;
+            let app = app(database_url, Services::default()).await?;
+            let list = psa_app::users::list(&app, &who, tenant)
+                .await
+                .map_err(|e| match e {
+                    psa_models::Error::NotFound { .. } => {
+                        CliError::Usage(format!("no tenant {tenant}"))
+                    }
+                    other => other.into(),
+                })?;
             if json {
                 println!("{}", serde_json::to_string(&list).expect("users serialise"));
             } else {
@@ -285,47 +231,30 @@ pub async fn run(
                 },
             role,
         } => {
-            let tenant = parse_tenant(&tenant)?;
-            let pool = config::pool(database_url, 2).await?;
-            let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
-            let user = user_by_email(&mut tx, tenant, &email).await?;
-            let before = users::summary(&mut tx, tenant, user).await?;
-            let after = users::set_role(&mut tx, tenant, user, &role)
+            let app = app(database_url, Services::default()).await?;
+            let user = user_by_email(&app, &who, tenant, &email).await?;
+            let after = psa_app::users::change_role(&app, &who, tenant, user, &role)
                 .await
-                .map_err(conflict_is_usage)?;
-            audit(
-                &mut tx,
-                tenant,
-                "change_role",
-                user,
-                serde_json::json!({"from": before.roles, "to": after.roles}),
-            )
-            .await?;
-            tx.commit().await.map_err(psa_models::Error::from)?;
+                .map_err(refused_is_usage)?;
             print_user(&after, json);
             Ok(())
         }
-        UserCommand::Deactivate(u) => set_inactive(database_url, &u, true).await,
-        UserCommand::Reactivate(u) => set_inactive(database_url, &u, false).await,
+        UserCommand::Deactivate(u) => set_inactive(database_url, &who, &u, true).await,
+        UserCommand::Reactivate(u) => set_inactive(database_url, &who, &u, false).await,
     }
 }
 
 async fn set_inactive(
     database_url: Option<&str>,
+    who: &Principal,
     u: &UserArgs,
     inactive: bool,
 ) -> Result<(), CliError> {
-    let (email, json) = (&u.email, u.json);
-    let tenant = parse_tenant(&u.tenant)?;
-    let pool = config::pool(database_url, 2).await?;
-    let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
-    let user = user_by_email(&mut tx, tenant, email).await?;
-    let after = identity::set_inactive(&mut tx, tenant, user, inactive)
+    let app = app(database_url, Services::default()).await?;
+    let user = user_by_email(&app, who, u.tenant, &u.email).await?;
+    let after = psa_app::users::set_inactive(&app, who, u.tenant, user, inactive)
         .await
-        .map_err(conflict_is_usage)?;
-    let action = if inactive { "deactivate" } else { "reactivate" };
-    audit(&mut tx, tenant, action, user, serde_json::json!({})).await?;
-    tx.commit().await.map_err(psa_models::Error::from)?;
-    print_user(&after, json);
+        .map_err(refused_is_usage)?;
+    print_user(&after, u.json);
     Ok(())
 }

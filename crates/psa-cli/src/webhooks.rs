@@ -5,12 +5,10 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use psa_models::TenantId;
 use psa_models::db::PageRequest;
 use psa_models::events::{self, EventFilter, EventType};
-use psa_models::webhooks::{
-    self, AddressPolicy, By, Delivery, DeliveryDetails, Endpoint, Schedule,
-};
-use psa_models::{TenantId, tenants};
+use psa_models::webhooks::{self, AddressPolicy, Delivery, DeliveryDetails, Endpoint, Schedule};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
@@ -183,17 +181,6 @@ pub enum WebhooksCommand {
     },
 }
 
-async fn management(conn: &mut sqlx::PgConnection) -> Result<TenantId, CliError> {
-    Ok(tenants::find_management(conn)
-        .await?
-        .ok_or_else(|| {
-            CliError::Usage(
-                "there is no management tenant: create it with `psa management init`".into(),
-            )
-        })?
-        .tenant)
-}
-
 fn print_json<T: serde::Serialize>(v: &T) {
     println!(
         "{}",
@@ -278,7 +265,7 @@ pub async fn events(database_url: Option<&str>, command: EventsCommand) -> Resul
         .transpose()?
         .unwrap_or_default();
     let pool = crate::config::pool(database_url, 1).await?;
-    let mut conn = pool.acquire().await.map_err(psa_models::Error::from)?;
+    let mut conn = pool.acquire().await?;
     let page = events::list(
         &mut conn,
         &EventFilter {
@@ -321,14 +308,13 @@ pub async fn webhooks(
     args: &WebhookArgs,
     command: WebhooksCommand,
 ) -> Result<(), CliError> {
-    let pool = crate::config::pool(database_url, 1).await?;
-    let mut tx = pool.begin().await.map_err(psa_models::Error::from)?;
-    let mgmt = management(&mut tx).await?;
-    let actor = crate::lifecycle::actor();
-    let by = By {
-        management_tenant: mgmt,
-        actor: &actor,
+    let services = crate::app::Services {
+        workflow: Some(wf),
+        webhooks: Some(args.policy()),
+        ..Default::default()
     };
+    let app = crate::app::app(database_url, services).await?;
+    let who = crate::app::operator();
     let enable = |enabled: bool| webhooks::EndpointPatch {
         enabled: Some(enabled),
         ..Default::default()
@@ -340,8 +326,8 @@ pub async fn webhooks(
             description,
             json,
         } => {
-            let key = wf.key()?;
-            let secret = psa_workflows::webhooks::new_secret();
+            // Without the key nothing can be sealed: a setting to fix (exit 2).
+            wf.key()?;
             let event_types = types
                 .as_deref()
                 .map(|t| EventType::parse_list(t, "--types"))
@@ -350,27 +336,25 @@ pub async fn webhooks(
                 .into_iter()
                 .map(|t| t.as_str().to_owned())
                 .collect();
-            let e = webhooks::create(
-                &mut tx,
+            let made = psa_app::webhooks::create(
+                &app,
+                &who,
                 &webhooks::NewEndpoint {
                     url,
                     description,
                     event_types,
                 },
-                args.policy(),
-                &key.seal(&secret),
-                by,
             )
             .await?;
-            tx.commit().await.map_err(psa_models::Error::from)?;
-            print_with_secret(&e, secret.expose_secret(), json);
+            print_with_secret(&made.endpoint, made.secret.expose_secret(), json);
         }
         WebhooksCommand::List { json } => {
             let mut all = Vec::new();
             let mut cursor = None;
             loop {
-                let page = webhooks::list(
-                    &mut tx,
+                let page = psa_app::webhooks::list(
+                    &app,
+                    &who,
                     &PageRequest {
                         limit: Some(200),
                         cursor,
@@ -395,13 +379,11 @@ pub async fn webhooks(
             }
         }
         WebhooksCommand::Remove { endpoint } => {
-            webhooks::delete(&mut tx, endpoint, by).await?;
-            tx.commit().await.map_err(psa_models::Error::from)?;
+            psa_app::webhooks::delete(&app, &who, endpoint).await?;
             println!("removed endpoint {endpoint}");
         }
         WebhooksCommand::Enable { endpoint, json } => {
-            let e = webhooks::update(&mut tx, endpoint, &enable(true), args.policy(), by).await?;
-            tx.commit().await.map_err(psa_models::Error::from)?;
+            let e = psa_app::webhooks::update(&app, &who, endpoint, &enable(true)).await?;
             if json {
                 print_json(&e)
             } else {
@@ -409,8 +391,7 @@ pub async fn webhooks(
             }
         }
         WebhooksCommand::Disable { endpoint, json } => {
-            let e = webhooks::update(&mut tx, endpoint, &enable(false), args.policy(), by).await?;
-            tx.commit().await.map_err(psa_models::Error::from)?;
+            let e = psa_app::webhooks::update(&app, &who, endpoint, &enable(false)).await?;
             if json {
                 print_json(&e)
             } else {
@@ -418,22 +399,12 @@ pub async fn webhooks(
             }
         }
         WebhooksCommand::RotateSecret { endpoint, json } => {
-            let key = wf.key()?;
-            let secret = psa_workflows::webhooks::new_secret();
-            let e = webhooks::rotate_secret(
-                &mut tx,
-                endpoint,
-                &key.seal(&secret),
-                chrono::Duration::hours(24),
-                by,
-            )
-            .await?;
-            tx.commit().await.map_err(psa_models::Error::from)?;
-            print_with_secret(&e, secret.expose_secret(), json);
+            wf.key()?;
+            let made = psa_app::webhooks::rotate(&app, &who, endpoint).await?;
+            print_with_secret(&made.endpoint, made.secret.expose_secret(), json);
         }
         WebhooksCommand::Test { endpoint, json } => {
-            let d = webhooks::send_test(&mut tx, endpoint, by).await?;
-            tx.commit().await.map_err(psa_models::Error::from)?;
+            let d = psa_app::webhooks::send_test(&app, &who, endpoint).await?;
             if json {
                 print_json(&d);
             } else {
@@ -452,7 +423,7 @@ pub async fn webhooks(
             json,
         } => {
             if let Some(id) = delivery {
-                let d = webhooks::delivery(&mut tx, endpoint, id).await?;
+                let d = psa_app::webhooks::delivery(&app, &who, endpoint, id).await?;
                 print_details(&d, json);
                 return Ok(());
             }
@@ -460,8 +431,9 @@ pub async fn webhooks(
                 .as_deref()
                 .map(webhooks::DeliveryStatus::parse)
                 .transpose()?;
-            let page = webhooks::deliveries(
-                &mut tx,
+            let page = psa_app::webhooks::deliveries(
+                &app,
+                &who,
                 endpoint,
                 status,
                 &PageRequest {
@@ -483,8 +455,7 @@ pub async fn webhooks(
             delivery,
             json,
         } => {
-            let d = webhooks::retry(&mut tx, endpoint, delivery, by).await?;
-            tx.commit().await.map_err(psa_models::Error::from)?;
+            let d = psa_app::webhooks::retry(&app, &who, endpoint, delivery).await?;
             print_details(&d, json);
         }
     }

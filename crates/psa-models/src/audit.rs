@@ -1,55 +1,433 @@
 //! The audit log: who did what to which entity of a tenant. Append-only for the API's role.
+//!
+//! Who did it is an [`Actor`] and what they did an [`Action`], both typed: a door cannot invent
+//! a new spelling, and the log can be asked "what did this API key do" without string matching
+//! (`actor_kind`, `actor_id`, and for a session or key the user behind it, `actor_user`).
+
+use std::fmt;
 
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{Result, TenantId};
+use crate::{Error, Result, TenantId, UserId};
 
-/// Appends a row to `tenant`'s audit log, if that tenant exists (a failed login may name any
-/// tenant id; a row for a tenant that does not exist would fail its foreign key).
+/// Who acted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// A user, signed in (a session).
+    User { user: UserId },
+    /// An API key, and the user it belongs to.
+    ApiKey { key: Uuid, user: UserId },
+    /// An operator at the command line, named by the operating-system account and host it runs
+    /// under: self-declared (whoever holds the database credentials can say anything here).
+    Operator { account: String, host: String },
+    /// The platform itself: the worker's steps, the sweeper, reconcile, a deletion's deadline.
+    Platform(&'static str),
+    /// Someone not signed in: a failed sign-in, a password-reset request.
+    Anonymous,
+}
+
+/// The kind of an [`Actor`], as `actor_kind` stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    User,
+    ApiKey,
+    Operator,
+    Platform,
+    Anonymous,
+}
+
+impl ActorKind {
+    pub const ALL: [ActorKind; 5] = [
+        ActorKind::User,
+        ActorKind::ApiKey,
+        ActorKind::Operator,
+        ActorKind::Platform,
+        ActorKind::Anonymous,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::User => "user",
+            ActorKind::ApiKey => "api_key",
+            ActorKind::Operator => "operator",
+            ActorKind::Platform => "platform",
+            ActorKind::Anonymous => "anonymous",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<ActorKind> {
+        ActorKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == raw.trim())
+            .ok_or_else(|| {
+                Error::validation(
+                    "actor_kind",
+                    "The actor kind must be user, api_key, operator, platform or anonymous",
+                )
+            })
+    }
+}
+
+impl Actor {
+    /// The operator running this process: `$USER` (else `$LOGNAME`, else "unknown") at the
+    /// host's name.
+    pub fn operator_from_environment() -> Actor {
+        let account = ["USER", "LOGNAME"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
+            .unwrap_or_else(|| "unknown".into());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        Actor::Operator { account, host }
+    }
+
+    pub fn kind(&self) -> ActorKind {
+        match self {
+            Actor::User { .. } => ActorKind::User,
+            Actor::ApiKey { .. } => ActorKind::ApiKey,
+            Actor::Operator { .. } => ActorKind::Operator,
+            Actor::Platform(_) => ActorKind::Platform,
+            Actor::Anonymous => ActorKind::Anonymous,
+        }
+    }
+
+    /// `actor_id`: the user's or key's id, `account@host`, the platform part's name.
+    pub fn id(&self) -> String {
+        match self {
+            Actor::User { user } => user.0.to_string(),
+            Actor::ApiKey { key, .. } => key.to_string(),
+            Actor::Operator { account, host } => format!("{account}@{host}"),
+            Actor::Platform(part) => (*part).to_owned(),
+            Actor::Anonymous => String::new(),
+        }
+    }
+
+    /// The user behind a session or an API key.
+    pub fn user(&self) -> Option<UserId> {
+        match self {
+            Actor::User { user } | Actor::ApiKey { user, .. } => Some(*user),
+            _ => None,
+        }
+    }
+
+    /// The actor from its text ([`Display`](fmt::Display)), as it travels through a workflow's
+    /// signal; the text of older versions (`cli:<login>`, a bare part name) is read too, and
+    /// anything else is the platform's.
+    pub fn parse(text: &str) -> Actor {
+        let (kind, id) = text.split_once(':').unwrap_or((text, ""));
+        match kind {
+            "user" => match Uuid::parse_str(id) {
+                Ok(u) => Actor::User { user: UserId(u) },
+                Err(_) => Actor::Platform(platform_part(text)),
+            },
+            "api_key" => {
+                let (key, user) = id.split_once('/').unwrap_or((id, ""));
+                match (Uuid::parse_str(key), Uuid::parse_str(user)) {
+                    (Ok(key), Ok(user)) => Actor::ApiKey {
+                        key,
+                        user: UserId(user),
+                    },
+                    _ => Actor::Platform(platform_part(text)),
+                }
+            }
+            "operator" | "cli" => {
+                let (account, host) = id.split_once('@').unwrap_or((id, ""));
+                Actor::Operator {
+                    account: if account.is_empty() {
+                        "unknown"
+                    } else {
+                        account
+                    }
+                    .to_owned(),
+                    host: host.to_owned(),
+                }
+            }
+            "anonymous" => Actor::Anonymous,
+            "platform" => Actor::Platform(platform_part(id)),
+            _ => Actor::Platform(platform_part(text)),
+        }
+    }
+}
+
+/// The platform's parts that act (a deletion names who confirmed it; a part of another name
+/// is recorded as "platform").
+pub const PLATFORM_PARTS: &[&str] = &[
+    "provisioning",
+    "reconcile",
+    "sweeper",
+    "deadline",
+    "deletion",
+    "worker",
+    "billing",
+];
+
+fn platform_part(name: &str) -> &'static str {
+    PLATFORM_PARTS
+        .iter()
+        .find(|p| **p == name)
+        .copied()
+        .unwrap_or("platform")
+}
+
+/// The actor's text: `user:<id>`, `api_key:<key>/<user>`, `operator:<account>@<host>`,
+/// `platform:<part>`, `anonymous`. Stored as `actor`, and what [`Actor::parse`] reads back.
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::ApiKey { key, user } => write!(f, "api_key:{key}/{}", user.0),
+            Actor::Anonymous => f.write_str("anonymous"),
+            other => write!(f, "{}:{}", other.kind().as_str(), other.id()),
+        }
+    }
+}
+
+/// What was done: the audit log's `action`. One list, so a door cannot spell one differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    Link,
+    Unlink,
+    // Sign-in and credentials.
+    Login,
+    LoginFailed,
+    Logout,
+    LogoutAll,
+    ChangePassword,
+    RequestPasswordReset,
+    AcceptInvitation,
+    ResetPassword,
+    Revoke,
+    // Users.
+    Invite,
+    ResendInvite,
+    ChangeRole,
+    Deactivate,
+    Reactivate,
+    // The tenant's lifecycle.
+    Suspend,
+    Cancel,
+    Restore,
+    ConfirmDelete,
+    Export,
+    DownloadExport,
+    // Customers and runs.
+    Repair,
+    PreviewRepair,
+    CutOff,
+    // Webhooks.
+    RotateSecret,
+    RetryDelivery,
+    Test,
+}
+
+impl Action {
+    pub const ALL: &[Action] = &[
+        Action::Create,
+        Action::Update,
+        Action::Delete,
+        Action::Link,
+        Action::Unlink,
+        Action::Login,
+        Action::LoginFailed,
+        Action::Logout,
+        Action::LogoutAll,
+        Action::ChangePassword,
+        Action::RequestPasswordReset,
+        Action::AcceptInvitation,
+        Action::ResetPassword,
+        Action::Revoke,
+        Action::Invite,
+        Action::ResendInvite,
+        Action::ChangeRole,
+        Action::Deactivate,
+        Action::Reactivate,
+        Action::Suspend,
+        Action::Cancel,
+        Action::Restore,
+        Action::ConfirmDelete,
+        Action::Export,
+        Action::DownloadExport,
+        Action::Repair,
+        Action::PreviewRepair,
+        Action::CutOff,
+        Action::RotateSecret,
+        Action::RetryDelivery,
+        Action::Test,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Link => "link",
+            Action::Unlink => "unlink",
+            Action::Login => "login",
+            Action::LoginFailed => "login_failed",
+            Action::Logout => "logout",
+            Action::LogoutAll => "logout_all",
+            Action::ChangePassword => "change_password",
+            Action::RequestPasswordReset => "request_password_reset",
+            Action::AcceptInvitation => "accept_invitation",
+            Action::ResetPassword => "reset_password",
+            Action::Revoke => "revoke",
+            Action::Invite => "invite",
+            Action::ResendInvite => "resend_invite",
+            Action::ChangeRole => "change_role",
+            Action::Deactivate => "deactivate",
+            Action::Reactivate => "reactivate",
+            Action::Suspend => "suspend",
+            Action::Cancel => "cancel",
+            Action::Restore => "restore",
+            Action::ConfirmDelete => "confirm_delete",
+            Action::Export => "export",
+            Action::DownloadExport => "download_export",
+            Action::Repair => "repair",
+            Action::PreviewRepair => "preview_repair",
+            Action::CutOff => "cut_off",
+            Action::RotateSecret => "rotate_secret",
+            Action::RetryDelivery => "retry_delivery",
+            Action::Test => "test",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Action> {
+        Action::ALL
+            .iter()
+            .copied()
+            .find(|a| a.as_str() == raw.trim())
+            .ok_or_else(|| Error::validation("action", "Unknown audit action"))
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Appends a row to `tenant`'s audit log; an error when the tenant is not visible to this
+/// transaction (it does not exist, or the transaction is confined to another tenant), so that no
+/// change commits without its entry.
 pub async fn record(
     conn: &mut PgConnection,
     tenant: TenantId,
-    actor: &str,
-    action: &str,
+    actor: &Actor,
+    action: Action,
     entity_type: &str,
     entity_id: Option<Uuid>,
     details: serde_json::Value,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO audit_log (tenant, actor, action, entity_type, entity_id, details) \
-         SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM tenants WHERE tenant = $1)",
+    let written = sqlx::query(
+        "INSERT INTO audit_log (tenant, actor, actor_kind, actor_id, actor_user, action, \
+                                entity_type, entity_id, details) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+         WHERE EXISTS (SELECT 1 FROM tenants WHERE tenant = $1)",
     )
     .bind(tenant)
-    .bind(actor)
-    .bind(action)
+    .bind(actor.to_string())
+    .bind(actor.kind().as_str())
+    .bind(actor.id())
+    .bind(actor.user())
+    .bind(action.as_str())
     .bind(entity_type)
     .bind(entity_id)
     .bind(details)
     .execute(conn)
-    .await?;
+    .await?
+    .rows_affected();
+    // The tenant is not visible: it does not exist, or the transaction's tenant context is
+    // another tenant's. A change must not commit without its entry, so this is an error, never
+    // a silent skip.
+    if written != 1 {
+        return Err(Error::internal(AuditNotWritten {
+            tenant,
+            action: action.as_str(),
+        }));
+    }
     Ok(())
 }
 
-/// An audit row as the audit log page shows it: the actor's email when the actor is one of the
-/// tenant's users.
+/// Appends a row to `tenant`'s audit log if that tenant exists, and says whether it did: for
+/// what an unauthenticated caller reports (a failed login may name any tenant id), where a
+/// tenant that is not there is the caller's mistake, not the platform's.
+pub async fn record_if_tenant_exists(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    actor: &Actor,
+    action: Action,
+    entity_type: &str,
+    entity_id: Option<Uuid>,
+    details: serde_json::Value,
+) -> Result<bool> {
+    match record(conn, tenant, actor, action, entity_type, entity_id, details).await {
+        Ok(()) => Ok(true),
+        Err(Error::Internal(e)) if e.is::<AuditNotWritten>() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// An audit entry that could not be written in its tenant (see [`record`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the audit entry {action:?} could not be written in tenant {tenant} (no such tenant in this transaction's view)"
+)]
+struct AuditNotWritten {
+    tenant: TenantId,
+    action: &'static str,
+}
+
+/// An audit row as the audit log shows it: the actor's email when the actor is one of the
+/// tenant's users (by session or API key).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Entry {
     pub audit_id: Uuid,
+    /// The actor's text: `user:<id>`, `api_key:<key>/<user>`, `operator:<account>@<host>`,
+    /// `platform:<part>`, `anonymous`.
     pub actor: String,
+    #[sqlx(try_from = "String")]
+    pub actor_kind: ActorKind,
+    /// The user's or key's id, `account@host`, the platform part's name ("" for anonymous).
+    pub actor_id: String,
+    /// The user behind a session or an API key.
+    pub actor_user: Option<Uuid>,
     pub actor_email: Option<String>,
     pub action: String,
     pub entity_type: String,
     pub entity_id: Option<Uuid>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub details: serde_json::Value,
     pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// `actor_kind` as read back (the column's check keeps it one of these).
+impl TryFrom<String> for ActorKind {
+    type Error = Error;
+    fn try_from(s: String) -> Result<ActorKind> {
+        ActorKind::parse(&s)
+    }
 }
 
 /// Filters of [`list`]; empty ones do not filter.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    /// An actor (`user:<id>`, `cli:<login>`) or part of a user's email, case-insensitive.
+    /// An actor's text (`user:<id>`, `operator:<account>@<host>`), or part of a user's email,
+    /// case-insensitive.
     pub actor: String,
+    pub actor_kind: Option<ActorKind>,
+    /// With or without `actor_kind`: the id part of the actor (a user's or key's id,
+    /// `account@host`, a platform part).
+    pub actor_id: String,
     pub action: String,
     pub entity_type: String,
 }
@@ -63,9 +441,10 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Entry>> {
     let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
-        "SELECT a.audit_id, a.actor, u.email AS actor_email, a.action, a.entity_type, \
+        "SELECT a.audit_id, a.actor, a.actor_kind, a.actor_id, a.actor_user, \
+         u.email AS actor_email, a.action, a.entity_type, \
          a.entity_id, a.details, a.created_at FROM audit_log a \
-         LEFT JOIN users u ON u.tenant = a.tenant AND a.actor = 'user:' || u.user_id::text \
+         LEFT JOIN users u ON u.tenant = a.tenant AND u.user_id = a.actor_user \
          WHERE a.tenant = ",
     );
     q.push_bind(tenant);
@@ -82,6 +461,19 @@ pub async fn list(
             .push_bind(actor.to_owned())
             .push(" OR u.email ILIKE ")
             .push_bind(crate::db::contains_pattern(actor))
+            .push(")");
+    }
+    if let Some(kind) = filter.actor_kind {
+        q.push(" AND a.actor_kind = ").push_bind(kind.as_str());
+    }
+    let actor_id = filter.actor_id.trim();
+    if !actor_id.is_empty() {
+        // A user's id matches their sessions' entries and their API keys' (whose actor_id is
+        // the key's): "what did this user do" is one filter.
+        q.push(" AND (a.actor_id = ")
+            .push_bind(actor_id.to_owned())
+            .push(" OR a.actor_user::text = ")
+            .push_bind(actor_id.to_ascii_lowercase())
             .push(")");
     }
     if !filter.action.trim().is_empty() {

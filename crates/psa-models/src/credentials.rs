@@ -234,16 +234,25 @@ pub async fn create_api_key(
     user: UserId,
     description: Option<&str>,
 ) -> Result<NewApiKey> {
-    create_api_key_until(conn, tenant, user, description, None).await
+    create_api_key_until(
+        conn,
+        tenant,
+        user,
+        description,
+        None,
+        &crate::audit::Actor::operator_from_environment(),
+    )
+    .await
 }
 
-/// Like [`create_api_key`], with an expiry; audited (actor `cli`).
+/// Like [`create_api_key`], with an expiry, audited as `actor`'s.
 pub async fn create_api_key_until(
     conn: &mut PgConnection,
     tenant: TenantId,
     user: UserId,
     description: Option<&str>,
     expires_at: Option<DateTime<Utc>>,
+    actor: &crate::audit::Actor,
 ) -> Result<NewApiKey> {
     users::get(conn, tenant, user).await?;
     let key = new_token(API_KEY_PREFIX);
@@ -261,8 +270,8 @@ pub async fn create_api_key_until(
     crate::audit::record(
         conn,
         tenant,
-        "cli",
-        "create",
+        actor,
+        crate::audit::Action::Create,
         "api_key",
         Some(id),
         serde_json::json!({"user_id": user, "expires_at": expires_at}),
@@ -274,8 +283,12 @@ pub async fn create_api_key_until(
     })
 }
 
-/// Revokes an API key; `false` when there is no such active key.
-pub async fn revoke_api_key(conn: &mut PgConnection, api_key_id: Uuid) -> Result<bool> {
+/// Revokes an API key, audited as `actor`'s; `false` when there is no such active key.
+pub async fn revoke_api_key(
+    conn: &mut PgConnection,
+    api_key_id: Uuid,
+    actor: &crate::audit::Actor,
+) -> Result<bool> {
     let revoked: Option<TenantId> = sqlx::query_scalar(
         "UPDATE api_keys SET revoked_at = now() WHERE api_key_id = $1 AND revoked_at IS NULL \
          RETURNING tenant",
@@ -287,8 +300,8 @@ pub async fn revoke_api_key(conn: &mut PgConnection, api_key_id: Uuid) -> Result
         crate::audit::record(
             conn,
             tenant,
-            "cli",
-            "revoke",
+            actor,
+            crate::audit::Action::Revoke,
             "api_key",
             Some(api_key_id),
             serde_json::json!({}),

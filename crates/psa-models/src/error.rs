@@ -47,6 +47,16 @@ pub enum Error {
     /// An invitation or password-reset link that no longer works; the message says why.
     #[error("{0}")]
     InvalidLink(&'static str),
+    /// The actor lacks the permission the operation needs; the message names it.
+    #[error("{0}")]
+    Forbidden(Cow<'static, str>),
+    /// A service the operation needs (Temporal, mail, the export store) cannot be used now, or
+    /// is not configured here; nothing was written. `code`: `unavailable`, `mail_failed`.
+    #[error("{message}")]
+    Unavailable {
+        code: &'static str,
+        message: Cow<'static, str>,
+    },
     /// A database failure that is not the caller's fault.
     #[error("an unexpected database error occurred")]
     Database(#[source] sqlx::Error),
@@ -65,6 +75,8 @@ impl Error {
             Error::NotFound { .. } => "not_found",
             Error::Conflict { .. } => "conflict",
             Error::InvalidLink(_) => "invalid_link",
+            Error::Forbidden(_) => "forbidden",
+            Error::Unavailable { code, .. } => code,
             Error::InvalidState { code, .. } => code,
             Error::Database(_) | Error::Internal(_) => "internal",
         }
@@ -93,6 +105,17 @@ impl Error {
     pub fn conflict(field: Option<&'static str>, message: impl Into<Cow<'static, str>>) -> Self {
         Error::Conflict {
             field: field.map(Cow::Borrowed),
+            message: message.into(),
+        }
+    }
+
+    pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
+        Error::Forbidden(message.into())
+    }
+
+    pub fn unavailable(message: impl Into<Cow<'static, str>>) -> Self {
+        Error::Unavailable {
+            code: "unavailable",
             message: message.into(),
         }
     }

@@ -26,6 +26,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::audit::{Action, Actor};
 use crate::events::{self, EventType};
 use crate::provisioning::{self, RunStatus};
 use crate::tags::{self, NewTag, TaggedType};
@@ -306,8 +307,8 @@ async fn audit_both(
     conn: &mut PgConnection,
     settings: &Settings,
     tenant: TenantId,
-    actor: &str,
-    action: &str,
+    actor: &Actor,
+    action: Action,
     details: serde_json::Value,
 ) -> Result<()> {
     db::enter_tenant(conn, tenant).await?;
@@ -350,7 +351,7 @@ pub async fn suspend(
     settings: &Settings,
     tenant: TenantId,
     reason: &str,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Change> {
     let reason = self::reason(reason)?;
     switch(
@@ -362,7 +363,7 @@ pub async fn suspend(
             from: TenantStatus::Active,
             to: TenantStatus::Suspended,
             verb: "suspended",
-            action: "suspend",
+            action: Action::Suspend,
             reason: Some(reason),
             event: EventType::TenantSuspended,
         },
@@ -375,7 +376,7 @@ pub async fn reactivate(
     conn: &mut PgConnection,
     settings: &Settings,
     tenant: TenantId,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Change> {
     switch(
         conn,
@@ -386,7 +387,7 @@ pub async fn reactivate(
             from: TenantStatus::Suspended,
             to: TenantStatus::Active,
             verb: "reactivated",
-            action: "reactivate",
+            action: Action::Reactivate,
             reason: None,
             event: EventType::TenantReactivated,
         },
@@ -403,7 +404,7 @@ struct Switch {
     /// For the refusal: "the tenant cannot be {verb}".
     verb: &'static str,
     /// The audit action.
-    action: &'static str,
+    action: Action,
     /// The new status's reason (a suspension has one; a reactivation audits the one it ends).
     reason: Option<String>,
     event: EventType,
@@ -413,7 +414,7 @@ async fn switch(
     conn: &mut PgConnection,
     settings: &Settings,
     tenant: TenantId,
-    actor: &str,
+    actor: &Actor,
     s: Switch,
 ) -> Result<Change> {
     let before = lock_for(conn, tenant, s.verb, &[s.from]).await?;
@@ -474,7 +475,7 @@ pub async fn cancel(
     grace: chrono::Duration,
     workflow_id: &str,
     export_id: Uuid,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Change> {
     let reason = self::reason(reason)?;
     let before = lock_for(
@@ -529,7 +530,7 @@ pub async fn cancel(
     .bind(tenant)
     .bind(&before.company_name)
     .bind(&reason)
-    .bind(actor)
+    .bind(actor.to_string())
     .bind(delete_after)
     .bind(serde_json::to_value(&undo).map_err(Error::internal)?)
     .bind(export_id)
@@ -540,7 +541,7 @@ pub async fn cancel(
         settings,
         tenant,
         actor,
-        "cancel",
+        Action::Cancel,
         json!({"before": before.status, "after": "canceled", "reason": reason,
                "delete_after": delete_after, "workflow_id": workflow_id,
                "customer_record": presence(&company)}),
@@ -569,6 +570,76 @@ pub async fn pending_deletion(
     )
     .bind(tenant)
     .fetch_optional(conn)
+    .await?)
+}
+
+/// Confirms the tenant's pending deletion now ("delete now"): who confirmed and when are
+/// recorded on the deletion, with a `confirm_delete` entry in the management tenant's audit log,
+/// in the caller's transaction. The deletion's workflow is told after the commit (by the caller,
+/// or by the worker's sweeper: [`deletions_to_confirm`]). Confirming twice keeps the first.
+pub async fn confirm_deletion(
+    conn: &mut PgConnection,
+    management_tenant: TenantId,
+    tenant: TenantId,
+    actor: &Actor,
+) -> Result<PendingDeletion> {
+    db::leave_tenant(conn).await?;
+    let pending = sqlx::query_as::<_, PendingDeletion>(
+        "UPDATE tenant_deletions SET confirmed_by = coalesce(confirmed_by, $2), \
+                confirmed_at = coalesce(confirmed_at, now()), updated_at = now() \
+         WHERE tenant_id = $1 AND status = 'pending' \
+         RETURNING workflow_id, requested_at, delete_after",
+    )
+    .bind(tenant)
+    .bind(actor.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(pending) = pending else {
+        let current = row(conn, tenant, false).await?;
+        return Err(refused(
+            "tenant_state",
+            format!(
+                "The tenant is {}: only a canceled tenant can be deleted (cancel it first)",
+                current.status
+            ),
+        ));
+    };
+    db::enter_tenant(conn, management_tenant).await?;
+    audit::record(
+        conn,
+        management_tenant,
+        actor,
+        Action::ConfirmDelete,
+        "tenant",
+        Some(tenant.0),
+        json!({"workflow_id": pending.workflow_id}),
+    )
+    .await?;
+    db::leave_tenant(conn).await?;
+    Ok(pending)
+}
+
+/// A confirmed deletion whose workflow may not have been told: its id and who confirmed.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct DeletionToConfirm {
+    pub workflow_id: String,
+    pub tenant_id: TenantId,
+    pub confirmed_by: String,
+}
+
+/// Deletions confirmed before `older_than` and still pending: the worker's sweeper tells their
+/// workflows (again: the signal is idempotent).
+pub async fn deletions_to_confirm(
+    conn: &mut PgConnection,
+    older_than: DateTime<Utc>,
+) -> Result<Vec<DeletionToConfirm>> {
+    Ok(sqlx::query_as::<_, DeletionToConfirm>(
+        "SELECT workflow_id, tenant_id, confirmed_by FROM tenant_deletions \
+         WHERE status = 'pending' AND confirmed_at IS NOT NULL AND confirmed_at < $1 \
+         ORDER BY confirmed_at LIMIT 100",
+    )
+    .bind(older_than)
+    .fetch_all(conn)
     .await?)
 }
 
@@ -632,7 +703,7 @@ pub async fn restore(
     conn: &mut PgConnection,
     settings: &Settings,
     tenant: TenantId,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<(Change, String)> {
     let before = lock_for(conn, tenant, "restored", &[TenantStatus::Canceled]).await?;
     db::leave_tenant(conn).await?;
@@ -685,7 +756,7 @@ pub async fn restore(
         settings,
         tenant,
         actor,
-        "restore",
+        Action::Restore,
         json!({"before": before.status, "after": undo.status, "workflow_id": workflow_id,
                "customer_record": presence(&company)}),
     )
@@ -827,18 +898,20 @@ pub async fn delete(
         audit::record(
             conn,
             settings.management_tenant_id,
-            &format!("workflow:{workflow_id}"),
-            "delete",
+            &Actor::Platform("deletion"),
+            Action::Delete,
             "tenant",
             Some(tenant.0),
             json!({"before": "canceled", "after": "deleted", "name": name, "reason": reason,
-                   "by": actor, "rows": rows, "customer_record": presence(&company)}),
+                   "by": actor, "workflow_id": workflow_id, "rows": rows,
+                   "customer_record": presence(&company)}),
         )
         .await?;
     }
     db::leave_tenant(conn).await?;
     sqlx::query(
-        "UPDATE tenant_deletions SET status = 'deleted', confirmed_by = $2, deleted_rows = $3, \
+        "UPDATE tenant_deletions SET status = 'deleted', \
+                confirmed_by = coalesce(confirmed_by, $2), deleted_rows = $3, \
                 ended_at = now(), updated_at = now() WHERE workflow_id = $1",
     )
     .bind(workflow_id)

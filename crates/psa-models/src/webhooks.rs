@@ -49,15 +49,14 @@ macro_rules! endpoint_columns {
 #[derive(Debug, Clone, Copy)]
 pub struct By<'a> {
     pub management_tenant: TenantId,
-    /// `user:<id>` or `cli:<login>`.
-    pub actor: &'a str,
+    pub actor: &'a crate::audit::Actor,
 }
 
 /// An audit row in the management tenant; the transaction leaves its context again after.
 async fn audit(
     conn: &mut PgConnection,
     by: By<'_>,
-    action: &str,
+    action: crate::audit::Action,
     endpoint: Uuid,
     details: Value,
 ) -> Result<()> {
@@ -259,13 +258,13 @@ pub async fn create(
     .bind(description)
     .bind(types)
     .bind(secret_sealed)
-    .bind(by.actor)
+    .bind(by.actor.to_string())
     .fetch_one(&mut *conn)
     .await?;
     audit(
         conn,
         by,
-        "create",
+        crate::audit::Action::Create,
         e.endpoint_id,
         json!({"url": redacted(&e.url), "event_types": e.event_types}),
     )
@@ -382,7 +381,7 @@ pub async fn update(
     audit(
         conn,
         by,
-        "update",
+        crate::audit::Action::Update,
         id,
         json!({"url": redacted(&e.url), "event_types": e.event_types, "enabled": e.enabled,
                  "description": e.description}),
@@ -404,7 +403,14 @@ pub async fn delete(conn: &mut PgConnection, id: Uuid, by: By<'_>) -> Result<()>
             entity: "webhook endpoint",
         });
     };
-    audit(conn, by, "delete", id, json!({"url": redacted(&url)})).await
+    audit(
+        conn,
+        by,
+        crate::audit::Action::Delete,
+        id,
+        json!({"url": redacted(&url)}),
+    )
+    .await
 }
 
 /// Replaces the secret with `secret_sealed`; the one before keeps signing (a second signature)
@@ -434,7 +440,7 @@ pub async fn rotate_secret(
     audit(
         conn,
         by,
-        "rotate_secret",
+        crate::audit::Action::RotateSecret,
         id,
         json!({"previous_secret_until": e.previous_secret_until}),
     )
@@ -601,7 +607,7 @@ pub async fn retry(
     audit(
         conn,
         by,
-        "retry_delivery",
+        crate::audit::Action::RetryDelivery,
         endpoint,
         json!({"delivery_id": id}),
     )
@@ -649,7 +655,7 @@ pub async fn send_test(
     audit(
         conn,
         by,
-        "test",
+        crate::audit::Action::Test,
         endpoint,
         json!({"delivery_id": id, "event_id": event_id}),
     )

@@ -115,7 +115,7 @@ async fn main() {
         &key.seal(&secret),
         By {
             management_tenant: mgmt,
-            actor: "bench",
+            actor: &psa_models::audit::Actor::Platform("worker"),
         },
     )
     .await

@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use psa_models::audit::{Action, Actor};
 use psa_models::companies::{self, NewCompany};
 use psa_models::contacts::{self, NewContact};
 use psa_models::provisioning::{self, TrackingState};
@@ -116,8 +117,8 @@ where
 pub(crate) async fn audit(
     conn: &mut PgConnection,
     tenant: TenantId,
-    actor: &str,
-    action: &str,
+    actor: &Actor,
+    action: Action,
     entity_type: &str,
     entity_id: uuid::Uuid,
     details: serde_json::Value,
@@ -134,7 +135,7 @@ pub(crate) async fn audit(
     .await
 }
 
-const WORKFLOW_ACTOR: &str = "workflow:tenant_creation";
+const WORKFLOW_ACTOR: &Actor = &Actor::Platform("provisioning");
 
 /// What every activity attempt leaves for operators: its duration, and for a failure a count by
 /// kind and one log line with what they grep for: the step, the run, the tenant, the kind (a
@@ -511,7 +512,7 @@ pub(crate) async fn customer_company(
         conn,
         mgmt,
         actor(&input.workflow_id),
-        "create",
+        Action::Create,
         "customer_company",
         company.company_id.0,
         json!({"tenant_id": managed}),
@@ -524,11 +525,11 @@ pub(crate) async fn customer_company(
     })
 }
 
-fn actor(workflow_id: &Option<String>) -> &'static str {
+fn actor(workflow_id: &Option<String>) -> &'static Actor {
     if workflow_id.is_some() {
         WORKFLOW_ACTOR
     } else {
-        "reconcile"
+        &Actor::Platform("reconcile")
     }
 }
 
@@ -576,7 +577,7 @@ pub(crate) async fn customer_contact(
                     conn,
                     mgmt,
                     actor(&input.workflow_id),
-                    "link",
+                    Action::Link,
                     "customer_contact",
                     existing.contact_name_id.0,
                     json!({"company_id": input.company_id}),
@@ -623,7 +624,7 @@ pub(crate) async fn customer_contact(
         conn,
         mgmt,
         actor(&input.workflow_id),
-        "create",
+        Action::Create,
         "customer_contact",
         contact.contact_name_id.0,
         json!({"company_id": input.company_id}),
@@ -644,7 +645,7 @@ pub(crate) async fn customer_tag(
     company_id: CompanyId,
     tag: &TagText,
     mapping_id: Option<MappingId>,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<tags::Attached, psa_models::Error> {
     let attached = tags::attach(
         conn,
@@ -667,7 +668,7 @@ pub(crate) async fn customer_tag(
             conn,
             mgmt,
             actor,
-            "create",
+            Action::Create,
             "customer_tag",
             attached.tag.mapping_id.0,
             json!({"company_id": company_id, "tag_text": tag.as_str()}),
@@ -687,7 +688,7 @@ pub(crate) mod undo {
     async fn removed(
         conn: &mut PgConnection,
         mgmt: TenantId,
-        actor: &str,
+        actor: &Actor,
         entity_type: &str,
         id: uuid::Uuid,
         result: Result<(), psa_models::Error>,
@@ -698,7 +699,7 @@ pub(crate) mod undo {
                     conn,
                     mgmt,
                     actor,
-                    "delete",
+                    Action::Delete,
                     entity_type,
                     id,
                     json!({"reason": "rollback"}),
@@ -714,7 +715,7 @@ pub(crate) mod undo {
         conn: &mut PgConnection,
         mgmt: TenantId,
         mapping: MappingId,
-        actor: &str,
+        actor: &Actor,
     ) -> Result<(), psa_models::Error> {
         let result = tags::detach(conn, mgmt, mapping).await;
         removed(conn, mgmt, actor, "customer_tag", mapping.0, result).await
@@ -727,7 +728,7 @@ pub(crate) mod undo {
         mgmt: TenantId,
         workflow_id: &str,
         company: CompanyId,
-        actor: &str,
+        actor: &Actor,
     ) -> Result<(), psa_models::Error> {
         let Some(contact) = provisioning::get(conn, workflow_id)
             .await?
@@ -750,7 +751,7 @@ pub(crate) mod undo {
                 conn,
                 mgmt,
                 actor,
-                "unlink",
+                Action::Unlink,
                 "customer_contact",
                 contact,
                 json!({"reason": "rollback"}),
@@ -764,14 +765,14 @@ pub(crate) mod undo {
         conn: &mut PgConnection,
         mgmt: TenantId,
         contact: ContactId,
-        actor: &str,
+        actor: &Actor,
     ) -> Result<(), psa_models::Error> {
         if contacts::delete(conn, mgmt, contact).await? {
             audit(
                 conn,
                 mgmt,
                 actor,
-                "delete",
+                Action::Delete,
                 "customer_contact",
                 contact.0,
                 json!({"reason": "rollback"}),
@@ -785,7 +786,7 @@ pub(crate) mod undo {
         conn: &mut PgConnection,
         mgmt: TenantId,
         company: CompanyId,
-        actor: &str,
+        actor: &Actor,
     ) -> Result<(), psa_models::Error> {
         let result = companies::delete(conn, mgmt, company).await;
         removed(conn, mgmt, actor, "customer_company", company.0, result).await

@@ -373,8 +373,12 @@ impl Deletions {
     }
 }
 
-/// Starts the workflows of recorded deletions whose starter could not (Temporal was down when
-/// the tenant was canceled): the worker runs this with its sweep.
+/// Carries out what was recorded while Temporal could not be reached: starts the workflows of
+/// recorded deletions whose starter could not (the tenant was canceled while Temporal was down),
+/// and tells the workflows of deletions confirmed ("delete now") that may not have heard it.
+/// The worker runs this with its sweep; both are idempotent. Returns how many it handled.
+/// (A run that repeats a confirmation while the deletion runs adds a signal to its history;
+/// the workflow keeps the first.)
 pub async fn start_pending(
     workflows: &crate::client::TenantWorkflows,
 ) -> Result<usize, crate::client::ClientError> {
@@ -385,6 +389,7 @@ pub async fn start_pending(
         .map_err(psa_models::Error::from)?;
     let older_than = chrono::Utc::now() - chrono::Duration::seconds(30);
     let pending = lifecycle::deletions_to_start(&mut conn, older_than).await?;
+    let confirmed = lifecycle::deletions_to_confirm(&mut conn, older_than).await?;
     drop(conn);
     let deletions = Deletions {
         client: workflows.client.clone(),
@@ -396,7 +401,20 @@ pub async fn start_pending(
         tracing::info!(workflow_id = %d.workflow_id, tenant = %d.tenant_id,
             "started the workflow of a recorded deletion");
     }
-    Ok(pending.len())
+    for d in &confirmed {
+        // One deletion that cannot be told does not hold up the others.
+        let told = match deletions.start(&d.workflow_id).await {
+            Ok(()) => deletions.confirm(&d.workflow_id, &d.confirmed_by).await,
+            Err(e) => Err(e),
+        };
+        match told {
+            Ok(()) => tracing::info!(workflow_id = %d.workflow_id, tenant = %d.tenant_id,
+                "told a deletion's workflow of its recorded confirmation"),
+            Err(e) => tracing::warn!(workflow_id = %d.workflow_id, error = %e,
+                "cannot tell a deletion's workflow of its confirmation; will retry"),
+        }
+    }
+    Ok(pending.len() + confirmed.len())
 }
 
 /// Sets the lifecycle gauges: tenants by status, deletions pending, and the deletions past

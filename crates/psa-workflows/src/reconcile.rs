@@ -215,7 +215,15 @@ async fn track(
         created = true;
         repaired.push("tag".into());
         if !dry_run {
-            customer_tag(&mut tx, mgmt, company_id, tag, None, "reconcile").await?;
+            customer_tag(
+                &mut tx,
+                mgmt,
+                company_id,
+                tag,
+                None,
+                &psa_models::audit::Actor::Platform("reconcile"),
+            )
+            .await?;
         }
     }
     let settings = lifecycle::Settings {

@@ -34,7 +34,7 @@ use crate::client::{ClientError, TenantWorkflows};
 /// been started may not be visible in Temporal yet.
 pub const MIN_AGE: Duration = Duration::from_secs(30);
 
-const ACTOR: &str = "sweeper";
+const ACTOR: &psa_models::audit::Actor = &psa_models::audit::Actor::Platform("sweeper");
 
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]
 pub struct SweepReport {
@@ -166,7 +166,7 @@ async fn roll_back(
             &mut tx,
             mgmt,
             ACTOR,
-            "cut_off",
+            psa_models::audit::Action::CutOff,
             "provisioning_run",
             r.tenant_id.unwrap_or_default(),
             serde_json::json!({"workflow_id": r.workflow_id, "temporal_status": temporal_status}),

@@ -263,8 +263,9 @@ pub async fn probe_dependencies(w: TenantWorkflows) {
 }
 
 /// The worker's housekeeping, every `interval`: rolls back runs cut off half-way, starts
-/// deletions whose starter could not reach Temporal, and refreshes the lifecycle and webhook
-/// gauges. Every worker runs it; each step is safe to run from many at once.
+/// deletions whose starter could not reach Temporal and tells deletions confirmed meanwhile,
+/// and refreshes the lifecycle and webhook gauges. Every worker runs it; each step is safe to
+/// run from many at once.
 pub async fn housekeeping(workflows: TenantWorkflows, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

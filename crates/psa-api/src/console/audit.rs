@@ -7,11 +7,11 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::routing::get;
-use psa_models::audit::{self, Filter};
+use psa_models::audit::{self, ActorKind, Filter};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Console, Nav, Refused, done, page_ok, path_id, when};
+use super::{Console, Nav, Opt, Refused, done, page_ok, query_id, when};
 use crate::AppState;
 use crate::auth::{Action, Permission, Resource};
 use crate::error::ApiError;
@@ -23,6 +23,8 @@ pub fn routes() -> Router<AppState> {
 struct Row {
     time: String,
     actor: String,
+    /// The audit log of this actor alone.
+    actor_link: String,
     action: String,
     entity: String,
     tenant_link: Option<String>,
@@ -34,7 +36,9 @@ struct Row {
 struct AuditPage {
     nav: Option<Nav>,
     actor: String,
-    action: String,
+    actor_id: String,
+    kinds: Vec<Opt>,
+    actions: Vec<Opt>,
     entity_type: String,
     rows: Vec<Row>,
     older: Option<String>,
@@ -45,6 +49,10 @@ struct AuditQuery {
     #[serde(default)]
     actor: String,
     #[serde(default)]
+    actor_kind: String,
+    #[serde(default)]
+    actor_id: String,
+    #[serde(default)]
     action: String,
     #[serde(default)]
     entity_type: String,
@@ -54,6 +62,41 @@ struct AuditQuery {
 
 const PAGE: i64 = 50;
 
+fn kind_label(kind: ActorKind) -> &'static str {
+    match kind {
+        ActorKind::User => "User (signed in)",
+        ActorKind::ApiKey => "API key",
+        ActorKind::Operator => "Operator (command line)",
+        ActorKind::Platform => "The platform",
+        ActorKind::Anonymous => "Not signed in",
+    }
+}
+
+/// Who, as a person reads it: a user's email (and the key it used), the operator's account,
+/// the platform's part.
+fn who(e: &audit::Entry) -> String {
+    let email = e.actor_email.clone();
+    match e.actor_kind {
+        ActorKind::User => email.unwrap_or_else(|| e.actor.clone()),
+        ActorKind::ApiKey => format!(
+            "{} (API key {})",
+            email.unwrap_or_else(|| "a former user".into()),
+            e.actor_id
+        ),
+        ActorKind::Operator => format!("operator {}", e.actor_id),
+        ActorKind::Platform => format!("platform: {}", e.actor_id),
+        ActorKind::Anonymous => "not signed in".into(),
+    }
+}
+
+fn query(pairs: &[(&str, &str)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
+        q.append_pair(k, v);
+    }
+    format!("/console/audit?{}", q.finish())
+}
+
 async fn audit_log(
     State(state): State<AppState>,
     console: Console,
@@ -61,7 +104,11 @@ async fn audit_log(
 ) -> Result<Response, Refused> {
     let before = match q.before.as_str() {
         "" => None,
-        b => Some(path_id::<Uuid>(b, "audit entry")?),
+        b => Some(query_id::<Uuid>(b, "audit entry")?),
+    };
+    let kind = match q.actor_kind.as_str() {
+        "" => None,
+        k => Some(ActorKind::parse(k).map_err(ApiError::from)?),
     };
     let mut tx = console
         .caller
@@ -72,6 +119,8 @@ async fn audit_log(
         console.caller.tenant,
         &Filter {
             actor: q.actor.clone(),
+            actor_kind: kind,
+            actor_id: q.actor_id.clone(),
             action: q.action.clone(),
             entity_type: q.entity_type.clone(),
         },
@@ -86,23 +135,48 @@ async fn audit_log(
             .last()
             .map(|r| r.audit_id.to_string())
             .unwrap_or_default();
-        format!(
-            "/console/audit?{}",
-            form_urlencoded::Serializer::new(String::new())
-                .append_pair("actor", &q.actor)
-                .append_pair("action", &q.action)
-                .append_pair("entity_type", &q.entity_type)
-                .append_pair("before", &last)
-                .finish()
-        )
+        query(&[
+            ("actor", &q.actor),
+            ("actor_kind", &q.actor_kind),
+            ("actor_id", &q.actor_id),
+            ("action", &q.action),
+            ("entity_type", &q.entity_type),
+            ("before", &last),
+        ])
     });
+    let kinds = std::iter::once(Opt {
+        value: "",
+        label: "Anyone",
+        selected: kind.is_none(),
+    })
+    .chain(ActorKind::ALL.into_iter().map(|k| Opt {
+        value: k.as_str(),
+        label: kind_label(k),
+        selected: kind == Some(k),
+    }))
+    .collect();
+    let actions = std::iter::once(Opt {
+        value: "",
+        label: "Any",
+        selected: q.action.is_empty(),
+    })
+    .chain(audit::Action::ALL.iter().map(|a| Opt {
+        value: a.as_str(),
+        label: a.as_str(),
+        selected: a.as_str() == q.action,
+    }))
+    .collect();
     Ok(page_ok(AuditPage {
         nav: console.nav("audit"),
         rows: rows
             .into_iter()
             .map(|r| Row {
                 time: when(r.created_at),
-                actor: r.actor_email.unwrap_or(r.actor),
+                actor: who(&r),
+                actor_link: query(&[
+                    ("actor_kind", r.actor_kind.as_str()),
+                    ("actor_id", &r.actor_id),
+                ]),
                 tenant_link: r
                     .entity_id
                     .filter(|_| r.entity_type == "tenant")
@@ -120,7 +194,9 @@ async fn audit_log(
             })
             .collect(),
         actor: q.actor,
-        action: q.action,
+        actor_id: q.actor_id,
+        kinds,
+        actions,
         entity_type: q.entity_type,
         older,
     }))

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -18,8 +18,8 @@ use psa_models::{CompanyId, ContactId, MappingId};
 use serde::Deserialize;
 
 use super::{
-    Badge, Console, CsrfForm, FieldErrors, Nav, Opt, Refused, badge, done, next_link, options,
-    page, page_ok, path_id,
+    Badge, Console, CsrfForm, FieldErrors, Nav, Opt, PageId, Refused, badge, done, next_link,
+    options, page, page_ok,
 };
 use crate::AppState;
 use crate::auth::{Action, Permission, Resource};
@@ -443,10 +443,9 @@ struct DoneQuery {
 async fn company_show(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<CompanyId>,
     Query(q): Query<DoneQuery>,
 ) -> Result<Response, Refused> {
-    let id: CompanyId = path_id(&id, "company")?;
     let mut p = company_page(&state, &console, id, None, FieldErrors::default()).await?;
     p.notice = notice(&q.done);
     Ok(page_ok(p))
@@ -455,11 +454,10 @@ async fn company_show(
 async fn company_update(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<CompanyId>,
     Form(f): Form<CompanyForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
-    let id: CompanyId = path_id(&id, "company")?;
     let saved: Result<Company, ApiError> = async {
         let patch = CompanyPatch {
             company_name: Some(f.company_name.clone()),
@@ -495,11 +493,10 @@ async fn company_update(
 async fn company_delete(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<CompanyId>,
     Form(f): Form<CsrfForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
-    let id: CompanyId = path_id(&id, "company")?;
     let deleted: Result<(), ApiError> = async {
         let mut tx = console
             .caller
@@ -559,11 +556,10 @@ async fn attach(
 async fn company_tag(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<CompanyId>,
     Form(f): Form<TagForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
-    let id: CompanyId = path_id(&id, "company")?;
     match attach(&state, &console, TaggedType::Company, id.0, &f.tag_text).await? {
         Ok(()) => Ok(Redirect::to(&format!("/console/companies/{id}?done=tagged")).into_response()),
         Err((status, message)) => {
@@ -578,11 +574,10 @@ async fn company_tag(
 async fn detach(
     State(state): State<AppState>,
     console: Console,
-    Path(mapping): Path<String>,
+    PageId(mapping): PageId<MappingId>,
     Form(f): Form<CsrfForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
-    let mapping: MappingId = path_id(&mapping, "tag")?;
     let tag = crate::tags::detach_tag(&state, &console.caller, mapping).await?;
     let back = match tag.tagged_type {
         TaggedType::Company => format!("/console/companies/{}?done=untagged", tag.tagged_id),
@@ -967,10 +962,9 @@ async fn contact_page(
 async fn contact_show(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<ContactId>,
     Query(q): Query<DoneQuery>,
 ) -> Result<Response, Refused> {
-    let id: ContactId = path_id(&id, "contact")?;
     let mut p = contact_page(&state, &console, id, None, FieldErrors::default()).await?;
     p.notice = notice(&q.done);
     Ok(page_ok(p))
@@ -979,11 +973,10 @@ async fn contact_show(
 async fn contact_update(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<ContactId>,
     Form(f): Form<ContactForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
-    let id: ContactId = path_id(&id, "contact")?;
     let saved: Result<Contact, ApiError> = async {
         let patch = ContactPatch {
             full_name: Some(f.full_name.clone()),
@@ -1021,11 +1014,10 @@ async fn contact_update(
 async fn contact_tag(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<ContactId>,
     Form(f): Form<TagForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
-    let id: ContactId = path_id(&id, "contact")?;
     match attach(&state, &console, TaggedType::Contact, id.0, &f.tag_text).await? {
         Ok(()) => Ok(Redirect::to(&format!("/console/contacts/{id}?done=tagged")).into_response()),
         Err((status, message)) => {

@@ -5,7 +5,7 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -16,7 +16,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{
-    Console, CsrfForm, FieldErrors, Nav, Opt, Refused, done, page, page_ok, path_id, when,
+    Console, CsrfForm, FieldErrors, Nav, Opt, PageId, PageIdAnd, PageIds, Refused, done, page,
+    page_ok, query_id, when,
 };
 use crate::AppState;
 use crate::auth::{Action, Permission, Resource};
@@ -87,7 +88,7 @@ async fn events_page(
     };
     let before = match q.before.as_str() {
         "" => None,
-        b => Some(path_id::<Uuid>(b, "event")?),
+        b => Some(query_id::<Uuid>(b, "event")?),
     };
     let mut tx = console
         .caller
@@ -420,10 +421,9 @@ fn endpoint_view(
 async fn endpoint(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<Uuid>,
     Query(q): Query<DoneQuery>,
 ) -> Result<Response, Refused> {
-    let id: Uuid = path_id(&id, "endpoint")?;
     let mut p = endpoint_page(&state, &console, id, &q.status).await?;
     p.notice = match q.done.as_str() {
         "test" => Some("A test event is on its way.".into()),
@@ -451,19 +451,12 @@ async fn change(
     id: Uuid,
     what: Change,
 ) -> Result<Response, Refused> {
-    let actor = console.caller.actor();
-    let action = match what {
-        Change::Delete => Action::Delete,
-        _ => Action::Update,
-    };
-    let mut tx = console
-        .caller
-        .authorize_management(state, Permission(Resource::Webhook, action))
-        .await?;
-    let by = crate::webhooks::by(&console.caller, &actor);
+    let (app, who) = (&state.app, console.caller.principal());
     let (outcome, done_as) = match what {
         Change::Test => (
-            webhooks::send_test(&mut tx, id, by).await.map(|_| ()),
+            psa_app::webhooks::send_test(app, &who, id)
+                .await
+                .map(|_| ()),
             "test",
         ),
         Change::Enabled(enabled) => {
@@ -474,23 +467,22 @@ async fn change(
                 enabled: Some(enabled),
             };
             (
-                webhooks::update(&mut tx, id, &patch, state.webhooks.policy, by)
+                psa_app::webhooks::update(app, &who, id, &patch)
                     .await
                     .map(|_| ()),
                 if enabled { "enabled" } else { "disabled" },
             )
         }
-        Change::Delete => (webhooks::delete(&mut tx, id, by).await, "deleted"),
+        Change::Delete => (psa_app::webhooks::delete(app, &who, id).await, "deleted"),
         Change::Retry(delivery) => (
-            webhooks::retry(&mut tx, id, delivery, by).await.map(|_| ()),
+            psa_app::webhooks::retry(app, &who, id, delivery)
+                .await
+                .map(|_| ()),
             "retry",
         ),
     };
     match outcome {
         Ok(()) => {
-            tx.commit()
-                .await
-                .map_err(|e| ApiError::from(psa_models::Error::from(e)))?;
             let to = if done_as == "deleted" {
                 "/console/webhooks?done=deleted".to_owned()
             } else {
@@ -498,8 +490,9 @@ async fn change(
             };
             Ok(Redirect::to(&to).into_response())
         }
+        // Not allowed: the refusal page, as for any page the caller may not use.
+        Err(e @ psa_models::Error::Forbidden(_)) => Err(ApiError::from(e).into()),
         Err(e) => {
-            drop(tx);
             let message = FieldErrors::from_error(e.into(), &[])?
                 .general
                 .unwrap_or_default();
@@ -514,11 +507,10 @@ async fn change(
 async fn one_click(
     State(state): State<AppState>,
     console: Console,
-    Path((id, what)): Path<(String, String)>,
+    PageIdAnd(id, what): PageIdAnd<Uuid>,
     Form(f): Form<CsrfForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
-    let id: Uuid = path_id(&id, "endpoint")?;
     let what = match what.as_str() {
         "test" => Change::Test,
         "enable" => Change::Enabled(true),
@@ -539,11 +531,10 @@ struct DeleteForm {
 async fn delete(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<Uuid>,
     Form(f): Form<DeleteForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
-    let id: Uuid = path_id(&id, "endpoint")?;
     if f.confirm != "yes" {
         let mut p = endpoint_page(&state, &console, id, "").await?;
         p.error = Some("Tick the confirmation to remove the endpoint".into());
@@ -555,11 +546,10 @@ async fn delete(
 async fn rotate(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<Uuid>,
     Form(f): Form<CsrfForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
-    let id: Uuid = path_id(&id, "endpoint")?;
     let made = crate::webhooks::rotate(&state, &console.caller, id).await?;
     let mut p = match endpoint_page(&state, &console, id, "").await {
         Ok(p) => p,
@@ -574,11 +564,9 @@ async fn rotate(
 async fn retry(
     State(state): State<AppState>,
     console: Console,
-    Path((id, delivery)): Path<(String, String)>,
+    PageIds(id, delivery): PageIds<Uuid, Uuid>,
     Form(f): Form<CsrfForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
-    let id: Uuid = path_id(&id, "endpoint")?;
-    let delivery: Uuid = path_id(&delivery, "delivery")?;
     change(&state, &console, id, Change::Retry(delivery)).await
 }

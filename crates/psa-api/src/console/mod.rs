@@ -168,9 +168,7 @@ impl FromRequestParts<AppState> for Console {
         let sees_users = caller
             .may(&mut tx, Permission(Resource::User, Action::Read))
             .await?;
-        tx.rollback()
-            .await
-            .map_err(|e| ApiError::from(psa_models::Error::from(e)))?;
+        tx.rollback().await.map_err(ApiError::from)?;
         Ok(Console {
             csrf: csrf_token(&token),
             session_token: SecretString::from(token.clone()),
@@ -387,7 +385,7 @@ async fn sign_in(
             cookie.set_same_site(SameSite::Strict);
             cookie.set_path("/");
             // Secure wherever users reach the server over https (PSA_PUBLIC_URL).
-            cookie.set_secure(state.delivery.public_url.scheme() == "https");
+            cookie.set_secure(state.app.delivery.public_url.scheme() == "https");
             (jar.add(cookie), Redirect::to("/console")).into_response()
         }
         Err(ApiError::Unauthorized) => again(
@@ -418,16 +416,10 @@ async fn sign_out(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&form.csrf)?;
-    if let crate::auth::Credential::Session(id) = console.caller.credential {
-        let mut tx = psa_models::db::begin_tenant(&state.pool, console.caller.tenant)
+    if let crate::auth::Credential::Session(_) = console.caller.credential {
+        psa_app::sessions::sign_out(&state.app, &console.caller.principal())
             .await
             .map_err(ApiError::from)?;
-        psa_models::credentials::revoke_session(&mut tx, console.caller.tenant, id)
-            .await
-            .map_err(ApiError::from)?;
-        tx.commit()
-            .await
-            .map_err(|e| ApiError::from(psa_models::Error::from(e)))?;
     }
     let mut gone = Cookie::from(COOKIE);
     gone.set_path("/");
@@ -456,9 +448,7 @@ fn page_ok(template: impl Template) -> Response {
 
 /// Ends a read-only transaction.
 async fn done(tx: sqlx::Transaction<'static, sqlx::Postgres>) -> Result<(), Refused> {
-    tx.rollback()
-        .await
-        .map_err(|e| ApiError::from(psa_models::Error::from(e)).into())
+    tx.rollback().await.map_err(|e| ApiError::from(e).into())
 }
 
 /// The page for what does not exist.
@@ -470,11 +460,82 @@ fn not_found(what: &str) -> Refused {
     )
 }
 
-/// Parses an id from the path; anything else is a page that does not exist.
-fn path_id<T: From<uuid::Uuid>>(raw: &str, what: &str) -> Result<T, Refused> {
+/// An id given in the query string (`?before=`); anything else is a page that does not exist.
+fn query_id<T: From<uuid::Uuid>>(raw: &str, what: &str) -> Result<T, Refused> {
     uuid::Uuid::parse_str(raw)
         .map(T::from)
         .map_err(|_| not_found(what))
+}
+
+/// The id of the page's resource, from the path, typed; a malformed one is a page that does
+/// not exist (as an unknown one is).
+pub(crate) struct PageId<T>(pub T);
+
+/// Two ids from the path.
+pub(crate) struct PageIds<A, B>(pub A, pub B);
+
+/// An id and the word after it (`/console/users/{id}/{what}`).
+pub(crate) struct PageIdAnd<T>(pub T, pub String);
+
+impl<S, T> axum::extract::FromRequestParts<S> for PageIdAnd<T>
+where
+    S: Send + Sync,
+    T: From<uuid::Uuid>,
+{
+    type Rejection = Refused;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let raw = axum::extract::Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| not_found("page"))?
+            .0;
+        match raw.as_slice() {
+            [(_, id), (_, what)] => uuid::Uuid::parse_str(id)
+                .map(|id| PageIdAnd(T::from(id), what.clone()))
+                .map_err(|_| not_found("page")),
+            _ => Err(not_found("page")),
+        }
+    }
+}
+
+impl<S, T> axum::extract::FromRequestParts<S> for PageId<T>
+where
+    S: Send + Sync,
+    T: From<uuid::Uuid>,
+{
+    type Rejection = Refused;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match crate::extract::path_ids(parts, state).await.as_deref() {
+            Some([id]) => Ok(PageId(T::from(*id))),
+            _ => Err(not_found("page")),
+        }
+    }
+}
+
+impl<S, A, B> axum::extract::FromRequestParts<S> for PageIds<A, B>
+where
+    S: Send + Sync,
+    A: From<uuid::Uuid>,
+    B: From<uuid::Uuid>,
+{
+    type Rejection = Refused;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match crate::extract::path_ids(parts, state).await.as_deref() {
+            Some([a, b]) => Ok(PageIds(A::from(*a), B::from(*b))),
+            _ => Err(not_found("page")),
+        }
+    }
 }
 
 /// The model's refusal of a form, shown on the form: next to its field when it names one that

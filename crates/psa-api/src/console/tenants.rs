@@ -3,7 +3,7 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -13,8 +13,8 @@ use psa_models::provisioning::{self, TenantListFilter};
 use serde::Deserialize;
 
 use super::{
-    Console, CsrfForm, FieldErrors, Nav, Opt, Refused, done, next_link, options, page, page_ok,
-    path_id, when,
+    Console, CsrfForm, FieldErrors, Nav, Opt, PageId, PageIds, Refused, done, next_link, options,
+    page, page_ok, when,
 };
 use crate::AppState;
 use crate::auth::{Action, Permission, Resource};
@@ -128,7 +128,7 @@ async fn tenants(
         Ok(filter) => {
             provisioning::list_tenants(
                 &mut tx,
-                state.lifecycle.customer_tag.as_str(),
+                state.app.settings.customer_tag.as_str(),
                 &filter,
                 &psa_models::db::PageRequest {
                     limit: Some(50),
@@ -221,13 +221,10 @@ async fn details(
         .caller
         .authorize_management(state, Permission(Resource::Tenant, Action::Read))
         .await?;
-    let details = psa_models::lifecycle::show(
-        &mut tx,
-        &state.lifecycle.settings(console.caller.tenant),
-        id,
-    )
-    .await
-    .map_err(ApiError::from)?;
+    let details =
+        psa_models::lifecycle::show(&mut tx, &state.app.lifecycle(console.caller.tenant), id)
+            .await
+            .map_err(ApiError::from)?;
     done(tx).await?;
     Ok(details)
 }
@@ -236,9 +233,8 @@ async fn details(
 async fn tenant(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<TenantId>,
 ) -> Result<Response, Refused> {
-    let id: TenantId = path_id(&id, "tenant")?;
     let t = details(&state, &console, id).await?;
     Ok(page_ok(tenant_page(&console, t)))
 }
@@ -305,27 +301,28 @@ async fn refused(
 async fn suspend(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<TenantId>,
     Form(form): Form<ReasonForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&form.csrf)?;
-    let id: TenantId = path_id(&id, "tenant")?;
-    let outcome = crate::lifecycle::suspend_tenant(&state, &console.caller, id, &form.reason)
-        .await
-        .map(|c| format!("{} is now {}.", c.tenant.name, c.tenant.status));
+    let outcome =
+        psa_app::tenants::suspend(&state.app, &console.caller.principal(), id, &form.reason)
+            .await
+            .map_err(ApiError::from)
+            .map(|c| format!("{} is now {}.", c.tenant.name, c.tenant.status));
     after(&state, &console, id, outcome).await
 }
 
 async fn reactivate(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<TenantId>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&form.csrf)?;
-    let id: TenantId = path_id(&id, "tenant")?;
-    let outcome = crate::lifecycle::reactivate_tenant(&state, &console.caller, id)
+    let outcome = psa_app::tenants::reactivate(&state.app, &console.caller.principal(), id)
         .await
+        .map_err(ApiError::from)
         .map(|c| format!("{} is now {}.", c.tenant.name, c.tenant.status));
     after(&state, &console, id, outcome).await
 }
@@ -335,13 +332,12 @@ async fn reactivate(
 async fn cancel(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<TenantId>,
     Form(form): Form<CancelForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&form.csrf)?;
-    let id: TenantId = path_id(&id, "tenant")?;
     let days = match form.grace_days.trim() {
-        "" => Ok(30),
+        "" => Ok(state.app.settings.default_grace.num_days()),
         d => d.parse::<i64>().map_err(|_| {
             ApiError::Model(psa_models::Error::validation(
                 "grace_days",
@@ -355,14 +351,19 @@ async fn cancel(
             "confirm",
             "Tick the confirmation to cancel the tenant",
         ))),
-        Ok(days) => crate::lifecycle::cancel_tenant(
-            &state,
-            &console.caller,
-            id,
-            &form.reason,
-            Some(days.saturating_mul(86_400)),
-        )
+        Ok(days) => async {
+            let grace = psa_models::lifecycle::grace(days.saturating_mul(86_400))?;
+            psa_app::tenants::cancel(
+                &state.app,
+                &console.caller.principal(),
+                id,
+                &form.reason,
+                Some(grace),
+            )
+            .await
+        }
         .await
+        .map_err(ApiError::from)
         .map(|c| {
             format!(
                 "{} is canceled; its data is deleted on {} unless restored.",
@@ -380,13 +381,13 @@ async fn cancel(
 async fn restore(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<TenantId>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&form.csrf)?;
-    let id: TenantId = path_id(&id, "tenant")?;
-    let outcome = crate::lifecycle::restore_tenant(&state, &console.caller, id)
+    let outcome = psa_app::tenants::restore(&state.app, &console.caller.principal(), id)
         .await
+        .map_err(ApiError::from)
         .map(|c| {
             format!(
                 "{} is restored and {} again.",
@@ -400,11 +401,10 @@ async fn restore(
 async fn delete(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<TenantId>,
     Form(form): Form<DeleteForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&form.csrf)?;
-    let id: TenantId = path_id(&id, "tenant")?;
     let t = details(&state, &console, id).await?;
     if form.confirm_name.trim() != t.name {
         let e = ApiError::Model(psa_models::Error::validation(
@@ -413,30 +413,37 @@ async fn delete(
         ));
         return refused(&state, &console, id, e).await;
     }
-    match crate::lifecycle::delete_now(&state, &console.caller, id).await {
-        Ok(workflow_id) => {
+    match psa_app::tenants::delete_now(&state.app, &console.caller.principal(), id).await {
+        Ok(done) => {
             let mut p = tenant_page(&console, t);
-            p.notice = Some(format!(
-                "Deletion confirmed: {} is being deleted now (run {workflow_id}); its customer \
-                 company stays, marked deleted.",
-                p.t.name
-            ));
+            p.notice = Some(if done.signalled {
+                format!(
+                    "Deletion confirmed: {} is being deleted now (run {}); its customer \
+                     company stays, marked deleted.",
+                    p.t.name, done.workflow_id
+                )
+            } else {
+                format!(
+                    "Deletion confirmed and recorded: {} is deleted as soon as the workflow \
+                     service answers (the worker carries it out; run {}).",
+                    p.t.name, done.workflow_id
+                )
+            });
             p.can_restore = false;
             Ok(page_ok(p))
         }
-        Err(e) => refused(&state, &console, id, e).await,
+        Err(e) => refused(&state, &console, id, e.into()).await,
     }
 }
 
 async fn export(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<TenantId>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&form.csrf)?;
-    let id: TenantId = path_id(&id, "tenant")?;
-    match crate::lifecycle::export_tenant(&state, &console.caller, id).await {
+    match psa_app::tenants::export(&state.app, &console.caller.principal(), id).await {
         Ok(e) if e.status == "completed" => {
             let mut p = tenant_page(&console, details(&state, &console, id).await?);
             p.notice = Some("The export is ready.".into());
@@ -458,14 +465,14 @@ async fn export(
             p.error = Some(message);
             Ok(page(StatusCode::SERVICE_UNAVAILABLE, p))
         }
-        Err(e) => refused(&state, &console, id, e).await,
+        Err(e) => refused(&state, &console, id, e.into()).await,
     }
 }
 
 async fn archive(
     State(state): State<AppState>,
     console: Console,
-    Path((id, export_id)): Path<(String, String)>,
+    PageIds(id, export_id): PageIds<TenantId, uuid::Uuid>,
 ) -> Result<Response, Refused> {
-    Ok(crate::lifecycle::archive_download(&state, &console.caller, &id, &export_id).await?)
+    Ok(crate::lifecycle::archive_download(&state, &console.caller, id, export_id).await?)
 }

@@ -4,7 +4,7 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -13,7 +13,7 @@ use psa_models::invitations::NewInvitee;
 use psa_models::users::UserStatus;
 use serde::Deserialize;
 
-use super::{Console, CsrfForm, FieldErrors, Nav, Opt, Refused, page, path_id};
+use super::{Console, CsrfForm, FieldErrors, Nav, Opt, PageId, PageIdAnd, Refused, page};
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -213,11 +213,10 @@ struct RoleForm {
 async fn role(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PageId(id): PageId<UserId>,
     Form(f): Form<RoleForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
-    let id: UserId = path_id(&id, "user")?;
     let outcome = crate::users::change_role(&state, &console.caller, id, &f.role)
         .await
         .map(|_| "role");
@@ -228,11 +227,10 @@ async fn role(
 async fn one_click(
     State(state): State<AppState>,
     console: Console,
-    Path((id, what)): Path<(String, String)>,
+    PageIdAnd(id, what): PageIdAnd<UserId>,
     Form(f): Form<CsrfForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
-    let id: UserId = path_id(&id, "user")?;
     let (state, caller) = (&state, &console.caller);
     let outcome = match what.as_str() {
         "resend" => crate::users::resend(state, caller, id)

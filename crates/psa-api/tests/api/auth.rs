@@ -137,7 +137,15 @@ async fn unknown_expired_and_revoked_credentials_are_401() {
         .await
         .unwrap();
     let mut conn = app.db.pool.acquire().await.unwrap();
-    assert!(psa_api::auth::revoke_api_key(&mut conn, id).await.unwrap());
+    assert!(
+        psa_api::auth::revoke_api_key(
+            &mut conn,
+            id,
+            &psa_models::audit::Actor::operator_from_environment()
+        )
+        .await
+        .unwrap()
+    );
     assert_error(
         &app.call(Method::GET, "/api/v1/companies", Some(&t.key), None)
             .await,
@@ -243,6 +251,7 @@ async fn credentials_expire_idle_sessions_end_and_logins_are_audited() {
         t.admin,
         None,
         Some(chrono::Utc::now() - chrono::Duration::seconds(1)),
+        &psa_models::audit::Actor::operator_from_environment(),
     )
     .await
     .unwrap();

@@ -152,22 +152,23 @@ async fn the_request_transaction_is_confined_even_without_a_tenant_filter() {
     .await;
     // The same transaction a handler gets, running queries that forgot `WHERE tenant = ..`.
     let state = psa_api::AppState {
+        app: psa_app::App::new(
+            app.db.pool.clone(),
+            Default::default(),
+            crate::test_config().delivery,
+        ),
         pool: app.db.pool.clone(),
         session_ttl: chrono::Duration::hours(1),
-        provisioning: None,
         limits: std::sync::Arc::new(psa_api::limits::Limits::new(Default::default())),
         request_timeout: std::time::Duration::from_secs(30),
         session_idle: std::time::Duration::from_secs(3600),
-        delivery: std::sync::Arc::new(crate::test_config().delivery),
-        lifecycle: std::sync::Arc::new(crate::test_config().lifecycle),
-        webhooks: std::sync::Arc::new(crate::test_config().webhooks),
     };
-    let caller = psa_api::auth::Caller {
+    let caller = psa_api::auth::Caller(psa_app::Member {
         tenant: b.tenant,
         user: b.admin,
         credential: psa_api::auth::Credential::ApiKey(uuid::Uuid::nil()),
         client_portal: false,
-    };
+    });
     let mut tx = caller
         .authorize(
             &state,

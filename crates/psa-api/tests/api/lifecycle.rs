@@ -278,7 +278,7 @@ async fn an_export_counts_the_rows_the_database_has_and_its_archive_downloads() 
 /// Who confirmed a deletion is on record before anything is signalled: with the deletion
 /// service unreachable, `DELETE` answers 503 and the `confirm_delete` entry is there.
 #[tokio::test]
-async fn a_delete_is_audited_before_the_deletion_is_signalled() {
+async fn a_delete_is_recorded_and_audited_when_the_deletion_service_is_down() {
     let (app, mgmt, acme) = platform().await;
     let settings = psa_models::lifecycle::Settings {
         management_tenant_id: mgmt.tenant,
@@ -295,7 +295,7 @@ async fn a_delete_is_audited_before_the_deletion_is_signalled() {
         chrono::Duration::days(30),
         &workflow_id,
         uuid::Uuid::new_v4(),
-        "test",
+        &psa_models::audit::Actor::Platform("worker"),
     )
     .await
     .unwrap();
@@ -311,7 +311,19 @@ async fn a_delete_is_audited_before_the_deletion_is_signalled() {
             None,
         )
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    // The one rule when Temporal is down: recorded (and audited) now, carried out by the
+    // worker's sweeper when it can.
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (confirmed_by, confirmed_at): (Option<String>, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as(
+            "SELECT confirmed_by, confirmed_at FROM tenant_deletions WHERE workflow_id = $1",
+        )
+        .bind(&workflow_id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(confirmed_by, Some(format!("user:{}", mgmt.admin)));
+    assert!(confirmed_at.is_some());
     let confirmed: Vec<serde_json::Value> = sqlx::query_scalar(
         "SELECT details FROM audit_log WHERE tenant = $1 AND action = 'confirm_delete' \
          AND entity_id = $2",
@@ -323,4 +335,65 @@ async fn a_delete_is_audited_before_the_deletion_is_signalled() {
     .unwrap();
     assert_eq!(confirmed.len(), 1, "{confirmed:?}");
     assert_eq!(confirmed[0]["workflow_id"], workflow_id.as_str());
+}
+
+#[tokio::test]
+async fn the_audit_log_says_which_credential_did_what_and_filters_by_it() {
+    let (app, mgmt, acme) = platform().await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/suspend", acme.tenant),
+            Some(&mgmt.key),
+            Some(serde_json::json!({"reason": "unpaid"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // By the kind of actor: the API key's entry, naming the user behind it.
+    let (status, page) = app
+        .call(
+            Method::GET,
+            "/api/v1/audit-log?actor_kind=api_key&action=suspend",
+            Some(&mgmt.key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{page}");
+    assert_eq!(items[0]["actor_kind"], "api_key");
+    assert_eq!(items[0]["actor_user"], mgmt.admin.to_string());
+    assert_eq!(items[0]["actor_email"], mgmt.admin_email.as_str());
+    assert_eq!(items[0]["entity_id"], acme.tenant.to_string());
+    // By the user's id: what their keys did too.
+    let (_, by_user) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/audit-log?actor_id={}&action=suspend", mgmt.admin),
+            Some(&mgmt.key),
+            None,
+        )
+        .await;
+    assert_eq!(by_user["items"].as_array().unwrap().len(), 1, "{by_user}");
+    // Nobody at the command line suspended anything (the fixtures' keys were made there).
+    let (_, none) = app
+        .call(
+            Method::GET,
+            "/api/v1/audit-log?actor_kind=operator&action=suspend",
+            Some(&mgmt.key),
+            None,
+        )
+        .await;
+    assert_eq!(none["items"], serde_json::json!([]));
+    // A kind that does not exist is the caller's mistake, named.
+    let (status, body) = app
+        .call(
+            Method::GET,
+            "/api/v1/audit-log?actor_kind=robot",
+            Some(&mgmt.key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["fields"]["actor_kind"].is_string(), "{body}");
 }

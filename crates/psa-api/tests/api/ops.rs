@@ -96,6 +96,7 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
         .unwrap();
     let expected: BTreeSet<(String, String)> = [
         ("POST", "/api/v1/auth/login"),
+        ("GET", "/api/v1/audit-log"),
         ("POST", "/api/v1/auth/logout"),
         ("POST", "/api/v1/auth/logout-all"),
         ("POST", "/api/v1/auth/password"),

@@ -1,6 +1,7 @@
 //! The `psa` binary, run as an operator would, against a real PostgreSQL.
 
 mod alerts;
+mod parity;
 mod tls;
 mod workflow;
 

@@ -137,7 +137,8 @@ async fn the_confined_role_cannot_rewrite_history_or_promote_itself() {
     let t = seeded_tenant(&db, "Acme").await;
     let mut tx = psa_models::db::begin_tenant(&db.pool, t).await.unwrap();
     sqlx::query(
-        "INSERT INTO audit_log (tenant, actor, action, entity_type) VALUES ($1, 'x', 'y', 'z')",
+        "INSERT INTO audit_log (tenant, actor, actor_kind, actor_id, action, entity_type) \
+         VALUES ($1, 'platform:x', 'platform', 'x', 'y', 'z')",
     )
     .bind(t)
     .execute(&mut *tx)

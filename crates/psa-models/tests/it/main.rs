@@ -1,5 +1,6 @@
 //! Database tests of the shared models, each on its own database (see psa-testing).
 
+mod audit_test;
 mod catalog;
 mod companies_test;
 mod contacts_test;

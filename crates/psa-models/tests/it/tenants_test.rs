@@ -270,11 +270,14 @@ async fn delete_leaves_nothing_in_any_tenant_table() {
             .await
             .unwrap();
         }
-        sqlx::query("INSERT INTO audit_log (tenant, actor, action, entity_type) VALUES ($1, 'test', 'create', 'company')")
-            .bind(t)
-            .execute(&mut *conn)
-            .await
-            .unwrap();
+        sqlx::query(
+            "INSERT INTO audit_log (tenant, actor, actor_kind, actor_id, action, entity_type) \
+             VALUES ($1, 'platform:test', 'platform', 'test', 'create', 'company')",
+        )
+        .bind(t)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
     }
     let tables = tenant_tables(&db).await;
     let mut populated = 0;

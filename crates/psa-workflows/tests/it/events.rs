@@ -17,7 +17,7 @@ use psa_workflows::{Outcome, TrackingState as TrackingStatus};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
-use crate::{Env, require_failpoints, tracking_on};
+use crate::{Env, TESTER, require_failpoints, tracking_on};
 
 const LOOPBACK: AddressPolicy = AddressPolicy {
     allow_private: true,
@@ -48,7 +48,7 @@ async fn endpoint(env: &Env, receiver: &WebhookReceiver, types: &[&str]) -> Uuid
         &env.key.seal(&secret),
         By {
             management_tenant: env.mgmt,
-            actor: "test",
+            actor: TESTER,
         },
     )
     .await
@@ -85,7 +85,7 @@ async fn cancel(env: &Env, tenant: TenantId) -> String {
         chrono::Duration::days(30),
         &wf,
         Uuid::new_v4(),
-        "test",
+        TESTER,
     )
     .await
     .unwrap();
@@ -159,16 +159,16 @@ async fn provisioning_and_the_lifecycle_produce_exactly_their_events_delivered_s
     let tenant = result.tenant_id.unwrap();
     let s = settings(&env);
     let mut tx = env.db.pool.begin().await.unwrap();
-    lifecycle::suspend(&mut tx, &s, tenant, "unpaid invoice", "test")
+    lifecycle::suspend(&mut tx, &s, tenant, "unpaid invoice", TESTER)
         .await
         .unwrap();
-    lifecycle::reactivate(&mut tx, &s, tenant, "test")
+    lifecycle::reactivate(&mut tx, &s, tenant, TESTER)
         .await
         .unwrap();
     tx.commit().await.unwrap();
     cancel(&env, tenant).await;
     let mut tx = env.db.pool.begin().await.unwrap();
-    lifecycle::restore(&mut tx, &s, tenant, "test")
+    lifecycle::restore(&mut tx, &s, tenant, TESTER)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -324,7 +324,7 @@ async fn tracking_failure_and_its_repair_are_events_and_a_rollback_writes_none()
     // A change whose transaction rolls back leaves no event; a run finished twice, one.
     let before = all_events(&env).await.len();
     let mut tx = env.db.pool.begin().await.unwrap();
-    lifecycle::suspend(&mut tx, &settings(&env), tenant, "never", "test")
+    lifecycle::suspend(&mut tx, &settings(&env), tenant, "never", TESTER)
         .await
         .unwrap();
     tx.rollback().await.unwrap();
@@ -352,7 +352,7 @@ async fn a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt() {
     dispatch(&env, &[1, 1, 1], Duration::from_secs(3600));
     let tenant = env.run(env.input("Flaky")).await.tenant_id.unwrap();
     let mut tx = env.db.pool.begin().await.unwrap();
-    lifecycle::suspend(&mut tx, &settings(&env), tenant, "late", "test")
+    lifecycle::suspend(&mut tx, &settings(&env), tenant, "late", TESTER)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -411,7 +411,7 @@ async fn a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt() {
         d.delivery.delivery_id,
         By {
             management_tenant: env.mgmt,
-            actor: "test",
+            actor: TESTER,
         },
     )
     .await
@@ -438,7 +438,7 @@ async fn an_endpoint_failing_too_long_is_disabled_and_an_event_says_so() {
     let tenant = env.run(env.input("Broken Hook")).await.tenant_id.unwrap();
     let s = settings(&env);
     let mut tx = env.db.pool.begin().await.unwrap();
-    lifecycle::suspend(&mut tx, &s, tenant, "x", "test")
+    lifecycle::suspend(&mut tx, &s, tenant, "x", TESTER)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -447,7 +447,7 @@ async fn an_endpoint_failing_too_long_is_disabled_and_an_event_says_so() {
         .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut tx = env.db.pool.begin().await.unwrap();
-    lifecycle::reactivate(&mut tx, &s, tenant, "test")
+    lifecycle::reactivate(&mut tx, &s, tenant, TESTER)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -481,7 +481,7 @@ async fn an_endpoint_failing_too_long_is_disabled_and_an_event_says_so() {
     // Disabled, it is sent nothing, and nothing is queued for it.
     let before = broken.received().len();
     let mut tx = env.db.pool.begin().await.unwrap();
-    lifecycle::suspend(&mut tx, &s, tenant, "again", "test")
+    lifecycle::suspend(&mut tx, &s, tenant, "again", TESTER)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -515,7 +515,7 @@ async fn deliveries_refuse_private_addresses_unless_allowed() {
         "sealed",
         By {
             management_tenant: env.mgmt,
-            actor: "test",
+            actor: TESTER,
         },
     )
     .await
@@ -537,7 +537,7 @@ async fn deliveries_refuse_private_addresses_unless_allowed() {
         id,
         By {
             management_tenant: env.mgmt,
-            actor: "test",
+            actor: TESTER,
         },
     )
     .await

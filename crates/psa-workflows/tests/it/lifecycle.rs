@@ -96,7 +96,7 @@ async fn cancel(env: &Env, tenant: TenantId, grace: chrono::Duration) -> String 
         grace,
         &workflow_id,
         uuid::Uuid::now_v7(),
-        "test",
+        TESTER,
     )
     .await
     .unwrap();
@@ -136,7 +136,7 @@ async fn suspend_and_reactivate_follow_the_customer_record() {
         &settings(&env),
         tenant,
         "  unpaid invoice ",
-        "test",
+        TESTER,
     )
     .await
     .unwrap();
@@ -160,14 +160,14 @@ async fn suspend_and_reactivate_follow_the_customer_record() {
 
     // Suspending again is refused, and changes nothing.
     let mut tx = env.db.pool.begin().await.unwrap();
-    let again = lifecycle::suspend(&mut tx, &settings(&env), tenant, "twice", "test")
+    let again = lifecycle::suspend(&mut tx, &settings(&env), tenant, "twice", TESTER)
         .await
         .unwrap_err();
     assert_eq!(again.code(), "tenant_state", "{again}");
     drop(tx);
 
     let mut tx = env.db.pool.begin().await.unwrap();
-    lifecycle::reactivate(&mut tx, &settings(&env), tenant, "test")
+    lifecycle::reactivate(&mut tx, &settings(&env), tenant, TESTER)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -192,7 +192,7 @@ async fn the_management_tenant_and_a_run_in_flight_are_refused() {
     for verb in ["suspend", "cancel"] {
         let mut tx = env.db.pool.begin().await.unwrap();
         let e = match verb {
-            "suspend" => lifecycle::suspend(&mut tx, &settings(&env), env.mgmt, "no", "test")
+            "suspend" => lifecycle::suspend(&mut tx, &settings(&env), env.mgmt, "no", TESTER)
                 .await
                 .unwrap_err(),
             _ => lifecycle::cancel(
@@ -203,7 +203,7 @@ async fn the_management_tenant_and_a_run_in_flight_are_refused() {
                 chrono::Duration::days(30),
                 "wf",
                 uuid::Uuid::now_v7(),
-                "test",
+                TESTER,
             )
             .await
             .unwrap_err(),
@@ -223,7 +223,7 @@ async fn the_management_tenant_and_a_run_in_flight_are_refused() {
         .await
         .unwrap();
     let mut tx = env.db.pool.begin().await.unwrap();
-    let e = lifecycle::suspend(&mut tx, &settings(&env), tenant, "no", "test")
+    let e = lifecycle::suspend(&mut tx, &settings(&env), tenant, "no", TESTER)
         .await
         .unwrap_err();
     assert_eq!(e.code(), "provisioning_in_flight", "{e}");
@@ -244,7 +244,7 @@ async fn cancel_then_restore_leaves_everything_as_before() {
     assert!(contacts.iter().all(|c| *c), "{contacts:?}");
 
     let mut tx = env.db.pool.begin().await.unwrap();
-    let (change, restored_id) = lifecycle::restore(&mut tx, &settings(&env), tenant, "test")
+    let (change, restored_id) = lifecycle::restore(&mut tx, &settings(&env), tenant, TESTER)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -356,7 +356,7 @@ async fn confirm_deletes_before_the_deadline() {
     assert_eq!(confirmed.as_deref(), Some("user:test"));
     // Restoring a deleted tenant: there is nothing to restore.
     let mut tx = env.db.pool.begin().await.unwrap();
-    let e = lifecycle::restore(&mut tx, &settings(&env), tenant, "test")
+    let e = lifecycle::restore(&mut tx, &settings(&env), tenant, TESTER)
         .await
         .unwrap_err();
     assert_eq!(e.code(), "not_found", "{e}");

@@ -19,6 +19,9 @@ use psa_workflows::secret::SecretKey;
 use psa_workflows::worker::{Background, WorkerConfig};
 use psa_workflows::{RawRequest, TenantCreationInput, TenantCreationResult, TrackingSettings};
 
+/// Who the tests' own lifecycle changes are by.
+pub const TESTER: &psa_models::audit::Actor = &psa_models::audit::Actor::Platform("worker");
+
 pub struct Env {
     pub db: TestDb,
     pub temporal: TestTemporal,

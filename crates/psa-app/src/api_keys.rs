@@ -1,0 +1,58 @@
+//! API keys: made for a user of a tenant, shown once, revoked by id. `user:update` in the
+//! key's tenant (an administrator's power over the tenant's users).
+
+use chrono::{DateTime, Utc};
+use psa_models::credentials::{self, NewApiKey};
+use psa_models::{Result, TenantId, UserId};
+
+use crate::App;
+use crate::access::{Access, Permission, Principal, Resource};
+
+const MANAGE: Permission = Permission(Resource::User, Access::Update);
+
+/// A new key for `user` of `tenant`, valid until `expires_at` (or until revoked).
+pub async fn create(
+    app: &App,
+    who: &Principal,
+    tenant: TenantId,
+    user: UserId,
+    description: Option<&str>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<NewApiKey> {
+    let mut tx = app.begin(who, tenant, MANAGE).await?;
+    let key = credentials::create_api_key_until(
+        &mut tx,
+        tenant,
+        user,
+        description,
+        expires_at,
+        &who.actor(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(key)
+}
+
+/// Revokes the key `api_key_id`; `false` when there is no such active key (in the actor's
+/// reach: a member's own tenant).
+pub async fn revoke(app: &App, who: &Principal, api_key_id: uuid::Uuid) -> Result<bool> {
+    let tenant = match who {
+        Principal::Member(m) => m.tenant,
+        // The key's tenant, read outside any tenant (an operator may revoke any key).
+        _ => {
+            let found: Option<TenantId> =
+                sqlx::query_scalar("SELECT tenant FROM api_keys WHERE api_key_id = $1")
+                    .bind(api_key_id)
+                    .fetch_optional(&app.pool)
+                    .await?;
+            match found {
+                Some(t) => t,
+                None => return Ok(false),
+            }
+        }
+    };
+    let mut tx = app.begin(who, tenant, MANAGE).await?;
+    let revoked = credentials::revoke_api_key(&mut tx, api_key_id, &who.actor()).await?;
+    tx.commit().await?;
+    Ok(revoked)
+}

@@ -1,0 +1,179 @@
+//! Webhook endpoints and their deliveries, for the management tenant (docs/events.md):
+//! `webhook:read|create|update|delete`. Every change is audited in the management tenant; a
+//! signing secret is minted and sealed here, and shown once (when created or rotated).
+
+use psa_models::db::{Page, PageRequest};
+use psa_models::webhooks::{
+    self, AddressPolicy, By, Delivery, DeliveryDetails, DeliveryStatus, Endpoint, EndpointPatch,
+    NewEndpoint,
+};
+use psa_models::{Error, Result, TenantId};
+use psa_workflows::secret::SecretKey;
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use crate::App;
+use crate::access::{Access, Permission, Principal, Resource};
+
+/// What the webhook operations need from the process's configuration.
+#[derive(Clone, Debug, Default)]
+pub struct WebhookSettings {
+    /// Seals new endpoint secrets (`PSA_SECRET_KEY`, as the workers have it); without it,
+    /// endpoints can be listed but not created or rotated.
+    pub key: Option<SecretKey>,
+    /// Which addresses an endpoint may have.
+    pub policy: AddressPolicy,
+}
+
+/// An endpoint with its signing secret: the only time the secret is seen.
+pub struct WithSecret {
+    pub endpoint: Endpoint,
+    /// `whsec_...`.
+    pub secret: SecretString,
+}
+
+/// A new signing secret, and the same sealed for the database.
+fn new_secret(app: &App) -> Result<(SecretString, String)> {
+    let key = app.webhooks.key.as_ref().ok_or_else(|| {
+        Error::unavailable("This server has no PSA_SECRET_KEY: webhook secrets cannot be sealed")
+    })?;
+    let secret = psa_workflows::webhooks::new_secret();
+    let sealed = key.seal(&secret);
+    Ok((secret, sealed))
+}
+
+fn by<'a>(mgmt: TenantId, actor: &'a psa_models::audit::Actor) -> By<'a> {
+    By {
+        management_tenant: mgmt,
+        actor,
+    }
+}
+
+fn permission(access: Access) -> Permission {
+    Permission(Resource::Webhook, access)
+}
+
+pub async fn list(app: &App, who: &Principal, paging: &PageRequest) -> Result<Page<Endpoint>> {
+    let (mut tx, _) = app.begin_management(who, permission(Access::Read)).await?;
+    let page = webhooks::list(&mut tx, paging).await?;
+    tx.rollback().await?;
+    Ok(page)
+}
+
+pub async fn get(app: &App, who: &Principal, id: Uuid) -> Result<Endpoint> {
+    let (mut tx, _) = app.begin_management(who, permission(Access::Read)).await?;
+    let endpoint = webhooks::get(&mut tx, id).await?;
+    tx.rollback().await?;
+    Ok(endpoint)
+}
+
+/// Adds an endpoint with a new signing secret.
+pub async fn create(app: &App, who: &Principal, new: &NewEndpoint) -> Result<WithSecret> {
+    let (mut tx, mgmt) = app
+        .begin_management(who, permission(Access::Create))
+        .await?;
+    let (secret, sealed) = new_secret(app)?;
+    let actor = who.actor();
+    let endpoint =
+        webhooks::create(&mut tx, new, app.webhooks.policy, &sealed, by(mgmt, &actor)).await?;
+    tx.commit().await?;
+    Ok(WithSecret { endpoint, secret })
+}
+
+/// Changes an endpoint's URL, description or event types, or enables or disables it.
+pub async fn update(
+    app: &App,
+    who: &Principal,
+    id: Uuid,
+    patch: &EndpointPatch,
+) -> Result<Endpoint> {
+    let (mut tx, mgmt) = app
+        .begin_management(who, permission(Access::Update))
+        .await?;
+    let actor = who.actor();
+    let endpoint =
+        webhooks::update(&mut tx, id, patch, app.webhooks.policy, by(mgmt, &actor)).await?;
+    tx.commit().await?;
+    Ok(endpoint)
+}
+
+/// Removes an endpoint with its deliveries.
+pub async fn delete(app: &App, who: &Principal, id: Uuid) -> Result<()> {
+    let (mut tx, mgmt) = app
+        .begin_management(who, permission(Access::Delete))
+        .await?;
+    let actor = who.actor();
+    webhooks::delete(&mut tx, id, by(mgmt, &actor)).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// How long the previous secret keeps signing after a rotation.
+pub const ROTATION_OVERLAP: chrono::Duration = chrono::Duration::hours(24);
+
+/// A new signing secret; the previous one keeps signing for [`ROTATION_OVERLAP`].
+pub async fn rotate(app: &App, who: &Principal, id: Uuid) -> Result<WithSecret> {
+    let (mut tx, mgmt) = app
+        .begin_management(who, permission(Access::Update))
+        .await?;
+    let (secret, sealed) = new_secret(app)?;
+    let actor = who.actor();
+    let endpoint =
+        webhooks::rotate_secret(&mut tx, id, &sealed, ROTATION_OVERLAP, by(mgmt, &actor)).await?;
+    tx.commit().await?;
+    Ok(WithSecret { endpoint, secret })
+}
+
+/// Sends a `webhook_endpoint.test` event to this endpoint only.
+pub async fn send_test(app: &App, who: &Principal, id: Uuid) -> Result<DeliveryDetails> {
+    let (mut tx, mgmt) = app
+        .begin_management(who, permission(Access::Update))
+        .await?;
+    let actor = who.actor();
+    let d = webhooks::send_test(&mut tx, id, by(mgmt, &actor)).await?;
+    tx.commit().await?;
+    Ok(d)
+}
+
+/// The endpoint's deliveries, newest first.
+pub async fn deliveries(
+    app: &App,
+    who: &Principal,
+    endpoint: Uuid,
+    status: Option<DeliveryStatus>,
+    paging: &PageRequest,
+) -> Result<Page<Delivery>> {
+    let (mut tx, _) = app.begin_management(who, permission(Access::Read)).await?;
+    let page = webhooks::deliveries(&mut tx, endpoint, status, paging).await?;
+    tx.rollback().await?;
+    Ok(page)
+}
+
+/// A delivery with its attempts.
+pub async fn delivery(
+    app: &App,
+    who: &Principal,
+    endpoint: Uuid,
+    id: Uuid,
+) -> Result<DeliveryDetails> {
+    let (mut tx, _) = app.begin_management(who, permission(Access::Read)).await?;
+    let d = webhooks::delivery(&mut tx, endpoint, id).await?;
+    tx.rollback().await?;
+    Ok(d)
+}
+
+/// Sends a delivery again, under the same `webhook-id`.
+pub async fn retry(
+    app: &App,
+    who: &Principal,
+    endpoint: Uuid,
+    id: Uuid,
+) -> Result<DeliveryDetails> {
+    let (mut tx, mgmt) = app
+        .begin_management(who, permission(Access::Update))
+        .await?;
+    let actor = who.actor();
+    let d = webhooks::retry(&mut tx, endpoint, id, by(mgmt, &actor)).await?;
+    tx.commit().await?;
+    Ok(d)
+}

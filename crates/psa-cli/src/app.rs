@@ -1,0 +1,55 @@
+//! The operations layer as the command line uses it. Every command that changes something acts
+//! as the operator running `psa` ([`operator`]): named by the operating-system account and host
+//! (self-declared), and holding every permission, as holding the database's credentials already
+//! does (see `psa_app::access`).
+
+use psa_app::{App, Operator, Principal};
+
+use crate::config::{self, CliError, MailArgs};
+use crate::temporal::{TrackingArgs, WorkflowArgs};
+
+/// The operator running this command.
+pub fn operator() -> Principal {
+    Principal::Operator(Operator::from_environment())
+}
+
+/// What an operation may need besides the database; each command passes what it has.
+#[derive(Default)]
+pub struct Services<'a> {
+    pub settings: Option<&'a TrackingArgs>,
+    pub workflow: Option<&'a WorkflowArgs>,
+    pub mail: Option<&'a MailArgs>,
+    /// The export store (`ExportArgs::store`).
+    pub exports: Option<psa_models::exports::ExportStore>,
+    /// The addresses webhook endpoints may have (`WebhookArgs::policy`).
+    pub webhooks: Option<psa_models::webhooks::AddressPolicy>,
+}
+
+/// The operations layer over `DATABASE_URL`, with the services given.
+pub async fn app(database_url: Option<&str>, services: Services<'_>) -> Result<App, CliError> {
+    let pool = config::pool(database_url, 2).await?;
+    let settings = services
+        .settings
+        .map(TrackingArgs::app_settings)
+        .unwrap_or_default();
+    let delivery = match services.mail {
+        Some(mail) => mail.delivery()?,
+        None => psa_models::invitations::Delivery::without_mail(
+            url::Url::parse("http://localhost").expect("a valid URL"),
+        ),
+    };
+    let mut app = App::new(pool.clone(), settings, delivery);
+    if let Some(wf) = services.workflow {
+        app = app.with_temporal(wf.temporal(pool));
+    }
+    if let Some(store) = services.exports {
+        app = app.with_exports(store);
+    }
+    if let Some(policy) = services.webhooks {
+        app = app.with_webhooks(psa_app::webhooks::WebhookSettings {
+            key: services.workflow.and_then(|w| w.key_if_set().cloned()),
+            policy,
+        });
+    }
+    Ok(app)
+}
