@@ -12,7 +12,7 @@ use psa_models::customers::{self, Customer};
 use psa_models::db::{Page, PageRequest};
 use psa_models::lifecycle::TenantStatus;
 use psa_models::provisioning::TenantListFilter;
-use psa_workflows::reconcile::{ReconcileInput, ReconcileReport, ReconcileRun};
+use psa_workflows::reconcile::{ReconcileReport, ReconcileRun};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -187,52 +187,13 @@ pub async fn start_repair(
     caller: &Caller,
     req: RepairRequest,
 ) -> Result<String, ApiError> {
-    let mut tx = caller
-        .authorize_management(state, Permission(Resource::Tenant, Action::Update))
-        .await?;
-    if let Some(t) = req.tenant_id {
-        if t == caller.tenant {
-            return Err(psa_models::Error::validation(
-                "tenant_id",
-                "The management tenant is not a customer",
-            )
-            .into());
-        }
-        psa_models::lifecycle::show(&mut tx, &state.app.lifecycle(caller.tenant), t).await?;
-    }
-    let reconciles = state.reconciles().await?;
-    let workflow_id = psa_workflows::reconcile::new_workflow_id();
-    psa_models::audit::record(
-        &mut tx,
-        caller.tenant,
-        &caller.actor(),
-        if req.dry_run {
-            psa_models::audit::Action::PreviewRepair
-        } else {
-            psa_models::audit::Action::Repair
-        },
-        "customers",
-        req.tenant_id.map(|t| t.0),
-        serde_json::json!({"workflow_id": workflow_id, "dry_run": req.dry_run}),
+    let workflow_id = psa_app::customers::start_repair(
+        &state.app,
+        &caller.principal(),
+        req.tenant_id,
+        req.dry_run,
     )
     .await?;
-    tx.commit().await?;
-    // Recorded first: a repair never runs unaudited (one that fails to start is audited and
-    // answered 503).
-    reconciles
-        .start(
-            &workflow_id,
-            ReconcileInput {
-                tenant_id: req.tenant_id,
-                dry_run: req.dry_run,
-                requested_by: caller.actor().to_string(),
-            },
-        )
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "cannot start a customer reconcile");
-            ApiError::Unavailable("The repair service is temporarily unavailable".into())
-        })?;
     Ok(workflow_id)
 }
 

@@ -71,10 +71,11 @@ pub async fn create(
     ApiJson(req): ApiJson<NewTenantRequest>,
 ) -> Result<(StatusCode, Json<Started>), ApiError> {
     // The permission first: a caller without it learns nothing about the request.
-    let tx = caller
+    caller
         .authorize_management(&state, Permission(Resource::Tenant, Action::Create))
+        .await?
+        .commit()
         .await?;
-    tx.commit().await?;
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(
@@ -114,11 +115,13 @@ pub async fn start(
     key: Option<&IdempotencyKey>,
     requested_by: &str,
 ) -> Result<String, ApiError> {
-    let tx = caller
+    // The permission first: a caller without it learns nothing about the request (the
+    // operation checks it again, as it checks every caller).
+    caller
         .authorize_management(state, Permission(Resource::Tenant, Action::Create))
+        .await?
+        .commit()
         .await?;
-    tx.commit().await?;
-    let p = provisioning(state)?;
     let input = TenantCreationInput::parse(RawRequest {
         tenant_name: &req.tenant_name,
         first_name: &req.admin_user.first_name,
@@ -128,18 +131,17 @@ pub async fn start(
         license_count: req.license_count,
         skip_customer_tracking: req.skip_customer_tracking,
     })?;
-    let workflows = p.workflows().await?;
-    let workflow_id = workflows
-        .start(input, key, requested_by)
-        .await
-        .map_err(|e| match e {
-            StartError::KeyReused { .. } => ApiError::IdempotencyKeyReused(e.to_string()),
-            StartError::Database(d) => d.into(),
-            StartError::Temporal(t) => {
-                tracing::error!(error = %t, "cannot start the tenant creation workflow");
-                unavailable()
-            }
-        })?;
+    let (workflow_id, _) =
+        psa_app::tenants::provision(&state.app, &caller.principal(), input, key, requested_by)
+            .await
+            .map_err(|e| match e {
+                StartError::KeyReused { .. } => ApiError::IdempotencyKeyReused(e.to_string()),
+                StartError::Database(d) => d.into(),
+                StartError::Temporal(t) => {
+                    tracing::error!(error = %t, "cannot start the tenant creation workflow");
+                    unavailable()
+                }
+            })?;
     tracing::info!(%workflow_id, caller = %caller.user, "tenant provisioning started");
     Ok(workflow_id)
 }

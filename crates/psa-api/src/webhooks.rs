@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use psa_models::db::{Page, PageRequest};
-use psa_models::events::{self, Event, EventFilter, EventPage, EventType};
+use psa_models::events::{Event, EventFilter, EventPage, EventType};
 use psa_models::webhooks::{self, Delivery, DeliveryDetails, Endpoint, EndpointPatch, NewEndpoint};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::auth::{Action, Caller, Permission, Resource};
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, PathId, PathIds};
 
@@ -59,11 +59,9 @@ pub async fn list_events(
         .map(|t| EventType::parse_list(t, "type"))
         .transpose()?
         .unwrap_or_default();
-    let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Tenant, Action::Read))
-        .await?;
-    let page = events::list(
-        &mut tx,
+    let page = psa_app::events::list(
+        &state.app,
+        &caller.principal(),
         &EventFilter {
             types,
             tenant_id: q.tenant_id.map(psa_models::TenantId),
@@ -74,7 +72,6 @@ pub async fn list_events(
         },
     )
     .await?;
-    tx.rollback().await?;
     Ok(Json(page))
 }
 
@@ -87,13 +84,9 @@ pub async fn get_event(
     caller: Caller,
     PathId(id): PathId<Uuid>,
 ) -> Result<Json<Event>, ApiError> {
-    let mut tx = caller
-        .authorize_management(&state, Permission(Resource::Tenant, Action::Read))
-        .await?;
-    psa_models::db::leave_tenant(&mut tx).await?;
-    let event = events::get(&mut tx, id).await?;
-    tx.rollback().await?;
-    Ok(Json(event))
+    Ok(Json(
+        psa_app::events::get(&state.app, &caller.principal(), id).await?,
+    ))
 }
 
 /// `GET /api/v1/webhook-endpoints` query.

@@ -174,9 +174,19 @@ impl App {
         .fetch_one(&mut *tx)
         .await?;
         if !is_management {
-            return Err(Error::forbidden(
-                "Only the management tenant may manage tenants",
-            ));
+            return Err(match who {
+                Principal::Member(_) => {
+                    Error::forbidden("Only the management tenant may manage tenants")
+                }
+                // The configured id names another tenant: a setting to fix.
+                _ => Error::InvalidState {
+                    code: "not_management_tenant",
+                    message: format!(
+                        "NINEMINDS_TENANT_ID is {mgmt}, which is not the management tenant"
+                    )
+                    .into(),
+                },
+            });
         }
         Ok((tx, mgmt))
     }

@@ -20,6 +20,8 @@
 pub mod access;
 pub mod api_keys;
 pub mod audit;
+pub mod customers;
+pub mod events;
 pub mod management;
 pub mod sessions;
 pub mod settings;

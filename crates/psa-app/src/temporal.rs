@@ -27,6 +27,18 @@ impl Temporal {
         }
     }
 
+    /// A connection made already (by a process that reports its own connection errors, as the
+    /// command line does).
+    pub fn connected(workflows: TenantWorkflows, address: String, namespace: String) -> Temporal {
+        Temporal {
+            address,
+            namespace,
+            task_queue: workflows.task_queue.clone(),
+            pool: workflows.pool.clone(),
+            client: OnceCell::new_with(Some(workflows)),
+        }
+    }
+
     /// The connection, made now if it is not yet; `Unavailable` while Temporal cannot be
     /// reached (the next call tries again).
     pub async fn workflows(&self) -> Result<&TenantWorkflows> {

@@ -27,6 +27,39 @@ const READ: Permission = Permission(Resource::Tenant, Access::Read);
 const UPDATE: Permission = Permission(Resource::Tenant, Access::Update);
 const DELETE: Permission = Permission(Resource::Tenant, Access::Delete);
 
+/// Asks for a new tenant (`tenant:create`): the request is audited in the management tenant
+/// (`create` of a `tenant`, with the name and the idempotency key) and committed first, so no run
+/// starts unaudited; then the run is started through the one starter, idempotent by `key`.
+/// Returns its workflow id and whether this call started it (`false` for a later call with the
+/// same key). `requested_by` is how the run's record names its starter (a door shows the admin's
+/// link only to the one who started it there).
+pub async fn provision(
+    app: &App,
+    who: &Principal,
+    input: psa_workflows::TenantCreationInput,
+    key: Option<&psa_workflows::client::IdempotencyKey>,
+    requested_by: &str,
+) -> std::result::Result<(String, bool), psa_workflows::client::StartError> {
+    let (mut tx, mgmt) = app
+        .begin_management(who, Permission(Resource::Tenant, Access::Create))
+        .await?;
+    audit::record(
+        &mut tx,
+        mgmt,
+        &who.actor(),
+        Action::Create,
+        "tenant",
+        None,
+        serde_json::json!({"tenant_name": input.tenant_name.as_str(),
+                           "idempotency_key": key.map(|k| k.as_str())}),
+    )
+    .await?;
+    // No connection is held while Temporal is called.
+    tx.commit().await.map_err(Error::from)?;
+    let workflows = app.temporal("Tenant provisioning")?.workflows().await?;
+    workflows.start_run(input, key, requested_by).await
+}
+
 /// The tenants, oldest first, a page at a time, with status and customer tracking state.
 pub async fn list(
     app: &App,

@@ -27,14 +27,16 @@ pub async fn customers(
         dry_run,
         json,
     } = command;
-    let tags = tracking.lifecycle_tags();
-    let tracking = tracking.settings();
-    if tracking.management_tenant_id.is_none() {
+    if tracking.nineminds_tenant_id.is_none() {
         return Err(CliError::Usage("NINEMINDS_TENANT_ID is not set".into()));
     }
     let connections = psa_workflows::reconcile::CONCURRENCY as u32 + 1;
     let pool = config::pool(database_url, connections).await?;
-    let report = psa_workflows::reconcile::reconcile(&pool, &tracking, &tags, dry_run).await?;
+    let delivery = psa_models::invitations::Delivery::without_mail(
+        url::Url::parse(psa_models::invitations::DEFAULT_PUBLIC_URL).expect("a valid URL"),
+    );
+    let app = psa_app::App::new(pool, tracking.app_settings(), delivery);
+    let report = psa_app::customers::reconcile(&app, &crate::app::operator(), dry_run).await?;
     if json {
         println!(
             "{}",

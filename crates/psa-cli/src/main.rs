@@ -7,8 +7,11 @@ mod app;
 mod config;
 mod customers;
 mod demo;
+mod events;
 mod lifecycle;
 mod management;
+mod migrate;
+mod probe;
 mod serve;
 mod temporal;
 mod tenant;
@@ -137,7 +140,7 @@ enum Command {
     /// What happened to tenants and customers (docs/events.md).
     Events {
         #[command(subcommand)]
-        command: webhooks::EventsCommand,
+        command: events::EventsCommand,
     },
     /// The endpoints events are delivered to, signed (docs/events.md).
     Webhooks {
@@ -197,21 +200,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
         ),
     };
     match cli.command {
-        Command::Migrate { json } => {
-            let pool = config::pool(cli.database_url.as_deref(), 1).await?;
-            let before = applied(&pool).await;
-            psa_models::MIGRATOR.run(&pool).await.map_err(|e| {
-                CliError::Failed(anyhow::Error::new(e).context("migrations failed"))
-            })?;
-            let after = applied(&pool).await;
-            let newly = after.saturating_sub(before);
-            if json {
-                println!("{}", serde_json::json!({"applied": newly, "total": after}));
-            } else {
-                println!("migrations: {newly} applied, {after} in total");
-            }
-            Ok(())
-        }
+        Command::Migrate { json } => migrate::run(cli.database_url.as_deref(), json).await,
         Command::Management { command } => {
             management::run(cli.database_url.as_deref(), &cli.mail, command).await
         }
@@ -271,7 +260,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
         Command::User { command } => {
             user::run(cli.database_url.as_deref(), &cli.mail, command).await
         }
-        Command::Probe { url } => serve::probe(&url).await,
+        Command::Probe { url } => probe::run(&url).await,
         Command::Demo { exit, bind } => {
             let temporal = std::env::var("TEMPORAL_ADDRESS").ok();
             demo::demo(
@@ -286,7 +275,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
         Command::Customers { command } => {
             customers::customers(cli.database_url.as_deref(), command).await
         }
-        Command::Events { command } => webhooks::events(cli.database_url.as_deref(), command).await,
+        Command::Events { command } => events::run(cli.database_url.as_deref(), command).await,
         Command::Webhooks { command } => {
             webhooks::webhooks(
                 cli.database_url.as_deref(),
@@ -297,13 +286,4 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             .await
         }
     }
-}
-
-/// How many migrations the database has recorded (0 before the first run).
-async fn applied(pool: &sqlx::PgPool) -> usize {
-    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(pool)
-        .await
-        .map(|n| n as usize)
-        .unwrap_or(0)
 }

@@ -507,12 +507,25 @@ pub async fn tenant(
                 .as_deref()
                 .map(IdempotencyKey::parse)
                 .transpose()?;
-            let pool = config::pool(database_url, 2).await?;
-            let workflows = wf.connect(pool).await?;
-            let (id, starter) = workflows
-                .start_run(input, key.as_ref(), "cli")
-                .await
-                .map_err(start_error)?;
+            // Connected first, so that an unreachable Temporal is said as such (exit 1) and a
+            // malformed address is a usage error (exit 2).
+            let app = app(database_url, Services::default()).await?;
+            let workflows = wf.connect(app.pool.clone()).await?;
+            let app = app.with_temporal(psa_app::Temporal::connected(
+                workflows.clone(),
+                wf.temporal_address.clone(),
+                wf.temporal_namespace.clone(),
+            ));
+            let who = crate::app::operator();
+            let (id, starter) = psa_app::tenants::provision(
+                &app,
+                &who,
+                input,
+                key.as_ref(),
+                &who.actor().to_string(),
+            )
+            .await
+            .map_err(start_error)?;
             if no_wait {
                 if json {
                     println!("{}", serde_json::json!({"workflow_id": id}));

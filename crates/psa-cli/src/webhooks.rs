@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use psa_models::TenantId;
 use psa_models::db::PageRequest;
-use psa_models::events::{self, EventFilter, EventType};
+use psa_models::events::EventType;
 use psa_models::webhooks::{self, AddressPolicy, Delivery, DeliveryDetails, Endpoint, Schedule};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
@@ -92,27 +91,6 @@ impl WebhookArgs {
 }
 
 #[derive(Subcommand)]
-pub enum EventsCommand {
-    /// The events, oldest first, a page at a time (`--after` the previous page's cursor).
-    List {
-        /// Only these types, comma-separated (e.g. tenant.suspended,tenant.canceled).
-        #[arg(long = "type")]
-        event_type: Option<String>,
-        /// Only the events of this tenant.
-        #[arg(long)]
-        tenant: Option<Uuid>,
-        /// The `next_cursor` of the previous page.
-        #[arg(long)]
-        after: Option<String>,
-        /// Events per page (1-200).
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Subcommand)]
 pub enum WebhooksCommand {
     /// Add an endpoint; prints its signing secret, this once.
     Add {
@@ -181,7 +159,7 @@ pub enum WebhooksCommand {
     },
 }
 
-fn print_json<T: serde::Serialize>(v: &T) {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) {
     println!(
         "{}",
         serde_json::to_string(v).expect("JSON values serialise")
@@ -249,57 +227,6 @@ fn print_details(d: &DeliveryDetails, json: bool) {
             }
         );
     }
-}
-
-pub async fn events(database_url: Option<&str>, command: EventsCommand) -> Result<(), CliError> {
-    let EventsCommand::List {
-        event_type,
-        tenant,
-        after,
-        limit,
-        json,
-    } = command;
-    let types = event_type
-        .as_deref()
-        .map(|t| EventType::parse_list(t, "--type"))
-        .transpose()?
-        .unwrap_or_default();
-    let pool = crate::config::pool(database_url, 1).await?;
-    let mut conn = pool.acquire().await?;
-    let page = events::list(
-        &mut conn,
-        &EventFilter {
-            types,
-            tenant_id: tenant.map(TenantId),
-        },
-        &PageRequest {
-            limit: Some(limit),
-            cursor: after,
-        },
-    )
-    .await?;
-    if json {
-        print_json(&page);
-        return Ok(());
-    }
-    for e in &page.items {
-        println!(
-            "{}  {}  {:<26} {}",
-            e.created_at.to_rfc3339(),
-            e.id,
-            e.event_type,
-            e.tenant_id.map(|t| t.to_string()).unwrap_or_default()
-        );
-    }
-    match (&page.next_cursor, page.has_more) {
-        (Some(c), true) => println!("more: psa events list --after {c}"),
-        (Some(c), false) => println!(
-            "({} events; caught up: later, `psa events list --after {c}` shows what came since)",
-            page.items.len()
-        ),
-        (None, _) => println!("no events yet"),
-    }
-    Ok(())
 }
 
 pub async fn webhooks(

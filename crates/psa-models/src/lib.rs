@@ -13,6 +13,7 @@ pub mod colors;
 pub mod companies;
 pub mod contacts;
 pub mod credentials;
+pub mod customer_record;
 pub mod customers;
 pub mod db;
 pub mod email_suffix;

@@ -18,14 +18,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use psa_models::audit::{Action, Actor};
-use psa_models::companies::{self, NewCompany};
-use psa_models::contacts::{self, NewContact};
+use psa_models::companies;
 use psa_models::provisioning::{self, TrackingState};
-use psa_models::tags::{self, NewTag, TaggedType};
 use psa_models::validate::{CompanyName, EmailAddress, FullName, PersonName, TagText};
 use psa_models::{CompanyId, ContactId, MappingId, TenantId, UserId, seeds, tenants, users};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
@@ -312,44 +309,9 @@ pub struct SetupIn {
     pub company_id: Option<CompanyId>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CustomerCompanyIn {
-    /// The run writing the record; `None` for reconcile.
-    pub workflow_id: Option<String>,
-    pub management_tenant_id: TenantId,
-    /// Minted by the workflow.
-    pub company_id: CompanyId,
-    pub tenant_id: TenantId,
-    pub tenant_name: CompanyName,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CustomerCompanyOut {
-    pub company_id: CompanyId,
-    pub created: bool,
-    pub warning: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CustomerContactIn {
-    pub workflow_id: Option<String>,
-    pub management_tenant_id: TenantId,
-    /// The managed tenant (its customer record is what the contact belongs to).
-    pub tenant_id: TenantId,
-    pub contact_id: ContactId,
-    pub company_id: CompanyId,
-    pub full_name: FullName,
-    pub email: EmailAddress,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CustomerContactOut {
-    pub contact_id: ContactId,
-    pub created: bool,
-    /// An existing company-less contact was linked to the customer company.
-    pub linked: bool,
-    pub warning: Option<String>,
-}
+pub use psa_models::customer_record::{
+    CustomerCompanyIn, CustomerCompanyOut, CustomerContactIn, CustomerContactOut,
+};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TagIn {
@@ -457,340 +419,12 @@ pub struct WelcomeOut {
     pub invitation_link_sealed: Option<String>,
 }
 
-/// The customer company's name: the tenant's name, unless a company of another tenant (or no
-/// tenant) already has it; then the name gets the tenant's short id, and a warning says so.
-pub(crate) async fn customer_company(
-    conn: &mut PgConnection,
-    input: &CustomerCompanyIn,
-) -> Result<CustomerCompanyOut, psa_models::Error> {
-    let mgmt = input.management_tenant_id;
-    let managed = input.tenant_id;
-    provisioning::lock_customer_record(conn, managed).await?;
-    if let Some(existing) = companies::find_by_managed_tenant(conn, mgmt, managed).await? {
-        // A retry (the same minted id), or a tenant tracked before: reuse, never take over.
-        let created = existing.company_id == input.company_id;
-        return Ok(CustomerCompanyOut {
-            company_id: existing.company_id,
-            created,
-            warning: None,
-        });
-    }
-    let tenant_name = input.tenant_name.as_str();
-    let mut name = tenant_name.to_owned();
-    let mut warning = None;
-    if let Some(taken) = companies::find_by_name(conn, mgmt, &name).await? {
-        let short = &managed.0.simple().to_string()[..8];
-        let renamed: String = format!("{name} ({short})");
-        warning = Some(format!(
-            "a company named {name:?} already exists in the management tenant ({}); the customer company was named {renamed:?}",
-            taken.company_id
-        ));
-        name = renamed;
-    }
-    let properties = json!({
-        "tenant_id": managed.to_string(),
-        "tenant_name": tenant_name,
-        "subscription_type": "psa",
-    });
-    let company = companies::create(
-        conn,
-        mgmt,
-        NewCompany {
-            company_name: name,
-            notes: Some(format!("PSA Customer - Tenant: {tenant_name} ({managed})")),
-            properties: properties.as_object().cloned(),
-            ..Default::default()
-        },
-        companies::CreateOptions {
-            company_id: Some(input.company_id),
-            skip_tax_settings: false,
-            skip_email_suffix: true,
-        },
-    )
-    .await?;
-    audit(
-        conn,
-        mgmt,
-        actor(&input.workflow_id),
-        Action::Create,
-        "customer_company",
-        company.company_id.0,
-        json!({"tenant_id": managed}),
-    )
-    .await?;
-    Ok(CustomerCompanyOut {
-        company_id: company.company_id,
-        created: true,
-        warning,
-    })
-}
-
-fn actor(workflow_id: &Option<String>) -> &'static Actor {
-    if workflow_id.is_some() {
-        WORKFLOW_ACTOR
-    } else {
-        &Actor::Platform("reconcile")
-    }
-}
-
-/// The customer contact: created for the admin; if the email is already a contact of the
-/// management tenant, that contact is kept (never modified beyond linking a company-less contact
-/// to the customer company, which the run's record remembers), and a warning says so.
-pub(crate) async fn customer_contact(
-    conn: &mut PgConnection,
-    input: &CustomerContactIn,
-) -> Result<CustomerContactOut, psa_models::Error> {
-    let mgmt = input.management_tenant_id;
-    provisioning::lock_customer_record(conn, input.tenant_id).await?;
-    let email = &input.email;
-    if let Some(existing) = contacts::find_by_email(conn, mgmt, email).await? {
-        if existing.contact_name_id == input.contact_id {
-            return Ok(CustomerContactOut {
-                contact_id: existing.contact_name_id,
-                created: true,
-                linked: false,
-                warning: None,
-            });
-        }
-        return match existing.company_id {
-            Some(c) if c == input.company_id => Ok(CustomerContactOut {
-                contact_id: existing.contact_name_id,
-                created: false,
-                linked: true,
-                warning: None,
-            }),
-            None => {
-                contacts::update(
-                    conn,
-                    mgmt,
-                    existing.contact_name_id,
-                    contacts::ContactPatch {
-                        company_id: Some(Some(input.company_id)),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-                if let Some(wf) = &input.workflow_id {
-                    provisioning::note_linked_contact(conn, wf, existing.contact_name_id.0).await?;
-                }
-                audit(
-                    conn,
-                    mgmt,
-                    actor(&input.workflow_id),
-                    Action::Link,
-                    "customer_contact",
-                    existing.contact_name_id.0,
-                    json!({"company_id": input.company_id}),
-                )
-                .await?;
-                Ok(CustomerContactOut {
-                    contact_id: existing.contact_name_id,
-                    created: false,
-                    linked: true,
-                    warning: Some(format!(
-                        "{email} was already a contact without company; it was linked to the customer company",
-                        email = email.as_str()
-                    )),
-                })
-            }
-            Some(other) => Ok(CustomerContactOut {
-                contact_id: existing.contact_name_id,
-                created: false,
-                linked: false,
-                warning: Some(format!(
-                    "{} is already a contact of company {other} in the management tenant; it was left there unchanged",
-                    email.as_str()
-                )),
-            }),
-        };
-    }
-    let contact = contacts::create(
-        conn,
-        mgmt,
-        NewContact {
-            full_name: input.full_name.as_str().to_owned(),
-            email: email.as_str().to_owned(),
-            company_id: Some(input.company_id),
-            role: Some("Admin".into()),
-            notes: Some("Primary admin for PSA tenant".into()),
-            ..Default::default()
-        },
-        contacts::CreateOptions {
-            contact_id: Some(input.contact_id),
-        },
-    )
-    .await?;
-    audit(
-        conn,
-        mgmt,
-        actor(&input.workflow_id),
-        Action::Create,
-        "customer_contact",
-        contact.contact_name_id.0,
-        json!({"company_id": input.company_id}),
-    )
-    .await?;
-    Ok(CustomerContactOut {
-        contact_id: contact.contact_name_id,
-        created: true,
-        linked: false,
-        warning: None,
-    })
-}
-
-/// Tags the customer company (reusing the definition; the mapping gets the minted id when new).
-pub(crate) async fn customer_tag(
-    conn: &mut PgConnection,
-    mgmt: TenantId,
-    company_id: CompanyId,
-    tag: &TagText,
-    mapping_id: Option<MappingId>,
-    actor: &Actor,
-) -> Result<tags::Attached, psa_models::Error> {
-    let attached = tags::attach(
-        conn,
-        mgmt,
-        NewTag {
-            tag_text: tag.as_str().to_owned(),
-            tagged_id: company_id.0,
-            tagged_type: TaggedType::Company,
-            background_color: None,
-            text_color: None,
-        },
-        tags::AttachOptions {
-            created_by: None,
-            mapping_id,
-        },
-    )
-    .await?;
-    if attached.mapping_created {
-        audit(
-            conn,
-            mgmt,
-            actor,
-            Action::Create,
-            "customer_tag",
-            attached.tag.mapping_id.0,
-            json!({"company_id": company_id, "tag_text": tag.as_str()}),
-        )
-        .await?;
-    }
-    Ok(attached)
-}
-
-/// The undo operations, shared by the workflow's compensations and the sweeper of cut-off runs.
-/// Each removes only what the run created (named by the ids it minted or its record), and
-/// removing what is not there is success: they are idempotent.
+/// The undo operations, shared by the workflow's compensations and the sweeper of cut-off runs:
+/// the customer record's (in `psa_models::customer_record`) and the tenant's own.
 pub(crate) mod undo {
     use super::*;
 
-    /// Audits a removal that happened; one that found nothing to remove is success too.
-    async fn removed(
-        conn: &mut PgConnection,
-        mgmt: TenantId,
-        actor: &Actor,
-        entity_type: &str,
-        id: uuid::Uuid,
-        result: Result<(), psa_models::Error>,
-    ) -> Result<(), psa_models::Error> {
-        match result {
-            Ok(()) => {
-                audit(
-                    conn,
-                    mgmt,
-                    actor,
-                    Action::Delete,
-                    entity_type,
-                    id,
-                    json!({"reason": "rollback"}),
-                )
-                .await
-            }
-            Err(psa_models::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    pub async fn remove_customer_tag(
-        conn: &mut PgConnection,
-        mgmt: TenantId,
-        mapping: MappingId,
-        actor: &Actor,
-    ) -> Result<(), psa_models::Error> {
-        let result = tags::detach(conn, mgmt, mapping).await;
-        removed(conn, mgmt, actor, "customer_tag", mapping.0, result).await
-    }
-
-    /// Unlinks the existing contact that the run's record says it linked (it existed before the
-    /// run, so it is kept).
-    pub async fn unlink_customer_contact(
-        conn: &mut PgConnection,
-        mgmt: TenantId,
-        workflow_id: &str,
-        company: CompanyId,
-        actor: &Actor,
-    ) -> Result<(), psa_models::Error> {
-        let Some(contact) = provisioning::get(conn, workflow_id)
-            .await?
-            .and_then(|r| r.linked_contact_id)
-        else {
-            return Ok(());
-        };
-        let n = sqlx::query(
-            "UPDATE contacts SET company_id = NULL, updated_at = now() \
-             WHERE tenant = $1 AND contact_name_id = $2 AND company_id = $3",
-        )
-        .bind(mgmt)
-        .bind(contact)
-        .bind(company)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        if n > 0 {
-            audit(
-                conn,
-                mgmt,
-                actor,
-                Action::Unlink,
-                "customer_contact",
-                contact,
-                json!({"reason": "rollback"}),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    pub async fn remove_customer_contact(
-        conn: &mut PgConnection,
-        mgmt: TenantId,
-        contact: ContactId,
-        actor: &Actor,
-    ) -> Result<(), psa_models::Error> {
-        if contacts::delete(conn, mgmt, contact).await? {
-            audit(
-                conn,
-                mgmt,
-                actor,
-                Action::Delete,
-                "customer_contact",
-                contact.0,
-                json!({"reason": "rollback"}),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    pub async fn remove_customer_company(
-        conn: &mut PgConnection,
-        mgmt: TenantId,
-        company: CompanyId,
-        actor: &Actor,
-    ) -> Result<(), psa_models::Error> {
-        let result = companies::delete(conn, mgmt, company).await;
-        removed(conn, mgmt, actor, "customer_company", company.0, result).await
-    }
+    pub use psa_models::customer_record::undo::*;
 
     pub async fn rollback_tenant(
         conn: &mut PgConnection,
@@ -973,7 +607,7 @@ impl TenantActivities {
                 if let Some(wf) = &input.workflow_id {
                     provisioning::ensure_running(conn, wf).await?;
                 }
-                customer_company(conn, &input).await
+                psa_models::customer_record::company(conn, &input).await
             },
         )
         .await
@@ -994,7 +628,7 @@ impl TenantActivities {
                 if let Some(wf) = &input.workflow_id {
                     provisioning::ensure_running(conn, wf).await?;
                 }
-                customer_contact(conn, &input).await
+                psa_models::customer_record::contact(conn, &input).await
             },
         )
         .await
@@ -1014,7 +648,7 @@ impl TenantActivities {
             async move |conn| {
                 provisioning::ensure_running(conn, &input.workflow_id).await?;
                 provisioning::lock_customer_record(conn, input.tenant_id).await?;
-                let attached = customer_tag(
+                let attached = psa_models::customer_record::tag(
                     conn,
                     input.management_tenant_id,
                     input.company_id,
@@ -1065,7 +699,7 @@ impl TenantActivities {
                 let mgmt = input.management_tenant_id;
                 provisioning::ensure_running(conn, &input.workflow_id).await?;
                 let p = at(0);
-                let company = customer_company(
+                let company = psa_models::customer_record::company(
                     conn,
                     &CustomerCompanyIn {
                         workflow_id: Some(input.workflow_id.clone()),
@@ -1079,7 +713,7 @@ impl TenantActivities {
                 .map_err(Failure::in_part(p))?;
                 failpoint(&format!("activity::{p}"))?;
                 let p = at(1);
-                let contact = customer_contact(
+                let contact = psa_models::customer_record::contact(
                     conn,
                     &CustomerContactIn {
                         workflow_id: Some(input.workflow_id.clone()),
@@ -1095,7 +729,7 @@ impl TenantActivities {
                 .map_err(Failure::in_part(p))?;
                 failpoint(&format!("activity::{p}"))?;
                 let p = at(2);
-                let attached = customer_tag(
+                let attached = psa_models::customer_record::tag(
                     conn,
                     mgmt,
                     company.company_id,

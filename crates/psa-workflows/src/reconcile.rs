@@ -29,10 +29,11 @@ use temporalio_macros::{activities, workflow, workflow_methods};
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use temporalio_sdk::{ApplicationFailure, WorkflowContext, WorkflowResult};
 
-use crate::activities::{
-    CustomerCompanyIn, CustomerContactIn, customer_company, customer_contact, customer_tag,
-};
 use crate::types::TrackingSettings;
+use psa_models::customer_record::{
+    CustomerCompanyIn, CustomerContactIn, company as customer_company, contact as customer_contact,
+    tag as customer_tag,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Orphan {

@@ -1,7 +1,8 @@
-//! One operation, whichever door: every mutating operation that the HTTP API and the `psa`
-//! command both offer does the same thing and leaves the same audit entry (the action, and the
-//! kind of actor each door acts as), on real PostgreSQL and Temporal; and with Temporal out of
-//! reach both doors follow the one rule (recorded now, carried out by the worker).
+//! One operation, whichever door: every mutating operation that more than one of the HTTP API,
+//! the console and the `psa` command offer does the same thing and leaves the same audit entry
+//! (the action, and the kind of actor each door acts as: an API key, a signed-in user, the
+//! operator), on real PostgreSQL and Temporal; and with Temporal out of reach the API and the
+//! CLI follow the one rule (recorded now, carried out by the worker).
 
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ struct Doors {
     base: String,
     http: reqwest::Client,
     key: String,
+    /// The console's session cookie (the same administrator, signed in with a password).
+    cookie: String,
     _worker: Running,
     _servers: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -28,6 +31,7 @@ const NO_TEMPORAL: &str = "127.0.0.1:9";
 #[derive(Clone, Copy, Debug)]
 enum Door {
     Api,
+    Console,
     Cli,
 }
 
@@ -36,10 +40,13 @@ impl Door {
     fn actor_kind(self) -> &'static str {
         match self {
             Door::Api => "api_key",
+            Door::Console => "user",
             Door::Cli => "operator",
         }
     }
 }
+
+const PASSWORD: &str = "parity correct horse battery";
 
 async fn api_server(s: &Setup, temporal_address: &str) -> (String, tokio::task::JoinHandle<()>) {
     let smtp = s.smtp.as_ref().expect("the doors mail");
@@ -106,16 +113,45 @@ impl Doors {
         let key = psa_models::credentials::create_api_key(&mut tx, mgmt, admin, Some("parity"))
             .await
             .unwrap();
+        let hash = psa_models::password::hash(&secrecy::SecretString::from(PASSWORD))
+            .await
+            .unwrap();
+        psa_models::users::set_password_hash(&mut tx, mgmt, admin, &hash)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         let (base, served) = api_server(&s, &s.temporal.address).await;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let signed_in = http
+            .post(format!("{base}/console/sign-in"))
+            .form(&[
+                ("tenant", s.mgmt.as_str()),
+                ("email", "olga@nineminds.example"),
+                ("password", PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+        let cookie = signed_in.headers()[reqwest::header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
         let mut worker = s.cmd(&["worker", "--metrics-bind", "127.0.0.1:0"]);
         worker.env("PSA_SWEEP_INTERVAL_SECONDS", "1");
         let worker = Running::spawn(worker);
         use secrecy::ExposeSecret;
         Doors {
             base,
-            http: reqwest::Client::new(),
+            http,
             key: key.key.expose_secret().to_owned(),
+            cookie,
             _worker: worker,
             _servers: vec![served],
             s,
@@ -147,6 +183,40 @@ impl Doors {
 
     async fn api(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         self.api_at(&self.base, method, path, body).await
+    }
+
+    /// Posts a console form (with the session's CSRF token, read from the page at `page`);
+    /// answers the status, and must not be refused.
+    async fn console(&self, page: &str, path: &str, fields: &[(&str, &str)]) -> StatusCode {
+        let html = self
+            .http
+            .get(format!("{}{page}", self.base))
+            .header(reqwest::header::COOKIE, &self.cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+        let csrf = html[at..].split('"').next().unwrap().to_owned();
+        let mut form = vec![("csrf", csrf.as_str())];
+        form.extend_from_slice(fields);
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::COOKIE, &self.cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(
+            status.is_success() || status.is_redirection(),
+            "{path}: {status} {body}"
+        );
+        status
     }
 
     fn cli(&self, args: &[&str]) -> std::process::Output {
@@ -222,6 +292,20 @@ impl Doors {
                 let (status, body) = self.api(method, &path, body).await;
                 assert!(status.is_success(), "{op}: {status} {body}");
             }
+            Door::Console => {
+                let page = format!("/console/tenants/{tenant}");
+                let fields: Vec<(&str, &str)> = match op {
+                    "suspend" => vec![("reason", "unpaid")],
+                    "cancel" => vec![
+                        ("reason", "leaving"),
+                        ("grace_days", "1"),
+                        ("confirm", "yes"),
+                    ],
+                    "delete" => vec![("confirm_name", "Parity Console")],
+                    _ => vec![],
+                };
+                self.console(&page, &format!("{page}/{op}"), &fields).await;
+            }
             Door::Cli => {
                 let out_file = self.s.exports().join(format!("{tenant}.tar.gz"));
                 let out = match op {
@@ -263,9 +347,9 @@ impl Doors {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn each_operation_does_the_same_through_the_api_and_the_cli() {
+async fn each_operation_does_the_same_through_the_api_the_console_and_the_cli() {
     let d = Doors::open().await;
-    for door in [Door::Api, Door::Cli] {
+    for door in [Door::Api, Door::Console, Door::Cli] {
         let kind = door.actor_kind();
         // The tenant's lifecycle.
         let t = d.tenant(&format!("Parity {door:?}")).await;
@@ -322,6 +406,39 @@ async fn each_operation_does_the_same_through_the_api_and_the_cli() {
                     )
                     .await;
                 assert_eq!(status, StatusCode::OK, "{body}");
+                id
+            }
+            Door::Console => {
+                d.console(
+                    "/console/users",
+                    "/console/users",
+                    &[
+                        ("first_name", "Uma"),
+                        ("last_name", "User"),
+                        ("email", &email),
+                        ("role", "Technician"),
+                    ],
+                )
+                .await;
+                let id: uuid::Uuid =
+                    sqlx::query_scalar("SELECT user_id FROM users WHERE email = $1")
+                        .bind(&email)
+                        .fetch_one(&d.s.db.pool)
+                        .await
+                        .unwrap();
+                let id = id.to_string();
+                d.console(
+                    "/console/users",
+                    &format!("/console/users/{id}/role"),
+                    &[("role", "Finance")],
+                )
+                .await;
+                d.console(
+                    "/console/users",
+                    &format!("/console/users/{id}/deactivate"),
+                    &[],
+                )
+                .await;
                 id
             }
             Door::Cli => {
@@ -406,6 +523,26 @@ async fn each_operation_does_the_same_through_the_api_and_the_cli() {
                 assert_eq!(status, StatusCode::OK);
                 let (status, _) = d.api(Method::DELETE, &path, None).await;
                 assert_eq!(status, StatusCode::NO_CONTENT);
+                id
+            }
+            Door::Console => {
+                d.console(
+                    "/console/webhooks",
+                    "/console/webhooks",
+                    &[("url", "https://hooks.example/console")],
+                )
+                .await;
+                let id: uuid::Uuid = sqlx::query_scalar(
+                    "SELECT endpoint_id FROM webhook_endpoints WHERE url = 'https://hooks.example/console'",
+                )
+                .fetch_one(&d.s.db.pool)
+                .await
+                .unwrap();
+                let id = id.to_string();
+                let page = format!("/console/webhooks/{id}");
+                d.console(&page, &format!("{page}/rotate"), &[]).await;
+                d.console(&page, &format!("{page}/delete"), &[("confirm", "yes")])
+                    .await;
                 id
             }
             Door::Cli => {
