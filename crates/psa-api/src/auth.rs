@@ -216,18 +216,17 @@ pub(crate) async fn sign_in(
     };
     let ok = verify_limited(state, &req.password, hash).await?;
     let Some(user) = user.filter(|_| ok) else {
-        tracing::info!(tenant = %req.tenant_id, "login refused");
         let mut tx = db::begin_tenant(&state.pool, req.tenant_id).await?;
-        psa_models::audit::record_if_tenant_exists(
+        let address = peer.ip().to_string();
+        let written = psa_models::audit::record_login_failure(
             &mut tx,
             req.tenant_id,
-            &Actor::Anonymous,
-            AuditAction::LoginFailed,
-            "user",
-            None,
-            serde_json::json!({"email": email.as_str(), "address": peer.ip().to_string()}),
+            email.as_str(),
+            &address,
         )
         .await?;
+        metrics::counter!("psa_login_failures_total").increment(1);
+        tracing::info!(tenant = %req.tenant_id, %address, audited = written, "login failed");
         tx.commit().await?;
         return Err(ApiError::Unauthorized);
     };

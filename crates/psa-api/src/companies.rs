@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use psa_models::CompanyId;
-use psa_models::companies::{self, Company, CompanyPatch, CreateOptions, ListFilter, NewCompany};
+use psa_models::companies::{self, Company, CompanyPatch, ListFilter, NewCompany};
 use psa_models::db::{Page, PageRequest};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -38,12 +38,9 @@ pub async fn create(
     caller: Caller,
     ApiJson(input): ApiJson<NewCompany>,
 ) -> Result<(StatusCode, Json<Company>), ApiError> {
-    let mut tx = caller
-        .authorize(&state, Permission(Resource::Client, Action::Create))
-        .await?;
     let company =
-        companies::create(&mut tx, caller.tenant, input, CreateOptions::default()).await?;
-    tx.commit().await?;
+        psa_app::directory::create_company(&state.app, &caller.principal(), caller.tenant, input)
+            .await?;
     Ok((StatusCode::CREATED, Json(company)))
 }
 
@@ -103,11 +100,14 @@ pub async fn update(
     PathId(id): PathId<CompanyId>,
     ApiJson(patch): ApiJson<CompanyPatch>,
 ) -> Result<Json<Company>, ApiError> {
-    let mut tx = caller
-        .authorize(&state, Permission(Resource::Client, Action::Update))
-        .await?;
-    let company = companies::update(&mut tx, caller.tenant, id, patch).await?;
-    tx.commit().await?;
+    let company = psa_app::directory::update_company(
+        &state.app,
+        &caller.principal(),
+        caller.tenant,
+        id,
+        patch,
+    )
+    .await?;
     Ok(Json(company))
 }
 
@@ -120,10 +120,6 @@ pub async fn delete(
     caller: Caller,
     PathId(id): PathId<CompanyId>,
 ) -> Result<StatusCode, ApiError> {
-    let mut tx = caller
-        .authorize(&state, Permission(Resource::Client, Action::Delete))
-        .await?;
-    companies::delete(&mut tx, caller.tenant, id).await?;
-    tx.commit().await?;
+    psa_app::directory::delete_company(&state.app, &caller.principal(), caller.tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

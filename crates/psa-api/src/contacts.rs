@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use psa_models::contacts::{self, Contact, ContactPatch, CreateOptions, ListFilter, NewContact};
+use psa_models::contacts::{self, Contact, ContactPatch, ListFilter, NewContact};
 use psa_models::db::{Page, PageRequest};
 use psa_models::{CompanyId, ContactId};
 use serde::Deserialize;
@@ -38,11 +38,9 @@ pub async fn create(
     caller: Caller,
     ApiJson(input): ApiJson<NewContact>,
 ) -> Result<(StatusCode, Json<Contact>), ApiError> {
-    let mut tx = caller
-        .authorize(&state, Permission(Resource::Contact, Action::Create))
-        .await?;
-    let contact = contacts::create(&mut tx, caller.tenant, input, CreateOptions::default()).await?;
-    tx.commit().await?;
+    let contact =
+        psa_app::directory::create_contact(&state.app, &caller.principal(), caller.tenant, input)
+            .await?;
     Ok((StatusCode::CREATED, Json(contact)))
 }
 
@@ -102,10 +100,13 @@ pub async fn update(
     PathId(id): PathId<ContactId>,
     ApiJson(patch): ApiJson<ContactPatch>,
 ) -> Result<Json<Contact>, ApiError> {
-    let mut tx = caller
-        .authorize(&state, Permission(Resource::Contact, Action::Update))
-        .await?;
-    let contact = contacts::update(&mut tx, caller.tenant, id, patch).await?;
-    tx.commit().await?;
+    let contact = psa_app::directory::update_contact(
+        &state.app,
+        &caller.principal(),
+        caller.tenant,
+        id,
+        patch,
+    )
+    .await?;
     Ok(Json(contact))
 }

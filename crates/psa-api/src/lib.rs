@@ -210,6 +210,10 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     let timeout = state.request_timeout;
+    // Reached over https (PSA_PUBLIC_URL): browsers are told to come back over https only,
+    // for a year, so a first plain-http request cannot be intercepted to strip it.
+    let hsts = (state.app.delivery.public_url.scheme() == "https")
+        .then(|| axum::http::HeaderValue::from_static("max-age=31536000; includeSubDomains"));
     let (api, doc) = api_routes();
     let doc = std::sync::Arc::new(doc);
     let metrics = metrics::handle();
@@ -244,6 +248,12 @@ pub fn router(state: AppState) -> Router {
             tower_http::set_header::SetResponseHeaderLayer::if_not_present(
                 axum::http::header::X_CONTENT_TYPE_OPTIONS,
                 axum::http::HeaderValue::from_static("nosniff"),
+            ),
+        )
+        .layer(
+            tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+                axum::http::header::STRICT_TRANSPORT_SECURITY,
+                move |_: &axum::http::Response<_>| hsts.clone(),
             ),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

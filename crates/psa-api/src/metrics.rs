@@ -26,6 +26,8 @@ pub fn handle() -> PrometheusHandle {
                 .expect("valid buckets")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
+            // Present from the start, so that a rate over it means something before the first.
+            metrics::counter!("psa_login_failures_total").absolute(0);
             // Histogram samples queue up until drained into their buckets; without a regular
             // drain they grow without bound between scrapes and recording slows down.
             let upkeep = handle.clone();

@@ -5,8 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use psa_models::MappingId;
-use psa_models::tags::{self, AttachOptions, NewTag, Tag, TaggedType};
-use psa_models::validate::TagText;
+use psa_models::tags::{self, NewTag, Tag, TaggedType};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -50,33 +49,10 @@ pub async fn attach_tag(
     caller: &Caller,
     input: NewTag,
 ) -> Result<(Tag, bool), ApiError> {
-    let text = TagText::parse(&input.tag_text)?;
-    let mut tx = caller
-        .authorize(state, Permission(entity(input.tagged_type), Action::Update))
-        .await?;
-    if tags::find_definition(&mut tx, caller.tenant, &text, input.tagged_type)
-        .await?
-        .is_none()
-        && !caller
-            .may(&mut tx, Permission(Resource::Tag, Action::Create))
-            .await?
-    {
-        return Err(ApiError::Forbidden(
-            "You can only select from existing tags (tag:create is required)".into(),
-        ));
-    }
-    let attached = tags::attach(
-        &mut tx,
-        caller.tenant,
-        input,
-        AttachOptions {
-            created_by: Some(caller.user),
-            mapping_id: None,
-        },
+    Ok(
+        psa_app::directory::attach_tag(&state.app, &caller.principal(), caller.tenant, input)
+            .await?,
     )
-    .await?;
-    tx.commit().await?;
-    Ok((attached.tag, attached.mapping_created))
 }
 
 /// Query parameters of the tag list.
@@ -120,13 +96,5 @@ pub async fn detach(
 
 /// Detaches a tag (`update` on what it tags); returns the mapping as it was.
 pub async fn detach_tag(state: &AppState, caller: &Caller, id: MappingId) -> Result<Tag, ApiError> {
-    // The permission depends on what the mapping tags: read it first, confined to the tenant.
-    let mut tx = psa_models::db::begin_tenant(&state.pool, caller.tenant).await?;
-    let tag = tags::get(&mut tx, caller.tenant, id).await?;
-    caller
-        .require(&mut tx, Permission(entity(tag.tagged_type), Action::Update))
-        .await?;
-    tags::detach(&mut tx, caller.tenant, id).await?;
-    tx.commit().await?;
-    Ok(tag)
+    Ok(psa_app::directory::detach_tag(&state.app, &caller.principal(), caller.tenant, id).await?)
 }

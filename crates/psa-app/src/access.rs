@@ -154,6 +154,22 @@ impl App {
         Ok(tx)
     }
 
+    /// A transaction confined to `tenant` whose permission the operation checks itself, with
+    /// [`require`], because it depends on what it reads first (a tag mapping's entity). A member
+    /// still acts in their own tenant only.
+    pub async fn begin_unchecked(
+        &self,
+        who: &Principal,
+        tenant: TenantId,
+    ) -> Result<Transaction<'static, Postgres>> {
+        if let Principal::Member(m) = who
+            && m.tenant != tenant
+        {
+            return Err(Error::NotFound { entity: "Tenant" });
+        }
+        db::begin_tenant(&self.pool, tenant).await
+    }
+
     /// Like [`App::begin`], in the management tenant, for the platform's operations: a
     /// member's tenant must be the management tenant (as the database marks it); for an
     /// operator, the configured one or the database's. Returns the management tenant too.

@@ -21,6 +21,7 @@ pub mod access;
 pub mod api_keys;
 pub mod audit;
 pub mod customers;
+pub mod directory;
 pub mod events;
 pub mod management;
 pub mod sessions;

@@ -491,3 +491,44 @@ pub async fn list(
         .fetch_all(conn)
         .await?)
 }
+
+/// How often a failed sign-in with the same email from the same address is written to the
+/// audit log: what an unauthenticated caller can make the platform write is bounded (the rest
+/// are counted by `psa_login_failures_total` and logged).
+pub const LOGIN_FAILURE_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
+
+/// A failed sign-in in `tenant`'s log (actor `anonymous`, action `login_failed`), unless one for
+/// the same email and address was written within [`LOGIN_FAILURE_WINDOW`], or the tenant does
+/// not exist (a caller may name any id). Returns whether a row was written.
+pub async fn record_login_failure(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    email: &str,
+    address: &str,
+) -> Result<bool> {
+    let recent: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM audit_log WHERE tenant = $1 AND action = 'login_failed' \
+           AND created_at > now() - make_interval(secs => $2) \
+           AND details ->> 'email' = $3 AND details ->> 'address' = $4)",
+    )
+    .bind(tenant)
+    .bind(LOGIN_FAILURE_WINDOW.num_seconds() as f64)
+    .bind(email)
+    .bind(address)
+    .fetch_one(&mut *conn)
+    .await?;
+    if recent {
+        return Ok(false);
+    }
+    record_if_tenant_exists(
+        conn,
+        tenant,
+        &Actor::Anonymous,
+        Action::LoginFailed,
+        "user",
+        None,
+        serde_json::json!({"email": email, "address": address,
+                           "window_minutes": LOGIN_FAILURE_WINDOW.num_minutes()}),
+    )
+    .await
+}

@@ -9,7 +9,7 @@ use axum::extract::{Form, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use psa_models::companies::{self, Company, CompanyPatch, CreateOptions, NewCompany};
+use psa_models::companies::{self, Company, CompanyPatch, NewCompany};
 use psa_models::contacts::{self, Contact, ContactPatch, NewContact};
 use psa_models::db::PageRequest;
 use psa_models::tags::{self, NewTag, TaggedType};
@@ -328,19 +328,13 @@ async fn company_create(
             is_inactive: Some(f.is_inactive.is_some()),
             ..NewCompany::default()
         };
-        let mut tx = console
-            .caller
-            .authorize(&state, Permission(Resource::Client, Action::Create))
-            .await?;
-        let c = companies::create(
-            &mut tx,
+        Ok(psa_app::directory::create_company(
+            &state.app,
+            &console.caller.principal(),
             console.caller.tenant,
             input,
-            CreateOptions::default(),
         )
-        .await?;
-        tx.commit().await.map_err(psa_models::Error::from)?;
-        Ok(c)
+        .await?)
     }
     .await;
     match created {
@@ -468,13 +462,14 @@ async fn company_update(
             is_inactive: Some(f.is_inactive.is_some()),
             ..CompanyPatch::default()
         };
-        let mut tx = console
-            .caller
-            .authorize(&state, Permission(Resource::Client, Action::Update))
-            .await?;
-        let c = companies::update(&mut tx, console.caller.tenant, id, patch).await?;
-        tx.commit().await.map_err(psa_models::Error::from)?;
-        Ok(c)
+        Ok(psa_app::directory::update_company(
+            &state.app,
+            &console.caller.principal(),
+            console.caller.tenant,
+            id,
+            patch,
+        )
+        .await?)
     }
     .await;
     match saved {
@@ -498,13 +493,13 @@ async fn company_delete(
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
     let deleted: Result<(), ApiError> = async {
-        let mut tx = console
-            .caller
-            .authorize(&state, Permission(Resource::Client, Action::Delete))
-            .await?;
-        companies::delete(&mut tx, console.caller.tenant, id).await?;
-        tx.commit().await.map_err(psa_models::Error::from)?;
-        Ok(())
+        Ok(psa_app::directory::delete_company(
+            &state.app,
+            &console.caller.principal(),
+            console.caller.tenant,
+            id,
+        )
+        .await?)
     }
     .await;
     match deleted {
@@ -886,19 +881,13 @@ async fn contact_create(
             is_inactive: Some(f.is_inactive.is_some()),
             is_client_admin: None,
         };
-        let mut tx = console
-            .caller
-            .authorize(&state, Permission(Resource::Contact, Action::Create))
-            .await?;
-        let c = contacts::create(
-            &mut tx,
+        Ok(psa_app::directory::create_contact(
+            &state.app,
+            &console.caller.principal(),
             console.caller.tenant,
             input,
-            contacts::CreateOptions::default(),
         )
-        .await?;
-        tx.commit().await.map_err(psa_models::Error::from)?;
-        Ok(c)
+        .await?)
     }
     .await;
     match created {
@@ -988,13 +977,14 @@ async fn contact_update(
             is_inactive: Some(f.is_inactive.is_some()),
             is_client_admin: None,
         };
-        let mut tx = console
-            .caller
-            .authorize(&state, Permission(Resource::Contact, Action::Update))
-            .await?;
-        let c = contacts::update(&mut tx, console.caller.tenant, id, patch).await?;
-        tx.commit().await.map_err(psa_models::Error::from)?;
-        Ok(c)
+        Ok(psa_app::directory::update_contact(
+            &state.app,
+            &console.caller.principal(),
+            console.caller.tenant,
+            id,
+            patch,
+        )
+        .await?)
     }
     .await;
     match saved {

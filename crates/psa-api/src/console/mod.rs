@@ -34,6 +34,20 @@ use crate::error::ApiError;
 
 const COOKIE: &str = "psa_console";
 
+/// Under an https `PSA_PUBLIC_URL` the cookie carries the `__Host-` prefix: the browser then
+/// keeps it only if it is Secure, for `/`, and set by this host alone (no subdomain can plant or
+/// overwrite it).
+const HOST_COOKIE: &str = "__Host-psa_console";
+
+/// The session cookie's name on this server.
+fn cookie_name(state: &AppState) -> &'static str {
+    if state.app.delivery.public_url.scheme() == "https" {
+        HOST_COOKIE
+    } else {
+        COOKIE
+    }
+}
+
 /// The console's routes (under `/console`) and its stylesheet.
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -153,7 +167,7 @@ impl FromRequestParts<AppState> for Console {
     ) -> Result<Self, Self::Rejection> {
         let jar = CookieJar::from_headers(&parts.headers);
         let token = jar
-            .get(COOKIE)
+            .get(cookie_name(state))
             .map(|c| c.value().to_owned())
             .ok_or(Refused::SignIn)?;
         let caller = Caller::from_token(state, &token).await?;
@@ -380,7 +394,7 @@ async fn sign_in(
     };
     match crate::auth::sign_in(&state, peer, request).await {
         Ok(session) => {
-            let mut cookie = Cookie::new(COOKIE, session.token);
+            let mut cookie = Cookie::new(cookie_name(&state), session.token);
             cookie.set_http_only(true);
             cookie.set_same_site(SameSite::Strict);
             cookie.set_path("/");
@@ -421,8 +435,9 @@ async fn sign_out(
             .await
             .map_err(ApiError::from)?;
     }
-    let mut gone = Cookie::from(COOKIE);
+    let mut gone = Cookie::from(cookie_name(&state));
     gone.set_path("/");
+    gone.set_secure(cookie_name(&state) == HOST_COOKIE);
     Ok((jar.remove(gone), Redirect::to("/console/sign-in")).into_response())
 }
 

@@ -278,6 +278,33 @@ async fn credentials_expire_idle_sessions_end_and_logins_are_audited() {
         )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // What a caller without credentials can write is bounded: a burst of failures with one
+    // email from one address is one row (the rest are counted in psa_login_failures_total);
+    // another email is another row; a tenant that does not exist gets none.
+    for (email, tenant) in [
+        (t.admin_email.as_str(), t.tenant),
+        (t.admin_email.as_str(), t.tenant),
+        ("invented@acme.example", t.tenant),
+        ("invented@acme.example", t.tenant),
+        ("x@nowhere.example", psa_models::TenantId::new()),
+    ] {
+        let (status, _) = app
+            .call(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(serde_json::json!({"tenant_id": tenant, "email": email, "password": "not-it-Secret-1"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let failed: Vec<String> = sqlx::query_scalar(
+        "SELECT details ->> 'email' FROM audit_log WHERE action = 'login_failed' ORDER BY created_at",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(failed, [t.admin_email.as_str(), "invented@acme.example"]);
     let actions: Vec<String> = sqlx::query_scalar(
         "SELECT action FROM audit_log WHERE tenant = $1 AND entity_type IN ('user', 'api_key') \
          ORDER BY created_at",

@@ -113,6 +113,34 @@ async fn company_crud() {
         StatusCode::NOT_FOUND,
         "not_found",
     );
+
+    // Every change is in the tenant's audit log, with what changed; refusals write nothing.
+    let audited: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT action, details FROM audit_log WHERE tenant = $1 AND entity_type = 'company' \
+           AND entity_id = $2::uuid ORDER BY created_at",
+    )
+    .bind(t.tenant)
+    .bind(&id)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    let actions: Vec<&str> = audited.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(actions, ["create", "update", "delete"]);
+    assert_eq!(audited[0].1["company_name"], "Globex");
+    assert_eq!(audited[1].1["changes"]["notes"]["to"], "vip");
+    assert!(
+        audited[1].1["changes"].get("company_name").is_none(),
+        "unchanged fields stay out"
+    );
+    let creates: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE tenant = $1 AND entity_type = 'company' \
+           AND action = 'create'",
+    )
+    .bind(t.tenant)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(creates, 4, "Globex and Z0-Z2");
 }
 
 #[tokio::test]

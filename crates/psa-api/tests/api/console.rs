@@ -1687,3 +1687,50 @@ async fn cancel_restore_and_delete_from_the_console() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn under_https_the_cookie_is_host_only_and_browsers_stay_on_https() {
+    // Over plain http (a laptop): no HSTS, the plain cookie name.
+    let (plain, mgmt, _) = platform().await;
+    let r = sign_in(&plain, &mgmt, &mgmt.admin_password).await;
+    assert!(r.headers().get("strict-transport-security").is_none());
+    assert!(cookie(&r).starts_with("psa_console="));
+
+    // PSA_PUBLIC_URL https: the __Host- cookie (Secure, Path=/, no Domain) and HSTS on every
+    // answer, the API's too.
+    let mut app = TestApp::unserved().await;
+    let t = app.tenant("Acme").await;
+    let mut config = test_config();
+    config.delivery.public_url = url::Url::parse("https://psa.test").unwrap();
+    let (pool, _) = app.api_login_pool().await;
+    app.serve(pool, config, None).await;
+    let r = sign_in(&app, &t, &t.admin_password).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let set = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(set.starts_with("__Host-psa_console="), "{set}");
+    assert!(
+        set.contains("Secure") && set.contains("Path=/") && !set.contains("Domain"),
+        "{set}"
+    );
+    assert_eq!(
+        r.headers()["strict-transport-security"],
+        "max-age=31536000; includeSubDomains"
+    );
+    let session = cookie(&r);
+    let r = get(&app, "/console/users", Some(&session)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().contains_key("strict-transport-security"));
+    let (status, _) = app
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/companies",
+            Some(&t.key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The plain name is not read under https.
+    let plain_name = session.replacen("__Host-psa_console", "psa_console", 1);
+    let r = get(&app, "/console/users", Some(&plain_name)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+}

@@ -166,7 +166,16 @@ async fn a_login_flood_does_not_starve_other_callers() {
                     .send()
                     .await
                     .unwrap();
-                assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+                // Refused: the wrong password, or (when hashing is saturated for 5 s, as on a
+                // loaded machine) told to come back. Never let in, never an error.
+                assert!(
+                    matches!(
+                        r.status(),
+                        StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS
+                    ),
+                    "{}",
+                    r.status()
+                );
                 n += 1;
             }
             n
