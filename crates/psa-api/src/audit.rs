@@ -1,5 +1,5 @@
-//! `GET /api/v1/audit-log`: the caller's tenant's audit log (`tenant:read`), newest first, with
-//! who did it as a kind of actor and an id, filterable by either.
+//! `GET /api/v1/audit-log`: the management tenant's audit log (`tenant:read` there), newest
+//! first, with who did it as a kind of actor and an id, filterable by either.
 
 use axum::Json;
 use axum::extract::State;
@@ -42,8 +42,9 @@ pub struct AuditLogPage {
     pub next_before: Option<uuid::Uuid>,
 }
 
-/// The tenant's audit log: every change, sign-in and export, newest first, with who did it
-/// (`actor_kind`, `actor_id`, the user behind a session or key and their email).
+/// The management tenant's audit log (the platform's operations, its own users' changes and
+/// sign-ins), newest first, with who did it (`actor_kind`, `actor_id`, the user behind a session
+/// or key and their email). For callers of the management tenant.
 #[utoipa::path(get, path = "/api/v1/audit-log", tag = "audit", security(("bearer" = [])),
     params(AuditQuery),
     responses((status = 200, body = AuditLogPage), (status = 403, body = ErrorBody),
@@ -61,15 +62,8 @@ pub async fn list(
         action: q.action.unwrap_or_default(),
         entity_type: q.entity_type.unwrap_or_default(),
     };
-    let page = psa_app::audit::list(
-        &state.app,
-        &caller.principal(),
-        caller.tenant,
-        &filter,
-        q.before,
-        q.limit,
-    )
-    .await?;
+    let page =
+        psa_app::audit::list(&state.app, &caller.principal(), &filter, q.before, q.limit).await?;
     Ok(Json(AuditLogPage {
         items: page.items,
         next_before: page.next_before,

@@ -19,6 +19,15 @@ pub async fn create(
     description: Option<&str>,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<NewApiKey> {
+    // A member makes keys for themselves only: a key acts with its user's permissions, and an
+    // administrator minting one for someone else could act as them.
+    if let Principal::Member(m) = who
+        && m.user != user
+    {
+        return Err(psa_models::Error::forbidden(
+            "An API key is made by its own user (or an operator)",
+        ));
+    }
     let mut tx = app.begin(who, tenant, MANAGE).await?;
     let key = credentials::create_api_key_until(
         &mut tx,

@@ -27,6 +27,14 @@ pub async fn start_repair(
     tenant: Option<TenantId>,
     dry_run: bool,
 ) -> Result<String> {
+    // The permission first (a caller without it learns nothing), then Temporal (it may connect
+    // now: no transaction is held while it does), then the audited transaction.
+    app.begin_management(who, REPAIR)
+        .await?
+        .0
+        .rollback()
+        .await?;
+    let reconciles = app.temporal("Customer repair")?.reconciles().await?;
     let (mut tx, mgmt) = app.begin_management(who, REPAIR).await?;
     if let Some(t) = tenant {
         if t == mgmt {
@@ -37,7 +45,6 @@ pub async fn start_repair(
         }
         psa_models::lifecycle::show(&mut tx, &app.lifecycle(mgmt), t).await?;
     }
-    let reconciles = app.temporal("Customer repair")?.reconciles().await?;
     let workflow_id = psa_workflows::reconcile::new_workflow_id();
     let actor = who.actor();
     audit::record(

@@ -668,19 +668,19 @@ pub async fn deletions_to_start(
     .await?)
 }
 
-/// The deletion `workflow_id`, to start its workflow.
+/// The deletion `workflow_id`, to start its workflow; `None` once it is no longer pending
+/// (restored or deleted: its workflow must not start, nor take the export it begins with).
 pub async fn deletion_to_start(
     conn: &mut PgConnection,
     workflow_id: &str,
-) -> Result<DeletionToStart> {
-    sqlx::query_as::<_, DeletionToStart>(
+) -> Result<Option<DeletionToStart>> {
+    Ok(sqlx::query_as::<_, DeletionToStart>(
         "SELECT workflow_id, tenant_id, delete_after, export_id FROM tenant_deletions \
-         WHERE workflow_id = $1",
+         WHERE workflow_id = $1 AND status = 'pending'",
     )
     .bind(workflow_id)
     .fetch_optional(conn)
-    .await?
-    .ok_or(Error::NotFound { entity: "deletion" })
+    .await?)
 }
 
 /// Records that the deletion's workflow runs.

@@ -320,7 +320,10 @@ impl Deletions {
             WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
         };
         let mut conn = self.pool.acquire().await.map_err(psa_models::Error::from)?;
-        let d = lifecycle::deletion_to_start(&mut conn, workflow_id).await?;
+        let Some(d) = lifecycle::deletion_to_start(&mut conn, workflow_id).await? else {
+            // Restored (or deleted) meanwhile: nothing to start.
+            return Ok(());
+        };
         let options = WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.to_owned())
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
             .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
@@ -397,9 +400,13 @@ pub async fn start_pending(
         pool: workflows.pool.clone(),
     };
     for d in &pending {
-        deletions.start(&d.workflow_id).await?;
-        tracing::info!(workflow_id = %d.workflow_id, tenant = %d.tenant_id,
-            "started the workflow of a recorded deletion");
+        // One deletion that cannot be started does not hold up the others.
+        match deletions.start(&d.workflow_id).await {
+            Ok(()) => tracing::info!(workflow_id = %d.workflow_id, tenant = %d.tenant_id,
+                "started the workflow of a recorded deletion"),
+            Err(e) => tracing::warn!(workflow_id = %d.workflow_id, error = %e,
+                "cannot start a recorded deletion's workflow; will retry"),
+        }
     }
     for d in &confirmed {
         // One deletion that cannot be told does not hold up the others.

@@ -11,9 +11,8 @@ use psa_models::audit::{self, ActorKind, Filter};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Console, Nav, Opt, Refused, done, page_ok, query_id, when};
+use super::{Console, Nav, Opt, Refused, page_ok, query_id, when};
 use crate::AppState;
-use crate::auth::{Action, Permission, Resource};
 use crate::error::ApiError;
 
 pub fn routes() -> Router<AppState> {
@@ -110,13 +109,9 @@ async fn audit_log(
         "" => None,
         k => Some(ActorKind::parse(k).map_err(ApiError::from)?),
     };
-    let mut tx = console
-        .caller
-        .authorize_management(&state, Permission(Resource::Tenant, Action::Read))
-        .await?;
-    let rows = audit::list(
-        &mut tx,
-        console.caller.tenant,
+    let rows = psa_app::audit::list(
+        &state.app,
+        &console.caller.principal(),
         &Filter {
             actor: q.actor.clone(),
             actor_kind: kind,
@@ -125,11 +120,11 @@ async fn audit_log(
             entity_type: q.entity_type.clone(),
         },
         before,
-        PAGE,
+        Some(PAGE as u32),
     )
     .await
-    .map_err(ApiError::from)?;
-    done(tx).await?;
+    .map_err(ApiError::from)?
+    .items;
     let older = (rows.len() as i64 == PAGE).then(|| {
         let last = rows
             .last()

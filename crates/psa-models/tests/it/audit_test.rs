@@ -176,3 +176,48 @@ async fn actors_are_stored_by_kind_and_id_and_found_by_either() {
     );
     assert_eq!(Actor::parse("reconcile"), Actor::Platform("reconcile"));
 }
+
+#[tokio::test]
+async fn a_row_written_by_the_previous_version_gets_its_actor_columns() {
+    let db = db().await;
+    let t = seeded_tenant(&db, "Rolling").await;
+    let user = uuid::Uuid::now_v7();
+    // During a rolling upgrade an old binary writes only `actor`.
+    for actor in [
+        format!("user:{user}"),
+        "cli:root".to_owned(),
+        "cli".to_owned(),
+        "anonymous".to_owned(),
+        "sweeper".to_owned(),
+        "workflow:tenant_creation".to_owned(),
+    ] {
+        sqlx::query(
+            "INSERT INTO audit_log (tenant, actor, action, entity_type) VALUES ($1, $2, 'x', 'y')",
+        )
+        .bind(t)
+        .bind(&actor)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let rows: Vec<(String, String, Option<uuid::Uuid>)> = sqlx::query_as(
+        "SELECT actor_kind, actor_id, actor_user FROM audit_log WHERE tenant = $1 \
+           AND action = 'x' ORDER BY created_at, audit_id",
+    )
+    .bind(t)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let mut rows = rows;
+    rows.sort();
+    let mut expected = vec![
+        ("user".to_owned(), user.to_string(), Some(user)),
+        ("operator".to_owned(), "root".to_owned(), None),
+        ("operator".to_owned(), "unknown".to_owned(), None),
+        ("anonymous".to_owned(), String::new(), None),
+        ("platform".to_owned(), "sweeper".to_owned(), None),
+        ("platform".to_owned(), "provisioning".to_owned(), None),
+    ];
+    expected.sort();
+    assert_eq!(rows, expected);
+}
