@@ -133,8 +133,18 @@ impl Caller {
     /// The holder of a session token or API key (the bearer header's, or the console's
     /// cookie's), with the same checks: active tenant, request rate.
     pub(crate) async fn from_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+        Self::from_token_as(state, token, credentials::Use::Recorded).await
+    }
+
+    /// [`Caller::from_token`], recording the credential's use or not (a live stream re-checking
+    /// its session does not keep it alive).
+    pub(crate) async fn from_token_as(
+        state: &AppState,
+        token: &str,
+        used: credentials::Use,
+    ) -> Result<Caller, ApiError> {
         let mut conn = state.pool.acquire().await?;
-        let holder = credentials::authenticate(&mut conn, token, state.session_idle)
+        let holder = credentials::authenticate_as(&mut conn, token, state.session_idle, used)
             .await?
             .ok_or(ApiError::Unauthorized)?;
         drop(conn);
@@ -393,7 +403,7 @@ pub(crate) async fn set_password_by_link(
     )?;
     let hashed = hash_limited(state, new_password).await?;
     let mut tx = db::begin_tenant(&state.pool, found.tenant).await?;
-    auth_tokens::redeem(&mut tx, &found, &hashed).await?;
+    let keys_revoked = auth_tokens::redeem(&mut tx, &found, purpose, &hashed).await?;
     let action = match purpose {
         auth_tokens::Purpose::Invitation => AuditAction::AcceptInvitation,
         auth_tokens::Purpose::PasswordReset => AuditAction::ResetPassword,
@@ -405,7 +415,7 @@ pub(crate) async fn set_password_by_link(
         action,
         "user",
         Some(found.user.0),
-        serde_json::json!({"address": peer.to_string()}),
+        serde_json::json!({"address": peer.to_string(), "api_keys_revoked": keys_revoked}),
     )
     .await?;
     tx.commit().await?;
@@ -441,6 +451,17 @@ async fn redeem_and_sign_in(
         found.tenant,
         found.user,
         Utc::now() + state.session_ttl,
+    )
+    .await?;
+    // The session a link opens is a sign-in like any other.
+    psa_models::audit::record(
+        &mut tx,
+        found.tenant,
+        &Actor::User { user: found.user },
+        AuditAction::Login,
+        "user",
+        Some(found.user.0),
+        serde_json::json!({"address": peer.to_string(), "by": "link"}),
     )
     .await?;
     tx.commit().await?;
@@ -487,10 +508,13 @@ pub struct ChangePasswordRequest {
     /// 12 to 256 characters, not easy to guess.
     #[schema(value_type = String, format = Password)]
     pub new_password: SecretString,
+    /// Also revoke every API key of the user (when the old password may have leaked with them).
+    #[serde(default)]
+    pub revoke_api_keys: bool,
 }
 
 /// Change the caller's password, proving the current one. Every other session of the user ends
-/// (the one making the request stays); API keys are not affected.
+/// (the one making the request stays); API keys stay unless `revoke_api_keys` is true.
 #[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth",
     security(("bearer" = [])),
     request_body = ChangePasswordRequest,
@@ -551,6 +575,11 @@ pub async fn change_own_password(
     let ended =
         credentials::revoke_sessions_except(&mut tx, caller.tenant, caller.user, keep).await?;
     auth_tokens::revoke_open(&mut tx, caller.tenant, caller.user).await?;
+    let keys_revoked = if req.revoke_api_keys {
+        credentials::revoke_api_keys_of(&mut tx, caller.tenant, caller.user).await?
+    } else {
+        0
+    };
     psa_models::audit::record(
         &mut tx,
         caller.tenant,
@@ -558,7 +587,7 @@ pub async fn change_own_password(
         AuditAction::ChangePassword,
         "user",
         Some(caller.user.0),
-        serde_json::json!({"sessions_ended": ended}),
+        serde_json::json!({"sessions_ended": ended, "api_keys_revoked": keys_revoked}),
     )
     .await?;
     tx.commit().await?;

@@ -216,7 +216,6 @@ pub fn router(state: AppState) -> Router {
         .then(|| axum::http::HeaderValue::from_static("max-age=31536000; includeSubDomains"));
     let (api, doc) = api_routes();
     let doc = std::sync::Arc::new(doc);
-    let metrics = metrics::handle();
     Router::new()
         .merge(api)
         .merge(pages::routes())
@@ -229,7 +228,6 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
-        .route("/metrics", get(metrics::render).with_state(metrics))
         .layer(axum::middleware::from_fn_with_state(
             timeout,
             request_timeout,
@@ -264,6 +262,16 @@ pub fn router(state: AppState) -> Router {
         ))
 }
 
+/// `/metrics`, on a listener of its own (`PSA_METRICS_BIND`): what the API measures (routes,
+/// statuses, latencies, failed sign-ins) is for the platform's Prometheus, not for the public
+/// port.
+pub fn metrics_router() -> Router {
+    Router::new().route(
+        "/metrics",
+        get(metrics::render).with_state(metrics::handle()),
+    )
+}
+
 /// Answers 503 `timeout` for a request that takes longer than the configured limit; its
 /// transaction is dropped, so it rolls back and writes nothing.
 async fn request_timeout(
@@ -295,6 +303,8 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// Where `/metrics` is served (`PSA_METRICS_BIND`); `None`: nowhere.
+    pub metrics_bind: Option<SocketAddr>,
     pub session_ttl: Duration,
     /// A session unused this long ends (its holder logs in again).
     pub session_idle: Duration,
@@ -333,6 +343,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     server: ServerLimits,
+    metrics: Option<TcpListener>,
 }
 
 impl Application {
@@ -347,6 +358,10 @@ impl Application {
         provisioning: Option<psa_app::Temporal>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.bind).await?;
+        let metrics = match config.metrics_bind {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         // The hash unknown emails are checked against, made now: made on the first such login it
         // would make that login slower than the rest (and tell that the email is unknown).
         let _ = tokio::task::spawn_blocking(|| std::sync::LazyLock::force(&auth::DUMMY_HASH)).await;
@@ -395,6 +410,7 @@ impl Application {
             listener,
             router: router(state),
             server: config.server,
+            metrics,
         })
     }
 
@@ -406,6 +422,11 @@ impl Application {
         self.listener.local_addr()
     }
 
+    /// Where `/metrics` is served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then finishes the requests in flight (30 s at most).
     /// Each connection must send its headers within `header_read_timeout`; at most
     /// `max_connections` are open at once (the rest wait in the listen queue).
@@ -414,6 +435,14 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         use hyper_util::rt::{TokioIo, TokioTimer};
+        // The metrics listener lives as long as the API: stopped when it stops.
+        let metrics = self.metrics.map(|listener| {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, metrics_router()).await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            })
+        });
         // HTTP/1.1 only: protocol detection (for HTTP/2) would read the first bytes with no
         // deadline, so a client sending nothing could hold a connection slot for ever. With
         // HTTP/1 the header read timeout runs from the first byte a request needs.
@@ -465,6 +494,9 @@ impl Application {
             () = tokio::time::sleep(Duration::from_secs(30)) => {
                 tracing::warn!("requests still in flight after 30 s: stopping anyway");
             }
+        }
+        if let Some(m) = metrics {
+            m.abort();
         }
         Ok(())
     }

@@ -322,6 +322,8 @@ pub async fn resend_admin_invite(
         details,
     )
     .await?;
+    // Mailed, then both committed: a link whose mail fails is not kept, and nothing is recorded
+    // of an invitation that was not sent.
     let invited =
         crate::users::deliver_and_commit(app, tx, tenant, invitation, Kind::Welcome).await?;
     mgmt_tx.commit().await?;

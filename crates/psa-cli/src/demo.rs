@@ -420,6 +420,8 @@ async fn console(
     psa_api::Application::build_with(
         psa_api::Config {
             bind,
+            // The demo's console is for trying things: no metrics listener.
+            metrics_bind: None,
             session_ttl: Duration::from_secs(8 * 3600),
             session_idle: Duration::from_secs(3600),
             limits: Default::default(),

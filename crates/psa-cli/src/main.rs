@@ -72,6 +72,10 @@ enum Command {
         /// Listen address.
         #[arg(long, env = "PSA_BIND", default_value = "127.0.0.1:8080")]
         bind: String,
+        /// Where `/metrics` is served (host:port): a listener of its own, for Prometheus, not
+        /// the public port.
+        #[arg(long, env = "PSA_METRICS_BIND", default_value = "127.0.0.1:9091")]
+        metrics_bind: std::net::SocketAddr,
         /// Lifetime of login sessions, in minutes.
         #[arg(long, env = "PSA_SESSION_TTL_MINUTES", default_value_t = 720)]
         session_ttl_minutes: u64,
@@ -206,6 +210,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
         }
         Command::Serve {
             bind,
+            metrics_bind,
             session_ttl_minutes,
             db_pool_size,
             limits,
@@ -220,6 +225,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
                 &tracking,
                 cli.database_url.as_deref(),
                 &bind,
+                metrics_bind,
                 session_ttl_minutes,
                 db_pool_size,
                 &limits,

@@ -82,6 +82,7 @@ pub async fn serve(
     tracking: &crate::temporal::TrackingArgs,
     database_url: Option<&str>,
     bind: &str,
+    metrics_bind: SocketAddr,
     session_ttl_minutes: u64,
     db_pool_size: u32,
     limits: &LimitArgs,
@@ -111,6 +112,7 @@ pub async fn serve(
     let app = psa_api::Application::build_with(
         psa_api::Config {
             bind,
+            metrics_bind: Some(metrics_bind),
             session_ttl: Duration::from_secs(session_ttl_minutes * 60),
             session_idle: Duration::from_secs(server.session_idle_minutes * 60),
             limits: limits.config(),
@@ -133,7 +135,9 @@ pub async fn serve(
     .map_err(|e| {
         CliError::Failed(anyhow::Error::new(e).context(format!("cannot listen on {bind}")))
     })?;
-    tracing::info!(addr = %app.local_addr().map(|a| a.to_string()).unwrap_or_default(), "psa API listening");
+    tracing::info!(addr = %app.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        metrics = %app.metrics_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "psa API listening");
     app.run_until(shutdown_signal())
         .await
         .map_err(|e| CliError::Failed(anyhow::Error::new(e).context("server failed")))

@@ -201,9 +201,16 @@ pub async fn find(conn: &mut PgConnection, purpose: Purpose, token: &str) -> Res
 
 /// Redeems a token found by [`find`] in the token's tenant: sets the password (`hashed`, already
 /// checked and hashed by the caller), uses the token, revokes the user's other open links, and
-/// ends the user's sessions (whoever knew the old password is out). The token is locked and
-/// checked again, so two concurrent uses cannot both succeed.
-pub async fn redeem(conn: &mut PgConnection, found: &Found, hashed: &str) -> Result<()> {
+/// ends the user's sessions (whoever knew the old password is out). A reset link also revokes
+/// the user's API keys: it exists because the account may be in someone else's hands. The
+/// token is locked and checked again, so two concurrent uses cannot both succeed. Returns how
+/// many API keys were revoked.
+pub async fn redeem(
+    conn: &mut PgConnection,
+    found: &Found,
+    purpose: Purpose,
+    hashed: &str,
+) -> Result<u64> {
     // An invitation sets a first password only: once the user has one, it is spent (a reset
     // link is the way to change it).
     let valid: Option<bool> = sqlx::query_scalar(
@@ -228,7 +235,10 @@ pub async fn redeem(conn: &mut PgConnection, found: &Found, hashed: &str) -> Res
     revoke_open(conn, found.tenant, found.user).await?;
     crate::users::set_password_hash(conn, found.tenant, found.user, hashed).await?;
     crate::credentials::revoke_sessions_of(conn, found.tenant, found.user).await?;
-    Ok(())
+    if purpose == Purpose::PasswordReset {
+        return crate::credentials::revoke_api_keys_of(conn, found.tenant, found.user).await;
+    }
+    Ok(0)
 }
 
 /// Revokes every open link of a user (a password set, a user deactivated).

@@ -68,6 +68,26 @@ pub async fn authenticate(
     token: &str,
     session_idle: std::time::Duration,
 ) -> Result<Option<Holder>> {
+    authenticate_as(conn, token, session_idle, Use::Recorded).await
+}
+
+/// Whether a check of a credential counts as its holder's activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// A request the holder made: the session's idle time starts again.
+    Recorded,
+    /// The platform checking that a credential still holds (a live page's stream): nothing
+    /// recorded, so an open tab does not keep a session alive.
+    NotRecorded,
+}
+
+/// [`authenticate`], recording the use or not.
+pub async fn authenticate_as(
+    conn: &mut PgConnection,
+    token: &str,
+    session_idle: std::time::Duration,
+    used: Use,
+) -> Result<Option<Holder>> {
     type Row = (TenantId, UserId, Uuid, bool, bool, String);
     // Through SECURITY DEFINER functions (migration `api_login_role`): the API's login role
     // finds a token across tenants without seeing any tenant's credentials.
@@ -92,7 +112,9 @@ pub async fn authenticate(
     .bind(session_idle.as_secs_f64())
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some((tenant, _, id, _, true, _)) = &row {
+    if let Some((tenant, _, id, _, true, _)) = &row
+        && used == Use::Recorded
+    {
         sqlx::query("SELECT psa_touch_credential($1, $2, $3)")
             .bind(kind)
             .bind(tenant)

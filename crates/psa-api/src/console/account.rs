@@ -48,6 +48,9 @@ struct ChangeForm {
     current_password: SecretString,
     new_password: SecretString,
     new_password_confirm: SecretString,
+    /// The box "also revoke my API keys" (`yes` when ticked).
+    #[serde(default)]
+    revoke_api_keys: Option<String>,
 }
 
 async fn change(
@@ -65,6 +68,7 @@ async fn change(
         let req = ChangePasswordRequest {
             current_password: f.current_password,
             new_password: f.new_password,
+            revoke_api_keys: f.revoke_api_keys.as_deref() == Some("yes"),
         };
         crate::auth::change_own_password(&state, &console.caller, &req).await
     };

@@ -199,9 +199,14 @@ impl Console {
     /// went idle, or its tenant is no longer active.
     pub(crate) async fn still_signed_in(&self, state: &AppState) -> Option<Caller> {
         use secrecy::ExposeSecret;
-        Caller::from_token(state, self.session_token.expose_secret())
-            .await
-            .ok()
+        // Not a use: the session's idle clock runs on while only the stream is open.
+        Caller::from_token_as(
+            state,
+            self.session_token.expose_secret(),
+            psa_models::credentials::Use::NotRecorded,
+        )
+        .await
+        .ok()
     }
 
     fn nav(&self, current: &'static str) -> Option<Nav> {

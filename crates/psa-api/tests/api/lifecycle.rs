@@ -212,6 +212,25 @@ async fn the_management_tenant_and_callers_outside_it_are_refused() {
 async fn an_export_counts_the_rows_the_database_has_and_its_archive_downloads() {
     let (app, mgmt, acme) = platform().await;
     let m = Some(mgmt.key.as_str());
+    // Credentials a tenant keeps in its settings: a mail provider's API key, an integration's
+    // token in free-form settings. None of them may leave in an export.
+    sqlx::query(
+        "INSERT INTO tenant_email_settings (tenant, provider_configs) \
+         VALUES ($1, '{\"sendgrid\": {\"api_key\": \"SG.provider-key-must-not-leave\"}}')",
+    )
+    .bind(acme.tenant)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO tenant_settings (tenant, settings) VALUES ($1, '{\"crm\": \
+           {\"url\": \"https://crm.example\", \"access_token\": \"integration-token-must-not-leave\"}}') \
+         ON CONFLICT (tenant) DO UPDATE SET settings = EXCLUDED.settings",
+    )
+    .bind(acme.tenant)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
     let (status, export) = app
         .call(
             Method::POST,
@@ -263,6 +282,31 @@ async fn an_export_counts_the_rows_the_database_has_and_its_archive_downloads() 
     let bytes = archive.bytes().await.unwrap();
     assert_eq!(bytes.len() as i64, export["bytes"].as_i64().unwrap());
     assert_eq!(&bytes[..2], &[0x1f, 0x8b], "gzip");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
+        .unwrap();
+    for secret in [
+        "SG.provider-key-must-not-leave",
+        "integration-token-must-not-leave",
+        "provider_configs\":",
+        "hashed_password\":",
+        "key_hash\":",
+    ] {
+        assert!(!text.contains(secret), "{secret} is in the export");
+    }
+    assert!(
+        text.contains("https://crm.example"),
+        "the settings themselves are exported"
+    );
+    let left_out = &export["manifest"]["tables"]["tenant_email_settings"]["left_out"];
+    assert!(
+        left_out
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "provider_configs"),
+        "{left_out}"
+    );
     // Another tenant's id with this export: not found.
     let r = app
         .call(

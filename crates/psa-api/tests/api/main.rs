@@ -28,6 +28,7 @@ use serde_json::Value;
 pub fn test_config() -> psa_api::Config {
     psa_api::Config {
         bind: "127.0.0.1:0".parse().unwrap(),
+        metrics_bind: Some("127.0.0.1:0".parse().unwrap()),
         session_ttl: Duration::from_secs(3600),
         session_idle: Duration::from_secs(3600),
         limits: Default::default(),
@@ -65,6 +66,8 @@ pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 pub struct TestApp {
     pub db: TestDb,
     pub base: String,
+    /// The API's `/metrics` listener.
+    pub metrics_base: String,
     pub http: reqwest::Client,
 }
 
@@ -103,6 +106,7 @@ impl TestApp {
         TestApp {
             db: TestDb::new(&psa_models::MIGRATOR).await,
             base: String::new(),
+            metrics_base: String::new(),
             http: reqwest::Client::new(),
         }
     }
@@ -136,6 +140,9 @@ impl TestApp {
             .await
             .expect("bind");
         self.base = format!("http://127.0.0.1:{}", server.port());
+        if let Some(m) = server.metrics_addr() {
+            self.metrics_base = format!("http://{m}");
+        }
         tokio::spawn(server.run_until(std::future::pending()));
     }
 

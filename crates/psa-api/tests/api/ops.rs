@@ -10,6 +10,12 @@ async fn health_readiness_and_metrics() {
     let app = TestApp::spawn().await;
     let t = app.tenant("Acme").await;
     let get = |p: &str| app.http.get(format!("{}{p}", app.base)).send();
+    // `/metrics` is not on the public port: on a listener of its own.
+    assert_eq!(
+        get("/metrics").await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let get_metrics = || app.http.get(format!("{}/metrics", app.metrics_base)).send();
     assert_eq!(get("/healthz").await.unwrap().status(), StatusCode::OK);
     assert_eq!(get("/readyz").await.unwrap().status(), StatusCode::OK);
     let (_, co) = app
@@ -34,7 +40,7 @@ async fn health_readiness_and_metrics() {
         None,
     )
     .await;
-    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    let metrics = get_metrics().await.unwrap().text().await.unwrap();
     assert!(
         metrics.contains(
             r#"http_requests_total{method="POST",route="/api/v1/companies",status="201"}"#
@@ -257,7 +263,7 @@ async fn metric_labels_are_bounded_and_answers_are_not_cached() {
     }
     let metrics = app
         .http
-        .get(format!("{}/metrics", app.base))
+        .get(format!("{}/metrics", app.metrics_base))
         .send()
         .await
         .unwrap()

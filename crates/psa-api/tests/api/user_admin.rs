@@ -294,11 +294,13 @@ async fn an_admin_invites_a_user_who_signs_in_and_can_be_cut_off() {
     .fetch_all(&app.db.pool)
     .await
     .unwrap();
+    // The session the accepted invitation opened is a sign-in like any other (`login`).
     assert_eq!(
         actions,
         [
             "invite",
             "accept_invitation",
+            "login",
             "change_role",
             "deactivate",
             "reactivate",
@@ -378,6 +380,10 @@ async fn password_change_and_reset() {
         .call(Method::GET, "/api/v1/contacts", Some(s2), None)
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the other sessions end");
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/contacts", Some(&t.key), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "API keys stay unless asked");
     assert_eq!(
         login(&app, t.tenant, &t.admin_email, ADMIN_PASSWORD).await,
         StatusCode::UNAUTHORIZED
@@ -450,6 +456,15 @@ async fn password_change_and_reset() {
         StatusCode::UNAUTHORIZED,
         "a reset ends every session"
     );
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/contacts", Some(&t.key), None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a reset revokes the user's API keys too"
+    );
+
     // The same link again: the page says why it no longer works.
     let again = post_form("mellow river stones 2").await.unwrap();
     assert_eq!(again.status(), StatusCode::BAD_REQUEST);
@@ -486,4 +501,55 @@ async fn without_mail_the_api_shows_no_link() {
     assert_error(&r, StatusCode::CONFLICT, "mail_not_configured");
     assert_eq!(app.count("users").await, 1, "nothing written");
     assert_eq!(app.count("user_auth_tokens").await, 0);
+}
+
+#[tokio::test]
+async fn a_password_change_can_revoke_the_users_api_keys() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("Acme").await;
+    // A voluntary change revokes the user's keys when asked to.
+    let mut tx = app.db.pool.begin().await.unwrap();
+    let key = psa_models::credentials::create_api_key(&mut tx, t.tenant, t.admin, Some("new"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let key = secrecy::ExposeSecret::expose_secret(&key.key).to_owned();
+    let (status, session) = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"tenant_id": t.tenant, "email": t.admin_email,
+                        "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/password",
+            session["token"].as_str(),
+            Some(json!({"current_password": ADMIN_PASSWORD,
+                        "new_password": "quiet harbour lantern", "revoke_api_keys": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/contacts", Some(&key), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "revoked with the change");
+    let revoked: serde_json::Value = sqlx::query_scalar(
+        "SELECT details FROM audit_log WHERE tenant = $1 AND action = 'change_password' \
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(t.tenant)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    // Both of the user's keys: the one made above and the fixture's.
+    assert_eq!(revoked["api_keys_revoked"], 2);
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/contacts", Some(&t.key), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

@@ -433,11 +433,13 @@ async fn serve_with_api_keys_and_sessions_and_no_secret_in_the_logs() {
     assert_eq!(bad.status.code(), Some(2));
 
     let port = free_port();
+    let metrics_port = free_port();
     let mut serve = Command::new(env!("CARGO_BIN_EXE_psa"));
     serve
         .arg("serve")
         .env("DATABASE_URL", &url)
         .env("PSA_BIND", format!("127.0.0.1:{port}"))
+        .env("PSA_METRICS_BIND", format!("127.0.0.1:{metrics_port}"))
         .env("RUST_LOG", "debug");
     let child = Running::spawn(serve);
     let base = format!("http://127.0.0.1:{port}");
@@ -456,6 +458,28 @@ async fn serve_with_api_keys_and_sessions_and_no_secret_in_the_logs() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(up, "psa serve did not become ready");
+    // `/metrics` on its own listener, not on the public port.
+    assert_eq!(
+        http.get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        reqwest::StatusCode::NOT_FOUND
+    );
+    let metrics = http
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert!(metrics.status().is_success());
+    assert!(
+        metrics
+            .text()
+            .await
+            .unwrap()
+            .contains("psa_login_failures_total")
+    );
     // The container health check.
     assert!(
         psa(None, &["probe", &format!("{base}/healthz")])

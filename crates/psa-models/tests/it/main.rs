@@ -4,6 +4,7 @@ mod audit_test;
 mod catalog;
 mod companies_test;
 mod contacts_test;
+mod credentials_test;
 mod errors;
 mod isolation;
 mod props;

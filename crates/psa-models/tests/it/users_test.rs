@@ -160,7 +160,9 @@ async fn an_invitation_works_once_and_only_the_newest_works() {
     let hash = password::hash(&secret("correct horse battery staple"))
         .await
         .unwrap();
-    auth_tokens::redeem(&mut conn, &found, &hash).await.unwrap();
+    auth_tokens::redeem(&mut conn, &found, Purpose::Invitation, &hash)
+        .await
+        .unwrap();
     let e = auth_tokens::find(&mut conn, Purpose::Invitation, &second_token)
         .await
         .unwrap_err();
@@ -257,7 +259,9 @@ async fn an_expired_link_and_a_deactivated_user_are_refused() {
             .is_err()
     );
     assert!(
-        auth_tokens::redeem(&mut conn, &found, "x").await.is_err(),
+        auth_tokens::redeem(&mut conn, &found, Purpose::Invitation, "x")
+            .await
+            .is_err(),
         "a link found before the deactivation is refused too"
     );
     let e = invitations::reissue(&mut conn, t, inv.user.user_id, &d, "cli")
