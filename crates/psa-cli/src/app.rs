@@ -53,3 +53,18 @@ pub async fn app(database_url: Option<&str>, services: Services<'_>) -> Result<A
     }
     Ok(app)
 }
+
+/// The operations layer with the platform's `settings` (or the defaults) and Temporal,
+/// connected only if an operation needs it: the tenant lifecycle's commands.
+pub async fn with_temporal(
+    database_url: Option<&str>,
+    settings: Option<TrackingArgs>,
+    wf: &WorkflowArgs,
+) -> Result<App, CliError> {
+    let services = Services {
+        settings: settings.as_ref(),
+        workflow: Some(wf),
+        ..Default::default()
+    };
+    app(database_url, services).await
+}

@@ -358,56 +358,31 @@ pub async fn tenant(
 ) -> Result<(), CliError> {
     use crate::app::{Services, app};
     use crate::lifecycle as lc;
+    // The lifecycle's commands: the platform's settings (when the command takes them) and
+    // Temporal, connected only if an operation needs it.
+    let lifecycle_app = |settings: Option<&TrackingArgs>| {
+        crate::app::with_temporal(database_url, settings.cloned(), wf)
+    };
     match command {
         TenantCommand::Show {
             tenant_id,
             tracking,
             json,
-        } => {
-            let settings = Some(&tracking);
-            let app = app(
-                database_url,
-                Services {
-                    settings,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            lc::show(&app, tenant_id, json).await
-        }
+        } => lc::show(&lifecycle_app(Some(&tracking)).await?, tenant_id, json).await,
         TenantCommand::Suspend {
             tenant_id,
             reason,
             tracking,
             json,
         } => {
-            let settings = Some(&tracking);
-            let app = app(
-                database_url,
-                Services {
-                    settings,
-                    ..Default::default()
-                },
-            )
-            .await?;
+            let app = lifecycle_app(Some(&tracking)).await?;
             lc::suspend(&app, tenant_id, &reason, json).await
         }
         TenantCommand::Reactivate {
             tenant_id,
             tracking,
             json,
-        } => {
-            let settings = Some(&tracking);
-            let app = app(
-                database_url,
-                Services {
-                    settings,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            lc::reactivate(&app, tenant_id, json).await
-        }
+        } => lc::reactivate(&lifecycle_app(Some(&tracking)).await?, tenant_id, json).await,
         TenantCommand::Cancel {
             tenant_id,
             reason,
@@ -415,27 +390,14 @@ pub async fn tenant(
             tracking,
             json,
         } => {
-            let services = Services {
-                settings: Some(&tracking),
-                workflow: Some(wf),
-                ..Default::default()
-            };
-            let app = app(database_url, services).await?;
+            let app = lifecycle_app(Some(&tracking)).await?;
             lc::cancel(&app, tenant_id, &reason, grace, json).await
         }
         TenantCommand::Restore {
             tenant_id,
             tracking,
             json,
-        } => {
-            let services = Services {
-                settings: Some(&tracking),
-                workflow: Some(wf),
-                ..Default::default()
-            };
-            let app = app(database_url, services).await?;
-            lc::restore(&app, tenant_id, json).await
-        }
+        } => lc::restore(&lifecycle_app(Some(&tracking)).await?, tenant_id, json).await,
         TenantCommand::Delete {
             tenant_id,
             confirm,
@@ -447,11 +409,7 @@ pub async fn tenant(
                     "deleting a tenant cannot be undone: add --confirm".into(),
                 ));
             }
-            let services = Services {
-                workflow: Some(wf),
-                ..Default::default()
-            };
-            let app = app(database_url, services).await?;
+            let app = lifecycle_app(None).await?;
             lc::delete(&app, tenant_id, Duration::from_secs(wait_seconds), json).await
         }
         TenantCommand::Export {

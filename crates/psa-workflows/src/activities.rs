@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use psa_models::audit::{Action, Actor};
+use psa_models::audit::Actor;
 use psa_models::companies;
 use psa_models::provisioning::{self, TrackingState};
 use psa_models::validate::{CompanyName, EmailAddress, FullName, PersonName, TagText};
@@ -109,27 +109,6 @@ where
         tracking_step(activity, &result);
     }
     result
-}
-
-pub(crate) async fn audit(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    actor: &Actor,
-    action: Action,
-    entity_type: &str,
-    entity_id: uuid::Uuid,
-    details: serde_json::Value,
-) -> Result<(), psa_models::Error> {
-    psa_models::audit::record(
-        conn,
-        tenant,
-        actor,
-        action,
-        entity_type,
-        Some(entity_id),
-        details,
-    )
-    .await
 }
 
 const WORKFLOW_ACTOR: &Actor = &Actor::Platform("provisioning");

@@ -162,13 +162,13 @@ async fn roll_back(
         .await?
         .map(|t| t.tenant)
     {
-        crate::activities::audit(
+        psa_models::audit::record(
             &mut tx,
             mgmt,
             ACTOR,
             psa_models::audit::Action::CutOff,
             "provisioning_run",
-            r.tenant_id.unwrap_or_default(),
+            Some(r.tenant_id.unwrap_or_default()),
             serde_json::json!({"workflow_id": r.workflow_id, "temporal_status": temporal_status}),
         )
         .await?;
