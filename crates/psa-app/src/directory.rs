@@ -35,6 +35,27 @@ fn changes<T: Serialize>(before: &T, after: &T) -> Value {
     Value::Object(out)
 }
 
+/// The keys of a company's properties that are the platform's: a managed tenant's customer
+/// record's link and lifecycle facts (also guarded in the database).
+pub const PLATFORM_KEYS: [&str; 4] = ["tenant_id", "tenant_status", "delete_after", "deleted_at"];
+
+/// Refuses properties that name one of the [`PLATFORM_KEYS`], naming it.
+fn refuse_platform_keys(properties: Option<&Map<String, Value>>) -> Result<()> {
+    if let Some(k) = properties
+        .into_iter()
+        .flat_map(|p| p.keys())
+        .find(|k| PLATFORM_KEYS.contains(&k.as_str()))
+    {
+        return Err(Error::validation(
+            format!("properties.{k}"),
+            format!(
+                "properties.{k} is set by the platform only (a managed tenant's customer record)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub async fn create_company(
     app: &App,
     who: &Principal,
@@ -44,6 +65,7 @@ pub async fn create_company(
     let mut tx = app
         .begin(who, tenant, Permission(Resource::Client, Access::Create))
         .await?;
+    refuse_platform_keys(input.properties.as_ref())?;
     let company = companies::create(&mut tx, tenant, input, Default::default()).await?;
     audit::record(
         &mut tx,
@@ -69,6 +91,7 @@ pub async fn update_company(
     let mut tx = app
         .begin(who, tenant, Permission(Resource::Client, Access::Update))
         .await?;
+    refuse_platform_keys(patch.properties.as_ref())?;
     let before = companies::get(&mut tx, tenant, id).await?;
     let after = companies::update(&mut tx, tenant, id, patch).await?;
     audit::record(
@@ -95,6 +118,21 @@ pub async fn delete_company(
         .begin(who, tenant, Permission(Resource::Client, Access::Delete))
         .await?;
     let before = companies::get(&mut tx, tenant, id).await?;
+    if let Some(managed) = before
+        .properties
+        .as_ref()
+        .and_then(|p| p.get("tenant_id"))
+        .and_then(Value::as_str)
+    {
+        return Err(Error::conflict(
+            None,
+            format!(
+                "{} is the customer record of tenant {managed}: it is removed with the tenant's \
+                 lifecycle (cancel the tenant), not deleted",
+                before.company_name
+            ),
+        ));
+    }
     companies::delete(&mut tx, tenant, id).await?;
     audit::record(
         &mut tx,

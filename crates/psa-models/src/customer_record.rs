@@ -110,6 +110,7 @@ pub async fn company(
         ));
         name = renamed;
     }
+    crate::db::as_platform(conn).await?;
     let properties = json!({
         "tenant_id": managed.to_string(),
         "tenant_name": tenant_name,
@@ -412,6 +413,7 @@ pub mod undo {
         company: CompanyId,
         actor: &Actor,
     ) -> Result<(), crate::Error> {
+        crate::db::as_platform(conn).await?;
         let result = companies::delete(conn, mgmt, company).await;
         removed(conn, mgmt, actor, "customer_company", company.0, result).await
     }

@@ -82,6 +82,17 @@ pub async fn leave_tenant(conn: &mut PgConnection) -> Result<()> {
     Ok(())
 }
 
+/// Declares the rest of the transaction one of the platform's own code paths (the provisioning
+/// run, reconcile, the lifecycle): the only ones that may write a customer record's link and
+/// lifecycle facts or remove one (the migration `customer_link_guard` refuses everything else
+/// done as the API's confined role).
+pub async fn as_platform(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query("SELECT set_config('psa.platform', 'on', true)")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Begins a transaction confined to `tenant` by row-level security.
 pub async fn begin_tenant(
     pool: &PgPool,

@@ -211,6 +211,16 @@ impl From<sqlx::Error> for Error {
                 let column = not_null_column(db.message());
                 Error::validation(column.clone(), format!("The {column} is required"))
             }
+            // The customer link guard (migration `customer_link_guard`).
+            Some("P0001") if constraint == "companies_customer_link" => Error::validation(
+                "properties",
+                "tenant_id, tenant_status, delete_after and deleted_at are set by the platform only",
+            ),
+            Some("P0001") if constraint == "companies_customer_record" => Error::conflict(
+                None,
+                "This company is a managed tenant's customer record: it is removed with the \
+                 tenant's lifecycle, not deleted",
+            ),
             Some("23514") | Some("22001") | Some("22P02") | Some("22003") => {
                 Error::validation(constraint.to_owned(), "The data is invalid")
             }

@@ -288,6 +288,7 @@ async fn mark_company(
     patch: serde_json::Value,
     inactive: Option<bool>,
 ) -> Result<()> {
+    db::as_platform(conn).await?;
     sqlx::query(
         "UPDATE companies SET properties = coalesce(properties, '{}') || $3, \
                 is_inactive = coalesce($4, is_inactive), updated_at = now() \
@@ -739,6 +740,7 @@ pub async fn restore(
         if undo.status == TenantStatus::Suspended || undo.suspended_tag {
             tag(conn, mgmt, c.company_id, &settings.tags.suspended).await?;
         }
+        db::as_platform(conn).await?;
         sqlx::query(
             "UPDATE companies SET properties = (coalesce(properties, '{}') - 'delete_after') || $3, \
                     is_inactive = coalesce($4, is_inactive), updated_at = now() \

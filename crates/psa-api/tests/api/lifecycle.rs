@@ -441,3 +441,135 @@ async fn the_audit_log_says_which_credential_did_what_and_filters_by_it() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body["error"]["fields"]["actor_kind"].is_string(), "{body}");
 }
+
+/// The customer link belongs to the platform: a management Finance user (who has
+/// `client:create|update`) cannot link a company to a tenant, re-point or mark a customer
+/// record, or delete one; each refusal names what it refuses, and nothing changes.
+#[tokio::test]
+async fn staff_cannot_rewrite_or_remove_a_customer_record() {
+    let (app, mgmt, acme) = platform().await;
+    let finance = app.user_with_role(mgmt.tenant, "Finance").await;
+    let f = Some(finance.as_str());
+    let (company_id, before): (uuid::Uuid, serde_json::Value) = sqlx::query_as(
+        "SELECT company_id, properties FROM companies WHERE tenant = $1 \
+           AND properties ->> 'tenant_id' = $2",
+    )
+    .bind(mgmt.tenant)
+    .bind(acme.tenant.to_string())
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    let companies_before: i64 = sqlx::query_scalar("SELECT count(*) FROM companies")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+
+    // 1. A new company claiming to be a tenant's customer record.
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/v1/companies",
+            f,
+            Some(json!({"company_name": "Impostor", "properties": {"tenant_id": acme.tenant}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["fields"]["properties.tenant_id"].is_string(), "{body}");
+    // 2. Re-pointing or marking the customer record.
+    for patch in [
+        json!({"properties": {"tenant_status": "deleted"}}),
+        json!({"properties": {"tenant_id": uuid::Uuid::new_v4()}}),
+        json!({"properties": {"delete_after": "2020-01-01T00:00:00Z"}}),
+    ] {
+        let (status, body) = app
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/companies/{company_id}"),
+                f,
+                Some(patch),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    }
+    // Other properties stay the staff's to edit.
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/companies/{company_id}"),
+            f,
+            Some(json!({"notes": "key account"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // 3. Deleting it.
+    let (status, body) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/companies/{company_id}"),
+            f,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&acme.tenant.to_string()),
+        "{body}"
+    );
+
+    let after: serde_json::Value = sqlx::query_scalar(
+        "SELECT properties FROM companies WHERE tenant = $1 AND company_id = $2",
+    )
+    .bind(mgmt.tenant)
+    .bind(company_id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(after, before, "the record is as it was");
+    let companies_after: i64 = sqlx::query_scalar("SELECT count(*) FROM companies")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(companies_after, companies_before);
+
+    // The database refuses the same as the API's confined role, whatever the code path, unless
+    // the transaction is the platform's.
+    let mut tx = psa_models::db::begin_tenant(&app.db.pool, mgmt.tenant)
+        .await
+        .unwrap();
+    let e = sqlx::query(
+        "UPDATE companies SET properties = properties || '{\"tenant_status\": \"deleted\"}' \
+         WHERE tenant = $1 AND company_id = $2",
+    )
+    .bind(mgmt.tenant)
+    .bind(company_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap_err();
+    assert_eq!(psa_models::Error::from(e).code(), "validation_error");
+    drop(tx);
+    let mut tx = psa_models::db::begin_tenant(&app.db.pool, mgmt.tenant)
+        .await
+        .unwrap();
+    let e = sqlx::query("DELETE FROM companies WHERE tenant = $1 AND company_id = $2")
+        .bind(mgmt.tenant)
+        .bind(company_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert_eq!(psa_models::Error::from(e).code(), "conflict");
+    drop(tx);
+    // The lifecycle (the platform's path, as the same role) still marks it.
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/suspend", acme.tenant),
+            Some(&mgmt.key),
+            Some(json!({"reason": "unpaid"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["customer_record"], "updated");
+}
