@@ -6,6 +6,7 @@
 //! `psa_models::users::has_permission`, and calls the same `psa_models` functions the workflow
 //! calls: no business rule lives in a handler.
 
+pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod companies;
@@ -157,6 +158,9 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(auth::login))
         .routes(routes!(audit::list))
+        .routes(routes!(api_keys::list_api_keys))
+        .routes(routes!(api_keys::revoke_api_key))
+        .routes(routes!(api_keys::revoke_api_keys_of_user))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::logout_everywhere))
         .routes(routes!(auth::accept_invitation))

@@ -2,7 +2,8 @@
 //! key's tenant (an administrator's power over the tenant's users).
 
 use chrono::{DateTime, Utc};
-use psa_models::credentials::{self, NewApiKey};
+use psa_models::audit::{self, Action};
+use psa_models::credentials::{self, ApiKeySummary, NewApiKey};
 use psa_models::{Result, TenantId, UserId};
 
 use crate::App;
@@ -64,4 +65,43 @@ pub async fn revoke(app: &App, who: &Principal, api_key_id: uuid::Uuid) -> Resul
     let revoked = credentials::revoke_api_key(&mut tx, api_key_id, &who.actor()).await?;
     tx.commit().await?;
     Ok(revoked)
+}
+
+/// The tenant's API keys, of one user when given, with when each was last used (`user:update`:
+/// the tenant's administrators).
+pub async fn list(
+    app: &App,
+    who: &Principal,
+    tenant: TenantId,
+    user: Option<UserId>,
+) -> Result<Vec<ApiKeySummary>> {
+    let mut tx = app.begin(who, tenant, MANAGE).await?;
+    let keys = credentials::list_api_keys(&mut tx, tenant, user).await?;
+    tx.rollback().await?;
+    Ok(keys)
+}
+
+/// Revokes every API key of `user` in one action (a lost laptop, a leaving employee); returns
+/// how many were active. Audited once, with the count.
+pub async fn revoke_all_of(
+    app: &App,
+    who: &Principal,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<u64> {
+    let mut tx = app.begin(who, tenant, MANAGE).await?;
+    psa_models::users::get(&mut tx, tenant, user).await?;
+    let n = credentials::revoke_api_keys_of(&mut tx, tenant, user).await?;
+    audit::record(
+        &mut tx,
+        tenant,
+        &who.actor(),
+        Action::Revoke,
+        "user",
+        Some(user.0),
+        serde_json::json!({"api_keys_revoked": n}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(n)
 }

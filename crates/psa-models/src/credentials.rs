@@ -332,3 +332,40 @@ pub async fn revoke_api_key(
     }
     Ok(revoked.is_some())
 }
+
+/// An API key as its tenant's administrators see it: never the key, only what it is and when it
+/// was last used.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApiKeySummary {
+    pub api_key_id: Uuid,
+    #[cfg_attr(feature = "openapi", schema(value_type = Uuid))]
+    pub user_id: UserId,
+    /// The user's email.
+    pub email: String,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The last request made with it (recorded at most once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The tenant's API keys (of one user, when given), newest first, revoked ones included.
+pub async fn list_api_keys(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: Option<UserId>,
+) -> Result<Vec<ApiKeySummary>> {
+    Ok(sqlx::query_as::<_, ApiKeySummary>(
+        "SELECT k.api_key_id, k.user_id, u.email, k.description, k.created_at, k.expires_at, \
+                k.last_used_at, k.revoked_at \
+         FROM api_keys k JOIN users u ON u.tenant = k.tenant AND u.user_id = k.user_id \
+         WHERE k.tenant = $1 AND ($2::uuid IS NULL OR k.user_id = $2) \
+         ORDER BY k.created_at DESC, k.api_key_id",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_all(conn)
+    .await?)
+}

@@ -44,6 +44,9 @@ struct UserRow {
     roles: Vec<Opt>,
     status: &'static str,
     is_me: bool,
+    /// The user's active API keys, and when one was last used ("" when none or never).
+    keys: usize,
+    keys_last_used: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -87,7 +90,11 @@ fn notice(done: &str) -> Option<String> {
         "resent" => Some("A new invitation went out; the previous link no longer works.".into()),
         "role" => Some("Role changed.".into()),
         "deactivated" => Some("Deactivated: the user's sessions and API keys stop working.".into()),
-        "reactivated" => Some("Reactivated.".into()),
+        "reactivated" => Some(
+            "Reactivated. Their earlier sessions and API keys stay ended: they sign in again."
+                .into(),
+        ),
+        "keys-revoked" => Some("The user's API keys are revoked: they stop working now.".into()),
         _ => None,
     }
 }
@@ -99,6 +106,19 @@ async fn users_page(
     errors: FieldErrors,
 ) -> Result<UsersPage, Refused> {
     let list = crate::users::list_users(state, &console.caller).await?;
+    // The keys are for those who may manage users (`user:update`); others see no key column.
+    let keys = match psa_app::api_keys::list(
+        &state.app,
+        &console.caller.principal(),
+        console.caller.tenant,
+        None,
+    )
+    .await
+    {
+        Ok(keys) => keys,
+        Err(psa_models::Error::Forbidden(_)) => Vec::new(),
+        Err(e) => return Err(ApiError::from(e).into()),
+    };
     Ok(UsersPage {
         nav: console.nav("users"),
         organisation: console.caller.tenant.to_string(),
@@ -124,6 +144,17 @@ async fn users_page(
                         UserStatus::Inactive => "inactive",
                     },
                     is_me: u.user_id == console.caller.user,
+                    keys: keys
+                        .iter()
+                        .filter(|k| k.user_id == u.user_id && k.revoked_at.is_none())
+                        .count(),
+                    keys_last_used: keys
+                        .iter()
+                        .filter(|k| k.user_id == u.user_id && k.revoked_at.is_none())
+                        .filter_map(|k| k.last_used_at)
+                        .max()
+                        .map(super::when)
+                        .unwrap_or_default(),
                 }
             })
             .collect(),
@@ -242,6 +273,12 @@ async fn one_click(
         "reactivate" => crate::users::set_inactive(state, caller, id, false)
             .await
             .map(|_| "reactivated"),
+        "revoke-keys" => {
+            psa_app::api_keys::revoke_all_of(&state.app, &caller.principal(), caller.tenant, id)
+                .await
+                .map(|_| "keys-revoked")
+                .map_err(ApiError::from)
+        }
         _ => return Err(super::not_found("page")),
     };
     after(state, &console, outcome).await

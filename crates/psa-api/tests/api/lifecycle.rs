@@ -474,7 +474,10 @@ async fn staff_cannot_rewrite_or_remove_a_customer_record() {
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(body["error"]["fields"]["properties.tenant_id"].is_string(), "{body}");
+    assert!(
+        body["error"]["fields"]["properties.tenant_id"].is_string(),
+        "{body}"
+    );
     // 2. Re-pointing or marking the customer record.
     for patch in [
         json!({"properties": {"tenant_status": "deleted"}}),

@@ -103,6 +103,9 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
     let expected: BTreeSet<(String, String)> = [
         ("POST", "/api/v1/auth/login"),
         ("GET", "/api/v1/audit-log"),
+        ("GET", "/api/v1/api-keys"),
+        ("DELETE", "/api/v1/api-keys/{id}"),
+        ("POST", "/api/v1/users/{id}/revoke-api-keys"),
         ("POST", "/api/v1/auth/logout"),
         ("POST", "/api/v1/auth/logout-all"),
         ("POST", "/api/v1/auth/password"),

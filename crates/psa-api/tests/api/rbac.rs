@@ -271,7 +271,8 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
                     || p.ends_with("/export")
                     || p.ends_with("/rotate-secret")
                     || p.ends_with("/test")
-                    || p.ends_with("/retry") =>
+                    || p.ends_with("/retry")
+                    || p.ends_with("/revoke-api-keys") =>
             {
                 return None;
             }

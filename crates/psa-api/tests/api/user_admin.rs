@@ -553,3 +553,77 @@ async fn a_password_change_can_revoke_the_users_api_keys() {
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn admins_see_when_keys_were_used_and_revoke_them_one_or_all() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("Acme").await;
+    let k = Some(t.key.as_str());
+    let tech = app.user_with_role(t.tenant, "Technician").await;
+    // Used once, so its last use is on record.
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/contacts", Some(&tech), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, list) = app.call(Method::GET, "/api/v1/api-keys", k, None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let keys = list["data"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{list}");
+    let tech_key = keys
+        .iter()
+        .find(|k| k["email"] == "technician@staff.example")
+        .unwrap();
+    assert!(tech_key["last_used_at"].is_string(), "{tech_key}");
+    assert!(tech_key.get("key").is_none() && tech_key.get("key_hash").is_none());
+    let tech_user = tech_key["user_id"].as_str().unwrap().to_owned();
+    // Only the tenant's administrators see them.
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/api-keys", Some(&tech), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // All of a user's keys in one action.
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/users/{tech_user}/revoke-api-keys"),
+            k,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["revoked"], 1);
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/contacts", Some(&tech), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // One key: another of the admin's.
+    let mut tx = app.db.pool.begin().await.unwrap();
+    let spare = psa_models::credentials::create_api_key(&mut tx, t.tenant, t.admin, Some("spare"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let path = format!("/api/v1/api-keys/{}", spare.api_key_id);
+    assert_eq!(
+        app.call(Method::DELETE, &path, k, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.call(Method::DELETE, &path, k, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let audited: Vec<(String, String)> = sqlx::query_as(
+        "SELECT action, entity_type FROM audit_log WHERE tenant = $1 AND action = 'revoke' \
+         ORDER BY created_at",
+    )
+    .bind(t.tenant)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        [
+            ("revoke".to_owned(), "user".to_owned()),
+            ("revoke".to_owned(), "api_key".to_owned())
+        ]
+    );
+}
