@@ -108,6 +108,11 @@ enum Command {
         #[arg(long, env = "PSA_SWEEP_INTERVAL_SECONDS", default_value_t = 60,
               value_parser = clap::value_parser!(u64).range(1..))]
         sweep_interval_seconds: u64,
+        /// Days export archives are kept, and after a tenant's deletion its personal data in
+        /// the platform's records (docs/operations.md, "What is kept").
+        #[arg(long, env = "PSA_EXPORT_RETENTION_DAYS", default_value_t = psa_models::retention::DEFAULT_DAYS,
+              value_parser = clap::value_parser!(u32).range(1..=3650))]
+        export_retention_days: u32,
         #[command(flatten)]
         tracking: temporal::TrackingArgs,
         #[command(flatten)]
@@ -237,6 +242,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
         Command::Worker {
             metrics_bind,
             sweep_interval_seconds,
+            export_retention_days,
             tracking,
             db,
         } => {
@@ -250,6 +256,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
                 &db,
                 metrics_bind,
                 std::time::Duration::from_secs(sweep_interval_seconds),
+                export_retention_days,
             )
             .await
         }

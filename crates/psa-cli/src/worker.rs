@@ -35,6 +35,7 @@ pub async fn worker(
     db: &config::DbTimeoutArgs,
     metrics_bind: SocketAddr,
     sweep_interval: Duration,
+    retention_days: u32,
 ) -> Result<(), CliError> {
     let tracking = tracking_args.settings();
     let store = exports.store()?;
@@ -78,6 +79,10 @@ pub async fn worker(
     tokio::spawn(psa_workflows::worker::housekeeping(
         workflows.clone(),
         sweep_interval,
+        psa_workflows::worker::Retention {
+            store: store.clone(),
+            keep: chrono::Duration::days(i64::from(retention_days)),
+        },
     ));
     // Webhook deliveries: this worker's dispatcher shares the work with every other worker's.
     let (stop_dispatch, dispatch_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -126,6 +126,14 @@ impl ExportStore {
         Ok(got.into_stream().map_err(std::io::Error::other))
     }
 
+    /// Removes an archive from the store; one already gone is removed too.
+    pub async fn remove(&self, key: &str) -> Result<()> {
+        match self.store.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
     /// Copies an archive out of the store into a local file.
     pub async fn download(&self, key: &str, out: &FsPath) -> Result<u64> {
         let mut file = tokio::fs::File::create(out).await.map_err(|e| {

@@ -27,6 +27,7 @@ pub mod lifecycle;
 pub mod mail;
 pub mod password;
 pub mod provisioning;
+pub mod retention;
 pub mod seeds;
 pub mod tags;
 pub mod tenants;

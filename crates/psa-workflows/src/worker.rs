@@ -262,11 +262,18 @@ pub async fn probe_dependencies(w: TenantWorkflows) {
     }
 }
 
+/// How long exports and a deleted tenant's personal data are kept (`psa_models::retention`).
+#[derive(Clone, Debug)]
+pub struct Retention {
+    pub store: psa_models::exports::ExportStore,
+    pub keep: chrono::Duration,
+}
+
 /// The worker's housekeeping, every `interval`: rolls back runs cut off half-way, starts
 /// deletions whose starter could not reach Temporal and tells deletions confirmed meanwhile,
-/// and refreshes the lifecycle and webhook gauges. Every worker runs it; each step is safe to
-/// run from many at once.
-pub async fn housekeeping(workflows: TenantWorkflows, interval: Duration) {
+/// applies the retention rules, and refreshes the lifecycle and webhook gauges. Every worker
+/// runs it; each step is safe to run from many at once.
+pub async fn housekeeping(workflows: TenantWorkflows, interval: Duration, retention: Retention) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -276,6 +283,18 @@ pub async fn housekeeping(workflows: TenantWorkflows, interval: Duration) {
         }
         if let Err(e) = crate::deletion::start_pending(&workflows).await {
             tracing::warn!(error = %e, "starting recorded deletions failed; will retry");
+        }
+        match psa_models::retention::expire(&workflows.pool, &retention.store, retention.keep).await
+        {
+            Ok(done) if done != Default::default() => {
+                tracing::info!(
+                    exports = done.exports,
+                    tenants_redacted = done.tenants_redacted,
+                    "retention: removed what its period had passed"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention pass failed; will retry"),
         }
         crate::deletion::observe_lifecycle(&workflows.pool).await;
         crate::webhooks::observe(&workflows.pool).await;

@@ -8,6 +8,7 @@ mod credentials_test;
 mod errors;
 mod isolation;
 mod props;
+mod retention_test;
 mod tags_test;
 mod tenants_test;
 mod users_test;

@@ -1,0 +1,130 @@
+//! Retention: export archives and their records go once older than the period (a pending
+//! deletion's export stays); a tenant deleted longer ago than the period loses its personal
+//! data from the platform's records.
+
+use psa_models::exports::ExportStore;
+use psa_models::retention;
+
+use super::*;
+
+#[tokio::test]
+async fn old_exports_go_and_a_deleted_tenants_personal_data_is_redacted() {
+    let db = db().await;
+    let dir = std::env::temp_dir().join(format!("psa-retention-{}", uuid::Uuid::new_v4()));
+    let store = ExportStore::local(&dir).unwrap();
+    let gone = TenantId::new();
+    let keep = chrono::Duration::days(30);
+    let export = |name: &str, age_days: i64| {
+        let (pool, name) = (db.pool.clone(), name.to_owned());
+        let dir = dir.clone();
+        async move {
+            std::fs::write(dir.join(&name), b"archive").unwrap();
+            let id = uuid::Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO tenant_exports (export_id, tenant_id, requested_by, purpose, status, \
+                                             location, created_at) \
+                 VALUES ($1, $2, 'test', 'request', 'completed', $3, \
+                         now() - make_interval(days => $4))",
+            )
+            .bind(id)
+            .bind(gone)
+            .bind(&name)
+            .bind(age_days as i32)
+            .execute(&pool)
+            .await
+            .unwrap();
+            id
+        }
+    };
+    let old = export("old.tar.gz", 40).await;
+    let recent = export("recent.tar.gz", 5).await;
+    let held = export("held.tar.gz", 40).await;
+    // A pending deletion holds its export however old; a deletion ended 40 days ago has its
+    // tenant's personal data redacted.
+    for (wf, status, export, ended_days) in [
+        ("wf-pending", "pending", held, None::<i32>),
+        ("wf-deleted", "deleted", recent, Some(40)),
+    ] {
+        sqlx::query(
+            "INSERT INTO tenant_deletions (workflow_id, tenant_id, tenant_name, reason, \
+                 requested_by, delete_after, status, export_id, ended_at) \
+             VALUES ($1, $2, 'Gone Co', 'left', 'test', now(), $3, $4, \
+                     now() - make_interval(days => $5))",
+        )
+        .bind(wf)
+        .bind(if status == "pending" {
+            TenantId::new()
+        } else {
+            gone
+        })
+        .bind(status)
+        .bind(export)
+        .bind(ended_days.unwrap_or(0))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO tenant_provisioning (workflow_id, tenant_id, tenant_name, admin_email, \
+                                          requested_by) \
+         VALUES ('tenant-creation-gone', $1, 'Gone Co', 'pat@gone.example', 'test')",
+    )
+    .bind(gone)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO events (event_id, event_type, tenant_id, data) VALUES ($1, 'tenant.created', $2, \
+         '{\"name\": \"Gone Co\", \"admin\": {\"email\": \"pat@gone.example\", \"full_name\": \"Pat Gone\"}}')",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(gone)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let done = retention::expire(&db.pool, &store, keep).await.unwrap();
+    assert_eq!(
+        done,
+        retention::Expired {
+            exports: 1,
+            tenants_redacted: 1
+        }
+    );
+    let left: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT export_id FROM tenant_exports ORDER BY 1")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let mut expected = vec![recent, held];
+    expected.sort();
+    assert_eq!(
+        left, expected,
+        "the old export went, the recent and the held stayed"
+    );
+    assert!(!dir.join("old.tar.gz").exists());
+    assert!(dir.join("held.tar.gz").exists() && dir.join("recent.tar.gz").exists());
+    let email: String =
+        sqlx::query_scalar("SELECT admin_email FROM tenant_provisioning WHERE tenant_id = $1")
+            .bind(gone)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(email, "redacted");
+    let data: serde_json::Value =
+        sqlx::query_scalar("SELECT data FROM events WHERE tenant_id = $1")
+            .bind(gone)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        data,
+        serde_json::json!({"name": "Gone Co", "admin": {"email": "redacted", "full_name": "redacted"}})
+    );
+    // A second pass has nothing left to do.
+    assert_eq!(
+        retention::expire(&db.pool, &store, keep).await.unwrap(),
+        retention::Expired::default()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
