@@ -102,6 +102,7 @@ async fn old_exports_go_and_a_deleted_tenants_personal_data_is_redacted() {
         left, expected,
         "the old export went, the recent and the held stayed"
     );
+    assert!(!left.contains(&old));
     assert!(!dir.join("old.tar.gz").exists());
     assert!(dir.join("held.tar.gz").exists() && dir.join("recent.tar.gz").exists());
     let email: String =
