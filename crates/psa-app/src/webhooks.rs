@@ -2,13 +2,14 @@
 //! `webhook:read|create|update|delete`. Every change is audited in the management tenant; a
 //! signing secret is minted and sealed here, and shown once (when created or rotated).
 
+use psa_models::audit::{self, Action};
 use psa_models::db::{Page, PageRequest};
 use psa_models::webhooks::{
     self, AddressPolicy, By, Delivery, DeliveryDetails, DeliveryStatus, Endpoint, EndpointPatch,
     NewEndpoint,
 };
 use psa_models::{Error, Result, TenantId};
-use psa_workflows::secret::SecretKey;
+use psa_workflows::secret::{Sealed, SecretKey};
 use secrecy::SecretString;
 use uuid::Uuid;
 
@@ -32,13 +33,18 @@ pub struct WithSecret {
     pub secret: SecretString,
 }
 
-/// A new signing secret, and the same sealed for the database.
-fn new_secret(app: &App) -> Result<(SecretString, String)> {
-    let key = app.webhooks.key.as_ref().ok_or_else(|| {
+/// The sealing key, or `Unavailable` where this process has none.
+fn key(app: &App) -> Result<&SecretKey> {
+    app.webhooks.key.as_ref().ok_or_else(|| {
         Error::unavailable("This server has no PSA_SECRET_KEY: webhook secrets cannot be sealed")
-    })?;
+    })
+}
+
+/// A new signing secret for the endpoint `id`, and the same sealed for the database (bound to
+/// that endpoint: it opens for no other).
+fn new_secret(app: &App, id: Uuid) -> Result<(SecretString, String)> {
     let secret = psa_workflows::webhooks::new_secret();
-    let sealed = key.seal(&secret);
+    let sealed = key(app)?.seal_for(&secret, Sealed::WebhookSecret, &id.to_string());
     Ok((secret, sealed))
 }
 
@@ -72,10 +78,18 @@ pub async fn create(app: &App, who: &Principal, new: &NewEndpoint) -> Result<Wit
     let (mut tx, mgmt) = app
         .begin_management(who, permission(Access::Create))
         .await?;
-    let (secret, sealed) = new_secret(app)?;
+    let id = Uuid::new_v4();
+    let (secret, sealed) = new_secret(app, id)?;
     let actor = who.actor();
-    let endpoint =
-        webhooks::create(&mut tx, new, app.webhooks.policy, &sealed, by(mgmt, &actor)).await?;
+    let endpoint = webhooks::create(
+        &mut tx,
+        id,
+        new,
+        app.webhooks.policy,
+        &sealed,
+        by(mgmt, &actor),
+    )
+    .await?;
     tx.commit().await?;
     Ok(WithSecret { endpoint, secret })
 }
@@ -116,7 +130,7 @@ pub async fn rotate(app: &App, who: &Principal, id: Uuid) -> Result<WithSecret> 
     let (mut tx, mgmt) = app
         .begin_management(who, permission(Access::Update))
         .await?;
-    let (secret, sealed) = new_secret(app)?;
+    let (secret, sealed) = new_secret(app, id)?;
     let actor = who.actor();
     let endpoint =
         webhooks::rotate_secret(&mut tx, id, &sealed, ROTATION_OVERLAP, by(mgmt, &actor)).await?;
@@ -177,3 +191,60 @@ pub async fn retry(
     tx.commit().await?;
     Ok(d)
 }
+
+/// What a reseal moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Resealed {
+    /// Sealed values moved to the current key (and bound to their endpoint).
+    pub resealed: u64,
+    /// Values already current.
+    pub current: u64,
+}
+
+/// Moves every stored sealed secret to the current key (`psa secrets reseal`, after adding a new
+/// `PSA_SECRET_KEY` and keeping the old one in `PSA_SECRET_KEY_PREVIOUS`): each is opened with
+/// whichever key sealed it and sealed again, bound to its endpoint, in one transaction; audited
+/// in the management tenant. Afterwards the previous key can be dropped.
+pub async fn reseal(app: &App, who: &Principal) -> Result<Resealed> {
+    let key = key(app)?;
+    let (mut tx, mgmt) = app
+        .begin_management(who, permission(Access::Update))
+        .await?;
+    let mut out = Resealed::default();
+    for (id, secret, previous) in webhooks::sealed_secrets(&mut tx).await? {
+        let row = id.to_string();
+        let again = |sealed: &str| -> Result<String> {
+            let open = key
+                .open_for(sealed, Sealed::WebhookSecret, &row)
+                .map_err(|e| Error::internal(ResealError(id, e.to_string())))?;
+            Ok(key.seal_for(&open, Sealed::WebhookSecret, &row))
+        };
+        let stale =
+            !key.is_current(&secret) || previous.as_deref().is_some_and(|p| !key.is_current(p));
+        if !stale {
+            out.current += 1;
+            continue;
+        }
+        let previous = previous.as_deref().map(again).transpose()?;
+        webhooks::reseal(&mut tx, id, &again(&secret)?, previous.as_deref()).await?;
+        out.resealed += 1;
+    }
+    audit::record(
+        &mut tx,
+        mgmt,
+        &who.actor(),
+        Action::Reseal,
+        "webhook_endpoint",
+        None,
+        serde_json::json!({"resealed": out.resealed, "current": out.current,
+                           "key_id": key.current_id()}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// A sealed secret no configured key opens.
+#[derive(Debug, thiserror::Error)]
+#[error("the secret of webhook endpoint {0} cannot be opened with the configured keys: {1}")]
+struct ResealError(Uuid, String);

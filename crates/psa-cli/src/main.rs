@@ -12,6 +12,7 @@ mod lifecycle;
 mod management;
 mod migrate;
 mod probe;
+mod secrets;
 mod serve;
 mod temporal;
 mod tenant;
@@ -146,6 +147,11 @@ enum Command {
         #[command(subcommand)]
         command: customers::CustomersCommand,
     },
+    /// Secrets the platform keeps sealed under PSA_SECRET_KEY.
+    Secrets {
+        #[command(subcommand)]
+        command: secrets::SecretsCommand,
+    },
     /// What happened to tenants and customers (docs/events.md).
     Events {
         #[command(subcommand)]
@@ -203,10 +209,25 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
         cli.workflow.secret_key_file.as_deref(),
     )? {
         None => None,
-        Some(raw) => Some(
-            psa_workflows::secret::SecretKey::from_base64(&raw)
-                .map_err(|e| CliError::Usage(e.to_string()))?,
-        ),
+        Some(raw) => {
+            let key = psa_workflows::secret::SecretKey::from_base64(&raw)
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            // Older keys, kept for reading what they sealed until `psa secrets reseal`.
+            let previous_file =
+                std::env::var_os("PSA_SECRET_KEY_PREVIOUS_FILE").map(std::path::PathBuf::from);
+            let previous = config::secret_from_env_or_file(
+                "PSA_SECRET_KEY_PREVIOUS",
+                "PSA_SECRET_KEY_PREVIOUS_FILE",
+                previous_file.as_deref(),
+            )?
+            .unwrap_or_default();
+            Some(key.with_previous(&previous).map_err(|_| {
+                CliError::Usage(
+                    "PSA_SECRET_KEY_PREVIOUS must be base64 keys of 32 bytes, comma separated"
+                        .into(),
+                )
+            })?)
+        }
     };
     match cli.command {
         Command::Migrate { json } => migrate::run(cli.database_url.as_deref(), json).await,
@@ -289,6 +310,15 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             customers::customers(cli.database_url.as_deref(), command).await
         }
         Command::Events { command } => events::run(cli.database_url.as_deref(), command).await,
+        Command::Secrets { command } => {
+            secrets::run(
+                cli.database_url.as_deref(),
+                &cli.workflow,
+                &cli.webhooks,
+                command,
+            )
+            .await
+        }
         Command::Webhooks { command } => {
             webhooks::webhooks(
                 cli.database_url.as_deref(),

@@ -227,6 +227,8 @@ pub enum Action {
     RotateSecret,
     RetryDelivery,
     Test,
+    /// Stored secrets moved to the current sealing key.
+    Reseal,
 }
 
 impl Action {
@@ -262,6 +264,7 @@ impl Action {
         Action::RotateSecret,
         Action::RetryDelivery,
         Action::Test,
+        Action::Reseal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -297,6 +300,7 @@ impl Action {
             Action::RotateSecret => "rotate_secret",
             Action::RetryDelivery => "retry_delivery",
             Action::Test => "test",
+            Action::Reseal => "reseal",
         }
     }
 

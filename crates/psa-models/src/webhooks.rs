@@ -235,9 +235,11 @@ fn event_types(raw: &[String]) -> Result<Vec<String>> {
     Ok(types)
 }
 
-/// Creates an endpoint whose secret, sealed by the caller, is `secret_sealed`.
+/// Creates the endpoint `id` (minted by the caller, who seals its secret for that id) whose
+/// secret, sealed, is `secret_sealed`.
 pub async fn create(
     conn: &mut PgConnection,
+    id: Uuid,
     new: &NewEndpoint,
     policy: AddressPolicy,
     secret_sealed: &str,
@@ -253,7 +255,7 @@ pub async fn create(
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
         endpoint_columns!()
     ))
-    .bind(Uuid::new_v4())
+    .bind(id)
     .bind(url.as_str())
     .bind(description)
     .bind(types)
@@ -949,6 +951,40 @@ async fn endpoint_failed(
         }
         Some(_) => {}
     }
+    Ok(())
+}
+
+/// Every endpoint's sealed secrets (the current one and the previous one while it still signs),
+/// for a reseal under a new key.
+pub async fn sealed_secrets(
+    conn: &mut PgConnection,
+) -> Result<Vec<(Uuid, String, Option<String>)>> {
+    db::leave_tenant(conn).await?;
+    Ok(sqlx::query_as(
+        "SELECT endpoint_id, secret_sealed, previous_secret_sealed FROM webhook_endpoints \
+         ORDER BY endpoint_id FOR UPDATE",
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Replaces an endpoint's sealed secrets with the same secrets sealed again.
+pub async fn reseal(
+    conn: &mut PgConnection,
+    id: Uuid,
+    secret_sealed: &str,
+    previous_secret_sealed: Option<&str>,
+) -> Result<()> {
+    db::leave_tenant(conn).await?;
+    sqlx::query(
+        "UPDATE webhook_endpoints SET secret_sealed = $2, previous_secret_sealed = $3 \
+         WHERE endpoint_id = $1",
+    )
+    .bind(id)
+    .bind(secret_sealed)
+    .bind(previous_secret_sealed)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -104,15 +104,21 @@ async fn main() {
         allow_private: true,
     };
     let mut tx = pool.begin().await.unwrap();
+    let id = uuid::Uuid::new_v4();
     webhooks::create(
         &mut tx,
+        id,
         &NewEndpoint {
             url,
             description: None,
             event_types: vec![],
         },
         policy,
-        &key.seal(&secret),
+        &key.seal_for(
+            &secret,
+            psa_workflows::secret::Sealed::WebhookSecret,
+            &id.to_string(),
+        ),
         By {
             management_tenant: mgmt,
             actor: &psa_models::audit::Actor::Platform("worker"),

@@ -1050,7 +1050,11 @@ impl TenantActivities {
             }
             Delivered::Shown(url) => Ok(WelcomeOut {
                 status: WelcomeStatus::Disabled,
-                invitation_link_sealed: Some(self.key.seal(&url)),
+                invitation_link_sealed: Some(self.key.seal_for(
+                    &url,
+                    crate::secret::Sealed::InvitationLink,
+                    &input.workflow_id,
+                )),
             }),
         }
     }

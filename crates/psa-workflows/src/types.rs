@@ -467,9 +467,14 @@ impl TenantCreationResult {
     /// (`psa tenant create`, `psa demo`) when the worker sends no mail: opened with `key`. No
     /// other read of a run shows it; it stops working once used, superseded or expired.
     pub fn invitation_link(&self, key: &crate::secret::SecretKey) -> Option<secrecy::SecretString> {
-        self.invitation_link_sealed
-            .as_deref()
-            .and_then(|sealed| key.open(sealed).ok())
+        self.invitation_link_sealed.as_deref().and_then(|sealed| {
+            key.open_for(
+                sealed,
+                crate::secret::Sealed::InvitationLink,
+                &self.workflow_id,
+            )
+            .ok()
+        })
     }
 
     /// The result for a caller.

@@ -101,7 +101,11 @@ fn signature(key: &SecretKey, c: &Claimed, timestamp: i64, body: &[u8]) -> Resul
     let mut sigs = Vec::new();
     for sealed in std::iter::once(&c.secret_sealed).chain(c.previous_secret_sealed.as_ref()) {
         let secret = key
-            .open(sealed)
+            .open_for(
+                sealed,
+                crate::secret::Sealed::WebhookSecret,
+                &c.endpoint_id.to_string(),
+            )
             .map_err(|e| format!("the endpoint's secret: {e}"))?;
         let webhook = standardwebhooks::Webhook::new(secret.expose_secret())
             .map_err(|_| "the endpoint's secret is not a whsec_ secret".to_owned())?;

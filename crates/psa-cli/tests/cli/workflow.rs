@@ -1712,3 +1712,93 @@ async fn cancel_run_stops_a_run_before_its_next_step() {
             .unwrap();
     assert_eq!(tenants, 0, "nothing of the tenant is left");
 }
+
+/// The sealing key rotated: with the new key current and the old one kept for reading, `psa
+/// secrets reseal` moves every stored webhook secret to the new key, after which the old key
+/// opens nothing; a sealed secret opens only as what and for whom it was sealed.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_resealed_after_a_key_rotation_and_bound_to_their_purpose() {
+    use psa_workflows::secret::{Sealed, SecretKey};
+    use secrecy::ExposeSecret;
+    let s = Setup::new().await;
+    let out = s.run(&["webhooks", "add", "https://hooks.example/rotate", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let added = last_json(&out);
+    let (id, secret) = (
+        added["endpoint_id"].as_str().unwrap().to_owned(),
+        added["secret"].as_str().unwrap().to_owned(),
+    );
+    let old = SecretKey::from_base64(&s.key).unwrap();
+    let new_b64 = SecretKey::generate_base64();
+    let new = SecretKey::from_base64(&new_b64).unwrap();
+    let sealed = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT secret_sealed FROM webhook_endpoints WHERE endpoint_id = $1::uuid",
+        )
+        .bind(&id)
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap()
+    };
+    let before = sealed().await;
+    assert!(!before.contains(&secret));
+    // Bound to its purpose and its endpoint.
+    assert!(old.open_for(&before, Sealed::InvitationLink, &id).is_err());
+    assert!(
+        old.open_for(
+            &before,
+            Sealed::WebhookSecret,
+            &uuid::Uuid::new_v4().to_string()
+        )
+        .is_err()
+    );
+    assert_eq!(
+        old.open_for(&before, Sealed::WebhookSecret, &id)
+            .unwrap()
+            .expose_secret(),
+        secret
+    );
+
+    let reseal = |previous: Option<&str>| {
+        let mut c = s.cmd(&["secrets", "reseal", "--json"]);
+        c.env("PSA_SECRET_KEY", &new_b64);
+        match previous {
+            Some(p) => c.env("PSA_SECRET_KEY_PREVIOUS", p),
+            None => c.env_remove("PSA_SECRET_KEY_PREVIOUS"),
+        };
+        c.output().unwrap()
+    };
+    // Without the old key the secret cannot be opened: the reseal fails and changes nothing.
+    let out = reseal(None);
+    assert_eq!(code(&out), 1, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sealed().await, before);
+    let out = reseal(Some(&s.key));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(last_json(&out)["resealed"], 1);
+    let after = sealed().await;
+    assert!(new.is_current(&after));
+    assert_eq!(
+        new.open_for(&after, Sealed::WebhookSecret, &id)
+            .unwrap()
+            .expose_secret(),
+        secret
+    );
+    assert!(old.open_for(&after, Sealed::WebhookSecret, &id).is_err());
+    // Again: nothing left to move.
+    let out = reseal(Some(&s.key));
+    assert_eq!(last_json(&out)["resealed"], 0);
+    assert_eq!(last_json(&out)["current"], 1);
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'reseal'")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(audited, 2);
+}

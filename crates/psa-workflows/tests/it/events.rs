@@ -37,15 +37,21 @@ async fn endpoint(env: &Env, receiver: &WebhookReceiver, types: &[&str]) -> Uuid
     assert!(secret.expose_secret().starts_with("whsec_"));
     receiver.set_secrets(&[secret.expose_secret()]);
     let mut tx = env.db.pool.begin().await.unwrap();
+    let id = uuid::Uuid::new_v4();
     let e = webhooks::create(
         &mut tx,
+        id,
         &NewEndpoint {
             url: receiver.url(),
             description: Some("test receiver".into()),
             event_types: types.iter().map(|t| t.to_string()).collect(),
         },
         LOOPBACK,
-        &env.key.seal(&secret),
+        &env.key.seal_for(
+            &secret,
+            psa_workflows::secret::Sealed::WebhookSecret,
+            &id.to_string(),
+        ),
         By {
             management_tenant: env.mgmt,
             actor: TESTER,
@@ -506,6 +512,7 @@ async fn deliveries_refuse_private_addresses_unless_allowed() {
     let mut tx = env.db.pool.begin().await.unwrap();
     let e = webhooks::create(
         &mut tx,
+        uuid::Uuid::new_v4(),
         &NewEndpoint {
             url: receiver.url(),
             description: None,
