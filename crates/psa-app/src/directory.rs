@@ -39,6 +39,17 @@ fn changes<T: Serialize>(before: &T, after: &T) -> Value {
 /// record's link and lifecycle facts (also guarded in the database).
 pub const PLATFORM_KEYS: [&str; 4] = ["tenant_id", "tenant_status", "delete_after", "deleted_at"];
 
+/// Whether `tenant` is the management tenant (where customer records live; elsewhere the
+/// [`PLATFORM_KEYS`] are plain data).
+async fn is_management(conn: &mut sqlx::PgConnection, tenant: TenantId) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT coalesce((SELECT is_management FROM tenants WHERE tenant = $1), false)",
+    )
+    .bind(tenant)
+    .fetch_one(conn)
+    .await?)
+}
+
 /// Refuses properties that name one of the [`PLATFORM_KEYS`], naming it.
 fn refuse_platform_keys(properties: Option<&Map<String, Value>>) -> Result<()> {
     if let Some(k) = properties
@@ -65,7 +76,9 @@ pub async fn create_company(
     let mut tx = app
         .begin(who, tenant, Permission(Resource::Client, Access::Create))
         .await?;
-    refuse_platform_keys(input.properties.as_ref())?;
+    if is_management(&mut tx, tenant).await? {
+        refuse_platform_keys(input.properties.as_ref())?;
+    }
     let company = companies::create(&mut tx, tenant, input, Default::default()).await?;
     audit::record(
         &mut tx,
@@ -91,7 +104,9 @@ pub async fn update_company(
     let mut tx = app
         .begin(who, tenant, Permission(Resource::Client, Access::Update))
         .await?;
-    refuse_platform_keys(patch.properties.as_ref())?;
+    if is_management(&mut tx, tenant).await? {
+        refuse_platform_keys(patch.properties.as_ref())?;
+    }
     let before = companies::get(&mut tx, tenant, id).await?;
     let after = companies::update(&mut tx, tenant, id, patch).await?;
     audit::record(
@@ -118,11 +133,14 @@ pub async fn delete_company(
         .begin(who, tenant, Permission(Resource::Client, Access::Delete))
         .await?;
     let before = companies::get(&mut tx, tenant, id).await?;
-    if let Some(managed) = before
+    let managed = before
         .properties
         .as_ref()
         .and_then(|p| p.get("tenant_id"))
         .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let Some(managed) = managed
+        && is_management(&mut tx, tenant).await?
     {
         return Err(Error::conflict(
             None,

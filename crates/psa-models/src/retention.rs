@@ -33,7 +33,9 @@ pub async fn expire(pool: &PgPool, store: &ExportStore, keep: chrono::Duration) 
     let mut out = Expired::default();
     let due: Vec<(Uuid, Option<String>)> = sqlx::query_as(
         "SELECT e.export_id, e.location FROM tenant_exports e \
-         WHERE e.created_at < now() - make_interval(secs => $1) AND e.status <> 'running' \
+         WHERE e.created_at < now() - make_interval(secs => $1) \
+           AND (e.status <> 'running' OR e.created_at < now() - make_interval(secs => $1) \
+                                                                - interval '1 day') \
            AND NOT EXISTS (SELECT 1 FROM tenant_deletions d \
                            WHERE d.export_id = e.export_id AND d.status = 'pending') \
          ORDER BY e.created_at LIMIT 100",
@@ -42,16 +44,12 @@ pub async fn expire(pool: &PgPool, store: &ExportStore, keep: chrono::Duration) 
     .fetch_all(pool)
     .await?;
     for (id, location) in due {
-        // The archive first: a record without its archive is harmless, an archive nobody can
-        // find is not.
-        if let Some(key) = location {
-            store.remove(&key).await?;
+        // One archive that cannot be removed holds up neither the others nor the redactions.
+        match expire_export(pool, store, id, location.as_deref()).await {
+            Ok(()) => out.exports += 1,
+            Err(e) => tracing::warn!(export_id = %id, error = %e,
+                "cannot remove an expired export; will retry"),
         }
-        sqlx::query("DELETE FROM tenant_exports WHERE export_id = $1")
-            .bind(id)
-            .execute(pool)
-            .await?;
-        out.exports += 1;
     }
     let deleted: Vec<(String, TenantId)> = sqlx::query_as(
         "SELECT workflow_id, tenant_id FROM tenant_deletions \
@@ -64,6 +62,17 @@ pub async fn expire(pool: &PgPool, store: &ExportStore, keep: chrono::Duration) 
     .await?;
     for (workflow_id, tenant) in deleted {
         let mut tx = pool.begin().await?;
+        // Claimed: another worker's pass skips it, and a pass that finds it done does nothing.
+        let claimed: Option<String> = sqlx::query_scalar(
+            "SELECT workflow_id FROM tenant_deletions \
+             WHERE workflow_id = $1 AND redacted_at IS NULL FOR UPDATE SKIP LOCKED",
+        )
+        .bind(&workflow_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if claimed.is_none() {
+            continue;
+        }
         sqlx::query(
             "UPDATE tenant_provisioning SET admin_email = 'redacted', updated_at = now() \
              WHERE tenant_id = $1",
@@ -93,6 +102,24 @@ pub async fn expire(pool: &PgPool, store: &ExportStore, keep: chrono::Duration) 
         out.tenants_redacted += 1;
     }
     Ok(out)
+}
+
+/// Removes an expired export: the archive first (a record without its archive is harmless, an
+/// archive nobody can find is not), then its record.
+async fn expire_export(
+    pool: &PgPool,
+    store: &ExportStore,
+    id: Uuid,
+    location: Option<&str>,
+) -> Result<()> {
+    if let Some(key) = location {
+        store.remove(key).await?;
+    }
+    sqlx::query("DELETE FROM tenant_exports WHERE export_id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// Replaces, at any depth, the values of keys that name a person (emails, names, phone

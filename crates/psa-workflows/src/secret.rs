@@ -94,9 +94,13 @@ impl SecretKey {
         })
     }
 
-    /// With older keys kept for reading (`PSA_SECRET_KEY_PREVIOUS`, comma separated).
+    /// With older keys kept for reading (`PSA_SECRET_KEY_PREVIOUS`: separated by commas or
+    /// white space, so a file may hold one per line).
     pub fn with_previous(mut self, previous: &str) -> Result<Self, SecretError> {
-        for k in previous.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        for k in previous
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|k| !k.is_empty())
+        {
             self.previous.push(Cipher::from_base64(k)?);
         }
         Ok(self)

@@ -99,6 +99,11 @@ fn notice(done: &str) -> Option<String> {
     }
 }
 
+/// A key that still works: neither revoked nor expired.
+fn usable(k: &psa_models::credentials::ApiKeySummary) -> bool {
+    k.revoked_at.is_none() && k.expires_at.is_none_or(|at| at > chrono::Utc::now())
+}
+
 async fn users_page(
     state: &AppState,
     console: &Console,
@@ -146,11 +151,11 @@ async fn users_page(
                     is_me: u.user_id == console.caller.user,
                     keys: keys
                         .iter()
-                        .filter(|k| k.user_id == u.user_id && k.revoked_at.is_none())
+                        .filter(|k| k.user_id == u.user_id && usable(k))
                         .count(),
                     keys_last_used: keys
                         .iter()
-                        .filter(|k| k.user_id == u.user_id && k.revoked_at.is_none())
+                        .filter(|k| k.user_id == u.user_id && usable(k))
                         .filter_map(|k| k.last_used_at)
                         .max()
                         .map(super::when)
