@@ -581,6 +581,57 @@ async fn each_operation_does_the_same_through_the_api_the_console_and_the_cli() 
                 "{door:?} {action}"
             );
         }
+
+        // An API key revoked (the API and the CLI offer it; the console revokes all of a
+        // user's, another operation).
+        if !matches!(door, Door::Console) {
+            let mgmt = psa_models::TenantId(uuid::Uuid::parse_str(&d.s.mgmt).unwrap());
+            let admin: uuid::Uuid = sqlx::query_scalar(
+                "SELECT user_id FROM users WHERE email = 'olga@nineminds.example'",
+            )
+            .fetch_one(&d.s.db.pool)
+            .await
+            .unwrap();
+            let mut tx = d.s.db.pool.begin().await.unwrap();
+            let spare = psa_models::credentials::create_api_key(
+                &mut tx,
+                mgmt,
+                psa_models::UserId(admin),
+                Some("spare"),
+            )
+            .await
+            .unwrap()
+            .api_key_id;
+            tx.commit().await.unwrap();
+            match door {
+                Door::Api => {
+                    let (status, body) = d
+                        .api(Method::DELETE, &format!("/api/v1/api-keys/{spare}"), None)
+                        .await;
+                    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+                }
+                _ => {
+                    let out = d.cli(&["api-key", "revoke", &spare.to_string()]);
+                    assert!(
+                        out.status.success(),
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+            let revoked: Option<chrono::DateTime<chrono::Utc>> =
+                sqlx::query_scalar("SELECT revoked_at FROM api_keys WHERE api_key_id = $1")
+                    .bind(spare)
+                    .fetch_one(&d.s.db.pool)
+                    .await
+                    .unwrap();
+            assert!(revoked.is_some(), "{door:?}");
+            assert_eq!(
+                d.audited("revoke", &spare.to_string()).await,
+                vec![kind.to_owned()],
+                "{door:?} revoke"
+            );
+        }
     }
 }
 
