@@ -104,10 +104,26 @@ pub async fn update_company(
     let mut tx = app
         .begin(who, tenant, Permission(Resource::Client, Access::Update))
         .await?;
-    if is_management(&mut tx, tenant).await? {
+    let management = is_management(&mut tx, tenant).await?;
+    if management {
         refuse_platform_keys(patch.properties.as_ref())?;
     }
     let before = companies::get(&mut tx, tenant, id).await?;
+    // A canceled or deleted tenant's customer record stays inactive: the lifecycle made it so,
+    // and a restore puts back what the cancel changed.
+    let ended = before
+        .properties
+        .as_ref()
+        .and_then(|p| p.get("tenant_status"))
+        .and_then(Value::as_str)
+        .is_some_and(|s| s == "canceled" || s == "deleted");
+    if management && ended && patch.is_inactive.is_some_and(|i| i != before.is_inactive) {
+        return Err(Error::validation(
+            "is_inactive",
+            "This is a canceled tenant's customer record: it stays inactive unless the tenant \
+             is restored",
+        ));
+    }
     let after = companies::update(&mut tx, tenant, id, patch).await?;
     audit::record(
         &mut tx,

@@ -564,6 +564,35 @@ async fn staff_cannot_rewrite_or_remove_a_customer_record() {
         .unwrap_err();
     assert_eq!(psa_models::Error::from(e).code(), "conflict");
     drop(tx);
+    // A canceled tenant's record stays inactive: staff cannot reactivate it by hand.
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/cancel", acme.tenant),
+            Some(&mgmt.key),
+            Some(json!({"reason": "leaving", "grace_seconds": 3600})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/companies/{company_id}"),
+            f,
+            Some(json!({"is_inactive": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["fields"]["is_inactive"].is_string(), "{body}");
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/restore", acme.tenant),
+            Some(&mgmt.key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     // The lifecycle (the platform's path, as the same role) still marks it.
     let (status, body) = app
         .call(
