@@ -139,8 +139,11 @@ impl Error {
 /// Classifies a sqlx error as transient (worth retrying) or not. See [`Error::is_transient`].
 pub fn is_transient_sqlx(e: &sqlx::Error) -> bool {
     match e {
+        // A message cut off or garbled on the wire (a server killed mid-reply) is the
+        // connection's failure, not the statement's: a new connection may well succeed.
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,

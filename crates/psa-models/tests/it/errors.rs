@@ -47,6 +47,11 @@ async fn transient_sqlstates_are_retried_and_the_rest_are_not() {
         assert!(!e.is_transient(), "{code} must not be retried: {e:?}");
         assert_eq!(e.code(), api_code, "{code}");
     }
+    // A reply cut off or garbled on the wire (the server killed mid-message) too.
+    assert!(
+        psa_models::Error::from(sqlx::Error::Protocol("unexpected end of message".into()))
+            .is_transient()
+    );
     // Losing the connection itself (not an error response) is transient too.
     let mut conn = db.pool.acquire().await.unwrap();
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
