@@ -349,7 +349,8 @@ async fn each_alert_fires_on_its_real_fault_and_a_healthy_run_raises_none() {
         assert_eq!(
             r.status,
             Outcome::Completed,
-            "retried through the outage, not rolled back"
+            "retried through the outage, not rolled back: {:?}",
+            r.error
         );
     }
     let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
