@@ -90,21 +90,7 @@ impl Caller {
         conn: &mut PgConnection,
         permission: Permission,
     ) -> Result<bool, ApiError> {
-        match psa_app::access::require(conn, &self.principal(), permission).await {
-            Ok(()) => Ok(true),
-            Err(psa_models::Error::Forbidden(_)) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Fails with 403 unless the caller holds `permission` (for checks made inside a handler's
-    /// transaction, where the permission depends on the input).
-    pub async fn require(
-        &self,
-        conn: &mut PgConnection,
-        permission: Permission,
-    ) -> Result<(), ApiError> {
-        Ok(psa_app::access::require(conn, &self.principal(), permission).await?)
+        Ok(psa_app::access::may(conn, &self.principal(), permission).await?)
     }
 }
 

@@ -222,20 +222,15 @@ impl App {
                     .into(),
             })
     }
+}
 
-    /// Whether `who` holds `permission` (to offer what needs it); a failure to check is an
-    /// error, not a "no".
-    pub async fn may(
-        &self,
-        conn: &mut PgConnection,
-        who: &Principal,
-        permission: Permission,
-    ) -> Result<bool> {
-        match require(conn, who, permission).await {
-            Ok(()) => Ok(true),
-            Err(Error::Forbidden(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
+/// Whether `who` holds `permission` (to offer what needs it); a failure to check is an error,
+/// not a "no".
+pub async fn may(conn: &mut PgConnection, who: &Principal, permission: Permission) -> Result<bool> {
+    match require(conn, who, permission).await {
+        Ok(()) => Ok(true),
+        Err(Error::Forbidden(_)) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -259,9 +259,7 @@ pub async fn attach_tag(
     if tags::find_definition(&mut tx, tenant, &text, input.tagged_type)
         .await?
         .is_none()
-        && !app
-            .may(&mut tx, who, Permission(Resource::Tag, Access::Create))
-            .await?
+        && !access::may(&mut tx, who, Permission(Resource::Tag, Access::Create)).await?
     {
         return Err(Error::forbidden(
             "You can only select from existing tags (tag:create is required)",

@@ -116,68 +116,10 @@ impl Actor {
             _ => None,
         }
     }
-
-    /// The actor from its text ([`Display`](fmt::Display)), as it travels through a workflow's
-    /// signal; the text of older versions (`cli:<login>`, a bare part name) is read too, and
-    /// anything else is the platform's.
-    pub fn parse(text: &str) -> Actor {
-        let (kind, id) = text.split_once(':').unwrap_or((text, ""));
-        match kind {
-            "user" => match Uuid::parse_str(id) {
-                Ok(u) => Actor::User { user: UserId(u) },
-                Err(_) => Actor::Platform(platform_part(text)),
-            },
-            "api_key" => {
-                let (key, user) = id.split_once('/').unwrap_or((id, ""));
-                match (Uuid::parse_str(key), Uuid::parse_str(user)) {
-                    (Ok(key), Ok(user)) => Actor::ApiKey {
-                        key,
-                        user: UserId(user),
-                    },
-                    _ => Actor::Platform(platform_part(text)),
-                }
-            }
-            "operator" | "cli" => {
-                let (account, host) = id.split_once('@').unwrap_or((id, ""));
-                Actor::Operator {
-                    account: if account.is_empty() {
-                        "unknown"
-                    } else {
-                        account
-                    }
-                    .to_owned(),
-                    host: host.to_owned(),
-                }
-            }
-            "anonymous" => Actor::Anonymous,
-            "platform" => Actor::Platform(platform_part(id)),
-            _ => Actor::Platform(platform_part(text)),
-        }
-    }
-}
-
-/// The platform's parts that act (a deletion names who confirmed it; a part of another name
-/// is recorded as "platform").
-pub const PLATFORM_PARTS: &[&str] = &[
-    "provisioning",
-    "reconcile",
-    "sweeper",
-    "deadline",
-    "deletion",
-    "worker",
-    "billing",
-];
-
-fn platform_part(name: &str) -> &'static str {
-    PLATFORM_PARTS
-        .iter()
-        .find(|p| **p == name)
-        .copied()
-        .unwrap_or("platform")
 }
 
 /// The actor's text: `user:<id>`, `api_key:<key>/<user>`, `operator:<account>@<host>`,
-/// `platform:<part>`, `anonymous`. Stored as `actor`, and what [`Actor::parse`] reads back.
+/// `platform:<part>`, `anonymous`. Stored as `actor`.
 impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -59,6 +59,7 @@ async fn change(
     Form(f): Form<ChangeForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
+    let revoke_api_keys = f.revoke_api_keys.as_deref() == Some("yes");
     let outcome = if f.new_password.expose_secret() != f.new_password_confirm.expose_secret() {
         Err(ApiError::Model(psa_models::Error::validation(
             "new_password_confirm",
@@ -68,7 +69,7 @@ async fn change(
         let req = ChangePasswordRequest {
             current_password: f.current_password,
             new_password: f.new_password,
-            revoke_api_keys: f.revoke_api_keys.as_deref() == Some("yes"),
+            revoke_api_keys,
         };
         crate::auth::change_own_password(&state, &console.caller, &req).await
     };
@@ -76,7 +77,12 @@ async fn change(
         Ok(()) => Ok(page_ok(PasswordPage {
             nav: console.nav("account"),
             csrf: console.csrf.clone(),
-            notice: Some("Password changed. Your other sessions were signed out.".into()),
+            notice: Some(if revoke_api_keys {
+                "Password changed. Your other sessions were signed out and your API keys revoked."
+            } else {
+                "Password changed. Your other sessions were signed out."
+            }
+            .into()),
             errors: FieldErrors::default(),
         })),
         Err(e) => {
