@@ -382,9 +382,19 @@ async fn a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt() {
         .await
         .unwrap();
     assert_eq!(page.items.len(), 1);
-    let d = webhooks::delivery(&mut conn, endpoint, page.items[0].delivery_id)
-        .await
-        .unwrap();
+    // The receiver answers before the dispatcher records the answer: wait for the record.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let d = loop {
+        let d = webhooks::delivery(&mut conn, endpoint, page.items[0].delivery_id)
+            .await
+            .unwrap();
+        if d.delivery.status != webhooks::DeliveryStatus::Pending
+            || std::time::Instant::now() > deadline
+        {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(d.delivery.status, webhooks::DeliveryStatus::Delivered);
     assert_eq!(d.delivery.attempts, 3);
     assert_eq!(
