@@ -8,14 +8,14 @@ use reqwest::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, COOKIE, LOCATION, 
 use super::lifecycle::platform;
 use super::*;
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
 }
 
-async fn sign_in(app: &TestApp, t: &TenantFixture, password: &str) -> reqwest::Response {
+pub(crate) async fn sign_in(app: &TestApp, t: &TenantFixture, password: &str) -> reqwest::Response {
     client()
         .post(format!("{}/console/sign-in", app.base))
         .form(&[
@@ -29,7 +29,7 @@ async fn sign_in(app: &TestApp, t: &TenantFixture, password: &str) -> reqwest::R
 }
 
 /// The session cookie a successful sign-in set (`name=value`).
-fn cookie(r: &reqwest::Response) -> String {
+pub(crate) fn cookie(r: &reqwest::Response) -> String {
     let set = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
     assert!(
         set.contains("HttpOnly") && set.contains("SameSite=Strict"),
@@ -47,11 +47,11 @@ async fn get(app: &TestApp, path: &str, cookie: Option<&str>) -> reqwest::Respon
 }
 
 /// A page's HTML, whatever its status.
-async fn text(app: &TestApp, path: &str, cookie: Option<&str>) -> String {
+pub(crate) async fn text(app: &TestApp, path: &str, cookie: Option<&str>) -> String {
     get(app, path, cookie).await.text().await.unwrap()
 }
 
-fn csrf_in(html: &str) -> String {
+pub(crate) fn csrf_in(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
     html[at..].split('"').next().unwrap().to_owned()
 }
@@ -272,7 +272,7 @@ async fn in_the_browser_sign_in_and_tenants_pass_axe() {
     }
 }
 
-async fn post_form(
+pub(crate) async fn post_form(
     app: &TestApp,
     session: &str,
     path: &str,
@@ -287,7 +287,7 @@ async fn post_form(
         .unwrap()
 }
 
-fn location(r: &reqwest::Response) -> String {
+pub(crate) fn location(r: &reqwest::Response) -> String {
     r.headers()[LOCATION].to_str().unwrap().to_owned()
 }
 

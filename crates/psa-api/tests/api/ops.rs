@@ -74,7 +74,7 @@ async fn health_readiness_and_metrics() {
     assert_eq!(get("/healthz").await.unwrap().status(), StatusCode::OK);
 }
 
-fn documented(doc: &serde_json::Value) -> BTreeSet<(String, String)> {
+pub(crate) fn documented(doc: &serde_json::Value) -> BTreeSet<(String, String)> {
     doc["paths"]
         .as_object()
         .unwrap()

@@ -11,13 +11,15 @@ use serde_json::json;
 
 use super::*;
 
-struct Provisioned {
-    app: TestApp,
-    temporal: TestTemporal,
-    mgmt: TenantFixture,
-    queue: String,
+pub(crate) struct Provisioned {
+    pub app: TestApp,
+    pub temporal: TestTemporal,
+    pub mgmt: TenantFixture,
+    pub queue: String,
     /// The SMTP server the worker and the API mail through.
-    smtp: psa_testing::SmtpSink,
+    pub smtp: psa_testing::SmtpSink,
+    /// The login role the API's pool uses (the worker's is the database owner).
+    pub api_role: String,
     _worker: psa_workflows::worker::Background,
 }
 
@@ -35,13 +37,14 @@ fn mail_delivery(smtp: &psa_testing::SmtpSink) -> psa_models::invitations::Deliv
     }
 }
 
-/// A server with provisioning through Temporal at `address` on `queue`, and a management tenant
-/// with its admin's key.
+/// A server with provisioning through Temporal at `address` on `queue`, on a pool logged in as
+/// the API is in production, and a management tenant with its admin's key. Returns the API's
+/// login role too.
 async fn app_with_provisioning(
     address: &str,
     queue: &str,
     delivery: psa_models::invitations::Delivery,
-) -> (TestApp, TenantFixture) {
+) -> (TestApp, TenantFixture, String) {
     let mut app = TestApp::unserved().await;
     let mgmt = app.tenant("Mgmt").await;
     sqlx::query("UPDATE tenants SET is_management = true WHERE tenant = $1")
@@ -49,27 +52,28 @@ async fn app_with_provisioning(
         .execute(&app.db.pool)
         .await
         .unwrap();
+    let (pool, role) = app.api_login_pool().await;
     let provisioning = psa_api::tenants::Provisioning::new(
         address.to_owned(),
         "default".into(),
         queue.to_owned(),
-        app.db.pool.clone(),
+        pool.clone(),
     );
-    let pool = app.db.pool.clone();
     let config = psa_api::Config {
         delivery,
         ..test_config()
     };
     app.serve(pool, config, Some(provisioning)).await;
-    (app, mgmt)
+    (app, mgmt, role)
 }
 
-async fn provisioned() -> Provisioned {
+pub(crate) async fn provisioned() -> Provisioned {
     let temporal = TestTemporal::start().await;
     let queue = format!("api-{}", uuid::Uuid::new_v4().simple());
     let key = SecretKey::from_base64(&SecretKey::generate_base64()).unwrap();
     let smtp = psa_testing::SmtpSink::start().await;
-    let (app, mgmt) = app_with_provisioning(&temporal.address, &queue, mail_delivery(&smtp)).await;
+    let (app, mgmt, api_role) =
+        app_with_provisioning(&temporal.address, &queue, mail_delivery(&smtp)).await;
     let tracking = TrackingSettings {
         enabled: true,
         management_tenant_id: Some(mgmt.tenant),
@@ -96,6 +100,7 @@ async fn provisioned() -> Provisioned {
         mgmt,
         queue,
         smtp,
+        api_role,
         _worker: worker,
     }
 }
@@ -368,7 +373,7 @@ async fn temporal_down_is_503_and_not_ready() {
         .local_addr()
         .unwrap()
         .to_string(); // bound and dropped: nothing listens there
-    let (app, mgmt) = app_with_provisioning(&dead, "nowhere", test_config().delivery).await;
+    let (app, mgmt, _) = app_with_provisioning(&dead, "nowhere", test_config().delivery).await;
     let k = Some(mgmt.key.as_str());
     let r = app
         .call(Method::POST, "/api/v1/tenants", k, Some(body("Nowhere")))

@@ -1,0 +1,1103 @@
+//! Every change is audited, whichever route it came by. Each non-GET operation of the API (as
+//! the router documents it) and each form the console accepts (as its route tables declare
+//! them) is called for real, against a server on the API's production login role; a trigger on
+//! every table notes which transaction changed which table, and every transaction a request
+//! committed that changed a row must have written an `audit_log` row too. A route added
+//! without a step here fails the test, so the walk cannot go stale.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use psa_models::auth_tokens::{self, IssueOptions, Purpose};
+use psa_models::{TenantId, UserId};
+use reqwest::{Method, StatusCode};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use super::console::{client, cookie, csrf_in, location, post_form, sign_in, text};
+use super::provisioning::{Provisioned, provisioned};
+use super::*;
+
+/// Notes (transaction, table, login role) for every row written, except updates that only
+/// touch bookkeeping columns (a credential's last use).
+const TRACK: &str = r#"
+CREATE TABLE audit_walk_changes (
+    id bigserial PRIMARY KEY,
+    txid xid8 NOT NULL,
+    tbl text NOT NULL,
+    login text NOT NULL
+);
+CREATE FUNCTION audit_walk_note() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    changed text[];
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        SELECT array_agg(n.key) INTO changed
+        FROM jsonb_each(to_jsonb(NEW)) n
+        WHERE n.value IS DISTINCT FROM to_jsonb(OLD) -> n.key;
+        IF changed IS NULL OR changed <@ ARRAY['last_seen_at', 'last_used_at'] THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    INSERT INTO audit_walk_changes (txid, tbl, login)
+    VALUES (pg_current_xact_id(), TG_TABLE_NAME, session_user);
+    RETURN NULL;
+END $$;
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOR t IN
+        SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+          AND c.relname NOT IN ('audit_walk_changes', '_sqlx_migrations')
+    LOOP
+        EXECUTE format(
+            'CREATE TRIGGER audit_walk AFTER INSERT OR UPDATE OR DELETE ON %I '
+            'FOR EACH ROW EXECUTE FUNCTION audit_walk_note()', t);
+    END LOOP;
+END $$;
+"#;
+
+/// The platform's records of its own runs (a provisioning run, an export, a deletion): the
+/// request that starts one commits its audit row first, so that no run starts unaudited, and the
+/// run's record is written after. A transaction that only writes these is audited by its
+/// request's audit row; any other change must carry its own.
+const BOOKKEEPING: [&str; 3] = ["tenant_provisioning", "tenant_exports", "tenant_deletions"];
+
+/// The walk: what each route did, and the routes it covered.
+struct Walk<'a> {
+    p: &'a Provisioned,
+    /// The last change already looked at.
+    seen: i64,
+    covered: BTreeSet<(String, String)>,
+    unaudited: Vec<String>,
+    /// Routes that changed nothing (a step that wrote nothing proves nothing).
+    idle: Vec<String>,
+}
+
+impl<'a> Walk<'a> {
+    async fn new(p: &'a Provisioned) -> Walk<'a> {
+        sqlx::raw_sql(TRACK).execute(&p.app.db.pool).await.unwrap();
+        Walk {
+            p,
+            seen: 0,
+            covered: BTreeSet::new(),
+            unaudited: Vec::new(),
+            idle: Vec::new(),
+        }
+    }
+
+    async fn last_change(&self) -> i64 {
+        sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM audit_walk_changes WHERE login = $1")
+            .bind(&self.p.api_role)
+            .fetch_one(&self.p.app.db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Looks at what the API wrote since the last step, once it has settled (a reset email
+    /// goes out after the answer), and books it under `route`.
+    async fn check(&mut self, route: (&str, &str), writes: bool) {
+        let mut last = self.last_change().await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let now = self.last_change().await;
+            if now == last || Instant::now() > deadline {
+                break;
+            }
+            last = now;
+        }
+        let txs: Vec<(String, Vec<String>)> = sqlx::query_as(
+            "SELECT txid::text, array_agg(DISTINCT tbl ORDER BY tbl) FROM audit_walk_changes \
+             WHERE id > $1 AND id <= $2 AND login = $3 GROUP BY txid",
+        )
+        .bind(self.seen)
+        .bind(last)
+        .bind(&self.p.api_role)
+        .fetch_all(&self.p.app.db.pool)
+        .await
+        .unwrap();
+        self.seen = last;
+        let name = format!("{} {}", route.0, route.1);
+        let audited = |tables: &[String]| tables.iter().any(|t| t == "audit_log");
+        let request_audited = txs.iter().any(|(_, tables)| audited(tables));
+        for (_, tables) in &txs {
+            let bookkeeping = tables.iter().all(|t| BOOKKEEPING.contains(&t.as_str()));
+            if !(audited(tables) || bookkeeping && request_audited) {
+                self.unaudited.push(format!("{name} changed {tables:?}"));
+            }
+        }
+        if writes && txs.is_empty() {
+            self.idle.push(name);
+        }
+        self.covered
+            .insert((route.0.to_owned(), route.1.to_owned()));
+    }
+
+    /// An API call on `template` (its ids filled in as `path`) that must answer `expected`.
+    async fn api(
+        &mut self,
+        method: Method,
+        template: &str,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+        expected: StatusCode,
+    ) -> Value {
+        let key = (!key.is_empty()).then_some(key);
+        let (status, answer) = self.p.app.call(method.clone(), path, key, body).await;
+        assert_eq!(status, expected, "{method} {path}: {answer}");
+        self.check((method.as_str(), template), true).await;
+        answer
+    }
+
+    /// A console form posted on `template` (as `path`) that must answer `expected`.
+    async fn form(
+        &mut self,
+        template: &str,
+        path: &str,
+        session: &str,
+        fields: &[(&str, &str)],
+        expected: StatusCode,
+    ) -> reqwest::Response {
+        let r = post_form(&self.p.app, session, path, fields).await;
+        assert_eq!(r.status(), expected, "POST {path}");
+        self.check(("POST", template), true).await;
+        r
+    }
+}
+
+/// Every POST route of the console and the link pages, from their route tables in the source:
+/// `.route("PATH", ...post(...))`.
+fn console_posts() -> BTreeSet<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("console"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.push(dir.join("pages.rs"));
+    let mut routes = BTreeSet::new();
+    for file in files {
+        let source = std::fs::read_to_string(&file).unwrap();
+        for part in source.split(".route(").skip(1) {
+            // The call's text: up to the parenthesis that closes `.route(`.
+            let mut depth = 1;
+            let end = part
+                .char_indices()
+                .find(|&(_, c)| {
+                    depth += match c {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    depth == 0
+                })
+                .map(|(i, _)| i)
+                .unwrap();
+            let call = &part[..end];
+            if !call.contains("post(") && !call.contains(".post(") {
+                continue;
+            }
+            let path = match call.trim_start().strip_prefix('"') {
+                Some(rest) => rest.split('"').next().unwrap().to_owned(),
+                // The link pages name their path by purpose.
+                None if call.contains("Purpose::Invitation.page()") => {
+                    Purpose::Invitation.page().to_owned()
+                }
+                None if call.contains("Purpose::PasswordReset.page()") => {
+                    Purpose::PasswordReset.page().to_owned()
+                }
+                None => panic!("a route whose path this walk cannot read: {call}"),
+            };
+            routes.insert(("POST".to_owned(), path));
+        }
+    }
+    routes
+}
+
+/// A link for `user`, issued as the platform would mail it.
+async fn link(app: &TestApp, tenant: TenantId, user: UserId, purpose: Purpose) -> String {
+    let mut tx = psa_models::db::begin_tenant(&app.db.pool, tenant)
+        .await
+        .unwrap();
+    let issued = auth_tokens::issue(
+        &mut tx,
+        tenant,
+        user,
+        IssueOptions {
+            purpose,
+            ttl: Duration::from_secs(3600),
+            created_by: "cli",
+            workflow_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    issued.token.expose_secret().to_owned()
+}
+
+async fn user_id(app: &TestApp, tenant: TenantId, email: &str) -> UserId {
+    sqlx::query_scalar("SELECT user_id FROM users WHERE tenant = $1 AND email = $2")
+        .bind(tenant)
+        .bind(email)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+/// Provisions a tenant through the API's step and waits until the worker has finished it.
+async fn provision(w: &mut Walk<'_>, name: &str) -> TenantId {
+    let key = w.p.mgmt.key.clone();
+    let started = w
+        .api(
+            Method::POST,
+            "/api/v1/tenants",
+            "/api/v1/tenants",
+            &key,
+            Some(json!({
+                "tenant_name": name,
+                "admin_user": {"first_name": "Pat", "last_name": "Lee",
+                               "email": format!("pat@{}.example", name.to_lowercase().replace(' ', "-"))},
+            })),
+            StatusCode::ACCEPTED,
+        )
+        .await;
+    finished(w.p, started["workflow_id"].as_str().unwrap(), name).await
+}
+
+async fn finished(p: &Provisioned, workflow: &str, name: &str) -> TenantId {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, s) = p
+            .app
+            .call(
+                Method::GET,
+                &format!("/api/v1/tenants/provisioning/{workflow}"),
+                Some(&p.mgmt.key),
+                None,
+            )
+            .await;
+        if s["finished"] == true {
+            assert_eq!(s["result"]["status"], "completed", "{s}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{name} not provisioned: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sqlx::query_scalar("SELECT tenant FROM tenants WHERE company_name = $1")
+        .bind(name)
+        .fetch_one(&p.app.db.pool)
+        .await
+        .unwrap()
+}
+
+async fn wait_until_gone(p: &Provisioned, tenant: TenantId) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM tenants WHERE tenant = $1")
+        .bind(tenant)
+        .fetch_one(&p.app.db.pool)
+        .await
+        .unwrap()
+        > 0
+    {
+        assert!(Instant::now() < deadline, "{tenant} not deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_that_changes_a_row_writes_an_audit_row() {
+    let p = provisioned().await;
+    let mut w = Walk::new(&p).await;
+    let app = &p.app;
+    let mgmt = &p.mgmt;
+    let key = mgmt.key.clone();
+    let receiver = psa_testing::WebhookReceiver::start().await;
+
+    // The API, by the management tenant's admin.
+    api_directory(&mut w, &key).await;
+    api_users_and_credentials(&mut w, &key).await;
+    api_webhooks(&mut w, &key, &receiver.url()).await;
+    api_tenants(&mut w, &key).await;
+
+    // The console, by the same admin.
+    let session = cookie(&sign_in(app, mgmt, &mgmt.admin_password).await);
+    w.check(("POST", "/console/sign-in"), true).await;
+    let csrf = csrf_in(&text(app, "/console/companies/new", Some(&session)).await);
+    console_directory(&mut w, &session, &csrf).await;
+    console_users_and_links(&mut w, &session, &csrf).await;
+    console_webhooks(&mut w, &session, &csrf, &receiver.url()).await;
+    console_tenants(&mut w, &session, &csrf).await;
+    w.form(
+        "/console/sign-out",
+        "/console/sign-out",
+        &session,
+        &[("csrf", &csrf)],
+        StatusCode::SEE_OTHER,
+    )
+    .await;
+
+    assert!(
+        w.unaudited.is_empty(),
+        "changes without an audit row:\n{}",
+        w.unaudited.join("\n")
+    );
+    assert!(
+        w.idle.is_empty(),
+        "steps that changed nothing: {:?}",
+        w.idle
+    );
+    // Every route was walked: the API's from its document, the console's from its source.
+    let (_, doc) = psa_api::api_routes();
+    let doc = serde_json::to_value(&doc).unwrap();
+    let mut routes: BTreeSet<(String, String)> = super::ops::documented(&doc)
+        .into_iter()
+        .filter(|(m, _)| m != "GET")
+        .collect();
+    routes.extend(console_posts());
+    assert!(
+        routes.len() > 50,
+        "the route tables were not read: {routes:?}"
+    );
+    let missing: Vec<_> = routes.difference(&w.covered).collect();
+    assert!(
+        missing.is_empty(),
+        "routes the walk does not call: {missing:?}"
+    );
+    let stale: Vec<_> = w.covered.difference(&routes).collect();
+    assert!(
+        stale.is_empty(),
+        "steps for routes that no longer exist: {stale:?}"
+    );
+}
+
+async fn api_directory(w: &mut Walk<'_>, key: &str) {
+    let company = w
+        .api(
+            Method::POST,
+            "/api/v1/companies",
+            "/api/v1/companies",
+            key,
+            Some(json!({"company_name": "Walkers Ltd"})),
+            StatusCode::CREATED,
+        )
+        .await["company_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.api(
+        Method::PATCH,
+        "/api/v1/companies/{company_id}",
+        &format!("/api/v1/companies/{company}"),
+        key,
+        Some(json!({"notes": "met at the fair"})),
+        StatusCode::OK,
+    )
+    .await;
+    let contact = w
+        .api(
+            Method::POST,
+            "/api/v1/contacts",
+            "/api/v1/contacts",
+            key,
+            Some(
+                json!({"full_name": "Wanda Walker", "email": "wanda@walkers.example",
+                        "company_id": company}),
+            ),
+            StatusCode::CREATED,
+        )
+        .await["contact_name_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.api(
+        Method::PATCH,
+        "/api/v1/contacts/{contact_name_id}",
+        &format!("/api/v1/contacts/{contact}"),
+        key,
+        Some(json!({"role": "Buyer"})),
+        StatusCode::OK,
+    )
+    .await;
+    let mapping = w
+        .api(
+            Method::POST,
+            "/api/v1/tags",
+            "/api/v1/tags",
+            key,
+            Some(json!({"tag_text": "Prospect", "tagged_id": company, "tagged_type": "company"})),
+            StatusCode::CREATED,
+        )
+        .await["mapping_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.api(
+        Method::DELETE,
+        "/api/v1/tags/{mapping_id}",
+        &format!("/api/v1/tags/{mapping}"),
+        key,
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    let spare = w
+        .api(
+            Method::POST,
+            "/api/v1/companies",
+            "/api/v1/companies",
+            key,
+            Some(json!({"company_name": "Short Lived"})),
+            StatusCode::CREATED,
+        )
+        .await["company_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.api(
+        Method::DELETE,
+        "/api/v1/companies/{company_id}",
+        &format!("/api/v1/companies/{spare}"),
+        key,
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+}
+
+async fn api_users_and_credentials(w: &mut Walk<'_>, key: &str) {
+    let app = &w.p.app;
+    let tenant = w.p.mgmt.tenant;
+    let email = "walker@mgmt.example";
+    w.api(
+        Method::POST,
+        "/api/v1/users",
+        "/api/v1/users",
+        key,
+        Some(
+            json!({"first_name": "Wal", "last_name": "Ker", "email": email,
+                    "role": "Technician"}),
+        ),
+        StatusCode::CREATED,
+    )
+    .await;
+    let user = user_id(app, tenant, email).await;
+    let users = format!("/api/v1/users/{user}");
+    w.api(
+        Method::POST,
+        "/api/v1/users/{id}/resend-invite",
+        &format!("{users}/resend-invite"),
+        key,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    let token = link(app, tenant, user, Purpose::Invitation).await;
+    let password = "walking through the audit";
+    let session = w
+        .api(
+            Method::POST,
+            "/api/v1/auth/invitations/accept",
+            "/api/v1/auth/invitations/accept",
+            "",
+            Some(json!({"token": token, "password": password})),
+            StatusCode::OK,
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.api(
+        Method::PATCH,
+        "/api/v1/users/{id}",
+        &users,
+        key,
+        Some(json!({"role": "Finance"})),
+        StatusCode::OK,
+    )
+    .await;
+    let new_password = "a second walk through";
+    w.api(
+        Method::POST,
+        "/api/v1/auth/password",
+        "/api/v1/auth/password",
+        &session,
+        Some(json!({"current_password": password, "new_password": new_password})),
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    let login = json!({"tenant_id": tenant, "email": email, "password": new_password});
+    let session = w
+        .api(
+            Method::POST,
+            "/api/v1/auth/login",
+            "/api/v1/auth/login",
+            "",
+            Some(login.clone()),
+            StatusCode::OK,
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.api(
+        Method::POST,
+        "/api/v1/auth/logout",
+        "/api/v1/auth/logout",
+        &session,
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    let (_, again) = app
+        .call(Method::POST, "/api/v1/auth/login", None, Some(login))
+        .await;
+    w.check(("POST", "/api/v1/auth/login"), true).await;
+    w.api(
+        Method::POST,
+        "/api/v1/auth/logout-all",
+        "/api/v1/auth/logout-all",
+        again["token"].as_str().unwrap(),
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    w.api(
+        Method::POST,
+        "/api/v1/auth/password-reset",
+        "/api/v1/auth/password-reset",
+        "",
+        Some(json!({"tenant_id": tenant, "email": email})),
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    let token = link(app, tenant, user, Purpose::PasswordReset).await;
+    w.api(
+        Method::POST,
+        "/api/v1/auth/password-reset/accept",
+        "/api/v1/auth/password-reset/accept",
+        "",
+        Some(json!({"token": token, "password": "a third walk, after a reset"})),
+        StatusCode::OK,
+    )
+    .await;
+
+    // Keys: one revoked by id, the rest of the user's at once.
+    app.user_with_role(tenant, "Dispatcher").await;
+    let dispatcher = user_id(app, tenant, "dispatcher@staff.example").await;
+    let key_id: uuid::Uuid =
+        sqlx::query_scalar("SELECT api_key_id FROM api_keys WHERE tenant = $1 AND user_id = $2")
+            .bind(tenant)
+            .bind(dispatcher)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    w.api(
+        Method::DELETE,
+        "/api/v1/api-keys/{id}",
+        &format!("/api/v1/api-keys/{key_id}"),
+        key,
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    app.user_with_role(tenant, "Project Manager").await;
+    let manager = user_id(app, tenant, "project-manager@staff.example").await;
+    w.api(
+        Method::POST,
+        "/api/v1/users/{id}/revoke-api-keys",
+        &format!("/api/v1/users/{manager}/revoke-api-keys"),
+        key,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    w.api(
+        Method::POST,
+        "/api/v1/users/{id}/deactivate",
+        &format!("{users}/deactivate"),
+        key,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    w.api(
+        Method::POST,
+        "/api/v1/users/{id}/reactivate",
+        &format!("{users}/reactivate"),
+        key,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+}
+
+async fn api_webhooks(w: &mut Walk<'_>, key: &str, url: &str) {
+    let endpoint = w
+        .api(
+            Method::POST,
+            "/api/v1/webhook-endpoints",
+            "/api/v1/webhook-endpoints",
+            key,
+            Some(json!({"url": url})),
+            StatusCode::CREATED,
+        )
+        .await["endpoint_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/v1/webhook-endpoints/{endpoint}");
+    w.api(
+        Method::PATCH,
+        "/api/v1/webhook-endpoints/{id}",
+        &path,
+        key,
+        Some(json!({"description": "billing"})),
+        StatusCode::OK,
+    )
+    .await;
+    w.api(
+        Method::POST,
+        "/api/v1/webhook-endpoints/{id}/rotate-secret",
+        &format!("{path}/rotate-secret"),
+        key,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    w.api(
+        Method::POST,
+        "/api/v1/webhook-endpoints/{id}/test",
+        &format!("{path}/test"),
+        key,
+        None,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    let delivery: uuid::Uuid = sqlx::query_scalar(
+        "SELECT delivery_id FROM webhook_deliveries WHERE endpoint_id = $1::uuid LIMIT 1",
+    )
+    .bind(&endpoint)
+    .fetch_one(&w.p.app.db.pool)
+    .await
+    .unwrap();
+    w.api(
+        Method::POST,
+        "/api/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry",
+        &format!("{path}/deliveries/{delivery}/retry"),
+        key,
+        None,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    w.api(
+        Method::DELETE,
+        "/api/v1/webhook-endpoints/{id}",
+        &path,
+        key,
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+}
+
+async fn api_tenants(w: &mut Walk<'_>, key: &str) {
+    let tenant = provision(w, "Walk Api").await;
+    let path = format!("/api/v1/tenants/{tenant}");
+    let steps: [(&str, Option<Value>, StatusCode); 6] = [
+        ("resend-invite", None, StatusCode::OK),
+        ("suspend", Some(json!({"reason": "unpaid"})), StatusCode::OK),
+        ("reactivate", None, StatusCode::OK),
+        ("export", None, StatusCode::CREATED),
+        (
+            "cancel",
+            Some(json!({"reason": "contract ended", "grace_seconds": 3600})),
+            StatusCode::OK,
+        ),
+        ("restore", None, StatusCode::OK),
+    ];
+    for (step, body, expected) in steps {
+        w.api(
+            Method::POST,
+            &format!("/api/v1/tenants/{{id}}/{step}"),
+            &format!("{path}/{step}"),
+            key,
+            body,
+            expected,
+        )
+        .await;
+    }
+    w.api(
+        Method::POST,
+        "/api/v1/customers/repairs",
+        "/api/v1/customers/repairs",
+        key,
+        Some(json!({"tenant_id": tenant, "dry_run": true})),
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    let (status, body) =
+        w.p.app
+            .call(
+                Method::POST,
+                &format!("{path}/cancel"),
+                Some(key),
+                Some(json!({"reason": "for good"})),
+            )
+            .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    w.check(("POST", "/api/v1/tenants/{id}/cancel"), true).await;
+    w.api(
+        Method::DELETE,
+        "/api/v1/tenants/{id}",
+        &path,
+        key,
+        None,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    wait_until_gone(w.p, tenant).await;
+}
+
+async fn console_directory(w: &mut Walk<'_>, session: &str, csrf: &str) {
+    let r = w
+        .form(
+            "/console/companies/new",
+            "/console/companies/new",
+            session,
+            &[
+                ("csrf", csrf),
+                ("company_name", "Console Walkers"),
+                ("client_type", "company"),
+            ],
+            StatusCode::SEE_OTHER,
+        )
+        .await;
+    let page = location(&r).split('?').next().unwrap().to_owned();
+    w.form(
+        "/console/companies/{id}",
+        &page,
+        session,
+        &[
+            ("csrf", csrf),
+            ("company_name", "Console Walkers Ltd"),
+            ("client_type", "company"),
+        ],
+        StatusCode::SEE_OTHER,
+    )
+    .await;
+    w.form(
+        "/console/companies/{id}/tags",
+        &format!("{page}/tags"),
+        session,
+        &[("csrf", csrf), ("tag_text", "VIP")],
+        StatusCode::SEE_OTHER,
+    )
+    .await;
+    let company = page.rsplit('/').next().unwrap().to_owned();
+    let mapping: uuid::Uuid = sqlx::query_scalar(
+        "SELECT mapping_id FROM tag_mappings WHERE tagged_id = $1::uuid LIMIT 1",
+    )
+    .bind(&company)
+    .fetch_one(&w.p.app.db.pool)
+    .await
+    .unwrap();
+    w.form(
+        "/console/tags/{mapping}/detach",
+        &format!("/console/tags/{mapping}/detach"),
+        session,
+        &[("csrf", csrf)],
+        StatusCode::SEE_OTHER,
+    )
+    .await;
+    let r = w
+        .form(
+            "/console/contacts/new",
+            "/console/contacts/new",
+            session,
+            &[
+                ("csrf", csrf),
+                ("full_name", "Connie Walker"),
+                ("email", "connie@walkers.example"),
+                ("company_id", &company),
+            ],
+            StatusCode::SEE_OTHER,
+        )
+        .await;
+    let contact = location(&r).split('?').next().unwrap().to_owned();
+    w.form(
+        "/console/contacts/{id}",
+        &contact,
+        session,
+        &[
+            ("csrf", csrf),
+            ("full_name", "Connie Walker"),
+            ("email", "connie@walkers.example"),
+            ("role", "Owner"),
+        ],
+        StatusCode::SEE_OTHER,
+    )
+    .await;
+    w.form(
+        "/console/contacts/{id}/tags",
+        &format!("{contact}/tags"),
+        session,
+        &[("csrf", csrf), ("tag_text", "Decision maker")],
+        StatusCode::SEE_OTHER,
+    )
+    .await;
+    let r = w
+        .form(
+            "/console/companies/new",
+            "/console/companies/new",
+            session,
+            &[
+                ("csrf", csrf),
+                ("company_name", "Gone Soon"),
+                ("client_type", "company"),
+            ],
+            StatusCode::SEE_OTHER,
+        )
+        .await;
+    let gone = location(&r).split('?').next().unwrap().to_owned();
+    w.form(
+        "/console/companies/{id}/delete",
+        &format!("{gone}/delete"),
+        session,
+        &[("csrf", csrf)],
+        StatusCode::SEE_OTHER,
+    )
+    .await;
+}
+
+async fn console_users_and_links(w: &mut Walk<'_>, session: &str, csrf: &str) {
+    let app = &w.p.app;
+    let tenant = w.p.mgmt.tenant;
+    let email = "console.walker@mgmt.example";
+    w.form(
+        "/console/users",
+        "/console/users",
+        session,
+        &[
+            ("csrf", csrf),
+            ("first_name", "Con"),
+            ("last_name", "Sole"),
+            ("email", email),
+            ("role", "Technician"),
+        ],
+        StatusCode::SEE_OTHER,
+    )
+    .await;
+    let user = user_id(app, tenant, email).await;
+    let page = format!("/console/users/{user}");
+    w.form(
+        "/console/users/{id}/role",
+        &format!("{page}/role"),
+        session,
+        &[("csrf", csrf), ("role", "Finance")],
+        StatusCode::SEE_OTHER,
+    )
+    .await;
+    for change in ["resend", "revoke-keys", "deactivate", "reactivate"] {
+        w.form(
+            "/console/users/{id}/{change}",
+            &format!("{page}/{change}"),
+            session,
+            &[("csrf", csrf)],
+            StatusCode::SEE_OTHER,
+        )
+        .await;
+    }
+    // The link pages: an invitation accepted, then a reset.
+    let token = link(app, tenant, user, Purpose::Invitation).await;
+    let password = "consoles walk too";
+    let set = |token: String| {
+        vec![
+            ("token", token),
+            ("password", password.to_owned()),
+            ("password_confirm", password.to_owned()),
+        ]
+    };
+    let page_of = |purpose: Purpose| format!("{}{}", app.base, purpose.page());
+    let r = client()
+        .post(page_of(Purpose::Invitation))
+        .form(&set(token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    w.check(("POST", Purpose::Invitation.page()), true).await;
+    // Asked for (before any link of this purpose: the cooldown would send nothing), then used.
+    let r = client()
+        .post(format!("{}/console/forgot-password", app.base))
+        .form(&[("tenant", tenant.to_string()), ("email", email.to_owned())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    w.check(("POST", "/console/forgot-password"), true).await;
+    let token = link(app, tenant, user, Purpose::PasswordReset).await;
+    let r = client()
+        .post(page_of(Purpose::PasswordReset))
+        .form(&set(token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    w.check(("POST", Purpose::PasswordReset.page()), true).await;
+
+    // The admin's own password, changed and changed back.
+    let admin = w.p.mgmt.admin_password.clone();
+    for (current, new) in [
+        (admin.as_str(), "the admin walks on"),
+        ("the admin walks on", &admin),
+    ] {
+        w.form(
+            "/console/account/password",
+            "/console/account/password",
+            session,
+            &[
+                ("csrf", csrf),
+                ("current_password", current),
+                ("new_password", new),
+                ("new_password_confirm", new),
+            ],
+            StatusCode::OK,
+        )
+        .await;
+    }
+}
+
+async fn console_webhooks(w: &mut Walk<'_>, session: &str, csrf: &str, url: &str) {
+    w.form(
+        "/console/webhooks",
+        "/console/webhooks",
+        session,
+        &[("csrf", csrf), ("url", url), ("description", "console")],
+        StatusCode::CREATED,
+    )
+    .await;
+    let endpoint: uuid::Uuid = sqlx::query_scalar(
+        "SELECT endpoint_id FROM webhook_endpoints WHERE description = 'console'",
+    )
+    .fetch_one(&w.p.app.db.pool)
+    .await
+    .unwrap();
+    let page = format!("/console/webhooks/{endpoint}");
+    w.form(
+        "/console/webhooks/{id}/rotate",
+        &format!("{page}/rotate"),
+        session,
+        &[("csrf", csrf)],
+        StatusCode::OK,
+    )
+    .await;
+    for change in ["test", "disable", "enable"] {
+        w.form(
+            "/console/webhooks/{id}/{change}",
+            &format!("{page}/{change}"),
+            session,
+            &[("csrf", csrf)],
+            StatusCode::SEE_OTHER,
+        )
+        .await;
+    }
+    let delivery: uuid::Uuid = sqlx::query_scalar(
+        "SELECT delivery_id FROM webhook_deliveries WHERE endpoint_id = $1 LIMIT 1",
+    )
+    .bind(endpoint)
+    .fetch_one(&w.p.app.db.pool)
+    .await
+    .unwrap();
+    w.form(
+        "/console/webhooks/{id}/deliveries/{delivery}/retry",
+        &format!("{page}/deliveries/{delivery}/retry"),
+        session,
+        &[("csrf", csrf)],
+        StatusCode::SEE_OTHER,
+    )
+    .await;
+    w.form(
+        "/console/webhooks/{id}/delete",
+        &format!("{page}/delete"),
+        session,
+        &[("csrf", csrf), ("confirm", "yes")],
+        StatusCode::SEE_OTHER,
+    )
+    .await;
+}
+
+async fn console_tenants(w: &mut Walk<'_>, session: &str, csrf: &str) {
+    let r = w
+        .form(
+            "/console/tenants/new",
+            "/console/tenants/new",
+            session,
+            &[
+                ("csrf", csrf),
+                ("key", &uuid::Uuid::new_v4().simple().to_string()),
+                ("tenant_name", "Walk Console"),
+                ("first_name", "Cy"),
+                ("last_name", "Walk"),
+                ("email", "cy@walk-console.example"),
+            ],
+            StatusCode::SEE_OTHER,
+        )
+        .await;
+    let workflow = location(&r).rsplit('/').next().unwrap().to_owned();
+    let tenant = finished(w.p, &workflow, "Walk Console").await;
+    w.form(
+        "/console/customers/repairs",
+        "/console/customers/repairs",
+        session,
+        &[
+            ("csrf", csrf),
+            ("tenant_id", &tenant.to_string()),
+            ("dry_run", "on"),
+        ],
+        StatusCode::SEE_OTHER,
+    )
+    .await;
+    let page = format!("/console/tenants/{tenant}");
+    let reason = [("csrf", csrf), ("reason", "unpaid")];
+    let cancel = [
+        ("csrf", csrf),
+        ("reason", "contract ended"),
+        ("grace_days", "7"),
+        ("confirm", "yes"),
+    ];
+    let steps: [(&str, &[(&str, &str)]); 5] = [
+        ("suspend", &reason),
+        ("reactivate", &[("csrf", csrf)]),
+        ("export", &[("csrf", csrf)]),
+        ("cancel", &cancel),
+        ("restore", &[("csrf", csrf)]),
+    ];
+    for (step, fields) in steps {
+        w.form(
+            &format!("/console/tenants/{{id}}/{step}"),
+            &format!("{page}/{step}"),
+            session,
+            fields,
+            StatusCode::OK,
+        )
+        .await;
+    }
+    let r = post_form(&w.p.app, session, &format!("{page}/cancel"), &cancel).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    w.check(("POST", "/console/tenants/{id}/cancel"), true)
+        .await;
+    w.form(
+        "/console/tenants/{id}/delete",
+        &format!("{page}/delete"),
+        session,
+        &[("csrf", csrf), ("confirm_name", "Walk Console")],
+        StatusCode::OK,
+    )
+    .await;
+    wait_until_gone(w.p, tenant).await;
+}
