@@ -374,9 +374,21 @@ impl Application {
             lifecycle_tags: config.lifecycle.tags.clone(),
             ..Default::default()
         };
+        // Without PSA_SECRET_KEY no archive can be written or decrypted here (the store says so
+        // when asked); with it, archives are encrypted to the platform's key.
+        let exports = match (config.lifecycle.store, &config.webhooks.key) {
+            (Some(store), Some(key)) => Some(
+                store.with_key(
+                    psa_workflows::secret::archive_key(&pool, key)
+                        .await
+                        .map_err(std::io::Error::other)?,
+                ),
+            ),
+            (store, _) => store,
+        };
         let mut app = psa_app::App::new(pool.clone(), settings, config.delivery)
             .with_webhooks(config.webhooks);
-        if let Some(store) = config.lifecycle.store {
+        if let Some(store) = exports {
             app = app.with_exports(store);
         }
         if let Some(temporal) = provisioning {

@@ -195,7 +195,7 @@ pub async fn retry(
 /// What a reseal moved.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Resealed {
-    /// Sealed values moved to the current key (and bound to their endpoint).
+    /// Sealed values moved to the current key (and bound to their row).
     pub resealed: u64,
     /// Values already current.
     pub current: u64,
@@ -203,8 +203,9 @@ pub struct Resealed {
 
 /// Moves every stored sealed secret to the current key (`psa secrets reseal`, after adding a new
 /// `PSA_SECRET_KEY` and keeping the old one in `PSA_SECRET_KEY_PREVIOUS`): each is opened with
-/// whichever key sealed it and sealed again, bound to its endpoint, in one transaction; audited
-/// in the management tenant. Afterwards the previous key can be dropped.
+/// whichever key sealed it and sealed again, bound to its row (webhook endpoints' secrets, the
+/// platform's own keys), in one transaction; audited in the management tenant. Afterwards the
+/// previous key can be dropped.
 pub async fn reseal(app: &App, who: &Principal) -> Result<Resealed> {
     let key = key(app)?;
     let (mut tx, mgmt) = app
@@ -229,6 +230,25 @@ pub async fn reseal(app: &App, who: &Principal) -> Result<Resealed> {
         webhooks::reseal(&mut tx, id, &again(&secret)?, previous.as_deref()).await?;
         out.resealed += 1;
     }
+    // The platform's own keys (the export archives' key): resealed, so the archives themselves
+    // stay as they are.
+    let keys: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, sealed_secret FROM platform_keys ORDER BY name FOR UPDATE")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(Error::from)?;
+    for (name, sealed) in keys {
+        if key.is_current(&sealed) {
+            out.current += 1;
+            continue;
+        }
+        let open = key
+            .open_for(&sealed, Sealed::PlatformKey, &name)
+            .map_err(|e| Error::internal(PlatformKeyError(name.clone(), e.to_string())))?;
+        let again = key.seal_for(&open, Sealed::PlatformKey, &name);
+        psa_models::exports::reseal_platform_key(&mut tx, &name, &again).await?;
+        out.resealed += 1;
+    }
     audit::record(
         &mut tx,
         mgmt,
@@ -243,6 +263,11 @@ pub async fn reseal(app: &App, who: &Principal) -> Result<Resealed> {
     tx.commit().await?;
     Ok(out)
 }
+
+/// A platform key no configured key opens.
+#[derive(Debug, thiserror::Error)]
+#[error("the platform key {0} cannot be opened with the configured keys: {1}")]
+struct PlatformKeyError(String, String);
 
 /// A sealed secret no configured key opens.
 #[derive(Debug, thiserror::Error)]

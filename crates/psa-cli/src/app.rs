@@ -42,7 +42,10 @@ pub async fn app(database_url: Option<&str>, services: Services<'_>) -> Result<A
     if let Some(wf) = services.workflow {
         app = app.with_temporal(wf.temporal(pool));
     }
-    if let Some(store) = services.exports {
+    if let Some(mut store) = services.exports {
+        if let Some(key) = services.workflow.and_then(WorkflowArgs::key_if_set) {
+            store = store.with_key(psa_workflows::secret::archive_key(&app.pool, key).await?);
+        }
         app = app.with_exports(store);
     }
     if let Some(policy) = services.webhooks {

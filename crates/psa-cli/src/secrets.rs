@@ -10,7 +10,8 @@ use crate::webhooks::WebhookArgs;
 
 #[derive(Subcommand)]
 pub enum SecretsCommand {
-    /// Seal every stored secret (webhook signing secrets) again under the current key.
+    /// Seal every stored secret (webhook signing secrets, the export archives' key) again under
+    /// the current key.
     Reseal {
         #[arg(long)]
         json: bool,

@@ -417,8 +417,10 @@ pub async fn tenant(
             out,
             json,
         } => {
+            // The workflow's settings carry PSA_SECRET_KEY, which opens the archive key.
             let services = Services {
                 exports: Some(exports.store()?),
+                workflow: Some(wf),
                 ..Default::default()
             };
             let app = app(database_url, services).await?;

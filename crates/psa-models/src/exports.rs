@@ -9,6 +9,13 @@
 //! object storage (`PSA_EXPORT_URL=s3://bucket/prefix`, credentials from the standard `AWS_*`
 //! variables), through the `object_store` crate. `tenant_exports` records each export.
 //!
+//! In the store an archive is encrypted ([`ArchiveKey`]: the age format, to the platform's own
+//! key (age's hybrid post-quantum recipient), whose secret half is kept sealed with
+//! `PSA_SECRET_KEY`): whoever can read the
+//! bucket or the directory cannot read a tenant's data. A download is decrypted on the way out,
+//! so what a caller gets is the plain `tar.gz`. Archives stored before encryption (`.tar.gz`
+//! keys) are still served as they are.
+//!
 //! The rows are read in one read-only repeatable-read transaction: the archive is one
 //! consistent picture of the tenant, however long it takes.
 
@@ -27,12 +34,94 @@ use uuid::Uuid;
 
 use crate::{Error, Result, TenantId, lifecycle};
 
+/// The key archives are encrypted to in the store: the platform's age recipient, and
+/// its identity to read them back. The identity is kept sealed in `platform_keys` (see
+/// `psa_workflows::secret::archive_key`, which makes it on first use).
+#[derive(Clone)]
+pub struct ArchiveKey {
+    recipient: age::pq::Recipient,
+    identity: age::pq::Identity,
+}
+
+impl ArchiveKey {
+    pub fn new(recipient: age::pq::Recipient, identity: age::pq::Identity) -> Self {
+        Self {
+            recipient,
+            identity,
+        }
+    }
+}
+
+/// The platform's keys by name (`platform_keys`): the public half and the sealed secret half.
+pub async fn platform_key(pool: &PgPool, name: &str) -> Result<Option<(String, String)>> {
+    Ok(
+        sqlx::query_as("SELECT public_key, sealed_secret FROM platform_keys WHERE name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// Records a platform key unless one of that name exists (two processes making one at once:
+/// the first wins, and both use it).
+pub async fn insert_platform_key(
+    pool: &PgPool,
+    name: &str,
+    public_key: &str,
+    sealed_secret: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO platform_keys (name, public_key, sealed_secret) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(public_key)
+    .bind(sealed_secret)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Replaces a platform key's sealed secret (the same key, sealed under a new `PSA_SECRET_KEY`).
+pub async fn reseal_platform_key(
+    conn: &mut PgConnection,
+    name: &str,
+    sealed_secret: &str,
+) -> Result<()> {
+    sqlx::query("UPDATE platform_keys SET sealed_secret = $2, resealed_at = now() WHERE name = $1")
+        .bind(name)
+        .bind(sealed_secret)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Where archives are kept.
 #[derive(Clone)]
 pub struct ExportStore {
     store: Arc<dyn ObjectStore>,
     /// For messages: the directory or the URL (never credentials).
     location: String,
+    /// What archives are encrypted to; without it (no `PSA_SECRET_KEY` here) nothing encrypted
+    /// can be written or read.
+    key: Option<ArchiveKey>,
+}
+
+/// The suffix of an encrypted archive's key in the store.
+const ENCRYPTED: &str = ".age";
+
+/// A stream of an archive's bytes.
+pub type ArchiveStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = std::result::Result<bytes::Bytes, std::io::Error>> + Send>,
+>;
+
+fn no_key() -> Error {
+    Error::Unavailable {
+        code: "unavailable",
+        message: "PSA_SECRET_KEY is not set here: export archives are encrypted at rest with the \
+                  platform key it seals"
+            .into(),
+    }
 }
 
 impl std::fmt::Debug for ExportStore {
@@ -61,6 +150,7 @@ impl ExportStore {
         Ok(Self {
             store: Arc::new(store),
             location: dir.display().to_string(),
+            key: None,
         })
     }
 
@@ -96,6 +186,7 @@ impl ExportStore {
         Ok(Self {
             store,
             location: format!("s3://{bucket}/{prefix}"),
+            key: None,
         })
     }
 
@@ -111,19 +202,33 @@ impl ExportStore {
         &self.location
     }
 
-    /// Streams an archive out of the store.
-    pub async fn open(
-        &self,
-        key: &str,
-    ) -> Result<
-        impl futures::Stream<Item = std::result::Result<bytes::Bytes, std::io::Error>> + use<>,
-    > {
+    /// Archives are encrypted to `key` (and decrypted with it).
+    pub fn with_key(mut self, key: ArchiveKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Streams an archive out of the store: the plain `tar.gz`, decrypted on the way.
+    pub async fn open(&self, key: &str) -> Result<ArchiveStream> {
+        use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
         let got = self
             .store
             .get(&Path::from(key))
             .await
             .map_err(store_error)?;
-        Ok(got.into_stream().map_err(std::io::Error::other))
+        let raw = got.into_stream().map_err(std::io::Error::other);
+        if !key.ends_with(ENCRYPTED) {
+            return Ok(Box::pin(raw));
+        }
+        let archive_key = self.key.as_ref().ok_or_else(no_key)?;
+        let reader = tokio_util::io::StreamReader::new(raw).compat();
+        let decryptor = age::Decryptor::new_async_buffered(reader)
+            .await
+            .map_err(|e| Error::internal(ArchiveError(e.to_string())))?;
+        let plain = decryptor
+            .decrypt_async(std::iter::once(&archive_key.identity as &dyn age::Identity))
+            .map_err(|e| Error::internal(ArchiveError(e.to_string())))?;
+        Ok(Box::pin(tokio_util::io::ReaderStream::new(plain.compat())))
     }
 
     /// Removes an archive from the store; one already gone is removed too.
@@ -136,10 +241,11 @@ impl ExportStore {
 
     /// Copies an archive out of the store into a local file.
     pub async fn download(&self, key: &str, out: &FsPath) -> Result<u64> {
+        // Opened first: an archive that cannot be read leaves no empty file behind.
+        let mut stream = self.open(key).await?;
         let mut file = tokio::fs::File::create(out).await.map_err(|e| {
             Error::validation("out", format!("{} cannot be written: {e}", out.display()))
         })?;
-        let mut stream = self.open(key).await?;
         let mut n = 0u64;
         while let Some(chunk) = stream.try_next().await.map_err(Error::internal)? {
             n += chunk.len() as u64;
@@ -149,6 +255,11 @@ impl ExportStore {
         Ok(n)
     }
 }
+
+/// An archive in the store that cannot be decrypted (another platform key, a damaged object).
+#[derive(Debug, thiserror::Error)]
+#[error("the export archive cannot be decrypted: {0}")]
+struct ArchiveError(String);
 
 fn store_error(e: object_store::Error) -> Error {
     match e {
@@ -208,6 +319,7 @@ pub struct Export {
     pub status: String,
     /// The archive's key in the export store.
     pub location: Option<String>,
+    /// The size of the archive a download gives (the plain `tar.gz`).
     pub bytes: Option<i64>,
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub manifest: Option<sqlx::types::Json<Manifest>>,
@@ -706,6 +818,24 @@ pub async fn run(pool: &PgPool, store: &ExportStore, id: Uuid) -> Result<Export>
     get(&mut conn, id).await
 }
 
+/// A writer that counts what passes through it.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A scratch directory removed when dropped.
 struct Scratch(PathBuf);
 
@@ -833,37 +963,49 @@ async fn write(
     tokio::fs::write(scratch.0.join("manifest.json"), &manifest_json)
         .await
         .map_err(Error::internal)?;
-    let archive = scratch.0.join("export.tar.gz");
+    let archive_key = store.key.clone().ok_or_else(no_key)?;
+    let archive = scratch.0.join("export.tar.gz.age");
     let dir = scratch.0.clone();
     let entries: Vec<String> = std::iter::once("manifest.json".to_owned())
         .chain(manifest.tables.values().map(|t| t.file.clone()))
         .collect();
     let archive_path = archive.clone();
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let gz = flate2::write::GzEncoder::new(
-            std::fs::File::create(&archive_path)?,
-            flate2::Compression::default(),
-        );
+    // tar, then gzip, then age, in one pass: the plain archive never touches the disk. The
+    // plain size is counted on the way (it is what a download gives).
+    let plain_bytes = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let encryptor = age::Encryptor::with_recipients(std::iter::once(
+            &archive_key.recipient as &dyn age::Recipient,
+        ))
+        .map_err(std::io::Error::other)?;
+        let sealed = encryptor.wrap_output(std::fs::File::create(&archive_path)?)?;
+        let counted = Counted {
+            inner: sealed,
+            bytes: 0,
+        };
+        let gz = flate2::write::GzEncoder::new(counted, flate2::Compression::default());
         let mut tar = tar::Builder::new(gz);
         for entry in entries {
             tar.append_path_with_name(dir.join(&entry), &entry)?;
         }
-        tar.into_inner()?.finish()?;
-        Ok(())
+        let counted = tar.into_inner()?.finish()?;
+        let bytes = counted.bytes;
+        counted.inner.finish()?.sync_all()?;
+        Ok(bytes)
     })
     .await
     .map_err(Error::internal)?
     .map_err(Error::internal)?;
 
-    let key = format!("{tenant}/{id}.tar.gz");
+    let key = format!("{tenant}/{id}.tar.gz{ENCRYPTED}");
     let mut upload =
         object_store::buffered::BufWriter::new(store.store.clone(), Path::from(key.as_str()));
     let mut file = tokio::fs::File::open(&archive)
         .await
         .map_err(Error::internal)?;
-    let bytes = tokio::io::copy(&mut file, &mut upload)
+    tokio::io::copy(&mut file, &mut upload)
         .await
         .map_err(Error::internal)?;
     upload.shutdown().await.map_err(Error::internal)?;
+    let bytes = plain_bytes;
     Ok((key, bytes, manifest))
 }

@@ -27,6 +27,8 @@ pub enum Sealed {
     WebhookSecret,
     /// The new admin's invitation link passed through Temporal (the row: the run's workflow id).
     InvitationLink,
+    /// The secret half of one of the platform's own keys (the row: the key's name).
+    PlatformKey,
 }
 
 impl Sealed {
@@ -34,6 +36,7 @@ impl Sealed {
         match self {
             Sealed::WebhookSecret => "webhook_secret",
             Sealed::InvitationLink => "invitation_link",
+            Sealed::PlatformKey => "platform_key",
         }
     }
 }
@@ -189,6 +192,48 @@ impl SecretKey {
             .map(SecretString::from)
             .ok_or(SecretError::Open)
     }
+}
+
+/// The name of the key export archives are encrypted to (`platform_keys`).
+pub const ARCHIVE_KEY: &str = "export_archives";
+
+/// The key export archives are encrypted to: read from `platform_keys` and opened with `key`,
+/// or made on first use (the first process to make it wins; every process uses the one stored).
+pub async fn archive_key(
+    pool: &sqlx::PgPool,
+    key: &SecretKey,
+) -> Result<psa_models::exports::ArchiveKey, psa_models::Error> {
+    use psa_models::exports;
+    if exports::platform_key(pool, ARCHIVE_KEY).await?.is_none() {
+        let identity = age::pq::Identity::generate();
+        let sealed = key.seal_for(&identity.to_string(), Sealed::PlatformKey, ARCHIVE_KEY);
+        exports::insert_platform_key(
+            pool,
+            ARCHIVE_KEY,
+            &identity.to_public().to_string(),
+            &sealed,
+        )
+        .await?;
+    }
+    let (public, sealed) = exports::platform_key(pool, ARCHIVE_KEY)
+        .await?
+        .ok_or_else(|| psa_models::Error::internal(SecretError::Open))?;
+    let opened = key
+        .open_for(&sealed, Sealed::PlatformKey, ARCHIVE_KEY)
+        .map_err(|_| psa_models::Error::Unavailable {
+            code: "unavailable",
+            message: "the export archives' key cannot be opened with this PSA_SECRET_KEY (set the \
+                      key that sealed it in PSA_SECRET_KEY_PREVIOUS)"
+                .into(),
+        })?;
+    let identity: age::pq::Identity = opened
+        .expose_secret()
+        .parse()
+        .map_err(|e: &str| psa_models::Error::internal(std::io::Error::other(e)))?;
+    let recipient: age::pq::Recipient = public
+        .parse()
+        .map_err(|e: &str| psa_models::Error::internal(std::io::Error::other(e)))?;
+    Ok(psa_models::exports::ArchiveKey::new(recipient, identity))
 }
 
 #[cfg(test)]

@@ -114,6 +114,10 @@ pub async fn run(
                 .map(|t| t.tenant)
         }
     };
+    // Archives are encrypted to the platform's key (made by the first process that needs it).
+    let archive_key = crate::secret::archive_key(&pool, &key)
+        .await
+        .map_err(|e| WorkerError::Failed(format!("the export archives' key: {e}")))?;
     let runtime = Runtime::from_current_tokio(Default::default())
         .map_err(|e| WorkerError::Failed(e.to_string()))?;
     let options = WorkerOptions::new(task_queue)
@@ -133,7 +137,7 @@ pub async fn run(
             management_tenant_id,
             customer_tag: tracking.tag_name.clone(),
             tags: lifecycle.tags,
-            store: lifecycle.store,
+            store: lifecycle.store.with_key(archive_key),
         })
         .register_activities(TenantActivities {
             pool,

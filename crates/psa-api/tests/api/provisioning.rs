@@ -44,6 +44,7 @@ async fn app_with_provisioning(
     address: &str,
     queue: &str,
     delivery: psa_models::invitations::Delivery,
+    key: &SecretKey,
 ) -> (TestApp, TenantFixture, String) {
     let mut app = TestApp::unserved().await;
     let mgmt = app.tenant("Mgmt").await;
@@ -59,10 +60,12 @@ async fn app_with_provisioning(
         queue.to_owned(),
         pool.clone(),
     );
-    let config = psa_api::Config {
+    let mut config = psa_api::Config {
         delivery,
         ..test_config()
     };
+    // One PSA_SECRET_KEY for the API and the worker, as deployed.
+    config.webhooks.key = Some(key.clone());
     app.serve(pool, config, Some(provisioning)).await;
     (app, mgmt, role)
 }
@@ -73,7 +76,7 @@ pub(crate) async fn provisioned() -> Provisioned {
     let key = SecretKey::from_base64(&SecretKey::generate_base64()).unwrap();
     let smtp = psa_testing::SmtpSink::start().await;
     let (app, mgmt, api_role) =
-        app_with_provisioning(&temporal.address, &queue, mail_delivery(&smtp)).await;
+        app_with_provisioning(&temporal.address, &queue, mail_delivery(&smtp), &key).await;
     let tracking = TrackingSettings {
         enabled: true,
         management_tenant_id: Some(mgmt.tenant),
@@ -373,7 +376,9 @@ async fn temporal_down_is_503_and_not_ready() {
         .local_addr()
         .unwrap()
         .to_string(); // bound and dropped: nothing listens there
-    let (app, mgmt, _) = app_with_provisioning(&dead, "nowhere", test_config().delivery).await;
+    let key = SecretKey::from_base64(&SecretKey::generate_base64()).unwrap();
+    let (app, mgmt, _) =
+        app_with_provisioning(&dead, "nowhere", test_config().delivery, &key).await;
     let k = Some(mgmt.key.as_str());
     let r = app
         .call(Method::POST, "/api/v1/tenants", k, Some(body("Nowhere")))

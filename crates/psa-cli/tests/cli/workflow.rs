@@ -1327,6 +1327,14 @@ async fn the_tenant_lifecycle_through_the_cli() {
         std::fs::metadata(&out_file).unwrap().len(),
         export["bytes"].as_u64().unwrap()
     );
+    // --out has the plain archive; the store only an encrypted one.
+    assert_eq!(&std::fs::read(&out_file).unwrap()[..2], &[0x1f, 0x8b]);
+    let stored = s.exports().join(export["location"].as_str().unwrap());
+    assert!(
+        std::fs::read(stored)
+            .unwrap()
+            .starts_with(b"age-encryption.org/v1\n")
+    );
 
     // Cancel with a grace period, then restore before it ends.
     let canceled = last_json(&s.run(&[
@@ -1763,6 +1771,10 @@ async fn secrets_are_resealed_after_a_key_rotation_and_bound_to_their_purpose() 
         secret
     );
 
+    // The platform's archive key, sealed with the old key too.
+    psa_workflows::secret::archive_key(&s.db.pool, &old)
+        .await
+        .unwrap();
     let reseal = |previous: Option<&str>| {
         let mut c = s.cmd(&["secrets", "reseal", "--json"]);
         c.env("PSA_SECRET_KEY", &new_b64);
@@ -1782,7 +1794,11 @@ async fn secrets_are_resealed_after_a_key_rotation_and_bound_to_their_purpose() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(last_json(&out)["resealed"], 1);
+    assert_eq!(
+        last_json(&out)["resealed"],
+        2,
+        "the endpoint's secret and the archive key"
+    );
     let after = sealed().await;
     assert!(new.is_current(&after));
     assert_eq!(
@@ -1792,10 +1808,23 @@ async fn secrets_are_resealed_after_a_key_rotation_and_bound_to_their_purpose() 
         secret
     );
     assert!(old.open_for(&after, Sealed::WebhookSecret, &id).is_err());
+    // The archive key opens with the new key alone (so archives stay readable), not the old.
+    assert!(
+        psa_workflows::secret::archive_key(&s.db.pool, &new)
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        psa_workflows::secret::archive_key(&s.db.pool, &old)
+            .await
+            .err()
+            .map(|e| e.code()),
+        Some("unavailable")
+    );
     // Again: nothing left to move.
     let out = reseal(Some(&s.key));
     assert_eq!(last_json(&out)["resealed"], 0);
-    assert_eq!(last_json(&out)["current"], 1);
+    assert_eq!(last_json(&out)["current"], 2);
     let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'reseal'")
         .fetch_one(&s.db.pool)
         .await

@@ -372,7 +372,12 @@ async fn an_export_has_every_table_with_the_database_row_counts_and_no_secrets()
         .execute(&env.db.pool)
         .await
         .unwrap();
-    let store = exports::ExportStore::local(&env.exports).unwrap();
+    let archive_key = psa_workflows::secret::archive_key(&env.db.pool, &env.key)
+        .await
+        .unwrap();
+    let store = exports::ExportStore::local(&env.exports)
+        .unwrap()
+        .with_key(archive_key);
     let id = uuid::Uuid::now_v7();
     exports::begin(&env.db.pool, id, tenant, exports::Purpose::Request, "test")
         .await
@@ -403,8 +408,30 @@ async fn an_export_has_every_table_with_the_database_row_counts_and_no_secrets()
             .left_out
             .contains(&"hashed_password".to_owned())
     );
-    // The archive: the manifest and one file per table, checksums matching, no secret.
-    let archive = env.exports.join(done.location.unwrap());
+    // In the store the archive is encrypted: nothing of the tenant's can be read there.
+    let location = done.location.unwrap();
+    let stored = std::fs::read(env.exports.join(&location)).unwrap();
+    assert!(stored.starts_with(b"age-encryption.org/v1\n"), "{location}");
+    assert!(!String::from_utf8_lossy(&stored).contains("Exported"));
+    // Decrypted, it is the manifest and one file per table, checksums matching, no secret.
+    let archive = env.exports.join("decrypted.tar.gz");
+    let bytes = store.download(&location, &archive).await.unwrap();
+    assert_eq!(
+        bytes as i64,
+        done.bytes.unwrap(),
+        "the size a download gives"
+    );
+    // Without the platform key it cannot be read at all.
+    let keyless = exports::ExportStore::local(&env.exports).unwrap();
+    assert_eq!(
+        keyless
+            .download(&location, &archive)
+            .await
+            .unwrap_err()
+            .code(),
+        "unavailable"
+    );
+    store.download(&location, &archive).await.unwrap();
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(
         std::fs::File::open(&archive).unwrap(),
     ));
