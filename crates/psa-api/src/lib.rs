@@ -374,16 +374,20 @@ impl Application {
             lifecycle_tags: config.lifecycle.tags.clone(),
             ..Default::default()
         };
-        // Without PSA_SECRET_KEY no archive can be written or decrypted here (the store says so
-        // when asked); with it, archives are encrypted to the platform's key.
+        // Without PSA_SECRET_KEY (or when the archive key cannot be opened with it) no archive
+        // can be written or decrypted here, and the store says so when asked; with it, archives
+        // are encrypted to the platform's key.
         let exports = match (config.lifecycle.store, &config.webhooks.key) {
-            (Some(store), Some(key)) => Some(
-                store.with_key(
-                    psa_workflows::secret::archive_key(&pool, key)
-                        .await
-                        .map_err(std::io::Error::other)?,
-                ),
-            ),
+            (Some(store), Some(key)) => {
+                match psa_workflows::secret::archive_key(&pool, key).await {
+                    Ok(archive_key) => Some(store.with_key(archive_key)),
+                    // Everything else works; exports answer 503 saying why until a restart.
+                    Err(e) => {
+                        tracing::error!(error = %e, "the export archives' key is unusable: exports are refused");
+                        Some(store)
+                    }
+                }
+            }
             (store, _) => store,
         };
         let mut app = psa_app::App::new(pool.clone(), settings, config.delivery)

@@ -193,6 +193,7 @@ pub async fn delete_now(app: &App, who: &Principal, tenant: TenantId) -> Result<
 /// failed), with its record.
 pub async fn export(app: &App, who: &Principal, tenant: TenantId) -> Result<Export> {
     let store = app.export_store()?;
+    store.can_write()?;
     let (mut tx, mgmt) = app.begin_management(who, UPDATE).await?;
     lifecycle::show(&mut tx, &app.lifecycle(mgmt), tenant).await?;
     let export_id = uuid::Uuid::now_v7();
@@ -248,7 +249,7 @@ pub async fn download_export(
     tenant: TenantId,
     export_id: uuid::Uuid,
 ) -> Result<(Export, String)> {
-    app.export_store()?;
+    let store = app.export_store()?;
     let (mut tx, mgmt) = app.begin_management(who, UPDATE).await?;
     let found = find_export(app, tenant, export_id).await?;
     let Some(key) = found
@@ -258,6 +259,8 @@ pub async fn download_export(
     else {
         return Err(Error::conflict(None, "The export has not completed"));
     };
+    // Only a download that can happen is recorded as one.
+    store.can_read(&key)?;
     audit::record(
         &mut tx,
         mgmt,

@@ -232,6 +232,7 @@ pub async fn reseal(app: &App, who: &Principal) -> Result<Resealed> {
     }
     // The platform's own keys (the export archives' key): resealed, so the archives themselves
     // stay as they are.
+    psa_models::db::leave_tenant(&mut tx).await?;
     let keys: Vec<(String, String)> =
         sqlx::query_as("SELECT name, sealed_secret FROM platform_keys ORDER BY name FOR UPDATE")
             .fetch_all(&mut *tx)
@@ -254,7 +255,7 @@ pub async fn reseal(app: &App, who: &Principal) -> Result<Resealed> {
         mgmt,
         &who.actor(),
         Action::Reseal,
-        "webhook_endpoint",
+        "sealed_secrets",
         None,
         serde_json::json!({"resealed": out.resealed, "current": out.current,
                            "key_id": key.current_id()}),

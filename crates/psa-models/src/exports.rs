@@ -14,7 +14,9 @@
 //! `PSA_SECRET_KEY`): whoever can read the
 //! bucket or the directory cannot read a tenant's data. A download is decrypted on the way out,
 //! so what a caller gets is the plain `tar.gz`. Archives stored before encryption (`.tar.gz`
-//! keys) are still served as they are.
+//! keys) are still served as they are. The table files are assembled in a scratch directory
+//! only this process's user can read, removed when the export ends (and by the worker's
+//! housekeeping if a process died mid-export).
 //!
 //! The rows are read in one read-only repeatable-read transaction: the archive is one
 //! consistent picture of the tenant, however long it takes.
@@ -44,9 +46,11 @@ pub struct ArchiveKey {
 }
 
 impl ArchiveKey {
-    pub fn new(recipient: age::pq::Recipient, identity: age::pq::Identity) -> Self {
+    /// The key of `identity`: archives are encrypted to its own public half, so a public key
+    /// written into the database by someone else cannot redirect them.
+    pub fn new(identity: age::pq::Identity) -> Self {
         Self {
-            recipient,
+            recipient: identity.to_public(),
             identity,
         }
     }
@@ -206,6 +210,20 @@ impl ExportStore {
     pub fn with_key(mut self, key: ArchiveKey) -> Self {
         self.key = Some(key);
         self
+    }
+
+    /// Whether an archive can be written here (checked before anything is read or recorded).
+    pub fn can_write(&self) -> Result<()> {
+        self.key.as_ref().map(|_| ()).ok_or_else(no_key)
+    }
+
+    /// Whether the archive at `key` can be read here (an encrypted one needs the archive key).
+    pub fn can_read(&self, key: &str) -> Result<()> {
+        if key.ends_with(ENCRYPTED) {
+            self.can_write()
+        } else {
+            Ok(())
+        }
     }
 
     /// Streams an archive out of the store: the plain `tar.gz`, decrypted on the way.
@@ -818,6 +836,34 @@ pub async fn run(pool: &PgPool, store: &ExportStore, id: Uuid) -> Result<Export>
     get(&mut conn, id).await
 }
 
+/// The scratch directories' names (in the system's temporary directory).
+pub const SCRATCH_PREFIX: &str = "psa-export-";
+
+/// Removes scratch directories an export left behind (a process killed mid-export) that are
+/// older than `age`; returns how many went.
+pub fn sweep_scratch(age: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let stale = entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(SCRATCH_PREFIX)
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|e| e > age);
+        if stale && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// A writer that counts what passes through it.
 struct Counted<W> {
     inner: W,
@@ -851,7 +897,9 @@ async fn write(
     id: Uuid,
     tenant: TenantId,
 ) -> Result<(String, u64, Manifest)> {
-    let scratch = Scratch(std::env::temp_dir().join(format!("psa-export-{id}")));
+    // Before anything is read: without the key nothing could be stored.
+    let archive_key = store.key.clone().ok_or_else(no_key)?;
+    let scratch = Scratch(std::env::temp_dir().join(format!("{SCRATCH_PREFIX}{id}")));
     // Private to this process's user (0700): a tenant's whole data passes through here.
     {
         use std::os::unix::fs::DirBuilderExt;
@@ -963,7 +1011,6 @@ async fn write(
     tokio::fs::write(scratch.0.join("manifest.json"), &manifest_json)
         .await
         .map_err(Error::internal)?;
-    let archive_key = store.key.clone().ok_or_else(no_key)?;
     let archive = scratch.0.join("export.tar.gz.age");
     let dir = scratch.0.clone();
     let entries: Vec<String> = std::iter::once("manifest.json".to_owned())

@@ -215,7 +215,7 @@ pub async fn archive_key(
         )
         .await?;
     }
-    let (public, sealed) = exports::platform_key(pool, ARCHIVE_KEY)
+    let (_, sealed) = exports::platform_key(pool, ARCHIVE_KEY)
         .await?
         .ok_or_else(|| psa_models::Error::internal(SecretError::Open))?;
     let opened = key
@@ -230,10 +230,7 @@ pub async fn archive_key(
         .expose_secret()
         .parse()
         .map_err(|e: &str| psa_models::Error::internal(std::io::Error::other(e)))?;
-    let recipient: age::pq::Recipient = public
-        .parse()
-        .map_err(|e: &str| psa_models::Error::internal(std::io::Error::other(e)))?;
-    Ok(psa_models::exports::ArchiveKey::new(recipient, identity))
+    Ok(psa_models::exports::ArchiveKey::new(identity))
 }
 
 #[cfg(test)]

@@ -300,6 +300,19 @@ pub async fn housekeeping(workflows: TenantWorkflows, interval: Duration, retent
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retention pass failed; will retry"),
         }
+        // An export's scratch directory outlives it only when its process died mid-export; a
+        // day is longer than any export runs.
+        let removed = tokio::task::spawn_blocking(|| {
+            psa_models::exports::sweep_scratch(Duration::from_secs(24 * 3600))
+        })
+        .await
+        .unwrap_or(0);
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed scratch directories of exports cut off mid-way"
+            );
+        }
         crate::deletion::observe_lifecycle(&workflows.pool).await;
         crate::webhooks::observe(&workflows.pool).await;
     }

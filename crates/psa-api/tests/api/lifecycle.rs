@@ -12,6 +12,11 @@ use super::*;
 /// tracked as its customer (by reconcile). The API runs as its production login role, so a
 /// privilege the handlers lack fails here.
 pub(crate) async fn platform() -> (TestApp, TenantFixture, TenantFixture) {
+    platform_with(test_config()).await
+}
+
+/// The platform served with `config`.
+async fn platform_with(config: psa_api::Config) -> (TestApp, TenantFixture, TenantFixture) {
     let mut app = TestApp::unserved().await;
     let mgmt = app.tenant("Mgmt").await;
     sqlx::query("UPDATE tenants SET is_management = true WHERE tenant = $1")
@@ -31,8 +36,37 @@ pub(crate) async fn platform() -> (TestApp, TenantFixture, TenantFixture) {
             .unwrap();
     assert_eq!(report.created, 1, "{report:?}");
     let (pool, _) = app.api_login_pool().await;
-    app.serve(pool, test_config(), None).await;
+    app.serve(pool, config, None).await;
     (app, mgmt, acme)
+}
+
+/// Where PSA_SECRET_KEY is not set, no archive could be encrypted: an export is refused before
+/// anything is read or recorded, and says why.
+#[tokio::test]
+async fn without_the_secret_key_an_export_is_refused_and_nothing_recorded() {
+    let mut config = test_config();
+    config.webhooks.key = None;
+    let (app, mgmt, acme) = platform_with(config).await;
+    let audit_before = app.count("audit_log").await;
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/export", acme.tenant),
+            Some(&mgmt.key),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(
+        r.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("PSA_SECRET_KEY"),
+        "{}",
+        r.1
+    );
+    assert_eq!(app.count("tenant_exports").await, 0);
+    assert_eq!(app.count("audit_log").await, audit_before);
 }
 
 async fn login(app: &TestApp, t: &TenantFixture) -> (StatusCode, Value) {
