@@ -152,11 +152,38 @@ impl Caller {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    #[schema(value_type = uuid::Uuid)]
-    pub tenant_id: TenantId,
     pub email: String,
     #[schema(value_type = String, format = Password)]
     pub password: SecretString,
+    /// The organisation to sign in to, by id or slug. Without it the email finds it: one match
+    /// signs in, several answer 409 `tenant_required` with the organisations to choose from.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The organisation's id (as before slugs; `tenant` takes an id too).
+    #[serde(default)]
+    #[schema(value_type = Option<uuid::Uuid>)]
+    pub tenant_id: Option<TenantId>,
+}
+
+impl LoginRequest {
+    /// The organisation the caller named, if any.
+    fn named(&self) -> Option<String> {
+        self.tenant
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .or_else(|| self.tenant_id.map(|t| t.to_string()))
+    }
+}
+
+/// An organisation a sign-in can continue in (the password matched there).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TenantChoice {
+    #[schema(value_type = uuid::Uuid)]
+    pub id: TenantId,
+    pub slug: String,
+    pub name: String,
 }
 
 /// A new session.
@@ -173,10 +200,13 @@ pub(crate) static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
     password::hash_blocking(&password::generate()).expect("hashing a generated password")
 });
 
-/// Log in with email and password; returns a session token.
+/// Sign in with email and password (and the organisation, when the email is in several);
+/// returns a session token.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 401, body = crate::error::ErrorBody),
+              (status = 409, description = "`tenant_required`: the password matched in several organisations; repeat with `tenant` (one of `tenants`)", body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody),
               (status = 429, body = crate::error::ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
@@ -186,9 +216,12 @@ pub async fn login(
     sign_in(&state, peer, req).await.map(Json)
 }
 
-/// Checks email and password and opens a session (the API's login and the console's sign-in):
-/// rate limits per address and per account, the same time for an unknown email as for a wrong
-/// password, refused for an inactive tenant, audited either way.
+/// Checks email and password and opens a session (the API's login and the console's sign-in).
+/// The email finds its tenants (or the one named): the password is checked against each
+/// candidate's hash (at least one hash always, so an unknown email costs what a wrong password
+/// does); one match signs in, several answer [`ApiError::TenantRequired`] naming only the
+/// tenants where it matched. Rate limits per address and per account, refused for an inactive
+/// tenant, audited either way.
 pub(crate) async fn sign_in(
     state: &AppState,
     peer: std::net::SocketAddr,
@@ -198,59 +231,116 @@ pub(crate) async fn sign_in(
     let Ok(email) = EmailAddress::parse(&req.email) else {
         return Err(ApiError::Unauthorized);
     };
-    state.limits.login_of(req.tenant_id.0, email.as_str())?;
-    // The lookup in its own short transaction: the hash is verified with no connection held, so
-    // a flood of logins cannot take the pool from everyone else.
-    let mut tx = db::begin_tenant(&state.pool, req.tenant_id).await?;
-    let found = users::find_for_login(&mut tx, req.tenant_id, &email).await?;
-    tx.commit().await?;
-    // A user who has not set a password yet is checked against the dummy hash too: the answer
-    // and its time are those of a wrong password.
-    let (user, hash) = match found {
-        Some((user, Some(hash))) => (Some(user), hash),
-        Some((_, None)) | None => (None, DUMMY_HASH.clone()),
+    let named = req.named();
+    // The lookup on a pooled connection, released before any hash is checked: a flood of
+    // logins cannot take the pool from everyone else.
+    let candidates = {
+        let mut conn = state.pool.acquire().await?;
+        psa_models::sign_in::candidates(&mut conn, &email, named.as_deref()).await?
     };
-    let ok = verify_limited(state, &req.password, hash).await?;
-    let Some(user) = user.filter(|_| ok) else {
-        let mut tx = db::begin_tenant(&state.pool, req.tenant_id).await?;
-        let address = peer.ip().to_string();
-        let written = psa_models::audit::record_login_failure(
-            &mut tx,
-            req.tenant_id,
-            email.as_str(),
-            &address,
-        )
-        .await?;
-        metrics::counter!("psa_login_failures_total").increment(1);
-        tracing::info!(tenant = %req.tenant_id, %address, audited = written, "login failed");
+    // Per account: each tenant the email is in (an unknown email counts on its own).
+    if candidates.is_empty() {
+        state.limits.login_of(uuid::Uuid::nil(), email.as_str())?;
+    }
+    for c in &candidates {
+        state.limits.login_of(c.tenant.0, email.as_str())?;
+    }
+    let mut matched = Vec::new();
+    let mut hashed = false;
+    for c in &candidates {
+        // A user who has not set a password yet matches nothing.
+        let Some(hash) = c.hash.clone() else { continue };
+        hashed = true;
+        if verify_limited(state, &req.password, hash).await? {
+            matched.push(c.clone());
+        }
+    }
+    if !hashed {
+        verify_limited(state, &req.password, DUMMY_HASH.clone()).await?;
+    }
+    match matched.as_slice() {
+        [] => {
+            // The tenants the attempt was against: the email's, and the one named by id.
+            let mut tenants: Vec<TenantId> = candidates.iter().map(|c| c.tenant).collect();
+            if let Some(t) = named.as_deref().and_then(|n| uuid::Uuid::parse_str(n).ok()) {
+                tenants.push(TenantId(t));
+            }
+            tenants.sort_by_key(|t| t.0);
+            tenants.dedup();
+            // Written after the answer: a known email's failure row would otherwise make its
+            // answer slower than an unknown one's, which has no tenant to write into.
+            let (pool, email) = (state.pool.clone(), email.clone());
+            tokio::spawn(async move {
+                if let Err(e) = record_failure(&pool, peer, &email, &tenants).await {
+                    tracing::warn!(error = %e.log_safe(), "recording a failed sign-in failed");
+                }
+            });
+            Err(ApiError::Unauthorized)
+        }
+        [one] => open_session(state, peer, one.tenant, one.user).await,
+        several => Err(ApiError::TenantRequired(
+            several
+                .iter()
+                .map(|c| TenantChoice {
+                    id: c.tenant,
+                    slug: c.slug.clone(),
+                    name: c.tenant_name.clone(),
+                })
+                .collect(),
+        )),
+    }
+}
+
+/// A failed sign-in, in each tenant it was against (bounded: one row per email and address per
+/// window), counted and logged.
+async fn record_failure(
+    pool: &sqlx::PgPool,
+    peer: std::net::SocketAddr,
+    email: &EmailAddress,
+    tenants: &[TenantId],
+) -> Result<(), ApiError> {
+    let address = peer.ip().to_string();
+    for &tenant in tenants {
+        let mut tx = db::begin_tenant(pool, tenant).await?;
+        let written =
+            psa_models::audit::record_login_failure(&mut tx, tenant, email.as_str(), &address)
+                .await?;
         tx.commit().await?;
-        return Err(ApiError::Unauthorized);
-    };
-    let mut tx = db::begin_tenant(&state.pool, req.tenant_id).await?;
-    // The right password for a suspended or canceled tenant: said as such (its holder proved
-    // who they are), with no session.
-    if !tenant_is_active(&mut tx, req.tenant_id).await? {
+        tracing::info!(%tenant, %address, audited = written, "login failed");
+    }
+    if tenants.is_empty() {
+        tracing::info!(%address, "login failed: no such account");
+    }
+    metrics::counter!("psa_login_failures_total").increment(1);
+    Ok(())
+}
+
+/// Opens a session for `user` of `tenant` whose password (or choice) was just proven: refused
+/// for a suspended or canceled tenant (its holder proved who they are), audited as a login.
+pub(crate) async fn open_session(
+    state: &AppState,
+    peer: std::net::SocketAddr,
+    tenant: TenantId,
+    user: psa_models::UserId,
+) -> Result<LoginResponse, ApiError> {
+    let mut tx = db::begin_tenant(&state.pool, tenant).await?;
+    if !tenant_is_active(&mut tx, tenant).await? {
         return Err(ApiError::TenantInactive);
     }
-    let session = credentials::create_session(
-        &mut tx,
-        req.tenant_id,
-        user.user_id,
-        Utc::now() + state.session_ttl,
-    )
-    .await?;
+    let session =
+        credentials::create_session(&mut tx, tenant, user, Utc::now() + state.session_ttl).await?;
     psa_models::audit::record(
         &mut tx,
-        req.tenant_id,
-        &Actor::User { user: user.user_id },
+        tenant,
+        &Actor::User { user },
         AuditAction::Login,
         "user",
-        Some(user.user_id.0),
+        Some(user.0),
         serde_json::json!({"address": peer.ip().to_string()}),
     )
     .await?;
     tx.commit().await?;
-    tracing::info!(tenant = %req.tenant_id, user = %user.user_id, "login");
+    tracing::info!(%tenant, %user, "login");
     Ok(LoginResponse {
         token: session.token.expose_secret().to_owned(),
         expires_at: session.expires_at,
@@ -376,7 +466,8 @@ pub(crate) async fn set_password_by_link(
         return Err(ApiError::TenantInactive);
     }
     let user = users::get(&mut tx, found.tenant, found.user).await?;
-    let tenant_name = tenants::get(&mut tx, found.tenant).await?.company_name;
+    let tenant = tenants::get(&mut tx, found.tenant).await?;
+    let (tenant_name, tenant_slug) = (tenant.company_name, tenant.slug);
     tx.commit().await?;
     password::check_strength(
         new_password,
@@ -410,6 +501,7 @@ pub(crate) async fn set_password_by_link(
         found,
         email: user.email,
         tenant_name,
+        tenant_slug,
     })
 }
 
@@ -418,6 +510,7 @@ pub(crate) struct Redeemed {
     pub found: auth_tokens::Found,
     pub email: String,
     pub tenant_name: String,
+    pub tenant_slug: String,
 }
 
 /// Redeems a link (the API's way) and opens a session for the user who has just set their
@@ -584,9 +677,15 @@ pub async fn change_own_password(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordResetRequest {
-    #[schema(value_type = uuid::Uuid)]
-    pub tenant_id: TenantId,
     pub email: String,
+    /// One organisation, by id or slug; without it, a link goes for each organisation where the
+    /// email is an active user.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// One organisation by id (as before slugs).
+    #[serde(default)]
+    #[schema(value_type = Option<uuid::Uuid>)]
+    pub tenant_id: Option<TenantId>,
 }
 
 /// The answer to a reset request: the same whatever the account.
@@ -595,8 +694,10 @@ pub struct PasswordResetAccepted {
     pub message: String,
 }
 
-/// Ask for a password-reset link by email. The answer is the same (202) whether or not the
-/// account exists, and comes before any mail is sent, so neither its content nor its time tells.
+/// Ask for a password-reset link by email: one for each organisation where the email is an
+/// active user (or the one named). The answer is the same (202) whether or not the account
+/// exists, and comes before anything is looked up or sent, so neither its content nor its time
+/// tells.
 #[utoipa::path(post, path = "/api/v1/auth/password-reset", tag = "auth",
     request_body = PasswordResetRequest,
     responses((status = 202, body = PasswordResetAccepted), (status = 409, body = crate::error::ErrorBody),
@@ -628,21 +729,45 @@ pub async fn ask_password_reset(
     let Ok(email) = EmailAddress::parse(&req.email) else {
         return Ok(accepted);
     };
-    state.limits.login_of(req.tenant_id.0, email.as_str())?;
+    let named = req
+        .tenant
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .or_else(|| req.tenant_id.map(|t| t.to_string()));
+    // Per account as the caller named it, the same for every email (an existing one is not
+    // told apart by its limit).
+    let account = named
+        .as_deref()
+        .and_then(|n| uuid::Uuid::parse_str(n).ok())
+        .unwrap_or_default();
+    state.limits.login_of(account, email.as_str())?;
     // A few sends at once at most: a flood of requests (or a slow mail server) cannot take the
     // pool's connections from everyone else. Past that, requests are answered and dropped.
     let Ok(permit) = state.limits.mail_sends.clone().try_acquire_owned() else {
-        tracing::warn!(tenant = %req.tenant_id, "password reset dropped: too many sends in progress");
+        tracing::warn!("password reset dropped: too many sends in progress");
         return Ok(accepted);
     };
-    let (pool, delivery, tenant) = (
-        state.pool.clone(),
-        state.app.delivery.clone(),
-        req.tenant_id,
-    );
+    let (pool, delivery) = (state.pool.clone(), state.app.delivery.clone());
+    // Looked up after the answer: its time says nothing about the email.
     tokio::spawn(async move {
-        if let Err(e) = send_reset(&pool, &delivery, tenant, &email, peer.ip()).await {
-            tracing::warn!(%tenant, error = %e, "password reset email failed");
+        let found = match pool.acquire().await {
+            Ok(mut conn) => {
+                psa_models::sign_in::candidates(&mut conn, &email, named.as_deref()).await
+            }
+            Err(e) => Err(e.into()),
+        };
+        match found {
+            Ok(candidates) => {
+                for c in candidates {
+                    if let Err(e) = send_reset(&pool, &delivery, c.tenant, &email, peer.ip()).await
+                    {
+                        tracing::warn!(tenant = %c.tenant, error = %e, "password reset email failed");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "password reset lookup failed"),
         }
         drop(permit);
     });

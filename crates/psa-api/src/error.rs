@@ -51,6 +51,10 @@ pub enum ApiError {
     /// The mail server refused or could not be reached: 503, nothing was written.
     #[error("The email could not be sent, nothing was changed: {0}")]
     MailFailed(String),
+    /// The password matched in several organisations: 409 `tenant_required`, with them in the
+    /// body's `tenants`; the caller repeats the sign-in naming one.
+    #[error("This email signs in to several organisations: choose one and sign in again naming it")]
+    TenantRequired(Vec<crate::auth::TenantChoice>),
     /// A dependency (Temporal) is down or not configured: 503, retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -96,7 +100,7 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::TenantInactive => StatusCode::FORBIDDEN,
             ApiError::BadRequest { status, .. } => *status,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::IdempotencyKeyReused(_) => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused(_) | ApiError::TenantRequired(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -115,6 +119,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => "validation_error",
             ApiError::NotFound => "not_found",
             ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
+            ApiError::TenantRequired(_) => "tenant_required",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Timeout => "timeout",
             ApiError::Unavailable(_) => "unavailable",
@@ -178,12 +183,15 @@ impl From<sqlx::Error> for ApiError {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
+    /// With `tenant_required`: the organisations the sign-in can continue in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<Vec<crate::auth::TenantChoice>>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// One of validation_error, email_exists, foreign_key_error, not_found, unauthorized,
-    /// forbidden, conflict, invalid_link, idempotency_key_reused, mail_not_configured,
+    /// forbidden, conflict, invalid_link, idempotency_key_reused, tenant_required, mail_not_configured,
     /// rate_limited, timeout, mail_failed, unavailable, internal.
     pub code: &'static str,
     pub message: String,
@@ -216,12 +224,17 @@ impl IntoResponse for ApiError {
         if let Some(f) = field {
             fields.insert(f, serde_json::Value::String(message.clone()));
         }
+        let tenants = match &self {
+            ApiError::TenantRequired(t) => Some(t.clone()),
+            _ => None,
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code(),
                 message,
                 fields,
             },
+            tenants,
         };
         let mut response = (status, Json(body)).into_response();
         if let ApiError::RateLimited { retry_after } = &self

@@ -185,7 +185,11 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tags::detach))
         .routes(routes!(tenants::create, lifecycle::list))
         .routes(routes!(tenants::status))
-        .routes(routes!(lifecycle::show, lifecycle::delete))
+        .routes(routes!(
+            lifecycle::show,
+            lifecycle::update,
+            lifecycle::delete
+        ))
         .routes(routes!(lifecycle::suspend))
         .routes(routes!(lifecycle::reactivate))
         .routes(routes!(lifecycle::cancel))

@@ -85,6 +85,32 @@ pub async fn show(
     ))
 }
 
+/// `PATCH /api/v1/tenants/{id}` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPatch {
+    /// The name its people sign in with (`/console/sign-in?org=SLUG`): lowercase a-z, 0-9 and
+    /// hyphens, 3-63 characters, unique.
+    pub slug: String,
+}
+
+/// Change a tenant's slug (management, `tenant:update`; audited). A slug that breaks the rules
+/// or another tenant has is refused (422 on `slug`).
+#[utoipa::path(patch, path = "/api/v1/tenants/{id}", tag = "tenants", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)), request_body = TenantPatch,
+    responses((status = 200, body = TenantDetails), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(tenant): PathId<TenantId>,
+    ApiJson(patch): ApiJson<TenantPatch>,
+) -> Result<Json<TenantDetails>, ApiError> {
+    Ok(Json(
+        psa_app::tenants::set_slug(&state.app, &caller.principal(), tenant, &patch.slug).await?,
+    ))
+}
+
 /// `POST .../suspend` and `.../cancel` body.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

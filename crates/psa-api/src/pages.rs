@@ -186,10 +186,11 @@ async fn submit(
 /// The success page. It opens no session: the user signs in with the new password (a session
 /// cookie would be a live credential that nothing here reads yet).
 fn done(redeemed: &crate::auth::Redeemed) -> Response {
+    // Straight into this organisation, whichever others the email is in.
     let sign_in = format!(
         "/console/sign-in?{}",
         form_urlencoded::Serializer::new(String::new())
-            .append_pair("tenant", &redeemed.found.tenant.to_string())
+            .append_pair("org", &redeemed.tenant_slug)
             .finish()
     );
     page(
@@ -199,7 +200,6 @@ fn done(redeemed: &crate::auth::Redeemed) -> Response {
             minijinja::context! {
                 tenant_name => &redeemed.tenant_name,
                 email => &redeemed.email,
-                tenant_id => redeemed.found.tenant.to_string(),
                 sign_in,
             },
         ),

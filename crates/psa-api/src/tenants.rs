@@ -48,6 +48,11 @@ pub struct NewTenantRequest {
     /// tracking is enabled at all is the workers' setting.
     #[serde(default)]
     pub skip_customer_tracking: bool,
+    /// The name its people sign in with (`/console/sign-in?org=SLUG`): lowercase a-z, 0-9 and
+    /// hyphens, 3-63 characters, unique. Absent: derived from the tenant's name (with a number
+    /// when taken).
+    #[serde(default)]
+    pub slug: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -130,6 +135,7 @@ pub async fn start(
         company_name: req.company_name.as_deref(),
         license_count: req.license_count,
         skip_customer_tracking: req.skip_customer_tracking,
+        slug: req.slug.as_deref(),
     })?;
     let (workflow_id, _) =
         psa_app::tenants::provision(&state.app, &caller.principal(), input, key, requested_by)

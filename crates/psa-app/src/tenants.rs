@@ -43,6 +43,13 @@ pub async fn provision(
     let (mut tx, mgmt) = app
         .begin_management(who, Permission(Resource::Tenant, Access::Create))
         .await?;
+    // A slug asked for must be free now (422 on `slug`, nothing started); one taken between
+    // now and the run's first step fails the run, which rolls back.
+    if let Some(slug) = &input.slug {
+        psa_models::db::leave_tenant(&mut tx).await?;
+        psa_models::tenants::ensure_slug_free(&mut tx, slug).await?;
+        psa_models::db::enter_tenant(&mut tx, mgmt).await?;
+    }
     audit::record(
         &mut tx,
         mgmt,
@@ -51,6 +58,7 @@ pub async fn provision(
         "tenant",
         None,
         serde_json::json!({"tenant_name": input.tenant_name.as_str(),
+                           "slug": input.slug.as_ref().map(|s| s.as_str()),
                            "idempotency_key": key.map(|k| k.as_str())}),
     )
     .await?;
@@ -83,6 +91,42 @@ pub async fn show(app: &App, who: &Principal, tenant: TenantId) -> Result<Tenant
     let (mut tx, mgmt) = app.begin_management(who, READ).await?;
     let details = lifecycle::show(&mut tx, &app.lifecycle(mgmt), tenant).await?;
     tx.rollback().await?;
+    Ok(details)
+}
+
+/// Gives a tenant a new slug (`tenant:update`): the name its people sign in with. Refused when
+/// it breaks the rules or another tenant has it (422 on `slug`, nothing written); audited in the
+/// management tenant with the old and the new slug. The same slug again changes nothing.
+pub async fn set_slug(
+    app: &App,
+    who: &Principal,
+    tenant: TenantId,
+    slug: &str,
+) -> Result<TenantDetails> {
+    let slug = psa_models::validate::Slug::parse(slug)?;
+    let (mut tx, mgmt) = app.begin_management(who, UPDATE).await?;
+    let current = lifecycle::show(&mut tx, &app.lifecycle(mgmt), tenant).await?;
+    if current.slug == slug.as_str() {
+        tx.rollback().await?;
+        return Ok(current);
+    }
+    psa_models::db::leave_tenant(&mut tx).await?;
+    psa_models::tenants::ensure_slug_free(&mut tx, &slug).await?;
+    psa_models::db::enter_tenant(&mut tx, tenant).await?;
+    let before = psa_models::tenants::set_slug(&mut tx, tenant, &slug).await?;
+    psa_models::db::enter_tenant(&mut tx, mgmt).await?;
+    audit::record(
+        &mut tx,
+        mgmt,
+        &who.actor(),
+        Action::Update,
+        "tenant",
+        Some(tenant.0),
+        serde_json::json!({"slug": {"before": before, "after": slug.as_str()}}),
+    )
+    .await?;
+    let details = lifecycle::show(&mut tx, &app.lifecycle(mgmt), tenant).await?;
+    tx.commit().await?;
     Ok(details)
 }
 

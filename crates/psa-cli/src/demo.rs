@@ -285,6 +285,7 @@ pub async fn demo(
             company_name: Some("Acme Demo Services"),
             license_count: Some(10),
             skip_customer_tracking: false,
+            slug: None,
         })?;
         let outcome = async {
             let id = workflows
@@ -335,12 +336,11 @@ pub async fn demo(
             if let (Some(base), false) = (&console_base, exit) {
                 println!();
                 println!("the console: {base}console");
-                println!("  organisation ID  {mgmt_id}");
                 match &password {
                     Some(p) => {
                         use secrecy::ExposeSecret;
-                        println!("  email            {OPERATOR_EMAIL}");
-                        println!("  password         {}", p.expose_secret());
+                        println!("  email     {OPERATOR_EMAIL}");
+                        println!("  password  {}", p.expose_secret());
                     }
                     None => println!(
                         "  (the demo makes no operator in a database it did not start: sign in \

@@ -68,6 +68,10 @@ pub fn print_details(d: &TenantDetails, json: bool) {
     }
     println!("tenant      {} ({})", d.name, d.tenant_id);
     println!(
+        "slug        {} (sign-in: /console/sign-in?org={})",
+        d.slug, d.slug
+    );
+    println!(
         "status      {}{}",
         d.status,
         d.status_reason

@@ -39,9 +39,21 @@ pub enum TenantCommand {
         /// Do not record this tenant as a customer (remembered: reconcile honours it).
         #[arg(long)]
         skip_customer_tracking: bool,
+        /// The name its people sign in with (`/console/sign-in?org=SLUG`): lowercase a-z, 0-9
+        /// and hyphens, 3-63 characters; derived from the name when absent.
+        #[arg(long)]
+        slug: Option<String>,
         /// Print the workflow id and return at once.
         #[arg(long)]
         no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a tenant a new slug (the name its people sign in with); audited.
+    SetSlug {
+        #[arg(value_parser = config::tenant_id)]
+        tenant_id: TenantId,
+        slug: String,
         #[arg(long)]
         json: bool,
     },
@@ -451,6 +463,7 @@ pub async fn tenant(
             license_count,
             idempotency_key,
             skip_customer_tracking,
+            slug,
             no_wait,
             json,
         } => {
@@ -462,6 +475,7 @@ pub async fn tenant(
                 company_name: company_name.as_deref(),
                 license_count,
                 skip_customer_tracking,
+                slug: slug.as_deref(),
             })?;
             let key = idempotency_key
                 .as_deref()
@@ -569,6 +583,17 @@ pub async fn tenant(
             );
             Ok(())
         }
+        TenantCommand::SetSlug {
+            tenant_id,
+            slug,
+            json,
+        } => {
+            let app = lifecycle_app(None).await?;
+            let details =
+                psa_app::tenants::set_slug(&app, &crate::app::operator(), tenant_id, &slug).await?;
+            lc::print_details(&details, json);
+            Ok(())
+        }
         TenantCommand::List {
             customer_tag_name,
             tracking,
@@ -609,14 +634,15 @@ pub async fn tenant(
                 );
             } else {
                 println!(
-                    "{:<36}  {:<20}  {:<9}  {:<10}  {:<11}  {:<50}  NAME",
-                    "TENANT", "CREATED", "STATUS", "CUSTOMER", "PROVISIONED", "WORKFLOW"
+                    "{:<36}  {:<24}  {:<20}  {:<9}  {:<10}  {:<11}  {:<50}  NAME",
+                    "TENANT", "SLUG", "CREATED", "STATUS", "CUSTOMER", "PROVISIONED", "WORKFLOW"
                 );
                 for t in &page.items {
                     let created = t.created_at.format("%Y-%m-%d %H:%M:%S").to_string();
                     println!(
-                        "{:<36}  {:<20}  {:<9}  {:<10}  {:<11}  {:<50}  {}",
+                        "{:<36}  {:<24}  {:<20}  {:<9}  {:<10}  {:<11}  {:<50}  {}",
                         t.tenant_id,
+                        t.slug,
                         created,
                         t.status.as_str(),
                         t.customer_tracking,

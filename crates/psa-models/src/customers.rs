@@ -38,6 +38,8 @@ pub struct CustomerTag {
 pub struct Customer {
     pub tenant_id: Uuid,
     pub name: String,
+    /// The name its people sign in with.
+    pub slug: String,
     /// `active`, `suspended` or `canceled`.
     pub status: TenantStatus,
     pub created_at: DateTime<Utc>,
@@ -117,6 +119,7 @@ pub async fn list(
                     .collect(),
                 tenant_id: t.tenant_id,
                 name: t.name,
+                slug: t.slug,
                 status: t.status,
                 created_at: t.created_at,
                 customer_tracking: t.customer_tracking,
@@ -133,9 +136,10 @@ pub async fn list(
 }
 
 /// The CSV columns, in order.
-pub const CSV_HEADER: [&str; 11] = [
+pub const CSV_HEADER: [&str; 12] = [
     "tenant_id",
     "name",
+    "slug",
     "status",
     "created_at",
     "admin_contact_name",
@@ -159,10 +163,11 @@ fn cell(text: &str) -> String {
 
 impl Customer {
     /// The customer as a CSV record, in [`CSV_HEADER`]'s order.
-    pub fn csv_record(&self) -> [String; 11] {
+    pub fn csv_record(&self) -> [String; 12] {
         [
             self.tenant_id.to_string(),
             cell(&self.name),
+            self.slug.clone(),
             self.status.to_string(),
             self.created_at.to_rfc3339(),
             self.admin_contact

@@ -29,6 +29,7 @@ pub mod password;
 pub mod provisioning;
 pub mod retention;
 pub mod seeds;
+pub mod sign_in;
 pub mod tags;
 pub mod tenants;
 pub mod users;

@@ -114,6 +114,8 @@ pub struct PendingDeletion {
 pub struct TenantDetails {
     pub tenant_id: TenantId,
     pub name: String,
+    /// The short name its people sign in with (`/console/sign-in?org=SLUG`).
+    pub slug: String,
     pub status: TenantStatus,
     pub status_reason: Option<String>,
     pub status_changed_at: Option<DateTime<Utc>>,
@@ -137,6 +139,7 @@ pub struct Change {
 #[derive(sqlx::FromRow)]
 struct Row {
     company_name: String,
+    slug: String,
     is_management: bool,
     status: TenantStatus,
     status_reason: Option<String>,
@@ -147,10 +150,12 @@ struct Row {
 async fn row(conn: &mut PgConnection, tenant: TenantId, lock: bool) -> Result<Row> {
     db::enter_tenant(conn, tenant).await?;
     let sql = if lock {
-        "SELECT company_name, is_management, status, status_reason, status_changed_at, created_at \
+        "SELECT company_name, slug, is_management, status, status_reason, status_changed_at, \
+                created_at \
          FROM tenants WHERE tenant = $1 FOR UPDATE"
     } else {
-        "SELECT company_name, is_management, status, status_reason, status_changed_at, created_at \
+        "SELECT company_name, slug, is_management, status, status_reason, status_changed_at, \
+                created_at \
          FROM tenants WHERE tenant = $1"
     };
     sqlx::query_as::<_, Row>(sql)
@@ -991,6 +996,7 @@ pub async fn show(
     Ok(TenantDetails {
         tenant_id: tenant,
         name: r.company_name,
+        slug: r.slug,
         status: r.status,
         status_reason: r.status_reason,
         status_changed_at: r.status_changed_at,

@@ -539,6 +539,9 @@ pub async fn lock_customer_record(conn: &mut PgConnection, tenant: TenantId) -> 
 pub struct TenantSummary {
     pub tenant_id: Uuid,
     pub name: String,
+    /// The short name its people sign in with.
+    #[sqlx(default)]
+    pub slug: String,
     pub created_at: DateTime<Utc>,
     pub is_management: bool,
     /// `active`, `suspended` or `canceled`.
@@ -621,8 +624,17 @@ pub async fn list_tenants(
     .bind(filter.customer_tracking.as_deref())
     .bind(filter.status.map(|s| s.as_str()))
     .bind(i32::try_from(limit + 1).unwrap_or(i32::MAX))
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
+    let ids: Vec<TenantId> = rows.iter().map(|t| TenantId(t.tenant_id)).collect();
+    let mut slugs = crate::tenants::slugs(conn, &ids).await?;
+    let rows = rows
+        .into_iter()
+        .map(|mut t| {
+            t.slug = slugs.remove(&TenantId(t.tenant_id)).unwrap_or_default();
+            t
+        })
+        .collect();
     Ok(crate::db::page(rows, limit, |t| {
         (
             t.created_at

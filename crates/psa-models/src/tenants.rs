@@ -10,7 +10,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 
 use crate::companies::{self, Company, NewCompany};
-use crate::validate::{CompanyName, EmailAddress};
+use crate::validate::{CompanyName, EmailAddress, Slug};
 use crate::{CompanyId, Error, LocationId, Result, TenantId};
 
 /// A row of `tenants`.
@@ -19,6 +19,8 @@ pub struct Tenant {
     pub tenant: TenantId,
     /// The tenant's name (the reference's column name).
     pub company_name: String,
+    /// The short name people sign in with (`/console/sign-in?org=SLUG`): unique.
+    pub slug: String,
     pub email: String,
     pub licensed_user_count: Option<i32>,
     pub is_management: bool,
@@ -28,7 +30,7 @@ pub struct Tenant {
 
 macro_rules! columns {
     () => {
-        "tenant, company_name, email, licensed_user_count, is_management, created_at, updated_at"
+        "tenant, company_name, slug, email, licensed_user_count, is_management, created_at, updated_at"
     };
 }
 
@@ -42,6 +44,9 @@ pub struct NewTenant {
     /// When given, the tenant's own ("MSP") company is created with this name.
     pub company_name: Option<String>,
     pub licensed_user_count: Option<i32>,
+    /// The slug; when absent, one is derived from the name (with a number when taken).
+    #[serde(default)]
+    pub slug: Option<String>,
 }
 
 /// Options of [`create`].
@@ -84,6 +89,9 @@ fn validate_rest(
             "license_count",
             "The licence count must not be negative",
         ));
+    }
+    if let Some(slug) = &input.slug {
+        Slug::parse(slug)?;
     }
     Ok((name, email, company))
 }
@@ -128,9 +136,11 @@ async fn insert(
     email: &str,
     company_name: Option<CompanyName>,
 ) -> Result<CreatedTenant> {
+    let slug = input.slug.as_deref().map(Slug::parse).transpose()?;
     let inserted = sqlx::query_as::<_, Tenant>(concat!(
-        "INSERT INTO tenants (tenant, company_name, email, licensed_user_count, last_license_update, is_management) \
-         VALUES ($1, $2, $3, $4, CASE WHEN $4::int IS NULL THEN NULL ELSE now() END, $5) \
+        "INSERT INTO tenants (tenant, company_name, slug, email, licensed_user_count, last_license_update, is_management) \
+         VALUES ($1, $2, coalesce($6, psa_free_slug(psa_slug_base($2))), $3, $4, \
+                 CASE WHEN $4::int IS NULL THEN NULL ELSE now() END, $5) \
          ON CONFLICT (tenant) DO NOTHING RETURNING ",
         columns!()
     ))
@@ -139,8 +149,10 @@ async fn insert(
     .bind(email)
     .bind(input.licensed_user_count)
     .bind(options.is_management)
+    .bind(slug.as_ref().map(Slug::as_str))
     .fetch_optional(&mut *conn)
-    .await?;
+    .await
+    .map_err(|e| slug_error(e, slug.as_ref()))?;
     let row = match inserted {
         Some(t) => t,
         None => get(conn, tenant).await?,
@@ -186,6 +198,70 @@ async fn insert(
         tenant: row,
         company,
     })
+}
+
+/// A slug another tenant has: said as such, on the `slug` field.
+fn slug_error(e: sqlx::Error, slug: Option<&Slug>) -> Error {
+    let taken = e
+        .as_database_error()
+        .and_then(|d| d.constraint())
+        .is_some_and(|c| c == "tenants_slug_key");
+    match (taken, slug) {
+        (true, Some(slug)) => Error::validation(
+            "slug",
+            format!("The slug {slug} is taken by another tenant"),
+        ),
+        _ => Error::from(e),
+    }
+}
+
+/// Whether a slug is taken by any tenant (the API's confined role sees only its own).
+pub async fn slug_taken(conn: &mut PgConnection, slug: &Slug) -> Result<bool> {
+    Ok(sqlx::query_scalar("SELECT psa_slug_taken($1)")
+        .bind(slug.as_str())
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Refuses a slug that is taken (422 on `slug`), before anything is written.
+pub async fn ensure_slug_free(conn: &mut PgConnection, slug: &Slug) -> Result<()> {
+    if slug_taken(conn, slug).await? {
+        return Err(Error::validation(
+            "slug",
+            format!("The slug {slug} is taken by another tenant"),
+        ));
+    }
+    Ok(())
+}
+
+/// Gives `tenant` a new slug (in `tenant`'s own context, or as the owner); returns the old one.
+pub async fn set_slug(conn: &mut PgConnection, tenant: TenantId, slug: &Slug) -> Result<String> {
+    let before: String = sqlx::query_scalar("SELECT slug FROM tenants WHERE tenant = $1")
+        .bind(tenant)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(Error::NotFound { entity: "tenant" })?;
+    sqlx::query("UPDATE tenants SET slug = $2 WHERE tenant = $1")
+        .bind(tenant)
+        .bind(slug.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| slug_error(e, Some(slug)))?;
+    Ok(before)
+}
+
+/// The slugs of `tenants` (whatever context the connection is in).
+pub async fn slugs(
+    conn: &mut PgConnection,
+    tenants: &[TenantId],
+) -> Result<std::collections::HashMap<TenantId, String>> {
+    let ids: Vec<uuid::Uuid> = tenants.iter().map(|t| t.0).collect();
+    let rows: Vec<(TenantId, String)> =
+        sqlx::query_as("SELECT tenant, slug FROM psa_tenant_slugs($1)")
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// The tenant's settings rows: email settings (Resend, fallback on, tracking off), the onboarding

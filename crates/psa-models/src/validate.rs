@@ -179,6 +179,38 @@ impl TagText {
     }
 }
 
+/// A tenant's slug: the short name people type or follow in a sign-in link
+/// (`/console/sign-in?org=SLUG`). Lowercase `a-z`, `0-9` and `-`, 3 to 63 characters, no hyphen
+/// at either end (the database checks the same).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Slug(String);
+
+impl Slug {
+    pub fn parse(raw: &str) -> Result<Self> {
+        let s = raw.trim();
+        let invalid = |message: &'static str| Err(Error::validation("slug", message));
+        if !(3..=63).contains(&s.len()) {
+            return invalid("The slug must be 3 to 63 characters long");
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return invalid("The slug may contain only lowercase letters a-z, digits and hyphens");
+        }
+        if s.starts_with('-') || s.ends_with('-') {
+            return invalid("The slug must not start or end with a hyphen");
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A company's website: an absolute http(s) URL with a host, at most 2048 characters. A value
 /// without a scheme is read as `https://` + value (what people type); the value is stored as
 /// given, trimmed.
@@ -279,6 +311,7 @@ deserialize_by_parsing! {
     EmailAddress => EmailAddress::parse,
     TagText => TagText::parse,
     PersonName => |s| PersonName::parse_field(s, "name", "Name"),
+    Slug => Slug::parse,
 }
 
 /// Optional free text (notes, phone numbers, roles): trimmed, empty means absent, bounded.

@@ -133,6 +133,7 @@ async fn one(w: &TenantWorkflows, label: &str, i: usize) -> Duration {
         company_name: Some("Bench Services"),
         license_count: Some(5),
         skip_customer_tracking: false,
+        slug: None,
     })
     .expect("a valid request");
     let start = Instant::now();

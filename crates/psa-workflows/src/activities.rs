@@ -20,7 +20,7 @@ use std::time::Instant;
 use psa_models::audit::Actor;
 use psa_models::companies;
 use psa_models::provisioning::{self, TrackingState};
-use psa_models::validate::{CompanyName, EmailAddress, FullName, PersonName, TagText};
+use psa_models::validate::{CompanyName, EmailAddress, FullName, PersonName, Slug, TagText};
 use psa_models::{CompanyId, ContactId, MappingId, TenantId, UserId, seeds, tenants, users};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -252,6 +252,9 @@ pub struct CreateTenantIn {
     pub admin_email: EmailAddress,
     pub company_name: Option<CompanyName>,
     pub license_count: Option<i32>,
+    /// Absent in runs started before slugs (one is derived then).
+    #[serde(default)]
+    pub slug: Option<Slug>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -483,6 +486,7 @@ impl TenantActivities {
                         email: input.admin_email.as_str().to_owned(),
                         company_name: input.company_name.as_ref().map(|c| c.as_str().to_owned()),
                         licensed_user_count: input.license_count,
+                        slug: input.slug.as_ref().map(|s| s.as_str().to_owned()),
                     },
                     tenants::CreateOptions {
                         company_id: Some(input.company_id),

@@ -3,7 +3,7 @@
 //! a provisioning run that the CLI and the API show.
 
 use psa_models::provisioning::Record;
-use psa_models::validate::{CompanyName, EmailAddress, PersonName, TagText};
+use psa_models::validate::{CompanyName, EmailAddress, PersonName, Slug, TagText};
 use psa_models::{CompanyId, ContactId, TenantId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -32,6 +32,10 @@ pub struct TenantCreationInput {
     /// reconcile).
     #[serde(default)]
     pub skip_customer_tracking: bool,
+    /// The tenant's slug; absent, one is derived from the name. (Left out of the serialised
+    /// request when absent, so requests made before slugs keep their fingerprint.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<Slug>,
 }
 
 /// A request as strings, the way the CLI's flags and the API's body carry it.
@@ -44,6 +48,7 @@ pub struct RawRequest<'a> {
     pub company_name: Option<&'a str>,
     pub license_count: Option<i32>,
     pub skip_customer_tracking: bool,
+    pub slug: Option<&'a str>,
 }
 
 impl TenantCreationInput {
@@ -92,6 +97,11 @@ impl TenantCreationInput {
             company_name,
             license_count: raw.license_count,
             skip_customer_tracking: raw.skip_customer_tracking,
+            slug: raw
+                .slug
+                .filter(|s| !s.trim().is_empty())
+                .map(Slug::parse)
+                .transpose()?,
         })
     }
 }

@@ -305,6 +305,7 @@ impl TenantCreationWorkflow {
                 admin_email: input.admin_user.email.clone(),
                 company_name: input.company_name.clone(),
                 license_count: input.license_count,
+                slug: input.slug.clone(),
             },
             Some(Compensation::RollbackTenant(ids.tenant)),
         )

@@ -8,7 +8,6 @@ use axum::extract::{ConnectInfo, Form, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use psa_models::TenantId;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -153,15 +152,9 @@ async fn forgot(
             },
         )
     };
-    let Ok(tenant) = uuid::Uuid::parse_str(f.tenant.trim()) else {
-        return again(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            None,
-            Some("The organisation ID is a UUID like 6b0c1d8e-2f43-4a8e-9b61-0f3c2d1e4a5b".into()),
-        );
-    };
     let req = PasswordResetRequest {
-        tenant_id: TenantId(tenant),
+        tenant: Some(f.tenant.clone()),
+        tenant_id: None,
         email: f.email.clone(),
     };
     match crate::auth::ask_password_reset(&state, peer, &req).await {

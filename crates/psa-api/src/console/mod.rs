@@ -24,7 +24,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use psa_models::TenantId;
-use secrecy::SecretString;
+use psa_models::validate::EmailAddress;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -53,6 +54,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/console", get(home))
         .route("/console/sign-in", get(sign_in_form).post(sign_in))
+        .route("/console/sign-in/choose", post(choose_tenant))
         .route("/console/sign-out", post(sign_out))
         .merge(tenants::routes())
         .merge(provision::routes())
@@ -296,8 +298,19 @@ struct ErrorPage {
 struct SignInPage {
     nav: Option<Nav>,
     error: Option<String>,
+    /// The organisation a link named (its slug, or an id): signs in there directly.
     tenant: String,
     email: String,
+}
+
+/// The password matched in several organisations: the person picks one.
+#[derive(Template)]
+#[template(path = "console/choose_tenant.html")]
+struct ChooseTenantPage {
+    nav: Option<Nav>,
+    email: String,
+    choice: String,
+    tenants: Vec<crate::auth::TenantChoice>,
 }
 
 /// Where a signed-in user starts: the tenants for the management tenant's staff, their
@@ -312,19 +325,23 @@ async fn home(console: Console) -> Redirect {
 
 #[derive(Deserialize, Default)]
 struct SignInQuery {
+    /// The organisation's slug (`/console/sign-in?org=acme`).
+    #[serde(default)]
+    org: String,
+    /// The organisation's id (links made before slugs).
     #[serde(default)]
     tenant: String,
 }
 
-/// The sign-in form, its organisation filled in from a link (the page after setting a
-/// password links here; the email stays out of addresses).
+/// The sign-in form: email and password; a link may name the organisation (`?org=SLUG`: the
+/// page after setting a password links so), and the email stays out of addresses.
 async fn sign_in_form(axum::extract::Query(q): axum::extract::Query<SignInQuery>) -> Response {
     page(
         StatusCode::OK,
         SignInPage {
             nav: None,
             error: None,
-            tenant: q.tenant,
+            tenant: if q.org.is_empty() { q.tenant } else { q.org },
             email: String::new(),
         },
     )
@@ -332,6 +349,8 @@ async fn sign_in_form(axum::extract::Query(q): axum::extract::Query<SignInQuery>
 
 #[derive(Deserialize)]
 struct SignInForm {
+    /// The organisation a link named; empty: the email finds it.
+    #[serde(default)]
     tenant: String,
     email: String,
     password: SecretString,
@@ -386,30 +405,125 @@ async fn sign_in(
             },
         )
     };
-    let Ok(tenant) = uuid::Uuid::parse_str(form.tenant.trim()) else {
-        return again(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "The organisation ID is a UUID like 6b0c1d8e-2f43-4a8e-9b61-0f3c2d1e4a5b".into(),
-        );
-    };
     let request = crate::auth::LoginRequest {
-        tenant_id: TenantId(tenant),
+        tenant: Some(form.tenant.clone()),
+        tenant_id: None,
         email: form.email.clone(),
         password: form.password.clone(),
     };
     match crate::auth::sign_in(&state, peer, request).await {
-        Ok(session) => {
-            let mut cookie = Cookie::new(cookie_name(&state), session.token);
-            cookie.set_http_only(true);
-            cookie.set_same_site(SameSite::Strict);
-            cookie.set_path("/");
-            // Secure wherever users reach the server over https (PSA_PUBLIC_URL).
-            cookie.set_secure(state.app.delivery.public_url.scheme() == "https");
-            (jar.add(cookie), Redirect::to("/console")).into_response()
+        Ok(session) => signed_in(&state, jar, session),
+        Err(ApiError::TenantRequired(tenants)) => {
+            // The choice is kept here, so the password is not sent again.
+            let choice = match EmailAddress::parse(&form.email) {
+                Ok(email) => begin_choice(&state, &email, &tenants, peer).await,
+                Err(_) => Err(ApiError::Unauthorized),
+            };
+            match choice {
+                Ok(choice) => page(
+                    StatusCode::OK,
+                    ChooseTenantPage {
+                        nav: None,
+                        email: form.email.clone(),
+                        choice,
+                        tenants,
+                    },
+                ),
+                Err(e) => again(e.status(), e.to_string()),
+            }
         }
         Err(ApiError::Unauthorized) => again(
             StatusCode::UNAUTHORIZED,
-            "The organisation, email or password is not right.".into(),
+            "The email or password is not right.".into(),
+        ),
+        Err(e) => {
+            let status = e.status();
+            if status.is_server_error() {
+                tracing::error!(error = %e.log_safe(), "console sign-in failed");
+            }
+            again(status, e.to_string())
+        }
+    }
+}
+
+/// The session cookie for a session just opened, and on to the console.
+fn signed_in(state: &AppState, jar: CookieJar, session: crate::auth::LoginResponse) -> Response {
+    let mut cookie = Cookie::new(cookie_name(state), session.token);
+    cookie.set_http_only(true);
+    cookie.set_same_site(SameSite::Strict);
+    cookie.set_path("/");
+    // Secure wherever users reach the server over https (PSA_PUBLIC_URL).
+    cookie.set_secure(state.app.delivery.public_url.scheme() == "https");
+    (jar.add(cookie), Redirect::to("/console")).into_response()
+}
+
+async fn begin_choice(
+    state: &AppState,
+    email: &EmailAddress,
+    tenants: &[crate::auth::TenantChoice],
+    peer: std::net::SocketAddr,
+) -> Result<String, ApiError> {
+    let ids: Vec<TenantId> = tenants.iter().map(|t| t.id).collect();
+    let mut conn = state.pool.acquire().await?;
+    let token =
+        psa_models::sign_in::begin_choice(&mut conn, email, &ids, &peer.ip().to_string()).await?;
+    Ok(token.expose_secret().to_owned())
+}
+
+#[derive(Deserialize)]
+struct ChooseForm {
+    #[serde(default)]
+    choice: String,
+    #[serde(default)]
+    tenant: String,
+}
+
+/// "Choose your organisation": the choice redeemed (once, within 5 minutes, only for an
+/// organisation it offered) opens the session there.
+async fn choose_tenant(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<ChooseForm>,
+) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
+    let again = |status: StatusCode, message: String| {
+        page(
+            status,
+            SignInPage {
+                nav: None,
+                error: Some(message),
+                tenant: String::new(),
+                email: String::new(),
+            },
+        )
+    };
+    let outcome = async {
+        state.limits.login_from(peer.ip())?;
+        let tenant = uuid::Uuid::parse_str(form.tenant.trim())
+            .map(TenantId)
+            .map_err(|_| ApiError::Unauthorized)?;
+        let mut conn = state.pool.acquire().await?;
+        let email = psa_models::sign_in::redeem_choice(&mut conn, form.choice.trim(), tenant)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        let user = psa_models::sign_in::candidates(&mut conn, &email, Some(&tenant.to_string()))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(ApiError::Unauthorized)?;
+        drop(conn);
+        crate::auth::open_session(&state, peer, user.tenant, user.user).await
+    }
+    .await;
+    match outcome {
+        Ok(session) => signed_in(&state, jar, session),
+        Err(ApiError::Unauthorized) => again(
+            StatusCode::UNAUTHORIZED,
+            "That choice has expired or was already used: sign in again.".into(),
         ),
         Err(e) => {
             let status = e.status();

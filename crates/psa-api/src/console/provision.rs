@@ -53,6 +53,8 @@ struct NewTenantForm {
     license_count: String,
     #[serde(default)]
     skip_customer_tracking: Option<String>,
+    #[serde(default)]
+    slug: String,
 }
 
 #[derive(Template)]
@@ -155,6 +157,7 @@ async fn start(state: &AppState, console: &Console, f: &NewTenantForm) -> Result
         company_name: Some(f.company_name.clone()).filter(|c| !c.trim().is_empty()),
         license_count,
         skip_customer_tracking: f.skip_customer_tracking.is_some(),
+        slug: Some(f.slug.trim().to_owned()).filter(|s| !s.is_empty()),
     };
     crate::tenants::start(
         state,

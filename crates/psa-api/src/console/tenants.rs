@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/tenants/{id}/restore", post(restore))
         .route("/console/tenants/{id}/delete", post(delete))
         .route("/console/tenants/{id}/export", post(export))
+        .route("/console/tenants/{id}/slug", post(slug))
         .route(
             "/console/tenants/{id}/exports/{export_id}/archive",
             get(archive),
@@ -39,6 +40,7 @@ pub fn routes() -> Router<AppState> {
 struct TenantRow {
     id: String,
     name: String,
+    slug: String,
     status: String,
     customer_tracking: String,
     created_at: String,
@@ -157,6 +159,7 @@ async fn tenants(
             .map(|t| TenantRow {
                 id: t.tenant_id.to_string(),
                 name: t.name,
+                slug: t.slug,
                 status: t.status.to_string(),
                 customer_tracking: t.customer_tracking,
                 created_at: t.created_at.to_rfc3339(),
@@ -310,6 +313,34 @@ async fn suspend(
             .await
             .map_err(ApiError::from)
             .map(|c| format!("{} is now {}.", c.tenant.name, c.tenant.status));
+    after(&state, &console, id, outcome).await
+}
+
+#[derive(Deserialize)]
+struct SlugForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    slug: String,
+}
+
+async fn slug(
+    State(state): State<AppState>,
+    console: Console,
+    PageId(id): PageId<TenantId>,
+    Form(form): Form<SlugForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&form.csrf)?;
+    let outcome =
+        psa_app::tenants::set_slug(&state.app, &console.caller.principal(), id, &form.slug)
+            .await
+            .map_err(ApiError::from)
+            .map(|t| {
+                format!(
+                    "{} now signs in at /console/sign-in?org={}.",
+                    t.name, t.slug
+                )
+            });
     after(&state, &console, id, outcome).await
 }
 

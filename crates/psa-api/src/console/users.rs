@@ -124,9 +124,17 @@ async fn users_page(
         Err(psa_models::Error::Forbidden(_)) => Vec::new(),
         Err(e) => return Err(ApiError::from(e).into()),
     };
+    let organisation = {
+        let mut conn = state.pool.acquire().await.map_err(ApiError::from)?;
+        psa_models::tenants::slugs(&mut conn, &[console.caller.tenant])
+            .await
+            .map_err(ApiError::from)?
+            .remove(&console.caller.tenant)
+            .unwrap_or_default()
+    };
     Ok(UsersPage {
         nav: console.nav("users"),
-        organisation: console.caller.tenant.to_string(),
+        organisation,
         csrf: console.csrf.clone(),
         notice: None,
         error: None,

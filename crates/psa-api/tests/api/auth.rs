@@ -298,13 +298,23 @@ async fn credentials_expire_idle_sessions_end_and_logins_are_audited() {
             .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
-    let failed: Vec<String> = sqlx::query_scalar(
-        "SELECT details ->> 'email' FROM audit_log WHERE action = 'login_failed' ORDER BY created_at",
-    )
-    .fetch_all(&app.db.pool)
-    .await
-    .unwrap();
-    assert_eq!(failed, [t.admin_email.as_str(), "invented@acme.example"]);
+    // Written just after each answer.
+    let expected = [t.admin_email.as_str(), "invented@acme.example"];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let failed: Vec<String> = sqlx::query_scalar(
+            "SELECT details ->> 'email' FROM audit_log WHERE action = 'login_failed' \
+             ORDER BY created_at",
+        )
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+        if failed == expected || std::time::Instant::now() > deadline {
+            assert_eq!(failed, expected);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let actions: Vec<String> = sqlx::query_scalar(
         "SELECT action FROM audit_log WHERE tenant = $1 AND entity_type IN ('user', 'api_key') \
          ORDER BY created_at",

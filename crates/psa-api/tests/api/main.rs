@@ -13,6 +13,7 @@ mod limits;
 mod ops;
 mod provisioning;
 mod rbac;
+mod sign_in;
 mod tags;
 mod user_admin;
 mod webhooks;
@@ -159,6 +160,7 @@ impl TestApp {
                 email: email.clone(),
                 company_name: Some(format!("{name} MSP")),
                 licensed_user_count: None,
+                slug: None,
             },
             Default::default(),
         )

@@ -136,6 +136,7 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
         ("GET", "/api/v1/tenants"),
         ("GET", "/api/v1/tenants/{id}"),
         ("DELETE", "/api/v1/tenants/{id}"),
+        ("PATCH", "/api/v1/tenants/{id}"),
         ("POST", "/api/v1/tenants/{id}/suspend"),
         ("POST", "/api/v1/tenants/{id}/reactivate"),
         ("POST", "/api/v1/tenants/{id}/cancel"),

@@ -258,6 +258,7 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
                 "first_name": "D", "last_name": "D", "email": "d@denied.example", "role": "Admin"
             }),
             ("patch", "/api/v1/users/{id}") => json!({"role": "Admin"}),
+            ("patch", "/api/v1/tenants/{id}") => json!({"slug": "denied-slug"}),
             ("post", "/api/v1/tenants/{id}/suspend") => json!({"reason": "denied"}),
             ("post", "/api/v1/tenants/{id}/cancel") => json!({"reason": "denied"}),
             ("post", "/api/v1/webhook-endpoints") => json!({"url": "https://hooks.denied.example"}),

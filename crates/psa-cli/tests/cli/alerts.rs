@@ -164,6 +164,7 @@ fn input(name: &str) -> TenantCreationInput {
         company_name: None,
         license_count: None,
         skip_customer_tracking: false,
+        slug: None,
     })
     .unwrap()
 }

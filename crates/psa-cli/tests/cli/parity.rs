@@ -236,6 +236,7 @@ impl Doors {
                 email: format!("admin@{}.example", name.to_lowercase().replace(' ', "-")),
                 company_name: Some(name.into()),
                 licensed_user_count: Some(5),
+                slug: None,
             },
             Default::default(),
         )

@@ -33,6 +33,7 @@ pub async fn seeded_tenant(db: &TestDb, name: &str) -> TenantId {
             email: format!("admin@{}.example", name.to_lowercase().replace(' ', "-")),
             company_name: Some(format!("{name} MSP")),
             licensed_user_count: Some(5),
+            slug: None,
         },
         Default::default(),
     )

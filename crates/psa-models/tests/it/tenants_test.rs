@@ -17,6 +17,7 @@ async fn create_makes_the_tenant_its_company_and_main_office() {
         email: "Bill@Initech.example".into(),
         company_name: Some("Initech Services".into()),
         licensed_user_count: Some(10),
+        slug: None,
     };
     let created = tenants::create(
         &mut conn,

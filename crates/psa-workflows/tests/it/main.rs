@@ -105,6 +105,7 @@ impl Env {
             company_name: Some(&company),
             license_count: Some(10),
             skip_customer_tracking: false,
+            slug: None,
         })
         .unwrap()
     }

@@ -497,6 +497,7 @@ async fn reconcile_reaches_every_tenant_page_by_page() {
                 email: format!("admin@{}.example", name.to_lowercase().replace(' ', "-")),
                 company_name: None,
                 licensed_user_count: None,
+                slug: None,
             },
             Default::default(),
         )
@@ -553,6 +554,7 @@ async fn reconcile_in_parallel_tracks_tenants_that_share_a_contact() {
                 email: email.clone(),
                 company_name: None,
                 licensed_user_count: None,
+                slug: None,
             },
             Default::default(),
         )

@@ -1,0 +1,122 @@
+//! Sign-in by email: who may sign in with an email (in every tenant, or in the one named by id
+//! or slug), and the server-side half of a sign-in whose password matched in several tenants
+//! while the person chooses one (`login_challenges`), so the password is not sent again.
+//!
+//! Both live outside any tenant: the email is all the caller has said. The lookup is a SECURITY
+//! DEFINER function that returns the rows of that exact email only, at most
+//! [`MAX_TENANTS_PER_EMAIL`] + 1 of them.
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::PgConnection;
+
+use crate::credentials::{digest, new_token};
+use crate::validate::EmailAddress;
+use crate::{Error, Result, TenantId, UserId};
+
+/// At most this many tenants are tried for one email (each costs a password hash); an email in
+/// more must name its tenant.
+pub const MAX_TENANTS_PER_EMAIL: usize = 10;
+
+/// How long a choice of tenant may take.
+pub const CHOICE_TTL: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// An active internal user with the email, in one tenant.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub tenant: TenantId,
+    pub slug: String,
+    pub tenant_name: String,
+    pub user: UserId,
+    /// None until the user has chosen a password.
+    pub hash: Option<String>,
+}
+
+/// The users who may sign in with `email`: in every tenant, or in `tenant` (an id or a slug).
+/// More than [`MAX_TENANTS_PER_EMAIL`] is refused.
+pub async fn candidates(
+    conn: &mut PgConnection,
+    email: &EmailAddress,
+    tenant: Option<&str>,
+) -> Result<Vec<Candidate>> {
+    let rows: Vec<(TenantId, String, String, UserId, Option<String>)> =
+        sqlx::query_as("SELECT * FROM psa_login_candidates($1, $2)")
+            .bind(email.as_str())
+            .bind(tenant.map(str::trim).filter(|t| !t.is_empty()))
+            .fetch_all(conn)
+            .await?;
+    if rows.len() > MAX_TENANTS_PER_EMAIL {
+        return Err(Error::validation(
+            "tenant",
+            format!(
+                "This email belongs to more than {MAX_TENANTS_PER_EMAIL} organisations: name the \
+                 organisation to sign in to (its slug)"
+            ),
+        ));
+    }
+    Ok(rows
+        .into_iter()
+        .map(|(tenant, slug, tenant_name, user, hash)| Candidate {
+            tenant,
+            slug,
+            tenant_name,
+            user,
+            hash,
+        })
+        .collect())
+}
+
+/// Records that the password of `email` matched in `tenants`, for the person to choose one;
+/// returns the token that redeems it (shown once, stored as its digest).
+pub async fn begin_choice(
+    conn: &mut PgConnection,
+    email: &EmailAddress,
+    tenants: &[TenantId],
+    address: &str,
+) -> Result<SecretString> {
+    let token = new_token("psa_choice_");
+    let ids: Vec<uuid::Uuid> = tenants.iter().map(|t| t.0).collect();
+    let ttl = chrono::Duration::from_std(CHOICE_TTL).map_err(Error::internal)?;
+    sqlx::query(
+        "INSERT INTO login_challenges (token_hash, purpose, email, tenants, address, expires_at) \
+         VALUES ($1, 'choose_tenant', $2, $3, $4, now() + $5)",
+    )
+    .bind(digest(token.expose_secret()))
+    .bind(email.as_str())
+    .bind(ids)
+    .bind(address)
+    .bind(ttl)
+    .execute(conn)
+    .await?;
+    Ok(token)
+}
+
+/// Redeems a choice: the email whose password matched in `tenant`, when the token is current,
+/// unused and offered `tenant`. Used once, whatever the outcome.
+pub async fn redeem_choice(
+    conn: &mut PgConnection,
+    token: &str,
+    tenant: TenantId,
+) -> Result<Option<EmailAddress>> {
+    let row: Option<(String, Vec<uuid::Uuid>)> = sqlx::query_as(
+        "UPDATE login_challenges SET used_at = now() \
+         WHERE token_hash = $1 AND purpose = 'choose_tenant' AND used_at IS NULL \
+           AND expires_at > now() \
+         RETURNING email, tenants",
+    )
+    .bind(digest(token))
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row
+        .filter(|(_, tenants)| tenants.contains(&tenant.0))
+        .and_then(|(email, _)| EmailAddress::parse(&email).ok()))
+}
+
+/// Removes challenges that ended a day ago or more.
+pub async fn purge(conn: &mut PgConnection) -> Result<u64> {
+    Ok(
+        sqlx::query("DELETE FROM login_challenges WHERE expires_at < now() - interval '1 day'")
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    )
+}
