@@ -25,7 +25,7 @@ use psa_models::validate::EmailAddress;
 use psa_models::{TenantId, auth_tokens, credentials, db, password, tenants, users};
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, TenantChoice};
 use crate::extract::ApiJson;
 
 pub use psa_app::access::{Access as Action, Permission, Resource};
@@ -175,15 +175,6 @@ impl LoginRequest {
             .map(str::to_owned)
             .or_else(|| self.tenant_id.map(|t| t.to_string()))
     }
-}
-
-/// An organisation a sign-in can continue in (the password matched there).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct TenantChoice {
-    #[schema(value_type = uuid::Uuid)]
-    pub id: TenantId,
-    pub slug: String,
-    pub name: String,
 }
 
 /// A new session.

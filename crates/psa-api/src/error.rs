@@ -54,7 +54,7 @@ pub enum ApiError {
     /// The password matched in several organisations: 409 `tenant_required`, with them in the
     /// body's `tenants`; the caller repeats the sign-in naming one.
     #[error("This email signs in to several organisations: choose one and sign in again naming it")]
-    TenantRequired(Vec<crate::auth::TenantChoice>),
+    TenantRequired(Vec<TenantChoice>),
     /// A dependency (Temporal) is down or not configured: 503, retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -179,13 +179,23 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// An organisation a sign-in can continue in (the password matched there): the body of a
+/// `tenant_required` answer names them.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TenantChoice {
+    #[schema(value_type = uuid::Uuid)]
+    pub id: psa_models::TenantId,
+    pub slug: String,
+    pub name: String,
+}
+
 /// The error body.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
     /// With `tenant_required`: the organisations the sign-in can continue in.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tenants: Option<Vec<crate::auth::TenantChoice>>,
+    pub tenants: Option<Vec<TenantChoice>>,
 }
 
 #[derive(Serialize, ToSchema)]

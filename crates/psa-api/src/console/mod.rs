@@ -310,7 +310,7 @@ struct ChooseTenantPage {
     nav: Option<Nav>,
     email: String,
     choice: String,
-    tenants: Vec<crate::auth::TenantChoice>,
+    tenants: Vec<crate::error::TenantChoice>,
 }
 
 /// Where a signed-in user starts: the tenants for the management tenant's staff, their
@@ -460,7 +460,7 @@ fn signed_in(state: &AppState, jar: CookieJar, session: crate::auth::LoginRespon
 async fn begin_choice(
     state: &AppState,
     email: &EmailAddress,
-    tenants: &[crate::auth::TenantChoice],
+    tenants: &[crate::error::TenantChoice],
     peer: std::net::SocketAddr,
 ) -> Result<String, ApiError> {
     let ids: Vec<TenantId> = tenants.iter().map(|t| t.id).collect();
