@@ -26,7 +26,7 @@ use psa_models::{TenantId, auth_tokens, credentials, db, password, tenants, user
 
 use crate::AppState;
 use crate::error::{ApiError, TenantChoice};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ClientInfo};
 
 pub use psa_app::access::{Access as Action, Permission, Resource};
 pub use psa_models::credentials::Credential;
@@ -111,23 +111,41 @@ impl FromRequestParts<AppState> for Caller {
             .or_else(|| header.strip_prefix("bearer "))
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?;
-        Caller::from_token(state, token).await
+        Caller::from_token(state, token, parts.uri.path()).await
     }
 }
+
+/// Where a session that may only set up a second factor may go: setting one up, and leaving.
+pub(crate) const ENROLMENT_PATHS: [&str; 7] = [
+    "/api/v1/auth/mfa/totp",
+    "/api/v1/auth/mfa/totp/confirm",
+    "/api/v1/auth/logout",
+    "/console/account/second-factor",
+    "/console/account/second-factor/start",
+    "/console/account/second-factor/confirm",
+    "/console/sign-out",
+];
 
 impl Caller {
     /// The holder of a session token or API key (the bearer header's, or the console's
     /// cookie's), with the same checks: active tenant, request rate.
-    pub(crate) async fn from_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
-        Self::from_token_as(state, token, credentials::Use::Recorded).await
+    pub(crate) async fn from_token(
+        state: &AppState,
+        token: &str,
+        path: &str,
+    ) -> Result<Caller, ApiError> {
+        Self::from_token_as(state, token, credentials::Use::Recorded, path).await
     }
 
     /// [`Caller::from_token`], recording the credential's use or not (a live stream re-checking
     /// its session does not keep it alive).
+    /// A session that may only set up a second factor reaches only [`ENROLMENT_PATHS`] (403
+    /// `mfa_enrollment_required` elsewhere).
     pub(crate) async fn from_token_as(
         state: &AppState,
         token: &str,
         used: credentials::Use,
+        path: &str,
     ) -> Result<Caller, ApiError> {
         let mut conn = state.pool.acquire().await?;
         let holder = credentials::authenticate_as(&mut conn, token, state.session_idle, used)
@@ -136,6 +154,9 @@ impl Caller {
         drop(conn);
         if !holder.tenant_active {
             return Err(ApiError::TenantInactive);
+        }
+        if holder.enrollment_only && !ENROLMENT_PATHS.contains(&path) {
+            return Err(ApiError::MfaEnrollmentRequired);
         }
         let (Credential::Session(id) | Credential::ApiKey(id)) = holder.credential;
         state.limits.request_with(id)?;
@@ -201,10 +222,10 @@ pub(crate) static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
               (status = 429, body = crate::error::ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    client: ClientInfo,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    sign_in(&state, peer, req).await.map(Json)
+    sign_in(&state, &client, req).await.map(Json)
 }
 
 /// Checks email and password and opens a session (the API's login and the console's sign-in).
@@ -215,9 +236,10 @@ pub async fn login(
 /// tenant, audited either way.
 pub(crate) async fn sign_in(
     state: &AppState,
-    peer: std::net::SocketAddr,
+    client: &ClientInfo,
     req: LoginRequest,
 ) -> Result<LoginResponse, ApiError> {
+    let peer = client.peer;
     state.limits.login_from(peer.ip())?;
     let Ok(email) = EmailAddress::parse(&req.email) else {
         return Err(ApiError::Unauthorized);
@@ -268,7 +290,7 @@ pub(crate) async fn sign_in(
             });
             Err(ApiError::Unauthorized)
         }
-        [one] => open_session(state, peer, one.tenant, one.user).await,
+        [one] => open_session(state, client, one.tenant, one.user, How::Password).await,
         several => Err(ApiError::TenantRequired(
             several
                 .iter()
@@ -306,20 +328,60 @@ async fn record_failure(
     Ok(())
 }
 
-/// Opens a session for `user` of `tenant` whose password (or choice) was just proven: refused
-/// for a suspended or canceled tenant (its holder proved who they are), audited as a login.
+/// How a sign-in proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum How {
+    /// The password (a second factor follows when the user has one).
+    Password,
+    /// A link just redeemed (invitation or reset): like a password.
+    Link,
+    /// The password, then a second factor.
+    SecondFactor,
+}
+
+/// Opens a session for `user` of `tenant` who just proved who they are: refused for a suspended
+/// or canceled tenant (its holder proved who they are); a user with a second factor who has
+/// not passed it gets [`ApiError::MfaRequired`] instead (its `mfa_token` carries the sign-in
+/// on); a user of a tenant that requires one, who has none, gets a session that may only set
+/// one up. Audited as a login.
 pub(crate) async fn open_session(
     state: &AppState,
-    peer: std::net::SocketAddr,
+    client: &ClientInfo,
     tenant: TenantId,
     user: psa_models::UserId,
+    how: How,
 ) -> Result<LoginResponse, ApiError> {
+    let peer = client.peer;
     let mut tx = db::begin_tenant(&state.pool, tenant).await?;
     if !tenant_is_active(&mut tx, tenant).await? {
         return Err(ApiError::TenantInactive);
     }
+    let has_factor = psa_models::mfa::has_second_factor(&mut tx, tenant, user).await?;
+    let second_factor = how == How::SecondFactor;
+    if has_factor && !second_factor {
+        let email = EmailAddress::parse(&users::get(&mut tx, tenant, user).await?.email)?;
+        tx.rollback().await?;
+        let mut conn = state.pool.acquire().await?;
+        let token = psa_models::sign_in::begin_second_factor(
+            &mut conn,
+            &email,
+            tenant,
+            user,
+            &peer.ip().to_string(),
+        )
+        .await?;
+        return Err(ApiError::MfaRequired(token.expose_secret().to_owned()));
+    }
+    let enrollment_only = !has_factor && psa_models::mfa::required(&mut tx, tenant).await?;
+    let meta = credentials::SessionMeta {
+        address: Some(peer.ip().to_string()),
+        user_agent: client.user_agent.clone(),
+        second_factor,
+        enrollment_only,
+    };
     let session =
-        credentials::create_session(&mut tx, tenant, user, Utc::now() + state.session_ttl).await?;
+        credentials::create_session(&mut tx, tenant, user, Utc::now() + state.session_ttl, &meta)
+            .await?;
     psa_models::audit::record(
         &mut tx,
         tenant,
@@ -327,7 +389,11 @@ pub(crate) async fn open_session(
         AuditAction::Login,
         "user",
         Some(user.0),
-        serde_json::json!({"address": peer.ip().to_string()}),
+        serde_json::json!({
+            "address": peer.ip().to_string(),
+            "by": match how { How::Password => "password", How::Link => "link", How::SecondFactor => "second_factor" },
+            "enrollment_only": enrollment_only,
+        }),
     )
     .await?;
     tx.commit().await?;
@@ -505,40 +571,19 @@ pub(crate) struct Redeemed {
 }
 
 /// Redeems a link (the API's way) and opens a session for the user who has just set their
-/// password.
+/// password (a second factor is still asked for when the user has one: a link is not one).
 async fn redeem_and_sign_in(
     state: &AppState,
-    peer: std::net::IpAddr,
+    client: &ClientInfo,
     purpose: auth_tokens::Purpose,
     req: &SetPasswordRequest,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let found = set_password_by_link(state, peer, purpose, &req.token, &req.password)
+    let found = set_password_by_link(state, client.peer.ip(), purpose, &req.token, &req.password)
         .await?
         .found;
-    let mut tx = db::begin_tenant(&state.pool, found.tenant).await?;
-    let session = credentials::create_session(
-        &mut tx,
-        found.tenant,
-        found.user,
-        Utc::now() + state.session_ttl,
-    )
-    .await?;
-    // The session a link opens is a sign-in like any other.
-    psa_models::audit::record(
-        &mut tx,
-        found.tenant,
-        &Actor::User { user: found.user },
-        AuditAction::Login,
-        "user",
-        Some(found.user.0),
-        serde_json::json!({"address": peer.to_string(), "by": "link"}),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Json(LoginResponse {
-        token: session.token.expose_secret().to_owned(),
-        expires_at: session.expires_at,
-    }))
+    open_session(state, client, found.tenant, found.user, How::Link)
+        .await
+        .map(Json)
 }
 
 /// Accept an invitation: set a password with the token from the invitation link; returns a
@@ -549,10 +594,10 @@ async fn redeem_and_sign_in(
               (status = 422, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
 pub async fn accept_invitation(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    client: ClientInfo,
     ApiJson(req): ApiJson<SetPasswordRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    redeem_and_sign_in(&state, peer.ip(), auth_tokens::Purpose::Invitation, &req).await
+    redeem_and_sign_in(&state, &client, auth_tokens::Purpose::Invitation, &req).await
 }
 
 /// Set a new password with the token from a password-reset link; returns a session. Every other
@@ -563,10 +608,10 @@ pub async fn accept_invitation(
               (status = 422, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
 pub async fn accept_password_reset(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    client: ClientInfo,
     ApiJson(req): ApiJson<SetPasswordRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    redeem_and_sign_in(&state, peer.ip(), auth_tokens::Purpose::PasswordReset, &req).await
+    redeem_and_sign_in(&state, &client, auth_tokens::Purpose::PasswordReset, &req).await
 }
 
 /// `POST /api/v1/auth/password` body.

@@ -55,6 +55,22 @@ pub enum ApiError {
     /// body's `tenants`; the caller repeats the sign-in naming one.
     #[error("This email signs in to several organisations: choose one and sign in again naming it")]
     TenantRequired(Vec<TenantChoice>),
+    /// The password was right and a second factor is due: 401 `mfa_required`, with the
+    /// `mfa_token` that carries the sign-in on (`POST /api/v1/auth/mfa`) and the methods.
+    #[error("A second factor is needed: send a code from your authenticator app or a recovery code")]
+    MfaRequired(String),
+    /// A wrong second-factor code: 401 `invalid_code`.
+    #[error("The code is not right")]
+    InvalidCode,
+    /// An `mfa_token` that is unknown, used, expired or out of attempts: 401 `invalid_mfa_token`.
+    #[error("This sign-in has expired or was already completed: sign in again")]
+    InvalidMfaToken,
+    /// The session may only set up a second factor (its tenant requires one): 403
+    /// `mfa_enrollment_required`.
+    #[error(
+        "Your organisation requires a second factor: set up an authenticator app first (POST /api/v1/auth/mfa/totp)"
+    )]
+    MfaEnrollmentRequired,
     /// A dependency (Temporal) is down or not configured: 503, retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -96,7 +112,11 @@ impl ApiError {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
             },
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized
+            | ApiError::MfaRequired(_)
+            | ApiError::InvalidCode
+            | ApiError::InvalidMfaToken => StatusCode::UNAUTHORIZED,
+            ApiError::MfaEnrollmentRequired => StatusCode::FORBIDDEN,
             ApiError::Forbidden(_) | ApiError::TenantInactive => StatusCode::FORBIDDEN,
             ApiError::BadRequest { status, .. } => *status,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -120,6 +140,10 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
             ApiError::TenantRequired(_) => "tenant_required",
+            ApiError::MfaRequired(_) => "mfa_required",
+            ApiError::InvalidCode => "invalid_code",
+            ApiError::InvalidMfaToken => "invalid_mfa_token",
+            ApiError::MfaEnrollmentRequired => "mfa_enrollment_required",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Timeout => "timeout",
             ApiError::Unavailable(_) => "unavailable",
@@ -196,12 +220,20 @@ pub struct ErrorBody {
     /// With `tenant_required`: the organisations the sign-in can continue in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenants: Option<Vec<TenantChoice>>,
+    /// With `mfa_required`: carries the sign-in on to `POST /api/v1/auth/mfa` (5 minutes, once,
+    /// at most 5 wrong codes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfa_token: Option<String>,
+    /// With `mfa_required`: the second factors accepted (`totp`, `recovery_code`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<&'static str>>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// One of validation_error, email_exists, foreign_key_error, not_found, unauthorized,
-    /// forbidden, conflict, invalid_link, idempotency_key_reused, tenant_required, mail_not_configured,
+    /// forbidden, conflict, invalid_link, idempotency_key_reused, tenant_required, mfa_required,
+    /// invalid_code, invalid_mfa_token, mfa_enrollment_required, mail_not_configured,
     /// rate_limited, timeout, mail_failed, unavailable, internal.
     pub code: &'static str,
     pub message: String,
@@ -245,6 +277,12 @@ impl IntoResponse for ApiError {
                 fields,
             },
             tenants,
+            mfa_token: match &self {
+                ApiError::MfaRequired(token) => Some(token.clone()),
+                _ => None,
+            },
+            methods: matches!(self, ApiError::MfaRequired(_))
+                .then(|| vec!["totp", "recovery_code"]),
         };
         let mut response = (status, Json(body)).into_response();
         if let ApiError::RateLimited { retry_after } = &self

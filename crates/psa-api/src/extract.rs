@@ -12,6 +12,32 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
+/// Who is on the other end of a sign-in: the client's address (the TCP peer) and what it says
+/// it is (`User-Agent`), kept with the session it opens.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub peer: std::net::SocketAddr,
+    pub user_agent: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0)
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no peer address")))?;
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(512).collect());
+        Ok(ClientInfo { peer, user_agent })
+    }
+}
+
 /// A JSON body.
 pub struct ApiJson<T>(pub T);
 

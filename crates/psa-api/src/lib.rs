@@ -18,6 +18,7 @@ pub mod extract;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
+pub mod mfa;
 pub mod pages;
 pub mod tags;
 pub mod tenants;
@@ -162,6 +163,13 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(api_keys::revoke_api_key))
         .routes(routes!(api_keys::revoke_api_keys_of_user))
         .routes(routes!(auth::logout))
+        .routes(routes!(mfa::second_factor))
+        .routes(routes!(mfa::begin_totp, mfa::remove_totp))
+        .routes(routes!(mfa::confirm_totp))
+        .routes(routes!(mfa::sessions))
+        .routes(routes!(mfa::end_session))
+        .routes(routes!(mfa::policy, mfa::set_policy))
+        .routes(routes!(mfa::reset))
         .routes(routes!(auth::logout_everywhere))
         .routes(routes!(auth::accept_invitation))
         .routes(routes!(auth::change_password))

@@ -24,6 +24,7 @@ pub mod customers;
 pub mod directory;
 pub mod events;
 pub mod management;
+pub mod mfa;
 pub mod sessions;
 pub mod settings;
 pub mod temporal;

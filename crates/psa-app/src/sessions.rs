@@ -56,3 +56,68 @@ pub async fn sign_out_everywhere(app: &App, who: &Principal) -> Result<u64> {
     tx.commit().await?;
     Ok(n)
 }
+
+/// The signed-in user's open sessions (this one marked `current`).
+pub async fn list_own(
+    app: &App,
+    who: &Principal,
+) -> Result<Vec<credentials::SessionView>> {
+    let m = who
+        .member()
+        .ok_or_else(|| Error::validation("session", "Only a signed-in user has sessions"))?;
+    let current = match m.credential {
+        credentials::Credential::Session(id) => Some(id),
+        credentials::Credential::ApiKey(_) => None,
+    };
+    let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
+    let list = credentials::sessions_of(&mut tx, m.tenant, m.user, current).await?;
+    tx.rollback().await?;
+    Ok(list)
+}
+
+/// Ends one of the signed-in user's sessions (audited); 404 when it is not theirs or ended.
+pub async fn end_own(app: &App, who: &Principal, session: uuid::Uuid) -> Result<()> {
+    let m = who
+        .member()
+        .ok_or_else(|| Error::validation("session", "Only a signed-in user has sessions"))?;
+    let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
+    if !credentials::revoke_session_of(&mut tx, m.tenant, m.user, session).await? {
+        return Err(Error::NotFound { entity: "session" });
+    }
+    audit::record(
+        &mut tx,
+        m.tenant,
+        &who.actor(),
+        Action::RevokeSession,
+        "session",
+        Some(session),
+        serde_json::json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Ends every session of the signed-in user but this one ("sign out everywhere else").
+pub async fn end_others(app: &App, who: &Principal) -> Result<u64> {
+    let m = who
+        .member()
+        .ok_or_else(|| Error::validation("session", "Only a signed-in user has sessions"))?;
+    let credentials::Credential::Session(current) = m.credential else {
+        return Err(Error::validation("session", "Only a session has other sessions"));
+    };
+    let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
+    let n = credentials::revoke_other_sessions(&mut tx, m.tenant, m.user, current).await?;
+    audit::record(
+        &mut tx,
+        m.tenant,
+        &who.actor(),
+        Action::LogoutAll,
+        "user",
+        Some(m.user.0),
+        serde_json::json!({"sessions": n, "kept": current}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(n)
+}

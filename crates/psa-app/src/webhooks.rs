@@ -250,6 +250,31 @@ pub async fn reseal(app: &App, who: &Principal) -> Result<Resealed> {
         psa_models::exports::reseal_platform_key(&mut tx, &name, &again).await?;
         out.resealed += 1;
     }
+    // Users' authenticator-app secrets, each bound to its user.
+    let totps: Vec<(psa_models::TenantId, psa_models::UserId, String)> = sqlx::query_as(
+        "SELECT tenant, user_id, secret_sealed FROM user_totp ORDER BY tenant, user_id FOR UPDATE",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(Error::from)?;
+    for (tenant, user, sealed) in totps {
+        if key.is_current(&sealed) {
+            out.current += 1;
+            continue;
+        }
+        let row = format!("{tenant}/{user}");
+        let open = key
+            .open_for(&sealed, Sealed::TotpSecret, &row)
+            .map_err(|e| Error::internal(PlatformKeyError(row.clone(), e.to_string())))?;
+        sqlx::query("UPDATE user_totp SET secret_sealed = $3 WHERE tenant = $1 AND user_id = $2")
+            .bind(tenant)
+            .bind(user)
+            .bind(key.seal_for(&open, Sealed::TotpSecret, &row))
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::from)?;
+        out.resealed += 1;
+    }
     audit::record(
         &mut tx,
         mgmt,
@@ -265,9 +290,9 @@ pub async fn reseal(app: &App, who: &Principal) -> Result<Resealed> {
     Ok(out)
 }
 
-/// A platform key no configured key opens.
+/// A platform key or a user's secret that no configured key opens.
 #[derive(Debug, thiserror::Error)]
-#[error("the platform key {0} cannot be opened with the configured keys: {1}")]
+#[error("the sealed secret of {0} cannot be opened with the configured keys: {1}")]
 struct PlatformKeyError(String, String);
 
 /// A sealed secret no configured key opens.

@@ -51,6 +51,16 @@ pub enum UserCommand {
     Reactivate(UserArgs),
     /// Send a user who has not set a password a new invitation; the earlier link stops working.
     ResendInvite(UserArgs),
+    /// Remove a user's second factors (a lost phone): their sessions end, and they are told by
+    /// email when mail is configured. Audited.
+    ResetMfa(UserArgs),
+    /// Whether the tenant's users must have a second factor (`on` or `off`); audited.
+    MfaPolicy {
+        #[arg(long, value_parser = crate::config::tenant_id)]
+        tenant: TenantId,
+        #[arg(value_parser = ["on", "off"])]
+        required: String,
+    },
 }
 
 /// One user of one tenant, by email.
@@ -241,6 +251,40 @@ pub async fn run(
         }
         UserCommand::Deactivate(u) => set_inactive(database_url, &who, &u, true).await,
         UserCommand::Reactivate(u) => set_inactive(database_url, &who, &u, false).await,
+        UserCommand::ResetMfa(UserArgs {
+            tenant,
+            email,
+            json,
+        }) => {
+            let app = app(database_url, services).await?;
+            let user = user_by_email(&app, &who, tenant, &email).await?;
+            let removed = psa_app::mfa::reset(&app, &who, tenant, user)
+                .await
+                .map_err(refused_is_usage)?;
+            if json {
+                println!("{}", serde_json::json!({"user_id": user, "removed": removed}));
+            } else if removed {
+                println!("{email}: second factor removed, sessions ended; they set one up again at their next sign-in");
+            } else {
+                println!("{email} had no second factor; their sessions were ended");
+            }
+            Ok(())
+        }
+        UserCommand::MfaPolicy { tenant, required } => {
+            let app = app(database_url, Services::default()).await?;
+            let on = psa_app::mfa::set_policy(&app, &who, tenant, required == "on")
+                .await
+                .map_err(refused_is_usage)?;
+            println!(
+                "{}",
+                if on {
+                    "every user of the tenant must have a second factor"
+                } else {
+                    "a second factor is each user's choice"
+                }
+            );
+            Ok(())
+        }
     }
 }
 

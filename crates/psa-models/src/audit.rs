@@ -171,6 +171,12 @@ pub enum Action {
     Test,
     /// Stored secrets moved to the current sealing key.
     Reseal,
+    EnrollSecondFactor,
+    ConfirmSecondFactor,
+    RemoveSecondFactor,
+    ResetSecondFactor,
+    SecondFactorFailed,
+    RevokeSession,
 }
 
 impl Action {
@@ -207,6 +213,12 @@ impl Action {
         Action::RetryDelivery,
         Action::Test,
         Action::Reseal,
+        Action::EnrollSecondFactor,
+        Action::ConfirmSecondFactor,
+        Action::RemoveSecondFactor,
+        Action::ResetSecondFactor,
+        Action::SecondFactorFailed,
+        Action::RevokeSession,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -243,6 +255,12 @@ impl Action {
             Action::RetryDelivery => "retry_delivery",
             Action::Test => "test",
             Action::Reseal => "reseal",
+            Action::EnrollSecondFactor => "enroll_second_factor",
+            Action::ConfirmSecondFactor => "confirm_second_factor",
+            Action::RemoveSecondFactor => "remove_second_factor",
+            Action::ResetSecondFactor => "reset_second_factor",
+            Action::SecondFactorFailed => "second_factor_failed",
+            Action::RevokeSession => "revoke_session",
         }
     }
 

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
+use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -35,6 +36,8 @@ pub struct Holder {
     /// The tenant is `active` (a suspended or canceled tenant's credentials are refused, and
     /// work again when it is reactivated or restored).
     pub tenant_active: bool,
+    /// A session that may only set up a second factor (its tenant requires one).
+    pub enrollment_only: bool,
 }
 
 pub(crate) fn new_token(prefix: &str) -> SecretString {
@@ -88,7 +91,7 @@ pub async fn authenticate_as(
     session_idle: std::time::Duration,
     used: Use,
 ) -> Result<Option<Holder>> {
-    type Row = (TenantId, UserId, Uuid, bool, bool, String);
+    type Row = (TenantId, UserId, Uuid, bool, bool, String, bool);
     // Through SECURITY DEFINER functions (migration `api_login_role`): the API's login role
     // finds a token across tenants without seeing any tenant's credentials.
     // Only a well-formed token reaches the database: a prefix and 32 random bytes in base64url
@@ -104,7 +107,8 @@ pub async fn authenticate_as(
         return Ok(None);
     }
     let row: Option<Row> = sqlx::query_as(
-        "SELECT tenant, user_id, credential_id, client_portal, stale, tenant_status \
+        "SELECT tenant, user_id, credential_id, client_portal, stale, tenant_status, \
+                enrollment_only \
          FROM psa_authenticate($1, $2, $3)",
     )
     .bind(kind)
@@ -112,7 +116,7 @@ pub async fn authenticate_as(
     .bind(session_idle.as_secs_f64())
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some((tenant, _, id, _, true, _)) = &row
+    if let Some((tenant, _, id, _, true, _, _)) = &row
         && used == Use::Recorded
     {
         sqlx::query("SELECT psa_touch_credential($1, $2, $3)")
@@ -123,11 +127,12 @@ pub async fn authenticate_as(
             .await?;
     }
     Ok(
-        row.map(|(tenant, user, id, client_portal, _, status)| Holder {
+        row.map(|(tenant, user, id, client_portal, _, status, enrolling)| Holder {
             tenant,
             user,
             client_portal,
             tenant_active: status == "active",
+            enrollment_only: enrolling,
             credential: if token.starts_with(SESSION_PREFIX) {
                 Credential::Session(id)
             } else {
@@ -144,24 +149,145 @@ pub struct NewSession {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Where and how a session was opened.
+#[derive(Debug, Clone, Default)]
+pub struct SessionMeta {
+    /// The client's address.
+    pub address: Option<String>,
+    /// The browser or client, as it said (`User-Agent`, at most 512 characters kept).
+    pub user_agent: Option<String>,
+    /// The user passed a second factor to open it.
+    pub second_factor: bool,
+    /// Its tenant requires a second factor and the user has none yet: it may only set one up.
+    pub enrollment_only: bool,
+}
+
 /// Opens a session for a user who has just proven who they are.
 pub async fn create_session(
     conn: &mut PgConnection,
     tenant: TenantId,
     user: UserId,
     expires_at: DateTime<Utc>,
+    meta: &SessionMeta,
 ) -> Result<NewSession> {
     let token = new_token(SESSION_PREFIX);
+    let agent = meta
+        .user_agent
+        .as_deref()
+        .map(|a| a.chars().take(512).collect::<String>());
     sqlx::query(
-        "INSERT INTO sessions (tenant, user_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO sessions (tenant, user_id, token_hash, expires_at, address, user_agent, \
+                               second_factor, enrollment_only) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(tenant)
     .bind(user)
     .bind(digest(token.expose_secret()))
     .bind(expires_at)
+    .bind(meta.address.as_deref())
+    .bind(agent)
+    .bind(meta.second_factor)
+    .bind(meta.enrollment_only)
     .execute(conn)
     .await?;
     Ok(NewSession { token, expires_at })
+}
+
+/// The session passed a second factor (its user just confirmed one): no longer enrolment-only.
+pub async fn passed_second_factor(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    session: Uuid,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE sessions SET second_factor = true, enrollment_only = false \
+         WHERE tenant = $1 AND session_id = $2",
+    )
+    .bind(tenant)
+    .bind(session)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A session as its user sees it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionView {
+    pub session_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// The last request made with it (recorded at most once a minute).
+    pub last_seen_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub address: Option<String>,
+    pub user_agent: Option<String>,
+    /// Opened with a second factor.
+    pub second_factor: bool,
+    /// The session this request is made with.
+    #[sqlx(default)]
+    pub current: bool,
+}
+
+/// The user's open sessions, most recently used first.
+pub async fn sessions_of(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    current: Option<Uuid>,
+) -> Result<Vec<SessionView>> {
+    let mut rows: Vec<SessionView> = sqlx::query_as(
+        "SELECT session_id, created_at, last_seen_at, expires_at, address, user_agent, \
+                second_factor \
+         FROM sessions WHERE tenant = $1 AND user_id = $2 AND revoked_at IS NULL \
+           AND expires_at > now() ORDER BY last_seen_at DESC",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_all(conn)
+    .await?;
+    for r in &mut rows {
+        r.current = Some(r.session_id) == current;
+    }
+    Ok(rows)
+}
+
+/// Ends one of the user's sessions; false when it is not theirs or already ended.
+pub async fn revoke_session_of(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    session: Uuid,
+) -> Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE sessions SET revoked_at = now() \
+         WHERE tenant = $1 AND user_id = $2 AND session_id = $3 AND revoked_at IS NULL",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(session)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Ends every session of the user but `keep`; returns how many ended.
+pub async fn revoke_other_sessions(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    keep: Uuid,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE sessions SET revoked_at = now() \
+         WHERE tenant = $1 AND user_id = $2 AND session_id <> $3 AND revoked_at IS NULL",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(keep)
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 /// Ends a session.

@@ -536,6 +536,10 @@ pub const EXPORTED: &[(&str, &[&str])] = &[
             "expires_at",
             "revoked_at",
             "last_seen_at",
+            "address",
+            "user_agent",
+            "enrollment_only",
+            "second_factor",
         ],
     ),
     (
@@ -672,6 +676,8 @@ pub const EXPORTED: &[(&str, &[&str])] = &[
             "status",
             "status_reason",
             "status_changed_at",
+            "slug",
+            "mfa_required",
         ],
     ),
     (
@@ -693,6 +699,14 @@ pub const EXPORTED: &[(&str, &[&str])] = &[
     (
         "user_roles",
         &["tenant", "user_id", "role_id", "created_at"],
+    ),
+    (
+        "user_recovery_codes",
+        &["tenant", "code_id", "user_id", "used_at", "created_at"],
+    ),
+    (
+        "user_totp",
+        &["tenant", "user_id", "confirmed_at", "last_step", "created_at"],
     ),
     (
         "users",

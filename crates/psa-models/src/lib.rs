@@ -25,6 +25,7 @@ mod ids;
 pub mod invitations;
 pub mod lifecycle;
 pub mod mail;
+pub mod mfa;
 pub mod password;
 pub mod provisioning;
 pub mod retention;

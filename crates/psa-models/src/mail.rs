@@ -195,6 +195,8 @@ static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
             "password_reset.html",
             include_str!("../templates/mail/password_reset.html"),
         ),
+        ("notice.txt", include_str!("../templates/mail/notice.txt")),
+        ("notice.html", include_str!("../templates/mail/notice.html")),
         ("layout.html", include_str!("../templates/mail/layout.html")),
     ] {
         env.add_template(name, source)
@@ -262,6 +264,28 @@ pub fn render(kind: Kind, cx: Context<'_>) -> Email {
     };
     Email {
         subject: kind.subject(cx.tenant_name),
+        text: render("txt"),
+        html: render("html"),
+    }
+}
+
+/// A notice about the account, without a link (a second factor reset by an administrator, a
+/// sign-in from a new device): `lines` are its paragraphs.
+pub fn notice(tenant_name: &str, first_name: &str, subject: &str, lines: &[String]) -> Email {
+    let values = minijinja::context! {
+        tenant_name => tenant_name,
+        first_name => first_name,
+        subject => subject,
+        lines => lines.to_vec(),
+    };
+    let render = |ext: &str| {
+        TEMPLATES
+            .get_template(&format!("notice.{ext}"))
+            .and_then(|t| t.render(&values))
+            .expect("the mail templates render with these values")
+    };
+    Email {
+        subject: format!("{subject} ({tenant_name})"),
         text: render("txt"),
         html: render("html"),
     }

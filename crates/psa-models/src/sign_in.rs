@@ -111,6 +111,81 @@ pub async fn redeem_choice(
         .and_then(|(email, _)| EmailAddress::parse(&email).ok()))
 }
 
+/// How many wrong codes a second-factor step takes before it ends.
+pub const MAX_CODE_ATTEMPTS: i32 = 5;
+
+/// Records that `user` of `tenant` gave the right password and owes a second factor; returns
+/// the `mfa_token` that carries the sign-in on (shown once, stored as its digest).
+pub async fn begin_second_factor(
+    conn: &mut PgConnection,
+    email: &EmailAddress,
+    tenant: TenantId,
+    user: UserId,
+    address: &str,
+) -> Result<SecretString> {
+    let token = new_token("psa_mfa_");
+    let ttl = chrono::Duration::from_std(CHOICE_TTL).map_err(Error::internal)?;
+    sqlx::query(
+        "INSERT INTO login_challenges \
+           (token_hash, purpose, email, tenants, user_id, address, expires_at) \
+         VALUES ($1, 'second_factor', $2, ARRAY[$3::uuid], $4, $5, now() + $6)",
+    )
+    .bind(digest(token.expose_secret()))
+    .bind(email.as_str())
+    .bind(tenant)
+    .bind(user)
+    .bind(address)
+    .bind(ttl)
+    .execute(conn)
+    .await?;
+    Ok(token)
+}
+
+/// The sign-in an `mfa_token` carries on: its tenant and user, while it is current, unused and
+/// has wrong codes left.
+pub async fn second_factor_of(
+    conn: &mut PgConnection,
+    token: &str,
+) -> Result<Option<(TenantId, UserId)>> {
+    let row: Option<(uuid::Uuid, UserId)> = sqlx::query_as(
+        "SELECT tenants[1], user_id FROM login_challenges \
+         WHERE token_hash = $1 AND purpose = 'second_factor' AND used_at IS NULL \
+           AND expires_at > now() AND attempts < $2",
+    )
+    .bind(digest(token))
+    .bind(MAX_CODE_ATTEMPTS)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(t, u)| (TenantId(t), u)))
+}
+
+/// A wrong code against an `mfa_token`: counted; the fifth ends it. Returns the attempts left.
+pub async fn wrong_code(conn: &mut PgConnection, token: &str) -> Result<i32> {
+    let attempts: Option<i32> = sqlx::query_scalar(
+        "UPDATE login_challenges SET attempts = attempts + 1, \
+             used_at = CASE WHEN attempts + 1 >= $2 THEN now() ELSE used_at END \
+         WHERE token_hash = $1 AND purpose = 'second_factor' RETURNING attempts",
+    )
+    .bind(digest(token))
+    .bind(MAX_CODE_ATTEMPTS)
+    .fetch_optional(conn)
+    .await?;
+    Ok((MAX_CODE_ATTEMPTS - attempts.unwrap_or(MAX_CODE_ATTEMPTS)).max(0))
+}
+
+/// The `mfa_token` did its job: used, it opens nothing more.
+pub async fn finish_second_factor(conn: &mut PgConnection, token: &str) -> Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE login_challenges SET used_at = now() \
+         WHERE token_hash = $1 AND purpose = 'second_factor' AND used_at IS NULL",
+    )
+    .bind(digest(token))
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
 /// Removes challenges that ended a day ago or more.
 pub async fn purge(conn: &mut PgConnection) -> Result<u64> {
     Ok(

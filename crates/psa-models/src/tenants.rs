@@ -54,7 +54,8 @@ pub struct NewTenant {
 pub struct CreateOptions {
     /// The id of the tenant's own company; minted by the caller for idempotency.
     pub company_id: Option<CompanyId>,
-    /// Create the platform's management tenant.
+    /// Create the platform's management tenant (whose users must have a second factor: it can
+    /// suspend or delete every customer; its admins may change that).
     pub is_management: bool,
 }
 
@@ -138,9 +139,9 @@ async fn insert(
 ) -> Result<CreatedTenant> {
     let slug = input.slug.as_deref().map(Slug::parse).transpose()?;
     let inserted = sqlx::query_as::<_, Tenant>(concat!(
-        "INSERT INTO tenants (tenant, company_name, slug, email, licensed_user_count, last_license_update, is_management) \
+        "INSERT INTO tenants (tenant, company_name, slug, email, licensed_user_count, last_license_update, is_management, mfa_required) \
          VALUES ($1, $2, coalesce($6, psa_free_slug(psa_slug_base($2))), $3, $4, \
-                 CASE WHEN $4::int IS NULL THEN NULL ELSE now() END, $5) \
+                 CASE WHEN $4::int IS NULL THEN NULL ELSE now() END, $5, $5) \
          ON CONFLICT (tenant) DO NOTHING RETURNING ",
         columns!()
     ))

@@ -510,8 +510,10 @@ impl WebhookReceiver {
 
     /// Every request so far, in arrival order.
     pub fn received(&self) -> Vec<Received> {
-        std::fs::read_to_string(self.dir.join("received.jsonl"))
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(self.dir.join("received.jsonl")).unwrap_or_default();
+        // Complete records only: the receiver may be appending one right now.
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        complete
             .lines()
             .map(|l| serde_json::from_str(l).expect("a receiver record"))
             .collect()

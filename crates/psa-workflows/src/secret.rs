@@ -29,6 +29,8 @@ pub enum Sealed {
     InvitationLink,
     /// The secret half of one of the platform's own keys (the row: the key's name).
     PlatformKey,
+    /// A user's authenticator-app (TOTP) secret (the row: `tenant/user`).
+    TotpSecret,
 }
 
 impl Sealed {
@@ -37,6 +39,7 @@ impl Sealed {
             Sealed::WebhookSecret => "webhook_secret",
             Sealed::InvitationLink => "invitation_link",
             Sealed::PlatformKey => "platform_key",
+            Sealed::TotpSecret => "totp_secret",
         }
     }
 }

@@ -12,12 +12,13 @@ mod customers;
 mod directory;
 mod events;
 mod provision;
+mod security;
 mod tenants;
 mod users;
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{ConnectInfo, Form, FromRequestParts, State};
+use axum::extract::{Form, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -30,7 +31,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
-use crate::auth::{Action, Caller, Permission, Resource};
+use crate::auth::{Action, Caller, How, Permission, Resource};
+use crate::extract::ClientInfo;
 use crate::error::ApiError;
 
 const COOKIE: &str = "psa_console";
@@ -55,6 +57,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console", get(home))
         .route("/console/sign-in", get(sign_in_form).post(sign_in))
         .route("/console/sign-in/choose", post(choose_tenant))
+        .route("/console/sign-in/code", post(sign_in_code))
         .route("/console/sign-out", post(sign_out))
         .merge(tenants::routes())
         .merge(provision::routes())
@@ -64,6 +67,7 @@ pub fn routes() -> Router<AppState> {
         .merge(events::routes())
         .merge(audit::routes())
         .merge(account::routes())
+        .merge(security::routes())
         .route(
             "/assets/console.js",
             get(|| async {
@@ -112,6 +116,8 @@ pub struct Console {
 /// Why a console request was refused: to the sign-in page, or a page saying so.
 pub enum Refused {
     SignIn,
+    /// The session may only set up a second factor: to that page.
+    Enrol,
     Page(StatusCode, &'static str, String),
 }
 
@@ -119,6 +125,7 @@ impl IntoResponse for Refused {
     fn into_response(self) -> Response {
         match self {
             Refused::SignIn => Redirect::to("/console/sign-in").into_response(),
+            Refused::Enrol => Redirect::to("/console/account/second-factor").into_response(),
             Refused::Page(status, title, message) => page(
                 status,
                 ErrorPage {
@@ -135,6 +142,7 @@ impl From<ApiError> for Refused {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::Unauthorized => Refused::SignIn,
+            ApiError::MfaEnrollmentRequired => Refused::Enrol,
             ApiError::TenantInactive => {
                 Refused::Page(StatusCode::FORBIDDEN, "Access suspended", e.to_string())
             }
@@ -172,7 +180,7 @@ impl FromRequestParts<AppState> for Console {
             .get(cookie_name(state))
             .map(|c| c.value().to_owned())
             .ok_or(Refused::SignIn)?;
-        let caller = Caller::from_token(state, &token).await?;
+        let caller = Caller::from_token(state, &token, parts.uri.path()).await?;
         // Read in the caller's own confined transaction (the API's role sees no other tenant).
         let mut tx = psa_models::db::begin_tenant(&state.pool, caller.tenant)
             .await
@@ -206,6 +214,7 @@ impl Console {
             state,
             self.session_token.expose_secret(),
             psa_models::credentials::Use::NotRecorded,
+            "/console",
         )
         .await
         .ok()
@@ -386,7 +395,7 @@ fn cross_site() -> Response {
 /// The console's sign-in: the API's login (rate limits, timing, audit), then the cookie.
 async fn sign_in(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    client: ClientInfo,
     headers: axum::http::HeaderMap,
     jar: CookieJar,
     Form(form): Form<SignInForm>,
@@ -411,12 +420,13 @@ async fn sign_in(
         email: form.email.clone(),
         password: form.password.clone(),
     };
-    match crate::auth::sign_in(&state, peer, request).await {
+    match crate::auth::sign_in(&state, &client, request).await {
         Ok(session) => signed_in(&state, jar, session),
+        Err(ApiError::MfaRequired(token)) => second_factor_page(StatusCode::OK, token, None),
         Err(ApiError::TenantRequired(tenants)) => {
             // The choice is kept here, so the password is not sent again.
             let choice = match EmailAddress::parse(&form.email) {
-                Ok(email) => begin_choice(&state, &email, &tenants, peer).await,
+                Ok(email) => begin_choice(&state, &email, &tenants, client.peer).await,
                 Err(_) => Err(ApiError::Unauthorized),
             };
             match choice {
@@ -470,6 +480,72 @@ async fn begin_choice(
     Ok(token.expose_secret().to_owned())
 }
 
+/// The second step of a sign-in: a code from the authenticator app, or a recovery code.
+#[derive(Template)]
+#[template(path = "console/second_factor.html")]
+struct SecondFactorPage {
+    nav: Option<Nav>,
+    error: Option<String>,
+    mfa_token: String,
+}
+
+fn second_factor_page(status: StatusCode, mfa_token: String, error: Option<String>) -> Response {
+    page(
+        status,
+        SecondFactorPage {
+            nav: None,
+            error,
+            mfa_token,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct CodeForm {
+    #[serde(default)]
+    mfa_token: String,
+    #[serde(default)]
+    code: SecretString,
+}
+
+/// The code for a sign-in whose password was right.
+async fn sign_in_code(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    headers: axum::http::HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<CodeForm>,
+) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
+    match crate::mfa::complete(&state, &client, &form.mfa_token, form.code.expose_secret()).await
+    {
+        Ok(session) => signed_in(&state, jar, session),
+        Err(ApiError::InvalidCode) => second_factor_page(
+            StatusCode::UNAUTHORIZED,
+            form.mfa_token.clone(),
+            Some("That code is not right: try the current one, or a recovery code.".into()),
+        ),
+        Err(e @ ApiError::InvalidMfaToken) => page(
+            StatusCode::UNAUTHORIZED,
+            SignInPage {
+                nav: None,
+                error: Some(e.to_string()),
+                tenant: String::new(),
+                email: String::new(),
+            },
+        ),
+        Err(e) => {
+            let status = e.status();
+            if status.is_server_error() {
+                tracing::error!(error = %e.log_safe(), "console sign-in failed");
+            }
+            second_factor_page(status, form.mfa_token.clone(), Some(e.to_string()))
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct ChooseForm {
     #[serde(default)]
@@ -482,7 +558,7 @@ struct ChooseForm {
 /// organisation it offered) opens the session there.
 async fn choose_tenant(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    client: ClientInfo,
     headers: axum::http::HeaderMap,
     jar: CookieJar,
     Form(form): Form<ChooseForm>,
@@ -502,7 +578,7 @@ async fn choose_tenant(
         )
     };
     let outcome = async {
-        state.limits.login_from(peer.ip())?;
+        state.limits.login_from(client.peer.ip())?;
         let tenant = uuid::Uuid::parse_str(form.tenant.trim())
             .map(TenantId)
             .map_err(|_| ApiError::Unauthorized)?;
@@ -516,11 +592,12 @@ async fn choose_tenant(
             .next()
             .ok_or(ApiError::Unauthorized)?;
         drop(conn);
-        crate::auth::open_session(&state, peer, user.tenant, user.user).await
+        crate::auth::open_session(&state, &client, user.tenant, user.user, How::Password).await
     }
     .await;
     match outcome {
         Ok(session) => signed_in(&state, jar, session),
+        Err(ApiError::MfaRequired(token)) => second_factor_page(StatusCode::OK, token, None),
         Err(ApiError::Unauthorized) => again(
             StatusCode::UNAUTHORIZED,
             "That choice has expired or was already used: sign in again.".into(),
@@ -536,9 +613,9 @@ async fn choose_tenant(
 }
 
 #[derive(Deserialize)]
-struct CsrfForm {
+pub(crate) struct CsrfForm {
     #[serde(default)]
-    csrf: String,
+    pub(crate) csrf: String,
 }
 
 /// Ends the session (server side too) and clears the cookie.

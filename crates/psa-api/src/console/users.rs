@@ -21,6 +21,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/console/users", get(users).post(invite))
         .route("/console/users/{id}/role", post(role))
+        .route("/console/users/security-policy", post(security_policy))
         .route("/console/users/{id}/{change}", post(one_click))
 }
 
@@ -67,8 +68,10 @@ struct InviteForm {
 #[template(path = "console/users.html")]
 struct UsersPage {
     nav: Option<Nav>,
-    /// The organisation ID users sign in with.
+    /// The organisation's slug (its sign-in link).
     organisation: String,
+    /// Every user must have a second factor.
+    mfa_required: bool,
     csrf: String,
     notice: Option<String>,
     error: Option<String>,
@@ -95,6 +98,12 @@ fn notice(done: &str) -> Option<String> {
                 .into(),
         ),
         "keys-revoked" => Some("The user's API keys are revoked: they stop working now.".into()),
+        "mfa-reset" => Some(
+            "The user's second factor is removed and their sessions ended: they set one up again \
+             at their next sign-in."
+                .into(),
+        ),
+        "policy" => Some("The sign-in policy is saved.".into()),
         _ => None,
     }
 }
@@ -132,9 +141,17 @@ async fn users_page(
             .remove(&console.caller.tenant)
             .unwrap_or_default()
     };
+    let mfa_required = psa_app::mfa::policy(
+        &state.app,
+        &console.caller.principal(),
+        console.caller.tenant,
+    )
+    .await
+    .map_err(ApiError::from)?;
     Ok(UsersPage {
         nav: console.nav("users"),
         organisation,
+        mfa_required,
         csrf: console.csrf.clone(),
         notice: None,
         error: None,
@@ -267,6 +284,33 @@ async fn role(
     after(&state, &console, outcome).await
 }
 
+#[derive(Deserialize)]
+struct PolicyForm {
+    #[serde(default)]
+    csrf: String,
+    /// The box "require a second factor" (`yes` when ticked).
+    #[serde(default)]
+    mfa_required: Option<String>,
+}
+
+async fn security_policy(
+    State(state): State<AppState>,
+    console: Console,
+    Form(f): Form<PolicyForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&f.csrf)?;
+    let outcome = psa_app::mfa::set_policy(
+        &state.app,
+        &console.caller.principal(),
+        console.caller.tenant,
+        f.mfa_required.as_deref() == Some("yes"),
+    )
+    .await
+    .map(|_| "policy")
+    .map_err(ApiError::from);
+    after(&state, &console, outcome).await
+}
+
 /// The one-click changes of a user: `resend` the invitation, `deactivate`, `reactivate`.
 async fn one_click(
     State(state): State<AppState>,
@@ -292,6 +336,10 @@ async fn one_click(
                 .map(|_| "keys-revoked")
                 .map_err(ApiError::from)
         }
+        "reset-mfa" => psa_app::mfa::reset(&state.app, &caller.principal(), caller.tenant, id)
+            .await
+            .map(|_| "mfa-reset")
+            .map_err(ApiError::from),
         _ => return Err(super::not_found("page")),
     };
     after(state, &console, outcome).await

@@ -28,6 +28,7 @@ async fn a_check_that_is_not_a_use_does_not_keep_a_session_alive() {
         t,
         user,
         chrono::Utc::now() + chrono::Duration::hours(1),
+        &Default::default(),
     )
     .await
     .unwrap();

@@ -1,0 +1,286 @@
+//! Second factors over the API: the second step of a sign-in (`POST /api/v1/auth/mfa`), setting
+//! up an authenticator app and its recovery codes, removing it, an administrator's reset, the
+//! tenant's policy, and the caller's own sessions. The rules are the operations layer's
+//! (`psa_app::mfa`, `psa_app::sessions`); the console's pages call the same.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use psa_models::credentials::SessionView;
+use psa_models::{UserId, db};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::auth::{Caller, How, LoginResponse};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ClientInfo, PathId};
+
+/// `POST /api/v1/auth/mfa` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecondFactorRequest {
+    /// From the password step's 401 `mfa_required`.
+    #[schema(value_type = String, format = Password)]
+    pub mfa_token: SecretString,
+    /// A code from the authenticator app (6 digits) or a recovery code (`xxxxx-xxxxx`).
+    #[schema(value_type = String, format = Password)]
+    pub code: SecretString,
+}
+
+/// The second step of a sign-in: the code for the `mfa_token` the password step gave. A wrong
+/// code is 401 `invalid_code` (audited; the fifth ends the token); a token that is unknown,
+/// used or expired is 401 `invalid_mfa_token`.
+#[utoipa::path(post, path = "/api/v1/auth/mfa", tag = "auth",
+    request_body = SecondFactorRequest,
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody),
+              (status = 429, body = ErrorBody)))]
+pub async fn second_factor(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    ApiJson(req): ApiJson<SecondFactorRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    use secrecy::ExposeSecret;
+    complete(
+        &state,
+        &client,
+        req.mfa_token.expose_secret(),
+        req.code.expose_secret(),
+    )
+    .await
+    .map(Json)
+}
+
+/// Checks `code` for the sign-in `mfa_token` carries; opens the session when it is right (the
+/// API and the console).
+pub(crate) async fn complete(
+    state: &AppState,
+    client: &ClientInfo,
+    mfa_token: &str,
+    code: &str,
+) -> Result<LoginResponse, ApiError> {
+    state.limits.login_from(client.peer.ip())?;
+    let mut conn = state.pool.acquire().await?;
+    let (tenant, user) = psa_models::sign_in::second_factor_of(&mut conn, mfa_token.trim())
+        .await?
+        .ok_or(ApiError::InvalidMfaToken)?;
+    drop(conn);
+    state.limits.login_of(tenant.0, &user.to_string())?;
+    let mut tx = db::begin_tenant(&state.pool, tenant).await?;
+    let method = psa_app::mfa::check_code(&state.app, &mut tx, tenant, user, code).await?;
+    let Some(method) = method else {
+        tx.rollback().await?;
+        let mut conn = state.pool.acquire().await?;
+        let left = psa_models::sign_in::wrong_code(&mut conn, mfa_token.trim()).await?;
+        drop(conn);
+        let mut tx = db::begin_tenant(&state.pool, tenant).await?;
+        psa_models::audit::record(
+            &mut tx,
+            tenant,
+            &psa_models::audit::Actor::User { user },
+            psa_models::audit::Action::SecondFactorFailed,
+            "user",
+            Some(user.0),
+            serde_json::json!({"address": client.peer.ip().to_string(), "attempts_left": left}),
+        )
+        .await?;
+        tx.commit().await?;
+        metrics::counter!("psa_second_factor_failures_total").increment(1);
+        return Err(ApiError::InvalidCode);
+    };
+    tx.commit().await?;
+    let mut conn = state.pool.acquire().await?;
+    if !psa_models::sign_in::finish_second_factor(&mut conn, mfa_token.trim()).await? {
+        return Err(ApiError::InvalidMfaToken);
+    }
+    drop(conn);
+    tracing::info!(%tenant, %user, method, "second factor passed");
+    crate::auth::open_session(state, client, tenant, user, How::SecondFactor).await
+}
+
+/// An authenticator app being set up: type the secret in, or scan the URI as a QR code.
+#[derive(Serialize, ToSchema)]
+pub struct TotpEnrolment {
+    /// Base32.
+    pub secret: String,
+    /// `otpauth://totp/...`.
+    pub otpauth_uri: String,
+}
+
+/// Start setting up an authenticator app (TOTP: 6 digits, 30 s, SHA-1) for the caller. Nothing
+/// is required of them until it is confirmed with a code. A confirmed one must be removed first
+/// (409).
+#[utoipa::path(post, path = "/api/v1/auth/mfa/totp", tag = "auth", security(("bearer" = [])),
+    responses((status = 201, body = TotpEnrolment), (status = 401, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn begin_totp(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<(StatusCode, Json<TotpEnrolment>), ApiError> {
+    let e = psa_app::mfa::begin_totp(&state.app, &caller.principal()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TotpEnrolment {
+            secret: e.secret,
+            otpauth_uri: e.otpauth_uri,
+        }),
+    ))
+}
+
+/// `POST /api/v1/auth/mfa/totp/confirm` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeRequest {
+    /// The 6 digits the app shows.
+    pub code: String,
+}
+
+/// The recovery codes of a confirmed enrolment: shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct RecoveryCodes {
+    pub recovery_codes: Vec<String>,
+}
+
+/// Confirm the authenticator app with its first code: from now on sign-ins ask for a code. The
+/// ten recovery codes (each works once) are shown this once; this session counts as having
+/// passed the second factor.
+#[utoipa::path(post, path = "/api/v1/auth/mfa/totp/confirm", tag = "auth", security(("bearer" = [])),
+    request_body = CodeRequest,
+    responses((status = 200, body = RecoveryCodes), (status = 401, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn confirm_totp(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CodeRequest>,
+) -> Result<Json<RecoveryCodes>, ApiError> {
+    let codes = psa_app::mfa::confirm_totp(&state.app, &caller.principal(), &req.code).await?;
+    Ok(Json(RecoveryCodes {
+        recovery_codes: codes,
+    }))
+}
+
+/// `DELETE /api/v1/auth/mfa/totp` body: the password, or a current code.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveRequest {
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+/// Remove the caller's second factor (the app and its recovery codes), proven by the password or
+/// a current code. Where the tenant requires one, the next sign-in asks to set one up again.
+#[utoipa::path(delete, path = "/api/v1/auth/mfa/totp", tag = "auth", security(("bearer" = [])),
+    request_body = RemoveRequest,
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn remove_totp(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<RemoveRequest>,
+) -> Result<StatusCode, ApiError> {
+    psa_app::mfa::remove_own(
+        &state.app,
+        &caller.principal(),
+        req.password.as_ref(),
+        req.code.as_deref(),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What an administrator's reset removed.
+#[derive(Serialize, ToSchema)]
+pub struct MfaReset {
+    /// Whether the user had a second factor.
+    pub removed: bool,
+}
+
+/// Remove a user's second factors (a lost phone; `user:update`): the user's sessions end and
+/// they are told by email when mail is configured; audited.
+#[utoipa::path(post, path = "/api/v1/users/{id}/reset-mfa", tag = "users", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses((status = 200, body = MfaReset), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn reset(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(user): PathId<UserId>,
+) -> Result<Json<MfaReset>, ApiError> {
+    let removed =
+        psa_app::mfa::reset(&state.app, &caller.principal(), caller.tenant, user).await?;
+    Ok(Json(MfaReset { removed }))
+}
+
+/// The tenant's sign-in policy.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityPolicy {
+    /// Every user must have a second factor: one without is asked to set one up at sign-in
+    /// and can do nothing else until then.
+    pub mfa_required: bool,
+}
+
+/// The caller's tenant's sign-in policy (`user:read`).
+#[utoipa::path(get, path = "/api/v1/security-policy", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = SecurityPolicy), (status = 403, body = ErrorBody)))]
+pub async fn policy(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<SecurityPolicy>, ApiError> {
+    let on = psa_app::mfa::policy(&state.app, &caller.principal(), caller.tenant).await?;
+    Ok(Json(SecurityPolicy { mfa_required: on }))
+}
+
+/// Change the tenant's sign-in policy (`user:update`; audited).
+#[utoipa::path(patch, path = "/api/v1/security-policy", tag = "auth", security(("bearer" = [])),
+    request_body = SecurityPolicy,
+    responses((status = 200, body = SecurityPolicy), (status = 403, body = ErrorBody)))]
+pub async fn set_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<SecurityPolicy>,
+) -> Result<Json<SecurityPolicy>, ApiError> {
+    let on = psa_app::mfa::set_policy(
+        &state.app,
+        &caller.principal(),
+        caller.tenant,
+        req.mfa_required,
+    )
+    .await?;
+    Ok(Json(SecurityPolicy { mfa_required: on }))
+}
+
+/// The caller's open sessions.
+#[derive(Serialize, ToSchema)]
+pub struct SessionList {
+    pub data: Vec<SessionView>,
+}
+
+/// The caller's open sessions: when and where each was opened, when last used, which one is
+/// this one.
+#[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = SessionList), (status = 401, body = ErrorBody)))]
+pub async fn sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<SessionList>, ApiError> {
+    Ok(Json(SessionList {
+        data: psa_app::sessions::list_own(&state.app, &caller.principal()).await?,
+    }))
+}
+
+/// End one of the caller's sessions (another device; audited).
+#[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", tag = "auth", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn end_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId<uuid::Uuid>,
+) -> Result<StatusCode, ApiError> {
+    psa_app::sessions::end_own(&state.app, &caller.principal(), id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

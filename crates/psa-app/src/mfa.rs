@@ -1,0 +1,319 @@
+//! Second factors, as their holder and the tenant's administrators manage them: an
+//! authenticator app (TOTP) set up and confirmed by its first code, which gives ten recovery
+//! codes; removed by its holder (with the password or a code) or reset by an administrator (the
+//! user's sessions end, and they are told by email); and the tenant's policy that every user
+//! must have one. Every change is audited in the tenant.
+
+use psa_models::audit::{self, Action};
+use psa_models::{Error, Result, TenantId, UserId, credentials, db, mfa, users};
+use psa_workflows::secret::{Sealed, SecretKey};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::access::{Access, Permission, Resource};
+use crate::{App, Principal};
+
+const MANAGE: Permission = Permission(Resource::User, Access::Update);
+
+fn key(app: &App) -> Result<&SecretKey> {
+    app.webhooks.key.as_ref().ok_or_else(|| {
+        Error::unavailable(
+            "This server has no PSA_SECRET_KEY: an authenticator app's secret cannot be kept",
+        )
+    })
+}
+
+/// The row a user's TOTP secret is sealed for: it opens for that user only (`psa secrets
+/// reseal` uses the same).
+fn row(tenant: TenantId, user: UserId) -> String {
+    format!("{tenant}/{user}")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// An enrolment begun: the secret to type in, and the URI to scan.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Enrolling {
+    /// Base32, for typing into the app.
+    pub secret: String,
+    /// `otpauth://totp/...`: what the QR code holds.
+    pub otpauth_uri: String,
+}
+
+/// Starts setting up an authenticator app for the signed-in user: a new secret (nothing is
+/// required of them until it is confirmed). A confirmed one must be removed first.
+pub async fn begin_totp(app: &App, who: &Principal) -> Result<Enrolling> {
+    let m = member(who)?;
+    let key = key(app)?;
+    let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
+    let user = users::get(&mut tx, m.tenant, m.user).await?;
+    let secret = mfa::new_secret();
+    let encoded = mfa::encoded(&secret);
+    let sealed = key.seal_for(
+        &SecretString::from(encoded.clone()),
+        Sealed::TotpSecret,
+        &row(m.tenant, m.user),
+    );
+    mfa::begin(&mut tx, m.tenant, m.user, &sealed).await?;
+    audit::record(
+        &mut tx,
+        m.tenant,
+        &who.actor(),
+        Action::EnrollSecondFactor,
+        "user",
+        Some(m.user.0),
+        serde_json::json!({"method": "totp"}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Enrolling {
+        otpauth_uri: mfa::otpauth_uri(&secret, &user.email)?,
+        secret: encoded,
+    })
+}
+
+/// The user's TOTP secret, opened.
+async fn secret_of(
+    app: &App,
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<Option<(Vec<u8>, bool)>> {
+    let Some(e) = mfa::enrolment(conn, tenant, user).await? else {
+        return Ok(None);
+    };
+    let opened = key(app)?
+        .open_for(&e.secret_sealed, Sealed::TotpSecret, &row(tenant, user))
+        .map_err(Error::internal)?;
+    Ok(Some((mfa::decoded(opened.expose_secret())?, e.confirmed)))
+}
+
+/// Where the signed-in user stands: no app, one being set up (its secret and URI again, to
+/// show the QR code once more), or one confirmed (with the recovery codes left).
+#[derive(Debug, Clone)]
+pub enum Standing {
+    None,
+    Enrolling(Enrolling),
+    Enrolled { recovery_codes_left: i64 },
+}
+
+pub async fn standing(app: &App, who: &Principal) -> Result<Standing> {
+    let m = member(who)?;
+    let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
+    let out = match mfa::enrolment(&mut tx, m.tenant, m.user).await? {
+        None => Standing::None,
+        Some(e) if e.confirmed => Standing::Enrolled {
+            recovery_codes_left: mfa::recovery_codes_left(&mut tx, m.tenant, m.user).await?,
+        },
+        Some(_) => {
+            let user = users::get(&mut tx, m.tenant, m.user).await?;
+            let (secret, _) = secret_of(app, &mut tx, m.tenant, m.user)
+                .await?
+                .ok_or(Error::NotFound {
+                    entity: "second factor",
+                })?;
+            Standing::Enrolling(Enrolling {
+                otpauth_uri: mfa::otpauth_uri(&secret, &user.email)?,
+                secret: mfa::encoded(&secret),
+            })
+        }
+    };
+    tx.rollback().await?;
+    Ok(out)
+}
+
+/// Confirms the app with its first code: from now on it is the user's second factor, and this
+/// session counts as having passed it. Returns the ten recovery codes (shown this once).
+pub async fn confirm_totp(app: &App, who: &Principal, code: &str) -> Result<Vec<String>> {
+    let m = member(who)?;
+    let code = mfa::totp_code(code)
+        .ok_or_else(|| Error::validation("code", "The code is the 6 digits the app shows"))?;
+    let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
+    let Some((secret, confirmed)) = secret_of(app, &mut tx, m.tenant, m.user).await? else {
+        return Err(Error::conflict(
+            None,
+            "Set up an authenticator app first (POST /api/v1/auth/mfa/totp)",
+        ));
+    };
+    if confirmed {
+        return Err(Error::conflict(None, "The authenticator app is already set up"));
+    }
+    let step = mfa::matching_step(&secret, &code, now())?
+        .ok_or_else(|| Error::validation("code", "The code is not right: check the app's clock and try the next one"))?;
+    mfa::use_step(&mut tx, m.tenant, m.user, step).await?;
+    let codes = mfa::new_recovery_codes();
+    mfa::confirm(&mut tx, m.tenant, m.user, &codes).await?;
+    if let credentials::Credential::Session(session) = m.credential {
+        credentials::passed_second_factor(&mut tx, m.tenant, session).await?;
+    }
+    audit::record(
+        &mut tx,
+        m.tenant,
+        &who.actor(),
+        Action::ConfirmSecondFactor,
+        "user",
+        Some(m.user.0),
+        serde_json::json!({"method": "totp", "recovery_codes": codes.len()}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(codes)
+}
+
+/// Checks a second-factor code of the user: a TOTP code (once per step) or an unused recovery
+/// code (used now). Writes only what the check uses up; the caller commits.
+pub async fn check_code(
+    app: &App,
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    code: &str,
+) -> Result<Option<&'static str>> {
+    if let Some(code) = mfa::totp_code(code) {
+        let Some((secret, true)) = secret_of(app, conn, tenant, user).await? else {
+            return Ok(None);
+        };
+        return Ok(match mfa::matching_step(&secret, &code, now())? {
+            Some(step) if mfa::use_step(conn, tenant, user, step).await? => Some("totp"),
+            _ => None,
+        });
+    }
+    if let Some(code) = mfa::recovery_code(code) {
+        return Ok(mfa::use_recovery_code(conn, tenant, user, &code)
+            .await?
+            .then_some("recovery_code"));
+    }
+    Ok(None)
+}
+
+/// Removes the signed-in user's second factor, proven by their password or a current code.
+pub async fn remove_own(
+    app: &App,
+    who: &Principal,
+    password: Option<&SecretString>,
+    code: Option<&str>,
+) -> Result<()> {
+    let m = member(who)?;
+    let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
+    let proven = match (password, code) {
+        (Some(p), _) => match users::password_hash(&mut tx, m.tenant, m.user).await? {
+            Some(hash) => psa_models::password::verify(p, &hash).await?,
+            None => false,
+        },
+        (None, Some(c)) => check_code(app, &mut tx, m.tenant, m.user, c).await?.is_some(),
+        (None, None) => {
+            return Err(Error::validation(
+                "password",
+                "Give your password or a code to remove the second factor",
+            ));
+        }
+    };
+    if !proven {
+        return Err(Error::validation(
+            if password.is_some() { "password" } else { "code" },
+            "That is not right: nothing was removed",
+        ));
+    }
+    if !mfa::remove(&mut tx, m.tenant, m.user).await? {
+        return Err(Error::NotFound {
+            entity: "second factor",
+        });
+    }
+    audit::record(
+        &mut tx,
+        m.tenant,
+        &who.actor(),
+        Action::RemoveSecondFactor,
+        "user",
+        Some(m.user.0),
+        serde_json::json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// An administrator removes a user's second factors (a lost phone): the user's sessions end, the
+/// user is told by email when mail is configured. Returns whether there was one.
+pub async fn reset(app: &App, who: &Principal, tenant: TenantId, user: UserId) -> Result<bool> {
+    let mut tx = app.begin(who, tenant, MANAGE).await?;
+    let target = users::get(&mut tx, tenant, user).await?;
+    let removed = mfa::remove(&mut tx, tenant, user).await?;
+    let sessions = credentials::revoke_sessions_of(&mut tx, tenant, user).await?;
+    audit::record(
+        &mut tx,
+        tenant,
+        &who.actor(),
+        Action::ResetSecondFactor,
+        "user",
+        Some(user.0),
+        serde_json::json!({"removed": removed, "sessions_ended": sessions}),
+    )
+    .await?;
+    let tenant_name = psa_models::tenants::get(&mut tx, tenant).await?.company_name;
+    tx.commit().await?;
+    if let Some(mailer) = &app.delivery.mailer {
+        let email = psa_models::mail::notice(
+            &tenant_name,
+            target.first_name.as_deref().unwrap_or_default(),
+            "Your psa second factor was reset",
+            &[
+                format!(
+                    "An administrator of {tenant_name} removed the second factor of {}.",
+                    target.email
+                ),
+                "Your sessions were ended. At your next sign-in, set up an authenticator app again."
+                    .to_owned(),
+            ],
+        );
+        let name = format!(
+            "{} {}",
+            target.first_name.as_deref().unwrap_or_default(),
+            target.last_name.as_deref().unwrap_or_default()
+        );
+        if let Err(e) = mailer.send(name.trim(), &target.email, &email).await {
+            tracing::warn!(%tenant, %user, error = %e, "the second-factor reset notice was not sent");
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether the tenant requires a second factor of its users.
+pub async fn policy(app: &App, who: &Principal, tenant: TenantId) -> Result<bool> {
+    let mut tx = app
+        .begin(who, tenant, Permission(Resource::User, Access::Read))
+        .await?;
+    let on = mfa::required(&mut tx, tenant).await?;
+    tx.rollback().await?;
+    Ok(on)
+}
+
+/// Sets the tenant's policy (its administrators): audited with before and after. Users without
+/// a second factor are asked to set one up at their next sign-in.
+pub async fn set_policy(app: &App, who: &Principal, tenant: TenantId, required: bool) -> Result<bool> {
+    let mut tx = app.begin(who, tenant, MANAGE).await?;
+    let before = mfa::set_required(&mut tx, tenant, required).await?;
+    if before != required {
+        audit::record(
+            &mut tx,
+            tenant,
+            &who.actor(),
+            Action::Update,
+            "tenant",
+            Some(tenant.0),
+            serde_json::json!({"mfa_required": {"before": before, "after": required}}),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(required)
+}
+
+fn member(who: &Principal) -> Result<&crate::Member> {
+    who.member()
+        .ok_or_else(|| Error::validation("session", "Only a signed-in user has a second factor"))
+}

@@ -1,0 +1,330 @@
+//! Second factors: TOTP (RFC 6238: 6 digits, 30-second steps, SHA-1, which every authenticator
+//! app reads; one step of clock skew either way) and recovery codes (ten per enrolment, each
+//! good once, stored as SHA-256).
+//!
+//! A code is accepted once: the step of the last code accepted is kept, and a code of that step
+//! or an earlier one is refused. The TOTP secret is stored sealed with `PSA_SECRET_KEY` (the
+//! sealing is the caller's: `psa_workflows::secret`); this module keeps rows and checks codes.
+
+use rand::Rng;
+use sqlx::PgConnection;
+use totp_rs::{Algorithm, TOTP};
+
+use crate::credentials::digest;
+use crate::{Error, Result, TenantId, UserId};
+
+/// Seconds per TOTP step.
+pub const STEP: u64 = 30;
+/// How many recovery codes an enrolment gives.
+pub const RECOVERY_CODES: usize = 10;
+/// The issuer authenticator apps show next to the account.
+pub const ISSUER: &str = "psa";
+
+/// A new TOTP secret: 160 random bits, as RFC 4226 recommends.
+pub fn new_secret() -> Vec<u8> {
+    let mut bytes = vec![0u8; 20];
+    rand::rng().fill(&mut bytes[..]);
+    bytes
+}
+
+/// The secret as authenticator apps take it typed in (base32, no padding).
+pub fn encoded(secret: &[u8]) -> String {
+    totp_rs::Secret::Raw(secret.to_vec()).to_encoded().to_string()
+}
+
+/// The secret back from its encoded form (as sealed).
+pub fn decoded(encoded: &str) -> Result<Vec<u8>> {
+    totp_rs::Secret::Encoded(encoded.to_owned())
+        .to_bytes()
+        .map_err(|_| Error::internal(std::io::Error::other("a stored TOTP secret is malformed")))
+}
+
+fn totp(secret: &[u8], account: &str) -> Result<TOTP> {
+    // Skew 0: each step is checked on its own, so the step a code matched is known.
+    TOTP::new(
+        Algorithm::SHA1,
+        6,
+        0,
+        STEP,
+        secret.to_vec(),
+        Some(ISSUER.to_owned()),
+        account.replace(':', " "),
+    )
+    .map_err(|e| Error::internal(std::io::Error::other(e.to_string())))
+}
+
+/// The `otpauth://` URI an authenticator app scans (as a QR code) to add the account.
+pub fn otpauth_uri(secret: &[u8], account: &str) -> Result<String> {
+    Ok(totp(secret, account)?.get_url())
+}
+
+/// The code of the step holding `unix_time` (for tests and the enrolment's own check).
+pub fn code_at(secret: &[u8], unix_time: u64) -> Result<String> {
+    Ok(totp(secret, "x")?.generate(unix_time))
+}
+
+/// A code as typed: digits only, spaces dropped; 6 digits or nothing.
+pub fn totp_code(raw: &str) -> Option<String> {
+    let code: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
+    (code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit())).then_some(code)
+}
+
+/// The step `code` belongs to (the current one, or one either side), if it is right.
+pub fn matching_step(secret: &[u8], code: &str, unix_time: u64) -> Result<Option<i64>> {
+    let t = totp(secret, "x")?;
+    let now = unix_time / STEP;
+    for step in [now, now.saturating_sub(1), now + 1] {
+        if t.check(code, step * STEP) {
+            return Ok(Some(step as i64));
+        }
+    }
+    Ok(None)
+}
+
+/// Ten new recovery codes (`xxxxx-xxxxx`, from an alphabet without look-alikes: 50 bits each).
+pub fn new_recovery_codes() -> Vec<String> {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let mut rng = rand::rng();
+    (0..RECOVERY_CODES)
+        .map(|_| {
+            let mut code: String = (0..10)
+                .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+                .collect();
+            code.insert(5, '-');
+            code
+        })
+        .collect()
+}
+
+/// A recovery code as typed: lowercase, without spaces; `xxxxx-xxxxx` or nothing.
+pub fn recovery_code(raw: &str) -> Option<String> {
+    let code: String = raw
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_lowercase();
+    let plain: String = code.chars().filter(|c| *c != '-').collect();
+    (plain.len() == 10 && plain.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then(|| format!("{}-{}", &plain[..5], &plain[5..]))
+}
+
+/// A user's TOTP enrolment.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Enrolment {
+    pub secret_sealed: String,
+    pub confirmed: bool,
+}
+
+pub async fn enrolment(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<Option<Enrolment>> {
+    Ok(sqlx::query_as(
+        "SELECT secret_sealed, confirmed_at IS NOT NULL AS confirmed FROM user_totp \
+         WHERE tenant = $1 AND user_id = $2",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Whether the user has a second factor (a confirmed TOTP).
+pub async fn has_second_factor(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<bool> {
+    Ok(enrolment(conn, tenant, user)
+        .await?
+        .is_some_and(|e| e.confirmed))
+}
+
+/// Starts an enrolment with `secret_sealed` (replacing an unconfirmed one); a confirmed one must
+/// be removed first.
+pub async fn begin(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    secret_sealed: &str,
+) -> Result<()> {
+    let done = sqlx::query(
+        "INSERT INTO user_totp (tenant, user_id, secret_sealed) VALUES ($1, $2, $3) \
+         ON CONFLICT (tenant, user_id) DO UPDATE SET secret_sealed = EXCLUDED.secret_sealed, \
+             created_at = now(), last_step = NULL \
+         WHERE user_totp.confirmed_at IS NULL",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(secret_sealed)
+    .execute(conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(Error::conflict(
+            None,
+            "An authenticator app is already set up: remove it first to set up another",
+        ));
+    }
+    Ok(())
+}
+
+/// Accepts a TOTP code of `step` once: false when a code of this step (or a later one) was
+/// already accepted.
+pub async fn use_step(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    step: i64,
+) -> Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE user_totp SET last_step = $3 \
+         WHERE tenant = $1 AND user_id = $2 AND (last_step IS NULL OR last_step < $3)",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(step)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Confirms the enrolment (its first code was right) and replaces the recovery codes.
+pub async fn confirm(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    recovery_codes: &[String],
+) -> Result<()> {
+    sqlx::query("UPDATE user_totp SET confirmed_at = now() WHERE tenant = $1 AND user_id = $2")
+        .bind(tenant)
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM user_recovery_codes WHERE tenant = $1 AND user_id = $2")
+        .bind(tenant)
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    for code in recovery_codes {
+        sqlx::query(
+            "INSERT INTO user_recovery_codes (tenant, user_id, code_hash) VALUES ($1, $2, $3)",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(digest(code))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Uses a recovery code: true when it was one of the user's and unused (it is used now).
+pub async fn use_recovery_code(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    code: &str,
+) -> Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE user_recovery_codes SET used_at = now() \
+         WHERE tenant = $1 AND user_id = $2 AND code_hash = $3 AND used_at IS NULL",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(digest(code))
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// How many recovery codes are left.
+pub async fn recovery_codes_left(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM user_recovery_codes \
+         WHERE tenant = $1 AND user_id = $2 AND used_at IS NULL",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Removes the user's second factors (TOTP and recovery codes); whether there was one.
+pub async fn remove(conn: &mut PgConnection, tenant: TenantId, user: UserId) -> Result<bool> {
+    sqlx::query("DELETE FROM user_recovery_codes WHERE tenant = $1 AND user_id = $2")
+        .bind(tenant)
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    Ok(
+        sqlx::query("DELETE FROM user_totp WHERE tenant = $1 AND user_id = $2")
+            .bind(tenant)
+            .bind(user)
+            .execute(conn)
+            .await?
+            .rows_affected()
+            > 0,
+    )
+}
+
+/// Whether the tenant requires a second factor of its users.
+pub async fn required(conn: &mut PgConnection, tenant: TenantId) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar("SELECT mfa_required FROM tenants WHERE tenant = $1")
+            .bind(tenant)
+            .fetch_optional(conn)
+            .await?
+            .unwrap_or(false),
+    )
+}
+
+/// Sets the tenant's policy (in its own context); returns the previous one.
+pub async fn set_required(conn: &mut PgConnection, tenant: TenantId, on: bool) -> Result<bool> {
+    let before = required(conn, tenant).await?;
+    sqlx::query("UPDATE tenants SET mfa_required = $2 WHERE tenant = $1")
+        .bind(tenant)
+        .bind(on)
+        .execute(conn)
+        .await?;
+    Ok(before)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_code_matches_its_step_and_one_either_side_only() {
+        let secret = new_secret();
+        let t = 1_800_000_000u64;
+        let code = code_at(&secret, t).unwrap();
+        let step = (t / STEP) as i64;
+        assert_eq!(matching_step(&secret, &code, t).unwrap(), Some(step));
+        assert_eq!(matching_step(&secret, &code, t + STEP).unwrap(), Some(step));
+        assert_eq!(matching_step(&secret, &code, t - STEP).unwrap(), Some(step));
+        assert_eq!(matching_step(&secret, &code, t + 2 * STEP).unwrap(), None);
+        assert_eq!(decoded(&encoded(&secret)).unwrap(), secret);
+        let uri = otpauth_uri(&secret, "ada@acme.example").unwrap();
+        assert!(uri.starts_with("otpauth://totp/psa:ada%40acme.example?"), "{uri}");
+        assert!(uri.contains(&format!("secret={}", encoded(&secret))), "{uri}");
+    }
+
+    #[test]
+    fn codes_are_read_as_typed() {
+        assert_eq!(totp_code(" 123 456 ").as_deref(), Some("123456"));
+        assert_eq!(totp_code("12345"), None);
+        assert_eq!(totp_code("12345a"), None);
+        assert_eq!(recovery_code("ABCDE FGHJK").as_deref(), Some("abcde-fghjk"));
+        assert_eq!(recovery_code("abcde-fghj"), None);
+        let codes = new_recovery_codes();
+        assert_eq!(codes.len(), 10);
+        assert!(codes.iter().all(|c| recovery_code(c).as_deref() == Some(c.as_str())));
+    }
+}
