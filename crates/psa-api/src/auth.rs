@@ -351,8 +351,21 @@ pub(crate) async fn open_session(
     user: psa_models::UserId,
     how: How,
 ) -> Result<LoginResponse, ApiError> {
+    let tx = db::begin_tenant(&state.pool, tenant).await?;
+    open_session_in(state, client, tx, tenant, user, how).await
+}
+
+/// [`open_session`] in `tx` (the tenant's, holding what the proof used up, such as a code's
+/// step), committed with the session and its audit row.
+pub(crate) async fn open_session_in(
+    state: &AppState,
+    client: &ClientInfo,
+    mut tx: Transaction<'static, Postgres>,
+    tenant: TenantId,
+    user: psa_models::UserId,
+    how: How,
+) -> Result<LoginResponse, ApiError> {
     let peer = client.peer;
-    let mut tx = db::begin_tenant(&state.pool, tenant).await?;
     if !tenant_is_active(&mut tx, tenant).await? {
         return Err(ApiError::TenantInactive);
     }

@@ -57,7 +57,9 @@ pub enum ApiError {
     TenantRequired(Vec<TenantChoice>),
     /// The password was right and a second factor is due: 401 `mfa_required`, with the
     /// `mfa_token` that carries the sign-in on (`POST /api/v1/auth/mfa`) and the methods.
-    #[error("A second factor is needed: send a code from your authenticator app or a recovery code")]
+    #[error(
+        "A second factor is needed: send a code from your authenticator app or a recovery code"
+    )]
     MfaRequired(String),
     /// A wrong second-factor code: 401 `invalid_code`.
     #[error("The code is not right")]

@@ -89,14 +89,14 @@ pub(crate) async fn complete(
         metrics::counter!("psa_second_factor_failures_total").increment(1);
         return Err(ApiError::InvalidCode);
     };
-    tx.commit().await?;
     let mut conn = state.pool.acquire().await?;
     if !psa_models::sign_in::finish_second_factor(&mut conn, mfa_token.trim()).await? {
         return Err(ApiError::InvalidMfaToken);
     }
     drop(conn);
     tracing::info!(%tenant, %user, method, "second factor passed");
-    crate::auth::open_session(state, client, tenant, user, How::SecondFactor).await
+    // The code's use commits with the session and its audit row.
+    crate::auth::open_session_in(state, client, tx, tenant, user, How::SecondFactor).await
 }
 
 /// An authenticator app being set up: type the secret in, or scan the URI as a QR code.
@@ -209,8 +209,7 @@ pub async fn reset(
     caller: Caller,
     PathId(user): PathId<UserId>,
 ) -> Result<Json<MfaReset>, ApiError> {
-    let removed =
-        psa_app::mfa::reset(&state.app, &caller.principal(), caller.tenant, user).await?;
+    let removed = psa_app::mfa::reset(&state.app, &caller.principal(), caller.tenant, user).await?;
     Ok(Json(MfaReset { removed }))
 }
 

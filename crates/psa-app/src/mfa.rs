@@ -111,11 +111,12 @@ pub async fn standing(app: &App, who: &Principal) -> Result<Standing> {
         },
         Some(_) => {
             let user = users::get(&mut tx, m.tenant, m.user).await?;
-            let (secret, _) = secret_of(app, &mut tx, m.tenant, m.user)
-                .await?
-                .ok_or(Error::NotFound {
-                    entity: "second factor",
-                })?;
+            let (secret, _) =
+                secret_of(app, &mut tx, m.tenant, m.user)
+                    .await?
+                    .ok_or(Error::NotFound {
+                        entity: "second factor",
+                    })?;
             Standing::Enrolling(Enrolling {
                 otpauth_uri: mfa::otpauth_uri(&secret, &user.email)?,
                 secret: mfa::encoded(&secret),
@@ -140,10 +141,17 @@ pub async fn confirm_totp(app: &App, who: &Principal, code: &str) -> Result<Vec<
         ));
     };
     if confirmed {
-        return Err(Error::conflict(None, "The authenticator app is already set up"));
+        return Err(Error::conflict(
+            None,
+            "The authenticator app is already set up",
+        ));
     }
-    let step = mfa::matching_step(&secret, &code, now())?
-        .ok_or_else(|| Error::validation("code", "The code is not right: check the app's clock and try the next one"))?;
+    let step = mfa::matching_step(&secret, &code, now())?.ok_or_else(|| {
+        Error::validation(
+            "code",
+            "The code is not right: check the app's clock and try the next one",
+        )
+    })?;
     mfa::use_step(&mut tx, m.tenant, m.user, step).await?;
     let codes = mfa::new_recovery_codes();
     mfa::confirm(&mut tx, m.tenant, m.user, &codes).await?;
@@ -204,7 +212,9 @@ pub async fn remove_own(
             Some(hash) => psa_models::password::verify(p, &hash).await?,
             None => false,
         },
-        (None, Some(c)) => check_code(app, &mut tx, m.tenant, m.user, c).await?.is_some(),
+        (None, Some(c)) => check_code(app, &mut tx, m.tenant, m.user, c)
+            .await?
+            .is_some(),
         (None, None) => {
             return Err(Error::validation(
                 "password",
@@ -214,7 +224,11 @@ pub async fn remove_own(
     };
     if !proven {
         return Err(Error::validation(
-            if password.is_some() { "password" } else { "code" },
+            if password.is_some() {
+                "password"
+            } else {
+                "code"
+            },
             "That is not right: nothing was removed",
         ));
     }
@@ -254,7 +268,9 @@ pub async fn reset(app: &App, who: &Principal, tenant: TenantId, user: UserId) -
         serde_json::json!({"removed": removed, "sessions_ended": sessions}),
     )
     .await?;
-    let tenant_name = psa_models::tenants::get(&mut tx, tenant).await?.company_name;
+    let tenant_name = psa_models::tenants::get(&mut tx, tenant)
+        .await?
+        .company_name;
     tx.commit().await?;
     if let Some(mailer) = &app.delivery.mailer {
         let email = psa_models::mail::notice(
@@ -294,7 +310,12 @@ pub async fn policy(app: &App, who: &Principal, tenant: TenantId) -> Result<bool
 
 /// Sets the tenant's policy (its administrators): audited with before and after. Users without
 /// a second factor are asked to set one up at their next sign-in.
-pub async fn set_policy(app: &App, who: &Principal, tenant: TenantId, required: bool) -> Result<bool> {
+pub async fn set_policy(
+    app: &App,
+    who: &Principal,
+    tenant: TenantId,
+    required: bool,
+) -> Result<bool> {
     let mut tx = app.begin(who, tenant, MANAGE).await?;
     let before = mfa::set_required(&mut tx, tenant, required).await?;
     if before != required {

@@ -58,10 +58,7 @@ pub async fn sign_out_everywhere(app: &App, who: &Principal) -> Result<u64> {
 }
 
 /// The signed-in user's open sessions (this one marked `current`).
-pub async fn list_own(
-    app: &App,
-    who: &Principal,
-) -> Result<Vec<credentials::SessionView>> {
+pub async fn list_own(app: &App, who: &Principal) -> Result<Vec<credentials::SessionView>> {
     let m = who
         .member()
         .ok_or_else(|| Error::validation("session", "Only a signed-in user has sessions"))?;
@@ -104,7 +101,10 @@ pub async fn end_others(app: &App, who: &Principal) -> Result<u64> {
         .member()
         .ok_or_else(|| Error::validation("session", "Only a signed-in user has sessions"))?;
     let credentials::Credential::Session(current) = m.credential else {
-        return Err(Error::validation("session", "Only a session has other sessions"));
+        return Err(Error::validation(
+            "session",
+            "Only a session has other sessions",
+        ));
     };
     let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
     let n = credentials::revoke_other_sessions(&mut tx, m.tenant, m.user, current).await?;

@@ -341,6 +341,10 @@ pub async fn demo(
                         use secrecy::ExposeSecret;
                         println!("  email     {OPERATOR_EMAIL}");
                         println!("  password  {}", p.expose_secret());
+                        println!(
+                            "  the management tenant asks for a second factor at the first \
+                             sign-in: have an authenticator app ready"
+                        );
                     }
                     None => println!(
                         "  (the demo makes no operator in a database it did not start: sign in \

@@ -262,9 +262,14 @@ pub async fn run(
                 .await
                 .map_err(refused_is_usage)?;
             if json {
-                println!("{}", serde_json::json!({"user_id": user, "removed": removed}));
+                println!(
+                    "{}",
+                    serde_json::json!({"user_id": user, "removed": removed})
+                );
             } else if removed {
-                println!("{email}: second factor removed, sessions ended; they set one up again at their next sign-in");
+                println!(
+                    "{email}: second factor removed, sessions ended; they set one up again at their next sign-in"
+                );
             } else {
                 println!("{email} had no second factor; their sessions were ended");
             }

@@ -8,8 +8,8 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -126,8 +126,8 @@ pub async fn authenticate_as(
             .execute(&mut *conn)
             .await?;
     }
-    Ok(
-        row.map(|(tenant, user, id, client_portal, _, status, enrolling)| Holder {
+    Ok(row.map(
+        |(tenant, user, id, client_portal, _, status, enrolling)| Holder {
             tenant,
             user,
             client_portal,
@@ -138,8 +138,8 @@ pub async fn authenticate_as(
             } else {
                 Credential::ApiKey(id)
             },
-        }),
-    )
+        },
+    ))
 }
 
 /// A new session token, shown once.

@@ -706,7 +706,13 @@ pub const EXPORTED: &[(&str, &[&str])] = &[
     ),
     (
         "user_totp",
-        &["tenant", "user_id", "confirmed_at", "last_step", "created_at"],
+        &[
+            "tenant",
+            "user_id",
+            "confirmed_at",
+            "last_step",
+            "created_at",
+        ],
     ),
     (
         "users",

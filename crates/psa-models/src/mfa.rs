@@ -29,7 +29,9 @@ pub fn new_secret() -> Vec<u8> {
 
 /// The secret as authenticator apps take it typed in (base32, no padding).
 pub fn encoded(secret: &[u8]) -> String {
-    totp_rs::Secret::Raw(secret.to_vec()).to_encoded().to_string()
+    totp_rs::Secret::Raw(secret.to_vec())
+        .to_encoded()
+        .to_string()
 }
 
 /// The secret back from its encoded form (as sealed).
@@ -312,8 +314,14 @@ mod tests {
         assert_eq!(matching_step(&secret, &code, t + 2 * STEP).unwrap(), None);
         assert_eq!(decoded(&encoded(&secret)).unwrap(), secret);
         let uri = otpauth_uri(&secret, "ada@acme.example").unwrap();
-        assert!(uri.starts_with("otpauth://totp/psa:ada%40acme.example?"), "{uri}");
-        assert!(uri.contains(&format!("secret={}", encoded(&secret))), "{uri}");
+        assert!(
+            uri.starts_with("otpauth://totp/psa:ada%40acme.example?"),
+            "{uri}"
+        );
+        assert!(
+            uri.contains(&format!("secret={}", encoded(&secret))),
+            "{uri}"
+        );
     }
 
     #[test]
@@ -325,6 +333,10 @@ mod tests {
         assert_eq!(recovery_code("abcde-fghj"), None);
         let codes = new_recovery_codes();
         assert_eq!(codes.len(), 10);
-        assert!(codes.iter().all(|c| recovery_code(c).as_deref() == Some(c.as_str())));
+        assert!(
+            codes
+                .iter()
+                .all(|c| recovery_code(c).as_deref() == Some(c.as_str()))
+        );
     }
 }

@@ -32,8 +32,8 @@ use sha2::{Digest, Sha256};
 
 use crate::AppState;
 use crate::auth::{Action, Caller, How, Permission, Resource};
-use crate::extract::ClientInfo;
 use crate::error::ApiError;
+use crate::extract::ClientInfo;
 
 const COOKIE: &str = "psa_console";
 
@@ -519,8 +519,7 @@ async fn sign_in_code(
     if !same_origin(&headers) {
         return cross_site();
     }
-    match crate::mfa::complete(&state, &client, &form.mfa_token, form.code.expose_secret()).await
-    {
+    match crate::mfa::complete(&state, &client, &form.mfa_token, form.code.expose_secret()).await {
         Ok(session) => signed_in(&state, jar, session),
         Err(ApiError::InvalidCode) => second_factor_page(
             StatusCode::UNAUTHORIZED,

@@ -261,5 +261,7 @@ async fn end_others(
         .await
         .map_err(ApiError::from)?;
     let notice = format!("{n} other session(s) signed out.");
-    Ok(page_ok(sessions_page(&state, &console, Some(notice)).await?))
+    Ok(page_ok(
+        sessions_page(&state, &console, Some(notice)).await?,
+    ))
 }

@@ -389,6 +389,7 @@ async fn every_route_that_changes_a_row_writes_an_audit_row() {
     let csrf = csrf_in(&text(app, "/console/companies/new", Some(&session)).await);
     console_directory(&mut w, &session, &csrf).await;
     console_users_and_links(&mut w, &session, &csrf).await;
+    console_security(&mut w, &session, &csrf).await;
     console_webhooks(&mut w, &session, &csrf, &receiver.url()).await;
     console_tenants(&mut w, &session, &csrf).await;
     w.form(
@@ -494,6 +495,250 @@ async fn choose_organisation(w: &mut Walk<'_>) {
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     w.check(("POST", "/console/sign-in/choose"), true).await;
+}
+
+/// The code an authenticator app with `secret` (base32) shows `offset` steps from now.
+fn totp(secret: &str, offset: u64) -> String {
+    let bytes = psa_models::mfa::decoded(secret).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    psa_models::mfa::code_at(&bytes, now + offset * psa_models::mfa::STEP).unwrap()
+}
+
+/// A user sets up an authenticator app, signs in with it, ends a session, removes it; an admin
+/// resets it; the tenant's policy goes on and off.
+async fn api_second_factor(w: &mut Walk<'_>, key: &str, email: &str, password: &str, user: UserId) {
+    let app = &w.p.app;
+    let login = json!({"email": email, "password": password});
+    let (status, first) = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(login.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    w.check(("POST", "/api/v1/auth/login"), true).await;
+    let first = first["token"].as_str().unwrap().to_owned();
+    let secret = w
+        .api(
+            Method::POST,
+            "/api/v1/auth/mfa/totp",
+            "/api/v1/auth/mfa/totp",
+            &first,
+            None,
+            StatusCode::CREATED,
+        )
+        .await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.api(
+        Method::POST,
+        "/api/v1/auth/mfa/totp/confirm",
+        "/api/v1/auth/mfa/totp/confirm",
+        &first,
+        Some(json!({"code": totp(&secret, 0)})),
+        StatusCode::OK,
+    )
+    .await;
+    // The password now opens nothing: its challenge is a sign-in half done.
+    let (status, half) = app
+        .call(Method::POST, "/api/v1/auth/login", None, Some(login))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{half}");
+    w.check(("POST", "/api/v1/auth/login"), false).await;
+    let second = w
+        .api(
+            Method::POST,
+            "/api/v1/auth/mfa",
+            "/api/v1/auth/mfa",
+            "",
+            Some(json!({"mfa_token": half["mfa_token"], "code": totp(&secret, 1)})),
+            StatusCode::OK,
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, list) = app
+        .call(Method::GET, "/api/v1/auth/sessions", Some(&second), None)
+        .await;
+    let other = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == false)
+        .unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.api(
+        Method::DELETE,
+        "/api/v1/auth/sessions/{id}",
+        &format!("/api/v1/auth/sessions/{other}"),
+        &second,
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    w.api(
+        Method::DELETE,
+        "/api/v1/auth/mfa/totp",
+        "/api/v1/auth/mfa/totp",
+        &second,
+        Some(json!({"password": password})),
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    w.api(
+        Method::POST,
+        "/api/v1/users/{id}/reset-mfa",
+        &format!("/api/v1/users/{user}/reset-mfa"),
+        key,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    for on in [true, false] {
+        w.api(
+            Method::PATCH,
+            "/api/v1/security-policy",
+            "/api/v1/security-policy",
+            key,
+            Some(json!({"mfa_required": on})),
+            StatusCode::OK,
+        )
+        .await;
+    }
+}
+
+/// The console's own pages: an authenticator app set up, a sign-in with its code, removed; the
+/// sessions page; the users page's policy.
+async fn console_security(w: &mut Walk<'_>, session: &str, csrf: &str) {
+    let app = &w.p.app;
+    let page = w
+        .form(
+            "/console/account/second-factor/start",
+            "/console/account/second-factor/start",
+            session,
+            &[("csrf", csrf)],
+            StatusCode::OK,
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let secret = page
+        .split("<code class=\"secret\">")
+        .nth(1)
+        .expect("the secret on the page")
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    w.form(
+        "/console/account/second-factor/confirm",
+        "/console/account/second-factor/confirm",
+        session,
+        &[("csrf", csrf), ("code", &totp(&secret, 0))],
+        StatusCode::OK,
+    )
+    .await;
+    // Signing in again asks for the code.
+    let mgmt = &w.p.mgmt;
+    let r = client()
+        .post(format!("{}/console/sign-in", app.base))
+        .form(&[
+            ("tenant", mgmt.tenant.to_string()),
+            ("email", mgmt.admin_email.clone()),
+            ("password", mgmt.admin_password.clone()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    w.check(("POST", "/console/sign-in"), false).await;
+    let html = r.text().await.unwrap();
+    let token = html
+        .split("name=\"mfa_token\" value=\"")
+        .nth(1)
+        .expect("the code page")
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let r = client()
+        .post(format!("{}/console/sign-in/code", app.base))
+        .form(&[("mfa_token", token), ("code", totp(&secret, 1))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    w.check(("POST", "/console/sign-in/code"), true).await;
+    w.form(
+        "/console/account/second-factor/remove",
+        "/console/account/second-factor/remove",
+        session,
+        &[("csrf", csrf), ("password", &mgmt.admin_password)],
+        StatusCode::OK,
+    )
+    .await;
+    // The code sign-in's session, ended from the sessions page; then every other one.
+    let other: uuid::Uuid = sqlx::query_scalar(
+        "SELECT session_id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL \
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(mgmt.admin)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    w.form(
+        "/console/account/sessions/{id}/end",
+        &format!("/console/account/sessions/{other}/end"),
+        session,
+        &[("csrf", csrf)],
+        StatusCode::SEE_OTHER,
+    )
+    .await;
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(
+                json!({"tenant": mgmt.tenant.to_string(), "email": mgmt.admin_email,
+                        "password": mgmt.admin_password}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    w.settle("a second sign-in", false).await;
+    w.form(
+        "/console/account/sessions/end-others",
+        "/console/account/sessions/end-others",
+        session,
+        &[("csrf", csrf)],
+        StatusCode::OK,
+    )
+    .await;
+    for on in [Some("yes"), None] {
+        let mut fields = vec![("csrf", csrf)];
+        if let Some(v) = on {
+            fields.push(("mfa_required", v));
+        }
+        w.form(
+            "/console/users/security-policy",
+            "/console/users/security-policy",
+            session,
+            &fields,
+            StatusCode::SEE_OTHER,
+        )
+        .await;
+    }
 }
 
 async fn api_directory(w: &mut Walk<'_>, key: &str) {
@@ -706,6 +951,7 @@ async fn api_users_and_credentials(w: &mut Walk<'_>, key: &str) {
         StatusCode::OK,
     )
     .await;
+    api_second_factor(w, key, email, "a third walk, after a reset", user).await;
 
     // Keys: one revoked by id, the rest of the user's at once.
     app.user_with_role(tenant, "Dispatcher").await;
@@ -1032,7 +1278,13 @@ async fn console_users_and_links(w: &mut Walk<'_>, session: &str, csrf: &str) {
         StatusCode::SEE_OTHER,
     )
     .await;
-    for change in ["resend", "revoke-keys", "deactivate", "reactivate"] {
+    for change in [
+        "resend",
+        "revoke-keys",
+        "reset-mfa",
+        "deactivate",
+        "reactivate",
+    ] {
         w.form(
             "/console/users/{id}/{change}",
             &format!("{page}/{change}"),

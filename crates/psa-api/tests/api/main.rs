@@ -10,6 +10,7 @@ mod contacts;
 mod isolation;
 mod lifecycle;
 mod limits;
+mod mfa;
 mod ops;
 mod provisioning;
 mod rbac;

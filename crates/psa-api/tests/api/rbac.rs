@@ -259,6 +259,7 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
             }),
             ("patch", "/api/v1/users/{id}") => json!({"role": "Admin"}),
             ("patch", "/api/v1/tenants/{id}") => json!({"slug": "denied-slug"}),
+            ("patch", "/api/v1/security-policy") => json!({"mfa_required": true}),
             ("post", "/api/v1/tenants/{id}/suspend") => json!({"reason": "denied"}),
             ("post", "/api/v1/tenants/{id}/cancel") => json!({"reason": "denied"}),
             ("post", "/api/v1/webhook-endpoints") => json!({"url": "https://hooks.denied.example"}),
@@ -273,7 +274,8 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
                     || p.ends_with("/rotate-secret")
                     || p.ends_with("/test")
                     || p.ends_with("/retry")
-                    || p.ends_with("/revoke-api-keys") =>
+                    || p.ends_with("/revoke-api-keys")
+                    || p.ends_with("/reset-mfa") =>
             {
                 return None;
             }
@@ -281,10 +283,16 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
             other => panic!("no request for {other:?}: add one to this test"),
         })
     };
-    // Open to any caller by design: logging in, ending one's own session, changing one's own
-    // password, and the links (their token is the credential).
+    // Open to any caller by design: logging in (and its second step), ending one's own
+    // session(s), changing one's own password or second factor, and the links (their token is
+    // the credential).
     let open = [
         "/api/v1/auth/login",
+        "/api/v1/auth/mfa",
+        "/api/v1/auth/mfa/totp",
+        "/api/v1/auth/mfa/totp/confirm",
+        "/api/v1/auth/sessions",
+        "/api/v1/auth/sessions/{id}",
         "/api/v1/auth/logout",
         "/api/v1/auth/logout-all",
         "/api/v1/auth/password",

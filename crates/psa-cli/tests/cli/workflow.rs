@@ -831,9 +831,69 @@ async fn demo_serves_the_console_until_interrupted() {
         .next()
         .unwrap()
         .to_owned();
+    // The management tenant asks for a second factor first: every page leads to setting one up.
+    let r = http
+        .get(format!("{base}/console/customers"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/console/account/second-factor");
+    let setup = http
+        .get(format!("{base}/console/account/second-factor"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = setup
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let started = http
+        .post(format!("{base}/console/account/second-factor/start"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let secret = started
+        .split("<code class=\"secret\">")
+        .nth(1)
+        .expect("the key to type in")
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = psa_models::mfa::code_at(&psa_models::mfa::decoded(&secret).unwrap(), now).unwrap();
+    let confirmed = http
+        .post(format!("{base}/console/account/second-factor/confirm"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("code", code.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(confirmed.contains("Your recovery codes"), "{confirmed}");
     let page = http
         .get(format!("{base}/console/customers"))
-        .header("cookie", cookie)
+        .header("cookie", &cookie)
         .send()
         .await
         .unwrap()

@@ -1,0 +1,377 @@
+//! Second factors: an authenticator app set up and confirmed, the sign-in's second step (a code
+//! accepted once, a recovery code once, five wrong codes end the attempt), the tenant's policy
+//! forcing enrolment before anything else, an administrator's reset, and the user's sessions.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::lifecycle::platform;
+use super::*;
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The code an app with `secret` (base32) shows `offset` steps from now.
+fn code(secret: &str, offset: i64) -> String {
+    let bytes = psa_models::mfa::decoded(secret).unwrap();
+    let t = (now() as i64 + offset * psa_models::mfa::STEP as i64) as u64;
+    psa_models::mfa::code_at(&bytes, t).unwrap()
+}
+
+async fn login(app: &TestApp, t: &TenantFixture) -> (StatusCode, Value) {
+    app.call(
+        Method::POST,
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"email": t.admin_email, "password": t.admin_password})),
+    )
+    .await
+}
+
+async fn second_step(app: &TestApp, token: &str, code: &str) -> (StatusCode, Value) {
+    app.call(
+        Method::POST,
+        "/api/v1/auth/mfa",
+        None,
+        Some(json!({"mfa_token": token, "code": code})),
+    )
+    .await
+}
+
+/// A session for the fixture's admin, then an authenticator app set up on it; returns the
+/// secret and the recovery codes.
+async fn enrol(app: &TestApp, session: &str) -> (String, Vec<String>) {
+    let (status, e) = app
+        .call(Method::POST, "/api/v1/auth/mfa/totp", Some(session), None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{e}");
+    let secret = e["secret"].as_str().unwrap().to_owned();
+    assert!(
+        e["otpauth_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/psa:"),
+        "{e}"
+    );
+    // A wrong code, a malformed one: refused, nothing confirmed.
+    for bad in ["000000", "12345", "abcdef"] {
+        let r = app
+            .call(
+                Method::POST,
+                "/api/v1/auth/mfa/totp/confirm",
+                Some(session),
+                Some(json!({"code": bad})),
+            )
+            .await;
+        if bad != code(&secret, 0) {
+            assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+        }
+    }
+    let (status, codes) = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/mfa/totp/confirm",
+            Some(session),
+            Some(json!({"code": code(&secret, 0)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{codes}");
+    let codes: Vec<String> = codes["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    (secret, codes)
+}
+
+#[tokio::test]
+async fn an_authenticator_app_guards_the_sign_in() {
+    let (app, _mgmt, acme) = platform().await;
+    let (status, body) = login(&app, &acme).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let session = body["token"].as_str().unwrap().to_owned();
+    let (secret, recovery) = enrol(&app, &session).await;
+    // The secret is kept sealed, never in plain text.
+    let stored: String =
+        sqlx::query_scalar("SELECT secret_sealed FROM user_totp WHERE user_id = $1")
+            .bind(acme.admin)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert!(stored.starts_with("psa2.") && !stored.contains(&secret));
+
+    // The password alone is no longer a sign-in.
+    let (status, body) = login(&app, &acme).await;
+    assert_error(
+        &(status, body.clone()),
+        StatusCode::UNAUTHORIZED,
+        "mfa_required",
+    );
+    assert_eq!(body["methods"], json!(["totp", "recovery_code"]));
+    let token = body["mfa_token"].as_str().unwrap().to_owned();
+    // The code the enrolment used cannot be used again (its step is spent); the next one works.
+    assert_error(
+        &second_step(&app, &token, &code(&secret, 0)).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_code",
+    );
+    let (status, signed) = second_step(&app, &token, &code(&secret, 1)).await;
+    assert_eq!(status, StatusCode::OK, "{signed}");
+    // The token is used up; the same code again in another sign-in is a replay.
+    assert_error(
+        &second_step(&app, &token, &code(&secret, 1)).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_mfa_token",
+    );
+    let token = login(&app, &acme).await.1["mfa_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_error(
+        &second_step(&app, &token, &code(&secret, 1)).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_code",
+    );
+    // A recovery code works once (typed in capitals, with spaces: as people type).
+    let typed = recovery[0].to_uppercase().replace('-', " ");
+    let (status, _) = second_step(&app, &token, &typed).await;
+    assert_eq!(status, StatusCode::OK);
+    let token = login(&app, &acme).await.1["mfa_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_error(
+        &second_step(&app, &token, &recovery[0]).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_code",
+    );
+    // Five wrong codes end the attempt: the right code then does not help.
+    for _ in 0..4 {
+        assert_error(
+            &second_step(&app, &token, "999999").await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_code",
+        );
+    }
+    assert_error(
+        &second_step(&app, &token, &recovery[1]).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_mfa_token",
+    );
+    let failures: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'second_factor_failed' AND tenant = $1",
+    )
+    .bind(acme.tenant)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(failures, 7, "every wrong code is audited");
+    // An expired or forged token.
+    assert_error(
+        &second_step(&app, "psa_mfa_forged", &recovery[1]).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_mfa_token",
+    );
+    // Signed in again, with another recovery code.
+    let token = login(&app, &acme).await.1["mfa_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, session) = second_step(&app, &token, &recovery[1]).await;
+    assert_eq!(status, StatusCode::OK);
+    let session = session["token"].as_str().unwrap().to_owned();
+
+    // Removing it takes the password (or a code); then the password signs in alone again.
+    let r = app
+        .call(
+            Method::DELETE,
+            "/api/v1/auth/mfa/totp",
+            Some(&session),
+            Some(json!({"password": "not the password"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+    let r = app
+        .call(
+            Method::DELETE,
+            "/api/v1/auth/mfa/totp",
+            Some(&session),
+            Some(json!({"password": acme.admin_password})),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::NO_CONTENT, "{}", r.1);
+    assert_eq!(login(&app, &acme).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_tenant_that_requires_a_second_factor_lets_a_user_without_one_only_enrol() {
+    let (app, _mgmt, acme) = platform().await;
+    let key = Some(acme.key.as_str());
+    let r = app
+        .call(
+            Method::PATCH,
+            "/api/v1/security-policy",
+            key,
+            Some(json!({"mfa_required": true})),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    let audited: Value = sqlx::query_scalar(
+        "SELECT details FROM audit_log WHERE tenant = $1 AND action = 'update' AND entity_type = 'tenant'",
+    )
+    .bind(acme.tenant)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited["mfa_required"],
+        json!({"before": false, "after": true})
+    );
+
+    let (status, body) = login(&app, &acme).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let session = body["token"].as_str().unwrap().to_owned();
+    for path in [
+        "/api/v1/companies",
+        "/api/v1/users",
+        "/api/v1/auth/sessions",
+    ] {
+        let r = app.call(Method::GET, path, Some(&session), None).await;
+        assert_error(&r, StatusCode::FORBIDDEN, "mfa_enrollment_required");
+    }
+    // API keys are machines: not affected.
+    assert_eq!(
+        app.call(Method::GET, "/api/v1/companies", key, None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (secret, _) = enrol(&app, &session).await;
+    assert!(!secret.is_empty());
+    // Confirming lifts it for this session.
+    let r = app
+        .call(Method::GET, "/api/v1/companies", Some(&session), None)
+        .await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+}
+
+#[tokio::test]
+async fn an_administrator_resets_a_lost_second_factor_and_the_sessions_end() {
+    let (app, smtp, acme) = super::user_admin::app_with_mail().await;
+    let tech_key = app.user_with_role(acme.tenant, "Technician").await;
+    let (_, body) = login(&app, &acme).await;
+    let session = body["token"].as_str().unwrap().to_owned();
+    enrol(&app, &session).await;
+    // Only those who manage users may.
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/users/{}/reset-mfa", acme.admin),
+            Some(&tech_key),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/users/{}/reset-mfa", acme.admin),
+            Some(&acme.key),
+            None,
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    assert_eq!(r.1["removed"], true);
+    // The session ended; the password alone signs in again; the user was told.
+    assert_eq!(
+        app.call(Method::GET, "/api/v1/companies", Some(&session), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(login(&app, &acme).await.0, StatusCode::OK);
+    let mails = smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert!(
+        mails.iter().any(|m| psa_testing::header_of(m, "Subject")
+            .unwrap()
+            .contains("second factor was reset")),
+        "{mails:?}"
+    );
+}
+
+#[tokio::test]
+async fn people_see_their_sessions_and_end_them() {
+    let (app, _mgmt, acme) = platform().await;
+    let open = || async {
+        let r = app
+            .http
+            .post(format!("{}/api/v1/auth/login", app.base))
+            .header("user-agent", "Firefox on the test bench")
+            .json(&json!({"email": acme.admin_email, "password": acme.admin_password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (laptop, phone) = (open().await, open().await);
+    let (status, list) = app
+        .call(Method::GET, "/api/v1/auth/sessions", Some(&laptop), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let sessions = list["data"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{list}");
+    assert_eq!(sessions.iter().filter(|s| s["current"] == true).count(), 1);
+    assert!(
+        sessions
+            .iter()
+            .all(|s| s["user_agent"] == "Firefox on the test bench" && s["address"] == "127.0.0.1")
+    );
+    let other = sessions.iter().find(|s| s["current"] == false).unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Not another user's session, not a made-up one.
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/auth/sessions/{}", uuid::Uuid::new_v4()),
+            Some(&laptop),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/auth/sessions/{other}"),
+            Some(&laptop),
+            None,
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.call(Method::GET, "/api/v1/companies", Some(&phone), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.call(Method::GET, "/api/v1/companies", Some(&laptop), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let _ = Instant::now();
+}
