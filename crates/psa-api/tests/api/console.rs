@@ -674,7 +674,7 @@ async fn with_provisioning() -> Provisioning {
     }
 }
 
-mod ui {
+pub(crate) mod ui {
     //! Small steps of a user in the browser.
     use std::time::{Duration, Instant};
 
@@ -742,7 +742,7 @@ mod ui {
 }
 
 /// Every page is checked the same way: no serious or critical axe violation, and a screenshot.
-async fn review(browser: &psa_testing::Browser, name: &str) {
+pub(crate) async fn review(browser: &psa_testing::Browser, name: &str) {
     let violations = browser.axe().await;
     assert!(violations.is_empty(), "{name}: {violations:?}");
     browser.screenshot(name).await;

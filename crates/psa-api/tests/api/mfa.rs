@@ -375,3 +375,65 @@ async fn people_see_their_sessions_and_end_them() {
     );
     let _ = Instant::now();
 }
+
+/// In the browser, at desktop and phone sizes: an email in two organisations chooses one; that
+/// organisation requires a second factor, so the console leads to setting one up (QR code, key,
+/// code, recovery codes); the sessions page; signing in again asks for the code. Every page
+/// passes axe and is saved as a screenshot.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_the_browser_a_second_factor_is_set_up_and_asked_for() {
+    use super::console::{review, ui};
+    use fantoccini::Locator;
+    let (app, _mgmt, acme) = platform().await;
+    let beta = app.tenant("Beta").await;
+    let r = app
+        .call(
+            Method::PATCH,
+            "/api/v1/security-policy",
+            Some(&acme.key),
+            Some(json!({"mfa_required": true})),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::OK);
+    let password = "one password for two places";
+    for (label, width, height) in [("desktop", 1280, 900), ("phone", 390, 844)] {
+        let email = format!("pat-{label}@shared.example");
+        super::sign_in::member(&app, acme.tenant, &email, password).await;
+        super::sign_in::member(&app, beta.tenant, &email, password).await;
+        let browser = psa_testing::Browser::start(width, height).await;
+        let b = &browser.client;
+        ui::sign_in(b, &app.base, "", &email, password).await;
+        ui::wait_text(b, "h1", "Choose your organisation", 20).await;
+        review(&browser, &format!("choose-organisation-{label}")).await;
+        ui::click(b, "ul.choices li:first-child button").await;
+        // Acme requires a second factor: the console leads to setting one up.
+        ui::wait_text(b, "h1", "Second factor", 20).await;
+        review(&browser, &format!("second-factor-required-{label}")).await;
+        ui::click(b, "form[action$='/start'] button").await;
+        ui::wait_text(b, "main", "Scan this code", 20).await;
+        review(&browser, &format!("second-factor-scan-{label}")).await;
+        let secret = b
+            .find(Locator::Css("code.secret"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        ui::fill(b, "code", &code(&secret, 0)).await;
+        ui::click(b, "form[action$='/confirm'] button").await;
+        ui::wait_text(b, "main", "Your recovery codes", 20).await;
+        review(&browser, &format!("second-factor-codes-{label}")).await;
+        b.goto(&format!("{}/console/account/sessions", app.base))
+            .await
+            .unwrap();
+        ui::wait_text(b, "h1", "Your sessions", 20).await;
+        review(&browser, &format!("sessions-{label}")).await;
+        ui::sign_out(b).await;
+        ui::sign_in(b, &app.base, "acme", &email, password).await;
+        ui::wait_text(b, "h1", "Your code", 20).await;
+        review(&browser, &format!("sign-in-code-{label}")).await;
+        ui::fill(b, "code", &code(&secret, 1)).await;
+        ui::click(b, "form.card button[type=submit]").await;
+        ui::wait_text(b, "h1", "Companies", 20).await;
+    }
+}

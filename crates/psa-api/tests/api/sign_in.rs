@@ -13,7 +13,7 @@ use super::lifecycle::platform;
 use super::*;
 
 /// A user with `email` and `password` in `tenant` (as if they had accepted an invitation).
-async fn member(app: &TestApp, tenant: TenantId, email: &str, password: &str) {
+pub(crate) async fn member(app: &TestApp, tenant: TenantId, email: &str, password: &str) {
     let mut tx = psa_models::db::begin_tenant(&app.db.pool, tenant)
         .await
         .unwrap();

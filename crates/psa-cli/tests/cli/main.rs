@@ -529,6 +529,36 @@ async fn serve_with_api_keys_and_sessions_and_no_secret_in_the_logs() {
         .await
         .unwrap();
     let token = login["token"].as_str().unwrap().to_owned();
+    // The management tenant requires a second factor: this first session can only set one up.
+    let resp = http
+        .get(format!("{base}/api/v1/contacts"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "mfa_enrollment_required", "{body}");
+    // An operator lifts the policy (audited); a new sign-in is a full one.
+    let off = psa(
+        Some(&url),
+        &["user", "mfa-policy", "--tenant", &tenant, "off"],
+    );
+    assert!(
+        off.status.success(),
+        "{}",
+        String::from_utf8_lossy(&off.stderr)
+    );
+    let login: serde_json::Value = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"tenant_id": tenant, "email": "ops@mgmt.example", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_owned();
     let resp = http
         .get(format!("{base}/api/v1/contacts"))
         .bearer_auth(&token)
