@@ -395,6 +395,14 @@ pub(crate) async fn open_session_in(
     let session =
         credentials::create_session(&mut tx, tenant, user, Utc::now() + state.session_ttl, &meta)
             .await?;
+    let new_device = credentials::note_device(
+        &mut tx,
+        tenant,
+        user,
+        client.user_agent.as_deref(),
+        peer.ip(),
+    )
+    .await?;
     psa_models::audit::record(
         &mut tx,
         tenant,
@@ -411,10 +419,71 @@ pub(crate) async fn open_session_in(
     .await?;
     tx.commit().await?;
     tracing::info!(%tenant, %user, "login");
+    if new_device {
+        tell_of_new_device(state, client, tenant, user);
+    }
     Ok(LoginResponse {
         token: session.token.expose_secret().to_owned(),
         expires_at: session.expires_at,
     })
+}
+
+/// Mails the user that their account was signed in to from a device not seen lately (when mail
+/// is configured), after the answer: a sign-in does not wait on the mail server.
+fn tell_of_new_device(
+    state: &AppState,
+    client: &ClientInfo,
+    tenant: TenantId,
+    user: psa_models::UserId,
+) {
+    let Some(mailer) = state.app.delivery.mailer.clone() else {
+        return;
+    };
+    let pool = state.pool.clone();
+    let (agent, address) = (
+        client
+            .user_agent
+            .clone()
+            .unwrap_or_else(|| "an unnamed client".into()),
+        client.peer.ip().to_string(),
+    );
+    tokio::spawn(async move {
+        let found = async {
+            let mut tx = db::begin_tenant(&pool, tenant).await?;
+            let u = users::get(&mut tx, tenant, user).await?;
+            let name = tenants::get(&mut tx, tenant).await?.company_name;
+            tx.rollback().await?;
+            Ok::<_, psa_models::Error>((u, name))
+        }
+        .await;
+        let (u, tenant_name) = match found {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(%tenant, %user, error = %e, "the new-device notice was not sent");
+                return;
+            }
+        };
+        let first = u.first_name.clone().unwrap_or_default();
+        let email = psa_models::mail::notice(
+            &tenant_name,
+            &first,
+            "A new sign-in to your psa account",
+            &[
+                format!(
+                    "{} signed in to {tenant_name} from a device not seen lately: {agent}, from \
+                     the address {address}, at {}.",
+                    u.email,
+                    Utc::now().format("%Y-%m-%d %H:%M UTC")
+                ),
+                "If it was you, there is nothing to do. If not, change your password and sign \
+                 out your other sessions (the console's Sessions page)."
+                    .to_owned(),
+            ],
+        );
+        if let Err(e) = mailer.send(&first, &u.email, &email).await {
+            tracing::warn!(%tenant, %user, error = %e, "the new-device notice was not sent");
+        }
+    });
 }
 
 /// Whether the tenant is `active` (read in the tenant's own confined transaction).

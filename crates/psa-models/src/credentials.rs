@@ -495,3 +495,59 @@ pub async fn list_api_keys(
     .fetch_all(conn)
     .await?)
 }
+
+/// How long a device stays known: a sign-in from one not seen for this long is told to its user.
+pub const DEVICE_MEMORY: chrono::Duration = chrono::Duration::days(90);
+
+/// The network a client address belongs to, as a device is recognised by: the /24 of an IPv4
+/// address, the /64 of an IPv6 one (addresses move within them).
+fn network(address: std::net::IpAddr) -> String {
+    match address {
+        std::net::IpAddr::V4(a) => {
+            let [x, y, z, _] = a.octets();
+            format!("{x}.{y}.{z}.0/24")
+        }
+        std::net::IpAddr::V6(a) => {
+            let s = a.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+/// Notes a sign-in's device (its user agent on its network); true when it is new to a user who
+/// has signed in before (not seen in [`DEVICE_MEMORY`]): the user is to be told.
+pub async fn note_device(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    user_agent: Option<&str>,
+    address: std::net::IpAddr,
+) -> Result<bool> {
+    let device = digest(&format!(
+        "{}|{}",
+        user_agent.unwrap_or_default(),
+        network(address)
+    ));
+    let known_elsewhere: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM user_devices WHERE tenant = $1 AND user_id = $2 \
+                          AND device_hash <> $3)",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(&device)
+    .fetch_one(&mut *conn)
+    .await?;
+    let last_seen: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "INSERT INTO user_devices (tenant, user_id, device_hash) VALUES ($1, $2, $3) \
+         ON CONFLICT (tenant, user_id, device_hash) DO UPDATE SET last_seen_at = now() \
+         RETURNING (SELECT d.last_seen_at FROM user_devices d \
+                    WHERE d.tenant = $1 AND d.user_id = $2 AND d.device_hash = $3)",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(&device)
+    .fetch_one(&mut *conn)
+    .await?;
+    let recent = last_seen.is_some_and(|at| at > Utc::now() - DEVICE_MEMORY);
+    Ok(known_elsewhere && !recent)
+}

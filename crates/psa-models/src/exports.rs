@@ -701,6 +701,10 @@ pub const EXPORTED: &[(&str, &[&str])] = &[
         &["tenant", "user_id", "role_id", "created_at"],
     ),
     (
+        "user_devices",
+        &["tenant", "user_id", "first_seen_at", "last_seen_at"],
+    ),
+    (
         "user_recovery_codes",
         &["tenant", "code_id", "user_id", "used_at", "created_at"],
     ),

@@ -546,9 +546,8 @@ impl Drop for WebhookReceiver {
     }
 }
 
-/// The link in a mailed message (`<public>/invite#...` or `/reset-password#...`), read from its
-/// text part.
-pub fn link_in(raw: &str) -> Option<String> {
+/// The text part of a mailed message, decoded.
+pub fn text_of(raw: &str) -> Option<String> {
     let parsed = mailparse::parse_mail(raw.as_bytes()).ok()?;
     let mut parts = vec![&parsed];
     let mut i = 0;
@@ -557,12 +556,18 @@ pub fn link_in(raw: &str) -> Option<String> {
         parts.extend(p.subparts.iter());
         i += 1;
     }
-    let text = parts
+    parts
         .iter()
         .find(|p| p.ctype.mimetype == "text/plain")?
         .get_body()
-        .ok()?;
-    text.split_whitespace()
+        .ok()
+}
+
+/// The link in a mailed message (`<public>/invite#...` or `/reset-password#...`), read from its
+/// text part.
+pub fn link_in(raw: &str) -> Option<String> {
+    text_of(raw)?
+        .split_whitespace()
         .find(|w| w.contains("/invite#") || w.contains("/reset-password#"))
         .map(str::to_owned)
 }

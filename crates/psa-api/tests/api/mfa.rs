@@ -437,3 +437,50 @@ async fn in_the_browser_a_second_factor_is_set_up_and_asked_for() {
         ui::wait_text(b, "h1", "Companies", 20).await;
     }
 }
+
+/// A sign-in from a device not seen lately (another browser, or the same one on another
+/// network) is told to the user by email; the first sign-in ever, and the same device again,
+/// are not.
+#[tokio::test]
+async fn a_sign_in_from_a_new_device_is_told_to_the_user() {
+    let (app, smtp, acme) = super::user_admin::app_with_mail().await;
+    let sign_in_with = |agent: &'static str| {
+        let (base, email, password) = (
+            app.base.clone(),
+            acme.admin_email.clone(),
+            acme.admin_password.clone(),
+        );
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{base}/api/v1/auth/login"))
+                .header("user-agent", agent)
+                .json(&json!({"email": email, "password": password}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+    };
+    sign_in_with("Firefox/140 on the desk").await;
+    sign_in_with("Firefox/140 on the desk").await;
+    sign_in_with("Safari on a phone found in a taxi").await;
+    smtp.wait_for(1, Duration::from_secs(10)).await;
+    // Give a wrongly sent second notice the time to arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mails: Vec<String> = smtp
+        .messages()
+        .into_iter()
+        .filter(|m| {
+            psa_testing::header_of(m, "Subject").is_some_and(|s| s.contains("A new sign-in"))
+        })
+        .collect();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let text = psa_testing::text_of(&mails[0])
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(text.contains("Safari on a phone found in a taxi"), "{text}");
+    assert!(text.contains("from the address 127.0.0.1"), "{text}");
+    assert!(!mails[0].contains(&acme.admin_password));
+}
