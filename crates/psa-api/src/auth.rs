@@ -251,13 +251,8 @@ pub(crate) async fn sign_in(
         let mut conn = state.pool.acquire().await?;
         psa_models::sign_in::candidates(&mut conn, &email, named.as_deref()).await?
     };
-    // Per account: each tenant the email is in (an unknown email counts on its own).
-    if candidates.is_empty() {
-        state.limits.login_of(uuid::Uuid::nil(), email.as_str())?;
-    }
-    for c in &candidates {
-        state.limits.login_of(c.tenant.0, email.as_str())?;
-    }
+    // Per account: the email, whatever it names (an unknown one counts the same).
+    state.limits.login_of(email.as_str())?;
     let mut matched = Vec::new();
     let mut hashed = false;
     for c in &candidates {
@@ -728,6 +723,28 @@ pub async fn change_password(
 
 /// Changes the caller's own password (the API and the console): the current one checked under
 /// the login limits, the new one's strength, every other session ended, open links revoked.
+/// Checks the signed-in user's own password (to remove a second factor, say): a guess with a
+/// stolen session is a sign-in attempt like any other (the same limits, the hashing permits).
+pub(crate) async fn verify_own_password(
+    state: &AppState,
+    caller: &Caller,
+    password: &SecretString,
+) -> Result<(), ApiError> {
+    let mut tx = db::begin_tenant(&state.pool, caller.tenant).await?;
+    let user = users::get(&mut tx, caller.tenant, caller.user).await?;
+    let current = users::password_hash(&mut tx, caller.tenant, caller.user).await?;
+    tx.commit().await?;
+    state.limits.login_of(&user.email)?;
+    let current = current.unwrap_or_else(|| DUMMY_HASH.clone());
+    if !verify_limited(state, password, current).await? {
+        return Err(ApiError::Model(psa_models::Error::validation(
+            "password",
+            "That is not your password: nothing was changed",
+        )));
+    }
+    Ok(())
+}
+
 pub async fn change_own_password(
     state: &AppState,
     caller: &Caller,
@@ -739,7 +756,7 @@ pub async fn change_own_password(
     let tenant_name = tenants::get(&mut tx, caller.tenant).await?.company_name;
     tx.commit().await?;
     // Guessing the current password with a stolen session is a login attempt like any other.
-    state.limits.login_of(caller.tenant.0, &user.email)?;
+    state.limits.login_of(&user.email)?;
     let current = current.unwrap_or_else(|| DUMMY_HASH.clone());
     if !verify_limited(state, &req.current_password, current).await? {
         return Err(ApiError::Model(psa_models::Error::validation(
@@ -854,13 +871,9 @@ pub async fn ask_password_reset(
         .filter(|t| !t.is_empty())
         .map(str::to_owned)
         .or_else(|| req.tenant_id.map(|t| t.to_string()));
-    // Per account as the caller named it, the same for every email (an existing one is not
-    // told apart by its limit).
-    let account = named
-        .as_deref()
-        .and_then(|n| uuid::Uuid::parse_str(n).ok())
-        .unwrap_or_default();
-    state.limits.login_of(account, email.as_str())?;
+    // Per account: the email, the same for every email (an existing one is not told apart by
+    // its limit).
+    state.limits.login_of(email.as_str())?;
     // A few sends at once at most: a flood of requests (or a slow mail server) cannot take the
     // pool's connections from everyone else. Past that, requests are answered and dropped.
     let Ok(permit) = state.limits.mail_sends.clone().try_acquire_owned() else {

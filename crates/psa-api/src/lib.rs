@@ -435,6 +435,11 @@ impl Application {
                     if let Err(e) = psa_models::auth_tokens::purge(&mut conn).await {
                         tracing::warn!(error = %e, "purging old links failed");
                     }
+                    // Sign-ins half done (a choice, a code due) that ended a day ago: their email
+                    // and address are kept no longer.
+                    if let Err(e) = psa_models::sign_in::purge(&mut conn).await {
+                        tracing::warn!(error = %e, "purging old sign-in challenges failed");
+                    }
                 }
             }
         });

@@ -25,7 +25,8 @@ use crate::error::ApiError;
 pub struct LimitsConfig {
     /// Login attempts per minute from one client address (bursts up to the same number).
     pub login_per_minute_per_address: u32,
-    /// Login attempts per minute for one account (tenant and email), from anywhere.
+    /// Sign-in attempts per minute for one email (passwords, second-factor codes, reset
+    /// requests), from anywhere.
     pub login_per_minute_per_account: u32,
     /// Requests per second with one credential (session or API key).
     pub requests_per_second_per_credential: u32,
@@ -50,7 +51,7 @@ impl Default for LimitsConfig {
 /// The limiters of one server.
 pub struct Limits {
     login_by_address: DefaultKeyedRateLimiter<IpAddr>,
-    login_by_account: DefaultKeyedRateLimiter<(uuid::Uuid, String)>,
+    login_by_account: DefaultKeyedRateLimiter<String>,
     requests_by_credential: DefaultKeyedRateLimiter<uuid::Uuid>,
     /// Permits to compute a password hash.
     pub hashing: std::sync::Arc<tokio::sync::Semaphore>,
@@ -120,8 +121,11 @@ impl Limits {
         check(&self.login_by_address, &network_of(address))
     }
 
-    pub fn login_of(&self, tenant: uuid::Uuid, email: &str) -> Result<(), ApiError> {
-        check(&self.login_by_account, &(tenant, email.to_owned()))
+    /// Sign-in attempts (passwords, second-factor codes, reset requests) for one email, whatever
+    /// organisation they name: one bucket per email, so that how it fills tells nothing about
+    /// which organisations the email is in.
+    pub fn login_of(&self, email: &str) -> Result<(), ApiError> {
+        check(&self.login_by_account, &email.to_lowercase())
     }
 
     pub fn request_with(&self, credential: uuid::Uuid) -> Result<(), ApiError> {

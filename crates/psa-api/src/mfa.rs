@@ -16,6 +16,7 @@ use crate::AppState;
 use crate::auth::{Caller, How, LoginResponse};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ClientInfo, PathId};
+use psa_app::mfa::{Checked, Proof};
 
 /// `POST /api/v1/auth/mfa` body.
 #[derive(Deserialize, ToSchema)]
@@ -24,7 +25,7 @@ pub struct SecondFactorRequest {
     /// From the password step's 401 `mfa_required`.
     #[schema(value_type = String, format = Password)]
     pub mfa_token: SecretString,
-    /// A code from the authenticator app (6 digits) or a recovery code (`xxxxx-xxxxx`).
+    /// A code from the authenticator app (6 digits) or a recovery code (`xxxx-xxxx-xxxx-xxxx`).
     #[schema(value_type = String, format = Password)]
     pub code: SecretString,
 }
@@ -61,42 +62,53 @@ pub(crate) async fn complete(
     code: &str,
 ) -> Result<LoginResponse, ApiError> {
     state.limits.login_from(client.peer.ip())?;
+    let token = mfa_token.trim();
     let mut conn = state.pool.acquire().await?;
-    let (tenant, user) = psa_models::sign_in::second_factor_of(&mut conn, mfa_token.trim())
+    let (tenant, user, email) = psa_models::sign_in::take_attempt(&mut conn, token)
         .await?
         .ok_or(ApiError::InvalidMfaToken)?;
     drop(conn);
-    state.limits.login_of(tenant.0, &user.to_string())?;
+    // The same bucket as the password step: codes and passwords for one email together.
+    state.limits.login_of(&email)?;
     let mut tx = db::begin_tenant(&state.pool, tenant).await?;
-    let method = psa_app::mfa::check_code(&state.app, &mut tx, tenant, user, code).await?;
-    let Some(method) = method else {
-        tx.rollback().await?;
-        let mut conn = state.pool.acquire().await?;
-        let left = psa_models::sign_in::wrong_code(&mut conn, mfa_token.trim()).await?;
-        drop(conn);
-        let mut tx = db::begin_tenant(&state.pool, tenant).await?;
-        psa_models::audit::record(
-            &mut tx,
-            tenant,
-            &psa_models::audit::Actor::User { user },
-            psa_models::audit::Action::SecondFactorFailed,
-            "user",
-            Some(user.0),
-            serde_json::json!({"address": client.peer.ip().to_string(), "attempts_left": left}),
-        )
-        .await?;
-        tx.commit().await?;
-        metrics::counter!("psa_second_factor_failures_total").increment(1);
-        return Err(ApiError::InvalidCode);
-    };
-    let mut conn = state.pool.acquire().await?;
-    if !psa_models::sign_in::finish_second_factor(&mut conn, mfa_token.trim()).await? {
-        return Err(ApiError::InvalidMfaToken);
+    match psa_app::mfa::check_code(&state.app, &mut tx, tenant, user, code).await? {
+        Checked::Passed(method) => {
+            let mut conn = state.pool.acquire().await?;
+            if !psa_models::sign_in::finish_second_factor(&mut conn, token).await? {
+                return Err(ApiError::InvalidMfaToken);
+            }
+            drop(conn);
+            tracing::info!(%tenant, %user, method, "second factor passed");
+            // The code's use commits with the session and its audit row.
+            crate::auth::open_session_in(state, client, tx, tenant, user, How::SecondFactor).await
+        }
+        Checked::Wrong { locked } => {
+            tx.rollback().await?;
+            let mut tx = db::begin_tenant(&state.pool, tenant).await?;
+            psa_models::audit::record(
+                &mut tx,
+                tenant,
+                &psa_models::audit::Actor::User { user },
+                psa_models::audit::Action::SecondFactorFailed,
+                "user",
+                Some(user.0),
+                serde_json::json!({"address": client.peer.ip().to_string(), "locked": locked}),
+            )
+            .await?;
+            tx.commit().await?;
+            metrics::counter!("psa_second_factor_failures_total").increment(1);
+            Err(ApiError::InvalidCode)
+        }
+        Checked::Locked(until) => {
+            tx.rollback().await?;
+            Err(ApiError::RateLimited {
+                retry_after: (until - chrono::Utc::now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .max(std::time::Duration::from_secs(1)),
+            })
+        }
     }
-    drop(conn);
-    tracing::info!(%tenant, %user, method, "second factor passed");
-    // The code's use commits with the session and its audit row.
-    crate::auth::open_session_in(state, client, tx, tenant, user, How::SecondFactor).await
 }
 
 /// An authenticator app being set up: type the secret in, or scan the URI as a QR code.
@@ -182,13 +194,20 @@ pub async fn remove_totp(
     caller: Caller,
     ApiJson(req): ApiJson<RemoveRequest>,
 ) -> Result<StatusCode, ApiError> {
-    psa_app::mfa::remove_own(
-        &state.app,
-        &caller.principal(),
-        req.password.as_ref(),
-        req.code.as_deref(),
-    )
-    .await?;
+    let proof = match (&req.password, req.code.as_deref()) {
+        (Some(password), _) => {
+            crate::auth::verify_own_password(&state, &caller, password).await?;
+            Proof::PasswordChecked
+        }
+        (None, Some(code)) => Proof::Code(code),
+        (None, None) => {
+            return Err(ApiError::Model(psa_models::Error::validation(
+                "password",
+                "Give your password or a code to remove the second factor",
+            )));
+        }
+    };
+    psa_app::mfa::remove_own(&state.app, &caller.principal(), proof).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -172,71 +172,118 @@ pub async fn confirm_totp(app: &App, who: &Principal, code: &str) -> Result<Vec<
     Ok(codes)
 }
 
+/// The outcome of checking a second-factor code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// Right: `totp` or `recovery_code` (what it used up is written in the caller's
+    /// transaction, with the count of wrong codes cleared).
+    Passed(&'static str),
+    /// Wrong (counted, in its own transaction); `locked` when this one locked the factor.
+    Wrong { locked: bool },
+    /// Too many wrong codes: no code is checked until then.
+    Locked(chrono::DateTime<chrono::Utc>),
+}
+
 /// Checks a second-factor code of the user: a TOTP code (once per step) or an unused recovery
-/// code (used now). Writes only what the check uses up; the caller commits.
+/// code (used now), unless too many wrong ones locked it. A wrong code is counted in its own
+/// transaction (the caller's rolls back); the user is told by email when one locks it.
 pub async fn check_code(
     app: &App,
     conn: &mut sqlx::PgConnection,
     tenant: TenantId,
     user: UserId,
     code: &str,
-) -> Result<Option<&'static str>> {
-    if let Some(code) = mfa::totp_code(code) {
-        let Some((secret, true)) = secret_of(app, conn, tenant, user).await? else {
-            return Ok(None);
-        };
-        return Ok(match mfa::matching_step(&secret, &code, now())? {
-            Some(step) if mfa::use_step(conn, tenant, user, step).await? => Some("totp"),
+) -> Result<Checked> {
+    if let Some(until) = mfa::locked_until(conn, tenant, user).await? {
+        return Ok(Checked::Locked(until));
+    }
+    let passed = if let Some(code) = mfa::totp_code(code) {
+        match secret_of(app, conn, tenant, user).await? {
+            Some((secret, true)) => match mfa::matching_step(&secret, &code, now())? {
+                Some(step) if mfa::use_step(conn, tenant, user, step).await? => Some("totp"),
+                _ => None,
+            },
             _ => None,
-        });
-    }
-    if let Some(code) = mfa::recovery_code(code) {
-        return Ok(mfa::use_recovery_code(conn, tenant, user, &code)
+        }
+    } else if let Some(code) = mfa::recovery_code(code) {
+        mfa::use_recovery_code(conn, tenant, user, &code)
             .await?
-            .then_some("recovery_code"));
+            .then_some("recovery_code")
+    } else {
+        None
+    };
+    if let Some(method) = passed {
+        mfa::clear_failures(conn, tenant, user).await?;
+        return Ok(Checked::Passed(method));
     }
-    Ok(None)
+    let mut tx = db::begin_tenant(&app.pool, tenant).await?;
+    let locked = mfa::note_failure(&mut tx, tenant, user).await?;
+    tx.commit().await?;
+    if locked {
+        let lines = [
+            format!(
+                "Several wrong codes were given for your account's second factor: it refuses \
+                 codes for {} minutes.",
+                mfa::LOCK_MINUTES
+            ),
+            "Whoever gave them knew your password: change it now, and sign out your other \
+             sessions (the console's Sessions page)."
+                .to_owned(),
+        ];
+        tell(
+            app,
+            tenant,
+            user,
+            "Your psa second factor is locked for a while",
+            &lines,
+        )
+        .await;
+    }
+    Ok(Checked::Wrong { locked })
+}
+
+/// How the signed-in user proved it is them, to remove their second factor.
+#[derive(Debug, Clone, Copy)]
+pub enum Proof<'a> {
+    /// Their password, already checked by the door (with the sign-in limits).
+    PasswordChecked,
+    /// A current code (checked here, counted like any code).
+    Code(&'a str),
 }
 
 /// Removes the signed-in user's second factor, proven by their password or a current code.
-pub async fn remove_own(
-    app: &App,
-    who: &Principal,
-    password: Option<&SecretString>,
-    code: Option<&str>,
-) -> Result<()> {
+pub async fn remove_own(app: &App, who: &Principal, proof: Proof<'_>) -> Result<()> {
     let m = member(who)?;
     let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
-    let proven = match (password, code) {
-        (Some(p), _) => match users::password_hash(&mut tx, m.tenant, m.user).await? {
-            Some(hash) => psa_models::password::verify(p, &hash).await?,
-            None => false,
-        },
-        (None, Some(c)) => check_code(app, &mut tx, m.tenant, m.user, c)
-            .await?
-            .is_some(),
-        (None, None) => {
-            return Err(Error::validation(
-                "password",
-                "Give your password or a code to remove the second factor",
-            ));
+    if let Proof::Code(code) = proof {
+        match check_code(app, &mut tx, m.tenant, m.user, code).await? {
+            Checked::Passed(_) => {}
+            Checked::Wrong { .. } => {
+                return Err(Error::validation(
+                    "code",
+                    "That code is not right: nothing was removed",
+                ));
+            }
+            Checked::Locked(until) => {
+                return Err(Error::validation(
+                    "code",
+                    format!(
+                        "Too many wrong codes: try again after {}",
+                        until.format("%H:%M UTC")
+                    ),
+                ));
+            }
         }
-    };
-    if !proven {
-        return Err(Error::validation(
-            if password.is_some() {
-                "password"
-            } else {
-                "code"
-            },
-            "That is not right: nothing was removed",
-        ));
     }
     if !mfa::remove(&mut tx, m.tenant, m.user).await? {
         return Err(Error::NotFound {
             entity: "second factor",
         });
     }
+    let how = match proof {
+        Proof::PasswordChecked => "password",
+        Proof::Code(_) => "code",
+    };
     audit::record(
         &mut tx,
         m.tenant,
@@ -244,11 +291,41 @@ pub async fn remove_own(
         Action::RemoveSecondFactor,
         "user",
         Some(m.user.0),
-        serde_json::json!({}),
+        serde_json::json!({"proof": how}),
     )
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Mails the user a notice about their account, when mail is configured (failures are logged).
+async fn tell(app: &App, tenant: TenantId, user: UserId, subject: &str, lines: &[String]) {
+    let Some(mailer) = &app.delivery.mailer else {
+        return;
+    };
+    let found = async {
+        let mut tx = db::begin_tenant(&app.pool, tenant).await?;
+        let u = users::get(&mut tx, tenant, user).await?;
+        let name = psa_models::tenants::get(&mut tx, tenant)
+            .await?
+            .company_name;
+        tx.rollback().await?;
+        Ok::<_, Error>((u, name))
+    }
+    .await;
+    let (u, tenant_name) = match found {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(%tenant, %user, error = %e, "a notice to the user was not sent");
+            return;
+        }
+    };
+    let first = u.first_name.clone().unwrap_or_default();
+    let email = psa_models::mail::notice(&tenant_name, &first, subject, lines);
+    let name = format!("{} {}", first, u.last_name.as_deref().unwrap_or_default());
+    if let Err(e) = mailer.send(name.trim(), &u.email, &email).await {
+        tracing::warn!(%tenant, %user, error = %e, "a notice to the user was not sent");
+    }
 }
 
 /// An administrator removes a user's second factors (a lost phone): the user's sessions end, the

@@ -39,8 +39,11 @@ BEGIN
 END $$;
 ALTER TABLE tenants ALTER COLUMN slug SET NOT NULL;
 ALTER TABLE tenants ADD CONSTRAINT tenants_slug_key UNIQUE (slug);
+-- Never shaped like a tenant id: a sign-in names a tenant by either, and must not mistake one
+-- tenant's slug for another's id.
 ALTER TABLE tenants ADD CONSTRAINT tenants_slug_format
-    CHECK (slug ~ '^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$');
+    CHECK (slug ~ '^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$'
+           AND slug !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$');
 -- Management callers change another tenant's slug in that tenant's confined context.
 GRANT UPDATE (slug) ON tenants TO psa_app;
 
@@ -65,7 +68,8 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
     SELECT t.tenant, t.slug, t.company_name, u.user_id, u.hashed_password
     FROM users u JOIN tenants t ON t.tenant = u.tenant
     WHERE u.email = for_email AND u.user_type = 'internal' AND NOT u.is_inactive
-      AND (for_tenant IS NULL OR t.slug = for_tenant OR t.tenant::text = for_tenant)
+      AND (for_tenant IS NULL OR t.slug = for_tenant
+           OR (for_tenant ~ '^[0-9a-fA-F-]{36}$' AND t.tenant::text = lower(for_tenant)))
     ORDER BY t.created_at, t.tenant
     LIMIT 11
 $$;

@@ -1,12 +1,16 @@
 -- A second factor. TOTP (RFC 6238): the secret sealed with PSA_SECRET_KEY; `last_step` is the
 -- time step of the last code accepted, so a code is accepted once (a replay in its window is
--- refused). Recovery codes: ten per enrolment, stored as SHA-256, each used once.
+-- refused); `failed_attempts` wrong codes in a row lock it (`locked_until`), whatever sign-in
+-- they came through. Recovery codes: ten per enrolment, stored as SHA-256 (79 random bits
+-- each), each used once.
 CREATE TABLE user_totp (
     tenant        uuid NOT NULL REFERENCES tenants (tenant) ON DELETE CASCADE,
     user_id       uuid NOT NULL,
     secret_sealed text NOT NULL,
     confirmed_at  timestamptz,
     last_step     bigint,
+    failed_attempts integer NOT NULL DEFAULT 0,
+    locked_until  timestamptz,
     created_at    timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT user_totp_pkey PRIMARY KEY (tenant, user_id),
     CONSTRAINT user_totp_user_fkey FOREIGN KEY (tenant, user_id)

@@ -83,31 +83,34 @@ pub fn matching_step(secret: &[u8], code: &str, unix_time: u64) -> Result<Option
     Ok(None)
 }
 
-/// Ten new recovery codes (`xxxxx-xxxxx`, from an alphabet without look-alikes: 50 bits each).
+/// Ten new recovery codes (`xxxx-xxxx-xxxx-xxxx`, from an alphabet without look-alikes: 79
+/// bits each, so that their SHA-256 in a leaked database cannot be reversed by trying them all).
 pub fn new_recovery_codes() -> Vec<String> {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
     let mut rng = rand::rng();
     (0..RECOVERY_CODES)
         .map(|_| {
-            let mut code: String = (0..10)
+            let plain: String = (0..16)
                 .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
                 .collect();
-            code.insert(5, '-');
-            code
+            grouped(&plain)
         })
         .collect()
 }
 
-/// A recovery code as typed: lowercase, without spaces; `xxxxx-xxxxx` or nothing.
+fn grouped(plain: &str) -> String {
+    [&plain[..4], &plain[4..8], &plain[8..12], &plain[12..]].join("-")
+}
+
+/// A recovery code as typed: lowercase, spaces and hyphens anywhere; `xxxx-xxxx-xxxx-xxxx` or
+/// nothing.
 pub fn recovery_code(raw: &str) -> Option<String> {
-    let code: String = raw
+    let plain: String = raw
         .chars()
-        .filter(|c| !c.is_whitespace())
+        .filter(|c| !c.is_whitespace() && *c != '-')
         .collect::<String>()
         .to_lowercase();
-    let plain: String = code.chars().filter(|c| *c != '-').collect();
-    (plain.len() == 10 && plain.bytes().all(|b| b.is_ascii_alphanumeric()))
-        .then(|| format!("{}-{}", &plain[..5], &plain[5..]))
+    (plain.len() == 16 && plain.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| grouped(&plain))
 }
 
 /// A user's TOTP enrolment.
@@ -276,6 +279,62 @@ pub async fn remove(conn: &mut PgConnection, tenant: TenantId, user: UserId) -> 
     )
 }
 
+/// Wrong codes in a row after which the user's second factor refuses every code for
+/// [`LOCK_MINUTES`] (each further wrong code locks it again): an attacker who has the password
+/// cannot try codes for days, however many sign-ins they start.
+pub const MAX_FAILURES: i32 = 10;
+pub const LOCK_MINUTES: i64 = 15;
+
+/// Until when the user's second factor refuses codes, if it does now.
+pub async fn locked_until(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    Ok(
+        sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+            "SELECT locked_until FROM user_totp \
+         WHERE tenant = $1 AND user_id = $2 AND locked_until > now()",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_optional(conn)
+        .await?
+        .flatten(),
+    )
+}
+
+/// Counts a wrong code; true when it locked the second factor (the user is to be told).
+pub async fn note_failure(conn: &mut PgConnection, tenant: TenantId, user: UserId) -> Result<bool> {
+    let locked: Option<bool> = sqlx::query_scalar(
+        "UPDATE user_totp SET failed_attempts = failed_attempts + 1, \
+             locked_until = CASE WHEN failed_attempts + 1 >= $3 \
+                                 THEN now() + make_interval(mins => $4::int) \
+                                 ELSE locked_until END \
+         WHERE tenant = $1 AND user_id = $2 RETURNING failed_attempts >= $3",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(MAX_FAILURES)
+    .bind(LOCK_MINUTES as i32)
+    .fetch_optional(conn)
+    .await?;
+    Ok(locked.unwrap_or(false))
+}
+
+/// A right code: the count of wrong ones starts again.
+pub async fn clear_failures(conn: &mut PgConnection, tenant: TenantId, user: UserId) -> Result<()> {
+    sqlx::query(
+        "UPDATE user_totp SET failed_attempts = 0, locked_until = NULL \
+         WHERE tenant = $1 AND user_id = $2",
+    )
+    .bind(tenant)
+    .bind(user)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Whether the tenant requires a second factor of its users.
 pub async fn required(conn: &mut PgConnection, tenant: TenantId) -> Result<bool> {
     Ok(
@@ -329,8 +388,11 @@ mod tests {
         assert_eq!(totp_code(" 123 456 ").as_deref(), Some("123456"));
         assert_eq!(totp_code("12345"), None);
         assert_eq!(totp_code("12345a"), None);
-        assert_eq!(recovery_code("ABCDE FGHJK").as_deref(), Some("abcde-fghjk"));
-        assert_eq!(recovery_code("abcde-fghj"), None);
+        assert_eq!(
+            recovery_code("ABCD EFGH-JKMN pqrs").as_deref(),
+            Some("abcd-efgh-jkmn-pqrs")
+        );
+        assert_eq!(recovery_code("abcd-efgh-jkmn-pqr"), None);
         let codes = new_recovery_codes();
         assert_eq!(codes.len(), 10);
         assert!(

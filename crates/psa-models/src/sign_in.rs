@@ -141,36 +141,24 @@ pub async fn begin_second_factor(
     Ok(token)
 }
 
-/// The sign-in an `mfa_token` carries on: its tenant and user, while it is current, unused and
-/// has wrong codes left.
-pub async fn second_factor_of(
+/// The sign-in an `mfa_token` carries on, taking one of its attempts (at once, so that codes
+/// sent together cannot exceed [`MAX_CODE_ATTEMPTS`]): its tenant, user and email, while it is
+/// current, unused and has attempts left.
+pub async fn take_attempt(
     conn: &mut PgConnection,
     token: &str,
-) -> Result<Option<(TenantId, UserId)>> {
-    let row: Option<(uuid::Uuid, UserId)> = sqlx::query_as(
-        "SELECT tenants[1], user_id FROM login_challenges \
+) -> Result<Option<(TenantId, UserId, String)>> {
+    let row: Option<(uuid::Uuid, UserId, String)> = sqlx::query_as(
+        "UPDATE login_challenges SET attempts = attempts + 1 \
          WHERE token_hash = $1 AND purpose = 'second_factor' AND used_at IS NULL \
-           AND expires_at > now() AND attempts < $2",
+           AND expires_at > now() AND attempts < $2 \
+         RETURNING tenants[1], user_id, email",
     )
     .bind(digest(token))
     .bind(MAX_CODE_ATTEMPTS)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|(t, u)| (TenantId(t), u)))
-}
-
-/// A wrong code against an `mfa_token`: counted; the fifth ends it. Returns the attempts left.
-pub async fn wrong_code(conn: &mut PgConnection, token: &str) -> Result<i32> {
-    let attempts: Option<i32> = sqlx::query_scalar(
-        "UPDATE login_challenges SET attempts = attempts + 1, \
-             used_at = CASE WHEN attempts + 1 >= $2 THEN now() ELSE used_at END \
-         WHERE token_hash = $1 AND purpose = 'second_factor' RETURNING attempts",
-    )
-    .bind(digest(token))
-    .bind(MAX_CODE_ATTEMPTS)
-    .fetch_optional(conn)
-    .await?;
-    Ok((MAX_CODE_ATTEMPTS - attempts.unwrap_or(MAX_CODE_ATTEMPTS)).max(0))
+    Ok(row.map(|(t, u, e)| (TenantId(t), u, e)))
 }
 
 /// The `mfa_token` did its job: used, it opens nothing more.

@@ -203,6 +203,9 @@ impl Slug {
         if s.starts_with('-') || s.ends_with('-') {
             return invalid("The slug must not start or end with a hyphen");
         }
+        if uuid::Uuid::parse_str(s).is_ok() {
+            return invalid("The slug must not look like an organisation id");
+        }
         Ok(Self(s.to_owned()))
     }
 

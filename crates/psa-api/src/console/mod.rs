@@ -585,10 +585,11 @@ async fn choose_tenant(
         let email = psa_models::sign_in::redeem_choice(&mut conn, form.choice.trim(), tenant)
             .await?
             .ok_or(ApiError::Unauthorized)?;
+        // Only the organisation chosen (by its id, which no slug can look like).
         let user = psa_models::sign_in::candidates(&mut conn, &email, Some(&tenant.to_string()))
             .await?
             .into_iter()
-            .next()
+            .find(|c| c.tenant == tenant)
             .ok_or(ApiError::Unauthorized)?;
         drop(conn);
         crate::auth::open_session(&state, &client, user.tenant, user.user, How::Password).await

@@ -161,23 +161,24 @@ async fn remove(
     Form(f): Form<RemoveForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
-    let outcome = psa_app::mfa::remove_own(
-        &state.app,
-        &console.caller.principal(),
-        Some(&f.password),
-        None,
-    )
-    .await;
+    let outcome = match crate::auth::verify_own_password(&state, &console.caller, &f.password).await
+    {
+        Ok(()) => psa_app::mfa::remove_own(
+            &state.app,
+            &console.caller.principal(),
+            psa_app::mfa::Proof::PasswordChecked,
+        )
+        .await
+        .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
     let (status, notice, error) = match outcome {
         Ok(()) => (
             StatusCode::OK,
             Some("The authenticator app and its recovery codes are removed.".to_owned()),
             None,
         ),
-        Err(e) => {
-            let e = ApiError::from(e);
-            (e.status(), None, Some(e.to_string()))
-        }
+        Err(e) => (e.status(), None, Some(e.to_string())),
     };
     let p = setup_page(&state, &console, notice, error).await?;
     Ok(page(status, p))

@@ -16,7 +16,9 @@ pub(crate) async fn platform() -> (TestApp, TenantFixture, TenantFixture) {
 }
 
 /// The platform served with `config`.
-async fn platform_with(config: psa_api::Config) -> (TestApp, TenantFixture, TenantFixture) {
+pub(crate) async fn platform_with(
+    config: psa_api::Config,
+) -> (TestApp, TenantFixture, TenantFixture) {
     let mut app = TestApp::unserved().await;
     let mgmt = app.tenant("Mgmt").await;
     sqlx::query("UPDATE tenants SET is_management = true WHERE tenant = $1")

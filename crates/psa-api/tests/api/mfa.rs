@@ -94,7 +94,16 @@ async fn enrol(app: &TestApp, session: &str) -> (String, Vec<String>) {
 
 #[tokio::test]
 async fn an_authenticator_app_guards_the_sign_in() {
-    let (app, _mgmt, acme) = platform().await;
+    // Generous sign-in limits: this test makes more attempts a minute than the defaults allow.
+    let (app, _mgmt, acme) = super::lifecycle::platform_with(psa_api::Config {
+        limits: psa_api::limits::LimitsConfig {
+            login_per_minute_per_address: 1000,
+            login_per_minute_per_account: 1000,
+            ..Default::default()
+        },
+        ..test_config()
+    })
+    .await;
     let (status, body) = login(&app, &acme).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let session = body["token"].as_str().unwrap().to_owned();
@@ -483,4 +492,71 @@ async fn a_sign_in_from_a_new_device_is_told_to_the_user() {
     assert!(text.contains("Safari on a phone found in a taxi"), "{text}");
     assert!(text.contains("from the address 127.0.0.1"), "{text}");
     assert!(!mails[0].contains(&acme.admin_password));
+}
+
+/// Ten wrong codes in a row, across as many sign-ins as it takes, lock the second factor for a
+/// while (429, the right code refused too) and the user is told by email.
+#[tokio::test]
+async fn wrong_codes_across_sign_ins_lock_the_second_factor_and_the_user_is_told() {
+    let smtp = psa_testing::SmtpSink::start().await;
+    let mut app = TestApp::unserved().await;
+    let acme = app.tenant("Acme").await;
+    let pool = app.db.pool.clone();
+    let delivery = psa_models::invitations::Delivery {
+        mailer: Some(
+            psa_models::mail::Mailer::new(
+                &secrecy::SecretString::from(smtp.url()),
+                "psa <noreply@psa.test>",
+            )
+            .unwrap(),
+        ),
+        ..test_config().delivery
+    };
+    app.serve(
+        pool,
+        psa_api::Config {
+            delivery,
+            // Generous sign-in limits: the lock is what is under test.
+            limits: psa_api::limits::LimitsConfig {
+                login_per_minute_per_address: 1000,
+                login_per_minute_per_account: 1000,
+                ..Default::default()
+            },
+            ..test_config()
+        },
+        None,
+    )
+    .await;
+    let session = login(&app, &acme).await.1["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (secret, _) = enrol(&app, &session).await;
+    for attempt in 0..psa_models::mfa::MAX_FAILURES {
+        let (status, body) = login(&app, &acme).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        let token = body["mfa_token"].as_str().unwrap();
+        assert_error(
+            &second_step(&app, token, "000001").await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_code",
+        );
+        let _ = attempt;
+    }
+    let token = login(&app, &acme).await.1["mfa_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_error(
+        &second_step(&app, &token, &code(&secret, 1)).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    );
+    let mails = smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert!(
+        mails.iter().any(|m| psa_testing::header_of(m, "Subject")
+            .unwrap()
+            .contains("second factor is locked")),
+        "{mails:?}"
+    );
 }

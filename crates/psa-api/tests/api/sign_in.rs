@@ -235,6 +235,7 @@ async fn slugs_follow_the_rules_and_only_the_management_tenant_changes_them() {
         ("-acme", "hyphen"),
         (&"a".repeat(64), "3 to 63"),
         ("mgmt", "taken"),
+        ("6b0c1d8e-2f43-4a8e-9b61-0f3c2d1e4a5b", "organisation id"),
     ] {
         let r = app
             .call(Method::PATCH, &path, m, Some(json!({"slug": slug})))
