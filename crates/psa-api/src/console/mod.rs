@@ -312,6 +312,19 @@ struct SignInPage {
     email: String,
 }
 
+/// The sign-in form again, saying why (the organisation and email kept as typed).
+fn sign_in_again(status: StatusCode, message: String, tenant: &str, email: &str) -> Response {
+    page(
+        status,
+        SignInPage {
+            nav: None,
+            error: Some(message),
+            tenant: tenant.to_owned(),
+            email: email.to_owned(),
+        },
+    )
+}
+
 /// The password matched in several organisations: the person picks one.
 #[derive(Template)]
 #[template(path = "console/choose_tenant.html")]
@@ -404,15 +417,7 @@ async fn sign_in(
         return cross_site();
     }
     let again = |status: StatusCode, message: String| {
-        page(
-            status,
-            SignInPage {
-                nav: None,
-                error: Some(message),
-                tenant: form.tenant.clone(),
-                email: form.email.clone(),
-            },
-        )
+        sign_in_again(status, message, &form.tenant, &form.email)
     };
     let request = crate::auth::LoginRequest {
         tenant: Some(form.tenant.clone()),
@@ -526,15 +531,9 @@ async fn sign_in_code(
             form.mfa_token.clone(),
             Some("That code is not right: try the current one, or a recovery code.".into()),
         ),
-        Err(e @ ApiError::InvalidMfaToken) => page(
-            StatusCode::UNAUTHORIZED,
-            SignInPage {
-                nav: None,
-                error: Some(e.to_string()),
-                tenant: String::new(),
-                email: String::new(),
-            },
-        ),
+        Err(e @ ApiError::InvalidMfaToken) => {
+            sign_in_again(StatusCode::UNAUTHORIZED, e.to_string(), "", "")
+        }
         Err(e) => {
             let status = e.status();
             if status.is_server_error() {
@@ -565,17 +564,7 @@ async fn choose_tenant(
     if !same_origin(&headers) {
         return cross_site();
     }
-    let again = |status: StatusCode, message: String| {
-        page(
-            status,
-            SignInPage {
-                nav: None,
-                error: Some(message),
-                tenant: String::new(),
-                email: String::new(),
-            },
-        )
-    };
+    let again = |status: StatusCode, message: String| sign_in_again(status, message, "", "");
     let outcome = async {
         state.limits.login_from(client.peer.ip())?;
         let tenant = uuid::Uuid::parse_str(form.tenant.trim())

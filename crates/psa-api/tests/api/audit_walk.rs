@@ -445,30 +445,7 @@ async fn choose_organisation(w: &mut Walk<'_>) {
     let other = app.tenant("Elsewhere").await;
     let (email, password) = (&w.p.mgmt.admin_email, &w.p.mgmt.admin_password);
     // The management admin's email, with the same password, in a second organisation.
-    let mut tx = psa_models::db::begin_tenant(&app.db.pool, other.tenant)
-        .await
-        .unwrap();
-    let twin = users::create(
-        &mut tx,
-        other.tenant,
-        users::NewUser {
-            first_name: "Ad".into(),
-            last_name: "Min".into(),
-            email: email.clone(),
-            user_type: users::UserType::Internal,
-            roles: vec!["Admin".into()],
-        },
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    let hash = psa_models::password::hash(&secrecy::SecretString::from(password.clone()))
-        .await
-        .unwrap();
-    users::set_password_hash(&mut tx, other.tenant, twin.user.user_id, &hash)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    super::sign_in::member(app, other.tenant, email, password).await;
     w.settle("the fixture", false).await;
     let r = client()
         .post(format!("{}/console/sign-in", app.base))

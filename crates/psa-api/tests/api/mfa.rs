@@ -498,34 +498,12 @@ async fn a_sign_in_from_a_new_device_is_told_to_the_user() {
 /// while (429, the right code refused too) and the user is told by email.
 #[tokio::test]
 async fn wrong_codes_across_sign_ins_lock_the_second_factor_and_the_user_is_told() {
-    let smtp = psa_testing::SmtpSink::start().await;
-    let mut app = TestApp::unserved().await;
-    let acme = app.tenant("Acme").await;
-    let pool = app.db.pool.clone();
-    let delivery = psa_models::invitations::Delivery {
-        mailer: Some(
-            psa_models::mail::Mailer::new(
-                &secrecy::SecretString::from(smtp.url()),
-                "psa <noreply@psa.test>",
-            )
-            .unwrap(),
-        ),
-        ..test_config().delivery
-    };
-    app.serve(
-        pool,
-        psa_api::Config {
-            delivery,
-            // Generous sign-in limits: the lock is what is under test.
-            limits: psa_api::limits::LimitsConfig {
-                login_per_minute_per_address: 1000,
-                login_per_minute_per_account: 1000,
-                ..Default::default()
-            },
-            ..test_config()
-        },
-        None,
-    )
+    // Generous sign-in limits: the lock is what is under test.
+    let (app, smtp, acme) = super::user_admin::app_with_mail_and(psa_api::limits::LimitsConfig {
+        login_per_minute_per_address: 1000,
+        login_per_minute_per_account: 1000,
+        ..Default::default()
+    })
     .await;
     let session = login(&app, &acme).await.1["token"]
         .as_str()

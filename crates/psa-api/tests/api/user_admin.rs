@@ -11,6 +11,13 @@ use super::*;
 
 /// The API mailing through a fresh SMTP server, and a tenant with its admin.
 pub(crate) async fn app_with_mail() -> (TestApp, SmtpSink, TenantFixture) {
+    app_with_mail_and(Default::default()).await
+}
+
+/// [`app_with_mail`] with these abuse limits.
+pub(crate) async fn app_with_mail_and(
+    limits: psa_api::limits::LimitsConfig,
+) -> (TestApp, SmtpSink, TenantFixture) {
     let smtp = SmtpSink::start().await;
     let mut app = TestApp::unserved().await;
     let t = app.tenant("Acme").await;
@@ -29,6 +36,7 @@ pub(crate) async fn app_with_mail() -> (TestApp, SmtpSink, TenantFixture) {
         pool,
         psa_api::Config {
             delivery,
+            limits,
             ..test_config()
         },
         None,
