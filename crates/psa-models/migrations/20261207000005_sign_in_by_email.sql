@@ -13,13 +13,16 @@ LANGUAGE sql IMMUTABLE AS $$
                              '[^a-z0-9]+', '-', 'g')), 56)) AS b) s
 $$;
 
--- The first free slug of `base`, `base-2`, `base-3`, ...
+-- The first free slug of `base`, `base-2`, `base-3`, ... Two tenants of the same name created
+-- at once would both find `base` free: the caller's transaction holds a lock on the base until
+-- it commits, so the second waits and finds the next one.
 CREATE FUNCTION psa_free_slug(base text) RETURNS text
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     candidate text := base;
     n integer := 1;
 BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('psa_free_slug:' || base));
     WHILE EXISTS (SELECT 1 FROM tenants WHERE slug = candidate) LOOP
         n := n + 1;
         candidate := base || '-' || n;

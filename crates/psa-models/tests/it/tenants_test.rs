@@ -561,3 +561,51 @@ async fn the_tenant_list_pages_and_filters() {
         .unwrap_err();
     assert_eq!(e.field(), Some("limit"));
 }
+
+/// Two tenants of the same name created at once get different slugs (the second waits for the
+/// first to commit), and a slug asked for that another has is refused on its field.
+#[tokio::test(flavor = "multi_thread")]
+async fn same_named_tenants_created_at_once_get_their_own_slugs() {
+    let db = db().await;
+    let create = |pool: sqlx::PgPool| async move {
+        let mut tx = pool.begin().await.unwrap();
+        let created = tenants::create(
+            &mut tx,
+            TenantId::new(),
+            NewTenant {
+                name: "Twin Peaks".into(),
+                email: "admin@twin.example".into(),
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        // Both transactions are open at the same time.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        tx.commit().await.unwrap();
+        created.tenant.slug
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(create(db.pool.clone())),
+        tokio::spawn(create(db.pool.clone()))
+    );
+    let mut slugs = vec![a.unwrap(), b.unwrap()];
+    slugs.sort();
+    assert_eq!(slugs, ["twin-peaks", "twin-peaks-2"]);
+    let mut conn = db.pool.acquire().await.unwrap();
+    let e = tenants::create(
+        &mut conn,
+        TenantId::new(),
+        NewTenant {
+            name: "Other".into(),
+            email: "admin@other.example".into(),
+            slug: Some("twin-peaks".into()),
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.field(), Some("slug"), "{e}");
+}
