@@ -212,11 +212,17 @@ pub(crate) async fn deliver_and_commit(
         .deliver(kind, &tenant_name, &invitation.user, &invitation.link)
         .await
         .map_err(|e| {
+            // The mail server's own answer (its host, its words) goes to the log only: the caller
+            // learns what happened and what to do. Each door says "nothing was changed" its way.
             tracing::warn!(%tenant, error = %e, "invitation email failed");
-            // The mail server's answer; each door says "nothing was changed" its way.
             Error::Unavailable {
                 code: "mail_failed",
-                message: e.message.into(),
+                message: if e.transient {
+                    "the mail server could not be reached or asked to try later: try again in a few minutes"
+                } else {
+                    "the mail server refused the message: an operator finds why in the server's log"
+                }
+                .into(),
             }
         })?;
     let user = users::summary(&mut tx, tenant, invitation.user.user_id).await?;

@@ -607,6 +607,13 @@ async fn welcome_email_failure_is_repaired_by_resend() {
         )
         .await;
     assert_error(&down, StatusCode::SERVICE_UNAVAILABLE, "mail_failed");
+    // What the mail server said (its address, its words) stays in the log.
+    let said = down.1["error"]["message"].as_str().unwrap();
+    let port = p.smtp.url().rsplit(':').next().unwrap().to_owned();
+    assert!(
+        said.contains("try again") && !said.contains(&port) && !said.contains("127.0.0.1"),
+        "{said}"
+    );
     p.smtp.restart().await;
     // Only management callers may resend.
     let other = p.app.tenant("Other").await;
