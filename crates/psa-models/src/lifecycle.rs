@@ -649,6 +649,19 @@ pub async fn deletions_to_confirm(
     .await?)
 }
 
+/// Pending deletions, and how many of them are stuck: more than an hour past their deadline, or
+/// more than an hour after a "delete now" confirmation (whose deadline may be weeks away), and
+/// still pending (the alert `PsaTenantDeletionOverdue`).
+pub async fn deletion_backlog(conn: &mut PgConnection) -> Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE delete_after < now() - interval '1 hour' \
+                                              OR confirmed_at < now() - interval '1 hour') \
+         FROM tenant_deletions WHERE status = 'pending'",
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
 /// A deletion whose workflow is to be started: by its starter right after the cancel, or by the
 /// worker's sweeper when the starter could not.
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]

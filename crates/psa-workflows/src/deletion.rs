@@ -424,19 +424,19 @@ pub async fn start_pending(
     Ok(pending.len() + confirmed.len())
 }
 
-/// Sets the lifecycle gauges: tenants by status, deletions pending, and the deletions past
-/// their deadline by more than an hour (stuck: the alert `PsaTenantDeletionOverdue`).
+/// Sets the lifecycle gauges: tenants by status, deletions pending, and the stuck ones (past
+/// their deadline, or past a confirmation, by more than an hour: the alert
+/// `PsaTenantDeletionOverdue`).
 pub async fn observe_lifecycle(pool: &PgPool) {
-    let counts: Result<Vec<(String, i64)>, _> =
+    let counts: Result<Vec<(String, i64)>, psa_models::Error> =
         sqlx::query_as("SELECT status, count(*) FROM tenants GROUP BY status")
             .fetch_all(pool)
-            .await;
-    let deletions: Result<(i64, i64), _> = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE delete_after < now() - interval '1 hour') \
-         FROM tenant_deletions WHERE status = 'pending'",
-    )
-    .fetch_one(pool)
-    .await;
+            .await
+            .map_err(Into::into);
+    let deletions = match pool.acquire().await {
+        Ok(mut conn) => lifecycle::deletion_backlog(&mut conn).await,
+        Err(e) => Err(e.into()),
+    };
     match (counts, deletions) {
         (Ok(counts), Ok((pending, overdue))) => {
             for status in lifecycle::TenantStatus::ALL {

@@ -129,3 +129,39 @@ async fn old_exports_go_and_a_deleted_tenants_personal_data_is_redacted() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A "delete now" still pending an hour after its confirmation is stuck, though its deadline is
+/// weeks away: the overdue count (the alert `PsaTenantDeletionOverdue`) says so.
+#[tokio::test]
+async fn a_confirmed_deletion_still_pending_an_hour_later_is_overdue() {
+    let db = db().await;
+    for (wf, delete_after_days, confirmed_hours_ago) in [
+        ("wf-waiting", 30, None),
+        ("wf-confirmed-now", 30, Some(0)),
+        ("wf-confirmed-stuck", 30, Some(2)),
+        ("wf-past-deadline", -1, None),
+    ] {
+        sqlx::query(
+            "INSERT INTO tenant_deletions (workflow_id, tenant_id, tenant_name, reason, \
+                 requested_by, delete_after, status, export_id, confirmed_at, confirmed_by) \
+             VALUES ($1, $2, 'Gone Co', 'left', 'test', now() + make_interval(days => $3), \
+                     'pending', $4, now() - make_interval(hours => $5), \
+                     CASE WHEN $5::int IS NULL THEN NULL ELSE 'user:test' END)",
+        )
+        .bind(wf)
+        .bind(TenantId::new())
+        .bind(delete_after_days)
+        .bind(uuid::Uuid::now_v7())
+        .bind(confirmed_hours_ago)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let mut conn = db.pool.acquire().await.unwrap();
+    assert_eq!(
+        psa_models::lifecycle::deletion_backlog(&mut conn)
+            .await
+            .unwrap(),
+        (4, 2)
+    );
+}
