@@ -135,16 +135,19 @@ pub async fn create(
     let (first, last, email) = validate_person(&input.first_name, &input.last_name, &input.email)?;
     let mut role_ids = Vec::with_capacity(input.roles.len());
     for name in &input.roles {
+        // A missing role is the seeds' fault (a conflict); a database that went away while
+        // looking is not, and stays the transient failure it is (a provisioning step retries it).
         role_ids.push(
             role_id(conn, tenant, name, input.user_type)
                 .await
-                .map_err(|_| {
-                    Error::conflict(
+                .map_err(|e| match e {
+                    Error::Validation { .. } => Error::conflict(
                         Some("roles"),
                         format!(
                             "{name} role not found. Onboarding seeds may not have run properly."
                         ),
-                    )
+                    ),
+                    other => other,
                 })?,
         );
     }
