@@ -207,6 +207,12 @@ pub async fn confirm(
         .bind(user)
         .execute(&mut *conn)
         .await?;
+    // The reference's flag follows (its plain-text secret column stays empty).
+    sqlx::query("UPDATE users SET two_factor_enabled = true WHERE tenant = $1 AND user_id = $2")
+        .bind(tenant)
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM user_recovery_codes WHERE tenant = $1 AND user_id = $2")
         .bind(tenant)
         .bind(user)
@@ -264,6 +270,11 @@ pub async fn recovery_codes_left(
 /// Removes the user's second factors (TOTP and recovery codes); whether there was one.
 pub async fn remove(conn: &mut PgConnection, tenant: TenantId, user: UserId) -> Result<bool> {
     sqlx::query("DELETE FROM user_recovery_codes WHERE tenant = $1 AND user_id = $2")
+        .bind(tenant)
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE users SET two_factor_enabled = false WHERE tenant = $1 AND user_id = $2")
         .bind(tenant)
         .bind(user)
         .execute(&mut *conn)

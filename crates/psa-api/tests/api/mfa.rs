@@ -116,6 +116,13 @@ async fn an_authenticator_app_guards_the_sign_in() {
             .await
             .unwrap();
     assert!(stored.starts_with("psa2.") && !stored.contains(&secret));
+    let flagged: bool =
+        sqlx::query_scalar("SELECT two_factor_enabled FROM users WHERE user_id = $1")
+            .bind(acme.admin)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert!(flagged, "the reference's flag follows the enrolment");
 
     // The password alone is no longer a sign-in.
     let (status, body) = login(&app, &acme).await;
