@@ -144,10 +144,11 @@ fn print_user(u: &UserSummary, json: bool) {
         println!("{}", serde_json::to_string(u).expect("a user serialises"));
     } else {
         println!(
-            "{}  {:<8}  {:<16}  {}",
+            "{}  {:<8}  {:<16}  {:<3}  {}",
             u.user_id,
             status(u),
             u.roles.join(","),
+            if u.two_factor_enabled { "yes" } else { "no" },
             u.email
         );
     }
@@ -225,7 +226,10 @@ pub async fn run(
             if json {
                 println!("{}", serde_json::to_string(&list).expect("users serialise"));
             } else {
-                println!("{:<36}  {:<8}  {:<16}  EMAIL", "USER", "STATUS", "ROLES");
+                println!(
+                    "{:<36}  {:<8}  {:<16}  {:<3}  EMAIL",
+                    "USER", "STATUS", "ROLES", "2FA"
+                );
                 for u in &list {
                     print_user(u, false);
                 }

@@ -385,6 +385,8 @@ pub struct UserSummary {
     pub roles: Vec<String>,
     #[sqlx(try_from = "String")]
     pub status: UserStatus,
+    /// Has a second factor (an authenticator app).
+    pub two_factor_enabled: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -403,7 +405,7 @@ impl TryFrom<String> for UserStatus {
 const SUMMARY: &str = "SELECT u.user_id, u.email, u.first_name, u.last_name, \
        coalesce(array_agg(r.role_name ORDER BY r.role_name) FILTER (WHERE r.role_id IS NOT NULL), '{}') AS roles, \
        CASE WHEN u.is_inactive THEN 'inactive' WHEN u.hashed_password IS NULL THEN 'invited' ELSE 'active' END AS status, \
-       u.created_at \
+       u.two_factor_enabled, u.created_at \
      FROM users u \
      LEFT JOIN user_roles ur ON ur.tenant = u.tenant AND ur.user_id = u.user_id \
      LEFT JOIN roles r ON r.tenant = ur.tenant AND r.role_id = ur.role_id AND r.msp \

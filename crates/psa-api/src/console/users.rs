@@ -45,6 +45,8 @@ struct UserRow {
     roles: Vec<Opt>,
     status: &'static str,
     is_me: bool,
+    /// Has a second factor.
+    second_factor: bool,
     /// The user's active API keys, and when one was last used ("" when none or never).
     keys: usize,
     keys_last_used: String,
@@ -174,6 +176,7 @@ async fn users_page(
                         UserStatus::Inactive => "inactive",
                     },
                     is_me: u.user_id == console.caller.user,
+                    second_factor: u.two_factor_enabled,
                     keys: keys
                         .iter()
                         .filter(|k| k.user_id == u.user_id && usable(k))

@@ -123,6 +123,19 @@ async fn an_authenticator_app_guards_the_sign_in() {
             .await
             .unwrap();
     assert!(flagged, "the reference's flag follows the enrolment");
+    // The users list says who has one (what an administrator checks before requiring it).
+    let (_, users) = app
+        .call(Method::GET, "/api/v1/users", Some(&acme.key), None)
+        .await;
+    let me = users["data"]
+        .as_array()
+        .or_else(|| users.as_array())
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == acme.admin_email.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(me["two_factor_enabled"], true, "{users}");
 
     // The password alone is no longer a sign-in.
     let (status, body) = login(&app, &acme).await;
