@@ -431,10 +431,7 @@ fn tell_of_new_device(
     tenant: TenantId,
     user: psa_models::UserId,
 ) {
-    let Some(mailer) = state.app.delivery.mailer.clone() else {
-        return;
-    };
-    let pool = state.pool.clone();
+    let app = state.app.clone();
     let (agent, address) = (
         client
             .user_agent
@@ -443,41 +440,24 @@ fn tell_of_new_device(
         client.peer.ip().to_string(),
     );
     tokio::spawn(async move {
-        let found = async {
-            let mut tx = db::begin_tenant(&pool, tenant).await?;
-            let u = users::get(&mut tx, tenant, user).await?;
-            let name = tenants::get(&mut tx, tenant).await?.company_name;
-            tx.rollback().await?;
-            Ok::<_, psa_models::Error>((u, name))
-        }
-        .await;
-        let (u, tenant_name) = match found {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(%tenant, %user, error = %e, "the new-device notice was not sent");
-                return;
-            }
-        };
-        let first = u.first_name.clone().unwrap_or_default();
-        let email = psa_models::mail::notice(
-            &tenant_name,
-            &first,
+        let lines = [
+            format!(
+                "Your account was signed in to from a device not seen lately: {agent}, from the \
+                 address {address}, at {}.",
+                Utc::now().format("%Y-%m-%d %H:%M UTC")
+            ),
+            "If it was you, there is nothing to do. If not, change your password and sign out \
+             your other sessions (the console's Sessions page)."
+                .to_owned(),
+        ];
+        psa_app::mfa::tell(
+            &app,
+            tenant,
+            user,
             "A new sign-in to your psa account",
-            &[
-                format!(
-                    "{} signed in to {tenant_name} from a device not seen lately: {agent}, from \
-                     the address {address}, at {}.",
-                    u.email,
-                    Utc::now().format("%Y-%m-%d %H:%M UTC")
-                ),
-                "If it was you, there is nothing to do. If not, change your password and sign \
-                 out your other sessions (the console's Sessions page)."
-                    .to_owned(),
-            ],
-        );
-        if let Err(e) = mailer.send(&first, &u.email, &email).await {
-            tracing::warn!(%tenant, %user, error = %e, "the new-device notice was not sent");
-        }
+            &lines,
+        )
+        .await;
     });
 }
 

@@ -298,8 +298,9 @@ pub async fn remove_own(app: &App, who: &Principal, proof: Proof<'_>) -> Result<
     Ok(())
 }
 
-/// Mails the user a notice about their account, when mail is configured (failures are logged).
-async fn tell(app: &App, tenant: TenantId, user: UserId, subject: &str, lines: &[String]) {
+/// Mails the user a notice about their account (a second factor reset or locked, a sign-in from
+/// a new device), when mail is configured; a failure is logged, never the caller's.
+pub async fn tell(app: &App, tenant: TenantId, user: UserId, subject: &str, lines: &[String]) {
     let Some(mailer) = &app.delivery.mailer else {
         return;
     };
@@ -345,33 +346,23 @@ pub async fn reset(app: &App, who: &Principal, tenant: TenantId, user: UserId) -
         serde_json::json!({"removed": removed, "sessions_ended": sessions}),
     )
     .await?;
-    let tenant_name = psa_models::tenants::get(&mut tx, tenant)
-        .await?
-        .company_name;
     tx.commit().await?;
-    if let Some(mailer) = &app.delivery.mailer {
-        let email = psa_models::mail::notice(
-            &tenant_name,
-            target.first_name.as_deref().unwrap_or_default(),
-            "Your psa second factor was reset",
-            &[
-                format!(
-                    "An administrator of {tenant_name} removed the second factor of {}.",
-                    target.email
-                ),
-                "Your sessions were ended. At your next sign-in, set up an authenticator app again."
-                    .to_owned(),
-            ],
-        );
-        let name = format!(
-            "{} {}",
-            target.first_name.as_deref().unwrap_or_default(),
-            target.last_name.as_deref().unwrap_or_default()
-        );
-        if let Err(e) = mailer.send(name.trim(), &target.email, &email).await {
-            tracing::warn!(%tenant, %user, error = %e, "the second-factor reset notice was not sent");
-        }
-    }
+    let lines = [
+        format!(
+            "An administrator removed the second factor of {}.",
+            target.email
+        ),
+        "Your sessions were ended. At your next sign-in, set up an authenticator app again."
+            .to_owned(),
+    ];
+    tell(
+        app,
+        tenant,
+        user,
+        "Your psa second factor was reset",
+        &lines,
+    )
+    .await;
     Ok(removed)
 }
 

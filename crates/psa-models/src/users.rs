@@ -254,27 +254,6 @@ pub async fn get(conn: &mut PgConnection, tenant: TenantId, id: UserId) -> Resul
     .ok_or(Error::NotFound { entity: "user" })
 }
 
-/// The active internal user of `tenant` with this email, with its password hash (for login;
-/// `None` for a user who has not set a password yet).
-pub async fn find_for_login(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    email: &EmailAddress,
-) -> Result<Option<(User, Option<String>)>> {
-    let row: Option<(UserId, Option<String>)> = sqlx::query_as(
-        "SELECT user_id, hashed_password FROM users \
-         WHERE tenant = $1 AND email = $2 AND user_type = 'internal' AND NOT is_inactive",
-    )
-    .bind(tenant)
-    .bind(email.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
-    match row {
-        None => Ok(None),
-        Some((id, hash)) => Ok(Some((get(conn, tenant, id).await?, hash))),
-    }
-}
-
 /// Whether the user may perform `action` on `resource`, as the reference's `hasPermission`:
 /// client-portal users are judged by their client roles and client permissions only, internal
 /// users by msp ones. Inactive users may do nothing.

@@ -14,7 +14,9 @@ use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use super::console::{client, cookie, csrf_in, location, post_form, sign_in, text};
+use super::console::{
+    client, cookie, csrf_in, hidden_in, location, post_form, sign_in, text, totp_key_in,
+};
 use super::provisioning::{Provisioned, provisioned};
 use super::*;
 
@@ -456,14 +458,7 @@ async fn choose_organisation(w: &mut Walk<'_>) {
     assert_eq!(r.status(), StatusCode::OK);
     w.check(("POST", "/console/sign-in"), false).await;
     let html = r.text().await.unwrap();
-    let choice = html
-        .split("name=\"choice\" value=\"")
-        .nth(1)
-        .expect("the choice page")
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let choice = hidden_in(&html, "choice");
     let r = client()
         .post(format!("{}/console/sign-in/choose", app.base))
         .form(&[("choice", choice), ("tenant", other.tenant.to_string())])
@@ -609,14 +604,7 @@ async fn console_security(w: &mut Walk<'_>, session: &str, csrf: &str) {
         .text()
         .await
         .unwrap();
-    let secret = page
-        .split("<code class=\"secret\">")
-        .nth(1)
-        .expect("the secret on the page")
-        .split('<')
-        .next()
-        .unwrap()
-        .to_owned();
+    let secret = totp_key_in(&page);
     w.form(
         "/console/account/second-factor/confirm",
         "/console/account/second-factor/confirm",
@@ -640,14 +628,7 @@ async fn console_security(w: &mut Walk<'_>, session: &str, csrf: &str) {
     assert_eq!(r.status(), StatusCode::OK);
     w.check(("POST", "/console/sign-in"), false).await;
     let html = r.text().await.unwrap();
-    let token = html
-        .split("name=\"mfa_token\" value=\"")
-        .nth(1)
-        .expect("the code page")
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let token = hidden_in(&html, "mfa_token");
     let r = client()
         .post(format!("{}/console/sign-in/code", app.base))
         .form(&[("mfa_token", token), ("code", totp(&secret, 1))])

@@ -52,8 +52,28 @@ pub(crate) async fn text(app: &TestApp, path: &str, cookie: Option<&str>) -> Str
 }
 
 pub(crate) fn csrf_in(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    hidden_in(html, "csrf")
+}
+
+/// The value of the page's hidden field `name` (a CSRF token, a sign-in's choice or code token).
+pub(crate) fn hidden_in(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("a {name} field in {html}"))
+        + marker.len();
     html[at..].split('"').next().unwrap().to_owned()
+}
+
+/// The key an authenticator app is to type in, as the second-factor page shows it.
+pub(crate) fn totp_key_in(html: &str) -> String {
+    html.split("<code class=\"secret\">")
+        .nth(1)
+        .expect("the key to type in")
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test]

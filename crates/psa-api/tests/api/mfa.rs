@@ -2,7 +2,7 @@
 //! accepted once, a recovery code once, five wrong codes end the attempt), the tenant's policy
 //! forcing enrolment before anything else, an administrator's reset, and the user's sessions.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -402,7 +402,6 @@ async fn people_see_their_sessions_and_end_them() {
             .0,
         StatusCode::OK
     );
-    let _ = Instant::now();
 }
 
 /// In the browser, at desktop and phone sizes: an email in two organisations chooses one; that
@@ -530,7 +529,7 @@ async fn wrong_codes_across_sign_ins_lock_the_second_factor_and_the_user_is_told
         .unwrap()
         .to_owned();
     let (secret, _) = enrol(&app, &session).await;
-    for attempt in 0..psa_models::mfa::MAX_FAILURES {
+    for _ in 0..psa_models::mfa::MAX_FAILURES {
         let (status, body) = login(&app, &acme).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
         let token = body["mfa_token"].as_str().unwrap();
@@ -539,7 +538,6 @@ async fn wrong_codes_across_sign_ins_lock_the_second_factor_and_the_user_is_told
             StatusCode::UNAUTHORIZED,
             "invalid_code",
         );
-        let _ = attempt;
     }
     let token = login(&app, &acme).await.1["mfa_token"]
         .as_str()

@@ -5,10 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::console::hidden_in;
 use super::lifecycle::platform;
 use super::*;
 
@@ -371,14 +372,7 @@ async fn the_console_signs_in_by_email_and_offers_the_choice() {
     assert!(html.contains("Choose your organisation"), "{html}");
     assert!(!html.contains(password), "the password is not sent back");
     assert!(html.contains(">Acme</button>") && html.contains(">Beta</button>"));
-    let choice = html
-        .split("name=\"choice\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let choice = hidden_in(&html, "choice");
     let choose = |tenant: TenantId| {
         let (base, choice) = (app.base.clone(), choice.clone());
         async move {
@@ -404,14 +398,7 @@ async fn the_console_signs_in_by_email_and_offers_the_choice() {
     ])
     .await;
     let html = r.text().await.unwrap();
-    let choice = html
-        .split("name=\"choice\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let choice = hidden_in(&html, "choice");
     let r = client()
         .post(format!("{}/console/sign-in/choose", app.base))
         .form(&[("choice", choice), ("tenant", beta.tenant.to_string())])
@@ -447,5 +434,4 @@ async fn the_console_signs_in_by_email_and_offers_the_choice() {
     .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()[LOCATION], "/console");
-    let _ = COOKIE;
 }

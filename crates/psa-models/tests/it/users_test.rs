@@ -27,15 +27,17 @@ async fn admin_user_has_the_admin_role_and_no_password() {
     assert_eq!(created.user.first_name.as_deref(), Some("Grace"));
     assert_eq!(created.user.user_type, UserType::Internal);
 
-    let (found, hash) = users::find_for_login(
+    // What the sign-in finds by email (any case).
+    let found = psa_models::sign_in::candidates(
         &mut conn,
-        t,
         &EmailAddress::parse("GRACE@navy.example").unwrap(),
+        None,
     )
     .await
-    .unwrap()
     .unwrap();
-    assert_eq!(found, created.user);
+    assert_eq!(found.len(), 1);
+    assert_eq!((found[0].tenant, found[0].user), (t, created.user.user_id));
+    let hash = found[0].hash.clone();
     assert_eq!(
         hash, None,
         "no usable password until the invitation is accepted"
@@ -168,14 +170,15 @@ async fn an_invitation_works_once_and_only_the_newest_works() {
         .unwrap_err();
     assert!(e.to_string().contains("already been used"), "{e}");
     assert_eq!(e.code(), "invalid_link");
-    let (_, stored) = users::find_for_login(
+    let stored = psa_models::sign_in::candidates(
         &mut conn,
-        t,
         &EmailAddress::parse("ada@acme.example").unwrap(),
+        None,
     )
     .await
     .unwrap()
-    .unwrap();
+    .remove(0)
+    .hash;
     assert!(
         password::verify(&secret("correct horse battery staple"), &stored.unwrap())
             .await
