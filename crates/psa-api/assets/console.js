@@ -42,3 +42,118 @@
     });
   });
 })();
+
+// Passkeys (WebAuthn): a form marked data-passkey="create" or "get" asks its data-options URL
+// for the ceremony's options, lets the browser's authenticator answer, and submits the answer
+// (and the ceremony's token) in its hidden fields. The server checks everything.
+(function () {
+  if (!window.PublicKeyCredential) {
+    document.querySelectorAll("form[data-passkey]").forEach(function (form) {
+      form.hidden = true;
+    });
+    return;
+  }
+
+  function toBytes(text) {
+    var b64 = text.replace(/-/g, "+").replace(/_/g, "/");
+    while (b64.length % 4) { b64 += "="; }
+    var raw = atob(b64);
+    var bytes = new Uint8Array(raw.length);
+    for (var i = 0; i < raw.length; i++) { bytes[i] = raw.charCodeAt(i); }
+    return bytes.buffer;
+  }
+
+  function toText(buffer) {
+    if (!buffer) { return null; }
+    var bytes = new Uint8Array(buffer);
+    var raw = "";
+    for (var i = 0; i < bytes.length; i++) { raw += String.fromCharCode(bytes[i]); }
+    return btoa(raw).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  function decodeIds(list) {
+    (list || []).forEach(function (c) { c.id = toBytes(c.id); });
+  }
+
+  function create(options) {
+    var pk = options.publicKey;
+    pk.challenge = toBytes(pk.challenge);
+    pk.user.id = toBytes(pk.user.id);
+    decodeIds(pk.excludeCredentials);
+    return navigator.credentials.create({ publicKey: pk }).then(function (c) {
+      return {
+        id: c.id,
+        rawId: toText(c.rawId),
+        type: c.type,
+        response: {
+          attestationObject: toText(c.response.attestationObject),
+          clientDataJSON: toText(c.response.clientDataJSON),
+          transports: c.response.getTransports ? c.response.getTransports() : undefined
+        },
+        extensions: c.getClientExtensionResults()
+      };
+    });
+  }
+
+  function get(options) {
+    var pk = options.publicKey;
+    pk.challenge = toBytes(pk.challenge);
+    decodeIds(pk.allowCredentials);
+    return navigator.credentials.get({ publicKey: pk }).then(function (c) {
+      return {
+        id: c.id,
+        rawId: toText(c.rawId),
+        type: c.type,
+        response: {
+          authenticatorData: toText(c.response.authenticatorData),
+          clientDataJSON: toText(c.response.clientDataJSON),
+          signature: toText(c.response.signature),
+          userHandle: toText(c.response.userHandle)
+        },
+        extensions: c.getClientExtensionResults()
+      };
+    });
+  }
+
+  document.querySelectorAll("form[data-passkey]").forEach(function (form) {
+    var error = form.querySelector("[data-passkey-error]");
+    var button = form.querySelector("button[type=submit]");
+    var say = function (message) {
+      error.textContent = message;
+      error.hidden = false;
+      button.disabled = false;
+    };
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      if (!form.reportValidity()) { return; }
+      error.hidden = true;
+      button.disabled = true;
+      fetch(form.getAttribute("data-options"), {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams(new FormData(form)).toString()
+      }).then(function (r) {
+        return r.json().then(function (body) {
+          if (!r.ok) { throw new Error(body.error || "The server refused: try again."); }
+          return body;
+        });
+      }).then(function (body) {
+        if (body.token && form.elements.token) { form.elements.token.value = body.token; }
+        var ceremony = form.getAttribute("data-passkey") === "create" ? create : get;
+        return ceremony(body.options);
+      }).then(function (answer) {
+        form.elements.credential.value = JSON.stringify(answer);
+        form.submit();
+      }).catch(function (e) {
+        if (e && e.name === "NotAllowedError") {
+          say("The passkey was not used (cancelled, or it took too long): try again.");
+        } else if (e && e.name === "InvalidStateError") {
+          say("This device already holds a passkey of yours for this account.");
+        } else {
+          say((e && e.message) || "The passkey did not work: try again.");
+        }
+      });
+    });
+  });
+})();

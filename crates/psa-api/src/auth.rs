@@ -116,13 +116,17 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// Where a session that may only set up a second factor may go: setting one up, and leaving.
-pub(crate) const ENROLMENT_PATHS: [&str; 7] = [
+pub(crate) const ENROLMENT_PATHS: [&str; 11] = [
     "/api/v1/auth/mfa/totp",
     "/api/v1/auth/mfa/totp/confirm",
+    "/api/v1/auth/passkeys/options",
+    "/api/v1/auth/passkeys",
     "/api/v1/auth/logout",
     "/console/account/second-factor",
     "/console/account/second-factor/start",
     "/console/account/second-factor/confirm",
+    "/console/account/passkeys/options",
+    "/console/account/passkeys",
     "/console/sign-out",
 ];
 
@@ -332,6 +336,8 @@ pub(crate) enum How {
     Link,
     /// The password, then a second factor.
     SecondFactor,
+    /// A passkey alone: possession of the device and its user verification, both factors.
+    Passkey,
 }
 
 /// Opens a session for `user` of `tenant` who just proved who they are: refused for a suspended
@@ -365,9 +371,10 @@ pub(crate) async fn open_session_in(
         return Err(ApiError::TenantInactive);
     }
     let has_factor = psa_models::mfa::has_second_factor(&mut tx, tenant, user).await?;
-    let second_factor = how == How::SecondFactor;
+    let second_factor = matches!(how, How::SecondFactor | How::Passkey);
     if has_factor && !second_factor {
         let email = EmailAddress::parse(&users::get(&mut tx, tenant, user).await?.email)?;
+        let methods = psa_models::mfa::methods(&mut tx, tenant, user).await?;
         tx.rollback().await?;
         let mut conn = state.pool.acquire().await?;
         let token = psa_models::sign_in::begin_second_factor(
@@ -378,7 +385,10 @@ pub(crate) async fn open_session_in(
             &peer.ip().to_string(),
         )
         .await?;
-        return Err(ApiError::MfaRequired(token.expose_secret().to_owned()));
+        return Err(ApiError::MfaRequired(crate::error::MfaChallenge {
+            token: token.expose_secret().to_owned(),
+            methods,
+        }));
     }
     let enrollment_only = !has_factor && psa_models::mfa::required(&mut tx, tenant).await?;
     let meta = credentials::SessionMeta {
@@ -407,7 +417,12 @@ pub(crate) async fn open_session_in(
         Some(user.0),
         serde_json::json!({
             "address": peer.ip().to_string(),
-            "by": match how { How::Password => "password", How::Link => "link", How::SecondFactor => "second_factor" },
+            "by": match how {
+                How::Password => "password",
+                How::Link => "link",
+                How::SecondFactor => "second_factor",
+                How::Passkey => "passkey",
+            },
             "enrollment_only": enrollment_only,
         }),
     )

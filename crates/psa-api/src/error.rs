@@ -58,12 +58,16 @@ pub enum ApiError {
     /// The password was right and a second factor is due: 401 `mfa_required`, with the
     /// `mfa_token` that carries the sign-in on (`POST /api/v1/auth/mfa`) and the methods.
     #[error(
-        "A second factor is needed: send a code from your authenticator app or a recovery code"
+        "A second factor is needed: a code from your authenticator app, a recovery code or a passkey"
     )]
-    MfaRequired(String),
+    MfaRequired(MfaChallenge),
     /// A wrong second-factor code: 401 `invalid_code`.
     #[error("The code is not right")]
     InvalidCode,
+    /// A passkey's answer that does not sign this user in (not theirs, not registered, wrongly
+    /// signed, or to another challenge): 401 `invalid_passkey`.
+    #[error("This passkey does not sign in to this account: try again or use another way")]
+    InvalidPasskey,
     /// An `mfa_token` that is unknown, used, expired or out of attempts: 401 `invalid_mfa_token`.
     #[error("This sign-in has expired or was already completed: sign in again")]
     InvalidMfaToken,
@@ -117,6 +121,7 @@ impl ApiError {
             ApiError::Unauthorized
             | ApiError::MfaRequired(_)
             | ApiError::InvalidCode
+            | ApiError::InvalidPasskey
             | ApiError::InvalidMfaToken => StatusCode::UNAUTHORIZED,
             ApiError::MfaEnrollmentRequired => StatusCode::FORBIDDEN,
             ApiError::Forbidden(_) | ApiError::TenantInactive => StatusCode::FORBIDDEN,
@@ -144,6 +149,7 @@ impl ApiError {
             ApiError::TenantRequired(_) => "tenant_required",
             ApiError::MfaRequired(_) => "mfa_required",
             ApiError::InvalidCode => "invalid_code",
+            ApiError::InvalidPasskey => "invalid_passkey",
             ApiError::InvalidMfaToken => "invalid_mfa_token",
             ApiError::MfaEnrollmentRequired => "mfa_enrollment_required",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -205,6 +211,14 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// A sign-in whose password was right, owing a second factor: the token that carries it on, and
+/// the methods the user can pass with.
+#[derive(Debug, Clone)]
+pub struct MfaChallenge {
+    pub token: String,
+    pub methods: Vec<&'static str>,
+}
+
 /// An organisation a sign-in can continue in (the password matched there): the body of a
 /// `tenant_required` answer names them.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -226,7 +240,8 @@ pub struct ErrorBody {
     /// at most 5 wrong codes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfa_token: Option<String>,
-    /// With `mfa_required`: the second factors accepted (`totp`, `recovery_code`).
+    /// With `mfa_required`: the second factors this user can pass with (`totp`,
+    /// `recovery_code`, `passkey`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub methods: Option<Vec<&'static str>>,
 }
@@ -235,7 +250,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// One of validation_error, email_exists, foreign_key_error, not_found, unauthorized,
     /// forbidden, conflict, invalid_link, idempotency_key_reused, tenant_required, mfa_required,
-    /// invalid_code, invalid_mfa_token, mfa_enrollment_required, mail_not_configured,
+    /// invalid_code, invalid_passkey, invalid_mfa_token, mfa_enrollment_required, mail_not_configured,
     /// rate_limited, timeout, mail_failed, unavailable, internal.
     pub code: &'static str,
     pub message: String,
@@ -280,11 +295,13 @@ impl IntoResponse for ApiError {
             },
             tenants,
             mfa_token: match &self {
-                ApiError::MfaRequired(token) => Some(token.clone()),
+                ApiError::MfaRequired(c) => Some(c.token.clone()),
                 _ => None,
             },
-            methods: matches!(self, ApiError::MfaRequired(_))
-                .then(|| vec!["totp", "recovery_code"]),
+            methods: match &self {
+                ApiError::MfaRequired(c) => Some(c.methods.clone()),
+                _ => None,
+            },
         };
         let mut response = (status, Json(body)).into_response();
         if let ApiError::RateLimited { retry_after } = &self

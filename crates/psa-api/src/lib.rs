@@ -19,6 +19,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod mfa;
+pub mod passkeys;
 pub mod pages;
 pub mod tags;
 pub mod tenants;
@@ -170,6 +171,12 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(mfa::end_session))
         .routes(routes!(mfa::policy, mfa::set_policy))
         .routes(routes!(mfa::reset))
+        .routes(routes!(passkeys::registration_options))
+        .routes(routes!(passkeys::register, passkeys::list))
+        .routes(routes!(passkeys::remove))
+        .routes(routes!(passkeys::mfa_options))
+        .routes(routes!(passkeys::sign_in_options))
+        .routes(routes!(passkeys::sign_in))
         .routes(routes!(auth::logout_everywhere))
         .routes(routes!(auth::accept_invitation))
         .routes(routes!(auth::change_password))

@@ -18,7 +18,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ClientInfo, PathId};
 use psa_app::mfa::{Checked, Proof};
 
-/// `POST /api/v1/auth/mfa` body.
+/// `POST /api/v1/auth/mfa` body: a code, or a passkey's answer.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecondFactorRequest {
@@ -26,52 +26,96 @@ pub struct SecondFactorRequest {
     #[schema(value_type = String, format = Password)]
     pub mfa_token: SecretString,
     /// A code from the authenticator app (6 digits) or a recovery code (`xxxx-xxxx-xxxx-xxxx`).
-    #[schema(value_type = String, format = Password)]
-    pub code: SecretString,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password)]
+    pub code: Option<SecretString>,
+    /// A passkey's answer to `POST /api/v1/auth/mfa/passkey`'s options: the
+    /// `PublicKeyCredential` `navigator.credentials.get()` gave, binary fields base64url.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub passkey: Option<serde_json::Value>,
 }
 
-/// The second step of a sign-in: the code for the `mfa_token` the password step gave. A wrong
-/// code is 401 `invalid_code` (audited; the fifth ends the token); a token that is unknown,
-/// used or expired is 401 `invalid_mfa_token`.
+/// The second step of a sign-in: a code, or a passkey, for the `mfa_token` the password step
+/// gave. A wrong code is 401 `invalid_code`, a passkey that is not the user's or does not verify
+/// 401 `invalid_passkey` (audited; the fifth wrong answer ends the token); a token that is
+/// unknown, used or expired is 401 `invalid_mfa_token`.
 #[utoipa::path(post, path = "/api/v1/auth/mfa", tag = "auth",
     request_body = SecondFactorRequest,
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody),
-              (status = 429, body = ErrorBody)))]
+              (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn second_factor(
     State(state): State<AppState>,
     client: ClientInfo,
     ApiJson(req): ApiJson<SecondFactorRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
     use secrecy::ExposeSecret;
-    complete(
-        &state,
-        &client,
-        req.mfa_token.expose_secret(),
-        req.code.expose_secret(),
-    )
-    .await
-    .map(Json)
+    let answer = match (&req.code, &req.passkey) {
+        (Some(code), None) => Answer::Code(code.expose_secret()),
+        (None, Some(passkey)) => Answer::Passkey(passkey),
+        _ => {
+            return Err(ApiError::Model(psa_models::Error::validation(
+                "code",
+                "Send either a code or a passkey's answer",
+            )));
+        }
+    };
+    complete(&state, &client, req.mfa_token.expose_secret(), answer)
+        .await
+        .map(Json)
 }
 
-/// Checks `code` for the sign-in `mfa_token` carries; opens the session when it is right (the
-/// API and the console).
+/// What a second-factor step is answered with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Answer<'a> {
+    /// A TOTP or recovery code.
+    Code(&'a str),
+    /// A passkey's answer to the assertion the step asked for.
+    Passkey(&'a serde_json::Value),
+}
+
+/// Checks the answer for the sign-in `mfa_token` carries; opens the session when it is right
+/// (the API and the console).
 pub(crate) async fn complete(
     state: &AppState,
     client: &ClientInfo,
     mfa_token: &str,
-    code: &str,
+    answer: Answer<'_>,
 ) -> Result<LoginResponse, ApiError> {
     state.limits.login_from(client.peer.ip())?;
     let token = mfa_token.trim();
     let mut conn = state.pool.acquire().await?;
-    let (tenant, user, email) = psa_models::sign_in::take_attempt(&mut conn, token)
+    let step = psa_models::sign_in::take_attempt(&mut conn, token)
         .await?
         .ok_or(ApiError::InvalidMfaToken)?;
     drop(conn);
+    let (tenant, user) = (step.tenant, step.user);
     // The same bucket as the password step: codes and passwords for one email together.
-    state.limits.login_of(&email)?;
+    state.limits.login_of(&step.email)?;
     let mut tx = db::begin_tenant(&state.pool, tenant).await?;
-    match psa_app::mfa::check_code(&state.app, &mut tx, tenant, user, code).await? {
+    let checked = match answer {
+        Answer::Code(code) => {
+            psa_app::mfa::check_code(&state.app, &mut tx, tenant, user, code).await?
+        }
+        Answer::Passkey(credential) => {
+            // A passkey is not guessed: a wrong one does not count towards the code lock.
+            let right = psa_app::passkeys::check_second_factor(
+                &state.app,
+                &mut tx,
+                tenant,
+                user,
+                step.ceremony,
+                credential,
+            )
+            .await?;
+            if right {
+                Checked::Passed("passkey")
+            } else {
+                Checked::Wrong { locked: false }
+            }
+        }
+    };
+    match checked {
         Checked::Passed(method) => {
             let mut conn = state.pool.acquire().await?;
             if !psa_models::sign_in::finish_second_factor(&mut conn, token).await? {
@@ -92,12 +136,19 @@ pub(crate) async fn complete(
                 psa_models::audit::Action::SecondFactorFailed,
                 "user",
                 Some(user.0),
-                serde_json::json!({"address": client.peer.ip().to_string(), "locked": locked}),
+                serde_json::json!({
+                    "address": client.peer.ip().to_string(),
+                    "method": match answer { Answer::Code(_) => "code", Answer::Passkey(_) => "passkey" },
+                    "locked": locked,
+                }),
             )
             .await?;
             tx.commit().await?;
             metrics::counter!("psa_second_factor_failures_total").increment(1);
-            Err(ApiError::InvalidCode)
+            Err(match answer {
+                Answer::Code(_) => ApiError::InvalidCode,
+                Answer::Passkey(_) => ApiError::InvalidPasskey,
+            })
         }
         Checked::Locked(until) => {
             tx.rollback().await?;

@@ -25,6 +25,7 @@ pub mod directory;
 pub mod events;
 pub mod management;
 pub mod mfa;
+pub mod passkeys;
 pub mod sessions;
 pub mod settings;
 pub mod temporal;

@@ -275,7 +275,7 @@ pub async fn remove_own(app: &App, who: &Principal, proof: Proof<'_>) -> Result<
             }
         }
     }
-    if !mfa::remove(&mut tx, m.tenant, m.user).await? {
+    if !mfa::remove_totp(&mut tx, m.tenant, m.user).await? {
         return Err(Error::NotFound {
             entity: "second factor",
         });
@@ -334,7 +334,7 @@ pub async fn tell(app: &App, tenant: TenantId, user: UserId, subject: &str, line
 pub async fn reset(app: &App, who: &Principal, tenant: TenantId, user: UserId) -> Result<bool> {
     let mut tx = app.begin(who, tenant, MANAGE).await?;
     let target = users::get(&mut tx, tenant, user).await?;
-    let removed = mfa::remove(&mut tx, tenant, user).await?;
+    let removed = mfa::remove_all(&mut tx, tenant, user).await?;
     let sessions = credentials::revoke_sessions_of(&mut tx, tenant, user).await?;
     audit::record(
         &mut tx,

@@ -186,6 +186,13 @@ impl From<sqlx::Error> for Error {
                     Some("email"),
                     "A user with this email address already exists",
                 ),
+                "user_passkeys_name_key" => Error::validation(
+                    "name",
+                    "You already have a passkey with this name: choose another",
+                ),
+                "user_passkeys_credential_key" => {
+                    Error::conflict(None, "This passkey is already registered")
+                }
                 _ => Error::conflict(None, "The record already exists"),
             },
             Some("23503") => match constraint {

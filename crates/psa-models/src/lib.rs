@@ -26,6 +26,7 @@ pub mod invitations;
 pub mod lifecycle;
 pub mod mail;
 pub mod mfa;
+pub mod passkeys;
 pub mod password;
 pub mod provisioning;
 pub mod retention;

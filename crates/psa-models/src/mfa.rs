@@ -135,15 +135,65 @@ pub async fn enrolment(
     .await?)
 }
 
-/// Whether the user has a second factor (a confirmed TOTP).
+/// Whether the user has a second factor: a confirmed TOTP or a passkey.
 pub async fn has_second_factor(
     conn: &mut PgConnection,
     tenant: TenantId,
     user: UserId,
 ) -> Result<bool> {
-    Ok(enrolment(conn, tenant, user)
-        .await?
-        .is_some_and(|e| e.confirmed))
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM user_totp \
+                        WHERE tenant = $1 AND user_id = $2 AND confirmed_at IS NOT NULL) \
+             OR EXISTS (SELECT 1 FROM user_passkeys WHERE tenant = $1 AND user_id = $2)",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// The second factors a sign-in of the user may pass with: `totp` and `recovery_code` with a
+/// confirmed app, `recovery_code` with unused codes, `passkey` with a passkey.
+pub async fn methods(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<Vec<&'static str>> {
+    let (totp, codes, passkeys): (bool, bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM user_totp \
+                        WHERE tenant = $1 AND user_id = $2 AND confirmed_at IS NOT NULL), \
+                EXISTS (SELECT 1 FROM user_recovery_codes \
+                        WHERE tenant = $1 AND user_id = $2 AND used_at IS NULL), \
+                EXISTS (SELECT 1 FROM user_passkeys WHERE tenant = $1 AND user_id = $2)",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_one(conn)
+    .await?;
+    let mut out = Vec::new();
+    if totp {
+        out.push("totp");
+    }
+    if totp || codes {
+        out.push("recovery_code");
+    }
+    if passkeys {
+        out.push("passkey");
+    }
+    Ok(out)
+}
+
+/// The reference's `users.two_factor_enabled` follows the user's second factors (its plain-text
+/// secret column stays empty).
+pub async fn sync_flag(conn: &mut PgConnection, tenant: TenantId, user: UserId) -> Result<()> {
+    let on = has_second_factor(conn, tenant, user).await?;
+    sqlx::query("UPDATE users SET two_factor_enabled = $3 WHERE tenant = $1 AND user_id = $2")
+        .bind(tenant)
+        .bind(user)
+        .bind(on)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Starts an enrolment with `secret_sealed` (replacing an unconfirmed one); a confirmed one must
@@ -207,12 +257,17 @@ pub async fn confirm(
         .bind(user)
         .execute(&mut *conn)
         .await?;
-    // The reference's flag follows (its plain-text secret column stays empty).
-    sqlx::query("UPDATE users SET two_factor_enabled = true WHERE tenant = $1 AND user_id = $2")
-        .bind(tenant)
-        .bind(user)
-        .execute(&mut *conn)
-        .await?;
+    sync_flag(conn, tenant, user).await?;
+    replace_recovery_codes(conn, tenant, user, recovery_codes).await
+}
+
+/// Replaces the user's recovery codes with `recovery_codes` (stored as their SHA-256).
+pub async fn replace_recovery_codes(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    recovery_codes: &[String],
+) -> Result<()> {
     sqlx::query("DELETE FROM user_recovery_codes WHERE tenant = $1 AND user_id = $2")
         .bind(tenant)
         .bind(user)
@@ -267,27 +322,44 @@ pub async fn recovery_codes_left(
     .await?)
 }
 
-/// Removes the user's second factors (TOTP and recovery codes); whether there was one.
-pub async fn remove(conn: &mut PgConnection, tenant: TenantId, user: UserId) -> Result<bool> {
+/// Removes the user's authenticator app; whether there was one. The recovery codes go with it
+/// unless a passkey remains (they recover that too).
+pub async fn remove_totp(conn: &mut PgConnection, tenant: TenantId, user: UserId) -> Result<bool> {
+    let removed = sqlx::query("DELETE FROM user_totp WHERE tenant = $1 AND user_id = $2")
+        .bind(tenant)
+        .bind(user)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+        > 0;
+    if crate::passkeys::count(conn, tenant, user).await? == 0 {
+        sqlx::query("DELETE FROM user_recovery_codes WHERE tenant = $1 AND user_id = $2")
+            .bind(tenant)
+            .bind(user)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sync_flag(conn, tenant, user).await?;
+    Ok(removed)
+}
+
+/// Removes every second factor of the user (an administrator's reset: the app, the passkeys and
+/// the recovery codes); whether there was one.
+pub async fn remove_all(conn: &mut PgConnection, tenant: TenantId, user: UserId) -> Result<bool> {
+    let had = has_second_factor(conn, tenant, user).await?;
+    sqlx::query("DELETE FROM user_totp WHERE tenant = $1 AND user_id = $2")
+        .bind(tenant)
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    crate::passkeys::remove_all(conn, tenant, user).await?;
     sqlx::query("DELETE FROM user_recovery_codes WHERE tenant = $1 AND user_id = $2")
         .bind(tenant)
         .bind(user)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("UPDATE users SET two_factor_enabled = false WHERE tenant = $1 AND user_id = $2")
-        .bind(tenant)
-        .bind(user)
-        .execute(&mut *conn)
-        .await?;
-    Ok(
-        sqlx::query("DELETE FROM user_totp WHERE tenant = $1 AND user_id = $2")
-            .bind(tenant)
-            .bind(user)
-            .execute(conn)
-            .await?
-            .rows_affected()
-            > 0,
-    )
+    sync_flag(conn, tenant, user).await?;
+    Ok(had)
 }
 
 /// Wrong codes in a row after which the user's second factor refuses every code for

@@ -141,24 +141,149 @@ pub async fn begin_second_factor(
     Ok(token)
 }
 
+/// A second-factor step an `mfa_token` carries on.
+#[derive(Debug, Clone)]
+pub struct SecondFactorStep {
+    pub tenant: TenantId,
+    pub user: UserId,
+    pub email: String,
+    /// The passkey assertion asked for ([`ask_passkey`]), if one was: this attempt answers it.
+    pub ceremony: Option<serde_json::Value>,
+}
+
 /// The sign-in an `mfa_token` carries on, taking one of its attempts (at once, so that codes
-/// sent together cannot exceed [`MAX_CODE_ATTEMPTS`]): its tenant, user and email, while it is
-/// current, unused and has attempts left.
-pub async fn take_attempt(
-    conn: &mut PgConnection,
-    token: &str,
-) -> Result<Option<(TenantId, UserId, String)>> {
-    let row: Option<(uuid::Uuid, UserId, String)> = sqlx::query_as(
-        "UPDATE login_challenges SET attempts = attempts + 1 \
-         WHERE token_hash = $1 AND purpose = 'second_factor' AND used_at IS NULL \
-           AND expires_at > now() AND attempts < $2 \
-         RETURNING tenants[1], user_id, email",
+/// sent together cannot exceed [`MAX_CODE_ATTEMPTS`]) and the passkey assertion it asked for
+/// (each is answered once): while it is current, unused and has attempts left.
+pub async fn take_attempt(conn: &mut PgConnection, token: &str) -> Result<Option<SecondFactorStep>> {
+    let row: Option<(uuid::Uuid, UserId, String, Option<serde_json::Value>)> = sqlx::query_as(
+        "UPDATE login_challenges c SET attempts = c.attempts + 1, ceremony = NULL \
+         FROM (SELECT challenge_id, ceremony FROM login_challenges \
+               WHERE token_hash = $1 AND purpose = 'second_factor' FOR UPDATE) before \
+         WHERE c.challenge_id = before.challenge_id AND c.used_at IS NULL \
+           AND c.expires_at > now() AND c.attempts < $2 \
+         RETURNING c.tenants[1], c.user_id, c.email, before.ceremony",
     )
     .bind(digest(token))
     .bind(MAX_CODE_ATTEMPTS)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|(t, u, e)| (TenantId(t), u, e)))
+    Ok(row.map(|(t, user, email, ceremony)| SecondFactorStep {
+        tenant: TenantId(t),
+        user,
+        email,
+        ceremony,
+    }))
+}
+
+/// Keeps the passkey assertion a second-factor step asks for (`ceremony`, the relying party's
+/// state): its user and tenant, while the token is current, unused and has attempts left.
+pub async fn ask_passkey(
+    conn: &mut PgConnection,
+    token: &str,
+    ceremony: &serde_json::Value,
+) -> Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE login_challenges SET ceremony = $2 \
+         WHERE token_hash = $1 AND purpose = 'second_factor' AND used_at IS NULL \
+           AND expires_at > now() AND attempts < $3",
+    )
+    .bind(digest(token))
+    .bind(ceremony)
+    .bind(MAX_CODE_ATTEMPTS)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// The tenant and user a current, unused second-factor step is for.
+pub async fn second_factor_of(
+    conn: &mut PgConnection,
+    token: &str,
+) -> Result<Option<(TenantId, UserId)>> {
+    let row: Option<(uuid::Uuid, UserId)> = sqlx::query_as(
+        "SELECT tenants[1], user_id FROM login_challenges \
+         WHERE token_hash = $1 AND purpose = 'second_factor' AND used_at IS NULL \
+           AND expires_at > now() AND attempts < $2",
+    )
+    .bind(digest(token))
+    .bind(MAX_CODE_ATTEMPTS)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(t, u)| (TenantId(t), u)))
+}
+
+/// What a WebAuthn ceremony is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ceremony {
+    /// A sign-in with a passkey alone.
+    SignIn,
+    /// A signed-in user registering a passkey (its tenant and user are kept with it).
+    Registration,
+}
+
+impl Ceremony {
+    fn purpose(self) -> &'static str {
+        match self {
+            Ceremony::SignIn => "passkey_sign_in",
+            Ceremony::Registration => "passkey_registration",
+        }
+    }
+}
+
+/// Keeps the server's half of a WebAuthn ceremony (`state`) for [`CHOICE_TTL`]; returns the
+/// token that finishes it (shown once, stored as its digest). A registration names its user.
+pub async fn begin_ceremony(
+    conn: &mut PgConnection,
+    kind: Ceremony,
+    user: Option<(TenantId, UserId)>,
+    state: &serde_json::Value,
+    address: &str,
+) -> Result<SecretString> {
+    let token = new_token("psa_passkey_");
+    let ttl = chrono::Duration::from_std(CHOICE_TTL).map_err(Error::internal)?;
+    let tenants: Vec<uuid::Uuid> = user.iter().map(|(t, _)| t.0).collect();
+    sqlx::query(
+        "INSERT INTO login_challenges \
+           (token_hash, purpose, tenants, user_id, ceremony, address, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, now() + $7)",
+    )
+    .bind(digest(token.expose_secret()))
+    .bind(kind.purpose())
+    .bind(tenants)
+    .bind(user.map(|(_, u)| u))
+    .bind(state)
+    .bind(address)
+    .bind(ttl)
+    .execute(conn)
+    .await?;
+    Ok(token)
+}
+
+/// Takes a ceremony's state (used once, whatever the outcome): with the tenant and user it was
+/// begun for (a registration's), while current and unused.
+pub async fn take_ceremony(
+    conn: &mut PgConnection,
+    kind: Ceremony,
+    token: &str,
+) -> Result<Option<(serde_json::Value, Option<(TenantId, UserId)>)>> {
+    let row: Option<(Option<serde_json::Value>, Vec<uuid::Uuid>, Option<UserId>)> =
+        sqlx::query_as(
+            "UPDATE login_challenges SET used_at = now() \
+             WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > now() \
+             RETURNING ceremony, tenants, user_id",
+        )
+        .bind(digest(token.trim()))
+        .bind(kind.purpose())
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.and_then(|(state, tenants, user)| {
+        let owner = match (tenants.first(), user) {
+            (Some(t), Some(u)) => Some((TenantId(*t), u)),
+            _ => None,
+        };
+        state.map(|s| (s, owner))
+    }))
 }
 
 /// The `mfa_token` did its job: used, it opens nothing more.

@@ -17,7 +17,7 @@ mod tenants;
 mod users;
 
 use askama::Template;
-use axum::Router;
+use axum::{Json, Router};
 use axum::extract::{Form, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -58,6 +58,9 @@ pub fn routes() -> Router<AppState> {
         .route("/console/sign-in", get(sign_in_form).post(sign_in))
         .route("/console/sign-in/choose", post(choose_tenant))
         .route("/console/sign-in/code", post(sign_in_code))
+        .route("/console/sign-in/code/passkey-options", post(second_factor_passkey))
+        .route("/console/sign-in/passkey/options", post(passkey_options))
+        .route("/console/sign-in/passkey", post(passkey_sign_in))
         .route("/console/sign-out", post(sign_out))
         .merge(tenants::routes())
         .merge(provision::routes())
@@ -310,10 +313,18 @@ struct SignInPage {
     /// The organisation a link named (its slug, or an id): signs in there directly.
     tenant: String,
     email: String,
+    /// This server offers passkeys: "Sign in with a passkey".
+    passkeys: bool,
 }
 
 /// The sign-in form again, saying why (the organisation and email kept as typed).
-fn sign_in_again(status: StatusCode, message: String, tenant: &str, email: &str) -> Response {
+fn sign_in_again(
+    state: &AppState,
+    status: StatusCode,
+    message: String,
+    tenant: &str,
+    email: &str,
+) -> Response {
     page(
         status,
         SignInPage {
@@ -321,6 +332,7 @@ fn sign_in_again(status: StatusCode, message: String, tenant: &str, email: &str)
             error: Some(message),
             tenant: tenant.to_owned(),
             email: email.to_owned(),
+            passkeys: psa_app::passkeys::available(&state.app),
         },
     )
 }
@@ -357,7 +369,10 @@ struct SignInQuery {
 
 /// The sign-in form: email and password; a link may name the organisation (`?org=SLUG`: the
 /// page after setting a password links so), and the email stays out of addresses.
-async fn sign_in_form(axum::extract::Query(q): axum::extract::Query<SignInQuery>) -> Response {
+async fn sign_in_form(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<SignInQuery>,
+) -> Response {
     page(
         StatusCode::OK,
         SignInPage {
@@ -365,6 +380,7 @@ async fn sign_in_form(axum::extract::Query(q): axum::extract::Query<SignInQuery>
             error: None,
             tenant: if q.org.is_empty() { q.tenant } else { q.org },
             email: String::new(),
+            passkeys: psa_app::passkeys::available(&state.app),
         },
     )
 }
@@ -417,7 +433,7 @@ async fn sign_in(
         return cross_site();
     }
     let again = |status: StatusCode, message: String| {
-        sign_in_again(status, message, &form.tenant, &form.email)
+        sign_in_again(&state, status, message, &form.tenant, &form.email)
     };
     let request = crate::auth::LoginRequest {
         tenant: Some(form.tenant.clone()),
@@ -427,7 +443,9 @@ async fn sign_in(
     };
     match crate::auth::sign_in(&state, &client, request).await {
         Ok(session) => signed_in(&state, jar, session),
-        Err(ApiError::MfaRequired(token)) => second_factor_page(StatusCode::OK, token, None),
+        Err(ApiError::MfaRequired(c)) => {
+            second_factor_page(StatusCode::OK, c.token, &c.methods, None)
+        }
         Err(ApiError::TenantRequired(tenants)) => {
             // The choice is kept here, so the password is not sent again.
             let choice = match EmailAddress::parse(&form.email) {
@@ -485,24 +503,67 @@ async fn begin_choice(
     Ok(token.expose_secret().to_owned())
 }
 
-/// The second step of a sign-in: a code from the authenticator app, or a recovery code.
+/// The second step of a sign-in: a code from the authenticator app, a recovery code, or a
+/// passkey (whichever the user has).
 #[derive(Template)]
 #[template(path = "console/second_factor.html")]
 struct SecondFactorPage {
     nav: Option<Nav>,
     error: Option<String>,
     mfa_token: String,
+    totp: bool,
+    recovery: bool,
+    passkey: bool,
 }
 
-fn second_factor_page(status: StatusCode, mfa_token: String, error: Option<String>) -> Response {
+fn second_factor_page(
+    status: StatusCode,
+    mfa_token: String,
+    methods: &[&str],
+    error: Option<String>,
+) -> Response {
     page(
         status,
         SecondFactorPage {
             nav: None,
             error,
             mfa_token,
+            totp: methods.contains(&"totp"),
+            recovery: methods.contains(&"recovery_code"),
+            passkey: methods.contains(&"passkey"),
         },
     )
+}
+
+/// The second-factor page again, for the sign-in `mfa_token` carries (its user's methods).
+async fn second_factor_again(
+    state: &AppState,
+    status: StatusCode,
+    mfa_token: &str,
+    error: String,
+) -> Response {
+    let methods = async {
+        let mut conn = state.pool.acquire().await?;
+        let Some((tenant, user)) =
+            psa_models::sign_in::second_factor_of(&mut conn, mfa_token.trim()).await?
+        else {
+            return Ok(Vec::new());
+        };
+        drop(conn);
+        let mut tx = psa_models::db::begin_tenant(&state.pool, tenant).await?;
+        let methods = psa_models::mfa::methods(&mut tx, tenant, user).await?;
+        tx.rollback().await?;
+        Ok::<_, psa_models::Error>(methods)
+    }
+    .await;
+    match methods {
+        Ok(methods) if !methods.is_empty() => {
+            second_factor_page(status, mfa_token.to_owned(), &methods, Some(error))
+        }
+        // The sign-in ended (used, expired, out of attempts): from the start.
+        Ok(_) => sign_in_again(state, status, error, "", ""),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -511,9 +572,12 @@ struct CodeForm {
     mfa_token: String,
     #[serde(default)]
     code: SecretString,
+    /// A passkey's answer (JSON), set by the page's script.
+    #[serde(default)]
+    credential: String,
 }
 
-/// The code for a sign-in whose password was right.
+/// The code, or the passkey, for a sign-in whose password was right.
 async fn sign_in_code(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -524,22 +588,151 @@ async fn sign_in_code(
     if !same_origin(&headers) {
         return cross_site();
     }
-    match crate::mfa::complete(&state, &client, &form.mfa_token, form.code.expose_secret()).await {
+    let passkey = if form.credential.trim().is_empty() {
+        None
+    } else {
+        match serde_json::from_str::<serde_json::Value>(&form.credential) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                return second_factor_again(
+                    &state,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &form.mfa_token,
+                    "The browser's answer could not be read: try the passkey again.".into(),
+                )
+                .await;
+            }
+        }
+    };
+    let answer = match &passkey {
+        Some(p) => crate::mfa::Answer::Passkey(p),
+        None => crate::mfa::Answer::Code(form.code.expose_secret()),
+    };
+    match crate::mfa::complete(&state, &client, &form.mfa_token, answer).await {
         Ok(session) => signed_in(&state, jar, session),
-        Err(ApiError::InvalidCode) => second_factor_page(
-            StatusCode::UNAUTHORIZED,
-            form.mfa_token.clone(),
-            Some("That code is not right: try the current one, or a recovery code.".into()),
-        ),
+        Err(ApiError::InvalidCode) => {
+            second_factor_again(
+                &state,
+                StatusCode::UNAUTHORIZED,
+                &form.mfa_token,
+                "That code is not right: try the current one, or a recovery code.".into(),
+            )
+            .await
+        }
         Err(e @ ApiError::InvalidMfaToken) => {
-            sign_in_again(StatusCode::UNAUTHORIZED, e.to_string(), "", "")
+            sign_in_again(&state, StatusCode::UNAUTHORIZED, e.to_string(), "", "")
         }
         Err(e) => {
             let status = e.status();
             if status.is_server_error() {
                 tracing::error!(error = %e.log_safe(), "console sign-in failed");
             }
-            second_factor_page(status, form.mfa_token.clone(), Some(e.to_string()))
+            second_factor_again(&state, status, &form.mfa_token, e.to_string()).await
+        }
+    }
+}
+
+/// What the page's script gets back from a passkey's options: the options (and the token that
+/// finishes the ceremony, when there is one), or why not.
+pub(crate) fn passkey_json(outcome: Result<(Option<String>, serde_json::Value), ApiError>) -> Response {
+    match outcome {
+        Ok((token, options)) => {
+            Json(serde_json::json!({"token": token, "options": options})).into_response()
+        }
+        Err(e) => {
+            let status = e.status();
+            let message = if status.is_server_error() {
+                tracing::error!(error = %e.log_safe(), "console passkey options failed");
+                match e {
+                    ApiError::Unavailable(m) => m,
+                    _ => "Something went wrong on our side: try again.".into(),
+                }
+            } else {
+                e.to_string()
+            };
+            (status, Json(serde_json::json!({"error": message}))).into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct MfaTokenForm {
+    #[serde(default)]
+    mfa_token: String,
+}
+
+/// The options of a passkey as the second factor (the page's script asks).
+async fn second_factor_passkey(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<MfaTokenForm>,
+) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
+    let outcome = async {
+        state.limits.login_from(client.peer.ip())?;
+        let options = psa_app::passkeys::ask_second_factor(&state.app, &form.mfa_token)
+            .await?
+            .ok_or(ApiError::InvalidMfaToken)?;
+        Ok((None, options))
+    }
+    .await;
+    passkey_json(outcome)
+}
+
+/// The options of a sign-in with a passkey alone (the page's script asks).
+async fn passkey_options(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
+    let outcome = crate::passkeys::begin_sign_in(&state, &client)
+        .await
+        .map(|b| (Some(b.token.expose_secret().to_owned()), b.options));
+    passkey_json(outcome)
+}
+
+#[derive(Deserialize)]
+struct PasskeyForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    credential: String,
+}
+
+/// A sign-in with a passkey alone: the session, or the sign-in page saying why not.
+async fn passkey_sign_in(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    headers: axum::http::HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<PasskeyForm>,
+) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
+    let again = |status: StatusCode, message: String| sign_in_again(&state, status, message, "", "");
+    let Ok(credential) = serde_json::from_str::<serde_json::Value>(&form.credential) else {
+        return again(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "This browser gave no passkey (signing in with one needs JavaScript): try again, or \
+             sign in with your email and password."
+                .into(),
+        );
+    };
+    match crate::passkeys::finish_sign_in(&state, &client, &form.token, &credential).await {
+        Ok(session) => signed_in(&state, jar, session),
+        Err(e) => {
+            let status = e.status();
+            if status.is_server_error() {
+                tracing::error!(error = %e.log_safe(), "console passkey sign-in failed");
+            }
+            again(status, e.to_string())
         }
     }
 }
@@ -564,7 +757,8 @@ async fn choose_tenant(
     if !same_origin(&headers) {
         return cross_site();
     }
-    let again = |status: StatusCode, message: String| sign_in_again(status, message, "", "");
+    let again =
+        |status: StatusCode, message: String| sign_in_again(&state, status, message, "", "");
     let outcome = async {
         state.limits.login_from(client.peer.ip())?;
         let tenant = uuid::Uuid::parse_str(form.tenant.trim())
@@ -586,7 +780,9 @@ async fn choose_tenant(
     .await;
     match outcome {
         Ok(session) => signed_in(&state, jar, session),
-        Err(ApiError::MfaRequired(token)) => second_factor_page(StatusCode::OK, token, None),
+        Err(ApiError::MfaRequired(c)) => {
+            second_factor_page(StatusCode::OK, c.token, &c.methods, None)
+        }
         Err(ApiError::Unauthorized) => again(
             StatusCode::UNAUTHORIZED,
             "That choice has expired or was already used: sign in again.".into(),

@@ -24,6 +24,9 @@ pub fn routes() -> Router<AppState> {
         .route("/console/account/second-factor/start", post(start))
         .route("/console/account/second-factor/confirm", post(confirm))
         .route("/console/account/second-factor/remove", post(remove))
+        .route("/console/account/passkeys/options", post(passkey_options))
+        .route("/console/account/passkeys", post(add_passkey))
+        .route("/console/account/passkeys/{id}/remove", post(remove_passkey))
         .route("/console/account/sessions", get(sessions))
         .route("/console/account/sessions/{id}/end", post(end_one))
         .route("/console/account/sessions/end-others", post(end_others))
@@ -44,6 +47,16 @@ struct SecondFactorSetup {
     recovery_codes_left: i64,
     /// Shown once, after confirming.
     recovery_codes: Vec<String>,
+    /// This server offers passkeys (`PSA_PUBLIC_URL` names it by a domain).
+    passkeys_available: bool,
+    passkeys: Vec<PasskeyRow>,
+}
+
+struct PasskeyRow {
+    id: String,
+    name: String,
+    created: String,
+    last_used: String,
 }
 
 fn qr(uri: &str) -> Result<String, ApiError> {
@@ -64,6 +77,9 @@ async fn setup_page(
     let standing = psa_app::mfa::standing(&state.app, &console.caller.principal())
         .await
         .map_err(ApiError::from)?;
+    let passkeys = psa_app::passkeys::list_own(&state.app, &console.caller.principal())
+        .await
+        .map_err(ApiError::from)?;
     let mut p = SecondFactorSetup {
         nav: console.nav("security"),
         csrf: console.csrf.clone(),
@@ -74,6 +90,16 @@ async fn setup_page(
         qr_svg: String::new(),
         recovery_codes_left: 0,
         recovery_codes: Vec::new(),
+        passkeys_available: psa_app::passkeys::available(&state.app),
+        passkeys: passkeys
+            .into_iter()
+            .map(|p| PasskeyRow {
+                id: p.passkey_id.to_string(),
+                name: p.name,
+                created: when(p.created_at),
+                last_used: p.last_used_at.map_or_else(|| "never".into(), when),
+            })
+            .collect(),
     };
     match standing {
         Standing::None => {}
@@ -182,6 +208,100 @@ async fn remove(
     };
     let p = setup_page(&state, &console, notice, error).await?;
     Ok(page(status, p))
+}
+
+/// The options of a passkey registration (the page's script asks; JSON back).
+async fn passkey_options(
+    State(state): State<AppState>,
+    console: Console,
+    client: crate::extract::ClientInfo,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&f.csrf)?;
+    let outcome = psa_app::passkeys::begin_registration(
+        &state.app,
+        &console.caller.principal(),
+        &client.peer.ip().to_string(),
+    )
+    .await
+    .map(|b| {
+        use secrecy::ExposeSecret;
+        (Some(b.token.expose_secret().to_owned()), b.options)
+    })
+    .map_err(ApiError::from);
+    Ok(super::passkey_json(outcome))
+}
+
+#[derive(Deserialize)]
+struct AddPasskeyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    credential: String,
+}
+
+async fn add_passkey(
+    State(state): State<AppState>,
+    console: Console,
+    Form(f): Form<AddPasskeyForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&f.csrf)?;
+    let outcome = match serde_json::from_str::<serde_json::Value>(&f.credential) {
+        Ok(credential) => psa_app::passkeys::finish_registration(
+            &state.app,
+            &console.caller.principal(),
+            &f.token,
+            &f.name,
+            &credential,
+        )
+        .await
+        .map_err(ApiError::from),
+        Err(_) => Err(ApiError::Model(psa_models::Error::validation(
+            "credential",
+            "This browser gave no passkey (adding one needs JavaScript and a device that \
+             supports passkeys)",
+        ))),
+    };
+    match outcome {
+        Ok(done) => {
+            let notice = format!(
+                "The passkey \"{}\" is added: it signs you in, alone or after your password.",
+                done.passkey.name
+            );
+            let mut p = setup_page(&state, &console, Some(notice), None).await?;
+            p.recovery_codes = done.recovery_codes;
+            Ok(page_ok(p))
+        }
+        Err(e) => {
+            let status = e.status();
+            let p = setup_page(&state, &console, None, Some(e.to_string())).await?;
+            Ok(page(status, p))
+        }
+    }
+}
+
+async fn remove_passkey(
+    State(state): State<AppState>,
+    console: Console,
+    PageId(id): PageId<uuid::Uuid>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&f.csrf)?;
+    psa_app::passkeys::remove_own(&state.app, &console.caller.principal(), id)
+        .await
+        .map_err(ApiError::from)?;
+    let p = setup_page(
+        &state,
+        &console,
+        Some("The passkey is removed.".into()),
+        None,
+    )
+    .await?;
+    Ok(page_ok(p))
 }
 
 struct SessionRow {
