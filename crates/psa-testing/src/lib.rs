@@ -854,6 +854,87 @@ impl Browser {
     }
 }
 
+/// A command of WebDriver's WebAuthn extension (`/session/{id}/webauthn/...`).
+#[derive(Debug)]
+struct WebAuthnCommand {
+    method: http::Method,
+    path: String,
+    body: Option<serde_json::Value>,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for WebAuthnCommand {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/webauthn/{}",
+            session_id.unwrap_or_default(),
+            self.path
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            self.method.clone(),
+            self.body.as_ref().map(|b| b.to_string()),
+        )
+    }
+}
+
+impl Browser {
+    /// Gives the browser a virtual authenticator (WebDriver's WebAuthn extension), as a laptop
+    /// or phone has one: internal, CTAP2, holding discoverable credentials, verifying its user
+    /// (who always agrees). Returns its id.
+    pub async fn add_authenticator(&self) -> String {
+        let id = self
+            .client
+            .issue_cmd(WebAuthnCommand {
+                method: http::Method::POST,
+                path: "authenticator".into(),
+                body: Some(serde_json::json!({
+                    "protocol": "ctap2",
+                    "transport": "internal",
+                    "hasResidentKey": true,
+                    "hasUserVerification": true,
+                    "isUserConsenting": true,
+                    "isUserVerified": true,
+                })),
+            })
+            .await
+            .expect("a virtual authenticator");
+        id.as_str().expect("its id").to_owned()
+    }
+
+    /// The credentials a virtual authenticator holds (each with `credentialId`, `rpId`,
+    /// `isResidentCredential`, `userHandle`, `signCount`).
+    pub async fn authenticator_credentials(&self, authenticator: &str) -> Vec<serde_json::Value> {
+        let list = self
+            .client
+            .issue_cmd(WebAuthnCommand {
+                method: http::Method::GET,
+                path: format!("authenticator/{authenticator}/credentials"),
+                body: None,
+            })
+            .await
+            .expect("the authenticator's credentials");
+        serde_json::from_value(list).expect("a list of credentials")
+    }
+
+    /// Removes a virtual authenticator (its credentials go with it: another device).
+    pub async fn remove_authenticator(&self, authenticator: &str) {
+        self.client
+            .issue_cmd(WebAuthnCommand {
+                method: http::Method::DELETE,
+                path: format!("authenticator/{authenticator}"),
+                body: None,
+            })
+            .await
+            .expect("the authenticator removed");
+    }
+}
+
 impl Drop for BrowserProcess {
     fn drop(&mut self) {
         stop_browser(

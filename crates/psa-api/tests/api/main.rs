@@ -12,6 +12,7 @@ mod lifecycle;
 mod limits;
 mod mfa;
 mod ops;
+mod passkeys;
 mod provisioning;
 mod rbac;
 mod sign_in;

@@ -46,7 +46,7 @@ async fn second_step(app: &TestApp, token: &str, code: &str) -> (StatusCode, Val
 
 /// A session for the fixture's admin, then an authenticator app set up on it; returns the
 /// secret and the recovery codes.
-async fn enrol(app: &TestApp, session: &str) -> (String, Vec<String>) {
+pub(crate) async fn enrol(app: &TestApp, session: &str) -> (String, Vec<String>) {
     let (status, e) = app
         .call(Method::POST, "/api/v1/auth/mfa/totp", Some(session), None)
         .await;
