@@ -242,8 +242,15 @@ pub async fn demo(
                 std::net::SocketAddr::new(bind.ip(), free_port()?)
             }
         };
-        let base = url::Url::parse(&format!("http://{at}/"))
-            .map_err(|e| fail(format!("the console's address: {e}")))?;
+        // On this machine by name: a browser keeps passkeys for a domain (localhost is one, and
+        // a secure context over http), never for an IP address.
+        let base = if at.ip().is_loopback() {
+            format!("http://localhost:{}/", at.port())
+        } else {
+            format!("http://{at}/")
+        };
+        let base =
+            url::Url::parse(&base).map_err(|e| fail(format!("the console's address: {e}")))?;
         if std::env::var_os("PSA_PUBLIC_URL").is_none() {
             delivery.public_url = base.clone();
         }
@@ -343,7 +350,7 @@ pub async fn demo(
                         println!("  password  {}", p.expose_secret());
                         println!(
                             "  the management tenant asks for a second factor at the first \
-                             sign-in: have an authenticator app ready"
+                             sign-in: have an authenticator app or a passkey ready"
                         );
                     }
                     None => println!(

@@ -705,6 +705,17 @@ pub const EXPORTED: &[(&str, &[&str])] = &[
         &["tenant", "user_id", "first_seen_at", "last_seen_at"],
     ),
     (
+        "user_passkeys",
+        &[
+            "tenant",
+            "passkey_id",
+            "user_id",
+            "name",
+            "created_at",
+            "last_used_at",
+        ],
+    ),
+    (
         "user_recovery_codes",
         &["tenant", "code_id", "user_id", "used_at", "created_at"],
     ),

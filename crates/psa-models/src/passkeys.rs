@@ -99,13 +99,13 @@ pub async fn record(
 
 /// How many passkeys the user has.
 pub async fn count(conn: &mut PgConnection, tenant: TenantId, user: UserId) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM user_passkeys WHERE tenant = $1 AND user_id = $2",
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM user_passkeys WHERE tenant = $1 AND user_id = $2")
+            .bind(tenant)
+            .bind(user)
+            .fetch_one(conn)
+            .await?,
     )
-    .bind(tenant)
-    .bind(user)
-    .fetch_one(conn)
-    .await?)
 }
 
 /// Stores a newly registered passkey (a taken name is a validation error on `name`; a credential

@@ -154,7 +154,10 @@ pub struct SecondFactorStep {
 /// The sign-in an `mfa_token` carries on, taking one of its attempts (at once, so that codes
 /// sent together cannot exceed [`MAX_CODE_ATTEMPTS`]) and the passkey assertion it asked for
 /// (each is answered once): while it is current, unused and has attempts left.
-pub async fn take_attempt(conn: &mut PgConnection, token: &str) -> Result<Option<SecondFactorStep>> {
+pub async fn take_attempt(
+    conn: &mut PgConnection,
+    token: &str,
+) -> Result<Option<SecondFactorStep>> {
     let row: Option<(uuid::Uuid, UserId, String, Option<serde_json::Value>)> = sqlx::query_as(
         "UPDATE login_challenges c SET attempts = c.attempts + 1, ceremony = NULL \
          FROM (SELECT challenge_id, ceremony FROM login_challenges \
@@ -267,16 +270,15 @@ pub async fn take_ceremony(
     kind: Ceremony,
     token: &str,
 ) -> Result<Option<(serde_json::Value, Option<(TenantId, UserId)>)>> {
-    let row: Option<(Option<serde_json::Value>, Vec<uuid::Uuid>, Option<UserId>)> =
-        sqlx::query_as(
-            "UPDATE login_challenges SET used_at = now() \
+    let row: Option<(Option<serde_json::Value>, Vec<uuid::Uuid>, Option<UserId>)> = sqlx::query_as(
+        "UPDATE login_challenges SET used_at = now() \
              WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > now() \
              RETURNING ceremony, tenants, user_id",
-        )
-        .bind(digest(token.trim()))
-        .bind(kind.purpose())
-        .fetch_optional(conn)
-        .await?;
+    )
+    .bind(digest(token.trim()))
+    .bind(kind.purpose())
+    .fetch_optional(conn)
+    .await?;
     Ok(row.and_then(|(state, tenants, user)| {
         let owner = match (tenants.first(), user) {
             (Some(t), Some(u)) => Some((TenantId(*t), u)),

@@ -17,12 +17,12 @@ mod tenants;
 mod users;
 
 use askama::Template;
-use axum::{Json, Router};
 use axum::extract::{Form, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use psa_models::TenantId;
 use psa_models::validate::EmailAddress;
@@ -58,7 +58,10 @@ pub fn routes() -> Router<AppState> {
         .route("/console/sign-in", get(sign_in_form).post(sign_in))
         .route("/console/sign-in/choose", post(choose_tenant))
         .route("/console/sign-in/code", post(sign_in_code))
-        .route("/console/sign-in/code/passkey-options", post(second_factor_passkey))
+        .route(
+            "/console/sign-in/code/passkey-options",
+            post(second_factor_passkey),
+        )
         .route("/console/sign-in/passkey/options", post(passkey_options))
         .route("/console/sign-in/passkey", post(passkey_sign_in))
         .route("/console/sign-out", post(sign_out))
@@ -634,7 +637,9 @@ async fn sign_in_code(
 
 /// What the page's script gets back from a passkey's options: the options (and the token that
 /// finishes the ceremony, when there is one), or why not.
-pub(crate) fn passkey_json(outcome: Result<(Option<String>, serde_json::Value), ApiError>) -> Response {
+pub(crate) fn passkey_json(
+    outcome: Result<(Option<String>, serde_json::Value), ApiError>,
+) -> Response {
     match outcome {
         Ok((token, options)) => {
             Json(serde_json::json!({"token": token, "options": options})).into_response()
@@ -716,7 +721,8 @@ async fn passkey_sign_in(
     if !same_origin(&headers) {
         return cross_site();
     }
-    let again = |status: StatusCode, message: String| sign_in_again(&state, status, message, "", "");
+    let again =
+        |status: StatusCode, message: String| sign_in_again(&state, status, message, "", "");
     let Ok(credential) = serde_json::from_str::<serde_json::Value>(&form.credential) else {
         return again(
             StatusCode::UNPROCESSABLE_ENTITY,

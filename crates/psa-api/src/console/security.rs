@@ -26,7 +26,10 @@ pub fn routes() -> Router<AppState> {
         .route("/console/account/second-factor/remove", post(remove))
         .route("/console/account/passkeys/options", post(passkey_options))
         .route("/console/account/passkeys", post(add_passkey))
-        .route("/console/account/passkeys/{id}/remove", post(remove_passkey))
+        .route(
+            "/console/account/passkeys/{id}/remove",
+            post(remove_passkey),
+        )
         .route("/console/account/sessions", get(sessions))
         .route("/console/account/sessions/{id}/end", post(end_one))
         .route("/console/account/sessions/end-others", post(end_others))

@@ -178,6 +178,58 @@ impl<'a> Walk<'a> {
         answer
     }
 
+    /// A call on `template` (as `path`) that must answer `expected` and keep nothing (a
+    /// refusal, or a ceremony's challenge): no audit row is due.
+    async fn unwritten(
+        &mut self,
+        method: Method,
+        template: &str,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+        expected: StatusCode,
+    ) -> Value {
+        let key = (!key.is_empty()).then_some(key);
+        let (status, answer) = self.p.app.call(method.clone(), path, key, body).await;
+        assert_eq!(status, expected, "{method} {path}: {answer}");
+        self.check((method.as_str(), template), false).await;
+        answer
+    }
+
+    /// A passkey on record for `user` (its ceremonies need an authenticator, which the browser
+    /// tests have): written as a fixture, for the routes that remove one.
+    async fn passkey_of(&mut self, tenant: TenantId, user: UserId) -> uuid::Uuid {
+        let id = sqlx::query_scalar(
+            "INSERT INTO user_passkeys (tenant, user_id, name, credential_id, passkey) \
+             VALUES ($1, $2, $3, $4, '{}') RETURNING passkey_id",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(format!("Key {}", uuid::Uuid::new_v4().simple()))
+        .bind(uuid::Uuid::new_v4().as_bytes().to_vec())
+        .fetch_one(&self.p.app.db.pool)
+        .await
+        .unwrap();
+        self.settle("a passkey fixture", false).await;
+        id
+    }
+
+    /// A console form posted on `template` (as `path`) that must answer `expected` and keep
+    /// nothing.
+    async fn form_unwritten(
+        &mut self,
+        template: &str,
+        path: &str,
+        session: &str,
+        fields: &[(&str, &str)],
+        expected: StatusCode,
+    ) -> reqwest::Response {
+        let r = post_form(&self.p.app, session, path, fields).await;
+        assert_eq!(r.status(), expected, "POST {path}");
+        self.check(("POST", template), false).await;
+        r
+    }
+
     /// A console form posted on `template` (as `path`) that must answer `expected`.
     async fn form(
         &mut self,
@@ -392,6 +444,7 @@ async fn every_route_that_changes_a_row_writes_an_audit_row() {
     console_directory(&mut w, &session, &csrf).await;
     console_users_and_links(&mut w, &session, &csrf).await;
     console_security(&mut w, &session, &csrf).await;
+    console_passkeys(&mut w, &session, &csrf).await;
     console_webhooks(&mut w, &session, &csrf, &receiver.url()).await;
     console_tenants(&mut w, &session, &csrf).await;
     w.form(
@@ -566,6 +619,7 @@ async fn api_second_factor(w: &mut Walk<'_>, key: &str, email: &str, password: &
         StatusCode::NO_CONTENT,
     )
     .await;
+    api_passkeys(w, &second, user).await;
     w.api(
         Method::POST,
         "/api/v1/users/{id}/reset-mfa",
@@ -586,6 +640,148 @@ async fn api_second_factor(w: &mut Walk<'_>, key: &str, email: &str, password: &
         )
         .await;
     }
+}
+
+/// Passkeys over the API: each route walked (the ceremonies keep only their challenge, and a
+/// refused answer nothing), and a passkey removed by its holder (audited).
+async fn api_passkeys(w: &mut Walk<'_>, session: &str, user: UserId) {
+    let fake = json!({"id": "AAAA", "rawId": "AAAA", "type": "public-key",
+                      "response": {"attestationObject": "AAAA", "clientDataJSON": "AAAA"},
+                      "extensions": {}});
+    let begun = w
+        .unwritten(
+            Method::POST,
+            "/api/v1/auth/passkeys/options",
+            "/api/v1/auth/passkeys/options",
+            session,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    w.unwritten(
+        Method::POST,
+        "/api/v1/auth/passkeys",
+        "/api/v1/auth/passkeys",
+        session,
+        Some(
+            json!({"registration_token": begun["registration_token"], "name": "Laptop",
+                    "credential": fake}),
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    w.unwritten(
+        Method::POST,
+        "/api/v1/auth/mfa/passkey",
+        "/api/v1/auth/mfa/passkey",
+        "",
+        Some(json!({"mfa_token": "psa_mfa_unknown"})),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let begun = w
+        .unwritten(
+            Method::POST,
+            "/api/v1/auth/passkey/options",
+            "/api/v1/auth/passkey/options",
+            "",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    w.unwritten(
+        Method::POST,
+        "/api/v1/auth/passkey",
+        "/api/v1/auth/passkey",
+        "",
+        Some(
+            json!({"passkey_token": begun["passkey_token"], "credential": {
+            "id": "AAAA", "rawId": "AAAA", "type": "public-key",
+            "response": {"authenticatorData": "AAAA", "clientDataJSON": "AAAA",
+                         "signature": "AAAA", "userHandle": null},
+            "extensions": {}}}),
+        ),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let tenant = w.p.mgmt.tenant;
+    let id = w.passkey_of(tenant, user).await;
+    w.api(
+        Method::DELETE,
+        "/api/v1/auth/passkeys/{id}",
+        &format!("/api/v1/auth/passkeys/{id}"),
+        session,
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+}
+
+/// The console's passkey forms: each walked (the options keep only a challenge, refusals
+/// nothing), and a passkey removed (audited).
+async fn console_passkeys(w: &mut Walk<'_>, session: &str, csrf: &str) {
+    let app = &w.p.app;
+    w.form_unwritten(
+        "/console/account/passkeys/options",
+        "/console/account/passkeys/options",
+        session,
+        &[("csrf", csrf)],
+        StatusCode::OK,
+    )
+    .await;
+    w.form_unwritten(
+        "/console/account/passkeys",
+        "/console/account/passkeys",
+        session,
+        &[
+            ("csrf", csrf),
+            ("token", "psa_passkey_unknown"),
+            ("name", "Laptop"),
+            ("credential", ""),
+        ],
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let (tenant, user) = (w.p.mgmt.tenant, w.p.mgmt.admin);
+    let id = w.passkey_of(tenant, user).await;
+    w.form(
+        "/console/account/passkeys/{id}/remove",
+        &format!("/console/account/passkeys/{id}/remove"),
+        session,
+        &[("csrf", csrf)],
+        StatusCode::OK,
+    )
+    .await;
+    // The sign-in's: a passkey alone, and as the second factor.
+    let r = client()
+        .post(format!("{}/console/sign-in/passkey/options", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    w.check(("POST", "/console/sign-in/passkey/options"), false)
+        .await;
+    let token = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = client()
+        .post(format!("{}/console/sign-in/passkey", app.base))
+        .form(&[("token", token.as_str()), ("credential", "{}")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    w.check(("POST", "/console/sign-in/passkey"), false).await;
+    let r = client()
+        .post(format!("{}/console/sign-in/code/passkey-options", app.base))
+        .form(&[("mfa_token", "psa_mfa_unknown")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    w.check(("POST", "/console/sign-in/code/passkey-options"), false)
+        .await;
 }
 
 /// The console's own pages: an authenticator app set up, a sign-in with its code, removed; the

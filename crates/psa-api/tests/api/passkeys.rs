@@ -96,7 +96,11 @@ async fn register_over_api(b: &fantoccini::Client, bearer: &str, name: &str) -> 
 
 /// The authenticator's answer to assertion `options` (as the server gave them); `only`: the
 /// credential ids (base64url) it may use instead of those the server allowed.
-async fn assert_in_page(b: &fantoccini::Client, options: &Value, only: Option<Vec<String>>) -> Value {
+async fn assert_in_page(
+    b: &fantoccini::Client,
+    options: &Value,
+    only: Option<Vec<String>>,
+) -> Value {
     let script = format!(
         "{JS_CODEC}
         const [options, only, done] = arguments;
@@ -299,7 +303,10 @@ async fn over_the_api_a_passkey_is_only_its_users() {
         // The same authenticator cannot register for the same user twice (excluded).
         let again = register_over_api(b, &token, "Laptop again").await;
         assert!(
-            again["error"].as_str().unwrap_or_default().contains("InvalidStateError"),
+            again["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("InvalidStateError"),
             "{again}"
         );
         bearer.insert(email, token);
@@ -321,7 +328,12 @@ async fn over_the_api_a_passkey_is_only_its_users() {
     // Kim's password: the second step names the methods kim has.
     let r = login(&app, kim, PASSWORD).await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "mfa_required");
-    assert_eq!(r.1["methods"], json!(["recovery_code", "passkey"]), "{}", r.1);
+    assert_eq!(
+        r.1["methods"],
+        json!(["recovery_code", "passkey"]),
+        "{}",
+        r.1
+    );
     let mfa_token = r.1["mfa_token"].as_str().unwrap().to_owned();
     let (status, asked) = app
         .call(
@@ -396,7 +408,12 @@ async fn over_the_api_a_passkey_is_only_its_users() {
 
     // Lee removes theirs: no second factor left, so the recovery codes go too.
     let (_, list) = app
-        .call(Method::GET, "/api/v1/auth/passkeys", Some(&bearer[lee]), None)
+        .call(
+            Method::GET,
+            "/api/v1/auth/passkeys",
+            Some(&bearer[lee]),
+            None,
+        )
         .await;
     let id = list["data"][0]["passkey_id"].as_str().unwrap().to_owned();
     let r = app
@@ -537,10 +554,19 @@ async fn passkey_requests_that_break_the_rules_are_refused_and_write_nothing() {
         ),
     ] {
         let r = app
-            .call(Method::POST, "/api/v1/auth/passkeys", Some(&token), Some(body))
+            .call(
+                Method::POST,
+                "/api/v1/auth/passkeys",
+                Some(&token),
+                Some(body),
+            )
             .await;
         assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
-        assert!(r.1["error"]["fields"][field].is_string(), "{field}: {}", r.1);
+        assert!(
+            r.1["error"]["fields"][field].is_string(),
+            "{field}: {}",
+            r.1
+        );
     }
     assert_eq!(passkeys_of(&app, &acme.admin_email).await, 0);
     assert_eq!(app.count("audit_log").await, audit_before);
@@ -551,7 +577,12 @@ async fn passkey_requests_that_break_the_rules_are_refused_and_write_nothing() {
         .call(Method::POST, "/api/v1/auth/passkey/options", None, None)
         .await;
     assert_eq!(status, StatusCode::OK, "{begun}");
-    assert!(begun["options"]["publicKey"].get("allowCredentials").is_none_or(|a| a.as_array().is_some_and(|a| a.is_empty())), "{begun}");
+    assert!(
+        begun["options"]["publicKey"]
+            .get("allowCredentials")
+            .is_none_or(|a| a.as_array().is_some_and(|a| a.is_empty())),
+        "{begun}"
+    );
     let passkey_token = begun["passkey_token"].as_str().unwrap();
     let r = app
         .call(
@@ -636,7 +667,12 @@ async fn without_a_domain_there_are_no_passkeys() {
     let (_, session) = login(&app, &acme.admin_email, &acme.admin_password).await;
     let token = session["token"].as_str().unwrap();
     let r = app
-        .call(Method::POST, "/api/v1/auth/passkeys/options", Some(token), None)
+        .call(
+            Method::POST,
+            "/api/v1/auth/passkeys/options",
+            Some(token),
+            None,
+        )
         .await;
     assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
     assert!(

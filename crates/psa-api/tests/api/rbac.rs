@@ -283,14 +283,21 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
             other => panic!("no request for {other:?}: add one to this test"),
         })
     };
-    // Open to any caller by design: logging in (and its second step), ending one's own
-    // session(s), changing one's own password or second factor, and the links (their token is
+    // Open to any caller by design: logging in (and its second step, and with a passkey),
+    // ending one's own session(s), changing one's own password, second factor or passkeys, and
+    // the links (their token is
     // the credential).
     let open = [
         "/api/v1/auth/login",
         "/api/v1/auth/mfa",
         "/api/v1/auth/mfa/totp",
         "/api/v1/auth/mfa/totp/confirm",
+        "/api/v1/auth/mfa/passkey",
+        "/api/v1/auth/passkeys/options",
+        "/api/v1/auth/passkeys",
+        "/api/v1/auth/passkeys/{id}",
+        "/api/v1/auth/passkey/options",
+        "/api/v1/auth/passkey",
         "/api/v1/auth/sessions",
         "/api/v1/auth/sessions/{id}",
         "/api/v1/auth/logout",
