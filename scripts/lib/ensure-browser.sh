@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # ensure_browser: the console's browser tests need Chromium and its WebDriver (Debian's
 # `chromium` and `chromium-driver`, installed when missing) and axe-core (npm, pinned by
-# tests/console/package-lock.json). Exports PSA_TEST_CHROMEDRIVER, PSA_TEST_CHROMIUM and
+# tests/console/package-lock.json, with the OpenID Connect provider the SSO tests run). Exports PSA_TEST_CHROMEDRIVER, PSA_TEST_CHROMIUM and
 # PSA_TEST_AXE_JS.
 
 ensure_browser() {
@@ -14,8 +14,9 @@ ensure_browser() {
     fi
     PSA_TEST_CHROMEDRIVER="$(command -v chromedriver)"
     PSA_TEST_CHROMIUM="$(command -v chromium)"
-    if [ ! -f tests/console/node_modules/axe-core/axe.min.js ]; then
-        echo "axe-core missing: npm ci in tests/console" >&2
+    if [ ! -f tests/console/node_modules/axe-core/axe.min.js ] \
+        || [ ! -f tests/console/node_modules/oidc-provider/package.json ]; then
+        echo "axe-core or oidc-provider missing: npm ci in tests/console" >&2
         (cd tests/console && npm ci --silent --no-audit --no-fund)
     fi
     PSA_TEST_AXE_JS="$PWD/tests/console/node_modules/axe-core/axe.min.js"

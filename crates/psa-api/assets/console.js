@@ -144,6 +144,11 @@
         return ceremony(body.options);
       }).then(function (answer) {
         form.elements.credential.value = JSON.stringify(answer);
+        // The password proved who asked for the options: it is not sent again.
+        if (form.elements.password) {
+          form.elements.password.required = false;
+          form.elements.password.value = "";
+        }
         form.submit();
       }).catch(function (e) {
         if (e && e.name === "NotAllowedError") {

@@ -81,6 +81,29 @@ where
     }
 }
 
+/// A body that may be left out: none without a `Content-Type` (and empty), else JSON as
+/// [`ApiJson`].
+impl<S, T> axum::extract::OptionalFromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        let h = req.headers();
+        let no_body = !h.contains_key(header::TRANSFER_ENCODING)
+            && h.get(header::CONTENT_LENGTH)
+                .is_none_or(|l| l.as_bytes() == b"0");
+        if no_body && !h.contains_key(header::CONTENT_TYPE) {
+            return Ok(None);
+        }
+        <ApiJson<T> as FromRequest<S>>::from_request(req, state)
+            .await
+            .map(Some)
+    }
+}
+
 /// Deserialises JSON, naming the offending field on failure.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);

@@ -173,15 +173,19 @@ pub struct TotpEnrolment {
 
 /// Start setting up an authenticator app (TOTP: 6 digits, 30 s, SHA-1) for the caller. Nothing
 /// is required of them until it is confirmed with a code. A confirmed one must be removed first
-/// (409).
+/// (409); a caller who has a passkey proves it is them with the password or a code.
 #[utoipa::path(post, path = "/api/v1/auth/mfa/totp", tag = "auth", security(("bearer" = [])),
+    request_body(content = Option<ProofRequest>, description = "With a passkey already: the password or a code"),
     responses((status = 201, body = TotpEnrolment), (status = 401, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn begin_totp(
     State(state): State<AppState>,
     caller: Caller,
+    body: Option<ApiJson<ProofRequest>>,
 ) -> Result<(StatusCode, Json<TotpEnrolment>), ApiError> {
-    let e = psa_app::mfa::begin_totp(&state.app, &caller.principal()).await?;
+    let req = body.map(|ApiJson(r)| r).unwrap_or_default();
+    let proof = proof_of(&state, &caller, &req).await?;
+    let e = psa_app::mfa::begin_totp(&state.app, &caller.principal(), proof).await?;
     Ok((
         StatusCode::CREATED,
         Json(TotpEnrolment {
@@ -223,10 +227,11 @@ pub async fn confirm_totp(
     }))
 }
 
-/// `DELETE /api/v1/auth/mfa/totp` body: the password, or a current code.
-#[derive(Deserialize, ToSchema)]
+/// Proof that the caller is who the session says (changing a second factor): the password, or a
+/// current code.
+#[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RemoveRequest {
+pub struct ProofRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>, format = Password)]
     pub password: Option<SecretString>,
@@ -237,29 +242,39 @@ pub struct RemoveRequest {
 /// Remove the caller's second factor (the app and its recovery codes), proven by the password or
 /// a current code. Where the tenant requires one, the next sign-in asks to set one up again.
 #[utoipa::path(delete, path = "/api/v1/auth/mfa/totp", tag = "auth", security(("bearer" = [])),
-    request_body = RemoveRequest,
+    request_body = ProofRequest,
     responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 pub async fn remove_totp(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(req): ApiJson<RemoveRequest>,
+    ApiJson(req): ApiJson<ProofRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let proof = match (&req.password, req.code.as_deref()) {
-        (Some(password), _) => {
-            crate::auth::verify_own_password(&state, &caller, password).await?;
-            Proof::PasswordChecked
-        }
-        (None, Some(code)) => Proof::Code(code),
-        (None, None) => {
-            return Err(ApiError::Model(psa_models::Error::validation(
-                "password",
-                "Give your password or a code to remove the second factor",
-            )));
-        }
-    };
+    let proof = proof_of(&state, &caller, &req).await?.ok_or_else(|| {
+        ApiError::Model(psa_models::Error::validation(
+            "password",
+            "Give your password or a code to remove the second factor",
+        ))
+    })?;
     psa_app::mfa::remove_own(&state.app, &caller.principal(), proof).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The proof a request carries: the password (checked here, with the sign-in limits) or a code
+/// (checked by the operation); none when neither is given.
+pub(crate) async fn proof_of<'a>(
+    state: &AppState,
+    caller: &Caller,
+    req: &'a ProofRequest,
+) -> Result<Option<Proof<'a>>, ApiError> {
+    Ok(match (&req.password, req.code.as_deref()) {
+        (Some(password), _) => {
+            crate::auth::verify_own_password(state, caller, password).await?;
+            Some(Proof::PasswordChecked)
+        }
+        (None, Some(code)) => Some(Proof::Code(code)),
+        (None, None) => None,
+    })
 }
 
 /// What an administrator's reset removed.

@@ -26,9 +26,26 @@ pub struct RegistrationOptions {
     pub options: serde_json::Value,
 }
 
+/// `POST /api/v1/auth/passkeys/options` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationRequest {
+    /// What the holder calls it (1-64 characters, unique among theirs), e.g. the device.
+    pub name: String,
+    /// With a second factor already: the password (or `code`, a current code).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
 /// Start registering a passkey for the caller (a signed-in person, not an API key): the options
-/// for the browser's authenticator. Works in a session that may only set up a second factor.
+/// for the browser's authenticator. A caller who has a second factor already confirms with the
+/// password or a code (a passkey signs in alone). Works in a session that may only set up a
+/// second factor.
 #[utoipa::path(post, path = "/api/v1/auth/passkeys/options", tag = "auth", security(("bearer" = [])),
+    request_body = RegistrationRequest,
     responses((status = 200, body = RegistrationOptions), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
               (status = 503, body = ErrorBody)))]
@@ -36,11 +53,20 @@ pub async fn registration_options(
     State(state): State<AppState>,
     caller: Caller,
     client: ClientInfo,
+    ApiJson(req): ApiJson<RegistrationRequest>,
 ) -> Result<Json<RegistrationOptions>, ApiError> {
+    psa_app::passkeys::require_person(&caller.principal())?;
+    let proof_req = crate::mfa::ProofRequest {
+        password: req.password.clone(),
+        code: req.code.clone(),
+    };
+    let proof = crate::mfa::proof_of(&state, &caller, &proof_req).await?;
     let begun = psa_app::passkeys::begin_registration(
         &state.app,
         &caller.principal(),
         &client.peer.ip().to_string(),
+        &req.name,
+        proof,
     )
     .await?;
     Ok(Json(RegistrationOptions {
@@ -56,8 +82,6 @@ pub struct RegisterRequest {
     /// From `POST /api/v1/auth/passkeys/options`.
     #[schema(value_type = String, format = Password)]
     pub registration_token: SecretString,
-    /// What the holder calls it (1-64 characters, unique among theirs), e.g. the device.
-    pub name: String,
     /// The `PublicKeyCredential` `navigator.credentials.create()` gave, binary fields base64url.
     #[schema(value_type = Object)]
     pub credential: serde_json::Value,
@@ -74,7 +98,8 @@ pub struct Registered {
 }
 
 /// Finish registering a passkey with the authenticator's answer: it is a second factor from now
-/// on (and signs in alone), and this session counts as having passed one. Audited.
+/// on (and signs in alone), and this session counts as having passed one. Audited; the user is
+/// told by email.
 #[utoipa::path(post, path = "/api/v1/auth/passkeys", tag = "auth", security(("bearer" = [])),
     request_body = RegisterRequest,
     responses((status = 201, body = Registered), (status = 401, body = ErrorBody),
@@ -89,7 +114,6 @@ pub async fn register(
         &state.app,
         &caller.principal(),
         req.registration_token.expose_secret(),
-        &req.name,
         &req.credential,
     )
     .await?;
@@ -120,16 +144,29 @@ pub async fn list(
     }))
 }
 
-/// Remove one of the caller's passkeys (audited).
+/// Remove one of the caller's passkeys (a signed-in person), proven by the password or a current
+/// code; audited, and the user is told by email.
 #[utoipa::path(delete, path = "/api/v1/auth/passkeys/{id}", tag = "auth", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    request_body = crate::mfa::ProofRequest,
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,
     PathId(id): PathId<uuid::Uuid>,
+    ApiJson(req): ApiJson<crate::mfa::ProofRequest>,
 ) -> Result<StatusCode, ApiError> {
-    psa_app::passkeys::remove_own(&state.app, &caller.principal(), id).await?;
+    psa_app::passkeys::require_person(&caller.principal())?;
+    let proof = crate::mfa::proof_of(&state, &caller, &req)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Model(psa_models::Error::validation(
+                "password",
+                "Give your password or a code to remove a passkey",
+            ))
+        })?;
+    psa_app::passkeys::remove_own(&state.app, &caller.principal(), id, proof).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

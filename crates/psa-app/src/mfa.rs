@@ -45,11 +45,22 @@ pub struct Enrolling {
 }
 
 /// Starts setting up an authenticator app for the signed-in user: a new secret (nothing is
-/// required of them until it is confirmed). A confirmed one must be removed first.
-pub async fn begin_totp(app: &App, who: &Principal) -> Result<Enrolling> {
+/// required of them until it is confirmed). A confirmed one must be removed first; a user who
+/// has a passkey proves it is them first.
+pub async fn begin_totp(app: &App, who: &Principal, proof: Option<Proof<'_>>) -> Result<Enrolling> {
     let m = member(who)?;
     let key = key(app)?;
     let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
+    if mfa::enrolment(&mut tx, m.tenant, m.user)
+        .await?
+        .is_some_and(|e| e.confirmed)
+    {
+        return Err(Error::conflict(
+            None,
+            "An authenticator app is already set up: remove it first to set up another",
+        ));
+    }
+    proof_if_enrolled(app, &mut tx, m.tenant, m.user, proof).await?;
     let user = users::get(&mut tx, m.tenant, m.user).await?;
     let secret = mfa::new_secret();
     let encoded = mfa::encoded(&secret);
@@ -251,39 +262,76 @@ pub enum Proof<'a> {
     Code(&'a str),
 }
 
+/// Checks `proof` of the user in `conn` (their tenant's transaction): a password the door
+/// checked, or a current code (counted like any code). A wrong code is a validation error on
+/// `code`.
+pub(crate) async fn check_proof(
+    app: &App,
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    proof: Proof<'_>,
+) -> Result<()> {
+    let Proof::Code(code) = proof else {
+        return Ok(());
+    };
+    match check_code(app, conn, tenant, user, code).await? {
+        Checked::Passed(_) => Ok(()),
+        Checked::Wrong { .. } => Err(Error::validation(
+            "code",
+            "That code is not right: nothing was changed",
+        )),
+        Checked::Locked(until) => Err(Error::validation(
+            "code",
+            format!(
+                "Too many wrong codes: try again after {}",
+                until.format("%H:%M UTC")
+            ),
+        )),
+    }
+}
+
+/// What a change to a user's second factors needs when they already have one: proof that it is
+/// them (a session alone may have been taken over).
+pub(crate) async fn proof_if_enrolled(
+    app: &App,
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    proof: Option<Proof<'_>>,
+) -> Result<()> {
+    if !mfa::has_second_factor(conn, tenant, user).await? {
+        return Ok(());
+    }
+    let proof = proof.ok_or_else(|| {
+        Error::validation(
+            "password",
+            "You have a second factor already: confirm with your password (or a code) to add another",
+        )
+    })?;
+    check_proof(app, conn, tenant, user, proof).await
+}
+
+/// How the proof is recorded in the audit row.
+pub(crate) fn proof_name(proof: Option<Proof<'_>>) -> &'static str {
+    match proof {
+        Some(Proof::PasswordChecked) => "password",
+        Some(Proof::Code(_)) => "code",
+        None => "none",
+    }
+}
+
 /// Removes the signed-in user's second factor, proven by their password or a current code.
 pub async fn remove_own(app: &App, who: &Principal, proof: Proof<'_>) -> Result<()> {
     let m = member(who)?;
     let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
-    if let Proof::Code(code) = proof {
-        match check_code(app, &mut tx, m.tenant, m.user, code).await? {
-            Checked::Passed(_) => {}
-            Checked::Wrong { .. } => {
-                return Err(Error::validation(
-                    "code",
-                    "That code is not right: nothing was removed",
-                ));
-            }
-            Checked::Locked(until) => {
-                return Err(Error::validation(
-                    "code",
-                    format!(
-                        "Too many wrong codes: try again after {}",
-                        until.format("%H:%M UTC")
-                    ),
-                ));
-            }
-        }
-    }
+    check_proof(app, &mut tx, m.tenant, m.user, proof).await?;
     if !mfa::remove_totp(&mut tx, m.tenant, m.user).await? {
         return Err(Error::NotFound {
             entity: "second factor",
         });
     }
-    let how = match proof {
-        Proof::PasswordChecked => "password",
-        Proof::Code(_) => "code",
-    };
+    let how = proof_name(Some(proof));
     audit::record(
         &mut tx,
         m.tenant,

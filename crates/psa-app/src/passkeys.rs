@@ -19,6 +19,7 @@ use webauthn_rs::prelude::{
     PublicKeyCredential, RegisterPublicKeyCredential, Url, Webauthn, WebauthnBuilder,
 };
 
+use crate::mfa::Proof;
 use crate::{App, Principal};
 
 /// The relying party `PSA_PUBLIC_URL` names. WebAuthn binds a passkey to a domain: a server
@@ -72,6 +73,11 @@ pub struct Begun {
     pub options: serde_json::Value,
 }
 
+/// Refuses anyone but a signed-in person (an API key is a machine's): passkeys are a person's.
+pub fn require_person(who: &Principal) -> Result<()> {
+    session_member(who).map(|_| ())
+}
+
 fn session_member(who: &Principal) -> Result<&crate::Member> {
     who.member()
         .filter(|m| matches!(m.credential, credentials::Credential::Session(_)))
@@ -80,14 +86,31 @@ fn session_member(who: &Principal) -> Result<&crate::Member> {
         })
 }
 
-/// Starts registering a passkey for the signed-in user (from `address`): the options the
-/// browser's authenticator creates it with. A discoverable credential is asked for (preferred,
-/// not required: a security key without room for one still works as a second factor), and the
-/// user's passkeys already registered are excluded.
-pub async fn begin_registration(app: &App, who: &Principal, address: &str) -> Result<Begun> {
+/// Starts registering a passkey named `name` for the signed-in user (from `address`): the
+/// options the browser's authenticator creates it with. A user who has a second factor already
+/// proves it is them (`proof`): a session alone may have been taken over, and a passkey signs in
+/// by itself. The name and the limit are checked now, before the device makes anything. A
+/// discoverable credential is asked for (preferred, not required: a security key without room
+/// for one still works as a second factor), and the user's passkeys already registered are
+/// excluded.
+pub async fn begin_registration(
+    app: &App,
+    who: &Principal,
+    address: &str,
+    name: &str,
+    proof: Option<Proof<'_>>,
+) -> Result<Begun> {
     let m = session_member(who)?;
+    let name = passkeys::name(name)?;
     let rp = relying_party(app)?;
     let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
+    if passkeys::name_taken(&mut tx, m.tenant, m.user, &name).await? {
+        return Err(Error::validation(
+            "name",
+            "You already have a passkey with this name: choose another",
+        ));
+    }
+    crate::mfa::proof_if_enrolled(app, &mut tx, m.tenant, m.user, proof).await?;
     let user = users::get(&mut tx, m.tenant, m.user).await?;
     let existing: Vec<Passkey> = passkeys::records(&mut tx, m.tenant, m.user)
         .await?
@@ -119,12 +142,17 @@ pub async fn begin_registration(app: &App, who: &Principal, address: &str) -> Re
         .map_err(Error::internal)?;
     let mut options = to_json(&options)?;
     options["publicKey"]["authenticatorSelection"]["residentKey"] = "preferred".into();
+    let state = serde_json::json!({
+        "name": name,
+        "proof": crate::mfa::proof_name(proof),
+        "registration": to_json(&state)?,
+    });
     let mut conn = app.pool.acquire().await?;
     let token = sign_in::begin_ceremony(
         &mut conn,
         Ceremony::Registration,
         Some((m.tenant, m.user)),
-        &to_json(&state)?,
+        &state,
         address,
     )
     .await?;
@@ -139,19 +167,17 @@ pub struct Registered {
     pub recovery_codes: Vec<String>,
 }
 
-/// Finishes a registration with the authenticator's answer: the passkey is stored under `name`.
-/// It is a second factor from now on, and this session counts as having passed it (a session
-/// that could only enrol one can do everything). The first second factor comes with ten
-/// recovery codes.
+/// Finishes a registration with the authenticator's answer: the passkey is stored under the
+/// name it was begun with. It is a second factor from now on, and this session counts as having
+/// passed it (a session that could only enrol one can do everything). The first second factor
+/// comes with ten recovery codes. The user is told by email.
 pub async fn finish_registration(
     app: &App,
     who: &Principal,
     token: &str,
-    name: &str,
     credential: &serde_json::Value,
 ) -> Result<Registered> {
     let m = session_member(who)?;
-    let name = passkeys::name(name)?;
     let answer: RegisterPublicKeyCredential = answer(credential)?;
     let rp = relying_party(app)?;
     let expired = || {
@@ -168,7 +194,9 @@ pub async fn finish_registration(
     if owner != Some((m.tenant, m.user)) {
         return Err(expired());
     }
-    let state: PasskeyRegistration = stored(state)?;
+    let name = state["name"].as_str().unwrap_or_default().to_owned();
+    let proof = state["proof"].as_str().unwrap_or("none").to_owned();
+    let state: PasskeyRegistration = stored(state["registration"].clone())?;
     let passkey = rp
         .finish_passkey_registration(&answer, &state)
         .map_err(|e| {
@@ -209,10 +237,28 @@ pub async fn finish_registration(
             "passkey_id": view.passkey_id,
             "name": view.name,
             "recovery_codes": recovery_codes.len(),
+            "proof": proof,
         }),
     )
     .await?;
     tx.commit().await?;
+    let lines = [
+        format!(
+            "A passkey named \"{}\" was added to your account.",
+            view.name
+        ),
+        "If it was not you, sign in, remove it (the Second factor page), change your password \
+         and sign out your other sessions."
+            .to_owned(),
+    ];
+    crate::mfa::tell(
+        app,
+        m.tenant,
+        m.user,
+        "A passkey was added to your psa account",
+        &lines,
+    )
+    .await;
     Ok(Registered {
         passkey: view,
         recovery_codes,
@@ -228,11 +274,18 @@ pub async fn list_own(app: &App, who: &Principal) -> Result<Vec<PasskeyView>> {
     Ok(list)
 }
 
-/// Removes one of the signed-in user's passkeys (audited). With it gone and no other second
+/// Removes one of the signed-in user's passkeys (a person's session, proven by the password or
+/// a current code; audited; the user is told by email). With it gone and no other second
 /// factor, a tenant that requires one asks to set one up at the next sign-in.
-pub async fn remove_own(app: &App, who: &Principal, passkey: uuid::Uuid) -> Result<()> {
-    let m = member(who)?;
+pub async fn remove_own(
+    app: &App,
+    who: &Principal,
+    passkey: uuid::Uuid,
+    proof: Proof<'_>,
+) -> Result<()> {
+    let m = session_member(who)?;
     let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
+    crate::mfa::check_proof(app, &mut tx, m.tenant, m.user, proof).await?;
     let name = passkeys::remove(&mut tx, m.tenant, m.user, passkey)
         .await?
         .ok_or(Error::NotFound { entity: "passkey" })?;
@@ -243,10 +296,27 @@ pub async fn remove_own(app: &App, who: &Principal, passkey: uuid::Uuid) -> Resu
         Action::RemoveSecondFactor,
         "user",
         Some(m.user.0),
-        serde_json::json!({"method": "passkey", "passkey_id": passkey, "name": name}),
+        serde_json::json!({
+            "method": "passkey",
+            "passkey_id": passkey,
+            "name": name,
+            "proof": crate::mfa::proof_name(Some(proof)),
+        }),
     )
     .await?;
     tx.commit().await?;
+    let lines = [
+        format!("The passkey named \"{name}\" was removed from your account."),
+        "If it was not you, change your password and sign out your other sessions.".to_owned(),
+    ];
+    crate::mfa::tell(
+        app,
+        m.tenant,
+        m.user,
+        "A passkey was removed from your psa account",
+        &lines,
+    )
+    .await;
     Ok(())
 }
 
@@ -307,15 +377,33 @@ pub async fn check_second_factor(
     let Ok(result) = rp.finish_passkey_authentication(&answer, &state) else {
         return Ok(false);
     };
-    for (id, record) in passkeys::records(conn, tenant, user).await? {
-        let mut key: Passkey = stored(record)?;
-        if key.cred_id() == result.cred_id() {
-            key.update_credential(&result);
-            passkeys::used(conn, tenant, id, &to_json(&key)?).await?;
-            return Ok(true);
-        }
+    let Some((id, record)) =
+        passkeys::by_credential_for_update(conn, tenant, user, result.cred_id().as_ref()).await?
+    else {
+        return Ok(false);
+    };
+    used(conn, tenant, id, record, &result).await
+}
+
+/// Records a verified use of a passkey (its `record` read under lock): refused when its
+/// signature counter did not move past the one stored, which a cloned authenticator (or the
+/// same answer twice) shows; a passkey without a counter (synchronised ones) always reports 0.
+async fn used(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    id: uuid::Uuid,
+    record: serde_json::Value,
+    result: &webauthn_rs::prelude::AuthenticationResult,
+) -> Result<bool> {
+    let stored_counter = record["cred"]["counter"].as_u64().unwrap_or(0);
+    if result.counter() > 0 && u64::from(result.counter()) <= stored_counter {
+        tracing::warn!(%tenant, passkey = %id, "a passkey's counter went backwards: refused");
+        return Ok(false);
     }
-    Ok(false)
+    let mut key: Passkey = stored(record)?;
+    key.update_credential(result);
+    passkeys::used(conn, tenant, id, &to_json(&key)?).await?;
+    Ok(true)
 }
 
 /// Starts a sign-in with a passkey alone (from `address`): the options for
@@ -378,15 +466,16 @@ pub async fn finish_sign_in(
         return Ok(None);
     }
     let mut tx = db::begin_tenant(&app.pool, tenant).await?;
-    let Some(record) = passkeys::record(&mut tx, tenant, user, passkey_id).await? else {
+    let Some(record) = passkeys::record_for_update(&mut tx, tenant, user, passkey_id).await? else {
         return Ok(None);
     };
-    let mut key: Passkey = stored(record)?;
+    let key: Passkey = stored(record.clone())?;
     let Ok(result) = rp.finish_discoverable_authentication_v2(&answer, state, &key) else {
         return Ok(None);
     };
-    key.update_credential(&result);
-    passkeys::used(&mut tx, tenant, passkey_id, &to_json(&key)?).await?;
+    if !used(&mut tx, tenant, passkey_id, record, &result).await? {
+        return Ok(None);
+    }
     Ok(Some(Verified { tenant, user, tx }))
 }
 

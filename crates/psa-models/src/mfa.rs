@@ -332,7 +332,13 @@ pub async fn remove_totp(conn: &mut PgConnection, tenant: TenantId, user: UserId
         .await?
         .rows_affected()
         > 0;
-    if crate::passkeys::count(conn, tenant, user).await? == 0 {
+    let passkeys: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM user_passkeys WHERE tenant = $1 AND user_id = $2")
+            .bind(tenant)
+            .bind(user)
+            .fetch_one(&mut *conn)
+            .await?;
+    if passkeys == 0 {
         sqlx::query("DELETE FROM user_recovery_codes WHERE tenant = $1 AND user_id = $2")
             .bind(tenant)
             .bind(user)
@@ -352,7 +358,11 @@ pub async fn remove_all(conn: &mut PgConnection, tenant: TenantId, user: UserId)
         .bind(user)
         .execute(&mut *conn)
         .await?;
-    crate::passkeys::remove_all(conn, tenant, user).await?;
+    sqlx::query("DELETE FROM user_passkeys WHERE tenant = $1 AND user_id = $2")
+        .bind(tenant)
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM user_recovery_codes WHERE tenant = $1 AND user_id = $2")
         .bind(tenant)
         .bind(user)

@@ -80,20 +80,60 @@ pub async fn records(
     .await?)
 }
 
-/// One passkey's record, when it is `user`'s.
-pub async fn record(
+/// One passkey's record, when it is an active user's (locked until the transaction ends: two
+/// sign-ins with it at once check its counter one after the other).
+pub async fn record_for_update(
     conn: &mut PgConnection,
     tenant: TenantId,
     user: UserId,
     passkey: Uuid,
 ) -> Result<Option<serde_json::Value>> {
     Ok(sqlx::query_scalar(
-        "SELECT passkey FROM user_passkeys WHERE tenant = $1 AND user_id = $2 AND passkey_id = $3",
+        "SELECT p.passkey FROM user_passkeys p \
+         JOIN users u ON u.tenant = p.tenant AND u.user_id = p.user_id \
+         WHERE p.tenant = $1 AND p.user_id = $2 AND p.passkey_id = $3 AND NOT u.is_inactive \
+         FOR UPDATE OF p",
     )
     .bind(tenant)
     .bind(user)
     .bind(passkey)
     .fetch_optional(conn)
+    .await?)
+}
+
+/// The user's passkey with this credential id, locked until the transaction ends.
+pub async fn by_credential_for_update(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    credential_id: &[u8],
+) -> Result<Option<(Uuid, serde_json::Value)>> {
+    Ok(sqlx::query_as(
+        "SELECT passkey_id, passkey FROM user_passkeys \
+         WHERE tenant = $1 AND user_id = $2 AND credential_id = $3 FOR UPDATE",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(credential_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Whether the user has a passkey of this name.
+pub async fn name_taken(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    name: &str,
+) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM user_passkeys \
+                        WHERE tenant = $1 AND user_id = $2 AND name = $3)",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(name)
+    .fetch_one(conn)
     .await?)
 }
 
@@ -118,6 +158,12 @@ pub async fn add(
     credential_id: &[u8],
     passkey: &serde_json::Value,
 ) -> Result<PasskeyView> {
+    // One registration at a time per user: the count below holds until this one is stored.
+    sqlx::query("SELECT 1 FROM users WHERE tenant = $1 AND user_id = $2 FOR UPDATE")
+        .bind(tenant)
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
     if count(conn, tenant, user).await? >= MAX_PER_USER {
         return Err(Error::validation(
             "name",
@@ -183,18 +229,6 @@ pub async fn remove(
         crate::mfa::sync_flag(conn, tenant, user).await?;
     }
     Ok(name)
-}
-
-/// Removes all the user's passkeys (an administrator's reset): how many there were.
-pub async fn remove_all(conn: &mut PgConnection, tenant: TenantId, user: UserId) -> Result<u64> {
-    Ok(
-        sqlx::query("DELETE FROM user_passkeys WHERE tenant = $1 AND user_id = $2")
-            .bind(tenant)
-            .bind(user)
-            .execute(conn)
-            .await?
-            .rows_affected(),
-    )
 }
 
 /// Whose passkey a credential id is (any tenant's; only an active internal user's): the tenant,

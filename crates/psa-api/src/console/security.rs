@@ -26,10 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/account/second-factor/remove", post(remove))
         .route("/console/account/passkeys/options", post(passkey_options))
         .route("/console/account/passkeys", post(add_passkey))
-        .route(
-            "/console/account/passkeys/{id}/remove",
-            post(remove_passkey),
-        )
+        .route("/console/account/passkeys/remove", post(remove_passkey))
         .route("/console/account/sessions", get(sessions))
         .route("/console/account/sessions/{id}/end", post(end_one))
         .route("/console/account/sessions/end-others", post(end_others))
@@ -52,6 +49,8 @@ struct SecondFactorSetup {
     recovery_codes: Vec<String>,
     /// This server offers passkeys (`PSA_PUBLIC_URL` names it by a domain).
     passkeys_available: bool,
+    /// The user has a second factor: adding another asks for the password.
+    has_factor: bool,
     passkeys: Vec<PasskeyRow>,
 }
 
@@ -94,6 +93,7 @@ async fn setup_page(
         recovery_codes_left: 0,
         recovery_codes: Vec::new(),
         passkeys_available: psa_app::passkeys::available(&state.app),
+        has_factor: !passkeys.is_empty() || matches!(standing, Standing::Enrolled { .. }),
         passkeys: passkeys
             .into_iter()
             .map(|p| PasskeyRow {
@@ -125,16 +125,46 @@ async fn show(State(state): State<AppState>, console: Console) -> Result<Respons
     Ok(page_ok(setup_page(&state, &console, None, None).await?))
 }
 
+/// A form that may carry the user's password: what adding a second factor asks of a user who
+/// has one.
+#[derive(Deserialize)]
+struct ProvenForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// The proof a form carries: the password, checked with the sign-in limits; none when empty.
+async fn proof_in(
+    state: &AppState,
+    console: &Console,
+    password: &str,
+) -> Result<Option<psa_app::mfa::Proof<'static>>, ApiError> {
+    if password.is_empty() {
+        return Ok(None);
+    }
+    crate::auth::verify_own_password(state, &console.caller, &SecretString::from(password)).await?;
+    Ok(Some(psa_app::mfa::Proof::PasswordChecked))
+}
+
 async fn start(
     State(state): State<AppState>,
     console: Console,
-    Form(f): Form<CsrfForm>,
+    Form(f): Form<ProvenForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
-    match psa_app::mfa::begin_totp(&state.app, &console.caller.principal()).await {
+    let begun = match proof_in(&state, &console, &f.password).await {
+        Ok(proof) => psa_app::mfa::begin_totp(&state.app, &console.caller.principal(), proof)
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    match begun {
         Ok(_) => Ok(page_ok(setup_page(&state, &console, None, None).await?)),
         Err(e) => {
-            let e = ApiError::from(e);
             let status = e.status();
             let p = setup_page(&state, &console, None, Some(e.to_string())).await?;
             Ok(page(status, p))
@@ -218,20 +248,23 @@ async fn passkey_options(
     State(state): State<AppState>,
     console: Console,
     client: crate::extract::ClientInfo,
-    Form(f): Form<CsrfForm>,
+    Form(f): Form<ProvenForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
-    let outcome = psa_app::passkeys::begin_registration(
-        &state.app,
-        &console.caller.principal(),
-        &client.peer.ip().to_string(),
-    )
-    .await
-    .map(|b| {
+    let outcome = async {
+        let proof = proof_in(&state, &console, &f.password).await?;
+        let b = psa_app::passkeys::begin_registration(
+            &state.app,
+            &console.caller.principal(),
+            &client.peer.ip().to_string(),
+            &f.name,
+            proof,
+        )
+        .await?;
         use secrecy::ExposeSecret;
-        (Some(b.token.expose_secret().to_owned()), b.options)
-    })
-    .map_err(ApiError::from);
+        Ok((Some(b.token.expose_secret().to_owned()), b.options))
+    }
+    .await;
     Ok(super::passkey_json(outcome))
 }
 
@@ -241,8 +274,6 @@ struct AddPasskeyForm {
     csrf: String,
     #[serde(default)]
     token: String,
-    #[serde(default)]
-    name: String,
     #[serde(default)]
     credential: String,
 }
@@ -258,7 +289,6 @@ async fn add_passkey(
             &state.app,
             &console.caller.principal(),
             &f.token,
-            &f.name,
             &credential,
         )
         .await
@@ -287,24 +317,51 @@ async fn add_passkey(
     }
 }
 
+#[derive(Deserialize)]
+struct RemovePasskeyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    passkey: String,
+    #[serde(default)]
+    password: String,
+}
+
 async fn remove_passkey(
     State(state): State<AppState>,
     console: Console,
-    PageId(id): PageId<uuid::Uuid>,
-    Form(f): Form<CsrfForm>,
+    Form(f): Form<RemovePasskeyForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&f.csrf)?;
-    psa_app::passkeys::remove_own(&state.app, &console.caller.principal(), id)
-        .await
-        .map_err(ApiError::from)?;
-    let p = setup_page(
-        &state,
-        &console,
-        Some("The passkey is removed.".into()),
-        None,
-    )
-    .await?;
-    Ok(page_ok(p))
+    let outcome = async {
+        let id = uuid::Uuid::parse_str(f.passkey.trim()).map_err(|_| {
+            ApiError::Model(psa_models::Error::validation(
+                "passkey",
+                "Choose the passkey to remove",
+            ))
+        })?;
+        let proof = proof_in(&state, &console, &f.password)
+            .await?
+            .ok_or_else(|| {
+                ApiError::Model(psa_models::Error::validation(
+                    "password",
+                    "Your password is needed to remove a passkey",
+                ))
+            })?;
+        psa_app::passkeys::remove_own(&state.app, &console.caller.principal(), id, proof).await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    let (status, notice, error) = match outcome {
+        Ok(()) => (
+            StatusCode::OK,
+            Some("The passkey is removed.".to_owned()),
+            None,
+        ),
+        Err(e) => (e.status(), None, Some(e.to_string())),
+    };
+    let p = setup_page(&state, &console, notice, error).await?;
+    Ok(page(status, p))
 }
 
 struct SessionRow {

@@ -240,7 +240,13 @@ impl<'a> Walk<'a> {
         expected: StatusCode,
     ) -> reqwest::Response {
         let r = post_form(&self.p.app, session, path, fields).await;
-        assert_eq!(r.status(), expected, "POST {path}");
+        if r.status() != expected {
+            let status = r.status();
+            panic!(
+                "POST {path}: {status}, expected {expected}: {}",
+                r.text().await.unwrap()
+            );
+        }
         self.check(("POST", template), true).await;
         r
     }
@@ -619,7 +625,7 @@ async fn api_second_factor(w: &mut Walk<'_>, key: &str, email: &str, password: &
         StatusCode::NO_CONTENT,
     )
     .await;
-    api_passkeys(w, &second, user).await;
+    api_passkeys(w, &second, password, user).await;
     w.api(
         Method::POST,
         "/api/v1/users/{id}/reset-mfa",
@@ -644,7 +650,7 @@ async fn api_second_factor(w: &mut Walk<'_>, key: &str, email: &str, password: &
 
 /// Passkeys over the API: each route walked (the ceremonies keep only their challenge, and a
 /// refused answer nothing), and a passkey removed by its holder (audited).
-async fn api_passkeys(w: &mut Walk<'_>, session: &str, user: UserId) {
+async fn api_passkeys(w: &mut Walk<'_>, session: &str, password: &str, user: UserId) {
     let fake = json!({"id": "AAAA", "rawId": "AAAA", "type": "public-key",
                       "response": {"attestationObject": "AAAA", "clientDataJSON": "AAAA"},
                       "extensions": {}});
@@ -654,7 +660,7 @@ async fn api_passkeys(w: &mut Walk<'_>, session: &str, user: UserId) {
             "/api/v1/auth/passkeys/options",
             "/api/v1/auth/passkeys/options",
             session,
-            None,
+            Some(json!({"name": "Laptop"})),
             StatusCode::OK,
         )
         .await;
@@ -663,10 +669,7 @@ async fn api_passkeys(w: &mut Walk<'_>, session: &str, user: UserId) {
         "/api/v1/auth/passkeys",
         "/api/v1/auth/passkeys",
         session,
-        Some(
-            json!({"registration_token": begun["registration_token"], "name": "Laptop",
-                    "credential": fake}),
-        ),
+        Some(json!({"registration_token": begun["registration_token"], "credential": fake})),
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
@@ -711,7 +714,7 @@ async fn api_passkeys(w: &mut Walk<'_>, session: &str, user: UserId) {
         "/api/v1/auth/passkeys/{id}",
         &format!("/api/v1/auth/passkeys/{id}"),
         session,
-        None,
+        Some(json!({"password": password})),
         StatusCode::NO_CONTENT,
     )
     .await;
@@ -725,7 +728,7 @@ async fn console_passkeys(w: &mut Walk<'_>, session: &str, csrf: &str) {
         "/console/account/passkeys/options",
         "/console/account/passkeys/options",
         session,
-        &[("csrf", csrf)],
+        &[("csrf", csrf), ("name", "Laptop")],
         StatusCode::OK,
     )
     .await;
@@ -743,12 +746,13 @@ async fn console_passkeys(w: &mut Walk<'_>, session: &str, csrf: &str) {
     )
     .await;
     let (tenant, user) = (w.p.mgmt.tenant, w.p.mgmt.admin);
-    let id = w.passkey_of(tenant, user).await;
+    let id = w.passkey_of(tenant, user).await.to_string();
+    let password = w.p.mgmt.admin_password.clone();
     w.form(
-        "/console/account/passkeys/{id}/remove",
-        &format!("/console/account/passkeys/{id}/remove"),
+        "/console/account/passkeys/remove",
+        "/console/account/passkeys/remove",
         session,
-        &[("csrf", csrf)],
+        &[("csrf", csrf), ("passkey", &id), ("password", &password)],
         StatusCode::OK,
     )
     .await;

@@ -68,13 +68,15 @@ const JS_CODEC: &str = "
 
 /// Registers a passkey over the API from the page (the browser's authenticator creates it):
 /// the answer's status and body, or the browser's error.
-async fn register_over_api(b: &fantoccini::Client, bearer: &str, name: &str) -> Value {
+async fn register_over_api(b: &fantoccini::Client, bearer: &str, asked: Value) -> Value {
     let script = format!(
         "{JS_CODEC}
-        const [bearer, name, done] = arguments;
+        const [bearer, asked, done] = arguments;
         (async () => {{
             const h = {{'Authorization': 'Bearer ' + bearer, 'Content-Type': 'application/json'}};
-            const o = await (await fetch('/api/v1/auth/passkeys/options', {{method: 'POST', headers: h}})).json();
+            const r0 = await fetch('/api/v1/auth/passkeys/options', {{method: 'POST', headers: h, body: JSON.stringify(asked)}});
+            if (!r0.ok) {{ done({{status: r0.status, body: await r0.json()}}); return; }}
+            const o = await r0.json();
             const pk = o.options.publicKey;
             pk.challenge = bytes(pk.challenge);
             pk.user.id = bytes(pk.user.id);
@@ -85,11 +87,11 @@ async fn register_over_api(b: &fantoccini::Client, bearer: &str, name: &str) -> 
                             clientDataJSON: text(c.response.clientDataJSON)}},
                 extensions: c.getClientExtensionResults()}};
             const r = await fetch('/api/v1/auth/passkeys', {{method: 'POST', headers: h,
-                body: JSON.stringify({{registration_token: o.registration_token, name, credential}})}});
+                body: JSON.stringify({{registration_token: o.registration_token, credential}})}});
             done({{status: r.status, body: await r.json()}});
         }})().catch(e => done({{error: String(e)}}));"
     );
-    b.execute_async(&script, vec![json!(bearer), json!(name)])
+    b.execute_async(&script, vec![json!(bearer), asked])
         .await
         .unwrap()
 }
@@ -238,6 +240,23 @@ async fn in_the_browser_a_passkey_is_added_and_signs_in() {
         .await
         .unwrap();
         assert!(used.is_some());
+
+        // The list, then removing it: the password is asked for.
+        b.goto(&format!("{local}/console/account/second-factor"))
+            .await
+            .unwrap();
+        ui::wait_text(b, "main table", "Work laptop", 20).await;
+        // With a passkey already, adding another asks for the password too.
+        b.find(fantoccini::Locator::Id("passkey-password"))
+            .await
+            .unwrap();
+        review(&browser, &format!("passkeys-listed-{label}")).await;
+        ui::fill(b, "remove-password", PASSWORD).await;
+        ui::click(b, "form[action$='/passkeys/remove'] button").await;
+        ui::wait_text(b, "main", "The passkey is removed.", 20).await;
+        assert_eq!(passkeys_of(&app, &email).await, 0);
+        let removed = last_audit(&app, acme.tenant, "remove_second_factor").await;
+        assert_eq!(removed["proof"], "password", "{removed}");
     }
 }
 
@@ -285,7 +304,7 @@ async fn over_the_api_a_passkey_is_only_its_users() {
             .call(Method::GET, "/api/v1/companies", Some(&token), None)
             .await;
         assert_error(&r, StatusCode::FORBIDDEN, "mfa_enrollment_required");
-        let out = register_over_api(b, &token, "Laptop").await;
+        let out = register_over_api(b, &token, json!({"name": "Laptop"})).await;
         assert_eq!(out["status"], 201, "{out}");
         assert!(out.get("error").is_none(), "{out}");
         assert_eq!(out["body"]["passkey"]["name"], "Laptop");
@@ -300,8 +319,30 @@ async fn over_the_api_a_passkey_is_only_its_users() {
             .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
-        // The same authenticator cannot register for the same user twice (excluded).
-        let again = register_over_api(b, &token, "Laptop again").await;
+        // Another passkey needs the password now (a session alone may have been taken over);
+        // and the same authenticator cannot register for the same user twice (excluded).
+        let again = register_over_api(b, &token, json!({"name": "Phone"})).await;
+        assert_eq!(again["status"], 422, "{again}");
+        assert!(
+            again["body"]["error"]["fields"]["password"].is_string(),
+            "{again}"
+        );
+        let again =
+            register_over_api(b, &token, json!({"name": "Phone", "password": "wrong"})).await;
+        assert_eq!(again["status"], 422, "{again}");
+        let again =
+            register_over_api(b, &token, json!({"name": "Laptop", "password": PASSWORD})).await;
+        assert_eq!(again["status"], 422, "{again}");
+        assert!(
+            again["body"]["error"]["fields"]["name"].is_string(),
+            "{again}"
+        );
+        let again = register_over_api(
+            b,
+            &token,
+            json!({"name": "Laptop again", "password": PASSWORD}),
+        )
+        .await;
         assert!(
             again["error"]
                 .as_str()
@@ -416,15 +457,37 @@ async fn over_the_api_a_passkey_is_only_its_users() {
         )
         .await;
     let id = list["data"][0]["passkey_id"].as_str().unwrap().to_owned();
+    // Proof is needed, and an API key removes none.
     let r = app
         .call(
             Method::DELETE,
             &format!("/api/v1/auth/passkeys/{id}"),
             Some(&bearer[lee]),
-            None,
+            Some(json!({})),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/auth/passkeys/{id}"),
+            Some(&acme.key),
+            Some(json!({"password": PASSWORD})),
+        )
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(passkeys_of(&app, lee).await, 1);
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/auth/passkeys/{id}"),
+            Some(&bearer[lee]),
+            Some(json!({"password": PASSWORD})),
         )
         .await;
     assert_eq!(r.0, StatusCode::NO_CONTENT, "{}", r.1);
+    let removed = last_audit(&app, acme.tenant, "remove_second_factor").await;
+    assert_eq!(removed["proof"], "password", "{removed}");
     assert_eq!(passkeys_of(&app, lee).await, 0);
     let (flag, codes): (bool, i64) = sqlx::query_as(
         "SELECT u.two_factor_enabled, (SELECT count(*) FROM user_recovery_codes c \
@@ -441,7 +504,7 @@ async fn over_the_api_a_passkey_is_only_its_users() {
             Method::DELETE,
             &format!("/api/v1/auth/passkeys/{id}"),
             Some(&bearer[lee]),
-            None,
+            Some(json!({"password": PASSWORD})),
         )
         .await;
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
@@ -500,17 +563,31 @@ async fn passkey_requests_that_break_the_rules_are_refused_and_write_nothing() {
             Method::POST,
             "/api/v1/auth/passkeys/options",
             Some(&acme.key),
-            None,
+            Some(json!({"name": "Laptop"})),
         )
         .await;
     assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let audit_before = app.count("audit_log").await;
+    // The name is checked before the device makes anything.
+    for name in [json!("  "), json!("x".repeat(65)), json!("tab\there")] {
+        let r = app
+            .call(
+                Method::POST,
+                "/api/v1/auth/passkeys/options",
+                Some(&token),
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+        assert!(r.1["error"]["fields"]["name"].is_string(), "{}", r.1);
+    }
     // The options name this server (PSA_PUBLIC_URL's host) and ask for a discoverable key.
     let (status, begun) = app
         .call(
             Method::POST,
             "/api/v1/auth/passkeys/options",
             Some(&token),
-            None,
+            Some(json!({"name": "Laptop"})),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{begun}");
@@ -525,31 +602,22 @@ async fn passkey_requests_that_break_the_rules_are_refused_and_write_nothing() {
         "response": {"attestationObject": "AAAA", "clientDataJSON": "AAAA"},
         "extensions": {}
     });
-    let audit_before = app.count("audit_log").await;
     for (body, field) in [
         (
-            json!({"registration_token": registration, "name": "  ", "credential": fake}),
-            "name",
-        ),
-        (
-            json!({"registration_token": registration, "name": "x".repeat(65), "credential": fake}),
-            "name",
-        ),
-        (
-            json!({"registration_token": registration, "name": "Laptop", "credential": {"id": 1}}),
+            json!({"registration_token": registration, "credential": {"id": 1}}),
             "credential",
         ),
         (
-            json!({"registration_token": "psa_passkey_nope", "name": "Laptop", "credential": fake}),
+            json!({"registration_token": "psa_passkey_nope", "credential": fake}),
             "registration_token",
         ),
         // Well-formed, but no authenticator made it: the ceremony refuses it (and is used up).
         (
-            json!({"registration_token": registration, "name": "Laptop", "credential": fake}),
+            json!({"registration_token": registration, "credential": fake}),
             "credential",
         ),
         (
-            json!({"registration_token": registration, "name": "Laptop", "credential": fake}),
+            json!({"registration_token": registration, "credential": fake}),
             "registration_token",
         ),
     ] {
@@ -671,7 +739,7 @@ async fn without_a_domain_there_are_no_passkeys() {
             Method::POST,
             "/api/v1/auth/passkeys/options",
             Some(token),
-            None,
+            Some(json!({"name": "Laptop"})),
         )
         .await;
     assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
