@@ -28,6 +28,8 @@ pub enum Resource {
     Tenant,
     User,
     Webhook,
+    /// The tenant's single sign-on (`sso:manage`).
+    Sso,
 }
 
 /// What a permission allows on its resource.
@@ -37,6 +39,8 @@ pub enum Access {
     Read,
     Update,
     Delete,
+    /// Everything about the resource (`sso:manage`).
+    Manage,
 }
 
 /// One permission: `resource:action`.
@@ -52,6 +56,7 @@ impl Resource {
             Resource::Tenant => "tenant",
             Resource::User => "user",
             Resource::Webhook => "webhook",
+            Resource::Sso => "sso",
         }
     }
 }
@@ -63,6 +68,7 @@ impl Access {
             Access::Read => "read",
             Access::Update => "update",
             Access::Delete => "delete",
+            Access::Manage => "manage",
         }
     }
 }

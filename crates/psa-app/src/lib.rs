@@ -22,12 +22,14 @@ pub mod api_keys;
 pub mod audit;
 pub mod customers;
 pub mod directory;
+pub mod dns;
 pub mod events;
 pub mod management;
 pub mod mfa;
 pub mod passkeys;
 pub mod sessions;
 pub mod settings;
+pub mod sso;
 pub mod temporal;
 pub mod tenants;
 pub mod users;
@@ -59,6 +61,8 @@ pub struct App {
     pub delivery: Arc<Delivery>,
     /// Sealing of webhook secrets and the addresses endpoints may have.
     pub webhooks: Arc<webhooks::WebhookSettings>,
+    /// Where DNS lookups go (verifying a tenant's domains).
+    pub dns: dns::Dns,
 }
 
 impl App {
@@ -70,7 +74,13 @@ impl App {
             exports: None,
             delivery: Arc::new(delivery),
             webhooks: Arc::default(),
+            dns: dns::Dns::default(),
         }
+    }
+
+    pub fn with_dns(mut self, dns: dns::Dns) -> App {
+        self.dns = dns;
+        self
     }
 
     pub fn with_webhooks(mut self, webhooks: webhooks::WebhookSettings) -> App {

@@ -457,14 +457,13 @@ pub async fn finish_sign_in(
     let Ok((handle, credential_id)) = rp.identify_discoverable_authentication(&answer) else {
         return Ok(None);
     };
-    let Some((tenant, user, passkey_id)) = passkeys::owner(&mut conn, credential_id).await? else {
+    // The user handle the authenticator keeps is the user's id: with the credential id, it
+    // names one passkey.
+    let Some((tenant, user, passkey_id)) = passkeys::owner(&mut conn, credential_id, handle).await?
+    else {
         return Ok(None);
     };
     drop(conn);
-    // The user handle the authenticator keeps is the user's id: it must be this passkey's.
-    if handle != user.0 {
-        return Ok(None);
-    }
     let mut tx = db::begin_tenant(&app.pool, tenant).await?;
     let Some(record) = passkeys::record_for_update(&mut tx, tenant, user, passkey_id).await? else {
         return Ok(None);

@@ -1,8 +1,9 @@
 -- Passkeys (WebAuthn): a user's public-key credentials, each named by its holder. `passkey` is
 -- webauthn-rs's record of it (the public key, the signature counter, the credential id): no
--- secret, the private key never leaves the authenticator. A credential id is unique across the
--- installation: a passkey alone finds its user (discoverable sign-in) before any tenant is
--- known.
+-- secret, the private key never leaves the authenticator. A passkey alone (discoverable
+-- sign-in) finds its row before any tenant is known by its credential id and the user handle
+-- the authenticator keeps (the user's id): a credential id copied into another registration
+-- cannot stand in for its owner's.
 CREATE TABLE user_passkeys (
     tenant        uuid NOT NULL REFERENCES tenants (tenant) ON DELETE CASCADE,
     passkey_id    uuid NOT NULL DEFAULT gen_random_uuid(),
@@ -13,7 +14,7 @@ CREATE TABLE user_passkeys (
     created_at    timestamptz NOT NULL DEFAULT now(),
     last_used_at  timestamptz,
     CONSTRAINT user_passkeys_pkey PRIMARY KEY (tenant, passkey_id),
-    CONSTRAINT user_passkeys_credential_key UNIQUE (credential_id),
+    CONSTRAINT user_passkeys_credential_key UNIQUE (tenant, credential_id),
     CONSTRAINT user_passkeys_name_key UNIQUE (tenant, user_id, name),
     CONSTRAINT user_passkeys_user_fkey FOREIGN KEY (tenant, user_id)
         REFERENCES users (tenant, user_id) ON DELETE CASCADE
@@ -24,17 +25,21 @@ CREATE POLICY tenant_isolation ON user_passkeys TO psa_app
     WITH CHECK (tenant = nullif(current_setting('app.current_tenant', true), '')::uuid);
 GRANT SELECT, INSERT, UPDATE, DELETE ON user_passkeys TO psa_app;
 
--- Whose passkey a credential id is, for a sign-in with a passkey alone: only an active internal
--- user's, and only that one row.
-CREATE FUNCTION psa_passkey_owner(credential bytea)
+CREATE INDEX user_passkeys_credential ON user_passkeys (credential_id);
+
+-- Whose passkey a credential id is, for a sign-in with a passkey alone: the row of that
+-- credential and user handle, of an active internal user only.
+CREATE FUNCTION psa_passkey_owner(credential bytea, handle uuid)
 RETURNS TABLE (tenant uuid, user_id uuid, passkey_id uuid)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
     SELECT p.tenant, p.user_id, p.passkey_id
     FROM user_passkeys p JOIN users u ON u.tenant = p.tenant AND u.user_id = p.user_id
-    WHERE p.credential_id = credential AND u.user_type = 'internal' AND NOT u.is_inactive
+    WHERE p.credential_id = credential AND p.user_id = handle
+      AND u.user_type = 'internal' AND NOT u.is_inactive
+    LIMIT 1
 $$;
-REVOKE ALL ON FUNCTION psa_passkey_owner(bytea) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION psa_passkey_owner(bytea) TO psa_api;
+REVOKE ALL ON FUNCTION psa_passkey_owner(bytea, uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION psa_passkey_owner(bytea, uuid) TO psa_api;
 
 -- The server's half of a WebAuthn ceremony (its challenge), between its two requests: any
 -- replica may answer the second. `passkey_sign_in`: a sign-in with a passkey alone (no email

@@ -177,6 +177,8 @@ pub enum Action {
     ResetSecondFactor,
     SecondFactorFailed,
     RevokeSession,
+    // Single sign-on.
+    Verify,
 }
 
 impl Action {
@@ -219,6 +221,7 @@ impl Action {
         Action::ResetSecondFactor,
         Action::SecondFactorFailed,
         Action::RevokeSession,
+        Action::Verify,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -261,6 +264,7 @@ impl Action {
             Action::ResetSecondFactor => "reset_second_factor",
             Action::SecondFactorFailed => "second_factor_failed",
             Action::RevokeSession => "revoke_session",
+            Action::Verify => "verify",
         }
     }
 

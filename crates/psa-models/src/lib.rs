@@ -32,6 +32,7 @@ pub mod provisioning;
 pub mod retention;
 pub mod seeds;
 pub mod sign_in;
+pub mod sso;
 pub mod tags;
 pub mod tenants;
 pub mod users;

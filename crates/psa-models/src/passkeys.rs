@@ -231,15 +231,17 @@ pub async fn remove(
     Ok(name)
 }
 
-/// Whose passkey a credential id is (any tenant's; only an active internal user's): the tenant,
-/// the user and the passkey.
+/// Whose passkey a credential id is, with the user handle the authenticator keeps (any
+/// tenant's; only an active internal user's): the tenant, the user and the passkey.
 pub async fn owner(
     conn: &mut PgConnection,
     credential_id: &[u8],
+    handle: Uuid,
 ) -> Result<Option<(TenantId, UserId, Uuid)>> {
     Ok(
-        sqlx::query_as("SELECT tenant, user_id, passkey_id FROM psa_passkey_owner($1)")
+        sqlx::query_as("SELECT tenant, user_id, passkey_id FROM psa_passkey_owner($1, $2)")
             .bind(credential_id)
+            .bind(handle)
             .fetch_optional(conn)
             .await?,
     )

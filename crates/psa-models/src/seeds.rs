@@ -119,6 +119,8 @@ const MSP_PERMISSIONS: &[(&str, &[&str])] = &[
     ("tenant", CRUD),
     // Ours: the webhook endpoints that carry the platform's events (management tenant only).
     ("webhook", CRUD),
+    // Ours: the tenant's single sign-on (its provider, verified domains), for its Admin.
+    ("sso", &["manage"]),
 ];
 
 /// Client-portal permissions. (The reference marked `settings` as both msp and client in one row,

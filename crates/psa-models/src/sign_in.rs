@@ -223,6 +223,8 @@ pub enum Ceremony {
     SignIn,
     /// A signed-in user registering a passkey (its tenant and user are kept with it).
     Registration,
+    /// A sign-in at a tenant's provider (its `state`; the tenant is in the ceremony).
+    Sso,
 }
 
 impl Ceremony {
@@ -230,6 +232,7 @@ impl Ceremony {
         match self {
             Ceremony::SignIn => "passkey_sign_in",
             Ceremony::Registration => "passkey_registration",
+            Ceremony::Sso => "sso",
         }
     }
 }

@@ -31,6 +31,8 @@ pub enum Sealed {
     PlatformKey,
     /// A user's authenticator-app (TOTP) secret (the row: `tenant/user`).
     TotpSecret,
+    /// A tenant's client secret at its single sign-on provider (the row: the tenant's id).
+    SsoClientSecret,
 }
 
 impl Sealed {
@@ -40,6 +42,7 @@ impl Sealed {
             Sealed::InvitationLink => "invitation_link",
             Sealed::PlatformKey => "platform_key",
             Sealed::TotpSecret => "totp_secret",
+            Sealed::SsoClientSecret => "sso_client_secret",
         }
     }
 }

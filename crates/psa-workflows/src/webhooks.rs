@@ -79,6 +79,25 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
+/// An HTTP client for requests to addresses a tenant chose (webhook endpoints, single sign-on
+/// providers): no proxy, no redirects (a redirect could lead anywhere, inside the network
+/// included), bounded in time, and reaching only the addresses `policy` allows.
+pub fn guarded_client(
+    policy: AddressPolicy,
+    timeout: Duration,
+    user_agent: &str,
+) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .timeout(timeout)
+        .user_agent(format!("{user_agent}/{}", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Arc::new(GuardedResolver { policy }))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
 pub struct Dispatcher {
     pool: PgPool,
     config: DispatcherConfig,
@@ -142,19 +161,8 @@ pub fn new_secret() -> secrecy::SecretString {
 
 impl Dispatcher {
     pub fn new(pool: PgPool, config: DispatcherConfig) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            // A redirect could lead anywhere, inside the network included: not followed (a
-            // 3xx is a failed attempt).
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(config.attempt_timeout.min(Duration::from_secs(5)))
-            .timeout(config.attempt_timeout)
-            .user_agent(concat!("psa-webhooks/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(GuardedResolver {
-                policy: config.policy,
-            }))
-            .build()
-            .map_err(|e| format!("cannot build the webhook HTTP client: {e}"))?;
+        // A 3xx is a failed attempt: redirects are not followed.
+        let client = guarded_client(config.policy, config.attempt_timeout, "psa-webhooks")?;
         Ok(Self {
             pool,
             config,
