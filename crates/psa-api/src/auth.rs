@@ -338,6 +338,8 @@ pub(crate) enum How {
     SecondFactor,
     /// A passkey alone: possession of the device and its user verification, both factors.
     Passkey,
+    /// The tenant's single sign-on provider: its own policy (and second factor) governs.
+    Sso,
 }
 
 /// Opens a session for `user` of `tenant` who just proved who they are: refused for a suspended
@@ -370,9 +372,17 @@ pub(crate) async fn open_session_in(
     if !tenant_is_active(&mut tx, tenant).await? {
         return Err(ApiError::TenantInactive);
     }
+    // A tenant that signs in through its provider refuses every other way in, but for its
+    // break-glass users.
+    if how != How::Sso {
+        let mut conn = state.pool.acquire().await?;
+        if psa_app::sso::refuses_other_ways(&mut conn, tenant, user).await? {
+            return Err(ApiError::SsoRequired);
+        }
+    }
     let has_factor = psa_models::mfa::has_second_factor(&mut tx, tenant, user).await?;
     let second_factor = matches!(how, How::SecondFactor | How::Passkey);
-    if has_factor && !second_factor {
+    if has_factor && !second_factor && how != How::Sso {
         let email = EmailAddress::parse(&users::get(&mut tx, tenant, user).await?.email)?;
         let methods = psa_models::mfa::methods(&mut tx, tenant, user).await?;
         tx.rollback().await?;
@@ -390,7 +400,8 @@ pub(crate) async fn open_session_in(
             methods,
         }));
     }
-    let enrollment_only = !has_factor && psa_models::mfa::required(&mut tx, tenant).await?;
+    let enrollment_only =
+        how != How::Sso && !has_factor && psa_models::mfa::required(&mut tx, tenant).await?;
     let meta = credentials::SessionMeta {
         address: Some(peer.ip().to_string()),
         user_agent: client.user_agent.clone(),
@@ -422,6 +433,7 @@ pub(crate) async fn open_session_in(
                 How::Link => "link",
                 How::SecondFactor => "second_factor",
                 How::Passkey => "passkey",
+                How::Sso => "sso",
             },
             "enrollment_only": enrollment_only,
         }),

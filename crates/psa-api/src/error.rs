@@ -61,6 +61,11 @@ pub enum ApiError {
         "A second factor is needed: a code from your authenticator app, a recovery code or a passkey"
     )]
     MfaRequired(MfaChallenge),
+    /// The user's organisation signs in through its identity provider only: 403 `sso_required`.
+    #[error(
+        "Your organisation signs in through its identity provider: continue with your email to be sent there"
+    )]
+    SsoRequired,
     /// A wrong second-factor code: 401 `invalid_code`.
     #[error("The code is not right")]
     InvalidCode,
@@ -123,7 +128,7 @@ impl ApiError {
             | ApiError::InvalidCode
             | ApiError::InvalidPasskey
             | ApiError::InvalidMfaToken => StatusCode::UNAUTHORIZED,
-            ApiError::MfaEnrollmentRequired => StatusCode::FORBIDDEN,
+            ApiError::MfaEnrollmentRequired | ApiError::SsoRequired => StatusCode::FORBIDDEN,
             ApiError::Forbidden(_) | ApiError::TenantInactive => StatusCode::FORBIDDEN,
             ApiError::BadRequest { status, .. } => *status,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -152,6 +157,7 @@ impl ApiError {
             ApiError::InvalidPasskey => "invalid_passkey",
             ApiError::InvalidMfaToken => "invalid_mfa_token",
             ApiError::MfaEnrollmentRequired => "mfa_enrollment_required",
+            ApiError::SsoRequired => "sso_required",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Timeout => "timeout",
             ApiError::Unavailable(_) => "unavailable",
@@ -250,7 +256,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// One of validation_error, email_exists, foreign_key_error, not_found, unauthorized,
     /// forbidden, conflict, invalid_link, idempotency_key_reused, tenant_required, mfa_required,
-    /// invalid_code, invalid_passkey, invalid_mfa_token, mfa_enrollment_required, mail_not_configured,
+    /// invalid_code, invalid_passkey, invalid_mfa_token, mfa_enrollment_required, sso_required, mail_not_configured,
     /// rate_limited, timeout, mail_failed, unavailable, internal.
     pub code: &'static str,
     pub message: String,

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod mfa;
 pub mod pages;
 pub mod passkeys;
+pub mod sso;
 pub mod tags;
 pub mod tenants;
 pub mod users;
@@ -177,6 +178,12 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(passkeys::mfa_options))
         .routes(routes!(passkeys::sign_in_options))
         .routes(routes!(passkeys::sign_in))
+        .routes(routes!(sso::show, sso::set, sso::remove))
+        .routes(routes!(sso::test))
+        .routes(routes!(sso::domains, sso::add_domain))
+        .routes(routes!(sso::verify_domain))
+        .routes(routes!(sso::remove_domain))
+        .routes(routes!(sso::start))
         .routes(routes!(auth::logout_everywhere))
         .routes(routes!(auth::accept_invitation))
         .routes(routes!(auth::change_password))
@@ -337,6 +344,8 @@ pub struct Config {
     pub delivery: psa_models::invitations::Delivery,
     pub lifecycle: LifecycleConfig,
     pub webhooks: webhooks::WebhookConfig,
+    /// Where DNS lookups go (`PSA_DNS_RESOLVER`; verifying a tenant's domains).
+    pub dns: psa_app::dns::Dns,
 }
 
 /// What one connection and one request may take of the server.
@@ -410,7 +419,8 @@ impl Application {
             (store, _) => store,
         };
         let mut app = psa_app::App::new(pool.clone(), settings, config.delivery)
-            .with_webhooks(config.webhooks);
+            .with_webhooks(config.webhooks)
+            .with_dns(config.dns);
         if let Some(store) = exports {
             app = app.with_exports(store);
         }

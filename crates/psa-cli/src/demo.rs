@@ -430,6 +430,7 @@ async fn console(
 ) -> Result<psa_api::Application, CliError> {
     psa_api::Application::build_with(
         psa_api::Config {
+            dns: Default::default(),
             bind,
             // The demo's console is for trying things: no metrics listener.
             metrics_bind: None,

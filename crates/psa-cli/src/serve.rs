@@ -111,6 +111,7 @@ pub async fn serve(
     );
     let app = psa_api::Application::build_with(
         psa_api::Config {
+            dns: webhook_args.dns(),
             bind,
             metrics_bind: Some(metrics_bind),
             session_ttl: Duration::from_secs(session_ttl_minutes * 60),

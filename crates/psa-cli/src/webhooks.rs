@@ -23,6 +23,10 @@ pub struct WebhookArgs {
     #[arg(long, env = "PSA_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, global = true,
           action = clap::ArgAction::Set)]
     pub webhook_allow_private: bool,
+    /// The DNS server the platform's own lookups go to (`IP:PORT`; verifying a tenant's email
+    /// domains). Unset: the system's resolver.
+    #[arg(long, env = "PSA_DNS_RESOLVER", global = true, value_name = "IP:PORT")]
+    pub dns_resolver: Option<std::net::SocketAddr>,
     /// The most one delivery attempt may take, in seconds.
     #[arg(long, env = "PSA_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10, global = true,
           value_parser = clap::value_parser!(u64).range(1..=60))]
@@ -67,6 +71,12 @@ fn parse_delays(raw: &str) -> Result<DelayList, String> {
 }
 
 impl WebhookArgs {
+    pub fn dns(&self) -> psa_app::dns::Dns {
+        psa_app::dns::Dns {
+            server: self.dns_resolver,
+        }
+    }
+
     pub fn policy(&self) -> AddressPolicy {
         AddressPolicy {
             allow_private: self.webhook_allow_private,

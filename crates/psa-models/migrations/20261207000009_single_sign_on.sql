@@ -88,10 +88,17 @@ CREATE FUNCTION psa_sso_required(for_tenant uuid) RETURNS TABLE (required boolea
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
     SELECT c.required AND c.enabled, c.break_glass FROM sso_connections c WHERE c.tenant = for_tenant
 $$;
+-- The tenant a sign-in link names (`/console/sso/{slug}`): by slug or id.
+CREATE FUNCTION psa_tenant_named(name text) RETURNS TABLE (tenant uuid, slug text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    SELECT t.tenant, t.slug FROM tenants t
+    WHERE t.slug = name
+       OR (name ~ '^[0-9a-fA-F-]{36}$' AND t.tenant::text = lower(name))
+$$;
 REVOKE ALL ON FUNCTION psa_sso_for_domain(text), psa_sso_domain_taken(text, uuid),
-    psa_sso_required(uuid) FROM PUBLIC;
+    psa_sso_required(uuid), psa_tenant_named(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION psa_sso_for_domain(text), psa_sso_domain_taken(text, uuid),
-    psa_sso_required(uuid) TO psa_api;
+    psa_sso_required(uuid), psa_tenant_named(text) TO psa_api;
 
 -- The sign-in half done while the person is at their provider: `state` is the token, the
 -- ceremony keeps the PKCE verifier and the nonce.

@@ -514,3 +514,17 @@ impl std::fmt::Display for TenantStatus {
         f.write_str(self.as_str())
     }
 }
+
+/// The tenant a sign-in link names, by slug or id (any tenant: the caller is not signed in
+/// yet): its id and slug.
+pub async fn by_slug_or_id(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<Option<(TenantId, String)>> {
+    Ok(
+        sqlx::query_as("SELECT tenant, slug FROM psa_tenant_named($1)")
+            .bind(name)
+            .fetch_optional(conn)
+            .await?,
+    )
+}

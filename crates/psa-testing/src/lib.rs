@@ -1051,3 +1051,178 @@ impl Drop for Spawned {
         let _ = self.0.wait();
     }
 }
+
+/// A DNS server on loopback answering TXT records the test chose (Debian's dnsmasq, which
+/// scripts/test installs; `PSA_TEST_DNSMASQ` names another). It ends when dropped.
+pub struct DnsServer {
+    pub addr: std::net::SocketAddr,
+    _process: Spawned,
+}
+
+impl DnsServer {
+    /// Serves `records` (`(domain, text)`: a TXT record each) and nothing else.
+    pub async fn start(records: &[(&str, &str)]) -> DnsServer {
+        let bin = std::env::var("PSA_TEST_DNSMASQ").unwrap_or_else(|_| "dnsmasq".to_owned());
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free port")
+            .port();
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--pid-file=",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+        ])
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        if is_root() {
+            cmd.arg("--user=root");
+        }
+        for (domain, text) in records {
+            cmd.arg(format!("--txt-record={domain},{text}"));
+        }
+        let process = Spawned::spawn(&mut cmd).unwrap_or_else(|e| {
+            panic!(
+                "cannot start {bin} ({e}): run scripts/test, which installs dnsmasq-base, or set \
+                 PSA_TEST_DNSMASQ (tests never skip)"
+            )
+        });
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // Answering once it answers over TCP too (dnsmasq listens on both).
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return DnsServer {
+                    addr,
+                    _process: process,
+                };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("dnsmasq did not listen on {addr}");
+    }
+}
+
+/// An OpenID Connect provider on loopback (panva's certified `oidc-provider`, from
+/// tests/console/node_modules, run by tests/console/oidc-provider.mjs): clients, accounts and
+/// the signing key as the test says. Its development login form takes any password; the login
+/// names the account. It ends when dropped (its stdin closes too).
+pub struct OidcProvider {
+    pub issuer: String,
+    pub port: u16,
+    process: Option<Spawned>,
+    config: serde_json::Value,
+}
+
+impl OidcProvider {
+    /// A new RSA signing key (a private JWK) with key id `kid`.
+    pub fn new_key(kid: &str) -> serde_json::Value {
+        let out = std::process::Command::new(node())
+            .args([
+                "-e",
+                "const {generateKeyPairSync} = require('crypto');\
+                 const {privateKey} = generateKeyPairSync('rsa', {modulusLength: 2048});\
+                 const j = privateKey.export({format: 'jwk'});\
+                 j.kid = process.argv[1]; j.alg = 'RS256'; j.use = 'sig';\
+                 console.log(JSON.stringify(j));",
+                kid,
+            ])
+            .output()
+            .expect("node makes a key");
+        serde_json::from_slice(&out.stdout).expect("a JWK")
+    }
+
+    /// Starts the provider with `clients` (`{"client_id", "client_secret"?, "redirect_uris"}`),
+    /// `accounts` (login -> claims) and signing `key`.
+    pub async fn start(
+        clients: serde_json::Value,
+        accounts: serde_json::Value,
+        key: serde_json::Value,
+    ) -> OidcProvider {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut p = OidcProvider {
+            issuer: format!("http://127.0.0.1:{port}"),
+            port,
+            process: None,
+            config: serde_json::json!({
+                "port": port, "clients": clients, "accounts": accounts, "key": key
+            }),
+        };
+        p.restart().await;
+        p
+    }
+
+    /// Starts it again with another signing key (its sessions are lost, as on any restart).
+    pub async fn rotate_key(&mut self, key: serde_json::Value) {
+        self.config["key"] = key;
+        self.restart().await;
+    }
+
+    async fn restart(&mut self) {
+        self.process = None;
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/console/oidc-provider.mjs");
+        let process = Spawned::spawn(
+            std::process::Command::new(node())
+                .arg(&script)
+                .arg(self.config.to_string())
+                .current_dir(script.parent().unwrap())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        )
+        .unwrap_or_else(|e| {
+            panic!("cannot start the OpenID Connect provider with node ({e}): tests never skip")
+        });
+        self.process = Some(process);
+        let discovery = format!("{}/.well-known/openid-configuration", self.issuer);
+        for _ in 0..400 {
+            if let Ok(r) = reqwest_free_get(&discovery).await
+                && r
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!(
+            "the OpenID Connect provider did not answer at {discovery}: run scripts/test (npm ci \
+             in tests/console installs oidc-provider)"
+        );
+    }
+}
+
+fn node() -> String {
+    std::env::var("PSA_TEST_NODE").unwrap_or_else(|_| "node".to_owned())
+}
+
+/// Whether `url` answers 200 (a plain HTTP/1.1 GET over loopback, without an HTTP client
+/// crate here).
+async fn reqwest_free_get(url: &str) -> std::io::Result<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let u = url::Url::parse(url).map_err(std::io::Error::other)?;
+    let addr = format!(
+        "{}:{}",
+        u.host_str().unwrap_or("127.0.0.1"),
+        u.port_or_known_default().unwrap_or(80)
+    );
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            u.path(),
+            u.host_str().unwrap_or_default()
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await?;
+    Ok(head.starts_with(b"HTTP/1.1 200"))
+}

@@ -13,6 +13,7 @@ mod directory;
 mod events;
 mod provision;
 mod security;
+mod sso;
 mod tenants;
 mod users;
 
@@ -74,6 +75,7 @@ pub fn routes() -> Router<AppState> {
         .merge(audit::routes())
         .merge(account::routes())
         .merge(security::routes())
+        .merge(sso::routes())
         .route(
             "/assets/console.js",
             get(|| async {
@@ -117,6 +119,8 @@ pub struct Console {
     pub management: bool,
     /// May see the tenant's users (`user:read`): the navigation shows the page.
     pub sees_users: bool,
+    /// Manages the tenant's single sign-on (`sso:manage`): the navigation shows the page.
+    pub manages_sso: bool,
 }
 
 /// Why a console request was refused: to the sign-in page, or a page saying so.
@@ -198,6 +202,9 @@ impl FromRequestParts<AppState> for Console {
         let sees_users = caller
             .may(&mut tx, Permission(Resource::User, Action::Read))
             .await?;
+        let manages_sso = caller
+            .may(&mut tx, Permission(Resource::Sso, Action::Manage))
+            .await?;
         tx.rollback().await.map_err(ApiError::from)?;
         Ok(Console {
             csrf: csrf_token(&token),
@@ -205,6 +212,7 @@ impl FromRequestParts<AppState> for Console {
             tenant_name: tenant.company_name,
             management: tenant.is_management,
             sees_users,
+            manages_sso,
             caller,
         })
     }
@@ -233,6 +241,7 @@ impl Console {
             tenant_name: self.tenant_name.clone(),
             management: self.management,
             sees_users: self.sees_users,
+            manages_sso: self.manages_sso,
         })
     }
 
@@ -265,6 +274,7 @@ pub struct Nav {
     pub tenant_name: String,
     pub management: bool,
     pub sees_users: bool,
+    pub manages_sso: bool,
 }
 
 fn page(status: StatusCode, template: impl Template) -> Response {
@@ -318,6 +328,14 @@ struct SignInPage {
     email: String,
     /// This server offers passkeys: "Sign in with a passkey".
     passkeys: bool,
+}
+
+impl SignInPage {
+    /// The password is asked for once the email is known (and is not sent to a provider), or
+    /// when a link named the organisation.
+    fn asks_password(&self) -> bool {
+        !self.tenant.is_empty() || !self.email.is_empty()
+    }
 }
 
 /// The sign-in form again, saying why (the organisation and email kept as typed).
@@ -393,8 +411,12 @@ struct SignInForm {
     /// The organisation a link named; empty: the email finds it.
     #[serde(default)]
     tenant: String,
+    #[serde(default)]
     email: String,
-    password: SecretString,
+    /// None: the first step (the email alone), which sends an email of a domain that signs in
+    /// through its provider there, and asks the others for their password.
+    #[serde(default)]
+    password: Option<SecretString>,
 }
 
 /// Whether a form without a session came from one of this server's own pages: a browser says
@@ -438,11 +460,14 @@ async fn sign_in(
     let again = |status: StatusCode, message: String| {
         sign_in_again(&state, status, message, &form.tenant, &form.email)
     };
+    let Some(password) = form.password.clone() else {
+        return email_first(&state, &client, &form.email).await;
+    };
     let request = crate::auth::LoginRequest {
         tenant: Some(form.tenant.clone()),
         tenant_id: None,
         email: form.email.clone(),
-        password: form.password.clone(),
+        password,
     };
     match crate::auth::sign_in(&state, &client, request).await {
         Ok(session) => signed_in(&state, jar, session),
@@ -482,15 +507,63 @@ async fn sign_in(
     }
 }
 
+/// The first step of a sign-in: an email of a domain an organisation verified, whose provider
+/// is enabled, goes there; any other is asked for its password (the same page whether the
+/// account exists or not).
+async fn email_first(state: &AppState, client: &ClientInfo, email: &str) -> Response {
+    let email = email.trim();
+    if EmailAddress::parse(email).is_err() {
+        return page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            SignInPage {
+                nav: None,
+                error: Some("Type your work email, such as pat@example.com.".into()),
+                tenant: String::new(),
+                email: String::new(),
+                passkeys: psa_app::passkeys::available(&state.app),
+            },
+        );
+    }
+    match crate::sso::begin(state, client, Some(email), None).await {
+        Ok(Some(url)) => Redirect::to(url.as_str()).into_response(),
+        Ok(None) => page(
+            StatusCode::OK,
+            SignInPage {
+                nav: None,
+                error: None,
+                tenant: String::new(),
+                email: email.to_owned(),
+                passkeys: psa_app::passkeys::available(&state.app),
+            },
+        ),
+        Err(e) => {
+            let status = e.status();
+            if status.is_server_error() {
+                tracing::error!(error = %e.log_safe(), "console single sign-on failed to start");
+            }
+            sign_in_again(state, status, e.to_string(), "", "")
+        }
+    }
+}
+
 /// The session cookie for a session just opened, and on to the console.
 fn signed_in(state: &AppState, jar: CookieJar, session: crate::auth::LoginResponse) -> Response {
+    (session_jar(state, jar, session), Redirect::to("/console")).into_response()
+}
+
+/// The session cookie for a session just opened.
+pub(crate) fn session_jar(
+    state: &AppState,
+    jar: CookieJar,
+    session: crate::auth::LoginResponse,
+) -> CookieJar {
     let mut cookie = Cookie::new(cookie_name(state), session.token);
     cookie.set_http_only(true);
     cookie.set_same_site(SameSite::Strict);
     cookie.set_path("/");
     // Secure wherever users reach the server over https (PSA_PUBLIC_URL).
     cookie.set_secure(state.app.delivery.public_url.scheme() == "https");
-    (jar.add(cookie), Redirect::to("/console")).into_response()
+    jar.add(cookie)
 }
 
 async fn begin_choice(

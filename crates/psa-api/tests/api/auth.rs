@@ -189,6 +189,7 @@ async fn credentials_expire_idle_sessions_end_and_logins_are_audited() {
     let mut app = TestApp::unserved().await;
     let pool = app.db.pool.clone();
     let config = psa_api::Config {
+        dns: Default::default(),
         session_idle: Duration::from_secs(2),
         ..test_config()
     };

@@ -202,6 +202,7 @@ async fn spawn_server(server: psa_api::ServerLimits) -> TestApp {
     let mut app = TestApp::unserved().await;
     let pool = app.db.pool.clone();
     let config = psa_api::Config {
+        dns: Default::default(),
         server,
         ..test_config()
     };

@@ -31,6 +31,7 @@ use serde_json::Value;
 /// The server configuration of the tests: a free port, generous limits.
 pub fn test_config() -> psa_api::Config {
     psa_api::Config {
+        dns: Default::default(),
         bind: "127.0.0.1:0".parse().unwrap(),
         metrics_bind: Some("127.0.0.1:0".parse().unwrap()),
         session_ttl: Duration::from_secs(3600),
@@ -96,6 +97,7 @@ impl TestApp {
         app.serve(
             pool,
             psa_api::Config {
+                dns: Default::default(),
                 limits,
                 ..test_config()
             },

@@ -96,6 +96,7 @@ pub(crate) async fn enrol(app: &TestApp, session: &str) -> (String, Vec<String>)
 async fn an_authenticator_app_guards_the_sign_in() {
     // Generous sign-in limits: this test makes more attempts a minute than the defaults allow.
     let (app, _mgmt, acme) = super::lifecycle::platform_with(psa_api::Config {
+        dns: Default::default(),
         limits: psa_api::limits::LimitsConfig {
             login_per_minute_per_address: 1000,
             login_per_minute_per_account: 1000,

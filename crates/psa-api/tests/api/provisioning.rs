@@ -61,6 +61,7 @@ async fn app_with_provisioning(
         pool.clone(),
     );
     let mut config = psa_api::Config {
+        dns: Default::default(),
         delivery,
         ..test_config()
     };

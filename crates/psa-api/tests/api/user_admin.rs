@@ -35,6 +35,7 @@ pub(crate) async fn app_with_mail_and(
     app.serve(
         pool,
         psa_api::Config {
+            dns: Default::default(),
             delivery,
             limits,
             ..test_config()
