@@ -1060,13 +1060,19 @@ pub struct DnsServer {
 }
 
 impl DnsServer {
-    /// Serves `records` (`(domain, text)`: a TXT record each) and nothing else.
-    pub async fn start(records: &[(&str, &str)]) -> DnsServer {
-        let bin = std::env::var("PSA_TEST_DNSMASQ").unwrap_or_else(|_| "dnsmasq".to_owned());
+    /// A free port for a DNS server started later (the server under test is told it first).
+    pub fn free_addr() -> std::net::SocketAddr {
         let port = std::net::UdpSocket::bind("127.0.0.1:0")
             .and_then(|s| s.local_addr())
             .expect("a free port")
             .port();
+        format!("127.0.0.1:{port}").parse().unwrap()
+    }
+
+    /// Serves `records` (`(domain, text)`: a TXT record each) and nothing else, at `addr`.
+    pub async fn start(addr: std::net::SocketAddr, records: &[(&str, &str)]) -> DnsServer {
+        let bin = std::env::var("PSA_TEST_DNSMASQ").unwrap_or_else(|_| "dnsmasq".to_owned());
+        let port = addr.port();
         let mut cmd = std::process::Command::new(&bin);
         cmd.args([
             "--keep-in-foreground",
@@ -1092,7 +1098,6 @@ impl DnsServer {
                  PSA_TEST_DNSMASQ (tests never skip)"
             )
         });
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         // Answering once it answers over TCP too (dnsmasq listens on both).
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {

@@ -16,6 +16,7 @@ mod passkeys;
 mod provisioning;
 mod rbac;
 mod sign_in;
+mod sso;
 mod tags;
 mod user_admin;
 mod webhooks;
@@ -63,6 +64,25 @@ pub fn test_config() -> psa_api::Config {
             },
         },
     }
+}
+
+/// Served at `http://localhost:PORT`, which is its public URL too: where a browser may use
+/// passkeys (a relying party needs a domain; localhost is a secure context over http) and where
+/// a sign-in provider sends people back. Returns the app, the management and Acme fixtures (the
+/// platform of `lifecycle::platform_with`), and the URL the browser opens.
+pub async fn on_localhost(
+    mut config: psa_api::Config,
+) -> (TestApp, TenantFixture, TenantFixture, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    config.bind = format!("127.0.0.1:{port}").parse().unwrap();
+    let local = format!("http://localhost:{port}");
+    config.delivery.public_url = url::Url::parse(&local).unwrap();
+    let (app, mgmt, acme) = lifecycle::platform_with(config).await;
+    (app, mgmt, acme, local)
 }
 
 /// The password the fixtures' admins have (set directly: fixtures skip the invitation).

@@ -8,26 +8,10 @@ use serde_json::{Value, json};
 
 use super::console::{review, ui};
 use super::lifecycle::{platform, platform_with};
+
 use super::*;
 
 const PASSWORD: &str = "a passkey and a password";
-
-/// Served where a browser may use passkeys: `http://localhost:PORT` is the public URL (a
-/// relying party needs a domain; localhost is a secure context over http). Returns the app, the
-/// management and Acme fixtures, and the URL the browser opens.
-async fn on_localhost() -> (TestApp, TenantFixture, TenantFixture, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut config = test_config();
-    config.bind = format!("127.0.0.1:{port}").parse().unwrap();
-    let local = format!("http://localhost:{port}");
-    config.delivery.public_url = url::Url::parse(&local).unwrap();
-    let (app, mgmt, acme) = platform_with(config).await;
-    (app, mgmt, acme, local)
-}
 
 async fn user_id(app: &TestApp, email: &str) -> uuid::Uuid {
     sqlx::query_scalar("SELECT user_id FROM users WHERE email = $1")
@@ -148,7 +132,7 @@ async fn last_audit(app: &TestApp, tenant: TenantId, action: &str) -> Value {
 /// saved as a screenshot.
 #[tokio::test(flavor = "multi_thread")]
 async fn in_the_browser_a_passkey_is_added_and_signs_in() {
-    let (app, _mgmt, acme, local) = on_localhost().await;
+    let (app, _mgmt, acme, local) = super::on_localhost(test_config()).await;
     let r = app
         .call(
             Method::PATCH,
@@ -275,7 +259,7 @@ fn base64url(s: &str) -> Vec<u8> {
 /// nowhere.
 #[tokio::test(flavor = "multi_thread")]
 async fn over_the_api_a_passkey_is_only_its_users() {
-    let (app, _mgmt, acme, local) = on_localhost().await;
+    let (app, _mgmt, acme, local) = super::on_localhost(test_config()).await;
     let r = app
         .call(
             Method::PATCH,
