@@ -171,9 +171,8 @@ pub async fn add_domain(
     caller: Caller,
     ApiJson(req): ApiJson<DomainRequest>,
 ) -> Result<(StatusCode, Json<Domain>), ApiError> {
-    let d =
-        psa_app::sso::add_domain(&state.app, &caller.principal(), caller.tenant, &req.domain)
-            .await?;
+    let d = psa_app::sso::add_domain(&state.app, &caller.principal(), caller.tenant, &req.domain)
+        .await?;
     Ok((StatusCode::CREATED, Json(d)))
 }
 
@@ -275,13 +274,7 @@ pub(crate) async fn begin(
     let Some((tenant, _)) = found else {
         return Ok(None);
     };
-    let url = psa_app::sso::start(
-        &state.app,
-        tenant,
-        email,
-        &client.peer.ip().to_string(),
-    )
-    .await;
+    let url = psa_app::sso::start(&state.app, tenant, email, &client.peer.ip().to_string()).await;
     match url {
         Ok(url) => Ok(Some(url)),
         // A tenant without an enabled connection: as unknown.

@@ -459,7 +459,8 @@ pub async fn finish_sign_in(
     };
     // The user handle the authenticator keeps is the user's id: with the credential id, it
     // names one passkey.
-    let Some((tenant, user, passkey_id)) = passkeys::owner(&mut conn, credential_id, handle).await?
+    let Some((tenant, user, passkey_id)) =
+        passkeys::owner(&mut conn, credential_id, handle).await?
     else {
         return Ok(None);
     };

@@ -125,7 +125,10 @@ pub async fn show(app: &App, who: &Principal, tenant: TenantId) -> Result<Option
 
 /// A claim's name: letters, digits, `_`, `.`, `:` or `-`, at most 64.
 fn claim(field: &'static str, raw: Option<&str>, default: &str) -> Result<String> {
-    let c = raw.map(str::trim).filter(|c| !c.is_empty()).unwrap_or(default);
+    let c = raw
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .unwrap_or(default);
     if c.len() > 64
         || !c
             .bytes()
@@ -157,7 +160,9 @@ fn issuer(raw: &str) -> Result<url::Url> {
     let bad = |m: &str| Error::validation("issuer", m.to_owned());
     let raw = raw.trim();
     if raw.is_empty() || raw.len() > 500 {
-        return Err(bad("The issuer is the provider's URL, e.g. https://login.example.com"));
+        return Err(bad(
+            "The issuer is the provider's URL, e.g. https://login.example.com",
+        ));
     }
     let url = url::Url::parse(raw)
         .map_err(|_| bad("The issuer must be an absolute URL, e.g. https://login.example.com"))?;
@@ -165,7 +170,9 @@ fn issuer(raw: &str) -> Result<url::Url> {
         return Err(bad("The issuer must be a URL without a query or fragment"));
     }
     if !secure_or_local(&url) {
-        return Err(bad("The issuer must use https (http only to a provider on this machine)"));
+        return Err(bad(
+            "The issuer must use https (http only to a provider on this machine)",
+        ));
     }
     Ok(url)
 }
@@ -201,19 +208,23 @@ pub async fn discover(app: &App, issuer_url: &str) -> Result<Discovered> {
     let metadata = CoreProviderMetadata::discover_async(issuer_url, &client)
         .await
         .map_err(|e| {
-            let mut message = format!(
-                "The provider at {url} did not give a usable discovery document \
-                 (/.well-known/openid-configuration)"
-            );
-            let mut source: Option<&dyn std::error::Error> = Some(&e);
-            if let Some(s) = source.take() {
-                message.push_str(&format!(": {s}"));
-            }
-            Error::validation("issuer", message)
+            Error::validation(
+                "issuer",
+                format!(
+                    "The provider at {url} did not give a usable discovery document \
+                     (/.well-known/openid-configuration): {e}"
+                ),
+            )
         })?;
     for (what, endpoint) in [
-        ("authorization endpoint", Some(metadata.authorization_endpoint().url().clone())),
-        ("token endpoint", metadata.token_endpoint().map(|t| t.url().clone())),
+        (
+            "authorization endpoint",
+            Some(metadata.authorization_endpoint().url().clone()),
+        ),
+        (
+            "token endpoint",
+            metadata.token_endpoint().map(|t| t.url().clone()),
+        ),
         ("keys (jwks_uri)", Some(metadata.jwks_uri().url().clone())),
     ] {
         match endpoint {
@@ -253,10 +264,12 @@ pub struct TestReport {
 /// what it found (`sso:manage`; audited as a test).
 pub async fn test(app: &App, who: &Principal, tenant: TenantId) -> Result<TestReport> {
     let mut tx = app.begin(who, tenant, MANAGE).await?;
-    let c = sso::get(&mut tx, tenant)
-        .await?
-        .ok_or(Error::NotFound { entity: "single sign-on connection" })?;
+    let c = sso::get(&mut tx, tenant).await?.ok_or(Error::NotFound {
+        entity: "single sign-on connection",
+    })?;
+    tx.rollback().await?;
     let found = discover(app, &c.issuer).await?;
+    let mut tx = app.begin(who, tenant, MANAGE).await?;
     let m = &found.metadata;
     let report = TestReport {
         issuer: m.issuer().to_string(),
@@ -288,7 +301,12 @@ pub async fn test(app: &App, who: &Principal, tenant: TenantId) -> Result<TestRe
 /// exists, the break-glass users are the tenant's active staff, one at least when sign-in
 /// through the provider is required), the client secret sealed for this tenant, audited with
 /// what changed (never the secret).
-pub async fn set(app: &App, who: &Principal, tenant: TenantId, input: Input) -> Result<ConnectionView> {
+pub async fn set(
+    app: &App,
+    who: &Principal,
+    tenant: TenantId,
+    input: Input,
+) -> Result<ConnectionView> {
     let issuer_url = issuer(&input.issuer)?;
     let client_id = input.client_id.trim();
     if client_id.is_empty() || client_id.len() > 500 {
@@ -303,9 +321,9 @@ pub async fn set(app: &App, who: &Principal, tenant: TenantId, input: Input) -> 
         .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
     if !scopes.iter().any(|s| s == "openid")
         || scopes.len() > 20
-        || scopes
-            .iter()
-            .any(|s| s.is_empty() || s.len() > 100 || s.chars().any(|c| c.is_whitespace() || c.is_control()))
+        || scopes.iter().any(|s| {
+            s.is_empty() || s.len() > 100 || s.chars().any(|c| c.is_whitespace() || c.is_control())
+        })
     {
         return Err(Error::validation(
             "scopes",
@@ -313,9 +331,16 @@ pub async fn set(app: &App, who: &Principal, tenant: TenantId, input: Input) -> 
         ));
     }
     let email_claim = claim("email_claim", input.email_claim.as_deref(), "email")?;
-    let first_name_claim =
-        claim("first_name_claim", input.first_name_claim.as_deref(), "given_name")?;
-    let last_name_claim = claim("last_name_claim", input.last_name_claim.as_deref(), "family_name")?;
+    let first_name_claim = claim(
+        "first_name_claim",
+        input.first_name_claim.as_deref(),
+        "given_name",
+    )?;
+    let last_name_claim = claim(
+        "last_name_claim",
+        input.last_name_claim.as_deref(),
+        "family_name",
+    )?;
     let secret = match &input.client_secret {
         None => SecretChange::Keep,
         Some(s) if s.expose_secret().trim().is_empty() => SecretChange::Clear,
@@ -331,10 +356,18 @@ pub async fn set(app: &App, who: &Principal, tenant: TenantId, input: Input) -> 
             &tenant.to_string(),
         )),
     };
-    // The provider answers before anything is stored.
+    // Allowed first (no one else makes this server call out), then the provider answers before
+    // anything is stored, with no transaction held open while it does.
+    app.begin(who, tenant, MANAGE).await?.rollback().await?;
     discover(app, issuer_url.as_str()).await?;
     let mut tx = app.begin(who, tenant, MANAGE).await?;
-    let jit_role = input.jit_role.as_deref().map(str::trim).filter(|r| !r.is_empty()).unwrap_or("Technician").to_owned();
+    let jit_role = input
+        .jit_role
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .unwrap_or("Technician")
+        .to_owned();
     let role_known: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM roles WHERE tenant = $1 AND role_name = $2 AND msp)",
     )
@@ -401,7 +434,11 @@ pub async fn set(app: &App, who: &Principal, tenant: TenantId, input: Input) -> 
         &mut tx,
         tenant,
         &who.actor(),
-        if before.is_some() { Action::Update } else { Action::Create },
+        if before.is_some() {
+            Action::Update
+        } else {
+            Action::Create
+        },
         "sso_connection",
         Some(after.connection_id),
         serde_json::json!({
@@ -425,9 +462,9 @@ pub async fn set(app: &App, who: &Principal, tenant: TenantId, input: Input) -> 
 /// again; the identities it matched go with it.
 pub async fn remove(app: &App, who: &Principal, tenant: TenantId) -> Result<()> {
     let mut tx = app.begin(who, tenant, MANAGE).await?;
-    let c = sso::get(&mut tx, tenant)
-        .await?
-        .ok_or(Error::NotFound { entity: "single sign-on connection" })?;
+    let c = sso::get(&mut tx, tenant).await?.ok_or(Error::NotFound {
+        entity: "single sign-on connection",
+    })?;
     sso::delete(&mut tx, tenant).await?;
     audit::record(
         &mut tx,
@@ -453,7 +490,12 @@ pub async fn domains(app: &App, who: &Principal, tenant: TenantId) -> Result<Vec
 
 /// Claims an email domain for the tenant (`sso:manage`; audited): the TXT record to publish.
 /// A public mail service's domain, or one another tenant verified, is refused.
-pub async fn add_domain(app: &App, who: &Principal, tenant: TenantId, raw: &str) -> Result<sso::Domain> {
+pub async fn add_domain(
+    app: &App,
+    who: &Principal,
+    tenant: TenantId,
+    raw: &str,
+) -> Result<sso::Domain> {
     let domain = sso::domain_name(raw)?;
     let mut tx = app.begin(who, tenant, MANAGE).await?;
     if sso::domain_taken(&mut tx, &domain, tenant).await? {
@@ -481,7 +523,12 @@ pub async fn add_domain(app: &App, who: &Principal, tenant: TenantId, raw: &str)
 /// Looks the domain's TXT records up (through `PSA_DNS_RESOLVER`, else the system's resolver)
 /// and verifies it when one is its `psa-verification=<token>` (`sso:manage`; audited). Not
 /// found is said so (422 on `domain`), with the lookup recorded.
-pub async fn verify_domain(app: &App, who: &Principal, tenant: TenantId, raw: &str) -> Result<sso::Domain> {
+pub async fn verify_domain(
+    app: &App,
+    who: &Principal,
+    tenant: TenantId,
+    raw: &str,
+) -> Result<sso::Domain> {
     let domain = sso::domain_name(raw)?;
     let mut tx = app.begin(who, tenant, MANAGE).await?;
     let d = sso::domain(&mut tx, tenant, &domain)
@@ -557,19 +604,33 @@ pub async fn for_email(app: &App, email: &str) -> Result<Option<(TenantId, Strin
 /// Starts a sign-in through the tenant's provider (from `address`): the URL to send the person
 /// to. The PKCE verifier and the nonce wait server-side under the `state` token (10 minutes,
 /// once). `login_hint` is passed on (the email typed), so the provider need not ask again.
-pub async fn start(app: &App, tenant: TenantId, login_hint: Option<&str>, address: &str) -> Result<url::Url> {
+pub async fn start(
+    app: &App,
+    tenant: TenantId,
+    login_hint: Option<&str>,
+    address: &str,
+) -> Result<url::Url> {
     let mut tx = db::begin_tenant(&app.pool, tenant).await?;
     let c = sso::get(&mut tx, tenant)
         .await?
         .filter(|c| c.enabled)
-        .ok_or_else(|| Error::validation("tenant", "This organisation does not sign in through a provider"))?;
+        .ok_or_else(|| {
+            Error::validation(
+                "tenant",
+                "This organisation does not sign in through a provider",
+            )
+        })?;
     tx.rollback().await?;
     let found = discover(app, &c.issuer).await.map_err(|e| {
         tracing::warn!(%tenant, error = %e, "single sign-on: the provider did not answer discovery");
         Error::unavailable("The organisation's sign-in provider does not answer: try again later")
     })?;
-    let client = CoreClient::from_provider_metadata(found.metadata, ClientId::new(c.client_id.clone()), None)
-        .set_redirect_uri(RedirectUrl::new(redirect_uri(app)).map_err(Error::internal)?);
+    let client = CoreClient::from_provider_metadata(
+        found.metadata,
+        ClientId::new(c.client_id.clone()),
+        None,
+    )
+    .set_redirect_uri(RedirectUrl::new(redirect_uri(app)).map_err(Error::internal)?);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let nonce = Nonce::new_random();
     let state = serde_json::json!({
@@ -670,13 +731,19 @@ pub struct Callback {
 /// token verified (signature against the provider's current keys, issuer, audience, expiry,
 /// nonce; `email_verified` when sent), the person matched or created. A refusal is audited in
 /// the tenant when the tenant is known.
-pub async fn finish(app: &App, cb: Callback, address: &str) -> Result<std::result::Result<Verified, Refusal>> {
+pub async fn finish(
+    app: &App,
+    cb: Callback,
+    address: &str,
+) -> Result<std::result::Result<Verified, Refusal>> {
     let mut conn = app.pool.acquire().await?;
-    let Some((state, _)) = sign_in::take_ceremony(&mut conn, Ceremony::Sso, &cb.state).await? else {
+    let Some((state, _)) = sign_in::take_ceremony(&mut conn, Ceremony::Sso, &cb.state).await?
+    else {
         return Ok(Err(Refusal::Expired));
     };
     drop(conn);
-    let tenant: TenantId = serde_json::from_value(state["tenant"].clone()).map_err(Error::internal)?;
+    let tenant: TenantId =
+        serde_json::from_value(state["tenant"].clone()).map_err(Error::internal)?;
     let outcome = verify(app, tenant, &state, &cb).await?;
     match outcome {
         Ok(v) => Ok(Ok(v)),
@@ -710,14 +777,18 @@ async fn verify(
             Some(d) => format!("{error}: {d}"),
             None => error.clone(),
         };
-        return Ok(Err(Refusal::ProviderRefused(detail.chars().take(300).collect())));
+        return Ok(Err(Refusal::ProviderRefused(
+            detail.chars().take(300).collect(),
+        )));
     }
     let Some(code) = cb.code.as_deref().filter(|c| !c.is_empty()) else {
         return Ok(Err(Refusal::ProviderRefused("no code".into())));
     };
     let mut tx = db::begin_tenant(&app.pool, tenant).await?;
     let Some(c) = sso::get(&mut tx, tenant).await?.filter(|c| c.enabled) else {
-        return Ok(Err(Refusal::ProviderRefused("the connection was removed or disabled".into())));
+        return Ok(Err(Refusal::ProviderRefused(
+            "the connection was removed or disabled".into(),
+        )));
     };
     if state["connection_id"].as_str() != Some(&c.connection_id.to_string()) {
         return Ok(Err(Refusal::Expired));
@@ -736,8 +807,12 @@ async fn verify(
         Ok(f) => f,
         Err(e) => return Ok(Err(Refusal::Unverified(format!("discovery: {e}")))),
     };
-    let client = CoreClient::from_provider_metadata(found.metadata, ClientId::new(c.client_id.clone()), secret)
-        .set_redirect_uri(RedirectUrl::new(redirect_uri(app)).map_err(Error::internal)?);
+    let client = CoreClient::from_provider_metadata(
+        found.metadata,
+        ClientId::new(c.client_id.clone()),
+        secret,
+    )
+    .set_redirect_uri(RedirectUrl::new(redirect_uri(app)).map_err(Error::internal)?);
     let verifier = PkceCodeVerifier::new(state["verifier"].as_str().unwrap_or_default().to_owned());
     let nonce = Nonce::new(state["nonce"].as_str().unwrap_or_default().to_owned());
     let http = http(app)?;
@@ -745,7 +820,11 @@ async fn verify(
         Ok(e) => e,
         Err(e) => return Ok(Err(Refusal::Unverified(format!("token endpoint: {e}")))),
     };
-    let response = match exchange.set_pkce_verifier(verifier).request_async(&http).await {
+    let response = match exchange
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+    {
         Ok(r) => r,
         Err(e) => return Ok(Err(Refusal::ProviderRefused(format!("code exchange: {e}")))),
     };
@@ -765,7 +844,9 @@ async fn verify(
         .nth(1)
         .and_then(|p| {
             use base64::Engine as _;
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok()
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
         })
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .unwrap_or_default();
@@ -777,11 +858,15 @@ async fn verify(
             .map(str::to_owned)
     };
     if payload["email_verified"] == serde_json::Value::Bool(false) {
-        return Ok(Err(Refusal::Unverified("the provider has not verified the email".into())));
+        return Ok(Err(Refusal::Unverified(
+            "the provider has not verified the email".into(),
+        )));
     }
     let subject = claims.subject().to_string();
     if subject.is_empty() || subject.len() > 255 {
-        return Ok(Err(Refusal::Unverified("the subject is empty or too long".into())));
+        return Ok(Err(Refusal::Unverified(
+            "the subject is empty or too long".into(),
+        )));
     }
     let email = text(&c.email_claim);
     let user = match sso::identity(&mut tx, tenant, c.connection_id, &subject).await? {
@@ -805,7 +890,10 @@ async fn verify(
         Some(u) => u,
         None if c.jit => {
             let Some(email) = email else {
-                return Ok(Err(Refusal::Unverified(format!("no {} claim", c.email_claim))));
+                return Ok(Err(Refusal::Unverified(format!(
+                    "no {} claim",
+                    c.email_claim
+                ))));
             };
             let created = users::create(
                 &mut tx,
@@ -823,7 +911,9 @@ async fn verify(
             let created = match created {
                 Ok(u) => u,
                 Err(Error::Validation { message, .. }) => {
-                    return Ok(Err(Refusal::Unverified(format!("the provider's claims: {message}"))));
+                    return Ok(Err(Refusal::Unverified(format!(
+                        "the provider's claims: {message}"
+                    ))));
                 }
                 Err(e) => return Err(e),
             };
@@ -842,11 +932,12 @@ async fn verify(
         }
         None => return Ok(Err(Refusal::NotAllowed)),
     };
-    let inactive: bool = sqlx::query_scalar("SELECT is_inactive FROM users WHERE tenant = $1 AND user_id = $2")
-        .bind(tenant)
-        .bind(user)
-        .fetch_one(&mut *tx)
-        .await?;
+    let inactive: bool =
+        sqlx::query_scalar("SELECT is_inactive FROM users WHERE tenant = $1 AND user_id = $2")
+            .bind(tenant)
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?;
     if inactive {
         return Ok(Err(Refusal::Inactive));
     }
@@ -858,7 +949,11 @@ async fn verify(
 
 /// Whether a sign-in other than through the provider is refused for this user: their tenant
 /// requires its provider, and they are not one of its break-glass users.
-pub async fn refuses_other_ways(conn: &mut sqlx::PgConnection, tenant: TenantId, user: UserId) -> Result<bool> {
+pub async fn refuses_other_ways(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<bool> {
     Ok(sso::required(conn, tenant)
         .await?
         .is_some_and(|glass| !glass.contains(&user.0)))

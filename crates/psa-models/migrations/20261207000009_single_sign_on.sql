@@ -6,7 +6,7 @@
 -- (password, code, passkey) but for the `break_glass` users.
 CREATE TABLE sso_connections (
     tenant               uuid PRIMARY KEY REFERENCES tenants (tenant) ON DELETE CASCADE,
-    connection_id        uuid NOT NULL DEFAULT gen_random_uuid() UNIQUE,
+    connection_id        uuid NOT NULL DEFAULT gen_random_uuid(),
     protocol             text NOT NULL DEFAULT 'oidc' CHECK (protocol IN ('oidc')),
     issuer               text NOT NULL CHECK (char_length(issuer) BETWEEN 1 AND 500),
     client_id            text NOT NULL CHECK (char_length(client_id) BETWEEN 1 AND 500),
@@ -21,7 +21,8 @@ CREATE TABLE sso_connections (
     break_glass          uuid[] NOT NULL DEFAULT '{}',
     enabled              boolean NOT NULL DEFAULT true,
     created_at           timestamptz NOT NULL DEFAULT now(),
-    updated_at           timestamptz NOT NULL DEFAULT now()
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT sso_connections_connection_key UNIQUE (tenant, connection_id)
 );
 
 -- The email domains a tenant claims: verified by a DNS TXT record `psa-verification=<token>` at
@@ -41,13 +42,15 @@ CREATE UNIQUE INDEX sso_domains_verified ON sso_domains (domain) WHERE verified_
 -- Who a provider's subject is here: matched first by it, the first time by verified email.
 CREATE TABLE sso_identities (
     tenant        uuid NOT NULL REFERENCES tenants (tenant) ON DELETE CASCADE,
-    connection_id uuid NOT NULL REFERENCES sso_connections (connection_id) ON DELETE CASCADE,
+    connection_id uuid NOT NULL,
     subject       text NOT NULL CHECK (char_length(subject) BETWEEN 1 AND 255),
     user_id       uuid NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now(),
     last_login_at timestamptz,
     CONSTRAINT sso_identities_pkey PRIMARY KEY (tenant, connection_id, subject),
     CONSTRAINT sso_identities_user_key UNIQUE (tenant, connection_id, user_id),
+    CONSTRAINT sso_identities_connection_fkey FOREIGN KEY (tenant, connection_id)
+        REFERENCES sso_connections (tenant, connection_id) ON DELETE CASCADE,
     CONSTRAINT sso_identities_user_fkey FOREIGN KEY (tenant, user_id)
         REFERENCES users (tenant, user_id) ON DELETE CASCADE
 );
@@ -119,3 +122,8 @@ FROM roles r
 JOIN permissions n ON n.tenant = r.tenant AND n.resource = 'sso' AND n.action = 'manage'
 WHERE r.role_name = 'Admin' AND r.msp
 ON CONFLICT DO NOTHING;
+
+-- Adding and verifying a domain, and opening a session, ask these inside the tenant's
+-- transaction (as psa_app): whether another tenant verified the domain, and whether the tenant
+-- requires its provider. Neither tells anything about another tenant but that one fact.
+GRANT EXECUTE ON FUNCTION psa_sso_domain_taken(text, uuid), psa_sso_required(uuid) TO psa_app;

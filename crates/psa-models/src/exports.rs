@@ -543,6 +543,48 @@ pub const EXPORTED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "sso_connections",
+        &[
+            "tenant",
+            "connection_id",
+            "protocol",
+            "issuer",
+            "client_id",
+            "scopes",
+            "email_claim",
+            "first_name_claim",
+            "last_name_claim",
+            "jit",
+            "jit_role",
+            "required",
+            "break_glass",
+            "enabled",
+            "created_at",
+            "updated_at",
+        ],
+    ),
+    (
+        "sso_domains",
+        &[
+            "tenant",
+            "domain",
+            "verified_at",
+            "checked_at",
+            "created_at",
+        ],
+    ),
+    (
+        "sso_identities",
+        &[
+            "tenant",
+            "connection_id",
+            "subject",
+            "user_id",
+            "created_at",
+            "last_login_at",
+        ],
+    ),
+    (
         "tag_definitions",
         &[
             "tenant",

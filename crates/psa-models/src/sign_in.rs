@@ -235,10 +235,18 @@ impl Ceremony {
             Ceremony::Sso => "sso",
         }
     }
+
+    /// The token's prefix: says what it is wherever it turns up (a URL's `state`, a log).
+    fn prefix(self) -> &'static str {
+        match self {
+            Ceremony::SignIn | Ceremony::Registration => "psa_passkey_",
+            Ceremony::Sso => "psa_sso_",
+        }
+    }
 }
 
-/// Keeps the server's half of a WebAuthn ceremony (`state`) for [`CHOICE_TTL`]; returns the
-/// token that finishes it (shown once, stored as its digest). A registration names its user.
+/// Keeps the server's half of a ceremony (WebAuthn's state, or a provider sign-in's PKCE
+/// verifier and nonce) for [`CHOICE_TTL`]; returns the token that finishes it (shown once, stored as its digest). A registration names its user.
 pub async fn begin_ceremony(
     conn: &mut PgConnection,
     kind: Ceremony,
@@ -246,7 +254,7 @@ pub async fn begin_ceremony(
     state: &serde_json::Value,
     address: &str,
 ) -> Result<SecretString> {
-    let token = new_token("psa_passkey_");
+    let token = new_token(kind.prefix());
     let ttl = chrono::Duration::from_std(CHOICE_TTL).map_err(Error::internal)?;
     let tenants: Vec<uuid::Uuid> = user.iter().map(|(t, _)| t.0).collect();
     sqlx::query(

@@ -129,7 +129,10 @@ pub async fn delete(conn: &mut PgConnection, tenant: TenantId) -> Result<bool> {
 
 /// The tenant an email's domain signs in through, with its slug: a verified domain of a tenant
 /// whose connection is enabled.
-pub async fn for_domain(conn: &mut PgConnection, domain: &str) -> Result<Option<(TenantId, String)>> {
+pub async fn for_domain(
+    conn: &mut PgConnection,
+    domain: &str,
+) -> Result<Option<(TenantId, String)>> {
     Ok(
         sqlx::query_as("SELECT tenant, slug FROM psa_sso_for_domain($1)")
             .bind(domain)
@@ -174,7 +177,11 @@ pub async fn domains(conn: &mut PgConnection, tenant: TenantId) -> Result<Vec<Do
     .await?)
 }
 
-pub async fn domain(conn: &mut PgConnection, tenant: TenantId, domain: &str) -> Result<Option<Domain>> {
+pub async fn domain(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    domain: &str,
+) -> Result<Option<Domain>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {DOMAIN_COLUMNS} FROM sso_domains WHERE tenant = $1 AND domain = $2"
     ))
@@ -239,7 +246,11 @@ pub async fn checked(
         .ok_or(Error::NotFound { entity: "domain" })
 }
 
-pub async fn remove_domain(conn: &mut PgConnection, tenant: TenantId, domain: &str) -> Result<bool> {
+pub async fn remove_domain(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    domain: &str,
+) -> Result<bool> {
     Ok(
         sqlx::query("DELETE FROM sso_domains WHERE tenant = $1 AND domain = $2")
             .bind(tenant)
@@ -339,7 +350,9 @@ pub fn domain_name(raw: &str) -> Result<String> {
     if CONSUMER_DOMAINS.contains(&d.as_str()) {
         return Err(Error::validation(
             "domain",
-            format!("{d} is a public mail service: its addresses belong to anyone, not to one organisation"),
+            format!(
+                "{d} is a public mail service: its addresses belong to anyone, not to one organisation"
+            ),
         ));
     }
     Ok(d)

@@ -1062,11 +1062,7 @@ pub struct DnsServer {
 impl DnsServer {
     /// A free port for a DNS server started later (the server under test is told it first).
     pub fn free_addr() -> std::net::SocketAddr {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .expect("a free port")
-            .port();
-        format!("127.0.0.1:{port}").parse().unwrap()
+        format!("127.0.0.1:{}", unclaimed_port()).parse().unwrap()
     }
 
     /// Serves `records` (`(domain, text)`: a TXT record each) and nothing else, at `addr`.
@@ -1148,10 +1144,7 @@ impl OidcProvider {
         accounts: serde_json::Value,
         key: serde_json::Value,
     ) -> OidcProvider {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = unclaimed_port();
         let mut p = OidcProvider {
             issuer: format!("http://127.0.0.1:{port}"),
             port,
@@ -1181,7 +1174,7 @@ impl OidcProvider {
                 .current_dir(script.parent().unwrap())
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null()),
+                .stderr(std::process::Stdio::inherit()),
         )
         .unwrap_or_else(|e| {
             panic!("cannot start the OpenID Connect provider with node ({e}): tests never skip")
@@ -1200,6 +1193,23 @@ impl OidcProvider {
             "the OpenID Connect provider did not answer at {discovery}: run scripts/test (npm ci \
              in tests/console installs oidc-provider)"
         );
+    }
+}
+
+/// A port free now (TCP and UDP) for a server started later, outside the system's ephemeral
+/// range: a port the system handed out for `:0` and that was let go is soon handed out again,
+/// to another test's listener or to any outgoing connection, before the server binds it.
+pub fn unclaimed_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
     }
 }
 

@@ -525,7 +525,7 @@ async fn email_first(state: &AppState, client: &ClientInfo, email: &str) -> Resp
         );
     }
     match crate::sso::begin(state, client, Some(email), None).await {
-        Ok(Some(url)) => Redirect::to(url.as_str()).into_response(),
+        Ok(Some(url)) => page(StatusCode::OK, sso::Onward::to_provider(&url)),
         Ok(None) => page(
             StatusCode::OK,
             SignInPage {

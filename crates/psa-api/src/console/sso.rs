@@ -42,12 +42,31 @@ struct RefusedPage {
     message: &'static str,
 }
 
-/// Signed in: on to the console from a page of this site (the session cookie is SameSite=Strict,
-/// and a redirect that began at the provider's site would not carry it).
+/// On from a page of this site rather than by a redirect: to the console once signed in (the
+/// session cookie is SameSite=Strict, and a redirect that began at the provider's site would
+/// not carry it); to the provider from the sign-in form (the console's `form-action 'self'`
+/// forbids a form's redirect to another site).
 #[derive(Template)]
-#[template(path = "console/sso_done.html")]
-struct DonePage {
-    nav: Option<Nav>,
+#[template(path = "console/sso_onward.html")]
+pub(super) struct Onward {
+    pub(super) nav: Option<Nav>,
+    pub(super) title: &'static str,
+    pub(super) message: &'static str,
+    pub(super) link: &'static str,
+    pub(super) target: String,
+}
+
+impl Onward {
+    /// To the provider at `url`.
+    pub(super) fn to_provider(url: &url::Url) -> Onward {
+        Onward {
+            nav: None,
+            title: "Signing in",
+            message: "Taking you to your organisation's sign-in.",
+            link: "Continue",
+            target: url.to_string(),
+        }
+    }
 }
 
 async fn start(
@@ -111,8 +130,7 @@ async fn callback(
         error: q.error,
         error_description: q.error_description,
     };
-    let verified = match psa_app::sso::finish(&state.app, cb, &client.peer.ip().to_string()).await
-    {
+    let verified = match psa_app::sso::finish(&state.app, cb, &client.peer.ip().to_string()).await {
         Ok(Ok(v)) => v,
         Ok(Err(r)) => return refused(r),
         Err(e) => {
@@ -133,7 +151,20 @@ async fn callback(
     match session {
         Ok(session) => {
             let jar = super::session_jar(&state, jar, session);
-            (jar, page(StatusCode::OK, DonePage { nav: None })).into_response()
+            (
+                jar,
+                page(
+                    StatusCode::OK,
+                    Onward {
+                        nav: None,
+                        title: "Signed in",
+                        message: "You are signed in.",
+                        link: "Continue to the console",
+                        target: "/console".into(),
+                    },
+                ),
+            )
+                .into_response()
         }
         Err(e @ ApiError::TenantInactive) => {
             Refused::Page(StatusCode::FORBIDDEN, "Access suspended", e.to_string()).into_response()
@@ -214,7 +245,9 @@ async fn settings_page(
 }
 
 async fn show(State(state): State<AppState>, console: Console) -> Result<Response, Refused> {
-    Ok(page_ok(settings_page(&state, &console, None, None, None).await?))
+    Ok(page_ok(
+        settings_page(&state, &console, None, None, None).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -403,7 +436,12 @@ async fn verify_domain(
     let who = console.caller.principal();
     let outcome = psa_app::sso::verify_domain(&state.app, &who, console.caller.tenant, &f.domain)
         .await
-        .map(|d| format!("{} is verified: its emails sign in through your provider.", d.domain));
+        .map(|d| {
+            format!(
+                "{} is verified: its emails sign in through your provider.",
+                d.domain
+            )
+        });
     after(&state, &console, outcome).await
 }
 

@@ -441,6 +441,14 @@ async fn every_route_that_changes_a_row_writes_an_audit_row() {
     api_users_and_credentials(&mut w, &key).await;
     api_webhooks(&mut w, &key, &receiver.url()).await;
     api_tenants(&mut w, &key).await;
+    let provider = psa_testing::OidcProvider::start(
+        json!([{"client_id": "psa", "client_secret": "walk-secret",
+                "redirect_uris": [format!("{}/console/sso/callback", app.base)]}]),
+        json!({}),
+        psa_testing::OidcProvider::new_key("walk"),
+    )
+    .await;
+    api_sso(&mut w, &key, &provider.issuer).await;
 
     // The console, by the same admin.
     let session = cookie(&sign_in(app, mgmt, &mgmt.admin_password).await);
@@ -451,6 +459,7 @@ async fn every_route_that_changes_a_row_writes_an_audit_row() {
     console_users_and_links(&mut w, &session, &csrf).await;
     console_security(&mut w, &session, &csrf).await;
     console_passkeys(&mut w, &session, &csrf).await;
+    console_sso(&mut w, &session, &csrf, &provider.issuer).await;
     console_webhooks(&mut w, &session, &csrf, &receiver.url()).await;
     console_tenants(&mut w, &session, &csrf).await;
     w.form(
@@ -786,6 +795,151 @@ async fn console_passkeys(w: &mut Walk<'_>, session: &str, csrf: &str) {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     w.check(("POST", "/console/sign-in/code/passkey-options"), false)
         .await;
+}
+
+/// Single sign-on over the API: the connection set, tested and removed; a domain added,
+/// verified through the DNS server and given up; a sign-in started (it keeps only its state).
+async fn api_sso(w: &mut Walk<'_>, key: &str, issuer: &str) {
+    w.api(
+        Method::PUT,
+        "/api/v1/sso/connection",
+        "/api/v1/sso/connection",
+        key,
+        Some(json!({"issuer": issuer, "client_id": "psa", "client_secret": "walk-secret"})),
+        StatusCode::OK,
+    )
+    .await;
+    w.api(
+        Method::POST,
+        "/api/v1/sso/connection/test",
+        "/api/v1/sso/connection/test",
+        key,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    let d = w
+        .api(
+            Method::POST,
+            "/api/v1/sso/domains",
+            "/api/v1/sso/domains",
+            key,
+            Some(json!({"domain": "walk.example"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let dns = psa_testing::DnsServer::start(
+        w.p.dns,
+        &[("walk.example", d["txt_record"].as_str().unwrap())],
+    )
+    .await;
+    w.api(
+        Method::POST,
+        "/api/v1/sso/domains/{domain}/verify",
+        "/api/v1/sso/domains/walk.example/verify",
+        key,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    drop(dns);
+    w.unwritten(
+        Method::POST,
+        "/api/v1/auth/sso/start",
+        "/api/v1/auth/sso/start",
+        "",
+        Some(json!({"email": "someone@walk.example"})),
+        StatusCode::OK,
+    )
+    .await;
+    w.api(
+        Method::DELETE,
+        "/api/v1/sso/domains/{domain}",
+        "/api/v1/sso/domains/walk.example",
+        key,
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    w.api(
+        Method::DELETE,
+        "/api/v1/sso/connection",
+        "/api/v1/sso/connection",
+        key,
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+}
+
+/// The same from the console's single sign-on page.
+async fn console_sso(w: &mut Walk<'_>, session: &str, csrf: &str, issuer: &str) {
+    w.form(
+        "/console/settings/sso",
+        "/console/settings/sso",
+        session,
+        &[
+            ("csrf", csrf),
+            ("issuer", issuer),
+            ("client_id", "psa"),
+            ("client_secret", "walk-secret"),
+            ("scopes", "openid email profile"),
+            ("jit_role", "Technician"),
+            ("enabled", "on"),
+        ],
+        StatusCode::OK,
+    )
+    .await;
+    w.form(
+        "/console/settings/sso/test",
+        "/console/settings/sso/test",
+        session,
+        &[("csrf", csrf)],
+        StatusCode::OK,
+    )
+    .await;
+    w.form(
+        "/console/settings/sso/domains",
+        "/console/settings/sso/domains",
+        session,
+        &[("csrf", csrf), ("domain", "console.walk.example")],
+        StatusCode::OK,
+    )
+    .await;
+    let token: String =
+        sqlx::query_scalar("SELECT token FROM sso_domains WHERE domain = 'console.walk.example'")
+            .fetch_one(&w.p.app.db.pool)
+            .await
+            .unwrap();
+    let _dns = psa_testing::DnsServer::start(
+        w.p.dns,
+        &[("console.walk.example", &format!("psa-verification={token}"))],
+    )
+    .await;
+    w.form(
+        "/console/settings/sso/domains/verify",
+        "/console/settings/sso/domains/verify",
+        session,
+        &[("csrf", csrf), ("domain", "console.walk.example")],
+        StatusCode::OK,
+    )
+    .await;
+    w.form(
+        "/console/settings/sso/domains/remove",
+        "/console/settings/sso/domains/remove",
+        session,
+        &[("csrf", csrf), ("domain", "console.walk.example")],
+        StatusCode::OK,
+    )
+    .await;
+    w.form(
+        "/console/settings/sso/remove",
+        "/console/settings/sso/remove",
+        session,
+        &[("csrf", csrf)],
+        StatusCode::OK,
+    )
+    .await;
 }
 
 /// The console's own pages: an authenticator app set up, a sign-in with its code, removed; the

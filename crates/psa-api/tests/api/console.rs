@@ -98,7 +98,10 @@ async fn sign_in_list_tenants_and_sign_out_with_csrf() {
     assert!(html.contains(">Continue</button>"), "{html}");
     assert!(!html.contains("name=\"password\""), "{html}");
     let html = text(&app, "/console/sign-in?org=acme", None).await;
-    assert!(html.contains("<label for=\"password\">Password</label>"), "{html}");
+    assert!(
+        html.contains("<label for=\"password\">Password</label>"),
+        "{html}"
+    );
     // Another site cannot sign a visitor in to an account of its choosing.
     let r = client()
         .post(format!("{}/console/sign-in", app.base))

@@ -73,11 +73,7 @@ pub fn test_config() -> psa_api::Config {
 pub async fn on_localhost(
     mut config: psa_api::Config,
 ) -> (TestApp, TenantFixture, TenantFixture, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = psa_testing::unclaimed_port();
     config.bind = format!("127.0.0.1:{port}").parse().unwrap();
     let local = format!("http://localhost:{port}");
     config.delivery.public_url = url::Url::parse(&local).unwrap();

@@ -118,6 +118,15 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
         ("DELETE", "/api/v1/auth/passkeys/{id}"),
         ("POST", "/api/v1/auth/passkey/options"),
         ("POST", "/api/v1/auth/passkey"),
+        ("POST", "/api/v1/auth/sso/start"),
+        ("GET", "/api/v1/sso/connection"),
+        ("PUT", "/api/v1/sso/connection"),
+        ("DELETE", "/api/v1/sso/connection"),
+        ("POST", "/api/v1/sso/connection/test"),
+        ("GET", "/api/v1/sso/domains"),
+        ("POST", "/api/v1/sso/domains"),
+        ("POST", "/api/v1/sso/domains/{domain}/verify"),
+        ("DELETE", "/api/v1/sso/domains/{domain}"),
         ("GET", "/api/v1/auth/sessions"),
         ("DELETE", "/api/v1/auth/sessions/{id}"),
         ("GET", "/api/v1/security-policy"),
@@ -195,7 +204,8 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
             .replace("{company_id}", &uuid::Uuid::nil().to_string())
             .replace("{contact_name_id}", &uuid::Uuid::nil().to_string())
             .replace("{mapping_id}", &uuid::Uuid::nil().to_string())
-            .replace("{workflow_id}", "tenant-creation-x");
+            .replace("{workflow_id}", "tenant-creation-x")
+            .replace("{domain}", "example.com");
         let resp = app
             .http
             .request(method.parse().unwrap(), format!("{}{concrete}", app.base))

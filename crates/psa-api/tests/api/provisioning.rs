@@ -20,6 +20,8 @@ pub(crate) struct Provisioned {
     pub smtp: psa_testing::SmtpSink,
     /// The login role the API's pool uses (the worker's is the database owner).
     pub api_role: String,
+    /// Where the API looks DNS up (`PSA_DNS_RESOLVER`): a test starts a server there.
+    pub dns: std::net::SocketAddr,
     _worker: psa_workflows::worker::Background,
 }
 
@@ -45,6 +47,7 @@ async fn app_with_provisioning(
     queue: &str,
     delivery: psa_models::invitations::Delivery,
     key: &SecretKey,
+    dns: std::net::SocketAddr,
 ) -> (TestApp, TenantFixture, String) {
     let mut app = TestApp::unserved().await;
     let mgmt = app.tenant("Mgmt").await;
@@ -61,7 +64,7 @@ async fn app_with_provisioning(
         pool.clone(),
     );
     let mut config = psa_api::Config {
-        dns: Default::default(),
+        dns: psa_app::dns::Dns { server: Some(dns) },
         delivery,
         ..test_config()
     };
@@ -76,8 +79,9 @@ pub(crate) async fn provisioned() -> Provisioned {
     let queue = format!("api-{}", uuid::Uuid::new_v4().simple());
     let key = SecretKey::from_base64(&SecretKey::generate_base64()).unwrap();
     let smtp = psa_testing::SmtpSink::start().await;
+    let dns = psa_testing::DnsServer::free_addr();
     let (app, mgmt, api_role) =
-        app_with_provisioning(&temporal.address, &queue, mail_delivery(&smtp), &key).await;
+        app_with_provisioning(&temporal.address, &queue, mail_delivery(&smtp), &key, dns).await;
     let tracking = TrackingSettings {
         enabled: true,
         management_tenant_id: Some(mgmt.tenant),
@@ -105,6 +109,7 @@ pub(crate) async fn provisioned() -> Provisioned {
         queue,
         smtp,
         api_role,
+        dns,
         _worker: worker,
     }
 }
@@ -378,8 +383,14 @@ async fn temporal_down_is_503_and_not_ready() {
         .unwrap()
         .to_string(); // bound and dropped: nothing listens there
     let key = SecretKey::from_base64(&SecretKey::generate_base64()).unwrap();
-    let (app, mgmt, _) =
-        app_with_provisioning(&dead, "nowhere", test_config().delivery, &key).await;
+    let (app, mgmt, _) = app_with_provisioning(
+        &dead,
+        "nowhere",
+        test_config().delivery,
+        &key,
+        psa_testing::DnsServer::free_addr(),
+    )
+    .await;
     let k = Some(mgmt.key.as_str());
     let r = app
         .call(Method::POST, "/api/v1/tenants", k, Some(body("Nowhere")))

@@ -265,6 +265,11 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
             ("post", "/api/v1/webhook-endpoints") => json!({"url": "https://hooks.denied.example"}),
             ("patch", "/api/v1/webhook-endpoints/{id}") => json!({"enabled": false}),
             ("post", "/api/v1/customers/repairs") => json!({"dry_run": true}),
+            // An issuer nobody answers at: the permission is checked before any call out.
+            ("put", "/api/v1/sso/connection") => {
+                json!({"issuer": "https://sso.denied.example", "client_id": "psa"})
+            }
+            ("post", "/api/v1/sso/domains") => json!({"domain": "denied.example"}),
             ("post", p)
                 if p.ends_with("/deactivate")
                     || p.ends_with("/reactivate")
@@ -275,7 +280,8 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
                     || p.ends_with("/test")
                     || p.ends_with("/retry")
                     || p.ends_with("/revoke-api-keys")
-                    || p.ends_with("/reset-mfa") =>
+                    || p.ends_with("/reset-mfa")
+                    || p.ends_with("/verify") =>
             {
                 return None;
             }
@@ -283,7 +289,8 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
             other => panic!("no request for {other:?}: add one to this test"),
         })
     };
-    // Open to any caller by design: logging in (and its second step, and with a passkey),
+    // Open to any caller by design: logging in (and its second step, with a passkey, or starting
+    // one at the organisation's provider),
     // ending one's own session(s), changing one's own password, second factor or passkeys, and
     // the links (their token is
     // the credential).
@@ -306,6 +313,7 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
         "/api/v1/auth/password-reset",
         "/api/v1/auth/password-reset/accept",
         "/api/v1/auth/invitations/accept",
+        "/api/v1/auth/sso/start",
     ];
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -340,7 +348,8 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
                 .replace("{workflow_id}", "tenant-creation-denied")
                 .replace("{export_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{delivery_id}", &uuid::Uuid::new_v4().to_string())
-                .replace("{id}", &uuid::Uuid::new_v4().to_string());
+                .replace("{id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{domain}", "denied.example");
             // Required query parameters (checked before the permission, like bodies).
             let concrete = match (method, path.as_str()) {
                 ("get", "/api/v1/tags") => {

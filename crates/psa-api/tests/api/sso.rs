@@ -60,11 +60,25 @@ async fn connect(app: &TestApp, key: &str, issuer: &str, extra: Value) -> (Statu
 /// At the provider's login form (its development interaction): the login names the account.
 async fn at_the_provider(b: &fantoccini::Client, login: &str) {
     use fantoccini::Locator;
-    let field = b
+    let field = match b
         .wait()
         .for_element(Locator::Css("input[name=login]"))
         .await
-        .unwrap();
+    {
+        Ok(field) => field,
+        Err(e) => panic!(
+            "no login form at the provider ({e}): at {} showing {}",
+            b.current_url().await.unwrap(),
+            b.find(Locator::Css("body"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        ),
+    };
+    // (Filled in with the email typed at psa, passed on as the login hint.)
+    field.clear().await.unwrap();
     field.send_keys(login).await.unwrap();
     b.find(Locator::Css("input[name=password]"))
         .await
@@ -78,6 +92,15 @@ async fn at_the_provider(b: &fantoccini::Client, login: &str) {
         .click()
         .await
         .unwrap();
+}
+
+/// Ends the browser's session at the provider (its cookies are on the provider's origin), so
+/// that the next sign-in there asks who it is again.
+async fn forget_the_provider(b: &fantoccini::Client, issuer: &str) {
+    b.goto(&format!("{issuer}/.well-known/openid-configuration"))
+        .await
+        .unwrap();
+    b.delete_all_cookies().await.unwrap();
 }
 
 /// Types the email on the sign-in page and continues.
@@ -149,9 +172,11 @@ async fn in_the_browser_a_person_signs_in_through_their_provider() {
         .await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
     drop(dns);
-    let _dns =
-        psa_testing::DnsServer::start(dns_addr, &[("acme.test", "v=spf1 -all"), ("acme.test", &record)])
-            .await;
+    let _dns = psa_testing::DnsServer::start(
+        dns_addr,
+        &[("acme.test", "v=spf1 -all"), ("acme.test", &record)],
+    )
+    .await;
     let (status, d) = app
         .call(
             Method::POST,
@@ -226,7 +251,9 @@ async fn in_the_browser_a_person_signs_in_through_their_provider() {
     ui::sign_out(b).await;
     ui::sign_in(b, &local, "acme", &acme.admin_email, &acme.admin_password).await;
     ui::wait_text(b, "h1", "Companies", 20).await;
-    b.goto(&format!("{local}/console/settings/sso")).await.unwrap();
+    b.goto(&format!("{local}/console/settings/sso"))
+        .await
+        .unwrap();
     ui::wait_text(b, "main", "acme.test", 20).await;
     review(&browser, "sso-settings").await;
     let html = b.source().await.unwrap();
@@ -234,12 +261,18 @@ async fn in_the_browser_a_person_signs_in_through_their_provider() {
 
     // An email the provider has not verified is refused, and nothing is created.
     ui::sign_out(b).await;
+    forget_the_provider(b, &provider.issuer).await;
     email_first(b, &local, "pat@acme.test").await;
     at_the_provider(b, "unverified").await;
     ui::wait_text(b, "h1", "Not signed in", 30).await;
     review(&browser, "sso-refused").await;
     assert_eq!(
-        count(&app, "SELECT count(*) FROM users WHERE email = $1", "pat@acme.test").await,
+        count(
+            &app,
+            "SELECT count(*) FROM users WHERE email = $1",
+            "pat@acme.test"
+        )
+        .await,
         0
     );
     // The callback's state is used once: the same answer again is refused.
@@ -247,6 +280,66 @@ async fn in_the_browser_a_person_signs_in_through_their_provider() {
     assert!(url.path().ends_with("/console/sso/callback"), "{url}");
     b.goto(url.as_str()).await.unwrap();
     ui::wait_text(b, "main", "expired or was already used", 20).await;
+}
+
+/// ID tokens a provider should never send, each spoiled in one way (another audience, expired,
+/// signed by another key, another nonce), are each refused: the person reads that the answer
+/// could not be trusted, the audit row says why, and no user, identity or session is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_id_token_that_does_not_verify_is_refused() {
+    let dns_addr = psa_testing::DnsServer::free_addr();
+    let (app, _mgmt, acme, local, provider) = platform_with_provider(dns_addr).await;
+    let (status, c) = connect(&app, &acme.key, &provider.issuer, json!({"jit": true})).await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    let sessions = app.count("sessions").await;
+    let browser = psa_testing::Browser::start(1280, 900).await;
+    let b = &browser.client;
+    for (mode, why) in [
+        ("audience", "audience"),
+        ("expired", "expired"),
+        ("signature", "signature"),
+        ("nonce", "nonce"),
+    ] {
+        let r = app
+            .http
+            .post(format!("{}/test/tamper?mode={mode}", provider.issuer))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        forget_the_provider(b, &provider.issuer).await;
+        b.goto(&format!("{local}/console/sso/acme")).await.unwrap();
+        at_the_provider(b, "kim").await;
+        ui::wait_text(b, "h1", "Not signed in", 30).await;
+        ui::wait_text(b, "main", "could not be trusted", 5).await;
+        let failed: Value = sqlx::query_scalar(
+            "SELECT details FROM audit_log WHERE tenant = $1 AND action = 'login_failed' \
+             ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(acme.tenant)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        let reason = failed["reason"].as_str().unwrap_or_default().to_lowercase();
+        assert!(reason.contains(why), "{mode}: {failed}");
+        assert_eq!(
+            count(
+                &app,
+                "SELECT count(*) FROM users WHERE email = $1",
+                "kim@acme.test"
+            )
+            .await,
+            0,
+            "{mode}"
+        );
+        assert_eq!(app.count("sso_identities").await, 0, "{mode}");
+        assert_eq!(app.count("sessions").await, sessions, "{mode}");
+    }
+    // And the provider, unspoiled, lets kim in.
+    forget_the_provider(b, &provider.issuer).await;
+    b.goto(&format!("{local}/console/sso/acme")).await.unwrap();
+    at_the_provider(b, "kim").await;
+    ui::wait_text(b, "h1", "Companies", 30).await;
 }
 
 /// `jit` off: a person the provider knows but who is not a user here is refused (nothing
@@ -269,7 +362,12 @@ async fn who_gets_in_is_the_tenants_choice() {
     ui::wait_text(b, "main", "not allowed in this organisation", 5).await;
     review(&browser, "sso-not-allowed-phone").await;
     assert_eq!(
-        count(&app, "SELECT count(*) FROM users WHERE email = $1", "kim@acme.test").await,
+        count(
+            &app,
+            "SELECT count(*) FROM users WHERE email = $1",
+            "kim@acme.test"
+        )
+        .await,
         0
     );
     let failed: Value = sqlx::query_scalar(
@@ -281,6 +379,7 @@ async fn who_gets_in_is_the_tenants_choice() {
     .await
     .unwrap();
     assert_eq!(failed["method"], "sso", "{failed}");
+    forget_the_provider(b, &provider.issuer).await;
     b.goto(&format!("{local}/console/sso/acme")).await.unwrap();
     at_the_provider(b, "lou").await;
     ui::wait_text(b, "h1", "Companies", 30).await;
@@ -327,7 +426,12 @@ async fn who_gets_in_is_the_tenants_choice() {
     assert_eq!(status, StatusCode::OK, "{started}");
     let url = started["authorization_url"].as_str().unwrap();
     assert!(url.starts_with(&provider.issuer), "{url}");
-    for part in ["code_challenge_method=S256", "state=", "nonce=", "client_id=psa"] {
+    for part in [
+        "code_challenge_method=S256",
+        "state=",
+        "nonce=",
+        "client_id=psa",
+    ] {
         assert!(url.contains(part), "{part} in {url}");
     }
 }
@@ -353,11 +457,31 @@ async fn sso_settings_that_break_the_rules_are_refused() {
         (dead.as_str(), json!({}), "issuer"),
         // Answers, but not with a discovery document.
         (app.base.as_str(), json!({}), "issuer"),
-        (provider.issuer.as_str(), json!({"scopes": ["email"]}), "scopes"),
-        (provider.issuer.as_str(), json!({"jit_role": "Nobody"}), "jit_role"),
-        (provider.issuer.as_str(), json!({"required": true}), "break_glass"),
-        (provider.issuer.as_str(), json!({"break_glass": ["ghost@acme.example"]}), "break_glass"),
-        (provider.issuer.as_str(), json!({"email_claim": "e mail"}), "email_claim"),
+        (
+            provider.issuer.as_str(),
+            json!({"scopes": ["email"]}),
+            "scopes",
+        ),
+        (
+            provider.issuer.as_str(),
+            json!({"jit_role": "Nobody"}),
+            "jit_role",
+        ),
+        (
+            provider.issuer.as_str(),
+            json!({"required": true}),
+            "break_glass",
+        ),
+        (
+            provider.issuer.as_str(),
+            json!({"break_glass": ["ghost@acme.example"]}),
+            "break_glass",
+        ),
+        (
+            provider.issuer.as_str(),
+            json!({"email_claim": "e mail"}),
+            "email_claim",
+        ),
     ] {
         let r = connect(&app, &acme.key, issuer, extra.clone()).await;
         assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
@@ -380,11 +504,10 @@ async fn sso_settings_that_break_the_rules_are_refused() {
         .await
         .unwrap();
     assert!(audit.iter().all(|a| !a.contains(SECRET)));
-    let stored: String =
-        sqlx::query_scalar("SELECT client_secret_sealed FROM sso_connections")
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
+    let stored: String = sqlx::query_scalar("SELECT client_secret_sealed FROM sso_connections")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
     assert!(!stored.contains(SECRET));
 
     // Domains: a public mail service, a malformed one; one verified by another tenant.
