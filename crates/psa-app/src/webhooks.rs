@@ -204,7 +204,7 @@ pub struct Resealed {
 /// Moves every stored sealed secret to the current key (`psa secrets reseal`, after adding a new
 /// `PSA_SECRET_KEY` and keeping the old one in `PSA_SECRET_KEY_PREVIOUS`): each is opened with
 /// whichever key sealed it and sealed again, bound to its row (webhook endpoints' secrets, the
-/// platform's own keys), in one transaction; audited in the management tenant. Afterwards the
+/// platform's own keys, authenticator-app secrets, single sign-on client secrets), in one transaction; audited in the management tenant. Afterwards the
 /// previous key can be dropped.
 pub async fn reseal(app: &App, who: &Principal) -> Result<Resealed> {
     let key = key(app)?;
@@ -270,6 +270,31 @@ pub async fn reseal(app: &App, who: &Principal) -> Result<Resealed> {
             .bind(tenant)
             .bind(user)
             .bind(key.seal_for(&open, Sealed::TotpSecret, &row))
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::from)?;
+        out.resealed += 1;
+    }
+    // Tenants' single sign-on client secrets, each bound to its tenant.
+    let sso: Vec<(psa_models::TenantId, String)> = sqlx::query_as(
+        "SELECT tenant, client_secret_sealed FROM sso_connections \
+         WHERE client_secret_sealed IS NOT NULL ORDER BY tenant FOR UPDATE",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(Error::from)?;
+    for (tenant, sealed) in sso {
+        if key.is_current(&sealed) {
+            out.current += 1;
+            continue;
+        }
+        let row = tenant.to_string();
+        let open = key
+            .open_for(&sealed, Sealed::SsoClientSecret, &row)
+            .map_err(|e| Error::internal(PlatformKeyError(row.clone(), e.to_string())))?;
+        sqlx::query("UPDATE sso_connections SET client_secret_sealed = $2 WHERE tenant = $1")
+            .bind(tenant)
+            .bind(key.seal_for(&open, Sealed::SsoClientSecret, &row))
             .execute(&mut *tx)
             .await
             .map_err(Error::from)?;

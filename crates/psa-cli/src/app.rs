@@ -21,8 +21,11 @@ pub struct Services<'a> {
     pub mail: Option<&'a MailArgs>,
     /// The export store (`ExportArgs::store`).
     pub exports: Option<psa_models::exports::ExportStore>,
-    /// The addresses webhook endpoints may have (`WebhookArgs::policy`).
+    /// The addresses webhook endpoints (and identity providers) may have
+    /// (`WebhookArgs::policy`).
     pub webhooks: Option<psa_models::webhooks::AddressPolicy>,
+    /// Where DNS lookups go (`PSA_DNS_RESOLVER`).
+    pub dns: Option<psa_app::dns::Dns>,
 }
 
 /// The operations layer over `DATABASE_URL`, with the services given.
@@ -53,6 +56,9 @@ pub async fn app(database_url: Option<&str>, services: Services<'_>) -> Result<A
             key: services.workflow.and_then(|w| w.key_if_set().cloned()),
             policy,
         });
+    }
+    if let Some(dns) = services.dns {
+        app = app.with_dns(dns);
     }
     Ok(app)
 }

@@ -14,6 +14,7 @@ mod migrate;
 mod probe;
 mod secrets;
 mod serve;
+mod sso;
 mod temporal;
 mod tenant;
 mod user;
@@ -161,6 +162,11 @@ enum Command {
     Webhooks {
         #[command(subcommand)]
         command: webhooks::WebhooksCommand,
+    },
+    /// A tenant's single sign-on (OpenID Connect) and its verified email domains.
+    Sso {
+        #[command(subcommand)]
+        command: sso::SsoCommand,
     },
 }
 
@@ -314,6 +320,16 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             secrets::run(
                 cli.database_url.as_deref(),
                 &cli.workflow,
+                &cli.webhooks,
+                command,
+            )
+            .await
+        }
+        Command::Sso { command } => {
+            sso::run(
+                cli.database_url.as_deref(),
+                &cli.workflow,
+                &cli.mail,
                 &cli.webhooks,
                 command,
             )

@@ -1836,6 +1836,23 @@ async fn secrets_are_resealed_after_a_key_rotation_and_bound_to_their_purpose() 
     psa_workflows::secret::archive_key(&s.db.pool, &old)
         .await
         .unwrap();
+    // A tenant's single sign-on client secret, bound to its tenant.
+    let sso_secret = secrecy::SecretString::from("the-provider-client-secret".to_owned());
+    sqlx::query(
+        "INSERT INTO sso_connections (tenant, issuer, client_id, client_secret_sealed) \
+         VALUES ($1::uuid, 'https://login.example', 'psa', $2)",
+    )
+    .bind(&s.mgmt)
+    .bind(old.seal_for(&sso_secret, Sealed::SsoClientSecret, &s.mgmt))
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    let sso_sealed = || async {
+        sqlx::query_scalar::<_, String>("SELECT client_secret_sealed FROM sso_connections")
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap()
+    };
     let reseal = |previous: Option<&str>| {
         let mut c = s.cmd(&["secrets", "reseal", "--json"]);
         c.env("PSA_SECRET_KEY", &new_b64);
@@ -1857,8 +1874,14 @@ async fn secrets_are_resealed_after_a_key_rotation_and_bound_to_their_purpose() 
     );
     assert_eq!(
         last_json(&out)["resealed"],
-        2,
-        "the endpoint's secret and the archive key"
+        3,
+        "the endpoint's secret, the archive key and the SSO client secret"
+    );
+    assert_eq!(
+        new.open_for(&sso_sealed().await, Sealed::SsoClientSecret, &s.mgmt)
+            .unwrap()
+            .expose_secret(),
+        "the-provider-client-secret"
     );
     let after = sealed().await;
     assert!(new.is_current(&after));
@@ -1885,7 +1908,7 @@ async fn secrets_are_resealed_after_a_key_rotation_and_bound_to_their_purpose() 
     // Again: nothing left to move.
     let out = reseal(Some(&s.key));
     assert_eq!(last_json(&out)["resealed"], 0);
-    assert_eq!(last_json(&out)["current"], 2);
+    assert_eq!(last_json(&out)["current"], 3);
     let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'reseal'")
         .fetch_one(&s.db.pool)
         .await
