@@ -836,7 +836,6 @@ async fn verify(
         Ok(c) => c.clone(),
         Err(e) => return Ok(Err(Refusal::Unverified(format!("ID token: {e}")))),
     };
-    let _ = response.access_token();
     // The claims the tenant named, read from the verified token's payload.
     let payload = id_token
         .to_string()

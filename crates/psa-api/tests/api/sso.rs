@@ -41,6 +41,8 @@ async fn platform_with_provider(
                     "given_name": "Lou", "family_name": "Reed"},
             "unverified": {"email": "pat@acme.test", "email_verified": false,
                            "given_name": "Pat", "family_name": "Doe"},
+            "huge": {"email": format!("{}@acme.test", "h".repeat(300)), "email_verified": true,
+                     "given_name": "H".repeat(5000), "family_name": "Uge"},
         }),
         psa_testing::OidcProvider::new_key("first"),
     )
@@ -335,6 +337,16 @@ async fn an_id_token_that_does_not_verify_is_refused() {
         assert_eq!(app.count("sso_identities").await, 0, "{mode}");
         assert_eq!(app.count("sessions").await, sessions, "{mode}");
     }
+    // Claims too large to be anyone's email are not taken: no user is made of them.
+    forget_the_provider(b, &provider.issuer).await;
+    b.goto(&format!("{local}/console/sso/acme")).await.unwrap();
+    at_the_provider(b, "huge").await;
+    ui::wait_text(b, "h1", "Not signed in", 30).await;
+    assert_eq!(app.count("sso_identities").await, 0);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM users WHERE email LIKE $1", "hhh%").await,
+        0
+    );
     // And the provider, unspoiled, lets kim in.
     forget_the_provider(b, &provider.issuer).await;
     b.goto(&format!("{local}/console/sso/acme")).await.unwrap();
