@@ -344,7 +344,12 @@ async fn an_id_token_that_does_not_verify_is_refused() {
     ui::wait_text(b, "h1", "Not signed in", 30).await;
     assert_eq!(app.count("sso_identities").await, 0);
     assert_eq!(
-        count(&app, "SELECT count(*) FROM users WHERE email LIKE $1", "hhh%").await,
+        count(
+            &app,
+            "SELECT count(*) FROM users WHERE email LIKE $1",
+            "hhh%"
+        )
+        .await,
         0
     );
     // And the provider, unspoiled, lets kim in.
