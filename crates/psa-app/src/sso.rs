@@ -16,8 +16,8 @@ use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreIdTokenVerifier, CoreProviderMetadata,
 };
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use psa_models::audit::{self, Action};
 use psa_models::sign_in::{self, Ceremony};
@@ -194,13 +194,18 @@ fn http(app: &App) -> Result<reqwest::Client> {
 /// `issuer` saying what went wrong.
 pub async fn discover(app: &App, issuer_url: &str) -> Result<Discovered> {
     let url = issuer(issuer_url)?;
-    if let Some(url::Host::Ipv4(ip)) = url.host() {
-        if !app.webhooks.policy.allows(ip.into()) {
-            return Err(Error::validation(
-                "issuer",
-                "The issuer's address is inside this platform's network",
-            ));
-        }
+    let literal: Option<std::net::IpAddr> = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(ip.into()),
+        Some(url::Host::Ipv6(ip)) => Some(ip.into()),
+        _ => None,
+    };
+    if let Some(ip) = literal
+        && !app.webhooks.policy.allows(ip)
+    {
+        return Err(Error::validation(
+            "issuer",
+            "The issuer's address is inside this platform's network",
+        ));
     }
     let client = http(app)?;
     let issuer_url = IssuerUrl::new(url.as_str().trim_end_matches('/').to_owned())
