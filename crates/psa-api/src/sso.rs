@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use psa_app::sso::{ConnectionView, Input, TestReport};
+use psa_models::TenantId;
 use psa_models::sso::Domain;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -221,8 +222,10 @@ pub struct StartRequest {
 /// Where to send the person.
 #[derive(Serialize, ToSchema)]
 pub struct StartResponse {
-    /// The provider's sign-in page; it comes back to `/console/sso/callback`, which opens the
-    /// session (the console's cookie).
+    /// The console's start of the organisation's sign-in (`/console/sso/{slug}`, with the
+    /// email as the provider's login hint): opened in the person's browser, it sends them to
+    /// the provider, which sends them back to `/console/sso/callback`, which opens the session
+    /// (the console's cookie). The sign-in is bound to that browser.
     pub authorization_url: String,
 }
 
@@ -232,31 +235,48 @@ pub struct StartResponse {
 #[utoipa::path(post, path = "/api/v1/auth/sso/start", tag = "auth",
     request_body = StartRequest,
     responses((status = 200, body = StartResponse), (status = 404, body = ErrorBody),
-              (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
-              (status = 503, body = ErrorBody)))]
+              (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn start(
     State(state): State<AppState>,
     client: ClientInfo,
     ApiJson(req): ApiJson<StartRequest>,
 ) -> Result<Json<StartResponse>, ApiError> {
-    let url = begin(&state, &client, req.email.as_deref(), req.tenant.as_deref())
+    let email = req
+        .email
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty());
+    let (_, slug) = target(&state, &client, email, req.tenant.as_deref())
         .await?
         .ok_or(ApiError::Model(psa_models::Error::NotFound {
             entity: "single sign-on connection",
         }))?;
+    let mut url = state.app.delivery.public_url.clone();
+    url.path_segments_mut()
+        .map_err(|()| {
+            ApiError::Model(psa_models::Error::internal(std::io::Error::other(
+                "PSA_PUBLIC_URL cannot be a base",
+            )))
+        })?
+        .pop_if_empty()
+        .extend(["console", "sso", slug.as_str()]);
+    if let Some(email) = email {
+        url.query_pairs_mut().append_pair("login_hint", email);
+    }
     Ok(Json(StartResponse {
         authorization_url: url.to_string(),
     }))
 }
 
-/// The provider's URL for a sign-in by `email` or for `tenant` (a slug or an id): `None` when
-/// neither leads to an enabled connection (the API and the console).
-pub(crate) async fn begin(
+/// The organisation a sign-in by `email` or for `tenant` (a slug or an id) goes to, with its
+/// slug: `None` when neither leads to an enabled connection (the API and the console).
+/// Rate-limited like logins.
+pub(crate) async fn target(
     state: &AppState,
     client: &ClientInfo,
     email: Option<&str>,
     tenant: Option<&str>,
-) -> Result<Option<url::Url>, ApiError> {
+) -> Result<Option<(TenantId, String)>, ApiError> {
     state.limits.login_from(client.peer.ip())?;
     let found = match (email.map(str::trim).filter(|e| !e.is_empty()), tenant) {
         (Some(email), _) => psa_app::sso::for_email(&state.app, email).await?,
@@ -271,14 +291,10 @@ pub(crate) async fn begin(
             )));
         }
     };
-    let Some((tenant, _)) = found else {
-        return Ok(None);
-    };
-    let url = psa_app::sso::start(&state.app, tenant, email, &client.peer.ip().to_string()).await;
-    match url {
-        Ok(url) => Ok(Some(url)),
-        // A tenant without an enabled connection: as unknown.
-        Err(psa_models::Error::Validation { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
+    match found {
+        Some((tenant, slug)) if psa_app::sso::signs_in_through(&state.app, tenant).await? => {
+            Ok(Some((tenant, slug)))
+        }
+        _ => Ok(None),
     }
 }

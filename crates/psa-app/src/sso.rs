@@ -182,11 +182,106 @@ pub struct Discovered {
     pub metadata: CoreProviderMetadata,
 }
 
-/// The HTTP client towards providers: no redirects, short timeouts, only addresses the
-/// outbound policy allows.
-fn http(app: &App) -> Result<reqwest::Client> {
-    psa_workflows::webhooks::guarded_client(app.webhooks.policy, Duration::from_secs(10), "psa-sso")
-        .map_err(|e| Error::internal(std::io::Error::other(e)))
+/// The most a provider's answer may be (a discovery document, its keys, a token response are
+/// a few kilobytes; anything larger is not read).
+const MAX_ANSWER: usize = 512 * 1024;
+
+/// The most email domains one tenant claims.
+const MAX_DOMAINS: usize = 20;
+
+/// A request to a provider that was refused or failed: said in words, never with a secret (the
+/// token request's body is not part of it).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ProviderHttpError(String);
+
+type ProviderAnswer = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = std::result::Result<openidconnect::HttpResponse, ProviderHttpError>,
+            > + Send,
+    >,
+>;
+
+/// Whether a request may go to `url`: https, or http to this machine where the address policy
+/// allows private addresses (development, tests); an address written as an IP must be one the
+/// policy allows (host names are checked by the client's resolver, after resolution).
+fn may_call(
+    url: &url::Url,
+    policy: psa_models::webhooks::AddressPolicy,
+) -> std::result::Result<(), String> {
+    let literal: Option<std::net::IpAddr> = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(ip.into()),
+        Some(url::Host::Ipv6(ip)) => Some(ip.into()),
+        Some(url::Host::Domain(_)) => None,
+        None => return Err(format!("{url} names no host")),
+    };
+    if let Some(ip) = literal
+        && !policy.allows(ip)
+    {
+        return Err(format!("{url} is inside this platform's network"));
+    }
+    if url.scheme() == "https" || (secure_or_local(url) && policy.allow_private) {
+        Ok(())
+    } else {
+        Err(format!("{url} is not https"))
+    }
+}
+
+/// Every request to a provider goes through here (discovery, its keys, the token endpoint,
+/// whatever URLs its discovery document names): the client that refuses private addresses
+/// after resolution and follows no redirect, [`may_call`] for the URL itself, and at most
+/// [`MAX_ANSWER`] bytes read.
+fn provider_http(
+    app: &App,
+) -> Result<impl Fn(openidconnect::HttpRequest) -> ProviderAnswer + use<>> {
+    let client = psa_workflows::webhooks::guarded_client(
+        app.webhooks.policy,
+        Duration::from_secs(10),
+        "psa-sso",
+    )
+    .map_err(|e| Error::internal(std::io::Error::other(e)))?;
+    let policy = app.webhooks.policy;
+    Ok(
+        move |request: openidconnect::HttpRequest| -> ProviderAnswer {
+            let client = client.clone();
+            Box::pin(async move {
+                let url = url::Url::parse(&request.uri().to_string())
+                    .map_err(|e| ProviderHttpError(format!("not a URL: {e}")))?;
+                may_call(&url, policy).map_err(ProviderHttpError)?;
+                let (parts, body) = request.into_parts();
+                let mut answer = client
+                    .request(parts.method, url.as_str())
+                    .headers(parts.headers)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        ProviderHttpError(format!("{}: {e}", url.host_str().unwrap_or("")))
+                    })?;
+                let mut body = Vec::new();
+                while let Some(chunk) = answer
+                    .chunk()
+                    .await
+                    .map_err(|e| ProviderHttpError(format!("reading the answer: {e}")))?
+                {
+                    if body.len() + chunk.len() > MAX_ANSWER {
+                        return Err(ProviderHttpError(format!(
+                            "the answer of {url} is larger than {} KiB",
+                            MAX_ANSWER / 1024
+                        )));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                let mut out = openidconnect::http::Response::builder().status(answer.status());
+                for (name, value) in answer.headers() {
+                    out = out.header(name, value);
+                }
+                out.body(body)
+                    .map_err(|e| ProviderHttpError(format!("the answer: {e}")))
+            })
+        },
+    )
 }
 
 /// Fetches the provider's discovery document and keys (each sign-in does: a rotated key is
@@ -194,23 +289,17 @@ fn http(app: &App) -> Result<reqwest::Client> {
 /// `issuer` saying what went wrong.
 pub async fn discover(app: &App, issuer_url: &str) -> Result<Discovered> {
     let url = issuer(issuer_url)?;
-    let literal: Option<std::net::IpAddr> = match url.host() {
-        Some(url::Host::Ipv4(ip)) => Some(ip.into()),
-        Some(url::Host::Ipv6(ip)) => Some(ip.into()),
-        _ => None,
-    };
-    if let Some(ip) = literal
-        && !app.webhooks.policy.allows(ip)
-    {
-        return Err(Error::validation(
+    may_call(&url, app.webhooks.policy).map_err(|m| {
+        Error::validation(
             "issuer",
-            "The issuer's address is inside this platform's network",
-        ));
-    }
-    let client = http(app)?;
-    let issuer_url = IssuerUrl::new(url.as_str().trim_end_matches('/').to_owned())
+            format!("The issuer cannot be reached from here: {m}"),
+        )
+    })?;
+    let http = provider_http(app)?;
+    // As typed (trimmed): the provider's `issuer` must match it exactly, a trailing slash too.
+    let issuer_url = IssuerUrl::new(issuer_url.trim().to_owned())
         .map_err(|_| Error::validation("issuer", "The issuer is not a valid URL"))?;
-    let metadata = CoreProviderMetadata::discover_async(issuer_url, &client)
+    let metadata = CoreProviderMetadata::discover_async(issuer_url, &http)
         .await
         .map_err(|e| {
             Error::validation(
@@ -233,13 +322,12 @@ pub async fn discover(app: &App, issuer_url: &str) -> Result<Discovered> {
         ("keys (jwks_uri)", Some(metadata.jwks_uri().url().clone())),
     ] {
         match endpoint {
-            Some(u) if secure_or_local(&u) => {}
-            Some(u) => {
-                return Err(Error::validation(
+            Some(u) => may_call(&u, app.webhooks.policy).map_err(|m| {
+                Error::validation(
                     "issuer",
-                    format!("The provider's {what} is not https: {u}"),
-                ));
-            }
+                    format!("The provider's {what} cannot be used: {m}"),
+                )
+            })?,
             None => {
                 return Err(Error::validation(
                     "issuer",
@@ -312,7 +400,7 @@ pub async fn set(
     tenant: TenantId,
     input: Input,
 ) -> Result<ConnectionView> {
-    let issuer_url = issuer(&input.issuer)?;
+    issuer(&input.issuer)?;
     let client_id = input.client_id.trim();
     if client_id.is_empty() || client_id.len() > 500 {
         return Err(Error::validation(
@@ -364,7 +452,7 @@ pub async fn set(
     // Allowed first (no one else makes this server call out), then the provider answers before
     // anything is stored, with no transaction held open while it does.
     app.begin(who, tenant, MANAGE).await?.rollback().await?;
-    discover(app, issuer_url.as_str()).await?;
+    discover(app, input.issuer.trim()).await?;
     let mut tx = app.begin(who, tenant, MANAGE).await?;
     let jit_role = input
         .jit_role
@@ -384,6 +472,29 @@ pub async fn set(
         return Err(Error::validation(
             "jit_role",
             format!("There is no role named {jit_role} in this organisation"),
+        ));
+    }
+    // A person the provider lets in is made with this role unseen by anyone here: never one that
+    // manages users or single sign-on.
+    let manages: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM roles r \
+           JOIN role_permissions rp ON rp.tenant = r.tenant AND rp.role_id = r.role_id \
+           JOIN permissions p ON p.tenant = rp.tenant AND p.permission_id = rp.permission_id \
+           WHERE r.tenant = $1 AND r.role_name = $2 AND r.msp \
+             AND ((p.resource = 'user' AND p.action IN ('create', 'update', 'delete')) \
+               OR (p.resource = 'sso' AND p.action = 'manage')))",
+    )
+    .bind(tenant)
+    .bind(&jit_role)
+    .fetch_one(&mut *tx)
+    .await?;
+    if manages {
+        return Err(Error::validation(
+            "jit_role",
+            format!(
+                "{jit_role} manages users or single sign-on: people made at their first sign-in \
+                 get a role without that (give it to them by hand afterwards)"
+            ),
         ));
     }
     let mut break_glass = Vec::new();
@@ -416,7 +527,7 @@ pub async fn set(
         ));
     }
     let settings = Settings {
-        issuer: issuer_url.as_str().trim_end_matches('/').to_owned(),
+        issuer: input.issuer.trim().to_owned(),
         client_id: client_id.to_owned(),
         scopes,
         email_claim,
@@ -429,6 +540,18 @@ pub async fn set(
         enabled: input.enabled,
     };
     let (after, before) = sso::put(&mut tx, tenant, &settings, &secret).await?;
+    // Required from now: the sessions opened another way end (but the break-glass users').
+    let mut sessions_ended = 0;
+    if after.required && after.enabled && !before.as_ref().is_some_and(|b| b.required && b.enabled)
+    {
+        sessions_ended =
+            sqlx::query("DELETE FROM sessions WHERE tenant = $1 AND NOT (user_id = ANY ($2))")
+                .bind(tenant)
+                .bind(&after.break_glass)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+    }
     let shown = view(&mut tx, app, &after).await?;
     let secret_change = match secret {
         SecretChange::Keep => "kept",
@@ -456,6 +579,7 @@ pub async fn set(
             "required": shown.required,
             "break_glass": shown.break_glass,
             "enabled": shown.enabled,
+            "sessions_ended": sessions_ended,
         }),
     )
     .await?;
@@ -503,6 +627,13 @@ pub async fn add_domain(
 ) -> Result<sso::Domain> {
     let domain = sso::domain_name(raw)?;
     let mut tx = app.begin(who, tenant, MANAGE).await?;
+    let claimed = sso::domains(&mut tx, tenant).await?;
+    if claimed.len() >= MAX_DOMAINS && !claimed.iter().any(|d| d.domain == domain) {
+        return Err(Error::validation(
+            "domain",
+            format!("An organisation claims at most {MAX_DOMAINS} domains: remove one first"),
+        ));
+    }
     if sso::domain_taken(&mut tx, &domain, tenant).await? {
         return Err(Error::validation(
             "domain",
@@ -607,14 +738,15 @@ pub async fn for_email(app: &App, email: &str) -> Result<Option<(TenantId, Strin
 }
 
 /// Starts a sign-in through the tenant's provider (from `address`): the URL to send the person
-/// to. The PKCE verifier and the nonce wait server-side under the `state` token (10 minutes,
-/// once). `login_hint` is passed on (the email typed), so the provider need not ask again.
+/// to, and the value their browser keeps. The PKCE verifier, the nonce and the browser value's
+/// digest wait server-side under the `state` token (five minutes, once). `login_hint` is passed
+/// on (the email typed), so the provider need not ask again.
 pub async fn start(
     app: &App,
     tenant: TenantId,
     login_hint: Option<&str>,
     address: &str,
-) -> Result<url::Url> {
+) -> Result<Started> {
     let mut tx = db::begin_tenant(&app.pool, tenant).await?;
     let c = sso::get(&mut tx, tenant)
         .await?
@@ -638,11 +770,13 @@ pub async fn start(
     .set_redirect_uri(RedirectUrl::new(redirect_uri(app)).map_err(Error::internal)?);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let nonce = Nonce::new_random();
+    let browser = CsrfToken::new_random_len(32);
     let state = serde_json::json!({
         "tenant": tenant,
         "connection_id": c.connection_id,
         "verifier": verifier.secret(),
         "nonce": nonce.secret(),
+        "browser": sign_in::digest_hex(browser.secret()),
     });
     let mut conn = app.pool.acquire().await?;
     let token = sign_in::begin_ceremony(&mut conn, Ceremony::Sso, None, &state, address).await?;
@@ -661,7 +795,25 @@ pub async fn start(
         request = request.add_extra_param("login_hint", hint.to_owned());
     }
     let (url, _, _) = request.url();
-    Ok(url)
+    Ok(Started {
+        url,
+        browser: SecretString::from(browser.secret().clone()),
+    })
+}
+
+/// A sign-in sent to the provider: where to, and the value the browser keeps (a cookie) so
+/// that the answer is taken only in the browser that started it.
+pub struct Started {
+    pub url: url::Url,
+    pub browser: SecretString,
+}
+
+/// Whether the tenant signs in through an enabled provider.
+pub async fn signs_in_through(app: &App, tenant: TenantId) -> Result<bool> {
+    let mut tx = db::begin_tenant(&app.pool, tenant).await?;
+    let on = sso::get(&mut tx, tenant).await?.is_some_and(|c| c.enabled);
+    tx.rollback().await?;
+    Ok(on)
 }
 
 /// Why a sign-in through the provider did not open a session: said to the person in words
@@ -678,6 +830,11 @@ pub enum Refusal {
     NotAllowed,
     /// The user is deactivated.
     Inactive,
+    /// The email is not of a domain the tenant verified, so it links to no one.
+    DomainNotVerified(String),
+    /// The answer came to another browser than the one that started the sign-in (a link
+    /// passed on, or a forged one).
+    OtherBrowser,
 }
 
 impl Refusal {
@@ -701,6 +858,14 @@ impl Refusal {
             Refusal::Inactive => {
                 "Your account in this organisation is deactivated: ask an administrator."
             }
+            Refusal::DomainNotVerified(_) => {
+                "Your email is not of a domain this organisation has verified, so it cannot be \
+                 linked to an account here: ask your IT administrator."
+            }
+            Refusal::OtherBrowser => {
+                "This sign-in was started in another browser, or has expired: sign in again \
+                 from here."
+            }
         }
     }
 
@@ -711,6 +876,10 @@ impl Refusal {
             Refusal::Unverified(d) => format!("unverified: {d}"),
             Refusal::NotAllowed => "not allowed".into(),
             Refusal::Inactive => "inactive".into(),
+            Refusal::DomainNotVerified(email) => {
+                format!("the domain of {email} is not verified by the organisation")
+            }
+            Refusal::OtherBrowser => "started in another browser".into(),
         }
     }
 }
@@ -739,6 +908,7 @@ pub struct Callback {
 pub async fn finish(
     app: &App,
     cb: Callback,
+    browser: Option<&str>,
     address: &str,
 ) -> Result<std::result::Result<Verified, Refusal>> {
     let mut conn = app.pool.acquire().await?;
@@ -749,7 +919,16 @@ pub async fn finish(
     drop(conn);
     let tenant: TenantId =
         serde_json::from_value(state["tenant"].clone()).map_err(Error::internal)?;
-    let outcome = verify(app, tenant, &state, &cb).await?;
+    // The browser that started it, or no one: a callback link passed to someone else would
+    // sign them in as whoever signed in at the provider.
+    let same_browser = browser
+        .map(sign_in::digest_hex)
+        .is_some_and(|d| state["browser"].as_str() == Some(d.as_str()));
+    let outcome = if same_browser {
+        verify(app, tenant, &state, &cb).await?
+    } else {
+        Err(Refusal::OtherBrowser)
+    };
     match outcome {
         Ok(v) => Ok(Ok(v)),
         Err(refusal) => {
@@ -798,6 +977,8 @@ async fn verify(
     if state["connection_id"].as_str() != Some(&c.connection_id.to_string()) {
         return Ok(Err(Refusal::Expired));
     }
+    // No transaction stays open while the provider is asked (it may be slow).
+    tx.rollback().await?;
     let secret = match &c.client_secret_sealed {
         Some(sealed) => Some(ClientSecret::new(
             key(app)?
@@ -820,7 +1001,7 @@ async fn verify(
     .set_redirect_uri(RedirectUrl::new(redirect_uri(app)).map_err(Error::internal)?);
     let verifier = PkceCodeVerifier::new(state["verifier"].as_str().unwrap_or_default().to_owned());
     let nonce = Nonce::new(state["nonce"].as_str().unwrap_or_default().to_owned());
-    let http = http(app)?;
+    let http = provider_http(app)?;
     let exchange = match client.exchange_code(AuthorizationCode::new(code.to_owned())) {
         Ok(e) => e,
         Err(e) => return Ok(Err(Refusal::Unverified(format!("token endpoint: {e}")))),
@@ -861,7 +1042,13 @@ async fn verify(
             .filter(|v| !v.is_empty() && v.len() <= 255)
             .map(str::to_owned)
     };
-    if payload["email_verified"] == serde_json::Value::Bool(false) {
+    let email_verified = match &payload["email_verified"] {
+        serde_json::Value::Bool(b) => Some(*b),
+        serde_json::Value::String(v) => Some(v == "true"),
+        serde_json::Value::Null => None,
+        _ => Some(false),
+    };
+    if email_verified == Some(false) {
         return Ok(Err(Refusal::Unverified(
             "the provider has not verified the email".into(),
         )));
@@ -872,23 +1059,47 @@ async fn verify(
             "the subject is empty or too long".into(),
         )));
     }
-    let email = text(&c.email_claim);
-    let user = match sso::identity(&mut tx, tenant, c.connection_id, &subject).await? {
-        Some(user) => Some(user),
-        None => match &email {
-            Some(email) => {
-                let id: Option<uuid::Uuid> = sqlx::query_scalar(
-                    "SELECT user_id FROM users WHERE tenant = $1 AND email = $2 \
-                     AND user_type = 'internal'",
-                )
-                .bind(tenant)
-                .bind(email.to_ascii_lowercase())
-                .fetch_optional(&mut *tx)
-                .await?;
-                id.map(UserId)
-            }
-            None => None,
-        },
+    let email = text(&c.email_claim)
+        .and_then(|e| psa_models::validate::EmailAddress::parse(&e).ok())
+        .map(|e| e.as_str().to_owned());
+    let mut tx = db::begin_tenant(&app.pool, tenant).await?;
+    // A person is theirs by the subject once linked. The first time, the email links them (or
+    // makes them, with jit) only when it is of a domain this tenant verified: whoever can get an
+    // ID token from the provider with some email must not become this tenant's user of that
+    // email unless the tenant owns the domain.
+    let linked = sso::identity(&mut tx, tenant, c.connection_id, &subject).await?;
+    let owned = match (&linked, &email) {
+        (Some(_), _) | (None, None) => false,
+        (None, Some(email)) => {
+            let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+            sso::domains(&mut tx, tenant)
+                .await?
+                .iter()
+                .any(|d| d.verified_at.is_some() && d.domain == domain)
+        }
+    };
+    let user = match (linked, &email) {
+        (Some(user), _) => Some(user),
+        (None, Some(_)) if !owned => {
+            return Ok(Err(Refusal::DomainNotVerified(email.unwrap_or_default())));
+        }
+        (None, Some(email)) => {
+            let id: Option<uuid::Uuid> = sqlx::query_scalar(
+                "SELECT user_id FROM users WHERE tenant = $1 AND email = $2 \
+                 AND user_type = 'internal'",
+            )
+            .bind(tenant)
+            .bind(email)
+            .fetch_optional(&mut *tx)
+            .await?;
+            id.map(UserId)
+        }
+        (None, None) => {
+            return Ok(Err(Refusal::Unverified(format!(
+                "no usable {} claim",
+                c.email_claim
+            ))));
+        }
     };
     let user = match user {
         Some(u) => u,
@@ -918,6 +1129,12 @@ async fn verify(
                     return Ok(Err(Refusal::Unverified(format!(
                         "the provider's claims: {message}"
                     ))));
+                }
+                // The email is taken meanwhile (another sign-in of the same person), or by a
+                // user this sign-in does not link to.
+                Err(e @ (Error::Conflict { .. } | Error::EmailExists)) => {
+                    tracing::info!(%tenant, error = %e, "single sign-on: the user could not be made");
+                    return Ok(Err(Refusal::NotAllowed));
                 }
                 Err(e) => return Err(e),
             };
@@ -958,7 +1175,5 @@ pub async fn refuses_other_ways(
     tenant: TenantId,
     user: UserId,
 ) -> Result<bool> {
-    Ok(sso::required(conn, tenant)
-        .await?
-        .is_some_and(|glass| !glass.contains(&user.0)))
+    sso::refuses(conn, tenant, user.0).await
 }

@@ -86,10 +86,12 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
                    WHERE domain = lower(for_domain) AND verified_at IS NOT NULL
                      AND tenant <> by_tenant)
 $$;
--- Whether a tenant's users must sign in through its provider, and who may still use a password.
-CREATE FUNCTION psa_sso_required(for_tenant uuid) RETURNS TABLE (required boolean, break_glass uuid[])
+-- Whether a user must sign in through their tenant's provider (it is required, enabled, and
+-- they are not one of its break-glass users): one fact about one user, nothing of the rest.
+CREATE FUNCTION psa_sso_refuses(for_tenant uuid, for_user uuid) RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-    SELECT c.required AND c.enabled, c.break_glass FROM sso_connections c WHERE c.tenant = for_tenant
+    SELECT coalesce((SELECT c.required AND c.enabled AND NOT (for_user = ANY (c.break_glass))
+                     FROM sso_connections c WHERE c.tenant = for_tenant), false)
 $$;
 -- The tenant a sign-in link names (`/console/sso/{slug}`): by slug or id.
 CREATE FUNCTION psa_tenant_named(name text) RETURNS TABLE (tenant uuid, slug text)
@@ -99,9 +101,9 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
        OR (name ~ '^[0-9a-fA-F-]{36}$' AND t.tenant::text = lower(name))
 $$;
 REVOKE ALL ON FUNCTION psa_sso_for_domain(text), psa_sso_domain_taken(text, uuid),
-    psa_sso_required(uuid), psa_tenant_named(text) FROM PUBLIC;
+    psa_sso_refuses(uuid, uuid), psa_tenant_named(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION psa_sso_for_domain(text), psa_sso_domain_taken(text, uuid),
-    psa_sso_required(uuid), psa_tenant_named(text) TO psa_api;
+    psa_sso_refuses(uuid, uuid), psa_tenant_named(text) TO psa_api;
 
 -- The sign-in half done while the person is at their provider: `state` is the token, the
 -- ceremony keeps the PKCE verifier and the nonce.
@@ -125,5 +127,5 @@ ON CONFLICT DO NOTHING;
 
 -- Adding and verifying a domain, and opening a session, ask these inside the tenant's
 -- transaction (as psa_app): whether another tenant verified the domain, and whether the tenant
--- requires its provider. Neither tells anything about another tenant but that one fact.
-GRANT EXECUTE ON FUNCTION psa_sso_domain_taken(text, uuid), psa_sso_required(uuid) TO psa_app;
+-- requires its provider of a user. Neither tells anything about another tenant but that one fact.
+GRANT EXECUTE ON FUNCTION psa_sso_domain_taken(text, uuid), psa_sso_refuses(uuid, uuid) TO psa_app;

@@ -321,3 +321,12 @@ pub async fn purge(conn: &mut PgConnection) -> Result<u64> {
             .rows_affected(),
     )
 }
+
+/// The hex SHA-256 of a value kept only as its digest (the browser binding of a sign-in at a
+/// provider: the cookie holds the value, the ceremony its digest).
+pub fn digest_hex(value: &str) -> String {
+    crate::credentials::digest(value)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

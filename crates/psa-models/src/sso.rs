@@ -80,6 +80,28 @@ pub async fn put(
     .bind(tenant)
     .fetch_optional(&mut *conn)
     .await?;
+    let moved = before
+        .as_ref()
+        .is_some_and(|b| b.issuer != s.issuer || b.client_id != s.client_id);
+    if moved
+        && matches!(secret, SecretChange::Keep)
+        && before
+            .as_ref()
+            .is_some_and(|b| b.client_secret_sealed.is_some())
+    {
+        return Err(Error::validation(
+            "client_secret",
+            "Another issuer or client id needs its client secret again (or none, for a public \
+             client): the secret kept is not sent to another provider",
+        ));
+    }
+    if before.as_ref().is_some_and(|b| b.issuer != s.issuer) {
+        // Subjects are the old provider's: at another, the same subject may be someone else.
+        sqlx::query("DELETE FROM sso_identities WHERE tenant = $1")
+            .bind(tenant)
+            .execute(&mut *conn)
+            .await?;
+    }
     let sealed = match secret {
         SecretChange::Keep => before.as_ref().and_then(|b| b.client_secret_sealed.clone()),
         SecretChange::Set(s) => Some(s.clone()),
@@ -141,15 +163,14 @@ pub async fn for_domain(
     )
 }
 
-/// Whether the tenant's users must sign in through its provider, and the user ids that may
-/// still use the other ways in.
-pub async fn required(conn: &mut PgConnection, tenant: TenantId) -> Result<Option<Vec<Uuid>>> {
-    let row: Option<(bool, Vec<Uuid>)> =
-        sqlx::query_as("SELECT required, break_glass FROM psa_sso_required($1)")
-            .bind(tenant)
-            .fetch_optional(conn)
-            .await?;
-    Ok(row.and_then(|(on, glass)| on.then_some(glass)))
+/// Whether `user` must sign in through the tenant's provider (it is required and enabled, and
+/// they are not a break-glass user).
+pub async fn refuses(conn: &mut PgConnection, tenant: TenantId, user: Uuid) -> Result<bool> {
+    Ok(sqlx::query_scalar("SELECT psa_sso_refuses($1, $2)")
+        .bind(tenant)
+        .bind(user)
+        .fetch_one(conn)
+        .await?)
 }
 
 /// An email domain a tenant claims.

@@ -461,7 +461,7 @@ async fn sign_in(
         sign_in_again(&state, status, message, &form.tenant, &form.email)
     };
     let Some(password) = form.password.clone() else {
-        return email_first(&state, &client, &form.email).await;
+        return email_first(&state, &client, jar, &form.email).await;
     };
     let request = crate::auth::LoginRequest {
         tenant: Some(form.tenant.clone()),
@@ -510,7 +510,12 @@ async fn sign_in(
 /// The first step of a sign-in: an email of a domain an organisation verified, whose provider
 /// is enabled, goes there; any other is asked for its password (the same page whether the
 /// account exists or not).
-async fn email_first(state: &AppState, client: &ClientInfo, email: &str) -> Response {
+async fn email_first(
+    state: &AppState,
+    client: &ClientInfo,
+    jar: CookieJar,
+    email: &str,
+) -> Response {
     let email = email.trim();
     if EmailAddress::parse(email).is_err() {
         return page(
@@ -524,8 +529,10 @@ async fn email_first(state: &AppState, client: &ClientInfo, email: &str) -> Resp
             },
         );
     }
-    match crate::sso::begin(state, client, Some(email), None).await {
-        Ok(Some(url)) => page(StatusCode::OK, sso::Onward::to_provider(&url)),
+    match crate::sso::target(state, client, Some(email), None).await {
+        Ok(Some((tenant, _))) => {
+            sso::to_provider(state, client, jar, tenant, Some(email), true).await
+        }
         Ok(None) => page(
             StatusCode::OK,
             SignInPage {

@@ -10,10 +10,10 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum_extra::extract::cookie::CookieJar;
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use psa_app::sso::{Callback, ConnectionView, Input, Refusal};
 use psa_models::sso::Domain;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{Console, CsrfForm, Nav, Refused, page, page_ok};
@@ -69,13 +69,29 @@ impl Onward {
     }
 }
 
+#[derive(Deserialize)]
+struct StartQuery {
+    /// The email, passed on to the provider so that it need not ask again.
+    #[serde(default)]
+    login_hint: Option<String>,
+}
+
 async fn start(
     State(state): State<AppState>,
     client: ClientInfo,
+    jar: CookieJar,
     Path(slug): Path<String>,
+    Query(q): Query<StartQuery>,
 ) -> Response {
-    match crate::sso::begin(&state, &client, None, Some(&slug)).await {
-        Ok(Some(url)) => Redirect::to(url.as_str()).into_response(),
+    match crate::sso::target(&state, &client, None, Some(&slug)).await {
+        Ok(Some((tenant, _))) => {
+            let hint = q
+                .login_hint
+                .as_deref()
+                .map(str::trim)
+                .filter(|h| !h.is_empty());
+            to_provider(&state, &client, jar, tenant, hint, false).await
+        }
         Ok(None) => page(
             StatusCode::NOT_FOUND,
             RefusedPage {
@@ -91,6 +107,62 @@ async fn start(
             }
             Refused::Page(status, "Not signed in", e.to_string()).into_response()
         }
+    }
+}
+
+/// The cookie binding a sign-in at a provider to the browser that started it.
+fn browser_cookie(state: &AppState) -> &'static str {
+    if state.app.delivery.public_url.scheme() == "https" {
+        "__Host-psa_sso"
+    } else {
+        "psa_sso"
+    }
+}
+
+/// Sends the person to the tenant's provider: by a redirect, or (`page`) from a page that moves
+/// on at once (a form's answer may not redirect to another site under `form-action 'self'`).
+/// Their browser keeps the sign-in's binding in a cookie (for the browser's session; the sign-in
+/// itself lasts five minutes, and the callback removes it).
+pub(super) async fn to_provider(
+    state: &AppState,
+    client: &ClientInfo,
+    jar: CookieJar,
+    tenant: psa_models::TenantId,
+    login_hint: Option<&str>,
+    from_page: bool,
+) -> Response {
+    let started = match psa_app::sso::start(
+        &state.app,
+        tenant,
+        login_hint,
+        &client.peer.ip().to_string(),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            let e = ApiError::from(e);
+            let status = e.status();
+            if status.is_server_error() {
+                tracing::error!(error = %e.log_safe(), "single sign-on failed to start");
+            }
+            return Refused::Page(status, "Not signed in", e.to_string()).into_response();
+        }
+    };
+    let mut cookie = Cookie::new(
+        browser_cookie(state),
+        started.browser.expose_secret().to_owned(),
+    );
+    cookie.set_http_only(true);
+    // Lax: the provider's answer is a top-level navigation from its site.
+    cookie.set_same_site(SameSite::Lax);
+    cookie.set_path("/");
+    cookie.set_secure(state.app.delivery.public_url.scheme() == "https");
+    let jar = jar.add(cookie);
+    if from_page {
+        (jar, page(StatusCode::OK, Onward::to_provider(&started.url))).into_response()
+    } else {
+        (jar, Redirect::to(started.url.as_str())).into_response()
     }
 }
 
@@ -130,13 +202,25 @@ async fn callback(
         error: q.error,
         error_description: q.error_description,
     };
-    let verified = match psa_app::sso::finish(&state.app, cb, &client.peer.ip().to_string()).await {
+    let browser = jar
+        .get(browser_cookie(&state))
+        .map(|c| c.value().to_owned());
+    // Used once, whatever the outcome.
+    let jar = jar.remove(Cookie::build(browser_cookie(&state)).path("/"));
+    let finished = psa_app::sso::finish(
+        &state.app,
+        cb,
+        browser.as_deref(),
+        &client.peer.ip().to_string(),
+    )
+    .await;
+    let verified = match finished {
         Ok(Ok(v)) => v,
-        Ok(Err(r)) => return refused(r),
+        Ok(Err(r)) => return (jar, refused(r)).into_response(),
         Err(e) => {
             let e = ApiError::from(e);
             tracing::error!(error = %e.log_safe(), "single sign-on failed");
-            return Refused::from(e).into_response();
+            return (jar, Refused::from(e)).into_response();
         }
     };
     let session = crate::auth::open_session_in(
@@ -166,10 +250,12 @@ async fn callback(
             )
                 .into_response()
         }
-        Err(e @ ApiError::TenantInactive) => {
-            Refused::Page(StatusCode::FORBIDDEN, "Access suspended", e.to_string()).into_response()
-        }
-        Err(e) => Refused::from(e).into_response(),
+        Err(e @ ApiError::TenantInactive) => (
+            jar,
+            Refused::Page(StatusCode::FORBIDDEN, "Access suspended", e.to_string()),
+        )
+            .into_response(),
+        Err(e) => (jar, Refused::from(e)).into_response(),
     }
 }
 

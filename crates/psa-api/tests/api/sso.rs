@@ -41,6 +41,8 @@ async fn platform_with_provider(
                     "given_name": "Lou", "family_name": "Reed"},
             "unverified": {"email": "pat@acme.test", "email_verified": false,
                            "given_name": "Pat", "family_name": "Doe"},
+            "outsider": {"email": "out@elsewhere.test", "email_verified": true,
+                         "given_name": "Out", "family_name": "Sider"},
             "huge": {"email": format!("{}@acme.test", "h".repeat(300)), "email_verified": true,
                      "given_name": "H".repeat(5000), "family_name": "Uge"},
         }),
@@ -110,6 +112,37 @@ async fn email_first(b: &fantoccini::Client, local: &str, email: &str) {
     b.goto(&format!("{local}/console/sign-in")).await.unwrap();
     ui::fill(b, "email", email).await;
     ui::click(b, "form.card button[type=submit]").await;
+}
+
+/// Claims `domain` for the tenant of `key` and verifies it through a DNS server started at
+/// `dns` (kept running by the returned handle).
+async fn verified(
+    app: &TestApp,
+    key: &str,
+    dns: std::net::SocketAddr,
+    domain: &str,
+) -> psa_testing::DnsServer {
+    let (status, d) = app
+        .call(
+            Method::POST,
+            "/api/v1/sso/domains",
+            Some(key),
+            Some(json!({"domain": domain})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{d}");
+    let server =
+        psa_testing::DnsServer::start(dns, &[(domain, d["txt_record"].as_str().unwrap())]).await;
+    let (status, d) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/sso/domains/{domain}/verify"),
+            Some(key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    server
 }
 
 async fn count(app: &TestApp, sql: &str, bind: &str) -> i64 {
@@ -293,6 +326,7 @@ async fn an_id_token_that_does_not_verify_is_refused() {
     let (app, _mgmt, acme, local, provider) = platform_with_provider(dns_addr).await;
     let (status, c) = connect(&app, &acme.key, &provider.issuer, json!({"jit": true})).await;
     assert_eq!(status, StatusCode::OK, "{c}");
+    let _dns = verified(&app, &acme.key, dns_addr, "acme.test").await;
     let sessions = app.count("sessions").await;
     let browser = psa_testing::Browser::start(1280, 900).await;
     let b = &browser.client;
@@ -352,6 +386,42 @@ async fn an_id_token_that_does_not_verify_is_refused() {
         .await,
         0
     );
+    // An email of a domain the tenant has not verified links to no one and makes no one.
+    forget_the_provider(b, &provider.issuer).await;
+    b.goto(&format!("{local}/console/sso/acme")).await.unwrap();
+    at_the_provider(b, "outsider").await;
+    ui::wait_text(
+        b,
+        "main",
+        "not of a domain this organisation has verified",
+        30,
+    )
+    .await;
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM users WHERE email = $1",
+            "out@elsewhere.test"
+        )
+        .await,
+        0
+    );
+    // The provider's answer taken to a browser that did not start the sign-in (here: the
+    // binding cookie gone, as in another browser) is refused.
+    forget_the_provider(b, &provider.issuer).await;
+    b.goto(&format!("{local}/console/sso/acme")).await.unwrap();
+    b.wait()
+        .for_element(fantoccini::Locator::Css("input[name=login]"))
+        .await
+        .unwrap();
+    let at_provider = b.current_url().await.unwrap();
+    b.goto(&format!("{local}/console/sign-in")).await.unwrap();
+    b.delete_cookie("psa_sso").await.unwrap();
+    b.goto(at_provider.as_str()).await.unwrap();
+    at_the_provider(b, "kim").await;
+    ui::wait_text(b, "main", "started in another browser", 30).await;
+    assert_eq!(app.count("sso_identities").await, 0);
+    assert_eq!(app.count("sessions").await, sessions);
     // And the provider, unspoiled, lets kim in.
     forget_the_provider(b, &provider.issuer).await;
     b.goto(&format!("{local}/console/sso/acme")).await.unwrap();
@@ -368,11 +438,12 @@ async fn who_gets_in_is_the_tenants_choice() {
     let (app, _mgmt, acme, local, provider) = platform_with_provider(dns_addr).await;
     let (status, c) = connect(&app, &acme.key, &provider.issuer, json!({"jit": false})).await;
     assert_eq!(status, StatusCode::OK, "{c}");
+    let _dns = verified(&app, &acme.key, dns_addr, "acme.test").await;
     // Lou exists here (invited earlier) with a password; kim does not.
     super::sign_in::member(&app, acme.tenant, "lou@acme.test", "lou's own password").await;
     let browser = psa_testing::Browser::start(390, 844).await;
     let b = &browser.client;
-    // By the organisation's link (no domain verified): /console/sso/{slug}.
+    // By the organisation's link: /console/sso/{slug}.
     b.goto(&format!("{local}/console/sso/acme")).await.unwrap();
     at_the_provider(b, "kim").await;
     ui::wait_text(b, "h1", "Not signed in", 30).await;
@@ -401,7 +472,10 @@ async fn who_gets_in_is_the_tenants_choice() {
     at_the_provider(b, "lou").await;
     ui::wait_text(b, "h1", "Companies", 30).await;
 
-    // Required, with the admin as break-glass.
+    let lou_sessions = "SELECT count(*) FROM sessions s JOIN users u USING (tenant, user_id) \
+                        WHERE u.email = $1";
+    assert_eq!(count(&app, lou_sessions, "lou@acme.test").await, 1);
+    // Required, with the admin as break-glass: the sessions opened another way end.
     let (status, c) = connect(
         &app,
         &acme.key,
@@ -410,6 +484,7 @@ async fn who_gets_in_is_the_tenants_choice() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{c}");
+    assert_eq!(count(&app, lou_sessions, "lou@acme.test").await, 0);
     let r = app
         .call(
             Method::POST,
@@ -441,16 +516,53 @@ async fn who_gets_in_is_the_tenants_choice() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{started}");
+    // The console's start, which binds the sign-in to the browser that opens it.
     let url = started["authorization_url"].as_str().unwrap();
-    assert!(url.starts_with(&provider.issuer), "{url}");
+    assert_eq!(url, format!("{local}/console/sso/acme"));
+    let direct = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = direct.get(url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.starts_with("psa_sso=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to.starts_with(&provider.issuer), "{to}");
     for part in [
         "code_challenge_method=S256",
-        "state=",
+        "state=psa_sso_",
         "nonce=",
         "client_id=psa",
     ] {
-        assert!(url.contains(part), "{part} in {url}");
+        assert!(to.contains(part), "{part} in {to}");
     }
+    let (status, started) = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/sso/start",
+            None,
+            Some(json!({"email": "Lou@acme.test"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    assert_eq!(
+        started["authorization_url"],
+        format!("{local}/console/sso/acme?login_hint=Lou%40acme.test")
+    );
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/sso/start",
+            None,
+            Some(json!({"email": "someone@elsewhere.test"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
 }
 
 /// Bad configuration is refused, naming the field, and nothing is written; a consumer domain
@@ -486,6 +598,11 @@ async fn sso_settings_that_break_the_rules_are_refused() {
         ),
         (
             provider.issuer.as_str(),
+            json!({"jit_role": "Admin"}),
+            "jit_role",
+        ),
+        (
+            provider.issuer.as_str(),
             json!({"required": true}),
             "break_glass",
         ),
@@ -516,6 +633,21 @@ async fn sso_settings_that_break_the_rules_are_refused() {
 
     let (status, _) = connect(&app, &acme.key, &provider.issuer, json!({})).await;
     assert_eq!(status, StatusCode::OK);
+    // Another client id does not take the kept secret along: it must be given again.
+    let r = app
+        .call(
+            Method::PUT,
+            "/api/v1/sso/connection",
+            Some(&acme.key),
+            Some(json!({"issuer": provider.issuer, "client_id": "another"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+    assert!(
+        r.1["error"]["fields"]["client_secret"].is_string(),
+        "{}",
+        r.1
+    );
     let audit: Vec<String> = sqlx::query_scalar("SELECT details::text FROM audit_log")
         .fetch_all(&app.db.pool)
         .await
