@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod mfa;
 pub mod pages;
 pub mod passkeys;
+pub mod plans;
 pub mod sso;
 pub mod tags;
 pub mod tenants;
@@ -106,7 +107,7 @@ impl AppState {
 #[openapi(
     info(title = "psa", description = "Multi-tenant PSA backend: companies, contacts, tags."),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "audit"), (name = "companies"), (name = "contacts"), (name = "tags"), (name = "tenants"), (name = "customers"), (name = "users"), (name = "events"), (name = "webhooks"))
+    tags((name = "auth"), (name = "audit"), (name = "companies"), (name = "contacts"), (name = "tags"), (name = "tenants"), (name = "customers"), (name = "users"), (name = "events"), (name = "webhooks"), (name = "plans"), (name = "sso"))
 )]
 struct ApiDoc;
 
@@ -184,6 +185,9 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(sso::verify_domain))
         .routes(routes!(sso::remove_domain))
         .routes(routes!(sso::start))
+        .routes(routes!(plans::list, plans::create))
+        .routes(routes!(plans::update))
+        .routes(routes!(plans::set_plan))
         .routes(routes!(auth::logout_everywhere))
         .routes(routes!(auth::accept_invitation))
         .routes(routes!(auth::change_password))

@@ -53,6 +53,10 @@ pub struct NewTenantRequest {
     /// when taken).
     #[serde(default)]
     pub slug: Option<String>,
+    /// The plan's code (an offered plan; absent: `PSA_DEFAULT_PLAN`). A plan with a trial
+    /// starts the tenant trialing; `license_count` is its seats (absent: the plan's limit).
+    #[serde(default)]
+    pub plan: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -136,6 +140,7 @@ pub async fn start(
         license_count: req.license_count,
         skip_customer_tracking: req.skip_customer_tracking,
         slug: req.slug.as_deref(),
+        plan: req.plan.as_deref(),
     })?;
     let (workflow_id, _) =
         psa_app::tenants::provision(&state.app, &caller.principal(), input, key, requested_by)

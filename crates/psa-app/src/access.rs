@@ -30,6 +30,8 @@ pub enum Resource {
     Webhook,
     /// The tenant's single sign-on (`sso:manage`).
     Sso,
+    /// The platform's plans (`plan:read`, `plan:manage`; management tenant).
+    Plan,
 }
 
 /// What a permission allows on its resource.
@@ -54,6 +56,7 @@ impl Resource {
             Resource::Contact => "contact",
             Resource::Tag => "tag",
             Resource::Tenant => "tenant",
+            Resource::Plan => "plan",
             Resource::User => "user",
             Resource::Webhook => "webhook",
             Resource::Sso => "sso",

@@ -27,6 +27,7 @@ pub mod events;
 pub mod management;
 pub mod mfa;
 pub mod passkeys;
+pub mod plans;
 pub mod sessions;
 pub mod settings;
 pub mod sso;

@@ -21,6 +21,8 @@ pub struct Settings {
     pub lifecycle_tags: LifecycleTags,
     /// The grace of a cancel that names none.
     pub default_grace: chrono::Duration,
+    /// `PSA_DEFAULT_PLAN`: the plan of a new tenant that names none.
+    pub default_plan: String,
 }
 
 impl Default for Settings {
@@ -31,6 +33,7 @@ impl Default for Settings {
             customer_tag: TagText::parse("PSA Customer").expect("a valid tag"),
             lifecycle_tags: LifecycleTags::default(),
             default_grace: DEFAULT_GRACE,
+            default_plan: psa_models::plans::DEFAULT_PLAN.to_owned(),
         }
     }
 }

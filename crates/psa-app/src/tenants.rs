@@ -40,9 +40,26 @@ pub async fn provision(
     key: Option<&psa_workflows::client::IdempotencyKey>,
     requested_by: &str,
 ) -> std::result::Result<(String, bool), psa_workflows::client::StartError> {
+    let mut input = input;
     let (mut tx, mgmt) = app
         .begin_management(who, Permission(Resource::Tenant, Access::Create))
         .await?;
+    // The plan (the default when none is asked for) must be offered, and the licence count fit
+    // it: 422 on `plan` or `license_count` now, rather than a run that rolls back.
+    psa_models::db::leave_tenant(&mut tx).await?;
+    let code = input
+        .plan
+        .clone()
+        .unwrap_or_else(|| app.settings.default_plan.clone());
+    let plan = psa_models::plans::offered(&mut tx, &code).await?;
+    psa_models::plans::seats_for(&plan, input.license_count.filter(|n| *n > 0)).map_err(
+        |e| match e {
+            Error::Validation { message, .. } => Error::validation("license_count", message),
+            other => other,
+        },
+    )?;
+    input.plan = Some(plan.code);
+    psa_models::db::enter_tenant(&mut tx, mgmt).await?;
     // A slug asked for must be free now (422 on `slug`, nothing started); one taken between
     // now and the run's first step fails the run, which rolls back.
     if let Some(slug) = &input.slug {
@@ -59,6 +76,7 @@ pub async fn provision(
         None,
         serde_json::json!({"tenant_name": input.tenant_name.as_str(),
                            "slug": input.slug.as_ref().map(|s| s.as_str()),
+                           "plan": input.plan,
                            "idempotency_key": key.map(|k| k.as_str())}),
     )
     .await?;

@@ -293,6 +293,7 @@ pub async fn demo(
             license_count: Some(10),
             skip_customer_tracking: false,
             slug: None,
+            plan: Some(psa_models::plans::DEFAULT_PLAN),
         })?;
         let outcome = async {
             let id = workflows

@@ -83,6 +83,9 @@ pub fn print_details(d: &TenantDetails, json: bool) {
         println!("changed     {}", at.to_rfc3339());
     }
     println!("created     {}", d.created_at.to_rfc3339());
+    if let Some(sub) = &d.subscription {
+        print_subscription(sub);
+    }
     match &d.deletion {
         Some(del) => println!(
             "deletion    at {} (workflow {}; `psa tenant restore` stops it)",
@@ -256,4 +259,29 @@ pub async fn export(
         );
     }
     Ok(())
+}
+
+/// A tenant's plan and seats, as `psa tenant show` and `psa tenant set-plan` print them.
+pub fn print_subscription(s: &psa_models::plans::Subscription) {
+    let allowed = s
+        .seats_allowed
+        .map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+    println!(
+        "plan        {} ({}), {}",
+        s.plan,
+        s.plan_name,
+        s.status.as_str()
+    );
+    println!(
+        "seats       {} / {allowed} in use{}",
+        s.seats_used,
+        if s.seats_allowed.is_some_and(|a| s.seats_used > i64::from(a)) {
+            " (over)"
+        } else {
+            ""
+        }
+    );
+    if let Some(at) = s.trial_ends_at {
+        println!("trial ends  {}", at.to_rfc3339());
+    }
 }

@@ -11,6 +11,7 @@ mod events;
 mod lifecycle;
 mod management;
 mod migrate;
+mod plan;
 mod probe;
 mod secrets;
 mod serve;
@@ -162,6 +163,11 @@ enum Command {
     Webhooks {
         #[command(subcommand)]
         command: webhooks::WebhooksCommand,
+    },
+    /// The platform's plans (seats, trials, features, billing prices).
+    Plan {
+        #[command(subcommand)]
+        command: plan::PlanCommand,
     },
     /// A tenant's single sign-on (OpenID Connect) and its verified email domains.
     Sso {
@@ -325,6 +331,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             )
             .await
         }
+        Command::Plan { command } => plan::run(cli.database_url.as_deref(), command).await,
         Command::Sso { command } => {
             sso::run(
                 cli.database_url.as_deref(),

@@ -75,6 +75,9 @@ pub struct TrackingArgs {
     /// The tag on a customer company whose tenant is canceled (or deleted).
     #[arg(long, env = "CUSTOMER_CANCELED_TAG_NAME", default_value = "Canceled", value_parser = tag_text)]
     pub customer_canceled_tag_name: TagText,
+    /// The plan of a new tenant that names none.
+    #[arg(long, env = "PSA_DEFAULT_PLAN", default_value = psa_models::plans::DEFAULT_PLAN)]
+    pub default_plan: String,
 }
 
 impl TrackingArgs {
@@ -92,6 +95,7 @@ impl TrackingArgs {
             customer_tracking: self.enable_customer_tracking,
             customer_tag: self.customer_tag_name.clone(),
             lifecycle_tags: self.lifecycle_tags(),
+            default_plan: self.default_plan.clone(),
             ..Default::default()
         }
     }

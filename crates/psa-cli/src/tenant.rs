@@ -43,9 +43,25 @@ pub enum TenantCommand {
         /// and hyphens, 3-63 characters; derived from the name when absent.
         #[arg(long)]
         slug: Option<String>,
+        /// The plan's code (an offered plan; default `standard`). `--license-count` is its
+        /// seats.
+        #[arg(long, env = "PSA_DEFAULT_PLAN")]
+        plan: Option<String>,
         /// Print the workflow id and return at once.
         #[arg(long)]
         no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a tenant on a plan with some seats (absent: as many as the plan allows); a plan
+    /// without a trial ends a trial. Audited; the event `tenant.plan_changed`.
+    SetPlan {
+        #[arg(value_parser = config::tenant_id)]
+        tenant_id: TenantId,
+        #[arg(long)]
+        plan: String,
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+        seats: Option<i32>,
         #[arg(long)]
         json: bool,
     },
@@ -464,6 +480,7 @@ pub async fn tenant(
             idempotency_key,
             skip_customer_tracking,
             slug,
+            plan,
             no_wait,
             json,
         } => {
@@ -476,6 +493,7 @@ pub async fn tenant(
                 license_count,
                 skip_customer_tracking,
                 slug: slug.as_deref(),
+                plan: plan.as_deref(),
             })?;
             let key = idempotency_key
                 .as_deref()
@@ -581,6 +599,32 @@ pub async fn tenant(
             eprintln!(
                 "cancel requested: {workflow_id} stops before its next step and rolls back (follow it with `psa tenant status {workflow_id}`)"
             );
+            Ok(())
+        }
+        TenantCommand::SetPlan {
+            tenant_id,
+            plan,
+            seats,
+            json,
+        } => {
+            let app = lifecycle_app(None).await?;
+            let sub =
+                psa_app::plans::set_plan(&app, &crate::app::operator(), tenant_id, &plan, seats)
+                    .await
+                    .map_err(|e| match e {
+                        psa_models::Error::NotFound { .. } => {
+                            CliError::Usage(format!("no tenant {tenant_id} with a subscription"))
+                        }
+                        other => other.into(),
+                    })?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&sub).expect("a subscription serialises")
+                );
+            } else {
+                lc::print_subscription(&sub);
+            }
             Ok(())
         }
         TenantCommand::SetSlug {

@@ -38,6 +38,8 @@ pub enum EventType {
     TenantRestored,
     #[serde(rename = "tenant.deleted")]
     TenantDeleted,
+    #[serde(rename = "tenant.plan_changed")]
+    TenantPlanChanged,
     #[serde(rename = "webhook_endpoint.disabled")]
     WebhookEndpointDisabled,
     /// Sent to one endpoint on request (`psa webhooks test`), never fanned out.
@@ -46,7 +48,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 13] = [
         EventType::TenantProvisioned,
         EventType::TenantProvisioningFailed,
         EventType::CustomerTracked,
@@ -57,6 +59,7 @@ impl EventType {
         EventType::TenantCanceled,
         EventType::TenantRestored,
         EventType::TenantDeleted,
+        EventType::TenantPlanChanged,
         EventType::WebhookEndpointDisabled,
         EventType::WebhookEndpointTest,
     ];
@@ -73,6 +76,7 @@ impl EventType {
             EventType::TenantCanceled => "tenant.canceled",
             EventType::TenantRestored => "tenant.restored",
             EventType::TenantDeleted => "tenant.deleted",
+            EventType::TenantPlanChanged => "tenant.plan_changed",
             EventType::WebhookEndpointDisabled => "webhook_endpoint.disabled",
             EventType::WebhookEndpointTest => "webhook_endpoint.test",
         }

@@ -697,6 +697,23 @@ pub const EXPORTED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "tenant_subscriptions",
+        &[
+            "tenant",
+            "plan_code",
+            "status",
+            "seats",
+            "trial_ends_at",
+            "current_period_end",
+            "past_due_since",
+            "billing_customer_id",
+            "billing_subscription_id",
+            "billing_event_at",
+            "created_at",
+            "updated_at",
+        ],
+    ),
+    (
         "tenants",
         &[
             "tenant",

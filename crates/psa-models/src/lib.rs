@@ -28,6 +28,7 @@ pub mod mail;
 pub mod mfa;
 pub mod passkeys;
 pub mod password;
+pub mod plans;
 pub mod provisioning;
 pub mod retention;
 pub mod seeds;

@@ -122,6 +122,8 @@ pub struct TenantDetails {
     pub created_at: DateTime<Utc>,
     pub deletion: Option<PendingDeletion>,
     pub customer: CustomerRecord,
+    /// Its plan and seats (the management tenant has none).
+    pub subscription: Option<crate::plans::Subscription>,
 }
 
 /// The outcome of a change: the tenant as it is now, where it came from, and whether its
@@ -981,6 +983,7 @@ pub async fn show(
     tenant: TenantId,
 ) -> Result<TenantDetails> {
     let r = row(conn, tenant, false).await?;
+    let subscription = crate::plans::subscription(conn, tenant).await?;
     let deletion = pending_deletion(conn, tenant).await?;
     let company = customer_company(conn, settings, tenant).await?;
     let customer = match &company {
@@ -1016,6 +1019,7 @@ pub async fn show(
         created_at: r.created_at,
         deletion,
         customer,
+        subscription,
     })
 }
 

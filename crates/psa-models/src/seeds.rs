@@ -121,6 +121,8 @@ const MSP_PERMISSIONS: &[(&str, &[&str])] = &[
     ("webhook", CRUD),
     // Ours: the tenant's single sign-on (its provider, verified domains), for its Admin.
     ("sso", &["manage"]),
+    // Ours: the platform's plans (management tenant only).
+    ("plan", &["read", "manage"]),
 ];
 
 /// Client-portal permissions. (The reference marked `settings` as both msp and client in one row,

@@ -152,6 +152,19 @@ pub async fn create(
         );
     }
     let id = options.user_id.unwrap_or_default();
+    // A new staff user takes a seat (one already made, by an earlier attempt, has it).
+    if input.user_type == UserType::Internal {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE tenant = $1 AND user_id = $2)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
+        if !exists {
+            crate::plans::ensure_room(conn, tenant).await?;
+        }
+    }
     let inserted = sqlx::query_as::<_, User>(concat!(
         "INSERT INTO users (tenant, user_id, username, first_name, last_name, email, user_type) \
          VALUES ($1, $2, $3, $4, $5, $3, $6) ON CONFLICT (tenant, user_id) DO NOTHING RETURNING ",
@@ -520,6 +533,9 @@ pub(crate) async fn set_inactive_flag(
     let target = get(conn, tenant, user).await?;
     if target.user_type != UserType::Internal {
         return Err(Error::NotFound { entity: "user" });
+    }
+    if !inactive && target.is_inactive {
+        crate::plans::ensure_room(conn, tenant).await?;
     }
     if inactive && !target.is_inactive && is_admin(conn, tenant, user).await? {
         keep_an_admin(

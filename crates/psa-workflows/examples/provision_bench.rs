@@ -134,6 +134,7 @@ async fn one(w: &TenantWorkflows, label: &str, i: usize) -> Duration {
         license_count: Some(5),
         skip_customer_tracking: false,
         slug: None,
+        plan: Some(psa_models::plans::DEFAULT_PLAN),
     })
     .expect("a valid request");
     let start = Instant::now();

@@ -255,6 +255,9 @@ pub struct CreateTenantIn {
     /// Absent in runs started before slugs (one is derived then).
     #[serde(default)]
     pub slug: Option<Slug>,
+    /// The plan to subscribe the tenant to; absent in runs started before plans.
+    #[serde(default)]
+    pub plan: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -494,6 +497,17 @@ impl TenantActivities {
                     },
                 )
                 .await?;
+                // Its subscription, in the same transaction (the licence count as its seats).
+                if let Some(plan) = &input.plan {
+                    psa_models::plans::start(
+                        conn,
+                        input.tenant_id,
+                        plan,
+                        input.license_count.filter(|n| *n > 0),
+                        None,
+                    )
+                    .await?;
+                }
                 Ok(CreateTenantOut {
                     tenant_id: input.tenant_id,
                     company_id: created.company.map(|c| c.company_id),

@@ -36,6 +36,10 @@ pub struct TenantCreationInput {
     /// request when absent, so requests made before slugs keep their fingerprint.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slug: Option<Slug>,
+    /// The plan's code (the starter resolves `PSA_DEFAULT_PLAN` when none is asked for). Absent
+    /// in runs started before plans: no subscription is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
 }
 
 /// A request as strings, the way the CLI's flags and the API's body carry it.
@@ -49,6 +53,7 @@ pub struct RawRequest<'a> {
     pub license_count: Option<i32>,
     pub skip_customer_tracking: bool,
     pub slug: Option<&'a str>,
+    pub plan: Option<&'a str>,
 }
 
 impl TenantCreationInput {
@@ -102,6 +107,11 @@ impl TenantCreationInput {
                 .filter(|s| !s.trim().is_empty())
                 .map(Slug::parse)
                 .transpose()?,
+            plan: raw
+                .plan
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_ascii_lowercase),
         })
     }
 }

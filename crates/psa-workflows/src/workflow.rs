@@ -306,6 +306,7 @@ impl TenantCreationWorkflow {
                 company_name: input.company_name.clone(),
                 license_count: input.license_count,
                 slug: input.slug.clone(),
+                plan: input.plan.clone(),
             },
             Some(Compensation::RollbackTenant(ids.tenant)),
         )

@@ -55,6 +55,8 @@ struct NewTenantForm {
     skip_customer_tracking: Option<String>,
     #[serde(default)]
     slug: String,
+    #[serde(default)]
+    plan: String,
 }
 
 #[derive(Template)]
@@ -64,6 +66,16 @@ struct NewTenantPage {
     csrf: String,
     f: NewTenantForm,
     errors: FieldErrors,
+    /// The plans offered (empty for a caller who may not read them: the default plan).
+    plans: Vec<psa_models::plans::Plan>,
+}
+
+/// The plans offered, for the form's choice.
+async fn offered(state: &AppState, console: &Console) -> Vec<psa_models::plans::Plan> {
+    psa_app::plans::list(&state.app, &console.caller.principal())
+        .await
+        .map(|all| all.into_iter().filter(|p| p.active).collect())
+        .unwrap_or_default()
 }
 
 /// A path segment: a run's id may carry any printable character of its idempotency key.
@@ -91,19 +103,22 @@ async fn form(State(state): State<AppState>, console: Console) -> Result<Respons
         csrf: console.csrf.clone(),
         f: NewTenantForm {
             key: fresh_key(),
+            plan: state.app.settings.default_plan.clone(),
             ..NewTenantForm::default()
         },
         errors: FieldErrors::default(),
+        plans: offered(&state, &console).await,
     }))
 }
 
-const FIELDS: [&str; 6] = [
+const FIELDS: [&str; 7] = [
     "tenant_name",
     "first_name",
     "last_name",
     "email",
     "company_name",
     "license_count",
+    "plan",
 ];
 
 async fn create(
@@ -126,6 +141,7 @@ async fn create(
                 NewTenantPage {
                     nav: console.nav("new"),
                     csrf: console.csrf.clone(),
+                    plans: offered(&state, &console).await,
                     f,
                     errors,
                 },
@@ -158,6 +174,7 @@ async fn start(state: &AppState, console: &Console, f: &NewTenantForm) -> Result
         license_count,
         skip_customer_tracking: f.skip_customer_tracking.is_some(),
         slug: Some(f.slug.trim().to_owned()).filter(|s| !s.is_empty()),
+        plan: Some(f.plan.trim().to_owned()).filter(|p| !p.is_empty()),
     };
     crate::tenants::start(
         state,

@@ -449,6 +449,7 @@ async fn every_route_that_changes_a_row_writes_an_audit_row() {
     )
     .await;
     api_sso(&mut w, &key, &provider.issuer).await;
+    api_plans(&mut w, &key).await;
 
     // The console, by the same admin.
     let session = cookie(&sign_in(app, mgmt, &mgmt.admin_password).await);
@@ -795,6 +796,38 @@ async fn console_passkeys(w: &mut Walk<'_>, session: &str, csrf: &str) {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     w.check(("POST", "/console/sign-in/code/passkey-options"), false)
         .await;
+}
+
+/// Plans over the API: one made and changed, and a provisioned tenant put on it.
+async fn api_plans(w: &mut Walk<'_>, key: &str) {
+    w.api(
+        Method::POST,
+        "/api/v1/plans",
+        "/api/v1/plans",
+        key,
+        Some(json!({"code": "walk", "name": "Walk", "seat_limit": 50})),
+        StatusCode::CREATED,
+    )
+    .await;
+    w.api(
+        Method::PATCH,
+        "/api/v1/plans/{code}",
+        "/api/v1/plans/walk",
+        key,
+        Some(json!({"name": "Walk plan"})),
+        StatusCode::OK,
+    )
+    .await;
+    let tenant = provision(w, "Plan Walk").await;
+    w.api(
+        Method::POST,
+        "/api/v1/tenants/{id}/subscription",
+        &format!("/api/v1/tenants/{tenant}/subscription"),
+        key,
+        Some(json!({"plan": "walk", "seats": 10})),
+        StatusCode::OK,
+    )
+    .await;
 }
 
 /// Single sign-on over the API: the connection set, tested and removed; a domain added,

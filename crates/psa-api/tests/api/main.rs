@@ -13,6 +13,7 @@ mod limits;
 mod mfa;
 mod ops;
 mod passkeys;
+mod plans;
 mod provisioning;
 mod rbac;
 mod sign_in;

@@ -119,6 +119,10 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
         ("POST", "/api/v1/auth/passkey/options"),
         ("POST", "/api/v1/auth/passkey"),
         ("POST", "/api/v1/auth/sso/start"),
+        ("GET", "/api/v1/plans"),
+        ("POST", "/api/v1/plans"),
+        ("PATCH", "/api/v1/plans/{code}"),
+        ("POST", "/api/v1/tenants/{id}/subscription"),
         ("GET", "/api/v1/sso/connection"),
         ("PUT", "/api/v1/sso/connection"),
         ("DELETE", "/api/v1/sso/connection"),
@@ -205,7 +209,8 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
             .replace("{contact_name_id}", &uuid::Uuid::nil().to_string())
             .replace("{mapping_id}", &uuid::Uuid::nil().to_string())
             .replace("{workflow_id}", "tenant-creation-x")
-            .replace("{domain}", "example.com");
+            .replace("{domain}", "example.com")
+            .replace("{code}", "standard");
         let resp = app
             .http
             .request(method.parse().unwrap(), format!("{}{concrete}", app.base))

@@ -270,6 +270,9 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
                 json!({"issuer": "https://sso.denied.example", "client_id": "psa"})
             }
             ("post", "/api/v1/sso/domains") => json!({"domain": "denied.example"}),
+            ("post", "/api/v1/plans") => json!({"code": "denied", "name": "Denied"}),
+            ("patch", "/api/v1/plans/{code}") => json!({"name": "Denied"}),
+            ("post", "/api/v1/tenants/{id}/subscription") => json!({"plan": "standard"}),
             ("post", p)
                 if p.ends_with("/deactivate")
                     || p.ends_with("/reactivate")
@@ -349,7 +352,8 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
                 .replace("{export_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{delivery_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{id}", &uuid::Uuid::new_v4().to_string())
-                .replace("{domain}", "denied.example");
+                .replace("{domain}", "denied.example")
+                .replace("{code}", "standard");
             // Required query parameters (checked before the permission, like bodies).
             let concrete = match (method, path.as_str()) {
                 ("get", "/api/v1/tags") => {

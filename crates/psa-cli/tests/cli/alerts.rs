@@ -165,6 +165,7 @@ fn input(name: &str) -> TenantCreationInput {
         license_count: None,
         skip_customer_tracking: false,
         slug: None,
+        plan: None,
     })
     .unwrap()
 }

@@ -11,6 +11,8 @@ async fn every_key_and_foreign_key_of_a_tenant_table_includes_tenant() {
         "expected the whole schema, found {tables:?}"
     );
     // Primary keys, unique constraints, foreign keys, and unique indexes without a constraint.
+    // (A foreign key to a platform table, which has no tenant, such as a subscription's plan,
+    // is the platform's reference data: it cannot name a tenant.)
     let offenders: Vec<(String, String)> = sqlx::query_as(
         "SELECT c.relname::text, con.conname::text FROM pg_constraint con \
          JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -18,6 +20,8 @@ async fn every_key_and_foreign_key_of_a_tenant_table_includes_tenant() {
            AND NOT EXISTS (SELECT 1 FROM unnest(con.conkey) k \
                            JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k \
                            WHERE a.attname = 'tenant') \
+           AND NOT (con.contype = 'f' AND NOT EXISTS (SELECT 1 FROM pg_attribute r \
+                    WHERE r.attrelid = con.confrelid AND r.attname = 'tenant')) \
          UNION ALL \
          SELECT c.relname::text, i.relname::text FROM pg_index x \
          JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid \
@@ -49,6 +53,8 @@ async fn every_key_and_foreign_key_of_a_tenant_table_includes_tenant() {
         "SELECT c.relname::text, con.conname::text FROM pg_constraint con \
          JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = 'public' AND con.contype = 'f' AND c.relname = ANY($1) \
+           AND EXISTS (SELECT 1 FROM pg_attribute r \
+                       WHERE r.attrelid = con.confrelid AND r.attname = 'tenant') \
            AND NOT EXISTS (SELECT 1 FROM unnest(con.confkey) k \
                            JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k \
                            WHERE a.attname = 'tenant')",

@@ -106,6 +106,7 @@ impl Env {
             license_count: Some(10),
             skip_customer_tracking: false,
             slug: None,
+            plan: None,
         })
         .unwrap()
     }

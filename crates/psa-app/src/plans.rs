@@ -1,0 +1,149 @@
+//! Plans and subscriptions, for the management tenant's business staff: the plans offered
+//! (`plan:read`, `plan:manage`), and each tenant's plan and seats (`tenant:read`,
+//! `tenant:update`). Every change is audited; a tenant's is audited in both tenants and told as
+//! the event `tenant.plan_changed`.
+
+use psa_models::events::{self, EventType};
+use psa_models::plans::{self, NewPlan, Plan, PlanPatch, Subscription};
+use psa_models::{Error, Result, TenantId, db};
+
+use crate::access::{Access, Permission, Resource};
+use crate::{App, Principal};
+use psa_models::audit::{self, Action};
+
+const READ: Permission = Permission(Resource::Plan, Access::Read);
+const MANAGE: Permission = Permission(Resource::Plan, Access::Manage);
+const TENANT_READ: Permission = Permission(Resource::Tenant, Access::Read);
+const TENANT_UPDATE: Permission = Permission(Resource::Tenant, Access::Update);
+
+/// The plans, offered ones first.
+pub async fn list(app: &App, who: &Principal) -> Result<Vec<Plan>> {
+    let (mut tx, _) = app.begin_management(who, READ).await?;
+    db::leave_tenant(&mut tx).await?;
+    let out = plans::list(&mut tx).await?;
+    tx.rollback().await?;
+    Ok(out)
+}
+
+/// Makes a plan (audited in the management tenant).
+pub async fn create(app: &App, who: &Principal, input: &NewPlan) -> Result<Plan> {
+    let (mut tx, mgmt) = app.begin_management(who, MANAGE).await?;
+    db::leave_tenant(&mut tx).await?;
+    let plan = plans::create(&mut tx, input).await?;
+    db::enter_tenant(&mut tx, mgmt).await?;
+    audit::record(
+        &mut tx,
+        mgmt,
+        &who.actor(),
+        Action::Create,
+        "plan",
+        None,
+        serde_json::to_value(&plan).map_err(Error::internal)?,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(plan)
+}
+
+/// Changes a plan (`active: false` retires it); audited with what it was.
+pub async fn update(app: &App, who: &Principal, code: &str, patch: &PlanPatch) -> Result<Plan> {
+    let (mut tx, mgmt) = app.begin_management(who, MANAGE).await?;
+    db::leave_tenant(&mut tx).await?;
+    let (before, after) = plans::update(&mut tx, code, patch).await?;
+    db::enter_tenant(&mut tx, mgmt).await?;
+    audit::record(
+        &mut tx,
+        mgmt,
+        &who.actor(),
+        Action::Update,
+        "plan",
+        None,
+        serde_json::json!({"code": after.code, "before": before, "after": after}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// A tenant's subscription (management callers with `tenant:read`); `None` for the management
+/// tenant, which has none.
+pub async fn subscription(
+    app: &App,
+    who: &Principal,
+    tenant: TenantId,
+) -> Result<Option<Subscription>> {
+    let (mut tx, _) = app.begin_management(who, TENANT_READ).await?;
+    db::enter_tenant(&mut tx, tenant).await?;
+    let out = plans::subscription(&mut tx, tenant).await?;
+    tx.rollback().await?;
+    Ok(out)
+}
+
+/// Puts a tenant on a plan with some seats (management callers with `tenant:update`): audited
+/// in the management tenant and in the tenant, and told as `tenant.plan_changed`.
+pub async fn set_plan(
+    app: &App,
+    who: &Principal,
+    tenant: TenantId,
+    plan: &str,
+    seats: Option<i32>,
+) -> Result<Subscription> {
+    let (mut tx, mgmt) = app.begin_management(who, TENANT_UPDATE).await?;
+    if tenant == mgmt {
+        return Err(Error::InvalidState {
+            code: "management_tenant",
+            message: "The management tenant has no plan".into(),
+        });
+    }
+    db::enter_tenant(&mut tx, tenant).await?;
+    let current = plans::subscription(&mut tx, tenant)
+        .await?
+        .ok_or(Error::NotFound {
+            entity: "subscription",
+        })?;
+    db::leave_tenant(&mut tx).await?;
+    let plan = plans::choosable(&mut tx, plan, Some(&current.plan)).await?;
+    db::enter_tenant(&mut tx, tenant).await?;
+    let (before, after) = plans::set_plan(&mut tx, tenant, &plan, seats).await?;
+    if (&before.plan, before.seats, before.status) == (&after.plan, after.seats, after.status) {
+        tx.rollback().await?;
+        return Ok(after);
+    }
+    let change = serde_json::json!({
+        "plan": {"before": before.plan, "after": after.plan},
+        "seats": {"before": before.seats, "after": after.seats},
+        "status": {"before": before.status, "after": after.status},
+    });
+    for (t, id) in [(tenant, None), (mgmt, Some(tenant.0))] {
+        db::enter_tenant(&mut tx, t).await?;
+        audit::record(
+            &mut tx,
+            t,
+            &who.actor(),
+            Action::Update,
+            "subscription",
+            id,
+            change.clone(),
+        )
+        .await?;
+    }
+    db::leave_tenant(&mut tx).await?;
+    events::record(
+        &mut tx,
+        EventType::TenantPlanChanged,
+        Some(tenant),
+        serde_json::json!({
+            "tenant": tenant,
+            "plan_before": before.plan,
+            "plan": after.plan,
+            "seats_before": before.seats,
+            "seats": after.seats,
+            "seats_allowed": after.seats_allowed,
+            "status": after.status,
+        }),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
+}
