@@ -79,6 +79,21 @@ pub async fn subscription(
     Ok(out)
 }
 
+/// The caller's own tenant's subscription, for those who manage its users (`user:read`): how
+/// many seats are in use and allowed.
+pub async fn own_subscription(
+    app: &App,
+    who: &Principal,
+    tenant: TenantId,
+) -> Result<Option<Subscription>> {
+    let mut tx = app
+        .begin(who, tenant, Permission(Resource::User, Access::Read))
+        .await?;
+    let out = plans::subscription(&mut tx, tenant).await?;
+    tx.rollback().await?;
+    Ok(out)
+}
+
 /// Puts a tenant on a plan with some seats (management callers with `tenant:update`): audited
 /// in the management tenant and in the tenant, and told as `tenant.plan_changed`.
 pub async fn set_plan(

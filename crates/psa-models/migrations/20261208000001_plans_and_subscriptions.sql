@@ -79,3 +79,35 @@ FROM roles r
 JOIN permissions n ON n.tenant = r.tenant AND n.resource = 'plan'
 WHERE r.role_name = 'Admin' AND r.msp
 ON CONFLICT DO NOTHING;
+
+-- The customers page's facts grow the plan, its status and the seats (used: staff invited or
+-- active, who each take a seat until deactivated; allowed: the seats bought, else the plan's
+-- limit, NULL for none).
+DROP FUNCTION psa_customer_facts(uuid[], uuid[]);
+CREATE FUNCTION psa_customer_facts(tenant_ids uuid[], customer_company_ids uuid[])
+RETURNS TABLE (tenant_id uuid, licensed_user_count integer, active_users bigint,
+               admin_contact_id uuid, admin_contact_name text, admin_contact_email text,
+               plan_code text, subscription_status text, seats_used bigint,
+               seats_allowed integer)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+    SELECT t.tenant, t.licensed_user_count,
+           (SELECT count(*) FROM users u
+             WHERE u.tenant = t.tenant AND NOT u.is_inactive AND u.user_type = 'internal'
+               AND u.hashed_password IS NOT NULL),
+           c.contact_name_id, c.full_name, c.email,
+           s.plan_code, s.status,
+           (SELECT count(*) FROM users u
+             WHERE u.tenant = t.tenant AND NOT u.is_inactive AND u.user_type = 'internal'),
+           coalesce(s.seats, p.seat_limit)
+    FROM unnest(tenant_ids, customer_company_ids) AS ids(tenant, company)
+    JOIN tenants t ON t.tenant = ids.tenant
+    LEFT JOIN tenant_subscriptions s ON s.tenant = t.tenant
+    LEFT JOIN plans p ON p.code = s.plan_code
+    LEFT JOIN LATERAL (
+        SELECT k.contact_name_id, k.full_name, k.email FROM contacts k
+        WHERE k.tenant = (SELECT tenant FROM tenants WHERE is_management LIMIT 1)
+          AND k.company_id = ids.company
+        ORDER BY k.is_client_admin DESC, k.created_at, k.contact_name_id LIMIT 1) c ON true
+$fn$;
+REVOKE ALL ON FUNCTION psa_customer_facts(uuid[], uuid[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION psa_customer_facts(uuid[], uuid[]) TO psa_api;

@@ -49,7 +49,15 @@ pub struct Customer {
     pub admin_contact: Option<AdminContact>,
     /// The tenant's active staff users.
     pub active_users: i64,
+    /// The seats bought (the reference's licence count); absent: as many as the plan allows.
     pub license_count: Option<i32>,
+    /// Its plan's code (absent: a tenant without a subscription).
+    pub plan: Option<String>,
+    pub subscription_status: Option<crate::plans::SubscriptionStatus>,
+    /// Staff invited or active: each takes a seat until deactivated.
+    pub seats_used: i64,
+    /// The seats it may use; absent: no limit.
+    pub seats_allowed: Option<i32>,
     pub tags: Vec<CustomerTag>,
     pub workflow_id: Option<String>,
     pub provisioning_status: Option<RunStatus>,
@@ -63,6 +71,10 @@ struct Facts {
     admin_contact_id: Option<Uuid>,
     admin_contact_name: Option<String>,
     admin_contact_email: Option<String>,
+    plan_code: Option<String>,
+    subscription_status: Option<crate::plans::SubscriptionStatus>,
+    seats_used: i64,
+    seats_allowed: Option<i32>,
 }
 
 /// A page of customers. `conn` is a transaction of the management tenant `mgmt`'s caller,
@@ -85,7 +97,8 @@ pub async fn list(
     let company_ids: Vec<Option<Uuid>> = rows.iter().map(|t| t.customer_company_id).collect();
     let facts: Vec<Facts> = sqlx::query_as(
         "SELECT tenant_id, licensed_user_count, active_users, admin_contact_id, \
-         admin_contact_name, admin_contact_email FROM psa_customer_facts($1, $2)",
+         admin_contact_name, admin_contact_email, plan_code, subscription_status, seats_used, \
+         seats_allowed FROM psa_customer_facts($1, $2)",
     )
     .bind(&tenant_ids)
     .bind(&company_ids)
@@ -108,6 +121,10 @@ pub async fn list(
                 }),
                 active_users: f.map_or(0, |f| f.active_users),
                 license_count: f.and_then(|f| f.licensed_user_count),
+                plan: f.and_then(|f| f.plan_code.clone()),
+                subscription_status: f.and_then(|f| f.subscription_status),
+                seats_used: f.map_or(0, |f| f.seats_used),
+                seats_allowed: f.and_then(|f| f.seats_allowed),
                 tags: tags
                     .iter()
                     .filter(|g| Some(g.tagged_id) == t.customer_company_id)
@@ -136,7 +153,7 @@ pub async fn list(
 }
 
 /// The CSV columns, in order.
-pub const CSV_HEADER: [&str; 12] = [
+pub const CSV_HEADER: [&str; 16] = [
     "tenant_id",
     "name",
     "slug",
@@ -149,6 +166,10 @@ pub const CSV_HEADER: [&str; 12] = [
     "customer_tracking",
     "tags",
     "customer_company_id",
+    "plan",
+    "subscription_status",
+    "seats_used",
+    "seats_allowed",
 ];
 
 /// A text cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, carriage return
@@ -163,7 +184,7 @@ fn cell(text: &str) -> String {
 
 impl Customer {
     /// The customer as a CSV record, in [`CSV_HEADER`]'s order.
-    pub fn csv_record(&self) -> [String; 12] {
+    pub fn csv_record(&self) -> [String; 16] {
         [
             self.tenant_id.to_string(),
             cell(&self.name),
@@ -190,6 +211,12 @@ impl Customer {
             ),
             self.customer_company_id
                 .map_or_else(String::new, |c| c.to_string()),
+            self.plan.clone().unwrap_or_default(),
+            self.subscription_status
+                .map_or_else(String::new, |s| s.as_str().to_owned()),
+            self.seats_used.to_string(),
+            self.seats_allowed
+                .map_or_else(String::new, |n| n.to_string()),
         ]
     }
 }

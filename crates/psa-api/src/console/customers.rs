@@ -34,8 +34,13 @@ struct CustomerRow {
     repairable: bool,
     admin: String,
     admin_email: String,
-    users: i64,
-    licences: String,
+    /// The plan's code and the subscription's status (empty: none).
+    plan: String,
+    plan_status: String,
+    seats_used: i64,
+    /// "unlimited", or the seats allowed.
+    seats_allowed: String,
+    over: bool,
     created: String,
     tags: Vec<Badge>,
 }
@@ -105,10 +110,15 @@ async fn customers(
                     .admin_contact
                     .as_ref()
                     .map_or_else(String::new, |a| a.email.clone()),
-                users: c.active_users,
-                licences: c
-                    .license_count
-                    .map_or_else(|| "not set".to_owned(), |n| n.to_string()),
+                plan: c.plan.clone().unwrap_or_default(),
+                plan_status: c
+                    .subscription_status
+                    .map_or_else(String::new, |s| s.as_str().to_owned()),
+                seats_used: c.seats_used,
+                seats_allowed: c
+                    .seats_allowed
+                    .map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
+                over: c.seats_allowed.is_some_and(|n| c.seats_used > i64::from(n)),
                 created: when(c.created_at),
                 tags: c
                     .tags

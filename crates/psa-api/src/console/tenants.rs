@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/tenants/{id}/delete", post(delete))
         .route("/console/tenants/{id}/export", post(export))
         .route("/console/tenants/{id}/slug", post(slug))
+        .route("/console/tenants/{id}/plan", post(set_plan))
         .route(
             "/console/tenants/{id}/exports/{export_id}/archive",
             get(archive),
@@ -196,6 +197,8 @@ struct TenantPage {
     can_reactivate: bool,
     can_cancel: bool,
     can_restore: bool,
+    /// The plans the tenant may be put on (offered ones, and its own).
+    plans: Vec<psa_models::plans::Plan>,
 }
 
 fn tenant_page(console: &Console, t: TenantDetails) -> TenantPage {
@@ -210,6 +213,7 @@ fn tenant_page(console: &Console, t: TenantDetails) -> TenantPage {
         can_suspend: t.status == TenantStatus::Active,
         can_reactivate: t.status == TenantStatus::Suspended,
         can_cancel: t.status != TenantStatus::Canceled,
+        plans: Vec::new(),
         can_restore: t.status == TenantStatus::Canceled,
         t,
     }
@@ -239,7 +243,7 @@ async fn tenant(
     PageId(id): PageId<TenantId>,
 ) -> Result<Response, Refused> {
     let t = details(&state, &console, id).await?;
-    Ok(page_ok(tenant_page(&console, t)))
+    Ok(page_ok(full_page(&state, &console, t).await))
 }
 
 #[derive(Deserialize)]
@@ -272,6 +276,23 @@ struct DeleteForm {
 
 /// Shows the tenant after an action: its new state with `notice`, or (`Err` from the action)
 /// the model's refusal above the forms, with nothing changed.
+/// The tenant's page with the plans it may be put on (for those who may read plans).
+async fn full_page(state: &AppState, console: &Console, t: TenantDetails) -> TenantPage {
+    let current = t.subscription.as_ref().map(|s| s.plan.clone());
+    let plans = psa_app::plans::list(&state.app, &console.caller.principal())
+        .await
+        .map(|all| {
+            all.into_iter()
+                .filter(|p| p.active || Some(&p.code) == current.as_ref())
+                .collect()
+        })
+        .unwrap_or_default();
+    TenantPage {
+        plans,
+        ..tenant_page(console, t)
+    }
+}
+
 async fn after(
     state: &AppState,
     console: &Console,
@@ -280,7 +301,7 @@ async fn after(
 ) -> Result<Response, Refused> {
     match outcome {
         Ok(notice) => {
-            let mut p = tenant_page(console, details(state, console, id).await?);
+            let mut p = full_page(state, console, details(state, console, id).await?).await;
             p.notice = Some(notice);
             Ok(page_ok(p))
         }
@@ -296,7 +317,7 @@ async fn refused(
 ) -> Result<Response, Refused> {
     let status = e.status();
     let message = FieldErrors::from_error(e, &[])?.general.unwrap_or_default();
-    let mut p = tenant_page(console, details(state, console, id).await?);
+    let mut p = full_page(state, console, details(state, console, id).await?).await;
     p.error = Some(message);
     Ok(page(status, p))
 }
@@ -341,6 +362,57 @@ async fn slug(
                     t.name, t.slug
                 )
             });
+    after(&state, &console, id, outcome).await
+}
+
+#[derive(Deserialize)]
+struct PlanForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    plan: String,
+    #[serde(default)]
+    seats: String,
+}
+
+/// Puts the tenant on a plan with some seats (empty: as many as the plan allows).
+async fn set_plan(
+    State(state): State<AppState>,
+    console: Console,
+    PageId(id): PageId<TenantId>,
+    Form(form): Form<PlanForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&form.csrf)?;
+    let seats = match form.seats.trim() {
+        "" => Ok(None),
+        n => n.parse::<i32>().map(Some).map_err(|_| {
+            ApiError::from(psa_models::Error::validation(
+                "seats",
+                "The seats are a whole number (empty: as many as the plan allows)",
+            ))
+        }),
+    };
+    let outcome = match seats {
+        Ok(seats) => psa_app::plans::set_plan(
+            &state.app,
+            &console.caller.principal(),
+            id,
+            &form.plan,
+            seats,
+        )
+        .await
+        .map_err(ApiError::from)
+        .map(|s| {
+            format!(
+                "Now on {} ({}), {} seats.",
+                s.plan_name,
+                s.status.as_str(),
+                s.seats_allowed
+                    .map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
+            )
+        }),
+        Err(e) => Err(e),
+    };
     after(&state, &console, id, outcome).await
 }
 
@@ -446,7 +518,7 @@ async fn delete(
     }
     match psa_app::tenants::delete_now(&state.app, &console.caller.principal(), id).await {
         Ok(done) => {
-            let mut p = tenant_page(&console, t);
+            let mut p = full_page(&state, &console, t).await;
             p.notice = Some(if done.signalled {
                 format!(
                     "Deletion confirmed: {} is being deleted now (run {}); its customer \
@@ -476,7 +548,7 @@ async fn export(
     console.check_csrf(&form.csrf)?;
     match psa_app::tenants::export(&state.app, &console.caller.principal(), id).await {
         Ok(e) if e.status == "completed" => {
-            let mut p = tenant_page(&console, details(&state, &console, id).await?);
+            let mut p = full_page(&state, &console, details(&state, &console, id).await?).await;
             p.notice = Some("The export is ready.".into());
             p.export = Some(ExportDone {
                 link: format!(
@@ -492,7 +564,7 @@ async fn export(
                 "The export failed: {}",
                 e.error.as_deref().unwrap_or("no reason recorded")
             );
-            let mut p = tenant_page(&console, details(&state, &console, id).await?);
+            let mut p = full_page(&state, &console, details(&state, &console, id).await?).await;
             p.error = Some(message);
             Ok(page(StatusCode::SERVICE_UNAVAILABLE, p))
         }

@@ -81,6 +81,16 @@ struct UsersPage {
     f: InviteForm,
     invite_roles: Vec<Opt>,
     errors: FieldErrors,
+    /// The seats: in use, and allowed (absent: no limit); `None` without a subscription.
+    seats: Option<(i64, Option<i32>)>,
+}
+
+impl UsersPage {
+    /// Every seat is taken: the page offers no invitation (it would be refused).
+    fn full(&self) -> bool {
+        self.seats
+            .is_some_and(|(used, allowed)| allowed.is_some_and(|a| used >= i64::from(a)))
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -150,7 +160,16 @@ async fn users_page(
     )
     .await
     .map_err(ApiError::from)?;
+    let seats = psa_app::plans::own_subscription(
+        &state.app,
+        &console.caller.principal(),
+        console.caller.tenant,
+    )
+    .await
+    .map_err(ApiError::from)?
+    .map(|s| (s.seats_used, s.seats_allowed));
     Ok(UsersPage {
+        seats,
         nav: console.nav("users"),
         organisation,
         mfa_required,

@@ -489,12 +489,17 @@ async fn companies_contacts_and_tags_from_the_console() {
 #[tokio::test]
 async fn customers_page_csv_and_api_agree() {
     let (app, mgmt, acme) = platform().await;
-    // A name a spreadsheet would run as a formula, and a licence count.
-    sqlx::query("UPDATE tenants SET company_name = '=HYPERLINK(1)', licensed_user_count = 5 WHERE tenant = $1")
+    // A name a spreadsheet would run as a formula, and five seats (the licence count).
+    sqlx::query("UPDATE tenants SET company_name = '=HYPERLINK(1)' WHERE tenant = $1")
         .bind(acme.tenant)
         .execute(&app.db.pool)
         .await
         .unwrap();
+    let mut tx = app.db.pool.begin().await.unwrap();
+    psa_models::plans::start(&mut tx, acme.tenant, "standard", Some(5), None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
     let session = cookie(&sign_in(&app, &mgmt, &mgmt.admin_password).await);
     let r = get(&app, "/console/customers", Some(&session)).await;
     assert_eq!(r.status(), StatusCode::OK);
@@ -542,6 +547,7 @@ async fn customers_page_csv_and_api_agree() {
         lines[1].contains(&format!(",{},1,5,tracked,PSA Customer,", acme.admin_email)),
         "{csv}"
     );
+    assert!(lines[1].ends_with(",standard,active,1,5"), "{csv}");
 
     let (status, body) = app
         .call(

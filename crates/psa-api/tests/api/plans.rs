@@ -314,3 +314,69 @@ async fn seats_are_counted_from_the_invitation_until_deactivation() {
         assert_eq!(n, 3);
     }
 }
+
+/// In the console: the management tenant's admin puts Acme on a plan of two seats from its
+/// page and sees it on the customers page; Acme's admin sees the seats on the users page,
+/// invites one more, and is then offered no invitation. Pages reviewed (axe) and saved.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_the_browser_a_plan_is_chosen_and_the_seats_show() {
+    use super::console::{review, ui};
+    let (app, mgmt, acme, _smtp) = platform_with_mail().await;
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/api/v1/plans",
+            Some(&mgmt.key),
+            Some(json!({"code": "small", "name": "Small", "seat_limit": 10})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut tx = app.db.pool.begin().await.unwrap();
+    psa_models::plans::start(&mut tx, acme.tenant, "standard", None, None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let browser = psa_testing::Browser::start(1280, 900).await;
+    let b = &browser.client;
+    ui::sign_in_as(b, &app.base, &mgmt).await;
+    ui::wait_text(b, "h1", "", 20).await;
+    b.goto(&format!("{}/console/tenants/{}", app.base, acme.tenant))
+        .await
+        .unwrap();
+    ui::wait_text(b, "main", "Plan and seats", 20).await;
+    b.find(fantoccini::Locator::Css("select#plan"))
+        .await
+        .unwrap()
+        .select_by_value("small")
+        .await
+        .unwrap();
+    ui::fill(b, "seats", "2").await;
+    ui::click(b, "form[action$='/plan'] button[type=submit]").await;
+    ui::wait_text(b, "main", "Now on Small (active), 2 seats.", 20).await;
+    ui::wait_text(b, "main", "1 of 2 in use", 5).await;
+    review(&browser, "tenant-plan").await;
+    b.goto(&format!("{}/console/customers", app.base))
+        .await
+        .unwrap();
+    ui::wait_text(b, "main", "1 / 2", 20).await;
+    review(&browser, "customers-plans").await;
+    ui::sign_out(b).await;
+
+    ui::sign_in_as(b, &app.base, &acme).await;
+    ui::wait_text(b, "h1", "", 20).await;
+    b.goto(&format!("{}/console/users", app.base))
+        .await
+        .unwrap();
+    ui::wait_text(b, "main", "Seats: 1 of 2 in use", 20).await;
+    ui::fill(b, "first_name", "Ada").await;
+    ui::fill(b, "last_name", "Lovelace").await;
+    ui::fill(b, "email", "ada@acme.example").await;
+    ui::click(b, "form[action='/console/users'] button[type=submit]").await;
+    ui::wait_text(b, "main", "Every seat is taken (2 of 2 in use)", 20).await;
+    let html = b.source().await.unwrap();
+    assert!(
+        !html.contains("action=\"/console/users\""),
+        "no invitation offered"
+    );
+    review(&browser, "users-seats-full").await;
+}

@@ -2,6 +2,7 @@
 
 mod alerts;
 mod parity;
+mod plans;
 mod sso;
 mod tls;
 mod workflow;

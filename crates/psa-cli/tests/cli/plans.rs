@@ -1,0 +1,123 @@
+//! `psa plan` and `psa tenant set-plan`, and seats met by `psa user invite`: an operator makes
+//! a plan, puts a tenant on it, and an invitation beyond its seats exits 2 with nothing
+//! written; a retired plan takes no tenant.
+
+use crate::workflow::{Setup, code, last_json};
+
+fn out(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test]
+async fn an_operator_makes_plans_and_seats_hold_at_the_command_line() {
+    let s = Setup::new().await;
+    let tenant = psa_models::TenantId::new();
+    let mut tx = s.db.pool.begin().await.unwrap();
+    psa_models::tenants::create(
+        &mut tx,
+        tenant,
+        psa_models::tenants::NewTenant {
+            name: "Seat Co".into(),
+            email: "admin@seat.example".into(),
+            company_name: None,
+            licensed_user_count: None,
+            slug: None,
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    psa_models::seeds::run(&mut tx, tenant).await.unwrap();
+    psa_models::users::create_admin(
+        &mut tx,
+        tenant,
+        "Ad",
+        "Min",
+        "admin@seat.example",
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    psa_models::plans::start(&mut tx, tenant, "standard", None, None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let t = tenant.to_string();
+
+    let o = s.run(&[
+        "plan",
+        "create",
+        "duo",
+        "--name",
+        "Duo",
+        "--seat-limit",
+        "5",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(last_json(&o)["seat_limit"], 5);
+    let o = s.run(&["plan", "create", "Bad Code", "--name", "X"]);
+    assert_eq!(code(&o), 2, "{}", out(&o));
+    let o = s.run(&["plan", "create", "duo", "--name", "Again"]);
+    assert_eq!(code(&o), 2, "{}", out(&o));
+    let o = s.run(&["plan", "list"]);
+    assert!(
+        out(&o).contains("duo") && out(&o).contains("standard"),
+        "{}",
+        out(&o)
+    );
+
+    // Two seats: the admin and one more.
+    let o = s.run(&[
+        "tenant", "set-plan", &t, "--plan", "duo", "--seats", "2", "--json",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(last_json(&o)["seats_allowed"], 2);
+    let invite = |email: &str| {
+        s.run(&[
+            "user",
+            "invite",
+            "--tenant",
+            &t,
+            "--email",
+            email,
+            "--role",
+            "Technician",
+            "--first-name",
+            "Ada",
+            "--last-name",
+            "Lovelace",
+        ])
+    };
+    let o = invite("one@seat.example");
+    assert!(o.status.success(), "{}", out(&o));
+    let users = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM users WHERE tenant = $1")
+            .bind(tenant)
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap()
+    };
+    let before = users().await;
+    let o = invite("two@seat.example");
+    assert_eq!(code(&o), 2, "{}", out(&o));
+    assert!(out(&o).contains("2 / 2"), "{}", out(&o));
+    assert_eq!(users().await, before, "nothing written");
+    let o = s.run(&["tenant", "show", &t]);
+    assert!(out(&o).contains("seats       2 / 2 in use"), "{}", out(&o));
+
+    // More seats than the plan has, and a retired plan: refused.
+    let o = s.run(&["tenant", "set-plan", &t, "--plan", "duo", "--seats", "6"]);
+    assert_eq!(code(&o), 2, "{}", out(&o));
+    let o = s.run(&["plan", "retire", "duo"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = s.run(&["tenant", "set-plan", &t, "--plan", "standard"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = s.run(&["tenant", "set-plan", &t, "--plan", "duo"]);
+    assert_eq!(code(&o), 2, "{}", out(&o));
+    assert!(out(&o).contains("retired"), "{}", out(&o));
+}
