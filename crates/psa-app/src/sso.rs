@@ -835,6 +835,8 @@ pub enum Refusal {
     /// The answer came to another browser than the one that started the sign-in (a link
     /// passed on, or a forged one).
     OtherBrowser,
+    /// Every seat of the organisation is taken: no user is made at the first sign-in.
+    NoSeat,
 }
 
 impl Refusal {
@@ -866,6 +868,9 @@ impl Refusal {
                 "This sign-in was started in another browser, or has expired: sign in again \
                  from here."
             }
+            Refusal::NoSeat => {
+                "Your organisation has no free seat for you yet: ask your administrator."
+            }
         }
     }
 
@@ -880,6 +885,7 @@ impl Refusal {
                 format!("the domain of {email} is not verified by the organisation")
             }
             Refusal::OtherBrowser => "started in another browser".into(),
+            Refusal::NoSeat => "every seat is taken".into(),
         }
     }
 }
@@ -1132,6 +1138,10 @@ async fn verify(
                 }
                 // The email is taken meanwhile (another sign-in of the same person), or by a
                 // user this sign-in does not link to.
+                Err(Error::InvalidState {
+                    code: "seat_limit_reached",
+                    ..
+                }) => return Ok(Err(Refusal::NoSeat)),
                 Err(e @ (Error::Conflict { .. } | Error::EmailExists)) => {
                     tracing::info!(%tenant, error = %e, "single sign-on: the user could not be made");
                     return Ok(Err(Refusal::NotAllowed));

@@ -1798,6 +1798,14 @@ async fn console_tenants(w: &mut Walk<'_>, session: &str, csrf: &str) {
         StatusCode::OK,
     )
     .await;
+    w.form(
+        "/console/tenants/{id}/plan",
+        &format!("{page}/plan"),
+        session,
+        &[("csrf", csrf), ("plan", "walk"), ("seats", "12")],
+        StatusCode::OK,
+    )
+    .await;
     let reason = [("csrf", csrf), ("reason", "unpaid")];
     let cancel = [
         ("csrf", csrf),
