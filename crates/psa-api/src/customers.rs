@@ -11,6 +11,7 @@ use psa_models::TenantId;
 use psa_models::customers::{self, Customer};
 use psa_models::db::{Page, PageRequest};
 use psa_models::lifecycle::TenantStatus;
+use psa_models::plans::SubscriptionStatus;
 use psa_models::provisioning::TenantListFilter;
 use psa_workflows::reconcile::{ReconcileReport, ReconcileRun};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,14 @@ pub struct CustomerQuery {
     pub tracking: Option<String>,
     /// Part of the name, case-insensitive.
     pub name: Option<String>,
+    /// On this plan (its code).
+    pub plan: Option<String>,
+    /// The subscription's status: `trialing`, `active`, `past_due` or `canceled`.
+    pub subscription_status: Option<String>,
+    /// `true`: only those whose every seat is taken (or more in use than allowed).
+    pub seats_full: Option<bool>,
+    /// Only those trialing whose trial ends within this many days (1-365).
+    pub trial_ends_within_days: Option<u32>,
     /// 1-200, default 50 (the JSON list only).
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page (the JSON list only).
@@ -56,6 +65,35 @@ impl CustomerQuery {
                 .filter(|s| !s.is_empty())
                 .map(TenantStatus::parse)
                 .transpose()?,
+            plan: self.plan.clone().filter(|p| !p.trim().is_empty()),
+            subscription_status: match self.subscription_status.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some("trialing") => Some(SubscriptionStatus::Trialing),
+                Some("active") => Some(SubscriptionStatus::Active),
+                Some("past_due") => Some(SubscriptionStatus::PastDue),
+                Some("canceled") => Some(SubscriptionStatus::Canceled),
+                Some(_) => {
+                    return Err(psa_models::Error::validation(
+                        "subscription_status",
+                        "subscription_status must be one of trialing, active, past_due, canceled",
+                    )
+                    .into());
+                }
+            },
+            seats_full: self.seats_full.unwrap_or(false),
+            trial_ends_before: match self.trial_ends_within_days {
+                None => None,
+                Some(d @ 1..=365) => {
+                    Some(chrono::Utc::now() + chrono::Duration::days(i64::from(d)))
+                }
+                Some(_) => {
+                    return Err(psa_models::Error::validation(
+                        "trial_ends_within_days",
+                        "trial_ends_within_days is 1-365",
+                    )
+                    .into());
+                }
+            },
         })
     }
 }

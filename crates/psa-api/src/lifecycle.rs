@@ -61,6 +61,7 @@ pub async fn list(
             created_after: q.created_after,
             created_before: q.created_before,
             status,
+            ..Default::default()
         },
         &psa_models::db::PageRequest {
             limit: q.limit,

@@ -664,6 +664,7 @@ pub async fn tenant(
                     created_after,
                     created_before,
                     status,
+                    ..Default::default()
                 },
                 &psa_models::db::PageRequest {
                     limit: Some(limit),

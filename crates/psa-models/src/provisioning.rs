@@ -570,6 +570,14 @@ pub struct TenantListFilter {
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
     pub status: Option<crate::tenants::TenantStatus>,
+    /// On this plan (its code).
+    pub plan: Option<String>,
+    /// Whose subscription is in this state.
+    pub subscription_status: Option<crate::plans::SubscriptionStatus>,
+    /// Every seat taken (or more in use than allowed).
+    pub seats_full: bool,
+    /// Trialing, the trial ending before this time.
+    pub trial_ends_before: Option<DateTime<Utc>>,
 }
 
 /// The tenants with their customer record in the management tenant and their latest
@@ -613,7 +621,7 @@ pub async fn list_tenants(
         "SELECT tenant_id, name, created_at, is_management, status, customer_company_id, \
                 customer_tagged, workflow_id, provisioning_status, skip_customer_tracking, \
                 customer_tracking \
-         FROM psa_tenant_list($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         FROM psa_tenant_list($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(tag_name)
     .bind(after.map(|a| a.0))
@@ -624,6 +632,16 @@ pub async fn list_tenants(
     .bind(filter.customer_tracking.as_deref())
     .bind(filter.status.map(|s| s.as_str()))
     .bind(i32::try_from(limit + 1).unwrap_or(i32::MAX))
+    .bind(
+        filter
+            .plan
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty()),
+    )
+    .bind(filter.subscription_status.map(|s| s.as_str()))
+    .bind(filter.seats_full)
+    .bind(filter.trial_ends_before)
     .fetch_all(&mut *conn)
     .await?;
     let ids: Vec<TenantId> = rows.iter().map(|t| TenantId(t.tenant_id)).collect();

@@ -54,10 +54,29 @@ struct CustomersPage {
     name: String,
     statuses: Vec<Opt>,
     trackings: Vec<Opt>,
+    plans: Vec<PlanOpt>,
+    subscriptions: Vec<Opt>,
+    seats_full: bool,
+    trial_soon: bool,
     rows: Vec<CustomerRow>,
     next: Option<String>,
     csv: String,
 }
+
+/// A plan to filter by.
+struct PlanOpt {
+    value: String,
+    label: String,
+    selected: bool,
+}
+
+const SUBSCRIPTIONS: [(&str, &str); 5] = [
+    ("", "Any"),
+    ("trialing", "Trialing"),
+    ("active", "Active"),
+    ("past_due", "Past due"),
+    ("canceled", "Canceled"),
+];
 
 fn query(q: &ListQuery, limit: Option<u32>) -> CustomerQuery {
     let some = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
@@ -65,6 +84,10 @@ fn query(q: &ListQuery, limit: Option<u32>) -> CustomerQuery {
         status: some(&q.status),
         tracking: some(&q.tracking),
         name: some(&q.name),
+        plan: some(&q.plan),
+        subscription_status: some(&q.subscription),
+        seats_full: (q.seats == "full").then_some(true),
+        trial_ends_within_days: (q.trial == "7").then_some(7),
         limit,
         cursor: some(&q.cursor),
     }
@@ -93,6 +116,26 @@ async fn customers(
         name: q.name.clone(),
         // The management tenant is not a customer: not a filter here.
         statuses: options(&STATUSES, &q.status),
+        plans: std::iter::once(PlanOpt {
+            value: String::new(),
+            label: "Any".into(),
+            selected: q.plan.is_empty(),
+        })
+        .chain(
+            psa_app::plans::list(&state.app, &console.caller.principal())
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| PlanOpt {
+                    selected: p.code == q.plan,
+                    label: p.name,
+                    value: p.code,
+                }),
+        )
+        .collect(),
+        subscriptions: options(&SUBSCRIPTIONS, &q.subscription),
+        seats_full: q.seats == "full",
+        trial_soon: q.trial == "7",
         trackings: options(&TRACKINGS[..5], &q.tracking),
         rows: rows
             .into_iter()

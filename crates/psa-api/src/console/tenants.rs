@@ -72,6 +72,16 @@ pub(super) struct ListQuery {
     pub tracking: String,
     #[serde(default)]
     pub cursor: String,
+    /// The customers page's: a plan's code, a subscription's status, `full` (every seat
+    /// taken), `7` (trial ending within 7 days).
+    #[serde(default)]
+    pub plan: String,
+    #[serde(default)]
+    pub subscription: String,
+    #[serde(default)]
+    pub seats: String,
+    #[serde(default)]
+    pub trial: String,
 }
 
 impl ListQuery {
@@ -86,15 +96,24 @@ impl ListQuery {
             created_after: None,
             created_before: None,
             status,
+            ..Default::default()
         })
     }
 
-    pub fn pairs(&self) -> [(&'static str, &str); 3] {
+    pub fn pairs(&self) -> Vec<(&'static str, &str)> {
         [
             ("name", &self.name),
             ("status", &self.status),
             ("tracking", &self.tracking),
+            ("plan", &self.plan),
+            ("subscription", &self.subscription),
+            ("seats", &self.seats),
+            ("trial", &self.trial),
         ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k, v.as_str()))
+        .collect()
     }
 }
 

@@ -292,6 +292,49 @@ async fn seats_are_counted_from_the_invitation_until_deactivation() {
     .unwrap();
     assert_eq!(active, 3);
 
+    // The customers list finds it by plan, by its full seats, and not by what it is not.
+    let found = |query: &'static str| {
+        let app = &app;
+        let key = mgmt.key.clone();
+        async move {
+            let (status, body) = app
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/customers?{query}"),
+                    Some(&key),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{query}: {body}");
+            body["items"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(found("plan=small").await, 1);
+    assert_eq!(found("plan=standard").await, 0);
+    assert_eq!(found("seats_full=true").await, 1);
+    assert_eq!(found("subscription_status=active").await, 1);
+    assert_eq!(found("subscription_status=trialing").await, 0);
+    assert_eq!(found("trial_ends_within_days=7").await, 0);
+    sqlx::query(
+        "UPDATE tenant_subscriptions SET status = 'trialing', \
+         trial_ends_at = now() + interval '2 days' WHERE tenant = $1",
+    )
+    .bind(acme.tenant)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(found("trial_ends_within_days=7").await, 1);
+    assert_eq!(found("trial_ends_within_days=1").await, 0);
+    let r = app
+        .call(
+            Method::GET,
+            "/api/v1/customers?subscription_status=late",
+            Some(&mgmt.key),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+
     // Each change audited in both tenants and told as an event.
     let events: Vec<Value> = sqlx::query_scalar(
         "SELECT data FROM events WHERE event_type = 'tenant.plan_changed' ORDER BY event_id",
