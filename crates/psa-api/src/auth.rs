@@ -606,6 +606,11 @@ pub(crate) async fn set_password_by_link(
     if !tenant_is_active(&mut tx, found.tenant).await? {
         return Err(ApiError::TenantInactive);
     }
+    // A tenant that signs in through its provider gives its people no password (it would work
+    // the day the provider is no longer required); the link is left for that day.
+    if psa_app::sso::refuses_other_ways(&mut tx, found.tenant, found.user).await? {
+        return Err(ApiError::SsoRequired);
+    }
     let user = users::get(&mut tx, found.tenant, found.user).await?;
     let tenant = tenants::get(&mut tx, found.tenant).await?;
     let (tenant_name, tenant_slug) = (tenant.company_name, tenant.slug);
@@ -675,7 +680,7 @@ async fn redeem_and_sign_in(
 #[utoipa::path(post, path = "/api/v1/auth/invitations/accept", tag = "auth",
     request_body = SetPasswordRequest,
     responses((status = 200, body = LoginResponse), (status = 400, body = crate::error::ErrorBody),
-              (status = 422, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
+              (status = 403, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
 pub async fn accept_invitation(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -689,7 +694,7 @@ pub async fn accept_invitation(
 #[utoipa::path(post, path = "/api/v1/auth/password-reset/accept", tag = "auth",
     request_body = SetPasswordRequest,
     responses((status = 200, body = LoginResponse), (status = 400, body = crate::error::ErrorBody),
-              (status = 422, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
+              (status = 403, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
 pub async fn accept_password_reset(
     State(state): State<AppState>,
     client: ClientInfo,

@@ -494,6 +494,54 @@ async fn who_gets_in_is_the_tenants_choice() {
         )
         .await;
     assert_error(&r, StatusCode::FORBIDDEN, "sso_required");
+    // Nor does a reset link give lou a password (it would work once SSO is no longer required).
+    let lou: psa_models::UserId =
+        sqlx::query_scalar("SELECT user_id FROM users WHERE email = 'lou@acme.test'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    let hash_before: Option<String> =
+        sqlx::query_scalar("SELECT hashed_password FROM users WHERE user_id = $1")
+            .bind(lou)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    let link = {
+        let mut tx = psa_models::db::begin_tenant(&app.db.pool, acme.tenant)
+            .await
+            .unwrap();
+        let issued = psa_models::auth_tokens::issue(
+            &mut tx,
+            acme.tenant,
+            lou,
+            psa_models::auth_tokens::IssueOptions {
+                purpose: psa_models::auth_tokens::Purpose::PasswordReset,
+                ttl: std::time::Duration::from_secs(3600),
+                created_by: "test",
+                workflow_id: None,
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        secrecy::ExposeSecret::expose_secret(&issued.token).to_owned()
+    };
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/password-reset/accept",
+            None,
+            Some(json!({"token": link, "password": "a brand new long password 42"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "sso_required");
+    let hash_after: Option<String> =
+        sqlx::query_scalar("SELECT hashed_password FROM users WHERE user_id = $1")
+            .bind(lou)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(hash_before, hash_after);
     let (status, _) = app
         .call(
             Method::POST,
