@@ -65,7 +65,19 @@ impl CustomerQuery {
                 .filter(|s| !s.is_empty())
                 .map(TenantStatus::parse)
                 .transpose()?,
-            plan: self.plan.clone().filter(|p| !p.trim().is_empty()),
+            plan: self
+                .plan
+                .as_deref()
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| {
+                    psa_models::plans::code(p).map_err(|_| {
+                        psa_models::Error::validation(
+                            "plan",
+                            "plan is a plan's code, such as standard",
+                        )
+                    })
+                })
+                .transpose()?,
             subscription_status: match self.subscription_status.as_deref().map(str::trim) {
                 None | Some("") => None,
                 Some("trialing") => Some(SubscriptionStatus::Trialing),

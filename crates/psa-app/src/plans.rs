@@ -110,24 +110,32 @@ pub async fn set_plan(
             message: "The management tenant has no plan".into(),
         });
     }
+    // Not found when the tenant does not exist (or is another tenant's, for a member).
+    psa_models::lifecycle::show(&mut tx, &app.lifecycle(mgmt), tenant).await?;
     db::enter_tenant(&mut tx, tenant).await?;
-    let current = plans::subscription(&mut tx, tenant)
-        .await?
-        .ok_or(Error::NotFound {
-            entity: "subscription",
-        })?;
+    let current = plans::subscription(&mut tx, tenant).await?;
     db::leave_tenant(&mut tx).await?;
-    let plan = plans::choosable(&mut tx, plan, Some(&current.plan)).await?;
+    let plan = plans::choosable(&mut tx, plan, current.as_ref().map(|c| c.plan.as_str())).await?;
     db::enter_tenant(&mut tx, tenant).await?;
-    let (before, after) = plans::set_plan(&mut tx, tenant, &plan, seats).await?;
-    if (&before.plan, before.seats, before.status) == (&after.plan, after.seats, after.status) {
+    // A tenant left without a subscription (made before plans by a run that named none) gets
+    // one now.
+    let (before, after) = match current {
+        Some(_) => {
+            let (b, a) = plans::set_plan(&mut tx, tenant, &plan, seats).await?;
+            (Some(b), a)
+        }
+        None => (None, plans::subscribe(&mut tx, tenant, &plan, seats).await?),
+    };
+    if let Some(b) = &before
+        && (&b.plan, b.seats, b.status) == (&after.plan, after.seats, after.status)
+    {
         tx.rollback().await?;
         return Ok(after);
     }
     let change = serde_json::json!({
-        "plan": {"before": before.plan, "after": after.plan},
-        "seats": {"before": before.seats, "after": after.seats},
-        "status": {"before": before.status, "after": after.status},
+        "plan": {"before": before.as_ref().map(|b| &b.plan), "after": after.plan},
+        "seats": {"before": before.as_ref().and_then(|b| b.seats), "after": after.seats},
+        "status": {"before": before.as_ref().map(|b| b.status), "after": after.status},
     });
     for (t, id) in [(tenant, None), (mgmt, Some(tenant.0))] {
         db::enter_tenant(&mut tx, t).await?;
@@ -149,9 +157,9 @@ pub async fn set_plan(
         Some(tenant),
         serde_json::json!({
             "tenant": tenant,
-            "plan_before": before.plan,
+            "plan_before": before.as_ref().map(|b| &b.plan),
             "plan": after.plan,
-            "seats_before": before.seats,
+            "seats_before": before.as_ref().and_then(|b| b.seats),
             "seats": after.seats,
             "seats_allowed": after.seats_allowed,
             "status": after.status,

@@ -73,7 +73,8 @@ pub struct PlanPatch {
 const PLAN_COLUMNS: &str = "code, name, seat_limit, trial_days, features, billing_price_ids, \
                             active, created_at, updated_at";
 
-fn code(raw: &str) -> Result<String> {
+/// A plan's code as typed, normalised (lowercase), or a validation error on `code`.
+pub fn code(raw: &str) -> Result<String> {
     let c = raw.trim().to_ascii_lowercase();
     let ok = !c.is_empty()
         && c.len() <= 63
@@ -92,6 +93,12 @@ fn code(raw: &str) -> Result<String> {
 
 fn name(raw: &str) -> Result<String> {
     let n = raw.trim();
+    if n.chars().any(|c| c.is_control() || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')) {
+        return Err(Error::validation(
+            "name",
+            "A plan's name must not contain control or invisible characters",
+        ));
+    }
     if n.is_empty() || n.chars().count() > 100 {
         return Err(Error::validation(
             "name",
@@ -326,9 +333,9 @@ pub fn seats_for(plan: &Plan, seats: Option<i32>) -> Result<Option<i32>> {
 /// The plan new tenants get when none is named, as `PSA_DEFAULT_PLAN` says.
 pub const DEFAULT_PLAN: &str = "standard";
 
-/// Starts the new tenant's subscription to `plan_code` (an offered plan), trialing when the
-/// plan has a trial (`trial_seconds` overrides its days, for tests and demos). Idempotent: an
-/// existing subscription is kept.
+/// Starts the new tenant's subscription to `plan_code`, trialing when the plan has a trial
+/// (`trial_seconds` overrides its days, for tests and demos). Idempotent: an existing
+/// subscription is kept. (Run as the platform: it reads the plans table.)
 pub async fn start(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -336,7 +343,21 @@ pub async fn start(
     seats: Option<i32>,
     trial_seconds: Option<i64>,
 ) -> Result<Subscription> {
-    let plan = offered(conn, plan_code).await?;
+    // Again (a retried step): what the first attempt made stands.
+    if let Some(existing) = subscription(conn, tenant).await? {
+        return Ok(existing);
+    }
+    // The plan was checked when the request was made; retired since, it is still the one asked
+    // for (refusing now would roll back a tenant mid-way).
+    let plan = match get(conn, plan_code).await {
+        Err(Error::NotFound { .. }) => {
+            return Err(Error::validation(
+                "plan",
+                format!("There is no plan {}", plan_code.trim()),
+            ));
+        }
+        other => other?,
+    };
     let seats = seats_for(&plan, seats)?;
     let trial = match trial_seconds {
         Some(s) if plan.trial_days > 0 => Some(s),
@@ -440,6 +461,29 @@ pub async fn set_plan(
     Ok((before, after))
 }
 
+/// Gives a tenant without a subscription one to `plan` (active; in the tenant's context).
+pub async fn subscribe(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    plan: &Plan,
+    seats: Option<i32>,
+) -> Result<Subscription> {
+    let seats = seats_for(plan, seats)?;
+    sqlx::query(
+        "INSERT INTO tenant_subscriptions (tenant, plan_code, status, seats) \
+         VALUES ($1, $2, 'active', $3) ON CONFLICT (tenant) DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(&plan.code)
+    .bind(seats)
+    .execute(&mut *conn)
+    .await?;
+    mirror_licence_count(conn, tenant).await?;
+    subscription(conn, tenant).await?.ok_or(Error::NotFound {
+        entity: "subscription",
+    })
+}
+
 /// The tenant's subscription, its row locked for the rest of the transaction.
 async fn locked(conn: &mut PgConnection, tenant: TenantId) -> Result<Subscription> {
     sqlx::query("SELECT 1 FROM tenant_subscriptions WHERE tenant = $1 FOR UPDATE")
@@ -454,16 +498,25 @@ async fn locked(conn: &mut PgConnection, tenant: TenantId) -> Result<Subscriptio
     })
 }
 
+/// Locks the tenant's subscription (its seats) until the transaction ends; whether it has one.
+/// Taken before anything about users is read, so that what is read after is what the holder
+/// before committed.
+pub async fn lock_seats(conn: &mut PgConnection, tenant: TenantId) -> Result<bool> {
+    Ok(
+        sqlx::query("SELECT 1 FROM tenant_subscriptions WHERE tenant = $1 FOR UPDATE")
+            .bind(tenant)
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some(),
+    )
+}
+
 /// Refuses one more internal user when every seat is taken (409 `seat_limit_reached`, saying
 /// used / allowed). Locks the subscription until the transaction ends, so that two users
 /// added at the last seat are counted one after the other. A tenant without a subscription,
 /// or whose seats are unlimited, always has room.
 pub async fn ensure_room(conn: &mut PgConnection, tenant: TenantId) -> Result<()> {
-    let locked = sqlx::query("SELECT 1 FROM tenant_subscriptions WHERE tenant = $1 FOR UPDATE")
-        .bind(tenant)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if locked.is_none() {
+    if !lock_seats(conn, tenant).await? {
         return Ok(());
     }
     let s = subscription(conn, tenant).await?.ok_or(Error::NotFound {

@@ -154,6 +154,9 @@ pub async fn create(
     let id = options.user_id.unwrap_or_default();
     // A new staff user takes a seat (one already made, by an earlier attempt, has it).
     if input.user_type == UserType::Internal {
+        // The seats locked first: an earlier attempt still running has committed its user, or
+        // has not begun, by the time this one looks.
+        crate::plans::lock_seats(conn, tenant).await?;
         let exists: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM users WHERE tenant = $1 AND user_id = $2)",
         )

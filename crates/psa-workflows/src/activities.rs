@@ -497,17 +497,20 @@ impl TenantActivities {
                     },
                 )
                 .await?;
-                // Its subscription, in the same transaction (the licence count as its seats).
-                if let Some(plan) = &input.plan {
-                    psa_models::plans::start(
-                        conn,
-                        input.tenant_id,
-                        plan,
-                        input.license_count.filter(|n| *n > 0),
-                        None,
-                    )
-                    .await?;
-                }
+                // Its subscription, in the same transaction (the licence count as its seats). A
+                // run started before plans names none: the default plan, so no tenant is left
+                // without seats to count.
+                psa_models::plans::start(
+                    conn,
+                    input.tenant_id,
+                    input
+                        .plan
+                        .as_deref()
+                        .unwrap_or(psa_models::plans::DEFAULT_PLAN),
+                    input.license_count.filter(|n| *n > 0),
+                    None,
+                )
+                .await?;
                 Ok(CreateTenantOut {
                     tenant_id: input.tenant_id,
                     company_id: created.company.map(|c| c.company_id),

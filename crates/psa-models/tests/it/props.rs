@@ -18,11 +18,12 @@ proptest! {
         let _ = colors::tag_colors(&s);
     }
 
-    /// Valid names (1-255 printable characters around optional padding) are accepted, trimmed
-    /// and round-trip.
+    /// Valid names (printable characters around optional padding) are accepted, trimmed and
+    /// round-trip. At most 82 characters: NFC expands a few (composition exclusions such as
+    /// U+FB2C become up to three), and the 255-character limit is counted after it.
     #[test]
     fn valid_names_are_accepted_trimmed_and_round_trip(
-        core in "[\\PC&&[^\\s]]([\\PC]{0,250}[\\PC&&[^\\s]])?", pad in "[ \t]{0,3}",
+        core in "[\\PC&&[^\\s]]([\\PC]{0,80}[\\PC&&[^\\s]])?", pad in "[ \t]{0,3}",
     ) {
         let s = format!("{pad}{core}{pad}");
         let n = CompanyName::parse(&s).unwrap();
