@@ -48,6 +48,17 @@ pub async fn create(app: &App, who: &Principal, input: &NewPlan) -> Result<Plan>
 /// Changes a plan (`active: false` retires it); audited with what it was.
 pub async fn update(app: &App, who: &Principal, code: &str, patch: &PlanPatch) -> Result<Plan> {
     let (mut tx, mgmt) = app.begin_management(who, MANAGE).await?;
+    // New tenants that name no plan get the default one: it stays offered.
+    if patch.active == Some(false) && code.trim().eq_ignore_ascii_case(&app.settings.default_plan) {
+        return Err(Error::validation(
+            "active",
+            format!(
+                "{} is the plan of new tenants that name none (PSA_DEFAULT_PLAN): choose another \
+                 default before retiring it",
+                app.settings.default_plan
+            ),
+        ));
+    }
     db::leave_tenant(&mut tx).await?;
     let (before, after) = plans::update(&mut tx, code, patch).await?;
     db::enter_tenant(&mut tx, mgmt).await?;

@@ -35,6 +35,7 @@ pub struct Plan {
 
 /// A new plan.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewPlan {
     pub code: String,
@@ -51,6 +52,7 @@ pub struct NewPlan {
 
 /// A change to a plan: what is given changes.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanPatch {
     #[serde(default)]

@@ -84,6 +84,25 @@ async fn the_management_tenant_makes_plans_and_retires_them() {
         .call(Method::GET, "/api/v1/plans", Some(&acme.key), None)
         .await;
     assert_eq!(r.0, StatusCode::FORBIDDEN, "{}", r.1);
+    // The default plan of new tenants is not retired; an unknown field is refused.
+    let r = app
+        .call(
+            Method::PATCH,
+            "/api/v1/plans/standard",
+            Some(&mgmt.key),
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/plans",
+            Some(&mgmt.key),
+            Some(json!({"code": "x", "name": "X", "active": false})),
+        )
+        .await;
+    assert!(r.0.is_client_error(), "{}", r.1);
     // Retired: listed after the offered ones, and no tenant is put on it any more.
     let (status, retired) = app
         .call(
