@@ -504,14 +504,36 @@ async fn locked(conn: &mut PgConnection, tenant: TenantId) -> Result<Subscriptio
 /// Taken before anything about users is read, so that what is read after is what the holder
 /// before committed.
 pub async fn lock_seats(conn: &mut PgConnection, tenant: TenantId) -> Result<bool> {
-    Ok(
-        sqlx::query("SELECT 1 FROM tenant_subscriptions WHERE tenant = $1 FOR UPDATE")
-            .bind(tenant)
-            .fetch_optional(&mut *conn)
-            .await?
-            .is_some(),
-    )
+    // Waited for a while only: an invitation holds the lock while its mail goes out.
+    let previous: String = sqlx::query_scalar("SELECT current_setting('lock_timeout')")
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+        .bind(format!("{}ms", SEAT_LOCK_WAIT.as_millis()))
+        .execute(&mut *conn)
+        .await?;
+    let locked = sqlx::query("SELECT 1 FROM tenant_subscriptions WHERE tenant = $1 FOR UPDATE")
+        .bind(tenant)
+        .fetch_optional(&mut *conn)
+        .await;
+    let locked = match locked {
+        Ok(row) => row.is_some(),
+        Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") => {
+            return Err(Error::unavailable(
+                "Another change to this organisation's users is under way: try again in a moment",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+        .bind(previous)
+        .execute(&mut *conn)
+        .await?;
+    Ok(locked)
 }
+
+/// How long a change to a tenant's users waits for its seats (another holds them): then 503.
+pub const SEAT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Refuses one more internal user when every seat is taken (409 `seat_limit_reached`, saying
 /// used / allowed). Locks the subscription until the transaction ends, so that two users

@@ -7,6 +7,7 @@ mod contacts_test;
 mod credentials_test;
 mod errors;
 mod isolation;
+mod plans_test;
 mod props;
 mod retention_test;
 mod tags_test;
