@@ -78,20 +78,12 @@ impl CustomerQuery {
                     })
                 })
                 .transpose()?,
-            subscription_status: match self.subscription_status.as_deref().map(str::trim) {
-                None | Some("") => None,
-                Some("trialing") => Some(SubscriptionStatus::Trialing),
-                Some("active") => Some(SubscriptionStatus::Active),
-                Some("past_due") => Some(SubscriptionStatus::PastDue),
-                Some("canceled") => Some(SubscriptionStatus::Canceled),
-                Some(_) => {
-                    return Err(psa_models::Error::validation(
-                        "subscription_status",
-                        "subscription_status must be one of trialing, active, past_due, canceled",
-                    )
-                    .into());
-                }
-            },
+            subscription_status: self
+                .subscription_status
+                .as_deref()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| SubscriptionStatus::parse(s, "subscription_status"))
+                .transpose()?,
             seats_full: self.seats_full.unwrap_or(false),
             trial_ends_before: match self.trial_ends_within_days {
                 None => None,

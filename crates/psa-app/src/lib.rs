@@ -64,6 +64,9 @@ pub struct App {
     pub webhooks: Arc<webhooks::WebhookSettings>,
     /// Where DNS lookups go (verifying a tenant's domains).
     pub dns: dns::Dns,
+    /// The client towards identity providers, made on first use (every sign-in through a
+    /// provider asks it twice; building a TLS client each time would be work on that path).
+    pub(crate) provider_client: Arc<std::sync::OnceLock<reqwest::Client>>,
 }
 
 impl App {
@@ -76,6 +79,7 @@ impl App {
             delivery: Arc::new(delivery),
             webhooks: Arc::default(),
             dns: dns::Dns::default(),
+            provider_client: Arc::default(),
         }
     }
 
@@ -86,6 +90,8 @@ impl App {
 
     pub fn with_webhooks(mut self, webhooks: webhooks::WebhookSettings) -> App {
         self.webhooks = Arc::new(webhooks);
+        // Its address policy is the providers' client's too.
+        self.provider_client = Arc::default();
         self
     }
 

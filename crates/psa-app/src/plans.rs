@@ -13,7 +13,6 @@ use psa_models::audit::{self, Action};
 
 const READ: Permission = Permission(Resource::Plan, Access::Read);
 const MANAGE: Permission = Permission(Resource::Plan, Access::Manage);
-const TENANT_READ: Permission = Permission(Resource::Tenant, Access::Read);
 const TENANT_UPDATE: Permission = Permission(Resource::Tenant, Access::Update);
 
 /// The plans, offered ones first.
@@ -74,20 +73,6 @@ pub async fn update(app: &App, who: &Principal, code: &str, patch: &PlanPatch) -
     .await?;
     tx.commit().await?;
     Ok(after)
-}
-
-/// A tenant's subscription (management callers with `tenant:read`); `None` for the management
-/// tenant, which has none.
-pub async fn subscription(
-    app: &App,
-    who: &Principal,
-    tenant: TenantId,
-) -> Result<Option<Subscription>> {
-    let (mut tx, _) = app.begin_management(who, TENANT_READ).await?;
-    db::enter_tenant(&mut tx, tenant).await?;
-    let out = plans::subscription(&mut tx, tenant).await?;
-    tx.rollback().await?;
-    Ok(out)
 }
 
 /// The caller's own tenant's subscription, for those who manage its users (`user:read`): how

@@ -235,12 +235,18 @@ fn may_call(
 fn provider_http(
     app: &App,
 ) -> Result<impl Fn(openidconnect::HttpRequest) -> ProviderAnswer + use<>> {
-    let client = psa_workflows::webhooks::guarded_client(
-        app.webhooks.policy,
-        Duration::from_secs(10),
-        "psa-sso",
-    )
-    .map_err(|e| Error::internal(std::io::Error::other(e)))?;
+    let client = match app.provider_client.get() {
+        Some(c) => c.clone(),
+        None => {
+            let made = psa_workflows::webhooks::guarded_client(
+                app.webhooks.policy,
+                Duration::from_secs(10),
+                "psa-sso",
+            )
+            .map_err(|e| Error::internal(std::io::Error::other(e)))?;
+            app.provider_client.get_or_init(|| made).clone()
+        }
+    };
     let policy = app.webhooks.policy;
     Ok(
         move |request: openidconnect::HttpRequest| -> ProviderAnswer {
@@ -776,7 +782,7 @@ pub async fn start(
         "connection_id": c.connection_id,
         "verifier": verifier.secret(),
         "nonce": nonce.secret(),
-        "browser": sign_in::digest_hex(browser.secret()),
+        "browser": sign_in::digest_text(browser.secret()),
     });
     let mut conn = app.pool.acquire().await?;
     let token = sign_in::begin_ceremony(&mut conn, Ceremony::Sso, None, &state, address).await?;
@@ -928,7 +934,7 @@ pub async fn finish(
     // The browser that started it, or no one: a callback link passed to someone else would
     // sign them in as whoever signed in at the provider.
     let same_browser = browser
-        .map(sign_in::digest_hex)
+        .map(sign_in::digest_text)
         .is_some_and(|d| state["browser"].as_str() == Some(d.as_str()));
     let outcome = if same_browser {
         verify(app, tenant, &state, &cb).await?

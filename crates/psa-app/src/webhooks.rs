@@ -204,8 +204,8 @@ pub struct Resealed {
 /// Moves every stored sealed secret to the current key (`psa secrets reseal`, after adding a new
 /// `PSA_SECRET_KEY` and keeping the old one in `PSA_SECRET_KEY_PREVIOUS`): each is opened with
 /// whichever key sealed it and sealed again, bound to its row (webhook endpoints' secrets, the
-/// platform's own keys, authenticator-app secrets, single sign-on client secrets), in one transaction; audited in the management tenant. Afterwards the
-/// previous key can be dropped.
+/// platform's own keys, authenticator-app secrets, single sign-on client secrets), in one
+/// transaction; audited in the management tenant. Afterwards the previous key can be dropped.
 pub async fn reseal(app: &App, who: &Principal) -> Result<Resealed> {
     let key = key(app)?;
     let (mut tx, mgmt) = app

@@ -275,11 +275,7 @@ pub fn print_subscription(s: &psa_models::plans::Subscription) {
     println!(
         "seats       {} / {allowed} in use{}",
         s.seats_used,
-        if s.seats_allowed.is_some_and(|a| s.seats_used > i64::from(a)) {
-            " (over)"
-        } else {
-            ""
-        }
+        if s.over() { " (over)" } else { "" }
     );
     if let Some(at) = s.trial_ends_at {
         println!("trial ends  {}", at.to_rfc3339());

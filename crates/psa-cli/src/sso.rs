@@ -324,8 +324,7 @@ pub async fn run(
                         );
                     } else if list.is_empty() {
                         println!("tenant {} claims no domain", t.tenant);
-                    }
-                    if !t.json {
+                    } else {
                         for d in &list {
                             print_domain(d, false);
                         }

@@ -94,20 +94,8 @@ pub fn code(raw: &str) -> Result<String> {
 }
 
 fn name(raw: &str) -> Result<String> {
-    let n = raw.trim();
-    if n.chars().any(|c| c.is_control() || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')) {
-        return Err(Error::validation(
-            "name",
-            "A plan's name must not contain control or invisible characters",
-        ));
-    }
-    if n.is_empty() || n.chars().count() > 100 {
-        return Err(Error::validation(
-            "name",
-            "A plan's name is 1-100 characters",
-        ));
-    }
-    Ok(n.to_owned())
+    crate::validate::PersonName::parse_field(raw, "name", "A plan's name")
+        .map(|n| n.as_str().to_owned())
 }
 
 fn seat_limit(n: Option<i32>) -> Result<Option<i32>> {
@@ -243,16 +231,6 @@ pub async fn update(
     Ok((before, after))
 }
 
-/// The plan a billing price means.
-pub async fn for_price(conn: &mut PgConnection, price: &str) -> Result<Option<Plan>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {PLAN_COLUMNS} FROM plans WHERE $1 = ANY (billing_price_ids) ORDER BY code LIMIT 1"
-    ))
-    .bind(price)
-    .fetch_optional(conn)
-    .await?)
-}
-
 /// Where a subscription is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
@@ -266,6 +244,29 @@ pub enum SubscriptionStatus {
 }
 
 impl SubscriptionStatus {
+    pub const ALL: [SubscriptionStatus; 4] = [
+        SubscriptionStatus::Trialing,
+        SubscriptionStatus::Active,
+        SubscriptionStatus::PastDue,
+        SubscriptionStatus::Canceled,
+    ];
+
+    /// `field` names the input in the error.
+    pub fn parse(raw: &str, field: &'static str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == raw.trim())
+            .ok_or_else(|| {
+                Error::validation(
+                    field,
+                    format!(
+                        "{field} must be one of {}",
+                        Self::ALL.map(|s| s.as_str()).join(", ")
+                    ),
+                )
+            })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SubscriptionStatus::Trialing => "trialing",
@@ -296,6 +297,28 @@ pub struct Subscription {
     pub billing_customer_id: Option<String>,
     pub billing_subscription_id: Option<String>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Whether `used` seats fill `allowed` (no limit: never).
+pub fn seats_full(used: i64, allowed: Option<i32>) -> bool {
+    allowed.is_some_and(|a| used >= i64::from(a))
+}
+
+/// Whether more seats are in use than allowed (seats lowered below those in use).
+pub fn seats_over(used: i64, allowed: Option<i32>) -> bool {
+    allowed.is_some_and(|a| used > i64::from(a))
+}
+
+impl Subscription {
+    /// Every seat taken: no one more can be invited or reactivated.
+    pub fn full(&self) -> bool {
+        seats_full(self.seats_used, self.seats_allowed)
+    }
+
+    /// More seats in use than allowed.
+    pub fn over(&self) -> bool {
+        seats_over(self.seats_used, self.seats_allowed)
+    }
 }
 
 const SUBSCRIPTION: &str = "SELECT s.tenant AS tenant_id, s.plan_code AS plan, p.name AS plan_name, \
@@ -335,15 +358,14 @@ pub fn seats_for(plan: &Plan, seats: Option<i32>) -> Result<Option<i32>> {
 /// The plan new tenants get when none is named, as `PSA_DEFAULT_PLAN` says.
 pub const DEFAULT_PLAN: &str = "standard";
 
-/// Starts the new tenant's subscription to `plan_code`, trialing when the plan has a trial
-/// (`trial_seconds` overrides its days, for tests and demos). Idempotent: an existing
-/// subscription is kept. (Run as the platform: it reads the plans table.)
+/// Starts the new tenant's subscription to `plan_code`, trialing for the plan's trial days
+/// when it has some. Idempotent: an existing subscription is kept. (Run as the platform: it
+/// reads the plans table.)
 pub async fn start(
     conn: &mut PgConnection,
     tenant: TenantId,
     plan_code: &str,
     seats: Option<i32>,
-    trial_seconds: Option<i64>,
 ) -> Result<Subscription> {
     // Again (a retried step): what the first attempt made stands.
     if let Some(existing) = subscription(conn, tenant).await? {
@@ -361,25 +383,21 @@ pub async fn start(
         other => other?,
     };
     let seats = seats_for(&plan, seats)?;
-    let trial = match trial_seconds {
-        Some(s) if plan.trial_days > 0 => Some(s),
-        _ if plan.trial_days > 0 => Some(i64::from(plan.trial_days) * 86_400),
-        _ => None,
-    };
+    let trialing = plan.trial_days > 0;
     sqlx::query(
         "INSERT INTO tenant_subscriptions (tenant, plan_code, status, seats, trial_ends_at) \
-         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) \
+         VALUES ($1, $2, $3, $4, now() + make_interval(days => $5)) \
          ON CONFLICT (tenant) DO NOTHING",
     )
     .bind(tenant)
     .bind(&plan.code)
-    .bind(if trial.is_some() {
+    .bind(if trialing {
         SubscriptionStatus::Trialing
     } else {
         SubscriptionStatus::Active
     })
     .bind(seats)
-    .bind(trial.map(|s| s as f64))
+    .bind(trialing.then_some(plan.trial_days))
     .execute(&mut *conn)
     .await?;
     mirror_licence_count(conn, tenant).await?;
@@ -440,7 +458,14 @@ pub async fn set_plan(
     plan: &Plan,
     seats: Option<i32>,
 ) -> Result<(Subscription, Subscription)> {
-    let before = locked(conn, tenant).await?;
+    if !lock_seats(conn, tenant).await? {
+        return Err(Error::NotFound {
+            entity: "subscription",
+        });
+    }
+    let before = subscription(conn, tenant).await?.ok_or(Error::NotFound {
+        entity: "subscription",
+    })?;
     let seats = seats_for(plan, seats)?;
     sqlx::query(
         "UPDATE tenant_subscriptions SET plan_code = $2, seats = $3, \
@@ -486,20 +511,6 @@ pub async fn subscribe(
     })
 }
 
-/// The tenant's subscription, its row locked for the rest of the transaction.
-async fn locked(conn: &mut PgConnection, tenant: TenantId) -> Result<Subscription> {
-    sqlx::query("SELECT 1 FROM tenant_subscriptions WHERE tenant = $1 FOR UPDATE")
-        .bind(tenant)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(Error::NotFound {
-            entity: "subscription",
-        })?;
-    subscription(conn, tenant).await?.ok_or(Error::NotFound {
-        entity: "subscription",
-    })
-}
-
 /// Locks the tenant's subscription (its seats) until the transaction ends; whether it has one.
 /// Taken before anything about users is read, so that what is read after is what the holder
 /// before committed.
@@ -540,14 +551,20 @@ pub const SEAT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1
 /// added at the last seat are counted one after the other. A tenant without a subscription,
 /// or whose seats are unlimited, always has room.
 pub async fn ensure_room(conn: &mut PgConnection, tenant: TenantId) -> Result<()> {
-    if !lock_seats(conn, tenant).await? {
-        return Ok(());
+    if lock_seats(conn, tenant).await? {
+        room_left(conn, tenant).await
+    } else {
+        Ok(())
     }
-    let s = subscription(conn, tenant).await?.ok_or(Error::NotFound {
-        entity: "subscription",
-    })?;
+}
+
+/// [`ensure_room`]'s check, for a caller that holds the seats already ([`lock_seats`]).
+pub async fn room_left(conn: &mut PgConnection, tenant: TenantId) -> Result<()> {
+    let Some(s) = subscription(conn, tenant).await? else {
+        return Ok(());
+    };
     match s.seats_allowed {
-        Some(allowed) if s.seats_used >= i64::from(allowed) => Err(Error::InvalidState {
+        Some(allowed) if s.full() => Err(Error::InvalidState {
             code: "seat_limit_reached",
             message: format!(
                 "Every seat is taken ({} / {allowed}): deactivate a user, or ask for more seats",

@@ -246,7 +246,8 @@ impl Ceremony {
 }
 
 /// Keeps the server's half of a ceremony (WebAuthn's state, or a provider sign-in's PKCE
-/// verifier and nonce) for [`CHOICE_TTL`]; returns the token that finishes it (shown once, stored as its digest). A registration names its user.
+/// verifier and nonce) for [`CHOICE_TTL`]; returns the token that finishes it (shown once,
+/// stored as its digest). A registration names its user.
 pub async fn begin_ceremony(
     conn: &mut PgConnection,
     kind: Ceremony,
@@ -322,11 +323,9 @@ pub async fn purge(conn: &mut PgConnection) -> Result<u64> {
     )
 }
 
-/// The hex SHA-256 of a value kept only as its digest (the browser binding of a sign-in at a
-/// provider: the cookie holds the value, the ceremony its digest).
-pub fn digest_hex(value: &str) -> String {
-    crate::credentials::digest(value)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// The SHA-256 of a value kept only as its digest, as text (base64url, as tokens are): the
+/// browser binding of a sign-in at a provider (the cookie holds the value, the ceremony this).
+pub fn digest_text(value: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest(value))
 }

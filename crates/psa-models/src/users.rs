@@ -156,16 +156,17 @@ pub async fn create(
     if input.user_type == UserType::Internal {
         // The seats locked first: an earlier attempt still running has committed its user, or
         // has not begun, by the time this one looks.
-        crate::plans::lock_seats(conn, tenant).await?;
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE tenant = $1 AND user_id = $2)",
-        )
-        .bind(tenant)
-        .bind(id)
-        .fetch_one(&mut *conn)
-        .await?;
-        if !exists {
-            crate::plans::ensure_room(conn, tenant).await?;
+        if crate::plans::lock_seats(conn, tenant).await? {
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE tenant = $1 AND user_id = $2)",
+            )
+            .bind(tenant)
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+            if !exists {
+                crate::plans::room_left(conn, tenant).await?;
+            }
         }
     }
     let inserted = sqlx::query_as::<_, User>(concat!(

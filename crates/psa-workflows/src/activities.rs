@@ -508,7 +508,6 @@ impl TenantActivities {
                         .as_deref()
                         .unwrap_or(psa_models::plans::DEFAULT_PLAN),
                     input.license_count.filter(|n| *n > 0),
-                    None,
                 )
                 .await?;
                 Ok(CreateTenantOut {

@@ -161,7 +161,7 @@ async fn customers(
                 seats_allowed: c
                     .seats_allowed
                     .map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
-                over: c.seats_allowed.is_some_and(|n| c.seats_used > i64::from(n)),
+                over: psa_models::plans::seats_over(c.seats_used, c.seats_allowed),
                 created: when(c.created_at),
                 tags: c
                     .tags

@@ -81,15 +81,14 @@ struct UsersPage {
     f: InviteForm,
     invite_roles: Vec<Opt>,
     errors: FieldErrors,
-    /// The seats: in use, and allowed (absent: no limit); `None` without a subscription.
-    seats: Option<(i64, Option<i32>)>,
+    /// Its plan and seats; `None` without a subscription.
+    seats: Option<psa_models::plans::Subscription>,
 }
 
 impl UsersPage {
     /// Every seat is taken: the page offers no invitation (it would be refused).
     fn full(&self) -> bool {
-        self.seats
-            .is_some_and(|(used, allowed)| allowed.is_some_and(|a| used >= i64::from(a)))
+        self.seats.as_ref().is_some_and(|s| s.full())
     }
 }
 
@@ -166,8 +165,7 @@ async fn users_page(
         console.caller.tenant,
     )
     .await
-    .map_err(ApiError::from)?
-    .map(|s| (s.seats_used, s.seats_allowed));
+    .map_err(ApiError::from)?;
     Ok(UsersPage {
         seats,
         nav: console.nav("users"),

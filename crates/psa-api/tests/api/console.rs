@@ -496,7 +496,7 @@ async fn customers_page_csv_and_api_agree() {
         .await
         .unwrap();
     let mut tx = app.db.pool.begin().await.unwrap();
-    psa_models::plans::start(&mut tx, acme.tenant, "standard", Some(5), None)
+    psa_models::plans::start(&mut tx, acme.tenant, "standard", Some(5))
         .await
         .unwrap();
     tx.commit().await.unwrap();

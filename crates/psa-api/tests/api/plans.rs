@@ -22,6 +22,22 @@ async fn platform_with_mail() -> (TestApp, TenantFixture, TenantFixture, psa_tes
     (app, mgmt, acme, smtp)
 }
 
+/// The management tenant's admin puts `tenant` on a plan (`{"plan", "seats"?}`).
+async fn put_on(
+    app: &TestApp,
+    mgmt: &TenantFixture,
+    tenant: psa_models::TenantId,
+    body: Value,
+) -> (StatusCode, Value) {
+    app.call(
+        Method::POST,
+        &format!("/api/v1/tenants/{tenant}/subscription"),
+        Some(&mgmt.key),
+        Some(body),
+    )
+    .await
+}
+
 fn invitee(email: &str) -> Value {
     json!({"first_name": "Ada", "last_name": "Lovelace", "email": email, "role": "Technician"})
 }
@@ -125,18 +141,11 @@ async fn the_management_tenant_makes_plans_and_retires_them() {
         .collect();
     assert_eq!(codes, ["standard", "team"]);
     let mut tx = app.db.pool.begin().await.unwrap();
-    psa_models::plans::start(&mut tx, acme.tenant, "standard", None, None)
+    psa_models::plans::start(&mut tx, acme.tenant, "standard", None)
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let r = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/tenants/{}/subscription", acme.tenant),
-            Some(&mgmt.key),
-            Some(json!({"plan": "team"})),
-        )
-        .await;
+    let r = put_on(&app, &mgmt, acme.tenant, json!({"plan": "team"})).await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
     assert!(
         r.1["error"]["message"]
@@ -166,14 +175,13 @@ async fn seats_are_counted_from_the_invitation_until_deactivation() {
     assert_eq!(status, StatusCode::CREATED);
     // Acme has no subscription (as a tenant made before plans by a run that named none): no
     // limit until it is put on a plan. Two seats: the admin and one more.
-    let (status, sub) = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/tenants/{}/subscription", acme.tenant),
-            Some(&mgmt.key),
-            Some(json!({"plan": "small", "seats": 2})),
-        )
-        .await;
+    let (status, sub) = put_on(
+        &app,
+        &mgmt,
+        acme.tenant,
+        json!({"plan": "small", "seats": 2}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{sub}");
     assert_eq!(sub["seats_allowed"], 2);
     assert_eq!(sub["seats_used"], 1);
@@ -233,14 +241,13 @@ async fn seats_are_counted_from_the_invitation_until_deactivation() {
     assert_error(&r, StatusCode::CONFLICT, "seat_limit_reached");
 
     // Fewer seats than in use: allowed (no one is cut off), shown as over.
-    let (status, sub) = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/tenants/{}/subscription", acme.tenant),
-            Some(&mgmt.key),
-            Some(json!({"plan": "small", "seats": 1})),
-        )
-        .await;
+    let (status, sub) = put_on(
+        &app,
+        &mgmt,
+        acme.tenant,
+        json!({"plan": "small", "seats": 1}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{sub}");
     assert_eq!(sub["seats_used"], 2);
     let (_, shown) = app
@@ -254,25 +261,23 @@ async fn seats_are_counted_from_the_invitation_until_deactivation() {
     assert_eq!(shown["subscription"]["plan"], "small", "{shown}");
     assert_eq!(shown["subscription"]["seats_allowed"], 1);
     // More than the plan allows: refused.
-    let r = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/tenants/{}/subscription", acme.tenant),
-            Some(&mgmt.key),
-            Some(json!({"plan": "small", "seats": 11})),
-        )
-        .await;
+    let r = put_on(
+        &app,
+        &mgmt,
+        acme.tenant,
+        json!({"plan": "small", "seats": 11}),
+    )
+    .await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
 
     // The last seat, asked for twice at the same moment: exactly one user is made.
-    let (status, _) = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/tenants/{}/subscription", acme.tenant),
-            Some(&mgmt.key),
-            Some(json!({"plan": "small", "seats": 3})),
-        )
-        .await;
+    let (status, _) = put_on(
+        &app,
+        &mgmt,
+        acme.tenant,
+        json!({"plan": "small", "seats": 3}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let (a, b) = tokio::join!(
         app.call(
@@ -390,7 +395,7 @@ async fn in_the_browser_a_plan_is_chosen_and_the_seats_show() {
         .await;
     assert_eq!(status, StatusCode::CREATED);
     let mut tx = app.db.pool.begin().await.unwrap();
-    psa_models::plans::start(&mut tx, acme.tenant, "standard", None, None)
+    psa_models::plans::start(&mut tx, acme.tenant, "standard", None)
         .await
         .unwrap();
     tx.commit().await.unwrap();

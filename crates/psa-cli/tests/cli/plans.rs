@@ -42,7 +42,7 @@ async fn an_operator_makes_plans_and_seats_hold_at_the_command_line() {
     )
     .await
     .unwrap();
-    psa_models::plans::start(&mut tx, tenant, "standard", None, None)
+    psa_models::plans::start(&mut tx, tenant, "standard", None)
         .await
         .unwrap();
     tx.commit().await.unwrap();

@@ -7,7 +7,7 @@ async fn a_change_to_users_waits_for_the_seats_then_says_so() {
     let db = db().await;
     let tenant = seeded_tenant(&db, "Locked").await;
     let mut tx = db.pool.begin().await.unwrap();
-    psa_models::plans::start(&mut tx, tenant, "standard", Some(3), None)
+    psa_models::plans::start(&mut tx, tenant, "standard", Some(3))
         .await
         .unwrap();
     tx.commit().await.unwrap();
