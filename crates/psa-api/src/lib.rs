@@ -9,6 +9,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod companies;
 pub mod console;
 pub mod contacts;
@@ -64,13 +65,16 @@ pub struct AppState {
     pub request_timeout: Duration,
 }
 
-/// The lifecycle endpoints' settings: the customer tags (as the workers have them) and where
-/// exports are kept (`None`: exports are not offered by this server).
+/// The lifecycle endpoints' settings: the customer tags (as the workers have them), where
+/// exports are kept (`None`: exports are not offered by this server), the plan of new tenants
+/// that name none, and the secret the billing system signs its webhook with (`None`: refused).
 #[derive(Clone, Debug)]
 pub struct LifecycleConfig {
     pub customer_tag: psa_models::validate::TagText,
     pub tags: psa_models::lifecycle::LifecycleTags,
     pub store: Option<psa_models::exports::ExportStore>,
+    pub default_plan: String,
+    pub stripe_webhook_secret: Option<secrecy::SecretString>,
 }
 
 impl Default for LifecycleConfig {
@@ -79,6 +83,8 @@ impl Default for LifecycleConfig {
             customer_tag: psa_models::validate::TagText::parse("PSA Customer").expect("a tag"),
             tags: Default::default(),
             store: None,
+            default_plan: psa_models::plans::DEFAULT_PLAN.to_owned(),
+            stripe_webhook_secret: None,
         }
     }
 }
@@ -107,7 +113,7 @@ impl AppState {
 #[openapi(
     info(title = "psa", description = "Multi-tenant PSA backend: companies, contacts, tags."),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "audit"), (name = "companies"), (name = "contacts"), (name = "tags"), (name = "tenants"), (name = "customers"), (name = "users"), (name = "events"), (name = "webhooks"), (name = "plans"), (name = "sso"))
+    tags((name = "auth"), (name = "audit"), (name = "companies"), (name = "contacts"), (name = "tags"), (name = "tenants"), (name = "customers"), (name = "users"), (name = "events"), (name = "webhooks"), (name = "plans"), (name = "billing"), (name = "sso"))
 )]
 struct ApiDoc;
 
@@ -188,6 +194,8 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(plans::list, plans::create))
         .routes(routes!(plans::update))
         .routes(routes!(plans::set_plan))
+        .routes(routes!(plans::extend_trial))
+        .routes(routes!(billing::stripe_webhook))
         .routes(routes!(auth::logout_everywhere))
         .routes(routes!(auth::accept_invitation))
         .routes(routes!(auth::change_password))
@@ -404,6 +412,8 @@ impl Application {
         let settings = psa_app::Settings {
             customer_tag: config.lifecycle.customer_tag.clone(),
             lifecycle_tags: config.lifecycle.tags.clone(),
+            default_plan: config.lifecycle.default_plan.clone(),
+            stripe_webhook_secret: config.lifecycle.stripe_webhook_secret.clone(),
             ..Default::default()
         };
         // Without PSA_SECRET_KEY (or when the archive key cannot be opened with it) no archive

@@ -95,3 +95,41 @@ pub async fn set_plan(
         .await?,
     ))
 }
+
+/// `POST /api/v1/tenants/{id}/trial/extend` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendTrialRequest {
+    /// Days to add (1-365): to the trial's end, or to now when it has ended.
+    pub days: i64,
+}
+
+/// A trial extended.
+#[derive(serde::Serialize, ToSchema)]
+pub struct TrialExtended {
+    pub subscription: Subscription,
+    /// The tenant had been suspended because its trial ended, and is active again.
+    pub reactivated: bool,
+}
+
+/// Extend a tenant's trial (management, `tenant:update`): a suspension for the trial's end is
+/// lifted; the reminder goes out again before the new end. Audited in both tenants; the event
+/// `tenant.trial_extended`. 409 `not_trialing` when the subscription has no trial.
+#[utoipa::path(post, path = "/api/v1/tenants/{id}/trial/extend", tag = "tenants",
+    security(("bearer" = [])), params(("id" = uuid::Uuid, Path)), request_body = ExtendTrialRequest,
+    responses((status = 200, body = TrialExtended), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn extend_trial(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(tenant): PathId<TenantId>,
+    ApiJson(req): ApiJson<ExtendTrialRequest>,
+) -> Result<Json<TrialExtended>, ApiError> {
+    let days = psa_models::deadlines::extension_days(req.days)?;
+    let out = psa_app::plans::extend_trial(&state.app, &caller.principal(), tenant, days).await?;
+    Ok(Json(TrialExtended {
+        subscription: out.subscription,
+        reactivated: out.reactivated,
+    }))
+}

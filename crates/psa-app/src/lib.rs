@@ -20,6 +20,7 @@
 pub mod access;
 pub mod api_keys;
 pub mod audit;
+pub mod billing;
 pub mod customers;
 pub mod directory;
 pub mod dns;

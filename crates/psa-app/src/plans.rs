@@ -3,8 +3,9 @@
 //! `tenant:update`). Every change is audited; a tenant's is audited in both tenants and told as
 //! the event `tenant.plan_changed`.
 
+use psa_models::deadlines::{self, Watch};
 use psa_models::events::{self, EventType};
-use psa_models::plans::{self, NewPlan, Plan, PlanPatch, Subscription};
+use psa_models::plans::{self, NewPlan, Plan, PlanPatch, Subscription, SubscriptionStatus};
 use psa_models::{Error, Result, TenantId, db};
 
 use crate::access::{Access, Permission, Resource};
@@ -108,7 +109,8 @@ pub async fn set_plan(
     }
     // Not found when the tenant does not exist (or is another tenant's, for a member).
     psa_models::lifecycle::show(&mut tx, &app.lifecycle(mgmt), tenant).await?;
-    db::enter_tenant(&mut tx, tenant).await?;
+    // The tenant first, then its subscription: the order of every change of both.
+    deadlines::hold(&mut tx, tenant).await?;
     let current = plans::subscription(&mut tx, tenant).await?;
     db::leave_tenant(&mut tx).await?;
     let plan = plans::choosable(&mut tx, plan, current.as_ref().map(|c| c.plan.as_str())).await?;
@@ -163,6 +165,99 @@ pub async fn set_plan(
         None,
     )
     .await?;
+    // A trial converted: a suspension for its end is lifted, and its watcher ends.
+    deadlines::lift(&mut tx, &app.lifecycle(mgmt), tenant, &who.actor()).await?;
     tx.commit().await?;
+    if before.as_ref().map(|b| b.status) == Some(SubscriptionStatus::Trialing)
+        && after.status != SubscriptionStatus::Trialing
+    {
+        wake(app, tenant, Watch::Trial).await;
+    }
     Ok(after)
+}
+
+/// A trial extended.
+#[derive(Debug, Clone)]
+pub struct TrialExtended {
+    pub subscription: Subscription,
+    /// The tenant was suspended because its trial had ended, and is active again.
+    pub reactivated: bool,
+}
+
+/// Extends a tenant's trial by `by` (from its end, or from now when it has ended), for
+/// management callers with `tenant:update`: audited in both tenants, the event
+/// `tenant.trial_extended`; a suspension for the trial's end is lifted; the trial's watcher is
+/// woken to keep the new end.
+pub async fn extend_trial(
+    app: &App,
+    who: &Principal,
+    tenant: TenantId,
+    by: chrono::Duration,
+) -> Result<TrialExtended> {
+    let (mut tx, mgmt) = app.begin_management(who, TENANT_UPDATE).await?;
+    if tenant == mgmt {
+        return Err(Error::InvalidState {
+            code: "management_tenant",
+            message: "The management tenant has no trial".into(),
+        });
+    }
+    psa_models::lifecycle::show(&mut tx, &app.lifecycle(mgmt), tenant).await?;
+    deadlines::hold(&mut tx, tenant).await?;
+    let (before, after) = deadlines::extend_trial(&mut tx, tenant, by).await?;
+    let change = serde_json::json!({
+        "trial_ends_at": {"before": before.trial_ends_at, "after": after.trial_ends_at},
+        "extended_by_seconds": by.num_seconds(),
+    });
+    for (t, id) in [(tenant, None), (mgmt, Some(tenant.0))] {
+        db::enter_tenant(&mut tx, t).await?;
+        audit::record(
+            &mut tx,
+            t,
+            &who.actor(),
+            Action::ExtendTrial,
+            "subscription",
+            id,
+            change.clone(),
+        )
+        .await?;
+    }
+    db::leave_tenant(&mut tx).await?;
+    events::record(
+        &mut tx,
+        EventType::TenantTrialExtended,
+        Some(tenant),
+        serde_json::json!({
+            "tenant": tenant,
+            "trial_ends_at_before": before.trial_ends_at,
+            "trial_ends_at": after.trial_ends_at,
+            "extended_by_seconds": by.num_seconds(),
+        }),
+        None,
+    )
+    .await?;
+    let reactivated = deadlines::lift(&mut tx, &app.lifecycle(mgmt), tenant, &who.actor())
+        .await?
+        .is_some();
+    tx.commit().await?;
+    wake(app, tenant, Watch::Trial).await;
+    Ok(TrialExtended {
+        subscription: after,
+        reactivated,
+    })
+}
+
+/// Starts or wakes the tenant's watcher of `watch` after a change to its deadline; when
+/// Temporal cannot be reached, the worker's sweep starts it.
+pub(crate) async fn wake(app: &App, tenant: TenantId, watch: Watch) {
+    let woken = match app.temporal("Subscription deadlines") {
+        Ok(t) => match t.watchers().await {
+            Ok(w) => w.ensure(tenant, watch).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = woken {
+        tracing::warn!(tenant = %tenant, watch = ?watch, error = %e,
+            "deadline watcher not woken; the worker's sweep starts it");
+    }
 }

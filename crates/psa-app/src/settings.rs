@@ -23,6 +23,9 @@ pub struct Settings {
     pub default_grace: chrono::Duration,
     /// `PSA_DEFAULT_PLAN`: the plan of a new tenant that names none.
     pub default_plan: String,
+    /// `PSA_STRIPE_WEBHOOK_SECRET`: the secret Stripe signs its webhook deliveries with; `None`:
+    /// the billing webhook is refused (503).
+    pub stripe_webhook_secret: Option<secrecy::SecretString>,
 }
 
 impl Default for Settings {
@@ -34,6 +37,7 @@ impl Default for Settings {
             lifecycle_tags: LifecycleTags::default(),
             default_grace: DEFAULT_GRACE,
             default_plan: psa_models::plans::DEFAULT_PLAN.to_owned(),
+            stripe_webhook_secret: None,
         }
     }
 }

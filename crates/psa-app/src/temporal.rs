@@ -67,6 +67,15 @@ impl Temporal {
         })
     }
 
+    pub async fn watchers(&self) -> Result<psa_workflows::deadlines::Watchers> {
+        let w = self.workflows().await?;
+        Ok(psa_workflows::deadlines::Watchers {
+            client: w.client.clone(),
+            task_queue: w.task_queue.clone(),
+            pool: self.pool.clone(),
+        })
+    }
+
     pub async fn reconciles(&self) -> Result<Reconciles> {
         let w = self.workflows().await?;
         Ok(Reconciles {

@@ -117,6 +117,8 @@ enum Command {
               value_parser = clap::value_parser!(u32).range(1..=3650))]
         export_retention_days: u32,
         #[command(flatten)]
+        deadlines: worker::DeadlineArgs,
+        #[command(flatten)]
         tracking: temporal::TrackingArgs,
         #[command(flatten)]
         db: config::DbTimeoutArgs,
@@ -276,6 +278,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             metrics_bind,
             sweep_interval_seconds,
             export_retention_days,
+            deadlines,
             tracking,
             db,
         } => {
@@ -290,6 +293,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
                 metrics_bind,
                 std::time::Duration::from_secs(sweep_interval_seconds),
                 export_retention_days,
+                &deadlines,
             )
             .await
         }

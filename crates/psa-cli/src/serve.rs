@@ -46,6 +46,29 @@ pub struct ServerArgs {
     pub session_idle_minutes: u64,
     #[command(flatten)]
     pub db: crate::config::DbTimeoutArgs,
+    #[command(flatten)]
+    pub billing: BillingArgs,
+}
+
+/// The billing system's webhook.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct BillingArgs {
+    /// A file holding the secret Stripe signs its webhook deliveries with (a mounted secret);
+    /// the secret itself is read from `PSA_STRIPE_WEBHOOK_SECRET` only. Neither: the billing
+    /// webhook answers 503.
+    #[arg(long, env = "PSA_STRIPE_WEBHOOK_SECRET_FILE", value_name = "PATH")]
+    pub stripe_webhook_secret_file: Option<std::path::PathBuf>,
+}
+
+impl BillingArgs {
+    pub fn stripe_webhook_secret(&self) -> Result<Option<secrecy::SecretString>, CliError> {
+        Ok(crate::config::secret_from_env_or_file(
+            "PSA_STRIPE_WEBHOOK_SECRET",
+            "PSA_STRIPE_WEBHOOK_SECRET_FILE",
+            self.stripe_webhook_secret_file.as_deref(),
+        )?
+        .map(secrecy::SecretString::from))
+    }
 }
 
 impl ServerArgs {
@@ -123,6 +146,8 @@ pub async fn serve(
                 customer_tag: tracking.customer_tag_name.clone(),
                 tags: tracking.lifecycle_tags(),
                 store: Some(exports.store()?),
+                default_plan: tracking.default_plan.clone(),
+                stripe_webhook_secret: server.billing.stripe_webhook_secret()?,
             },
             webhooks: psa_api::webhooks::WebhookConfig {
                 key: wf.key_if_set().cloned(),

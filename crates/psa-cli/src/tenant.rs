@@ -65,6 +65,16 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Extend a tenant's trial by some days (from its end, or from now when it has ended); a
+    /// suspension for the trial's end is lifted. Audited; the event `tenant.trial_extended`.
+    ExtendTrial {
+        #[arg(value_parser = config::tenant_id)]
+        tenant_id: TenantId,
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=365))]
+        days: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Give a tenant a new slug (the name its people sign in with); audited.
     SetSlug {
         #[arg(value_parser = config::tenant_id)]
@@ -624,6 +634,35 @@ pub async fn tenant(
                 );
             } else {
                 lc::print_subscription(&sub);
+            }
+            Ok(())
+        }
+        TenantCommand::ExtendTrial {
+            tenant_id,
+            days,
+            json,
+        } => {
+            let app = lifecycle_app(None).await?;
+            let by = psa_models::deadlines::extension_days(days)?;
+            let out = psa_app::plans::extend_trial(&app, &crate::app::operator(), tenant_id, by)
+                .await
+                .map_err(|e| match e {
+                    psa_models::Error::NotFound { .. } => {
+                        CliError::Usage(format!("no tenant {tenant_id} with a subscription"))
+                    }
+                    other => other.into(),
+                })?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"subscription": out.subscription,
+                                       "reactivated": out.reactivated})
+                );
+            } else {
+                lc::print_subscription(&out.subscription);
+                if out.reactivated {
+                    println!("reactivated (it had been suspended because its trial ended)");
+                }
             }
             Ok(())
         }

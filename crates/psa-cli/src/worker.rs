@@ -22,6 +22,28 @@ async fn worker_ready(w: &TenantWorkflows) -> (axum::http::StatusCode, &'static 
     }
 }
 
+/// The subscriptions' deadlines the worker keeps.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeadlineArgs {
+    /// Days before a trial's end that its tenant's administrators are reminded.
+    #[arg(long, env = "PSA_TRIAL_REMINDER_DAYS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(0..=365))]
+    pub trial_reminder_days: u32,
+    /// Days a payment may be overdue before the tenant is suspended (`payment overdue`).
+    #[arg(long, env = "PSA_PAST_DUE_GRACE_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(0..=365))]
+    pub past_due_grace_days: u32,
+}
+
+impl DeadlineArgs {
+    pub fn settings(&self) -> psa_workflows::deadlines::DeadlineSettings {
+        psa_workflows::deadlines::DeadlineSettings {
+            trial_reminder: chrono::Duration::days(i64::from(self.trial_reminder_days)),
+            past_due_grace: chrono::Duration::days(i64::from(self.past_due_grace_days)),
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 /// `psa worker`: validates configuration, serves /metrics and /healthz, sweeps cut-off runs,
 /// polls the task queue.
@@ -36,6 +58,7 @@ pub async fn worker(
     metrics_bind: SocketAddr,
     sweep_interval: Duration,
     retention_days: u32,
+    deadlines: &DeadlineArgs,
 ) -> Result<(), CliError> {
     let tracking = tracking_args.settings();
     let store = exports.store()?;
@@ -117,6 +140,7 @@ pub async fn worker(
             lifecycle: psa_workflows::worker::LifecycleConfig {
                 tags: tracking_args.lifecycle_tags(),
                 store,
+                deadlines: deadlines.settings(),
             },
         },
         async move {

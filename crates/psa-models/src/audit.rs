@@ -159,6 +159,7 @@ pub enum Action {
     Cancel,
     Restore,
     ConfirmDelete,
+    ExtendTrial,
     Export,
     DownloadExport,
     // Customers and runs.
@@ -206,6 +207,7 @@ impl Action {
         Action::Cancel,
         Action::Restore,
         Action::ConfirmDelete,
+        Action::ExtendTrial,
         Action::Export,
         Action::DownloadExport,
         Action::Repair,
@@ -249,6 +251,7 @@ impl Action {
             Action::Cancel => "cancel",
             Action::Restore => "restore",
             Action::ConfirmDelete => "confirm_delete",
+            Action::ExtendTrial => "extend_trial",
             Action::Export => "export",
             Action::DownloadExport => "download_export",
             Action::Repair => "repair",

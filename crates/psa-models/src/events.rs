@@ -40,6 +40,14 @@ pub enum EventType {
     TenantDeleted,
     #[serde(rename = "tenant.plan_changed")]
     TenantPlanChanged,
+    #[serde(rename = "tenant.subscription_changed")]
+    TenantSubscriptionChanged,
+    #[serde(rename = "tenant.trial_ending")]
+    TenantTrialEnding,
+    #[serde(rename = "tenant.trial_ended")]
+    TenantTrialEnded,
+    #[serde(rename = "tenant.trial_extended")]
+    TenantTrialExtended,
     #[serde(rename = "webhook_endpoint.disabled")]
     WebhookEndpointDisabled,
     /// Sent to one endpoint on request (`psa webhooks test`), never fanned out.
@@ -48,7 +56,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 17] = [
         EventType::TenantProvisioned,
         EventType::TenantProvisioningFailed,
         EventType::CustomerTracked,
@@ -60,6 +68,10 @@ impl EventType {
         EventType::TenantRestored,
         EventType::TenantDeleted,
         EventType::TenantPlanChanged,
+        EventType::TenantSubscriptionChanged,
+        EventType::TenantTrialEnding,
+        EventType::TenantTrialEnded,
+        EventType::TenantTrialExtended,
         EventType::WebhookEndpointDisabled,
         EventType::WebhookEndpointTest,
     ];
@@ -77,6 +89,10 @@ impl EventType {
             EventType::TenantRestored => "tenant.restored",
             EventType::TenantDeleted => "tenant.deleted",
             EventType::TenantPlanChanged => "tenant.plan_changed",
+            EventType::TenantSubscriptionChanged => "tenant.subscription_changed",
+            EventType::TenantTrialEnding => "tenant.trial_ending",
+            EventType::TenantTrialEnded => "tenant.trial_ended",
+            EventType::TenantTrialExtended => "tenant.trial_extended",
             EventType::WebhookEndpointDisabled => "webhook_endpoint.disabled",
             EventType::WebhookEndpointTest => "webhook_endpoint.test",
         }

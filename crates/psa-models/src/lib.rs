@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod auth_tokens;
+pub mod billing;
 pub mod colors;
 pub mod companies;
 pub mod contacts;
@@ -16,6 +17,7 @@ pub mod credentials;
 pub mod customer_record;
 pub mod customers;
 pub mod db;
+pub mod deadlines;
 pub mod email_suffix;
 mod error;
 pub mod events;

@@ -379,13 +379,17 @@ pub async fn suspend(
     .await
 }
 
-/// suspended -> active: access comes back with the credentials the users had.
+/// suspended -> active: access comes back with the credentials the users had. Not while the
+/// tenant's trial has ended unconverted (409 `trial_ended`).
 pub async fn reactivate(
     conn: &mut PgConnection,
     settings: &Settings,
     tenant: TenantId,
     actor: &Actor,
 ) -> Result<Change> {
+    row(conn, tenant, true).await?;
+    crate::deadlines::reactivation_allowed(conn, tenant).await?;
+    crate::deadlines::clear_suspension(conn, tenant).await?;
     switch(
         conn,
         settings,

@@ -423,7 +423,7 @@ pub async fn offered(conn: &mut PgConnection, plan_code: &str) -> Result<Plan> {
 }
 
 /// The reference's `tenants.licensed_user_count` follows the seats bought.
-async fn mirror_licence_count(conn: &mut PgConnection, tenant: TenantId) -> Result<()> {
+pub(crate) async fn mirror_licence_count(conn: &mut PgConnection, tenant: TenantId) -> Result<()> {
     sqlx::query(
         "UPDATE tenants t SET licensed_user_count = s.seats, last_license_update = now() \
          FROM tenant_subscriptions s WHERE s.tenant = t.tenant AND t.tenant = $1 \

@@ -9,11 +9,15 @@
 //! The `tenant_deletion` workflow ([`deletion`]) ends a canceled tenant's life: an export, the
 //! grace period, then the deletion (docs/operations.md, "The tenant lifecycle").
 //!
+//! The `tenant_trial` and `tenant_payment_grace` workflows ([`deadlines`]) keep a subscription's
+//! deadlines: a trial's reminder and end, a payment's grace.
+//!
 //! The worker also dispatches webhook deliveries of the platform's events ([`webhooks`],
 //! docs/events.md).
 
 pub mod activities;
 pub mod client;
+pub mod deadlines;
 pub mod deletion;
 pub mod dev_server;
 pub mod failure;

@@ -10,6 +10,7 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::activities::TenantActivities;
 use crate::client::TenantWorkflows;
+use crate::deadlines::{DeadlineActivities, TenantPaymentGraceWorkflow, TenantTrialWorkflow};
 use crate::deletion::{DeletionActivities, TenantDeletionWorkflow};
 use crate::reconcile::{CustomerReconcileWorkflow, ReconcileActivities};
 use crate::secret::SecretKey;
@@ -67,11 +68,13 @@ pub struct WorkerConfig {
     pub lifecycle: LifecycleConfig,
 }
 
-/// What the deletion workflow needs: the tags that mark a customer's state and where exports go.
+/// What the lifecycle's workflows need: the tags that mark a customer's state, where exports go,
+/// and the subscriptions' deadlines (a trial's reminder, a payment's grace).
 #[derive(Clone, Debug)]
 pub struct LifecycleConfig {
     pub tags: psa_models::lifecycle::LifecycleTags,
     pub store: psa_models::exports::ExportStore,
+    pub deadlines: crate::deadlines::DeadlineSettings,
 }
 
 impl LifecycleConfig {
@@ -80,6 +83,7 @@ impl LifecycleConfig {
         Ok(Self {
             tags: Default::default(),
             store: psa_models::exports::ExportStore::local(dir)?,
+            deadlines: Default::default(),
         })
     }
 }
@@ -127,6 +131,18 @@ pub async fn run(
         .map_err(|e| WorkerError::Failed(e.to_string()))?
         .register_workflow::<CustomerReconcileWorkflow>()
         .map_err(|e| WorkerError::Failed(e.to_string()))?
+        .register_workflow::<TenantTrialWorkflow>()
+        .map_err(|e| WorkerError::Failed(e.to_string()))?
+        .register_workflow::<TenantPaymentGraceWorkflow>()
+        .map_err(|e| WorkerError::Failed(e.to_string()))?
+        .register_activities(DeadlineActivities {
+            pool: pool.clone(),
+            management_tenant_id,
+            lifecycle: lifecycle.tags.clone(),
+            customer_tag: tracking.tag_name.clone(),
+            mailer: delivery.mailer.clone(),
+            settings: lifecycle.deadlines,
+        })
         .register_activities(ReconcileActivities {
             pool: pool.clone(),
             tracking: tracking.clone(),
@@ -275,6 +291,7 @@ pub struct Retention {
 
 /// The worker's housekeeping, every `interval`: rolls back runs cut off half-way, starts
 /// deletions whose starter could not reach Temporal and tells deletions confirmed meanwhile,
+/// starts the watchers of trials and overdue payments that have none,
 /// applies the retention rules, and refreshes the lifecycle and webhook gauges. Every worker
 /// runs it; each step is safe to run from many at once.
 pub async fn housekeeping(workflows: TenantWorkflows, interval: Duration, retention: Retention) {
@@ -287,6 +304,10 @@ pub async fn housekeeping(workflows: TenantWorkflows, interval: Duration, retent
         }
         if let Err(e) = crate::deletion::start_pending(&workflows).await {
             tracing::warn!(error = %e, "starting recorded deletions failed; will retry");
+        }
+        let settled = chrono::Utc::now() - chrono::Duration::seconds(30);
+        if let Err(e) = crate::deadlines::start_pending(&workflows, settled).await {
+            tracing::warn!(error = %e, "starting deadline watchers failed; will retry");
         }
         match psa_models::retention::expire(&workflows.pool, &retention.store, retention.keep).await
         {

@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/tenants/{id}/export", post(export))
         .route("/console/tenants/{id}/slug", post(slug))
         .route("/console/tenants/{id}/plan", post(set_plan))
+        .route("/console/tenants/{id}/trial", post(extend_trial))
         .route(
             "/console/tenants/{id}/exports/{export_id}/archive",
             get(archive),
@@ -216,11 +217,21 @@ struct TenantPage {
     can_reactivate: bool,
     can_cancel: bool,
     can_restore: bool,
+    /// Trialing: its trial can be extended.
+    can_extend: bool,
+    /// Its trial ended unconverted: it cannot be reactivated until it is extended or converted.
+    trial_over: bool,
     /// The plans the tenant may be put on (offered ones, and its own).
     plans: Vec<psa_models::plans::Plan>,
 }
 
 fn tenant_page(console: &Console, t: TenantDetails) -> TenantPage {
+    let trialing = t
+        .subscription
+        .as_ref()
+        .filter(|s| s.status == psa_models::plans::SubscriptionStatus::Trialing);
+    let trial_over =
+        trialing.is_some_and(|s| s.trial_ends_at.is_some_and(|e| e <= chrono::Utc::now()));
     TenantPage {
         nav: console.nav("tenants"),
         error: None,
@@ -230,8 +241,10 @@ fn tenant_page(console: &Console, t: TenantDetails) -> TenantPage {
         delete_after: t.deletion.as_ref().map(|d| when(d.delete_after)),
         csrf: console.csrf.clone(),
         can_suspend: t.status == TenantStatus::Active,
-        can_reactivate: t.status == TenantStatus::Suspended,
+        can_reactivate: t.status == TenantStatus::Suspended && !trial_over,
         can_cancel: t.status != TenantStatus::Canceled,
+        can_extend: trialing.is_some() && t.status != TenantStatus::Canceled,
+        trial_over,
         plans: Vec::new(),
         can_restore: t.status == TenantStatus::Canceled,
         t,
@@ -431,6 +444,50 @@ async fn set_plan(
             )
         }),
         Err(e) => Err(e),
+    };
+    after(&state, &console, id, outcome).await
+}
+
+#[derive(Deserialize)]
+struct ExtendForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    days: String,
+}
+
+/// Extends the tenant's trial by some days.
+async fn extend_trial(
+    State(state): State<AppState>,
+    console: Console,
+    PageId(id): PageId<TenantId>,
+    Form(form): Form<ExtendForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&form.csrf)?;
+    let days = form
+        .days
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| {
+            psa_models::Error::validation("days", "The days are a whole number from 1 to 365")
+        })
+        .and_then(psa_models::deadlines::extension_days);
+    let outcome = match days {
+        Ok(days) => psa_app::plans::extend_trial(&state.app, &console.caller.principal(), id, days)
+            .await
+            .map_err(ApiError::from)
+            .map(|x| {
+                let ends = x
+                    .subscription
+                    .trial_ends_at
+                    .map_or_else(String::new, |e| when(e));
+                if x.reactivated {
+                    format!("The trial now ends {ends}; the tenant is active again.")
+                } else {
+                    format!("The trial now ends {ends}.")
+                }
+            }),
+        Err(e) => Err(ApiError::from(e)),
     };
     after(&state, &console, id, outcome).await
 }
