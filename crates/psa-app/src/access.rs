@@ -14,7 +14,7 @@
 
 use psa_models::audit::Actor;
 use psa_models::credentials::Credential;
-use psa_models::{Error, Result, TenantId, UserId, db, tenants, users};
+use psa_models::{Error, Result, TenantId, UserId, db, users};
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use crate::App;
@@ -221,15 +221,15 @@ impl App {
         if let Some(id) = self.settings.management_tenant_id {
             return Ok(id);
         }
-        let mut conn = self.pool.acquire().await?;
-        tenants::find_management(&mut conn)
-            .await?
-            .map(|t| t.tenant)
-            .ok_or_else(|| Error::InvalidState {
-                code: "no_management_tenant",
-                message: "There is no management tenant: create it with `psa management init`"
-                    .into(),
-            })
+        // Through the definer function: a caller without a tenant (the billing webhook, on the
+        // API's confined login) sees no tenant's row.
+        let found: Option<TenantId> = sqlx::query_scalar("SELECT psa_management_tenant()")
+            .fetch_one(&self.pool)
+            .await?;
+        found.ok_or_else(|| Error::InvalidState {
+            code: "no_management_tenant",
+            message: "There is no management tenant: create it with `psa management init`".into(),
+        })
     }
 }
 

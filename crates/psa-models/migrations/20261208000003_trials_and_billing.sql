@@ -40,14 +40,27 @@ CREATE TABLE billing_events (
 CREATE INDEX billing_events_received ON billing_events (received_at);
 GRANT SELECT, INSERT, UPDATE ON billing_events TO psa_api;
 
--- The tenant whose subscription the billing system calls `subscription_id` (the webhook reads it
--- before it knows which tenant to enter).
-CREATE FUNCTION psa_billing_subscription_tenant(subscription_id text) RETURNS uuid
+-- The tenant a billing event is for: the one whose subscription the billing system calls
+-- `subscription_id`, else `named` (the subscription's metadata) when it is a customer tenant. The
+-- webhook reads it before it knows which tenant to enter.
+CREATE FUNCTION psa_billing_tenant(subscription_id text, named uuid) RETURNS uuid
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-    SELECT s.tenant FROM tenant_subscriptions s WHERE s.billing_subscription_id = subscription_id
+    SELECT coalesce(
+        (SELECT s.tenant FROM tenant_subscriptions s
+          WHERE s.billing_subscription_id = subscription_id),
+        (SELECT t.tenant FROM tenants t WHERE t.tenant = named AND NOT t.is_management))
 $$;
-REVOKE ALL ON FUNCTION psa_billing_subscription_tenant(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION psa_billing_subscription_tenant(text) TO psa_api;
+REVOKE ALL ON FUNCTION psa_billing_tenant(text, uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION psa_billing_tenant(text, uuid) TO psa_api;
+
+-- The management tenant, for the platform's code paths that act for no caller (the billing
+-- webhook) and so have no tenant to read it in.
+CREATE FUNCTION psa_management_tenant() RETURNS uuid
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    SELECT t.tenant FROM tenants t WHERE t.is_management ORDER BY t.created_at LIMIT 1
+$$;
+REVOKE ALL ON FUNCTION psa_management_tenant() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION psa_management_tenant() TO psa_api, psa_app;
 
 -- The plan whose billing prices include `price_id`.
 CREATE FUNCTION psa_plan_for_price(price_id text) RETURNS text

@@ -206,25 +206,12 @@ async fn find_tenant(
     subscription: Option<&str>,
     named: Option<&str>,
 ) -> Result<Option<TenantId>> {
-    if let Some(s) = subscription {
-        let found: Option<TenantId> =
-            sqlx::query_scalar("SELECT psa_billing_subscription_tenant($1)")
-                .bind(s)
-                .fetch_one(&mut *conn)
-                .await?;
-        if found.is_some() {
-            return Ok(found);
-        }
-    }
-    let Some(id) = named.and_then(|n| Uuid::parse_str(n.trim()).ok()) else {
-        return Ok(None);
-    };
-    let customer: Option<bool> =
-        sqlx::query_scalar("SELECT NOT is_management FROM tenants WHERE tenant = $1")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok((customer == Some(true)).then_some(TenantId(id)))
+    let named = named.and_then(|n| Uuid::parse_str(n.trim()).ok());
+    Ok(sqlx::query_scalar("SELECT psa_billing_tenant($1, $2)")
+        .bind(subscription)
+        .bind(named)
+        .fetch_one(&mut *conn)
+        .await?)
 }
 
 fn stripe_status(raw: &str) -> Option<SubscriptionStatus> {

@@ -4,6 +4,7 @@
 mod audit_walk;
 mod auth;
 mod bad_input;
+mod billing;
 mod companies;
 mod console;
 mod contacts;

@@ -12,6 +12,9 @@ use serde_json::json;
 use super::*;
 
 pub(crate) struct Provisioned {
+    // Dropped first (fields drop in order): the worker stops while Temporal still answers, as
+    // it must when a workflow of its (a trial's watcher) is still running.
+    _worker: psa_workflows::worker::Background,
     pub app: TestApp,
     pub temporal: TestTemporal,
     pub mgmt: TenantFixture,
@@ -22,7 +25,6 @@ pub(crate) struct Provisioned {
     pub api_role: String,
     /// Where the API looks DNS up (`PSA_DNS_RESOLVER`): a test starts a server there.
     pub dns: std::net::SocketAddr,
-    _worker: psa_workflows::worker::Background,
 }
 
 /// Mail through `smtp`, links to `psa.test`.
@@ -48,6 +50,7 @@ async fn app_with_provisioning(
     delivery: psa_models::invitations::Delivery,
     key: &SecretKey,
     dns: std::net::SocketAddr,
+    stripe_secret: Option<&str>,
 ) -> (TestApp, TenantFixture, String) {
     let mut app = TestApp::unserved().await;
     let mgmt = app.tenant("Mgmt").await;
@@ -70,18 +73,36 @@ async fn app_with_provisioning(
     };
     // One PSA_SECRET_KEY for the API and the worker, as deployed.
     config.webhooks.key = Some(key.clone());
+    config.lifecycle.stripe_webhook_secret =
+        stripe_secret.map(|s| secrecy::SecretString::from(s.to_owned()));
     app.serve(pool, config, Some(provisioning)).await;
     (app, mgmt, role)
 }
 
 pub(crate) async fn provisioned() -> Provisioned {
+    provisioned_with(Default::default(), None).await
+}
+
+/// [`provisioned`], with the worker keeping these deadlines and the API taking Stripe's
+/// webhook signed with `stripe_secret`.
+pub(crate) async fn provisioned_with(
+    deadlines: psa_workflows::deadlines::DeadlineSettings,
+    stripe_secret: Option<&str>,
+) -> Provisioned {
     let temporal = TestTemporal::start().await;
     let queue = format!("api-{}", uuid::Uuid::new_v4().simple());
     let key = SecretKey::from_base64(&SecretKey::generate_base64()).unwrap();
     let smtp = psa_testing::SmtpSink::start().await;
     let dns = psa_testing::DnsServer::free_addr();
-    let (app, mgmt, api_role) =
-        app_with_provisioning(&temporal.address, &queue, mail_delivery(&smtp), &key, dns).await;
+    let (app, mgmt, api_role) = app_with_provisioning(
+        &temporal.address,
+        &queue,
+        mail_delivery(&smtp),
+        &key,
+        dns,
+        stripe_secret,
+    )
+    .await;
     let tracking = TrackingSettings {
         enabled: true,
         management_tenant_id: Some(mgmt.tenant),
@@ -95,10 +116,13 @@ pub(crate) async fn provisioned() -> Provisioned {
             key,
             tracking,
             delivery: mail_delivery(&smtp),
-            lifecycle: psa_workflows::worker::LifecycleConfig::in_dir(
-                &std::env::temp_dir().join(format!("psa-exports-{}", uuid::Uuid::new_v4())),
-            )
-            .unwrap(),
+            lifecycle: psa_workflows::worker::LifecycleConfig {
+                deadlines,
+                ..psa_workflows::worker::LifecycleConfig::in_dir(
+                    &std::env::temp_dir().join(format!("psa-exports-{}", uuid::Uuid::new_v4())),
+                )
+                .unwrap()
+            },
         },
     )
     .expect("worker started");
@@ -389,6 +413,7 @@ async fn temporal_down_is_503_and_not_ready() {
         test_config().delivery,
         &key,
         psa_testing::DnsServer::free_addr(),
+        None,
     )
     .await;
     let k = Some(mgmt.key.as_str());
