@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::console::{
     client, cookie, csrf_in, hidden_in, location, post_form, sign_in, text, totp_key_in,
 };
-use super::provisioning::{Provisioned, provisioned};
+use super::provisioning::{Provisioned, provisioned_with};
 use super::*;
 
 /// Notes (transaction, table, login role) for every row written, except updates that only
@@ -369,6 +369,11 @@ async fn user_id(app: &TestApp, tenant: TenantId, email: &str) -> UserId {
 
 /// Provisions a tenant through the API's step and waits until the worker has finished it.
 async fn provision(w: &mut Walk<'_>, name: &str) -> TenantId {
+    provision_on(w, name, None).await
+}
+
+/// A tenant provisioned on `plan` (`None`: the default plan).
+async fn provision_on(w: &mut Walk<'_>, name: &str, plan: Option<&str>) -> TenantId {
     let key = w.p.mgmt.key.clone();
     let started = w
         .api(
@@ -380,6 +385,7 @@ async fn provision(w: &mut Walk<'_>, name: &str) -> TenantId {
                 "tenant_name": name,
                 "admin_user": {"first_name": "Pat", "last_name": "Lee",
                                "email": format!("pat@{}.example", name.to_lowercase().replace(' ', "-"))},
+                "plan": plan,
             })),
             StatusCode::ACCEPTED,
         )
@@ -429,7 +435,7 @@ async fn wait_until_gone(p: &Provisioned, tenant: TenantId) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_route_that_changes_a_row_writes_an_audit_row() {
-    let p = provisioned().await;
+    let p = provisioned_with(Default::default(), Some(STRIPE_SECRET)).await;
     let mut w = Walk::new(&p).await;
     let app = &p.app;
     let mgmt = &p.mgmt;
@@ -805,7 +811,10 @@ async fn api_plans(w: &mut Walk<'_>, key: &str) {
         "/api/v1/plans",
         "/api/v1/plans",
         key,
-        Some(json!({"code": "walk", "name": "Walk", "seat_limit": 50})),
+        Some(
+            json!({"code": "walk", "name": "Walk", "seat_limit": 50, "trial_days": 14,
+                    "billing_price_ids": ["price_walk"]}),
+        ),
         StatusCode::CREATED,
     )
     .await;
@@ -828,7 +837,48 @@ async fn api_plans(w: &mut Walk<'_>, key: &str) {
         StatusCode::OK,
     )
     .await;
+    // The console's new tenant (on the walk plan) is trialing: the API extends its trial below.
+    let trialing = provision_on(w, "Trial Walk", Some("walk")).await;
+    w.api(
+        Method::POST,
+        "/api/v1/tenants/{id}/trial/extend",
+        &format!("/api/v1/tenants/{trialing}/trial/extend"),
+        key,
+        Some(json!({"days": 7})),
+        StatusCode::OK,
+    )
+    .await;
+    // The billing system's word on the Plan Walk tenant: signed, applied, audited.
+    let body = serde_json::to_vec(&json!({
+        "id": "evt_walk", "object": "event", "type": "customer.subscription.updated",
+        "created": chrono::Utc::now().timestamp(),
+        "data": {"object": {"id": "sub_walk", "object": "subscription", "customer": "cus_walk",
+            "status": "active", "metadata": {"tenant_id": tenant.to_string()},
+            "items": {"data": [{"quantity": 20, "price": {"id": "price_walk"}}]}}}
+    }))
+    .unwrap();
+    let t = chrono::Utc::now().timestamp();
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(STRIPE_SECRET.as_bytes()).unwrap();
+    hmac::Mac::update(&mut mac, format!("{t}.").as_bytes());
+    hmac::Mac::update(&mut mac, &body);
+    let signature = hex::encode(hmac::Mac::finalize(mac).into_bytes());
+    let r =
+        w.p.app
+            .http
+            .post(format!("{}/api/v1/billing/stripe/webhook", w.p.app.base))
+            .header("Stripe-Signature", format!("t={t},v1={signature}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    w.check(("POST", "/api/v1/billing/stripe/webhook"), true)
+        .await;
 }
+
+/// The secret the walk's server checks Stripe's signatures with.
+const STRIPE_SECRET: &str = "whsec_walk";
 
 /// Single sign-on over the API: the connection set, tested and removed; a domain added,
 /// verified through the DNS server and given up; a sign-in started (it keeps only its state).
@@ -1771,6 +1821,7 @@ async fn console_tenants(w: &mut Walk<'_>, session: &str, csrf: &str) {
                 ("first_name", "Cy"),
                 ("last_name", "Walk"),
                 ("email", "cy@walk-console.example"),
+                ("plan", "walk"),
             ],
             StatusCode::SEE_OTHER,
         )
@@ -1803,6 +1854,14 @@ async fn console_tenants(w: &mut Walk<'_>, session: &str, csrf: &str) {
         &format!("{page}/plan"),
         session,
         &[("csrf", csrf), ("plan", "walk"), ("seats", "12")],
+        StatusCode::OK,
+    )
+    .await;
+    w.form(
+        "/console/tenants/{id}/trial",
+        &format!("{page}/trial"),
+        session,
+        &[("csrf", csrf), ("days", "5")],
         StatusCode::OK,
     )
     .await;

@@ -123,6 +123,8 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
         ("POST", "/api/v1/plans"),
         ("PATCH", "/api/v1/plans/{code}"),
         ("POST", "/api/v1/tenants/{id}/subscription"),
+        ("POST", "/api/v1/tenants/{id}/trial/extend"),
+        ("POST", "/api/v1/billing/stripe/webhook"),
         ("GET", "/api/v1/sso/connection"),
         ("PUT", "/api/v1/sso/connection"),
         ("DELETE", "/api/v1/sso/connection"),
@@ -217,7 +219,11 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
             .send()
             .await
             .unwrap();
-        let open = path == "/api/v1/auth/passkey/options" && resp.status() == StatusCode::OK;
+        // The start of a passkey sign-in needs nothing; the billing webhook, without its secret
+        // configured here, says it is not offered.
+        let open = (path == "/api/v1/auth/passkey/options" && resp.status() == StatusCode::OK)
+            || (path == "/api/v1/billing/stripe/webhook"
+                && resp.status() == StatusCode::SERVICE_UNAVAILABLE);
         assert!(
             open || matches!(
                 resp.status(),

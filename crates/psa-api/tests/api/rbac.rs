@@ -273,6 +273,7 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
             ("post", "/api/v1/plans") => json!({"code": "denied", "name": "Denied"}),
             ("patch", "/api/v1/plans/{code}") => json!({"name": "Denied"}),
             ("post", "/api/v1/tenants/{id}/subscription") => json!({"plan": "standard"}),
+            ("post", "/api/v1/tenants/{id}/trial/extend") => json!({"days": 7}),
             ("post", p)
                 if p.ends_with("/deactivate")
                     || p.ends_with("/reactivate")
@@ -296,7 +297,7 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
     // one at the organisation's provider),
     // ending one's own session(s), changing one's own password, second factor or passkeys, and
     // the links (their token is
-    // the credential).
+    // the credential), and the billing system's webhook (its signature is).
     let open = [
         "/api/v1/auth/login",
         "/api/v1/auth/mfa",
@@ -317,6 +318,8 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
         "/api/v1/auth/password-reset/accept",
         "/api/v1/auth/invitations/accept",
         "/api/v1/auth/sso/start",
+        // The billing system's webhook: its signature is the credential (billing tests).
+        "/api/v1/billing/stripe/webhook",
     ];
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
