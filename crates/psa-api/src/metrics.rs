@@ -28,6 +28,11 @@ pub fn handle() -> PrometheusHandle {
                 .expect("no other metrics recorder is installed");
             // Present from the start, so that a rate over it means something before the first.
             metrics::counter!("psa_login_failures_total").absolute(0);
+            for reason in ["missing", "malformed", "timestamp", "signature"] {
+                metrics::counter!("psa_billing_webhook_rejected_total", "reason" => reason)
+                    .absolute(0);
+            }
+            metrics::counter!("psa_billing_unmatched_total").absolute(0);
             // Histogram samples queue up until drained into their buckets; without a regular
             // drain they grow without bound between scrapes and recording slows down.
             let upkeep = handle.clone();

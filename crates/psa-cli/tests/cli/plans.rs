@@ -1,6 +1,6 @@
-//! `psa plan` and `psa tenant set-plan`, and seats met by `psa user invite`: an operator makes
-//! a plan, puts a tenant on it, and an invitation beyond its seats exits 2 with nothing
-//! written; a retired plan takes no tenant.
+//! `psa plan`, `psa tenant set-plan` and `extend-trial`, and seats met by `psa user invite`: an
+//! operator makes a plan, puts a tenant on it, and an invitation beyond its seats exits 2 with
+//! nothing written; a retired plan takes no tenant; a trial is extended.
 
 use crate::workflow::{Setup, code, last_json};
 
@@ -120,4 +120,62 @@ async fn an_operator_makes_plans_and_seats_hold_at_the_command_line() {
     let o = s.run(&["tenant", "set-plan", &t, "--plan", "duo"]);
     assert_eq!(code(&o), 2, "{}", out(&o));
     assert!(out(&o).contains("retired"), "{}", out(&o));
+
+    // Trials: a subscription that is not trialing has none to extend (exit 2, nothing written);
+    // a trialing one is extended from its end; bad days are a usage error.
+    let o = s.run(&["tenant", "extend-trial", &t, "--days", "7"]);
+    assert_eq!(code(&o), 2, "{}", out(&o));
+    assert!(out(&o).contains("no trial to extend"), "{}", out(&o));
+    let o = s.run(&[
+        "plan",
+        "create",
+        "try",
+        "--name",
+        "Try",
+        "--trial-days",
+        "14",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let trying = psa_models::TenantId::new();
+    let mut tx = s.db.pool.begin().await.unwrap();
+    psa_models::tenants::create(
+        &mut tx,
+        trying,
+        psa_models::tenants::NewTenant {
+            name: "Try Co".into(),
+            email: "admin@try.example".into(),
+            company_name: None,
+            licensed_user_count: None,
+            slug: None,
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    psa_models::plans::start(&mut tx, trying, "try", None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let tr = trying.to_string();
+    for bad in ["0", "366", "soon"] {
+        let o = s.run(&["tenant", "extend-trial", &tr, "--days", bad]);
+        assert_eq!(code(&o), 2, "--days {bad}: {}", out(&o));
+    }
+    let o = s.run(&["tenant", "extend-trial", &tr, "--days", "10", "--json"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let x = last_json(&o);
+    assert_eq!(x["subscription"]["status"], "trialing");
+    assert_eq!(x["reactivated"], false);
+    let ends: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(x["subscription"]["trial_ends_at"].clone()).unwrap();
+    let expected = chrono::Utc::now() + chrono::Duration::days(24);
+    assert!((ends - expected).num_seconds().abs() < 120, "{ends}");
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'extend_trial' AND tenant = $1",
+    )
+    .bind(trying)
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
 }
