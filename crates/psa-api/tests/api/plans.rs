@@ -443,3 +443,77 @@ async fn in_the_browser_a_plan_is_chosen_and_the_seats_show() {
     );
     review(&browser, "users-seats-full").await;
 }
+
+/// In the console: a tenant whose trial ended (and was suspended for it) offers no
+/// reactivation but an extension, says why, and the extension gives it back its access. Pages
+/// reviewed (axe) and saved.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_the_browser_an_ended_trial_is_extended() {
+    use super::console::{review, ui};
+    let (app, mgmt, acme, _smtp) = platform_with_mail().await;
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/api/v1/plans",
+            Some(&mgmt.key),
+            Some(json!({"code": "try", "name": "Try", "trial_days": 14})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut tx = app.db.pool.begin().await.unwrap();
+    psa_models::plans::start(&mut tx, acme.tenant, "try", None)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE tenant_subscriptions SET trial_ends_at = now() - interval '1 hour' \
+         WHERE tenant = $1",
+    )
+    .bind(acme.tenant)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    // The trial's watcher's step, as the worker runs it at the end.
+    let settings = psa_models::lifecycle::Settings {
+        management_tenant_id: mgmt.tenant,
+        customer_tag: psa_models::validate::TagText::parse("PSA Customer").unwrap(),
+        tags: Default::default(),
+    };
+    let (next, _) = psa_models::deadlines::trial_step(
+        &mut tx,
+        &settings,
+        acme.tenant,
+        chrono::Duration::days(3),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next, psa_models::deadlines::Next::Done("ended".into()));
+    tx.commit().await.unwrap();
+
+    let browser = psa_testing::Browser::start(1280, 900).await;
+    let b = &browser.client;
+    ui::sign_in_as(b, &app.base, &mgmt).await;
+    ui::wait_text(b, "h1", "", 20).await;
+    b.goto(&format!("{}/console/tenants/{}", app.base, acme.tenant))
+        .await
+        .unwrap();
+    ui::wait_text(b, "main", "Its trial has ended", 20).await;
+    ui::wait_text(b, "main", "trial ended", 5).await;
+    let html = b.source().await.unwrap();
+    assert!(!html.contains("/reactivate\""), "no reactivation offered");
+    review(&browser, "tenant-trial-ended").await;
+    ui::fill(b, "days", "400").await;
+    ui::click(b, "form[action$='/trial'] button[type=submit]").await;
+    ui::wait_text(b, "main", "1-365 days", 20).await;
+    ui::fill(b, "days", "7").await;
+    ui::click(b, "form[action$='/trial'] button[type=submit]").await;
+    ui::wait_text(b, "main", "the tenant is active again", 20).await;
+    let html = b.source().await.unwrap();
+    assert!(!html.contains("Its trial has ended"));
+    review(&browser, "tenant-trial-extended").await;
+    let status: String = sqlx::query_scalar("SELECT status FROM tenants WHERE tenant = $1")
+        .bind(acme.tenant)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "active");
+}
