@@ -72,7 +72,6 @@ impl Temporal {
         Ok(psa_workflows::deadlines::Watchers {
             client: w.client.clone(),
             task_queue: w.task_queue.clone(),
-            pool: self.pool.clone(),
         })
     }
 

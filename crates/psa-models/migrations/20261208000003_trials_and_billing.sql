@@ -7,14 +7,18 @@ ALTER TABLE tenant_subscriptions
     ADD COLUMN trial_reminded_for timestamptz,
     -- The trial end that was carried out (the tenant suspended, or told it ended).
     ADD COLUMN trial_ended_for timestamptz,
-    -- The trial end, and the start of the payment trouble, that a watcher was started for: a
-    -- subscription whose watcher is missing (its starter could not reach Temporal, or the end
-    -- moved) is found by the worker's sweep.
+    -- The trial end, and the start of the payment trouble, that a watcher is waiting for
+    -- (written by the watcher's own step): a subscription whose watcher is missing (its starter
+    -- could not reach Temporal, the end moved after the watcher ended) is found by the sweep.
     ADD COLUMN trial_watch_for timestamptz,
     ADD COLUMN payment_watch_for timestamptz,
     -- Set when the platform itself suspended the tenant, and why: only such a suspension is
     -- lifted when its cause ends (a conversion, an extension, a payment); an operator's stays.
-    ADD COLUMN suspended_for text CHECK (suspended_for IN ('trial_ended', 'payment_overdue'));
+    ADD COLUMN suspended_for text CHECK (suspended_for IN ('trial_ended', 'payment_overdue')),
+    -- The `created` of the last invoice event applied (`billing_event_at` is the last
+    -- subscription event's): an invoice's word on payment and a subscription's full state are
+    -- ordered each on their own, so that a late subscription update still brings its plan.
+    ADD COLUMN billing_invoice_event_at timestamptz;
 
 -- A billing subscription belongs to one tenant: it is how the billing system's events find it.
 DROP INDEX tenant_subscriptions_billing;
@@ -41,14 +45,19 @@ CREATE INDEX billing_events_received ON billing_events (received_at);
 GRANT SELECT, INSERT, UPDATE ON billing_events TO psa_api;
 
 -- The tenant a billing event is for: the one whose subscription the billing system calls
--- `subscription_id`, else `named` (the subscription's metadata) when it is a customer tenant. The
--- webhook reads it before it knows which tenant to enter.
+-- `subscription_id`, else `named` (the subscription's metadata) when it is a customer tenant
+-- whose own billing subscription is not another live one (a second subscription naming a tenant
+-- must not take it over: an old one's cancellation would cancel the tenant). The webhook reads
+-- it before it knows which tenant to enter.
 CREATE FUNCTION psa_billing_tenant(subscription_id text, named uuid) RETURNS uuid
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
     SELECT coalesce(
         (SELECT s.tenant FROM tenant_subscriptions s
           WHERE s.billing_subscription_id = subscription_id),
-        (SELECT t.tenant FROM tenants t WHERE t.tenant = named AND NOT t.is_management))
+        (SELECT t.tenant FROM tenants t
+           LEFT JOIN tenant_subscriptions s ON s.tenant = t.tenant
+          WHERE t.tenant = named AND NOT t.is_management
+            AND (s.billing_subscription_id IS NULL OR s.status = 'canceled')))
 $$;
 REVOKE ALL ON FUNCTION psa_billing_tenant(text, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION psa_billing_tenant(text, uuid) TO psa_api;

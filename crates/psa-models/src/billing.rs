@@ -7,7 +7,8 @@
 //! transaction that applies it, so a replay (Stripe retries; an attacker replays) answers and
 //! changes nothing, and two deliveries of one event at once are taken one after the other. Events
 //! are applied in the order of their `created`: one older than the last applied to the
-//! subscription (`billing_event_at`) arrived late and changes nothing.
+//! subscription (`billing_event_at` for subscription events, `billing_invoice_event_at` for
+//! invoices) arrived late and changes nothing.
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -87,7 +88,7 @@ pub fn verify_signature(
     if signatures.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    if (now - timestamp).abs() > TOLERANCE_SECONDS {
+    if now.abs_diff(timestamp) > TOLERANCE_SECONDS as u64 {
         return Err(SignatureError::Timestamp);
     }
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
@@ -219,8 +220,9 @@ fn stripe_status(raw: &str) -> Option<SubscriptionStatus> {
         "trialing" => Some(SubscriptionStatus::Trialing),
         "active" => Some(SubscriptionStatus::Active),
         "past_due" | "unpaid" => Some(SubscriptionStatus::PastDue),
-        "canceled" | "incomplete_expired" => Some(SubscriptionStatus::Canceled),
-        // incomplete (the first payment under way), paused: no change of access.
+        "canceled" => Some(SubscriptionStatus::Canceled),
+        // incomplete (the first payment under way), incomplete_expired (a checkout that never
+        // paid: the subscription psa knows is another, or none), paused: no change.
         _ => None,
     }
 }
@@ -267,6 +269,18 @@ async fn wanted(
             w.status = stripe_status(raw);
             if w.status.is_none() {
                 w.notes.push(format!("status {raw:?} changes nothing"));
+            }
+            // A plan, seats and dates count once they are paid for (or tried): not those of a
+            // checkout under way, nor of a canceled subscription.
+            if !matches!(
+                w.status,
+                Some(
+                    SubscriptionStatus::Trialing
+                        | SubscriptionStatus::Active
+                        | SubscriptionStatus::PastDue
+                )
+            ) {
+                return Ok(w);
             }
             let item = &o["items"]["data"][0];
             let price = id_of(&item["price"]).or_else(|| id_of(&item["plan"]));
@@ -407,12 +421,26 @@ async fn apply_to(
             Some("the tenant has no subscription".into()),
         ));
     };
-    let last: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT billing_event_at FROM tenant_subscriptions WHERE tenant = $1")
-            .bind(tenant)
-            .fetch_one(&mut *conn)
-            .await?;
-    if last.is_some_and(|l| l > created) {
+    // Ordered each on its own: a subscription event carries the subscription's whole state and
+    // is stale only behind a later one; an invoice's word on payment is stale behind any later
+    // event. A subscription event older than the last invoice's brings its plan and dates but
+    // not its status (the payment since is newer news).
+    let (last_subscription, last_invoice): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
+        sqlx::query_as(
+            "SELECT billing_event_at, billing_invoice_event_at FROM tenant_subscriptions \
+             WHERE tenant = $1",
+        )
+        .bind(tenant)
+        .fetch_one(&mut *conn)
+        .await?;
+    let is_subscription_event = event.kind.starts_with("customer.subscription.");
+    let newer = |t: Option<DateTime<Utc>>| t.is_some_and(|l| l > created);
+    let stale = if is_subscription_event {
+        newer(last_subscription)
+    } else {
+        newer(last_subscription) || newer(last_invoice)
+    };
+    if stale {
         return Ok((Outcome::Stale, None));
     }
     let before = plans::subscription(conn, tenant)
@@ -423,8 +451,12 @@ async fn apply_to(
     db::leave_tenant(conn).await?;
     let w = wanted(conn, &event.kind, &event.data.object, &before).await?;
     db::enter_tenant(conn, tenant).await?;
-    let mut status = w.status.unwrap_or(before.status);
     let mut notes = w.notes;
+    let mut status = w.status.unwrap_or(before.status);
+    if is_subscription_event && newer(last_invoice) && status != before.status {
+        notes.push("its status is older than a later invoice's: kept".into());
+        status = before.status;
+    }
     // A trial needs its end: the billing system that names none leaves the status as it is.
     if status == SubscriptionStatus::Trialing
         && w.trial_end.is_none()
@@ -433,7 +465,6 @@ async fn apply_to(
         notes.push("trialing without a trial_end changes nothing".into());
         status = before.status;
     }
-    let is_subscription_event = event.kind.starts_with("customer.subscription.");
     sqlx::query(
         "UPDATE tenant_subscriptions SET \
            status = $2, plan_code = coalesce($3, plan_code), \
@@ -444,7 +475,9 @@ async fn apply_to(
            billing_subscription_id = CASE WHEN $10 THEN coalesce($8, billing_subscription_id) \
                                           ELSE billing_subscription_id END, \
            billing_customer_id = coalesce($9, billing_customer_id), \
-           billing_event_at = $7, updated_at = now() \
+           billing_event_at = CASE WHEN $10 THEN $7 ELSE billing_event_at END, \
+           billing_invoice_event_at = CASE WHEN $10 THEN billing_invoice_event_at ELSE $7 END, \
+           updated_at = now() \
          WHERE tenant = $1",
     )
     .bind(tenant)
@@ -534,18 +567,23 @@ async fn apply_to(
                 TenantStatus::Active | TenantStatus::Suspended
             ) {
                 let workflow_id = (cancel.workflow_id)(tenant);
-                lifecycle::cancel(
-                    conn,
-                    settings,
-                    tenant,
-                    "subscription canceled",
-                    cancel.grace,
-                    &workflow_id,
-                    Uuid::now_v7(),
-                    &ACTOR,
-                )
+                let canceled = refusable(conn, &mut notes, async |c: &mut PgConnection| {
+                    lifecycle::cancel(
+                        c,
+                        settings,
+                        tenant,
+                        "subscription canceled",
+                        cancel.grace,
+                        &workflow_id,
+                        Uuid::now_v7(),
+                        &ACTOR,
+                    )
+                    .await
+                })
                 .await?;
-                followups.deletion = Some(workflow_id);
+                if canceled.is_some() {
+                    followups.deletion = Some(workflow_id);
+                }
             }
         }
         SubscriptionStatus::PastDue => {
@@ -554,7 +592,17 @@ async fn apply_to(
             }
         }
         SubscriptionStatus::Trialing | SubscriptionStatus::Active => {
-            deadlines::lift(conn, settings, tenant, &ACTOR).await?;
+            refusable(conn, &mut notes, async |c: &mut PgConnection| {
+                deadlines::lift(c, settings, tenant, &ACTOR).await
+            })
+            .await?;
+            if tenant_status == TenantStatus::Canceled {
+                // Paying for a tenant that is on its way out: an operator decides (restore it,
+                // or cancel the subscription); psa does not undo a cancel by itself.
+                tracing::warn!(tenant = %tenant, status = after.status.as_str(),
+                    "billing: a canceled tenant's subscription is live");
+                notes.push("the tenant is canceled while its subscription is live".into());
+            }
             if after.status == SubscriptionStatus::Trialing
                 && after.trial_ends_at != before.trial_ends_at
             {
@@ -573,6 +621,31 @@ async fn apply_to(
     }
     let detail = (!notes.is_empty()).then(|| notes.join("; "));
     Ok((Outcome::Applied, detail))
+}
+
+/// Runs a lifecycle step that the tenant's state may refuse (a provisioning run in flight, a
+/// trial that ended) in a savepoint: refused, it is undone and noted, and the billing system's
+/// word on the subscription still stands (failing the delivery would only make Stripe retry
+/// a change that cannot be made now).
+async fn refusable<T>(
+    conn: &mut PgConnection,
+    notes: &mut Vec<String>,
+    step: impl AsyncFnOnce(&mut PgConnection) -> Result<T>,
+) -> Result<Option<T>> {
+    use sqlx::Connection;
+    let mut savepoint = conn.begin().await?;
+    match step(&mut savepoint).await {
+        Ok(v) => {
+            savepoint.commit().await?;
+            Ok(Some(v))
+        }
+        Err(e @ (Error::InvalidState { .. } | Error::Conflict { .. })) => {
+            savepoint.rollback().await?;
+            notes.push(format!("the tenant's lifecycle was not changed: {e}"));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

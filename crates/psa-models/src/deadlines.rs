@@ -3,7 +3,8 @@
 //! Each is watched by a workflow of its own (`tenant_trial`, `tenant_payment_grace`) that waits
 //! on durable timers and calls [`trial_step`] or [`payment_step`] at each wake-up. The database
 //! is the truth: a step reads the subscription under its lock, does what is due *now* (once:
-//! each deed leaves its mark), and says how long to wait for the next one. A conversion, an
+//! each deed leaves its mark), notes the deadline it waits for (so that the worker's sweep starts
+//! a watcher only where none waits), and says how long to wait for the next one. A conversion, an
 //! extension or a payment changes the database first and then wakes the watcher; a wake-up that
 //! is lost only makes the watcher find the change at its next deadline, where the step does
 //! nothing that is no longer due.
@@ -84,7 +85,9 @@ pub(crate) async fn lock(
 ) -> Result<Option<(TenantStatus, Locked)>> {
     db::enter_tenant(conn, tenant).await?;
     let status: Option<TenantStatus> =
-        sqlx::query_scalar("SELECT status FROM tenants WHERE tenant = $1 FOR UPDATE")
+        // Not a key update: inserts into the tenant's tables (their foreign keys share-lock the
+        // row) go on meanwhile.
+        sqlx::query_scalar("SELECT status FROM tenants WHERE tenant = $1 FOR NO KEY UPDATE")
             .bind(tenant)
             .fetch_optional(&mut *conn)
             .await?;
@@ -191,6 +194,13 @@ pub async fn trial_step(
     }
     let remind_at = ends - lead;
     let mut reminder = None;
+    // A watcher waits for this end: the sweep leaves it alone.
+    sqlx::query(
+        "UPDATE tenant_subscriptions SET trial_watch_for = trial_ends_at WHERE tenant = $1",
+    )
+    .bind(tenant)
+    .execute(&mut *conn)
+    .await?;
     if s.trial_reminded_for != Some(ends) {
         if s.now < remind_at {
             return Ok((Next::Wait(until(s.now, remind_at)), None));
@@ -264,6 +274,16 @@ pub async fn payment_step(
     let (SubscriptionStatus::PastDue, Some(since)) = (s.status, s.past_due_since) else {
         return Ok(Next::Done("paid".into()));
     };
+    if status == TenantStatus::Canceled {
+        return Ok(Next::Done("canceled".into()));
+    }
+    // A watcher waits for this trouble: the sweep leaves it alone.
+    sqlx::query(
+        "UPDATE tenant_subscriptions SET payment_watch_for = past_due_since WHERE tenant = $1",
+    )
+    .bind(tenant)
+    .execute(&mut *conn)
+    .await?;
     let due = since + grace;
     if s.now < due {
         return Ok(Next::Wait(until(s.now, due)));
@@ -280,7 +300,11 @@ pub async fn payment_step(
         mark_suspended(conn, tenant, "payment_overdue").await?;
         return Ok(Next::Done("suspended".into()));
     }
-    Ok(Next::Done("not active".into()))
+    // Suspended by an operator: if they reactivate it while it is still past due, it has one
+    // more grace period from this look, then it is suspended for payment.
+    Ok(Next::Wait(
+        grace.to_std().unwrap_or(Duration::from_secs(3600)),
+    ))
 }
 
 /// The longest extension at once.
@@ -381,6 +405,10 @@ pub async fn lift(
     if !ended {
         return Ok(None);
     }
+    // Another cause may hold it (a payment made after the trial ended unconverted).
+    if reactivation_allowed(conn, tenant).await.is_err() {
+        return Ok(None);
+    }
     lifecycle::reactivate(conn, settings, tenant, actor)
         .await
         .map(Some)
@@ -419,24 +447,6 @@ pub(crate) async fn clear_suspension(conn: &mut PgConnection, tenant: TenantId) 
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// Records that a watcher runs for the subscription's current deadline (the trial's end, or the
-/// start of the payment trouble), so that the sweep does not start it again.
-pub async fn watching(conn: &mut PgConnection, tenant: TenantId, watch: Watch) -> Result<()> {
-    db::enter_tenant(conn, tenant).await?;
-    let sql = match watch {
-        Watch::Trial => {
-            "UPDATE tenant_subscriptions SET trial_watch_for = trial_ends_at \
-                         WHERE tenant = $1"
-        }
-        Watch::Payment => {
-            "UPDATE tenant_subscriptions SET payment_watch_for = past_due_since \
-                           WHERE tenant = $1"
-        }
-    };
-    sqlx::query(sql).bind(tenant).execute(&mut *conn).await?;
-    db::leave_tenant(conn).await
 }
 
 /// The deadlines without a watcher: trials whose end no watcher was started for, and payments

@@ -154,7 +154,7 @@ async fn row(conn: &mut PgConnection, tenant: TenantId, lock: bool) -> Result<Ro
     let sql = if lock {
         "SELECT company_name, slug, is_management, status, status_reason, status_changed_at, \
                 created_at \
-         FROM tenants WHERE tenant = $1 FOR UPDATE"
+         FROM tenants WHERE tenant = $1 FOR NO KEY UPDATE"
     } else {
         "SELECT company_name, slug, is_management, status, status_reason, status_changed_at, \
                 created_at \

@@ -198,7 +198,10 @@ async fn watch<W>(
             )
             .await?;
         match next {
-            Next::Done(why) => return Ok(why),
+            // A change that came in while the step ran (an extension right at the end) is
+            // looked at before the watcher ends.
+            Next::Done(why) if ctx.state(changes) == seen => return Ok(why),
+            Next::Done(_) => {}
             Next::Wait(wait) => {
                 // At least a second: a deadline met in the same instant steps once more.
                 let wait = wait.max(Duration::from_secs(1));
@@ -256,12 +259,11 @@ impl TenantPaymentGraceWorkflow {
 pub struct Watchers {
     pub client: temporalio_client::Client,
     pub task_queue: String,
-    pub pool: PgPool,
 }
 
 impl Watchers {
     /// Makes sure the tenant's watcher of `watch` runs (started when it does not: a watcher that
-    /// ended is started anew) and wakes it; records that it runs for the current deadline.
+    /// ended is started anew) and wakes it.
     pub async fn ensure(
         &self,
         tenant: TenantId,
@@ -316,12 +318,11 @@ impl Watchers {
                     .await
             }
         };
-        // A watcher that ended between its start and the signal has nothing left to watch.
+        // A watcher that ended between its start and the signal: its step noted no deadline,
+        // so the worker's sweep starts a new one if there is one to keep.
         if let Err(e) = signalled {
             tracing::debug!(workflow_id = %id, error = %e, "deadline watcher not signalled");
         }
-        let mut conn = self.pool.acquire().await.map_err(psa_models::Error::from)?;
-        deadlines::watching(&mut conn, tenant, watch).await?;
         Ok(())
     }
 }
@@ -342,7 +343,6 @@ pub async fn start_pending(
     let watchers = Watchers {
         client: workflows.client.clone(),
         task_queue: workflows.task_queue.clone(),
-        pool: workflows.pool.clone(),
     };
     for (tenant, watch) in &pending {
         // One that cannot be started does not hold up the others.

@@ -477,10 +477,7 @@ async fn extend_trial(
             .await
             .map_err(ApiError::from)
             .map(|x| {
-                let ends = x
-                    .subscription
-                    .trial_ends_at
-                    .map_or_else(String::new, |e| when(e));
+                let ends = x.subscription.trial_ends_at.map_or_else(String::new, when);
                 if x.reactivated {
                     format!("The trial now ends {ends}; the tenant is active again.")
                 } else {

@@ -197,13 +197,19 @@ async fn a_trial_reminds_then_suspends_unless_converted_and_an_extension_lifts_i
         .await
         .unwrap();
     assert_eq!(started, 2);
-    // Run again at once, nothing more is started: the watchers are recorded.
-    assert_eq!(
-        psa_workflows::deadlines::start_pending(&w, chrono::Utc::now())
-            .await
-            .unwrap(),
-        0
-    );
+    // Once their first steps have run, the watchers are noted: nothing more is started.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while psa_workflows::deadlines::start_pending(&w, chrono::Utc::now())
+        .await
+        .unwrap()
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watchers never noted their deadlines"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     // Globex converts before its end: put on the standard plan, which has no trial.
     let (status, sub) = p
@@ -340,6 +346,25 @@ async fn a_trial_reminds_then_suspends_unless_converted_and_an_extension_lifts_i
         .unwrap()
         .unwrap();
     assert_eq!(format!("{:?}", watch.0), "Running");
+    // Its watcher took the new end in hand (its step noted it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let noted: bool = sqlx::query_scalar(
+            "SELECT trial_watch_for = trial_ends_at FROM tenant_subscriptions WHERE tenant = $1",
+        )
+        .bind(acme.tenant)
+        .fetch_one(&p.app.db.pool)
+        .await
+        .unwrap();
+        if noted {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new end is not watched"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Audited in both tenants, with who did it.
     let audited: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM audit_log WHERE action = 'extend_trial' AND tenant = ANY($1)",
@@ -500,14 +525,39 @@ async fn stripe_drives_the_subscription_once_in_order_and_only_when_signed() {
         Some("payment overdue")
     );
 
-    // An older event delivered late (Stripe does not promise order) changes nothing.
+    // A subscription update older than the payment failure, delivered late (Stripe does not
+    // promise order): its seats count, its status does not (the failure is newer news).
     let (status, body) = deliver(
         &p,
         &event(
             "evt_late",
             "customer.subscription.updated",
             base + 50,
-            subscription("sub_acme", None, "active", "price_pro", 12),
+            subscription("sub_acme", None, "active", "price_pro", 15),
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &body["outcome"]),
+        (StatusCode::OK, &json!("applied"))
+    );
+    assert_eq!(sub_status(&p, acme.tenant).await, "past_due");
+    let seats: Option<i32> =
+        sqlx::query_scalar("SELECT seats FROM tenant_subscriptions WHERE tenant = $1")
+            .bind(acme.tenant)
+            .fetch_one(&p.app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(seats, Some(15));
+    // Older than the last subscription event: stale, nothing changes.
+    let (status, body) = deliver(
+        &p,
+        &event(
+            "evt_older",
+            "customer.subscription.updated",
+            base + 40,
+            subscription("sub_acme", None, "active", "price_pro", 3),
         ),
         None,
     )
@@ -516,7 +566,25 @@ async fn stripe_drives_the_subscription_once_in_order_and_only_when_signed() {
         (status, &body["outcome"]),
         (StatusCode::OK, &json!("stale"))
     );
+    // Another subscription naming the tenant does not take it over: its cancellation is not
+    // the tenant's.
+    let (status, body) = deliver(
+        &p,
+        &event(
+            "evt_other",
+            "customer.subscription.deleted",
+            base + 60,
+            subscription("sub_other", Some(acme.tenant), "canceled", "price_pro", 1),
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &body["outcome"]),
+        (StatusCode::OK, &json!("unmatched"))
+    );
     assert_eq!(sub_status(&p, acme.tenant).await, "past_due");
+    assert_eq!(tenant_status(&p, acme.tenant).await.0, "suspended");
 
     // Paid: active again, and the platform's suspension for payment is lifted.
     let (status, body) = deliver(
@@ -656,7 +724,9 @@ async fn stripe_drives_the_subscription_once_in_order_and_only_when_signed() {
             ("evt_6", "unmatched"),
             ("evt_7", "ignored"),
             ("evt_8", "applied"),
-            ("evt_late", "stale"),
+            ("evt_late", "applied"),
+            ("evt_older", "stale"),
+            ("evt_other", "unmatched"),
         ]
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
     );
@@ -671,7 +741,7 @@ async fn stripe_drives_the_subscription_once_in_order_and_only_when_signed() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("psa_billing_unmatched_total 1"),
+        metrics.contains("psa_billing_unmatched_total 2"),
         "{metrics}"
     );
 }
