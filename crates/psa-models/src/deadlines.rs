@@ -406,47 +406,12 @@ pub async fn lift(
         return Ok(None);
     }
     // Another cause may hold it (a payment made after the trial ended unconverted).
-    if reactivation_allowed(conn, tenant).await.is_err() {
+    if lifecycle::reactivation_allowed(conn, tenant).await.is_err() {
         return Ok(None);
     }
     lifecycle::reactivate(conn, settings, tenant, actor)
         .await
         .map(Some)
-}
-
-/// Refuses to reactivate a tenant whose trial has ended unconverted (409 `trial_ended`): it
-/// would be active without a plan that allows it. In the tenant's context.
-pub async fn reactivation_allowed(conn: &mut PgConnection, tenant: TenantId) -> Result<()> {
-    let ended: Option<DateTime<Utc>> = sqlx::query_scalar(
-        "SELECT trial_ends_at FROM tenant_subscriptions \
-         WHERE tenant = $1 AND status = 'trialing' AND trial_ends_at <= now()",
-    )
-    .bind(tenant)
-    .fetch_optional(conn)
-    .await?;
-    match ended {
-        Some(at) => Err(Error::InvalidState {
-            code: "trial_ended",
-            message: format!(
-                "The tenant's trial ended on {}: put it on a paid plan or extend its trial first",
-                at.format("%Y-%m-%d %H:%M UTC")
-            )
-            .into(),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// After a reactivation, by whoever: the suspension it ended is nobody's any more.
-pub(crate) async fn clear_suspension(conn: &mut PgConnection, tenant: TenantId) -> Result<()> {
-    sqlx::query(
-        "UPDATE tenant_subscriptions SET suspended_for = NULL \
-         WHERE tenant = $1 AND suspended_for IS NOT NULL",
-    )
-    .bind(tenant)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// The deadlines without a watcher: trials whose end no watcher was started for, and payments

@@ -9,6 +9,10 @@
 //!   its events' payloads. What stays: that the tenant existed and what happened to it, by whom
 //!   (the management tenant's audit log and the deletion record), and its customer company in
 //!   the management tenant (the business's own customer history).
+//! - **The billing system's events** (`billing_events`: ids, types, outcomes; nothing
+//!   personal), once older than the period and at least 30 days: they answer replays, which
+//!   Stripe's signature tolerance refuses after 5 minutes anyway, and the ordering of a
+//!   subscription's changes lives on the subscription itself.
 
 use serde_json::Value;
 use sqlx::PgPool;
@@ -25,6 +29,7 @@ pub const DEFAULT_DAYS: u32 = 30;
 pub struct Expired {
     pub exports: u64,
     pub tenants_redacted: u64,
+    pub billing_events: u64,
 }
 
 /// One pass of the retention rules with period `keep` (at most 100 exports and 100 tenants a
@@ -101,6 +106,16 @@ pub async fn expire(pool: &PgPool, store: &ExportStore, keep: chrono::Duration) 
         tx.commit().await?;
         out.tenants_redacted += 1;
     }
+    out.billing_events = sqlx::query(
+        "DELETE FROM billing_events WHERE event_id IN ( \
+           SELECT event_id FROM billing_events \
+           WHERE received_at < now() - greatest(make_interval(secs => $1), interval '30 days') \
+           ORDER BY received_at LIMIT 1000)",
+    )
+    .bind(keep.num_seconds() as f64)
+    .execute(pool)
+    .await?
+    .rows_affected();
     Ok(out)
 }
 

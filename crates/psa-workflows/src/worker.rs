@@ -315,6 +315,7 @@ pub async fn housekeeping(workflows: TenantWorkflows, interval: Duration, retent
                 tracing::info!(
                     exports = done.exports,
                     tenants_redacted = done.tenants_redacted,
+                    billing_events = done.billing_events,
                     "retention: removed what its period had passed"
                 );
             }

@@ -83,14 +83,31 @@ async fn old_exports_go_and_a_deleted_tenants_personal_data_is_redacted() {
     .await
     .unwrap();
 
+    // The billing system's events: one from 40 days ago goes, one from today stays.
+    sqlx::query(
+        "INSERT INTO billing_events (event_id, event_type, created, outcome, received_at) VALUES \
+         ('evt_old', 'invoice.paid', now() - interval '40 days', 'applied', \
+          now() - interval '40 days'), \
+         ('evt_new', 'invoice.paid', now(), 'applied', now())",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
     let done = retention::expire(&db.pool, &store, keep).await.unwrap();
     assert_eq!(
         done,
         retention::Expired {
             exports: 1,
-            tenants_redacted: 1
+            tenants_redacted: 1,
+            billing_events: 1,
         }
     );
+    let kept: Vec<String> = sqlx::query_scalar("SELECT event_id FROM billing_events")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, ["evt_new"]);
     let left: Vec<uuid::Uuid> =
         sqlx::query_scalar("SELECT export_id FROM tenant_exports ORDER BY 1")
             .fetch_all(&db.pool)
