@@ -23,6 +23,7 @@ pub mod mfa;
 pub mod pages;
 pub mod passkeys;
 pub mod plans;
+pub mod search;
 pub mod sso;
 pub mod tags;
 pub mod tenants;
@@ -231,6 +232,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(lifecycle::export))
         .routes(routes!(lifecycle::get_export))
         .routes(routes!(lifecycle::archive))
+        .routes(routes!(search::search))
         .routes(routes!(customers::list))
         .routes(routes!(customers::export_csv))
         .routes(routes!(customers::repair))

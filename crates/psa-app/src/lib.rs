@@ -29,6 +29,7 @@ pub mod management;
 pub mod mfa;
 pub mod passkeys;
 pub mod plans;
+pub mod search;
 pub mod sessions;
 pub mod settings;
 pub mod sso;

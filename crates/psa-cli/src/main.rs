@@ -13,6 +13,7 @@ mod management;
 mod migrate;
 mod plan;
 mod probe;
+mod search;
 mod secrets;
 mod serve;
 mod sso;
@@ -165,6 +166,13 @@ enum Command {
     Webhooks {
         #[command(subcommand)]
         command: webhooks::WebhooksCommand,
+    },
+    /// Find tenants by part of a name, slug or staff email, a customer company's name, or an id.
+    Search {
+        /// 2-200 characters.
+        query: String,
+        #[arg(long)]
+        json: bool,
     },
     /// The platform's plans (seats, trials, features, billing prices).
     Plan {
@@ -336,6 +344,9 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             .await
         }
         Command::Plan { command } => plan::run(cli.database_url.as_deref(), command).await,
+        Command::Search { query, json } => {
+            search::run(cli.database_url.as_deref(), &query, json).await
+        }
         Command::Sso { command } => {
             sso::run(
                 cli.database_url.as_deref(),

@@ -33,6 +33,7 @@ pub mod password;
 pub mod plans;
 pub mod provisioning;
 pub mod retention;
+pub mod search;
 pub mod seeds;
 pub mod sign_in;
 pub mod sso;

@@ -33,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/tenants/{id}/slug", post(slug))
         .route("/console/tenants/{id}/plan", post(set_plan))
         .route("/console/tenants/{id}/trial", post(extend_trial))
+        .route("/console/search", get(search))
         .route(
             "/console/tenants/{id}/exports/{export_id}/archive",
             get(archive),
@@ -446,6 +447,75 @@ async fn set_plan(
         Err(e) => Err(e),
     };
     after(&state, &console, id, outcome).await
+}
+
+#[derive(Template)]
+#[template(path = "console/search.html")]
+struct SearchPage {
+    nav: Option<Nav>,
+    q: String,
+    error: Option<String>,
+    /// The query as searched, once searched.
+    searched: Option<String>,
+    groups: Vec<SearchGroup>,
+}
+
+struct SearchGroup {
+    title: &'static str,
+    /// The heading of the column saying what matched.
+    matched: &'static str,
+    hits: Vec<psa_models::search::Hit>,
+}
+
+#[derive(Deserialize, Default)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+/// The tenants a search finds, grouped by what matched (the header's search box).
+async fn search(
+    State(state): State<AppState>,
+    console: Console,
+    Query(q): Query<SearchQuery>,
+) -> Result<Response, Refused> {
+    let (results, error) = if q.q.trim().is_empty() {
+        (None, None)
+    } else {
+        match psa_app::search::search(&state.app, &console.caller.principal(), &q.q).await {
+            Ok(r) => (Some(r), None),
+            Err(e @ psa_models::Error::Validation { .. }) => (None, Some(e.to_string())),
+            Err(e) => return Err(ApiError::from(e).into()),
+        }
+    };
+    let searched = results.as_ref().map(|r| r.query.clone());
+    let groups = results
+        .map(|r| {
+            [
+                ("Tenants", "Matched", r.tenants),
+                ("By their people", "Email", r.people),
+                ("By their customer company", "Company", r.customers),
+            ]
+            .into_iter()
+            .filter(|(_, _, hits)| !hits.is_empty())
+            .map(|(title, matched, hits)| SearchGroup {
+                title,
+                matched,
+                hits,
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    Ok(page(
+        StatusCode::OK,
+        SearchPage {
+            nav: console.nav("search"),
+            q: q.q,
+            error,
+            searched,
+            groups,
+        },
+    ))
 }
 
 #[derive(Deserialize)]

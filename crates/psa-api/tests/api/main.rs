@@ -17,6 +17,7 @@ mod passkeys;
 mod plans;
 mod provisioning;
 mod rbac;
+mod search;
 mod sign_in;
 mod sso;
 mod tags;

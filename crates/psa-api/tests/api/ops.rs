@@ -125,6 +125,7 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
         ("POST", "/api/v1/tenants/{id}/subscription"),
         ("POST", "/api/v1/tenants/{id}/trial/extend"),
         ("POST", "/api/v1/billing/stripe/webhook"),
+        ("GET", "/api/v1/search"),
         ("GET", "/api/v1/sso/connection"),
         ("PUT", "/api/v1/sso/connection"),
         ("DELETE", "/api/v1/sso/connection"),

@@ -178,4 +178,15 @@ async fn an_operator_makes_plans_and_seats_hold_at_the_command_line() {
     .await
     .unwrap();
     assert_eq!(audited, 1);
+
+    // `psa search`: the tenant by part of its name; too short a query is a usage error.
+    let o = s.run(&["search", "try c", "--json"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let found = last_json(&o);
+    assert_eq!(found["tenants"][0]["tenant_id"], tr.as_str(), "{found}");
+    let o = s.run(&["search", "seat"]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains("Seat Co"), "{}", out(&o));
+    let o = s.run(&["search", "x"]);
+    assert_eq!(code(&o), 2, "{}", out(&o));
 }
