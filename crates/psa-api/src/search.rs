@@ -16,6 +16,7 @@ use crate::error::{ApiError, ErrorBody};
 pub struct SearchQuery {
     /// 2-200 characters: part of a tenant's name, slug or email address of one of its staff, its
     /// customer company's name, or its whole id.
+    #[serde(default)]
     pub q: String,
 }
 

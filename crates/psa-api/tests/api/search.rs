@@ -74,7 +74,13 @@ async fn a_tenant_is_found_by_each_of_its_keys() {
         assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
         assert!(r.1["error"]["fields"]["q"].is_string(), "{}", r.1);
     }
-    // A customer tenant's admin may not search the platform.
+    let r = app.call(Method::GET, "/api/v1/search", Some(k), None).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+    // A customer tenant's admin may not search the platform, whatever the query.
+    let r = app
+        .call(Method::GET, "/api/v1/search", Some(&acme.key), None)
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
     let r = search(&app, &acme.key, "globex").await;
     assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
 }
