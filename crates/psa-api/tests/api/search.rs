@@ -45,7 +45,7 @@ async fn a_tenant_is_found_by_each_of_its_keys() {
     // By part of its name, any case: Acme, not Globex, and never the management tenant.
     let (status, r) = search(&app, k, "ACM").await;
     assert_eq!(status, StatusCode::OK, "{r}");
-    assert_eq!(ids(&r["tenants"]), [acme_id.clone()], "{r}");
+    assert_eq!(ids(&r["tenants"]), [acme_id.as_str()], "{r}");
     assert_eq!(r["tenants"][0]["slug"], "acme");
     assert_eq!(r["query"], "acm");
     let (_, r) = search(&app, k, "mgmt").await;
@@ -54,13 +54,13 @@ async fn a_tenant_is_found_by_each_of_its_keys() {
     let (_, r) = search(&app, k, "globex").await;
     assert_eq!(ids(&r["tenants"]), [globex.tenant.to_string()], "{r}");
     let (_, r) = search(&app, k, &acme_id).await;
-    assert_eq!(ids(&r["tenants"]), [acme_id.clone()], "{r}");
+    assert_eq!(ids(&r["tenants"]), [acme_id.as_str()], "{r}");
     assert_eq!(r["tenants"][0]["kind"], "id");
     let (_, r) = search(&app, k, "admin@acme.exa").await;
-    assert_eq!(ids(&r["people"]), [acme_id.clone()], "{r}");
+    assert_eq!(ids(&r["people"]), [acme_id.as_str()], "{r}");
     assert_eq!(r["people"][0]["detail"], "admin@acme.example");
     let (_, r) = search(&app, k, "holdings intern").await;
-    assert_eq!(ids(&r["customers"]), [acme_id.clone()], "{r}");
+    assert_eq!(ids(&r["customers"]), [acme_id.as_str()], "{r}");
     assert_eq!(r["customers"][0]["detail"], "Acme Holdings International");
     // LIKE's wildcards are searched for, not obeyed.
     let (_, r) = search(&app, k, "%_").await;
