@@ -2,7 +2,7 @@
 # Search benchmark: `psa_search_tenants` (GET /api/v1/search, the console's search box, `psa
 # search`) over 100000 synthetic tenants (bench/seed-search.sql): server-side execution time,
 # p50 and p95 of 30 runs per query, for a common word, two words, a slug, an email, a customer
-# company, nothing, and a whole id. Needs a PostgreSQL superuser (DATABASE_URL's server, or the
+# company, nothing, a word in every email (`example`), and a whole id. Needs a PostgreSQL superuser (DATABASE_URL's server, or the
 # local one); the database is dropped at the end.
 #
 #   bench/search.sh
@@ -16,10 +16,11 @@ db="psa_bench_search_$(date +%s)"
 psql "$server_url/postgres" -qc "CREATE DATABASE $db"
 trap 'psql "$server_url/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"' EXIT
 DATABASE_URL="$server_url/$db" target/debug/psa migrate >/dev/null
-psql "$server_url/$db" -q -f bench/seed-search.sql
+psql "$server_url/$db" -q -v ON_ERROR_STOP=1 -f bench/seed-search.sql
 id=$(psql "$server_url/$db" -Atc "SELECT tenant FROM tenants WHERE slug = 'c-777'")
+[ -n "$id" ] || { echo "the seed made no tenant c-777" >&2; exit 1; }
 printf '%-40s %10s %10s\n' query p50 p95
-for q in "acme" "hooli sys" "c-4217" "admin4217@" "customer 4217" "zzzz-nothing" "$id"; do
+for q in "acme" "hooli sys" "c-4217" "admin4217@" "customer 4217" "zzzz-nothing" "example" "$id"; do
   for _ in $(seq 1 30); do
     psql "$server_url/$db" -Atc \
       "EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM psa_search_tenants('$q', 20)" |

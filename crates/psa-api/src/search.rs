@@ -14,7 +14,7 @@ use crate::error::{ApiError, ErrorBody};
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
-    /// 2-200 characters: part of a tenant's name, slug or email address of one of its staff, its
+    /// 3-200 characters: part of a tenant's name, slug or email address of one of its staff, its
     /// customer company's name, or its whole id.
     #[serde(default)]
     pub q: String,

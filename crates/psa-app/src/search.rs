@@ -7,7 +7,7 @@ use psa_models::{Result, db};
 use crate::access::{Access, Permission, Resource};
 use crate::{App, Principal};
 
-/// Searches every tenant for `q` (2-200 characters; 422 on `q` otherwise).
+/// Searches every tenant for `q` (3-200 characters; 422 on `q` otherwise).
 pub async fn search(app: &App, who: &Principal, q: &str) -> Result<Results> {
     let (mut tx, _) = app
         .begin_management(who, Permission(Resource::Tenant, Access::Read))

@@ -169,7 +169,7 @@ enum Command {
     },
     /// Find tenants by part of a name, slug or staff email, a customer company's name, or an id.
     Search {
-        /// 2-200 characters.
+        /// 3-200 characters.
         query: String,
         #[arg(long)]
         json: bool,

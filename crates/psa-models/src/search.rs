@@ -33,20 +33,27 @@ pub struct Hit {
     pub status: String,
     /// The text that matched (the email address, the customer company's name, ...).
     pub detail: String,
+    /// The text is the query itself.
+    #[serde(skip)]
+    pub exact: bool,
+    /// The text starts with the query.
+    #[serde(skip)]
+    pub prefix: bool,
 }
 
 /// The most matches of each kind.
 pub const PER_KIND: i32 = 20;
 
-/// A query as typed: 2-200 characters once trimmed, or a validation error on `q`.
+/// A query as typed: 3-200 characters once trimmed (fewer give the trigram indexes nothing to
+/// narrow with), or a validation error on `q`. Lower-cased by the database, as its indexes are.
 pub fn query(raw: &str) -> Result<String> {
-    let q = raw.trim().to_lowercase();
-    if (2..=200).contains(&q.chars().count()) && !q.chars().any(char::is_control) {
-        Ok(q)
+    let q = raw.trim();
+    if (3..=200).contains(&q.chars().count()) && !q.chars().any(char::is_control) {
+        Ok(q.to_owned())
     } else {
         Err(Error::validation(
             "q",
-            "Search for 2-200 characters: a name, slug, id, email address or company name",
+            "Search for 3-200 characters: a name, slug, id, email address or company name",
         ))
     }
 }
@@ -55,15 +62,24 @@ pub fn query(raw: &str) -> Result<String> {
 /// reads across tenants; the caller checked the permission).
 pub async fn search(conn: &mut PgConnection, raw: &str) -> Result<Results> {
     let q = query(raw)?;
-    let hits: Vec<Hit> = sqlx::query_as(
-        "SELECT kind, tenant_id, name, slug, status, detail FROM psa_search_tenants($1, $2)",
+    let mut hits: Vec<Hit> = sqlx::query_as(
+        "SELECT kind, tenant_id, name, slug, status, detail, exact, prefix \
+         FROM psa_search_tenants($1, $2)",
     )
     .bind(&q)
     .bind(PER_KIND)
     .fetch_all(conn)
     .await?;
+    // Exact matches first, then prefixes, then the rest, each by its text.
+    hits.sort_by(|a, b| {
+        (!a.exact, !a.prefix, a.detail.to_lowercase()).cmp(&(
+            !b.exact,
+            !b.prefix,
+            b.detail.to_lowercase(),
+        ))
+    });
     let mut out = Results {
-        query: q,
+        query: q.to_lowercase(),
         ..Default::default()
     };
     for hit in hits {

@@ -708,6 +708,27 @@ async fn stripe_drives_the_subscription_once_in_order_and_only_when_signed() {
             .await
             .unwrap();
     assert_eq!(pending, 1);
+    // The deletion's first step, the export, is done before the worker stops (a worker stopped
+    // mid-export holds its transaction open until its runtime goes, which other tests' event
+    // paging would see as a transaction still running).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let exported: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tenant_exports WHERE tenant_id = $1 AND status = 'completed'",
+        )
+        .bind(acme.tenant)
+        .fetch_one(&p.app.db.pool)
+        .await
+        .unwrap();
+        if exported == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deletion's export never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let outcomes: Vec<(String, String)> =
         sqlx::query_as("SELECT event_id, outcome FROM billing_events ORDER BY event_id")
             .fetch_all(&p.app.db.pool)

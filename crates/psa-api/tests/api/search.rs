@@ -63,13 +63,13 @@ async fn a_tenant_is_found_by_each_of_its_keys() {
     assert_eq!(ids(&r["customers"]), [acme_id.as_str()], "{r}");
     assert_eq!(r["customers"][0]["detail"], "Acme Holdings International");
     // LIKE's wildcards are searched for, not obeyed.
-    let (_, r) = search(&app, k, "%_").await;
+    let (_, r) = search(&app, k, "%_%").await;
     for group in ["tenants", "people", "customers"] {
         assert!(r[group].as_array().unwrap().is_empty(), "{r}");
     }
 
     // Too short, too long: 422 naming `q`.
-    for q in ["a", " ", &"x".repeat(201)] {
+    for q in ["ac", " ", &"x".repeat(201)] {
         let r = search(&app, k, q).await;
         assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
         assert!(r.1["error"]["fields"]["q"].is_string(), "{}", r.1);
