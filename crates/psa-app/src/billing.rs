@@ -60,17 +60,7 @@ pub async fn stripe_webhook(app: &App, signature: Option<&str>, body: &[u8]) -> 
         }
     }
     if let Some(workflow_id) = followups.deletion {
-        let started = match app.temporal("Tenant lifecycle") {
-            Ok(t) => match t.deletions().await {
-                Ok(d) => d.start(&workflow_id).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = started {
-            tracing::warn!(workflow_id, error = %e,
-                "deletion workflow not started; the worker's sweeper starts it");
-        }
+        crate::tenants::start_deletion(app, &workflow_id).await;
     }
     Ok(outcome)
 }

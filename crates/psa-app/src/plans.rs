@@ -135,20 +135,7 @@ pub async fn set_plan(
         "seats": {"before": before.as_ref().and_then(|b| b.seats), "after": after.seats},
         "status": {"before": before.as_ref().map(|b| b.status), "after": after.status},
     });
-    for (t, id) in [(tenant, None), (mgmt, Some(tenant.0))] {
-        db::enter_tenant(&mut tx, t).await?;
-        audit::record(
-            &mut tx,
-            t,
-            &who.actor(),
-            Action::Update,
-            "subscription",
-            id,
-            change.clone(),
-        )
-        .await?;
-    }
-    db::leave_tenant(&mut tx).await?;
+    plans::audit_change(&mut tx, tenant, mgmt, &who.actor(), Action::Update, change).await?;
     events::record(
         &mut tx,
         EventType::TenantPlanChanged,
@@ -208,20 +195,15 @@ pub async fn extend_trial(
         "trial_ends_at": {"before": before.trial_ends_at, "after": after.trial_ends_at},
         "extended_by_seconds": by.num_seconds(),
     });
-    for (t, id) in [(tenant, None), (mgmt, Some(tenant.0))] {
-        db::enter_tenant(&mut tx, t).await?;
-        audit::record(
-            &mut tx,
-            t,
-            &who.actor(),
-            Action::ExtendTrial,
-            "subscription",
-            id,
-            change.clone(),
-        )
-        .await?;
-    }
-    db::leave_tenant(&mut tx).await?;
+    plans::audit_change(
+        &mut tx,
+        tenant,
+        mgmt,
+        &who.actor(),
+        Action::ExtendTrial,
+        change,
+    )
+    .await?;
     events::record(
         &mut tx,
         EventType::TenantTrialExtended,

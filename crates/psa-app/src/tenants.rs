@@ -191,17 +191,20 @@ pub async fn cancel(
     )
     .await?;
     tx.commit().await?;
-    match deletions(app).await {
-        Ok(d) => {
-            if let Err(e) = d.start(&workflow_id).await {
-                tracing::warn!(workflow_id, error = %e, "deletion workflow not started; the worker's sweeper starts it");
-            }
-        }
-        Err(e) => {
-            tracing::warn!(workflow_id, error = %e, "deletion workflow not started; the worker's sweeper starts it");
-        }
-    }
+    start_deletion(app, &workflow_id).await;
     Ok(change)
+}
+
+/// Starts the workflow of a deletion recorded (and committed) by a cancel; when Temporal cannot
+/// be reached, the worker's sweeper starts it.
+pub(crate) async fn start_deletion(app: &App, workflow_id: &str) {
+    let started = match deletions(app).await {
+        Ok(d) => d.start(workflow_id).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = started {
+        tracing::warn!(workflow_id, error = %e, "deletion workflow not started; the worker's sweeper starts it");
+    }
 }
 
 /// Restores a canceled tenant before its deletion. The deletion's workflow is told; when it

@@ -18,7 +18,7 @@ use sha2::Sha256;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::audit::{self, Action, Actor};
+use crate::audit::{Action, Actor};
 use crate::deadlines::{self, Watch};
 use crate::events::{self, EventType};
 use crate::lifecycle::{self, TenantStatus};
@@ -519,23 +519,15 @@ async fn apply_to(
             "status": {"before": before.status, "after": after.status},
             "trial_ends_at": {"before": before.trial_ends_at, "after": after.trial_ends_at},
         });
-        for (t, id) in [
-            (tenant, None),
-            (settings.management_tenant_id, Some(tenant.0)),
-        ] {
-            db::enter_tenant(conn, t).await?;
-            audit::record(
-                conn,
-                t,
-                &ACTOR,
-                Action::Update,
-                "subscription",
-                id,
-                change.clone(),
-            )
-            .await?;
-        }
-        db::leave_tenant(conn).await?;
+        plans::audit_change(
+            conn,
+            tenant,
+            settings.management_tenant_id,
+            &ACTOR,
+            Action::Update,
+            change,
+        )
+        .await?;
         events::record(
             conn,
             EventType::TenantSubscriptionChanged,

@@ -343,6 +343,23 @@ pub async fn subscription(
     )
 }
 
+/// Audits a change to the tenant's subscription in the tenant and in the management tenant
+/// `mgmt` (where the entry names the tenant); leaves the transaction outside any tenant.
+pub async fn audit_change(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    mgmt: TenantId,
+    actor: &crate::audit::Actor,
+    action: crate::audit::Action,
+    change: serde_json::Value,
+) -> Result<()> {
+    for (t, id) in [(tenant, None), (mgmt, Some(tenant.0))] {
+        crate::db::enter_tenant(conn, t).await?;
+        crate::audit::record(conn, t, actor, action, "subscription", id, change.clone()).await?;
+    }
+    crate::db::leave_tenant(conn).await
+}
+
 /// Checks `seats` against `plan`'s limit.
 pub fn seats_for(plan: &Plan, seats: Option<i32>) -> Result<Option<i32>> {
     match (seats, plan.seat_limit) {

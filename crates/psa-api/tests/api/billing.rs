@@ -122,20 +122,36 @@ async fn events_of(p: &Provisioned, kind: &str, tenant: TenantId) -> Vec<Value> 
     .unwrap()
 }
 
-/// Waits up to `secs` for the tenant to have `status`.
-async fn wait_for_status(p: &Provisioned, tenant: TenantId, status: &str, secs: u64) {
+/// Waits up to `secs` for `done` to hold, failing the test with `what` otherwise.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    secs: u64,
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let (now, reason) = tenant_status(p, tenant).await;
-        if now == status {
-            return;
-        }
+    while !done().await {
         assert!(
             std::time::Instant::now() < deadline,
-            "the tenant is still {now} ({reason:?}) after {secs} s, not {status}"
+            "{what} after {secs} s"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+async fn count(p: &Provisioned, sql: &str, tenant: TenantId) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(tenant)
+        .fetch_one(&p.app.db.pool)
+        .await
+        .unwrap()
+}
+
+/// Waits up to `secs` for the tenant to have `status`.
+async fn wait_for_status(p: &Provisioned, tenant: TenantId, status: &str, secs: u64) {
+    eventually(secs, &format!("the tenant is not {status}"), || async {
+        tenant_status(p, tenant).await.0 == status
+    })
+    .await;
 }
 
 async fn workflows(p: &Provisioned) -> psa_workflows::client::TenantWorkflows {
@@ -198,18 +214,13 @@ async fn a_trial_reminds_then_suspends_unless_converted_and_an_extension_lifts_i
         .unwrap();
     assert_eq!(started, 2);
     // Once their first steps have run, the watchers are noted: nothing more is started.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while psa_workflows::deadlines::start_pending(&w, chrono::Utc::now())
-        .await
-        .unwrap()
-        > 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the watchers never noted their deadlines"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    eventually(20, "the watchers never noted their deadlines", || async {
+        psa_workflows::deadlines::start_pending(&w, chrono::Utc::now())
+            .await
+            .unwrap()
+            == 0
+    })
+    .await;
 
     // Globex converts before its end: put on the standard plan, which has no trial.
     let (status, sub) = p
@@ -347,24 +358,17 @@ async fn a_trial_reminds_then_suspends_unless_converted_and_an_extension_lifts_i
         .unwrap();
     assert_eq!(format!("{:?}", watch.0), "Running");
     // Its watcher took the new end in hand (its step noted it).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let noted: bool = sqlx::query_scalar(
-            "SELECT trial_watch_for = trial_ends_at FROM tenant_subscriptions WHERE tenant = $1",
+    eventually(20, "the new end is not watched", || async {
+        count(
+            &p,
+            "SELECT count(*) FROM tenant_subscriptions \
+             WHERE tenant = $1 AND trial_watch_for = trial_ends_at",
+            acme.tenant,
         )
-        .bind(acme.tenant)
-        .fetch_one(&p.app.db.pool)
         .await
-        .unwrap();
-        if noted {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the new end is not watched"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            == 1
+    })
+    .await;
     // Audited in both tenants, with who did it.
     let audited: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM audit_log WHERE action = 'extend_trial' AND tenant = ANY($1)",
@@ -711,24 +715,16 @@ async fn stripe_drives_the_subscription_once_in_order_and_only_when_signed() {
     // The deletion's first step, the export, is done before the worker stops (a worker stopped
     // mid-export holds its transaction open until its runtime goes, which other tests' event
     // paging would see as a transaction still running).
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let exported: i64 = sqlx::query_scalar(
+    eventually(60, "the deletion's export never finished", || async {
+        count(
+            &p,
             "SELECT count(*) FROM tenant_exports WHERE tenant_id = $1 AND status = 'completed'",
+            acme.tenant,
         )
-        .bind(acme.tenant)
-        .fetch_one(&p.app.db.pool)
         .await
-        .unwrap();
-        if exported == 1 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the deletion's export never finished"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+            == 1
+    })
+    .await;
     let outcomes: Vec<(String, String)> =
         sqlx::query_as("SELECT event_id, outcome FROM billing_events ORDER BY event_id")
             .fetch_all(&p.app.db.pool)
