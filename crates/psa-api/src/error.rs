@@ -111,7 +111,9 @@ impl ApiError {
                 }
                 psa_models::Error::InvalidLink(_) => StatusCode::BAD_REQUEST,
                 // Converted to the API's own variants by `From`; here for completeness.
-                psa_models::Error::Forbidden(_) => StatusCode::FORBIDDEN,
+                psa_models::Error::Forbidden(_) | psa_models::Error::Refused { .. } => {
+                    StatusCode::FORBIDDEN
+                }
                 psa_models::Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 psa_models::Error::InvalidState { .. } => StatusCode::CONFLICT,
                 // A reference to a row the caller cannot see (missing, or another tenant's) is

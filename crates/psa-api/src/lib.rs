@@ -25,6 +25,7 @@ pub mod passkeys;
 pub mod plans;
 pub mod search;
 pub mod sso;
+pub mod support;
 pub mod tags;
 pub mod tenants;
 pub mod users;
@@ -233,6 +234,9 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(lifecycle::get_export))
         .routes(routes!(lifecycle::archive))
         .routes(routes!(search::search))
+        .routes(routes!(support::open, support::list))
+        .routes(routes!(support::end))
+        .routes(routes!(support::own))
         .routes(routes!(customers::list))
         .routes(routes!(customers::export_csv))
         .routes(routes!(customers::repair))

@@ -298,13 +298,48 @@ pub async fn reset(
     Ok(Json(MfaReset { removed }))
 }
 
+/// Whether the platform's support staff may open support sessions into the tenant.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SupportAccess {
+    Allowed,
+    Disabled,
+}
+
 /// The tenant's sign-in policy.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Serialize, ToSchema)]
 pub struct SecurityPolicy {
     /// Every user must have a second factor: one without is asked to set one up at sign-in
     /// and can do nothing else until then.
     pub mfa_required: bool,
+    /// Support sessions (management staff acting as one of the tenant's users, audited) are
+    /// `allowed` (the default) or `disabled`.
+    pub support_access: SupportAccess,
+}
+
+/// `PATCH /api/v1/security-policy` body: what to change.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityPolicyChange {
+    #[serde(default)]
+    pub mfa_required: Option<bool>,
+    /// `disabled` also ends the support sessions open now.
+    #[serde(default)]
+    pub support_access: Option<SupportAccess>,
+}
+
+async fn read_policy(state: &AppState, caller: &Caller) -> Result<SecurityPolicy, ApiError> {
+    let who = caller.principal();
+    let mfa_required = psa_app::mfa::policy(&state.app, &who, caller.tenant).await?;
+    let allowed = psa_app::support::access(&state.app, &who, caller.tenant).await?;
+    Ok(SecurityPolicy {
+        mfa_required,
+        support_access: if allowed {
+            SupportAccess::Allowed
+        } else {
+            SupportAccess::Disabled
+        },
+    })
 }
 
 /// The caller's tenant's sign-in policy (`user:read`).
@@ -314,27 +349,34 @@ pub async fn policy(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<SecurityPolicy>, ApiError> {
-    let on = psa_app::mfa::policy(&state.app, &caller.principal(), caller.tenant).await?;
-    Ok(Json(SecurityPolicy { mfa_required: on }))
+    Ok(Json(read_policy(&state, &caller).await?))
 }
 
-/// Change the tenant's sign-in policy (`user:update`; audited).
+/// Change the tenant's sign-in policy (`user:update`; audited). Not from a support session
+/// (403 `not_in_support_session`).
 #[utoipa::path(patch, path = "/api/v1/security-policy", tag = "auth", security(("bearer" = [])),
-    request_body = SecurityPolicy,
-    responses((status = 200, body = SecurityPolicy), (status = 403, body = ErrorBody)))]
+    request_body = SecurityPolicyChange,
+    responses((status = 200, body = SecurityPolicy), (status = 403, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
 pub async fn set_policy(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(req): ApiJson<SecurityPolicy>,
+    ApiJson(req): ApiJson<SecurityPolicyChange>,
 ) -> Result<Json<SecurityPolicy>, ApiError> {
-    let on = psa_app::mfa::set_policy(
-        &state.app,
-        &caller.principal(),
-        caller.tenant,
-        req.mfa_required,
-    )
-    .await?;
-    Ok(Json(SecurityPolicy { mfa_required: on }))
+    let who = caller.principal();
+    if let Some(on) = req.mfa_required {
+        psa_app::mfa::set_policy(&state.app, &who, caller.tenant, on).await?;
+    }
+    if let Some(access) = req.support_access {
+        psa_app::support::set_access(
+            &state.app,
+            &who,
+            caller.tenant,
+            access == SupportAccess::Allowed,
+        )
+        .await?;
+    }
+    Ok(Json(read_policy(&state, &caller).await?))
 }
 
 /// The caller's open sessions.

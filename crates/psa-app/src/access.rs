@@ -43,6 +43,8 @@ pub enum Access {
     Delete,
     /// Everything about the resource (`sso:manage`).
     Manage,
+    /// Acting in a tenant as one of its users (`tenant:support`; management tenant).
+    Support,
 }
 
 /// One permission: `resource:action`.
@@ -72,6 +74,7 @@ impl Access {
             Access::Update => "update",
             Access::Delete => "delete",
             Access::Manage => "manage",
+            Access::Support => "support",
         }
     }
 }
@@ -90,6 +93,9 @@ pub struct Member {
     pub credential: Credential,
     /// A client-portal user: the tenant's customer, who holds no staff permission here.
     pub client_portal: bool,
+    /// Management staff acting as this user in a support session (`crate::support`): audited
+    /// with both identities, refused what touches credentials.
+    pub support: Option<uuid::Uuid>,
 }
 
 /// An operator at the command line: the operating-system account and host (self-declared).
@@ -122,6 +128,14 @@ impl Principal {
     /// As the audit log records it.
     pub fn actor(&self) -> Actor {
         match self {
+            Principal::Member(Member {
+                support: Some(session),
+                user,
+                ..
+            }) => Actor::Support {
+                session: *session,
+                user: *user,
+            },
             Principal::Member(m) => match m.credential {
                 Credential::Session(_) => Actor::User { user: m.user },
                 Credential::ApiKey(key) => Actor::ApiKey { key, user: m.user },
@@ -139,6 +153,25 @@ impl Principal {
         match self {
             Principal::Member(m) => Some(m),
             _ => None,
+        }
+    }
+
+    /// Refuses (403 `not_in_support_session`) what a support session may not do: read or
+    /// change credentials (passwords, second factors, API keys, sessions, single sign-on, the
+    /// tenant's sign-in policy and support access). `what` names it in the message.
+    pub fn refuse_in_support(&self, what: &str) -> Result<()> {
+        match self {
+            Principal::Member(Member {
+                support: Some(_), ..
+            }) => Err(Error::Refused {
+                code: "not_in_support_session",
+                message: format!(
+                    "A support session cannot reach {what}: the user manages their own \
+                     credentials"
+                )
+                .into(),
+            }),
+            _ => Ok(()),
         }
     }
 }

@@ -20,6 +20,7 @@ pub async fn create(
     description: Option<&str>,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<NewApiKey> {
+    who.refuse_in_support("API keys")?;
     // A member makes keys for themselves only: a key acts with its user's permissions, and an
     // administrator minting one for someone else could act as them.
     if let Principal::Member(m) = who
@@ -46,6 +47,7 @@ pub async fn create(
 /// Revokes the key `api_key_id`; `false` when there is no such active key (in the actor's
 /// reach: a member's own tenant).
 pub async fn revoke(app: &App, who: &Principal, api_key_id: uuid::Uuid) -> Result<bool> {
+    who.refuse_in_support("API keys")?;
     let tenant = match who {
         Principal::Member(m) => m.tenant,
         // The key's tenant, read outside any tenant (an operator may revoke any key).
@@ -75,6 +77,7 @@ pub async fn list(
     tenant: TenantId,
     user: Option<UserId>,
 ) -> Result<Vec<ApiKeySummary>> {
+    who.refuse_in_support("API keys")?;
     let mut tx = app.begin(who, tenant, MANAGE).await?;
     let keys = credentials::list_api_keys(&mut tx, tenant, user).await?;
     tx.rollback().await?;
@@ -89,6 +92,7 @@ pub async fn revoke_all_of(
     tenant: TenantId,
     user: UserId,
 ) -> Result<u64> {
+    who.refuse_in_support("API keys")?;
     let mut tx = app.begin(who, tenant, MANAGE).await?;
     psa_models::users::get(&mut tx, tenant, user).await?;
     let n = credentials::revoke_api_keys_of(&mut tx, tenant, user).await?;

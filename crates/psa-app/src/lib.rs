@@ -33,6 +33,7 @@ pub mod search;
 pub mod sessions;
 pub mod settings;
 pub mod sso;
+pub mod support;
 pub mod temporal;
 pub mod tenants;
 pub mod users;

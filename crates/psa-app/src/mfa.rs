@@ -48,6 +48,7 @@ pub struct Enrolling {
 /// required of them until it is confirmed). A confirmed one must be removed first; a user who
 /// has a passkey proves it is them first.
 pub async fn begin_totp(app: &App, who: &Principal, proof: Option<Proof<'_>>) -> Result<Enrolling> {
+    who.refuse_in_support("second factors")?;
     let m = member(who)?;
     let key = key(app)?;
     let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
@@ -113,6 +114,7 @@ pub enum Standing {
 }
 
 pub async fn standing(app: &App, who: &Principal) -> Result<Standing> {
+    who.refuse_in_support("second factors")?;
     let m = member(who)?;
     let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
     let out = match mfa::enrolment(&mut tx, m.tenant, m.user).await? {
@@ -141,6 +143,7 @@ pub async fn standing(app: &App, who: &Principal) -> Result<Standing> {
 /// Confirms the app with its first code: from now on it is the user's second factor, and this
 /// session counts as having passed it. Returns the ten recovery codes (shown this once).
 pub async fn confirm_totp(app: &App, who: &Principal, code: &str) -> Result<Vec<String>> {
+    who.refuse_in_support("second factors")?;
     let m = member(who)?;
     let code = mfa::totp_code(code)
         .ok_or_else(|| Error::validation("code", "The code is the 6 digits the app shows"))?;
@@ -323,6 +326,7 @@ pub(crate) fn proof_name(proof: Option<Proof<'_>>) -> &'static str {
 
 /// Removes the signed-in user's second factor, proven by their password or a current code.
 pub async fn remove_own(app: &App, who: &Principal, proof: Proof<'_>) -> Result<()> {
+    who.refuse_in_support("second factors")?;
     let m = member(who)?;
     let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
     check_proof(app, &mut tx, m.tenant, m.user, proof).await?;
@@ -380,6 +384,7 @@ pub async fn tell(app: &App, tenant: TenantId, user: UserId, subject: &str, line
 /// An administrator removes a user's second factors (a lost phone): the user's sessions end, the
 /// user is told by email when mail is configured. Returns whether there was one.
 pub async fn reset(app: &App, who: &Principal, tenant: TenantId, user: UserId) -> Result<bool> {
+    who.refuse_in_support("second factors")?;
     let mut tx = app.begin(who, tenant, MANAGE).await?;
     let target = users::get(&mut tx, tenant, user).await?;
     let removed = mfa::remove_all(&mut tx, tenant, user).await?;
@@ -432,6 +437,7 @@ pub async fn set_policy(
     tenant: TenantId,
     required: bool,
 ) -> Result<bool> {
+    who.refuse_in_support("second factors")?;
     let mut tx = app.begin(who, tenant, MANAGE).await?;
     let before = mfa::set_required(&mut tx, tenant, required).await?;
     if before != required {

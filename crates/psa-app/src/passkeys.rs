@@ -100,6 +100,7 @@ pub async fn begin_registration(
     name: &str,
     proof: Option<Proof<'_>>,
 ) -> Result<Begun> {
+    who.refuse_in_support("passkeys")?;
     let m = session_member(who)?;
     let name = passkeys::name(name)?;
     let rp = relying_party(app)?;
@@ -177,6 +178,7 @@ pub async fn finish_registration(
     token: &str,
     credential: &serde_json::Value,
 ) -> Result<Registered> {
+    who.refuse_in_support("passkeys")?;
     let m = session_member(who)?;
     let answer: RegisterPublicKeyCredential = answer(credential)?;
     let rp = relying_party(app)?;
@@ -267,6 +269,7 @@ pub async fn finish_registration(
 
 /// The signed-in user's passkeys.
 pub async fn list_own(app: &App, who: &Principal) -> Result<Vec<PasskeyView>> {
+    who.refuse_in_support("passkeys")?;
     let m = member(who)?;
     let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
     let list = passkeys::list(&mut tx, m.tenant, m.user).await?;
@@ -283,6 +286,7 @@ pub async fn remove_own(
     passkey: uuid::Uuid,
     proof: Proof<'_>,
 ) -> Result<()> {
+    who.refuse_in_support("passkeys")?;
     let m = session_member(who)?;
     let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
     crate::mfa::check_proof(app, &mut tx, m.tenant, m.user, proof).await?;

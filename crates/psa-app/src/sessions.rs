@@ -19,6 +19,11 @@ pub async fn sign_out(app: &App, who: &Principal) -> Result<()> {
             "API keys are revoked with `psa api-key revoke`, not logged out",
         ));
     };
+    // Signing out of a support session ends it (with its trail and event).
+    if let Some(support) = m.support {
+        crate::support::end(app, who, m.tenant, support).await?;
+        return Ok(());
+    }
     let mut tx = db::begin_tenant(&app.pool, m.tenant).await?;
     credentials::revoke_session(&mut tx, m.tenant, session).await?;
     audit::record(
@@ -38,6 +43,7 @@ pub async fn sign_out(app: &App, who: &Principal) -> Result<()> {
 /// Ends every session of the member ("log out everywhere": a lost device, a shared computer);
 /// API keys are not affected. Returns how many ended.
 pub async fn sign_out_everywhere(app: &App, who: &Principal) -> Result<u64> {
+    who.refuse_in_support("the user's sessions")?;
     let m = who
         .member()
         .ok_or_else(|| Error::validation("session", "Only a signed-in user has sessions"))?;
@@ -59,6 +65,7 @@ pub async fn sign_out_everywhere(app: &App, who: &Principal) -> Result<u64> {
 
 /// The signed-in user's open sessions (this one marked `current`).
 pub async fn list_own(app: &App, who: &Principal) -> Result<Vec<credentials::SessionView>> {
+    who.refuse_in_support("the user's sessions")?;
     let m = who
         .member()
         .ok_or_else(|| Error::validation("session", "Only a signed-in user has sessions"))?;
@@ -74,6 +81,7 @@ pub async fn list_own(app: &App, who: &Principal) -> Result<Vec<credentials::Ses
 
 /// Ends one of the signed-in user's sessions (audited); 404 when it is not theirs or ended.
 pub async fn end_own(app: &App, who: &Principal, session: uuid::Uuid) -> Result<()> {
+    who.refuse_in_support("the user's sessions")?;
     let m = who
         .member()
         .ok_or_else(|| Error::validation("session", "Only a signed-in user has sessions"))?;
@@ -97,6 +105,7 @@ pub async fn end_own(app: &App, who: &Principal, session: uuid::Uuid) -> Result<
 
 /// Ends every session of the signed-in user but this one ("sign out everywhere else").
 pub async fn end_others(app: &App, who: &Principal) -> Result<u64> {
+    who.refuse_in_support("the user's sessions")?;
     let m = who
         .member()
         .ok_or_else(|| Error::validation("session", "Only a signed-in user has sessions"))?;

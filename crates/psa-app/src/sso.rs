@@ -114,6 +114,7 @@ async fn view(conn: &mut sqlx::PgConnection, app: &App, c: &Connection) -> Resul
 
 /// The tenant's connection, if it has one (`sso:manage`).
 pub async fn show(app: &App, who: &Principal, tenant: TenantId) -> Result<Option<ConnectionView>> {
+    who.refuse_in_support("single sign-on")?;
     let mut tx = app.begin(who, tenant, MANAGE).await?;
     let out = match sso::get(&mut tx, tenant).await? {
         Some(c) => Some(view(&mut tx, app, &c).await?),
@@ -362,6 +363,7 @@ pub struct TestReport {
 /// Runs discovery for the tenant's connection (or `issuer`, before one is saved) and reports
 /// what it found (`sso:manage`; audited as a test).
 pub async fn test(app: &App, who: &Principal, tenant: TenantId) -> Result<TestReport> {
+    who.refuse_in_support("single sign-on")?;
     let mut tx = app.begin(who, tenant, MANAGE).await?;
     let c = sso::get(&mut tx, tenant).await?.ok_or(Error::NotFound {
         entity: "single sign-on connection",
@@ -406,6 +408,7 @@ pub async fn set(
     tenant: TenantId,
     input: Input,
 ) -> Result<ConnectionView> {
+    who.refuse_in_support("single sign-on")?;
     issuer(&input.issuer)?;
     let client_id = input.client_id.trim();
     if client_id.is_empty() || client_id.len() > 500 {
@@ -596,6 +599,7 @@ pub async fn set(
 /// Removes the tenant's connection (`sso:manage`; audited): its users sign in with passwords
 /// again; the identities it matched go with it.
 pub async fn remove(app: &App, who: &Principal, tenant: TenantId) -> Result<()> {
+    who.refuse_in_support("single sign-on")?;
     let mut tx = app.begin(who, tenant, MANAGE).await?;
     let c = sso::get(&mut tx, tenant).await?.ok_or(Error::NotFound {
         entity: "single sign-on connection",
@@ -617,6 +621,7 @@ pub async fn remove(app: &App, who: &Principal, tenant: TenantId) -> Result<()> 
 
 /// The tenant's domains (`sso:manage`).
 pub async fn domains(app: &App, who: &Principal, tenant: TenantId) -> Result<Vec<sso::Domain>> {
+    who.refuse_in_support("single sign-on")?;
     let mut tx = app.begin(who, tenant, MANAGE).await?;
     let list = sso::domains(&mut tx, tenant).await?;
     tx.rollback().await?;
@@ -631,6 +636,7 @@ pub async fn add_domain(
     tenant: TenantId,
     raw: &str,
 ) -> Result<sso::Domain> {
+    who.refuse_in_support("single sign-on")?;
     let domain = sso::domain_name(raw)?;
     let mut tx = app.begin(who, tenant, MANAGE).await?;
     let claimed = sso::domains(&mut tx, tenant).await?;
@@ -671,6 +677,7 @@ pub async fn verify_domain(
     tenant: TenantId,
     raw: &str,
 ) -> Result<sso::Domain> {
+    who.refuse_in_support("single sign-on")?;
     let domain = sso::domain_name(raw)?;
     let mut tx = app.begin(who, tenant, MANAGE).await?;
     let d = sso::domain(&mut tx, tenant, &domain)
@@ -714,6 +721,7 @@ pub async fn verify_domain(
 
 /// Gives up a domain (`sso:manage`; audited).
 pub async fn remove_domain(app: &App, who: &Principal, tenant: TenantId, raw: &str) -> Result<()> {
+    who.refuse_in_support("single sign-on")?;
     let domain = sso::domain_name(raw).unwrap_or_else(|_| raw.trim().to_ascii_lowercase());
     let mut tx = app.begin(who, tenant, MANAGE).await?;
     if !sso::remove_domain(&mut tx, tenant, &domain).await? {

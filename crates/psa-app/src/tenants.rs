@@ -112,6 +112,20 @@ pub async fn show(app: &App, who: &Principal, tenant: TenantId) -> Result<Tenant
     Ok(details)
 }
 
+/// A tenant's staff, oldest first, with their status and last sign-in (`tenant:read`).
+pub async fn people(
+    app: &App,
+    who: &Principal,
+    tenant: TenantId,
+) -> Result<Vec<psa_models::users::UserSummary>> {
+    let (mut tx, _) = app.begin_management(who, READ).await?;
+    psa_models::db::enter_tenant(&mut tx, tenant).await?;
+    psa_models::tenants::get(&mut tx, tenant).await?;
+    let list = psa_models::users::list(&mut tx, tenant).await?;
+    tx.rollback().await?;
+    Ok(list)
+}
+
 /// Gives a tenant a new slug (`tenant:update`): the name its people sign in with. Refused when
 /// it breaks the rules or another tenant has it (422 on `slug`, nothing written); audited in the
 /// management tenant with the old and the new slug. The same slug again changes nothing.

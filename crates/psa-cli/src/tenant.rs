@@ -75,6 +75,36 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Open a support session into a tenant: act as one of its users (default: its first
+    /// administrator) for a reason and 1-60 minutes. Prints a bearer token (shown once) for the
+    /// API; every write is audited with both identities. The events `support_session.started`
+    /// and `.ended`.
+    Support {
+        #[arg(value_parser = config::tenant_id)]
+        tenant_id: TenantId,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=60))]
+        minutes: Option<u32>,
+        /// The user's id (default: the tenant's first administrator).
+        #[arg(long)]
+        user: Option<uuid::Uuid>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A tenant's support sessions, newest first.
+    SupportSessions {
+        #[arg(value_parser = config::tenant_id)]
+        tenant_id: TenantId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a support session now.
+    SupportEnd {
+        #[arg(value_parser = config::tenant_id)]
+        tenant_id: TenantId,
+        support_session_id: uuid::Uuid,
+    },
     /// Give a tenant a new slug (the name its people sign in with); audited.
     SetSlug {
         #[arg(value_parser = config::tenant_id)]
@@ -666,6 +696,67 @@ pub async fn tenant(
             }
             Ok(())
         }
+        TenantCommand::Support {
+            tenant_id,
+            reason,
+            minutes,
+            user,
+            json,
+        } => {
+            let app = lifecycle_app(None).await?;
+            let req = psa_models::support::Request {
+                user: user.map(psa_models::UserId),
+                reason,
+                minutes,
+            };
+            let opened =
+                psa_app::support::open(&app, &crate::app::operator(), tenant_id, &req).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"token": opened.token.expose_secret(),
+                                       "support_session": opened.session})
+                );
+            } else {
+                print_support(std::slice::from_ref(&opened.session));
+                println!(
+                    "token        {} (shown once; a bearer token for the API until {})",
+                    opened.token.expose_secret(),
+                    opened.session.ends_at.format("%H:%M UTC")
+                );
+            }
+            Ok(())
+        }
+        TenantCommand::SupportSessions { tenant_id, json } => {
+            let app = lifecycle_app(None).await?;
+            let list = psa_app::support::list(&app, &crate::app::operator(), tenant_id).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&list).expect("support sessions serialise")
+                );
+            } else if list.is_empty() {
+                println!("no support sessions");
+            } else {
+                print_support(&list);
+            }
+            Ok(())
+        }
+        TenantCommand::SupportEnd {
+            tenant_id,
+            support_session_id,
+        } => {
+            let app = lifecycle_app(None).await?;
+            let s = psa_app::support::end(
+                &app,
+                &crate::app::operator(),
+                tenant_id,
+                support_session_id,
+            )
+            .await?;
+            print_support(std::slice::from_ref(&s));
+            Ok(())
+        }
         TenantCommand::SetSlug {
             tenant_id,
             slug,
@@ -777,5 +868,25 @@ pub async fn tenant(
                 Err(CliError::Reported)
             }
         }
+    }
+}
+
+/// Support sessions, one line each.
+fn print_support(list: &[psa_models::support::SupportSession]) {
+    for s in list {
+        let state = if s.is_open() {
+            format!("open until {}", s.ends_at.format("%Y-%m-%d %H:%M UTC"))
+        } else {
+            s.end_reason.clone().unwrap_or_else(|| "expired".into())
+        };
+        println!(
+            "{}  {}  by {} as {}  {}  ({})",
+            s.support_session_id,
+            s.started_at.format("%Y-%m-%d %H:%M UTC"),
+            s.operator,
+            s.user_email,
+            state,
+            s.reason
+        );
     }
 }

@@ -25,6 +25,10 @@ pub enum Actor {
     Platform(&'static str),
     /// Someone not signed in: a failed sign-in, a password-reset request.
     Anonymous,
+    /// Management staff in a support session (`crate::support`), acting as a user of the
+    /// tenant. Recorded as `support:<operator> as user:<id>`, the operator as the support
+    /// session names them.
+    Support { session: Uuid, user: UserId },
 }
 
 /// The kind of an [`Actor`], as `actor_kind` stores it.
@@ -37,15 +41,17 @@ pub enum ActorKind {
     Operator,
     Platform,
     Anonymous,
+    Support,
 }
 
 impl ActorKind {
-    pub const ALL: [ActorKind; 5] = [
+    pub const ALL: [ActorKind; 6] = [
         ActorKind::User,
         ActorKind::ApiKey,
         ActorKind::Operator,
         ActorKind::Platform,
         ActorKind::Anonymous,
+        ActorKind::Support,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +61,7 @@ impl ActorKind {
             ActorKind::Operator => "operator",
             ActorKind::Platform => "platform",
             ActorKind::Anonymous => "anonymous",
+            ActorKind::Support => "support",
         }
     }
 
@@ -65,7 +72,7 @@ impl ActorKind {
             .ok_or_else(|| {
                 Error::validation(
                     "actor_kind",
-                    "The actor kind must be user, api_key, operator, platform or anonymous",
+                    "The actor kind must be user, api_key, operator, platform, anonymous or support",
                 )
             })
     }
@@ -95,6 +102,7 @@ impl Actor {
             Actor::Operator { .. } => ActorKind::Operator,
             Actor::Platform(_) => ActorKind::Platform,
             Actor::Anonymous => ActorKind::Anonymous,
+            Actor::Support { .. } => ActorKind::Support,
         }
     }
 
@@ -106,13 +114,16 @@ impl Actor {
             Actor::Operator { account, host } => format!("{account}@{host}"),
             Actor::Platform(part) => (*part).to_owned(),
             Actor::Anonymous => String::new(),
+            Actor::Support { session, .. } => session.to_string(),
         }
     }
 
     /// The user behind a session or an API key.
     pub fn user(&self) -> Option<UserId> {
         match self {
-            Actor::User { user } | Actor::ApiKey { user, .. } => Some(*user),
+            Actor::User { user } | Actor::ApiKey { user, .. } | Actor::Support { user, .. } => {
+                Some(*user)
+            }
             _ => None,
         }
     }
@@ -125,6 +136,9 @@ impl fmt::Display for Actor {
         match self {
             Actor::ApiKey { key, user } => write!(f, "api_key:{key}/{}", user.0),
             Actor::Anonymous => f.write_str("anonymous"),
+            Actor::Support { session, user } => {
+                write!(f, "support:session {session} as user:{}", user.0)
+            }
             other => write!(f, "{}:{}", other.kind().as_str(), other.id()),
         }
     }
@@ -180,6 +194,9 @@ pub enum Action {
     RevokeSession,
     // Single sign-on.
     Verify,
+    // Support sessions.
+    StartSupportSession,
+    EndSupportSession,
 }
 
 impl Action {
@@ -224,6 +241,8 @@ impl Action {
         Action::SecondFactorFailed,
         Action::RevokeSession,
         Action::Verify,
+        Action::StartSupportSession,
+        Action::EndSupportSession,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -268,6 +287,8 @@ impl Action {
             Action::SecondFactorFailed => "second_factor_failed",
             Action::RevokeSession => "revoke_session",
             Action::Verify => "verify",
+            Action::StartSupportSession => "start_support_session",
+            Action::EndSupportSession => "end_support_session",
         }
     }
 
@@ -298,7 +319,33 @@ pub async fn record(
     entity_id: Option<Uuid>,
     details: serde_json::Value,
 ) -> Result<()> {
-    let written = sqlx::query(
+    let written = if let Actor::Support { session, user } = actor {
+        // Both identities, as the support session names them; the database copies the row to
+        // the operator's tenant (migration `support_sessions`).
+        let mut details = details;
+        if let Some(map) = details.as_object_mut() {
+            map.insert("support_session".into(), serde_json::json!(session));
+        }
+        sqlx::query(
+            "INSERT INTO audit_log (tenant, actor, actor_kind, actor_id, actor_user, action, \
+                                    entity_type, entity_id, details) \
+             SELECT $1, 'support:' || s.operator_name || ' as user:' || s.user_id, 'support', \
+                    s.operator_name, s.user_id, $4, $5, $6, $7 \
+             FROM support_sessions s \
+             WHERE s.tenant = $1 AND s.support_session_id = $2 AND s.user_id = $3",
+        )
+        .bind(tenant)
+        .bind(session)
+        .bind(user)
+        .bind(action.as_str())
+        .bind(entity_type)
+        .bind(entity_id)
+        .bind(details)
+        .execute(conn)
+        .await?
+        .rows_affected()
+    } else {
+        sqlx::query(
         "INSERT INTO audit_log (tenant, actor, actor_kind, actor_id, actor_user, action, \
                                 entity_type, entity_id, details) \
          SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
@@ -315,7 +362,8 @@ pub async fn record(
     .bind(details)
     .execute(conn)
     .await?
-    .rows_affected();
+    .rows_affected()
+    };
     // The tenant is not visible: it does not exist, or the transaction's tenant context is
     // another tenant's. A change must not commit without its entry, so this is an error, never
     // a silent skip.

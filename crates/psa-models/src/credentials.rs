@@ -38,6 +38,9 @@ pub struct Holder {
     pub tenant_active: bool,
     /// A session that may only set up a second factor (its tenant requires one).
     pub enrollment_only: bool,
+    /// The support session this session's token was opened for (`crate::support`): management
+    /// staff acting as the user.
+    pub support: Option<Uuid>,
 }
 
 pub(crate) fn new_token(prefix: &str) -> SecretString {
@@ -91,7 +94,7 @@ pub async fn authenticate_as(
     session_idle: std::time::Duration,
     used: Use,
 ) -> Result<Option<Holder>> {
-    type Row = (TenantId, UserId, Uuid, bool, bool, String, bool);
+    type Row = (TenantId, UserId, Uuid, bool, bool, String, bool, Option<Uuid>);
     // Through SECURITY DEFINER functions (migration `api_login_role`): the API's login role
     // finds a token across tenants without seeing any tenant's credentials.
     // Only a well-formed token reaches the database: a prefix and 32 random bytes in base64url
@@ -108,7 +111,7 @@ pub async fn authenticate_as(
     }
     let row: Option<Row> = sqlx::query_as(
         "SELECT tenant, user_id, credential_id, client_portal, stale, tenant_status, \
-                enrollment_only \
+                enrollment_only, support_session_id \
          FROM psa_authenticate($1, $2, $3)",
     )
     .bind(kind)
@@ -116,7 +119,7 @@ pub async fn authenticate_as(
     .bind(session_idle.as_secs_f64())
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some((tenant, _, id, _, true, _, _)) = &row
+    if let Some((tenant, _, id, _, true, _, _, _)) = &row
         && used == Use::Recorded
     {
         sqlx::query("SELECT psa_touch_credential($1, $2, $3)")
@@ -127,12 +130,13 @@ pub async fn authenticate_as(
             .await?;
     }
     Ok(row.map(
-        |(tenant, user, id, client_portal, _, status, enrolling)| Holder {
+        |(tenant, user, id, client_portal, _, status, enrolling, support)| Holder {
             tenant,
             user,
             client_portal,
             tenant_active: status == "active",
             enrollment_only: enrolling,
+            support,
             credential: if token.starts_with(SESSION_PREFIX) {
                 Credential::Session(id)
             } else {
@@ -228,7 +232,8 @@ pub struct SessionView {
     pub current: bool,
 }
 
-/// The user's open sessions, most recently used first.
+/// The user's open sessions, most recently used first (not the support sessions opened as
+/// them: those are the tenant's audit log's).
 pub async fn sessions_of(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -239,7 +244,7 @@ pub async fn sessions_of(
         "SELECT session_id, created_at, last_seen_at, expires_at, address, user_agent, \
                 second_factor \
          FROM sessions WHERE tenant = $1 AND user_id = $2 AND revoked_at IS NULL \
-           AND expires_at > now() ORDER BY last_seen_at DESC",
+           AND expires_at > now() AND support_session_id IS NULL ORDER BY last_seen_at DESC",
     )
     .bind(tenant)
     .bind(user)

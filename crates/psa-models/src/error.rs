@@ -50,6 +50,14 @@ pub enum Error {
     /// The actor lacks the permission the operation needs; the message names it.
     #[error("{0}")]
     Forbidden(Cow<'static, str>),
+    /// The actor may not do this here, whatever their permissions, for a reason `code` names
+    /// (`support_access_disabled`: the tenant refuses support sessions; `not_in_support_session`:
+    /// a support session does not touch credentials).
+    #[error("{message}")]
+    Refused {
+        code: &'static str,
+        message: Cow<'static, str>,
+    },
     /// A service the operation needs (Temporal, mail, the export store) cannot be used now, or
     /// is not configured here; nothing was written. `code`: `unavailable`, `mail_failed`.
     #[error("{message}")]
@@ -78,6 +86,7 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::Unavailable { code, .. } => code,
             Error::InvalidState { code, .. } => code,
+            Error::Refused { code, .. } => code,
             Error::Database(_) | Error::Internal(_) => "internal",
         }
     }

@@ -48,6 +48,10 @@ pub enum EventType {
     TenantTrialEnded,
     #[serde(rename = "tenant.trial_extended")]
     TenantTrialExtended,
+    #[serde(rename = "support_session.started")]
+    SupportSessionStarted,
+    #[serde(rename = "support_session.ended")]
+    SupportSessionEnded,
     #[serde(rename = "webhook_endpoint.disabled")]
     WebhookEndpointDisabled,
     /// Sent to one endpoint on request (`psa webhooks test`), never fanned out.
@@ -56,7 +60,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 17] = [
+    pub const ALL: [EventType; 19] = [
         EventType::TenantProvisioned,
         EventType::TenantProvisioningFailed,
         EventType::CustomerTracked,
@@ -72,6 +76,8 @@ impl EventType {
         EventType::TenantTrialEnding,
         EventType::TenantTrialEnded,
         EventType::TenantTrialExtended,
+        EventType::SupportSessionStarted,
+        EventType::SupportSessionEnded,
         EventType::WebhookEndpointDisabled,
         EventType::WebhookEndpointTest,
     ];
@@ -93,6 +99,8 @@ impl EventType {
             EventType::TenantTrialEnding => "tenant.trial_ending",
             EventType::TenantTrialEnded => "tenant.trial_ended",
             EventType::TenantTrialExtended => "tenant.trial_extended",
+            EventType::SupportSessionStarted => "support_session.started",
+            EventType::SupportSessionEnded => "support_session.ended",
             EventType::WebhookEndpointDisabled => "webhook_endpoint.disabled",
             EventType::WebhookEndpointTest => "webhook_endpoint.test",
         }

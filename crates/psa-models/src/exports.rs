@@ -540,6 +540,7 @@ pub const EXPORTED: &[(&str, &[&str])] = &[
             "user_agent",
             "enrollment_only",
             "second_factor",
+            "support_session_id",
         ],
     ),
     (
@@ -582,6 +583,24 @@ pub const EXPORTED: &[(&str, &[&str])] = &[
             "user_id",
             "created_at",
             "last_login_at",
+        ],
+    ),
+    (
+        "support_sessions",
+        &[
+            "tenant",
+            "support_session_id",
+            "user_id",
+            "operator_tenant",
+            "operator_user_id",
+            "operator_name",
+            "operator_session_id",
+            "operator_api_key_id",
+            "reason",
+            "started_at",
+            "ends_at",
+            "ended_at",
+            "end_reason",
         ],
     ),
     (
@@ -737,6 +756,7 @@ pub const EXPORTED: &[(&str, &[&str])] = &[
             "status_changed_at",
             "slug",
             "mfa_required",
+            "support_access",
         ],
     ),
     (

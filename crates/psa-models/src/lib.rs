@@ -37,6 +37,7 @@ pub mod search;
 pub mod seeds;
 pub mod sign_in;
 pub mod sso;
+pub mod support;
 pub mod tags;
 pub mod tenants;
 pub mod users;

@@ -124,6 +124,11 @@ pub struct TenantDetails {
     pub customer: CustomerRecord,
     /// Its plan and seats (the management tenant has none).
     pub subscription: Option<crate::plans::Subscription>,
+    /// The management tenant: no lifecycle, plan or support session applies to it.
+    pub is_management: bool,
+    /// Whether it lets the platform's support staff in (`allowed`, `disabled`): its
+    /// administrators decide.
+    pub support_access: String,
 }
 
 /// The outcome of a change: the tenant as it is now, where it came from, and whether its
@@ -143,6 +148,7 @@ struct Row {
     company_name: String,
     slug: String,
     is_management: bool,
+    support_access: String,
     status: TenantStatus,
     status_reason: Option<String>,
     status_changed_at: Option<DateTime<Utc>>,
@@ -152,12 +158,12 @@ struct Row {
 async fn row(conn: &mut PgConnection, tenant: TenantId, lock: bool) -> Result<Row> {
     db::enter_tenant(conn, tenant).await?;
     let sql = if lock {
-        "SELECT company_name, slug, is_management, status, status_reason, status_changed_at, \
-                created_at \
+        "SELECT company_name, slug, is_management, support_access, status, status_reason, \
+                status_changed_at, created_at \
          FROM tenants WHERE tenant = $1 FOR NO KEY UPDATE"
     } else {
-        "SELECT company_name, slug, is_management, status, status_reason, status_changed_at, \
-                created_at \
+        "SELECT company_name, slug, is_management, support_access, status, status_reason, \
+                status_changed_at, created_at \
          FROM tenants WHERE tenant = $1"
     };
     sqlx::query_as::<_, Row>(sql)
@@ -231,8 +237,18 @@ async fn set_status(
     .bind(tenant)
     .bind(status)
     .bind(reason)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    // A tenant that is not active has no support session into it (its tokens are refused
+    // already; this records the end, so that reactivating does not bring one back).
+    if status != TenantStatus::Active {
+        crate::support::end_all_of_tenant(
+            conn,
+            tenant,
+            crate::support::EndReason::TenantSuspended,
+            "platform:lifecycle",
+        ).await?;
+    }
     Ok(())
 }
 
@@ -1059,6 +1075,8 @@ pub async fn show(
         deletion,
         customer,
         subscription,
+        is_management: r.is_management,
+        support_access: r.support_access,
     })
 }
 

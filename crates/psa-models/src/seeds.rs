@@ -116,7 +116,7 @@ const MSP_PERMISSIONS: &[(&str, &[&str])] = &[
     ("settings", CRUD),
     // Ours: provisioning tenants and their lifecycle (update: suspend, reactivate, restore,
     // export; delete: cancel, delete), allowed to callers of the management tenant only.
-    ("tenant", CRUD),
+    ("tenant", &["create", "read", "update", "delete", "support"]),
     // Ours: the webhook endpoints that carry the platform's events (management tenant only).
     ("webhook", CRUD),
     // Ours: the tenant's single sign-on (its provider, verified domains), for its Admin.

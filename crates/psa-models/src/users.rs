@@ -384,6 +384,8 @@ pub struct UserSummary {
     /// Has a second factor (an authenticator app).
     pub two_factor_enabled: bool,
     pub created_at: DateTime<Utc>,
+    /// Their last sign-in (as the audit log records it), if any.
+    pub last_sign_in_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<String> for UserStatus {
@@ -401,7 +403,10 @@ impl TryFrom<String> for UserStatus {
 const SUMMARY: &str = "SELECT u.user_id, u.email, u.first_name, u.last_name, \
        coalesce(array_agg(r.role_name ORDER BY r.role_name) FILTER (WHERE r.role_id IS NOT NULL), '{}') AS roles, \
        CASE WHEN u.is_inactive THEN 'inactive' WHEN u.hashed_password IS NULL THEN 'invited' ELSE 'active' END AS status, \
-       u.two_factor_enabled, u.created_at \
+       u.two_factor_enabled, u.created_at, \
+       (SELECT max(a.created_at) FROM audit_log a \
+        WHERE a.tenant = u.tenant AND a.actor_kind = 'user' AND a.actor_id = u.user_id::text \
+          AND a.action = 'login') AS last_sign_in_at \
      FROM users u \
      LEFT JOIN user_roles ur ON ur.tenant = u.tenant AND ur.user_id = u.user_id \
      LEFT JOIN roles r ON r.tenant = ur.tenant AND r.role_id = ur.role_id AND r.msp \

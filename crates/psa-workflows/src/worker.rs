@@ -291,8 +291,8 @@ pub struct Retention {
 
 /// The worker's housekeeping, every `interval`: rolls back runs cut off half-way, starts
 /// deletions whose starter could not reach Temporal and tells deletions confirmed meanwhile,
-/// starts the watchers of trials and overdue payments that have none,
-/// applies the retention rules, and refreshes the lifecycle and webhook gauges. Every worker
+/// starts the watchers of trials and overdue payments that have none, records the end of
+/// support sessions that lapsed, applies the retention rules, and refreshes the lifecycle and webhook gauges. Every worker
 /// runs it; each step is safe to run from many at once.
 pub async fn housekeeping(workflows: TenantWorkflows, interval: Duration, retention: Retention) {
     let mut tick = tokio::time::interval(interval);
@@ -308,6 +308,11 @@ pub async fn housekeeping(workflows: TenantWorkflows, interval: Duration, retent
         let settled = chrono::Utc::now() - chrono::Duration::seconds(30);
         if let Err(e) = crate::deadlines::start_pending(&workflows, settled).await {
             tracing::warn!(error = %e, "starting deadline watchers failed; will retry");
+        }
+        match psa_models::support::close_lapsed(&workflows.pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(ended = n, "support sessions that lapsed were ended"),
+            Err(e) => tracing::warn!(error = %e, "ending lapsed support sessions failed; will retry"),
         }
         match psa_models::retention::expire(&workflows.pool, &retention.store, retention.keep).await
         {

@@ -68,6 +68,7 @@ fn kind_label(kind: ActorKind) -> &'static str {
         ActorKind::Operator => "Operator (command line)",
         ActorKind::Platform => "The platform",
         ActorKind::Anonymous => "Not signed in",
+        ActorKind::Support => "Support session",
     }
 }
 
@@ -85,6 +86,14 @@ fn who(e: &audit::Entry) -> String {
         ActorKind::Operator => format!("operator {}", e.actor_id),
         ActorKind::Platform => format!("platform: {}", e.actor_id),
         ActorKind::Anonymous => "not signed in".into(),
+        ActorKind::Support => format!(
+            "support: {} as {}",
+            e.actor_id,
+            email.unwrap_or_else(|| {
+                e.actor_user
+                    .map_or_else(|| "a user".to_owned(), |u| format!("user {u}"))
+            })
+        ),
     }
 }
 

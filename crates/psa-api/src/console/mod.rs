@@ -14,6 +14,7 @@ mod events;
 mod provision;
 mod security;
 mod sso;
+mod support;
 mod tenants;
 mod users;
 
@@ -52,6 +53,19 @@ fn cookie_name(state: &AppState) -> &'static str {
     }
 }
 
+/// A support session's cookie: beside the operator's own, which it does not replace, so that
+/// ending the support session returns the operator to their console.
+const SUPPORT_COOKIE: &str = "psa_support";
+const HOST_SUPPORT_COOKIE: &str = "__Host-psa_support";
+
+fn support_cookie_name(state: &AppState) -> &'static str {
+    if state.app.delivery.public_url.scheme() == "https" {
+        HOST_SUPPORT_COOKIE
+    } else {
+        SUPPORT_COOKIE
+    }
+}
+
 /// The console's routes (under `/console`) and its stylesheet.
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -76,6 +90,7 @@ pub fn routes() -> Router<AppState> {
         .merge(account::routes())
         .merge(security::routes())
         .merge(sso::routes())
+        .merge(support::routes())
         .route(
             "/assets/console.js",
             get(|| async {
@@ -121,6 +136,8 @@ pub struct Console {
     pub sees_users: bool,
     /// Manages the tenant's single sign-on (`sso:manage`): the navigation shows the page.
     pub manages_sso: bool,
+    /// The support session this console acts in (its banner), if any.
+    pub support: Option<psa_models::support::SupportSession>,
 }
 
 /// Why a console request was refused: to the sign-in page, or a page saying so.
@@ -186,11 +203,27 @@ impl FromRequestParts<AppState> for Console {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let jar = CookieJar::from_headers(&parts.headers);
-        let token = jar
-            .get(cookie_name(state))
-            .map(|c| c.value().to_owned())
-            .ok_or(Refused::SignIn)?;
-        let caller = Caller::from_token(state, &token, parts.uri.path()).await?;
+        let path = parts.uri.path();
+        // A support session's cookie, while it holds, is who the console acts as; once it has
+        // ended, the operator's own session again.
+        let support = match jar.get(support_cookie_name(state)) {
+            Some(c) => match Caller::from_token(state, c.value(), path).await {
+                Ok(caller) if caller.support.is_some() => Some((c.value().to_owned(), caller)),
+                _ => None,
+            },
+            None => None,
+        };
+        let (token, caller) = match support {
+            Some(found) => found,
+            None => {
+                let token = jar
+                    .get(cookie_name(state))
+                    .map(|c| c.value().to_owned())
+                    .ok_or(Refused::SignIn)?;
+                let caller = Caller::from_token(state, &token, path).await?;
+                (token, caller)
+            }
+        };
         // Read in the caller's own confined transaction (the API's role sees no other tenant).
         let mut tx = psa_models::db::begin_tenant(&state.pool, caller.tenant)
             .await
@@ -206,7 +239,11 @@ impl FromRequestParts<AppState> for Console {
             .may(&mut tx, Permission(Resource::Sso, Action::Manage))
             .await?;
         tx.rollback().await.map_err(ApiError::from)?;
+        let support = psa_app::support::current(&state.app, &caller.principal())
+            .await
+            .map_err(ApiError::from)?;
         Ok(Console {
+            support,
             csrf: csrf_token(&token),
             session_token: SecretString::from(token.clone()),
             tenant_name: tenant.company_name,
@@ -242,6 +279,11 @@ impl Console {
             management: self.management,
             sees_users: self.sees_users,
             manages_sso: self.manages_sso,
+            support: self.support.as_ref().map(|s| SupportBanner {
+                operator: s.operator.clone(),
+                user: s.user_email.clone(),
+                ends_at: s.ends_at.format("%H:%M UTC").to_string(),
+            }),
         })
     }
 
@@ -275,6 +317,15 @@ pub struct Nav {
     pub management: bool,
     pub sees_users: bool,
     pub manages_sso: bool,
+    /// In a support session: the banner on every page.
+    pub support: Option<SupportBanner>,
+}
+
+/// "Support session by OPERATOR as USER, ends at HH:MM. End now".
+pub struct SupportBanner {
+    pub operator: String,
+    pub user: String,
+    pub ends_at: String,
 }
 
 fn page(status: StatusCode, template: impl Template) -> Response {
@@ -897,6 +948,10 @@ async fn sign_out(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&form.csrf)?;
+    // Signing out of a support session ends it and returns to the operator's own console.
+    if console.support.is_some() {
+        return support::leave(&state, &console, jar).await;
+    }
     if let crate::auth::Credential::Session(_) = console.caller.credential {
         psa_app::sessions::sign_out(&state.app, &console.caller.principal())
             .await

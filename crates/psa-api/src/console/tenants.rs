@@ -224,6 +224,34 @@ struct TenantPage {
     trial_over: bool,
     /// The plans the tenant may be put on (offered ones, and its own).
     plans: Vec<psa_models::plans::Plan>,
+    /// Its staff, with status and last sign-in.
+    people: Vec<Person>,
+    /// The caller may open support sessions (`tenant:support`) and the tenant is one to open
+    /// them into; `support_refused` says why none can be opened now.
+    can_support: bool,
+    support_refused: Option<&'static str>,
+    support_sessions: Vec<SupportRow>,
+}
+
+struct Person {
+    id: String,
+    email: String,
+    name: String,
+    roles: String,
+    status: &'static str,
+    last_sign_in: String,
+    admin: bool,
+}
+
+struct SupportRow {
+    id: String,
+    operator: String,
+    user: String,
+    reason: String,
+    started: String,
+    /// `open`, or how it ended.
+    state: String,
+    open: bool,
 }
 
 fn tenant_page(console: &Console, t: TenantDetails) -> TenantPage {
@@ -241,13 +269,24 @@ fn tenant_page(console: &Console, t: TenantDetails) -> TenantPage {
         created: when(t.created_at),
         delete_after: t.deletion.as_ref().map(|d| when(d.delete_after)),
         csrf: console.csrf.clone(),
-        can_suspend: t.status == TenantStatus::Active,
+        // The management tenant has no lifecycle: none of the forms it would refuse.
+        can_suspend: t.status == TenantStatus::Active && !t.is_management,
         can_reactivate: t.status == TenantStatus::Suspended && !trial_over,
-        can_cancel: t.status != TenantStatus::Canceled,
+        can_cancel: t.status != TenantStatus::Canceled && !t.is_management,
         can_extend: trialing.is_some() && t.status != TenantStatus::Canceled,
         trial_over,
         plans: Vec::new(),
         can_restore: t.status == TenantStatus::Canceled,
+        people: Vec::new(),
+        can_support: false,
+        support_refused: if t.status != TenantStatus::Active {
+            Some("It is not active: support sessions need an active tenant.")
+        } else if t.support_access != "allowed" {
+            Some("Its administrators have turned support access off.")
+        } else {
+            None
+        },
+        support_sessions: Vec::new(),
         t,
     }
 }
@@ -320,13 +359,72 @@ async fn full_page(state: &AppState, console: &Console, t: TenantDetails) -> Ten
                 .collect()
         })
         .unwrap_or_default();
+    let who = console.caller.principal();
+    let id = t.tenant_id;
+    let people = psa_app::tenants::people(&state.app, &who, id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|u| Person {
+            id: u.user_id.0.to_string(),
+            name: [u.first_name.as_deref(), u.last_name.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" "),
+            admin: u.roles.iter().any(|r| r == "Admin"),
+            roles: u.roles.join(", "),
+            status: match u.status {
+                psa_models::users::UserStatus::Invited => "invited",
+                psa_models::users::UserStatus::Active => "active",
+                psa_models::users::UserStatus::Inactive => "inactive",
+            },
+            last_sign_in: u.last_sign_in_at.map_or_else(|| "never".to_owned(), when),
+            email: u.email,
+        })
+        .collect();
+    let support_sessions = psa_app::support::list(&state.app, &who, id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .take(10)
+        .map(|s| SupportRow {
+            id: s.support_session_id.to_string(),
+            open: s.is_open(),
+            state: if s.is_open() {
+                format!("open until {}", s.ends_at.format("%H:%M UTC"))
+            } else {
+                s.end_reason.clone().unwrap_or_else(|| "expired".into()).replace('_', " ")
+            },
+            operator: s.operator,
+            user: s.user_email,
+            reason: s.reason,
+            started: when(s.started_at),
+        })
+        .collect();
+    let can_support = !t.is_management && may_support(state, console).await;
     TenantPage {
         plans,
+        people,
+        support_sessions,
+        can_support,
         ..tenant_page(console, t)
     }
 }
 
-async fn after(
+/// Whether the caller holds `tenant:support` (a failure to check offers nothing).
+async fn may_support(state: &AppState, console: &Console) -> bool {
+    let Ok(mut tx) = psa_models::db::begin_tenant(&state.pool, console.caller.tenant).await else {
+        return false;
+    };
+    console
+        .caller
+        .may(&mut tx, Permission(Resource::Tenant, Action::Support))
+        .await
+        .unwrap_or(false)
+}
+
+pub(super) async fn after(
     state: &AppState,
     console: &Console,
     id: TenantId,
@@ -342,7 +440,7 @@ async fn after(
     }
 }
 
-async fn refused(
+pub(super) async fn refused(
     state: &AppState,
     console: &Console,
     id: TenantId,
