@@ -168,6 +168,7 @@ async fn the_request_transaction_is_confined_even_without_a_tenant_filter() {
         user: b.admin,
         credential: psa_api::auth::Credential::ApiKey(uuid::Uuid::nil()),
         client_portal: false,
+        support: None,
     });
     let mut tx = caller
         .authorize(

@@ -20,6 +20,7 @@ mod rbac;
 mod search;
 mod sign_in;
 mod sso;
+mod support;
 mod tags;
 mod user_admin;
 mod webhooks;
