@@ -743,7 +743,9 @@ pub(crate) async fn verify_own_password(
     caller: &Caller,
     password: &SecretString,
 ) -> Result<(), ApiError> {
-    caller.principal().refuse_in_support("the user's password")?;
+    caller
+        .principal()
+        .refuse_in_support("the user's password")?;
     let mut tx = db::begin_tenant(&state.pool, caller.tenant).await?;
     let user = users::get(&mut tx, caller.tenant, caller.user).await?;
     let current = users::password_hash(&mut tx, caller.tenant, caller.user).await?;
@@ -764,7 +766,9 @@ pub async fn change_own_password(
     caller: &Caller,
     req: &ChangePasswordRequest,
 ) -> Result<(), ApiError> {
-    caller.principal().refuse_in_support("the user's password")?;
+    caller
+        .principal()
+        .refuse_in_support("the user's password")?;
     let mut tx = db::begin_tenant(&state.pool, caller.tenant).await?;
     let user = users::get(&mut tx, caller.tenant, caller.user).await?;
     let current = users::password_hash(&mut tx, caller.tenant, caller.user).await?;

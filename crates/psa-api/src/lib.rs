@@ -234,9 +234,12 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(lifecycle::get_export))
         .routes(routes!(lifecycle::archive))
         .routes(routes!(search::search))
-        .routes(routes!(support::open, support::list))
-        .routes(routes!(support::end))
-        .routes(routes!(support::own))
+        .routes(routes!(
+            support::open_support_session,
+            support::list_support_sessions
+        ))
+        .routes(routes!(support::end_support_session))
+        .routes(routes!(support::own_support))
         .routes(routes!(customers::list))
         .routes(routes!(customers::export_csv))
         .routes(routes!(customers::repair))

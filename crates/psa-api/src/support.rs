@@ -60,7 +60,7 @@ pub struct SupportSessionList {
     responses((status = 201, body = OpenedSupportSession), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
-pub async fn open(
+pub async fn open_support_session(
     State(state): State<AppState>,
     caller: Caller,
     PathId(tenant): PathId<TenantId>,
@@ -92,7 +92,7 @@ pub async fn open(
     security(("bearer" = [])), params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = SupportSessionList), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
-pub async fn list(
+pub async fn list_support_sessions(
     State(state): State<AppState>,
     caller: Caller,
     PathId(tenant): PathId<TenantId>,
@@ -109,7 +109,7 @@ pub async fn list(
     params(("id" = uuid::Uuid, Path), ("session_id" = uuid::Uuid, Path)),
     responses((status = 200, body = SupportSession), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
-pub async fn end(
+pub async fn end_support_session(
     State(state): State<AppState>,
     caller: Caller,
     PathIds(tenant, id): PathIds<TenantId, uuid::Uuid>,
@@ -124,7 +124,7 @@ pub async fn end(
 /// (403 `not_in_support_session`). Change the setting with `PATCH /api/v1/security-policy`.
 #[utoipa::path(get, path = "/api/v1/support-sessions", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = psa_app::support::TenantView), (status = 403, body = ErrorBody)))]
-pub async fn own(
+pub async fn own_support(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<psa_app::support::TenantView>, ApiError> {

@@ -146,7 +146,12 @@ pub async fn access(app: &App, who: &Principal, tenant: TenantId) -> Result<bool
 
 /// The tenant's administrators allow or refuse support sessions (`user:update`; audited with
 /// before and after). Refusing ends those open now.
-pub async fn set_access(app: &App, who: &Principal, tenant: TenantId, allowed: bool) -> Result<bool> {
+pub async fn set_access(
+    app: &App,
+    who: &Principal,
+    tenant: TenantId,
+    allowed: bool,
+) -> Result<bool> {
     who.refuse_in_support("the tenant's support access")?;
     let mut tx = app
         .begin(who, tenant, Permission(Resource::User, Access::Update))

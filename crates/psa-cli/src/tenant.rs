@@ -747,13 +747,9 @@ pub async fn tenant(
             support_session_id,
         } => {
             let app = lifecycle_app(None).await?;
-            let s = psa_app::support::end(
-                &app,
-                &crate::app::operator(),
-                tenant_id,
-                support_session_id,
-            )
-            .await?;
+            let s =
+                psa_app::support::end(&app, &crate::app::operator(), tenant_id, support_session_id)
+                    .await?;
             print_support(std::slice::from_ref(&s));
             Ok(())
         }

@@ -346,23 +346,23 @@ pub async fn record(
         .rows_affected()
     } else {
         sqlx::query(
-        "INSERT INTO audit_log (tenant, actor, actor_kind, actor_id, actor_user, action, \
+            "INSERT INTO audit_log (tenant, actor, actor_kind, actor_id, actor_user, action, \
                                 entity_type, entity_id, details) \
          SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
          WHERE EXISTS (SELECT 1 FROM tenants WHERE tenant = $1)",
-    )
-    .bind(tenant)
-    .bind(actor.to_string())
-    .bind(actor.kind().as_str())
-    .bind(actor.id())
-    .bind(actor.user())
-    .bind(action.as_str())
-    .bind(entity_type)
-    .bind(entity_id)
-    .bind(details)
-    .execute(conn)
-    .await?
-    .rows_affected()
+        )
+        .bind(tenant)
+        .bind(actor.to_string())
+        .bind(actor.kind().as_str())
+        .bind(actor.id())
+        .bind(actor.user())
+        .bind(action.as_str())
+        .bind(entity_type)
+        .bind(entity_id)
+        .bind(details)
+        .execute(conn)
+        .await?
+        .rows_affected()
     };
     // The tenant is not visible: it does not exist, or the transaction's tenant context is
     // another tenant's. A change must not commit without its entry, so this is an error, never

@@ -94,7 +94,16 @@ pub async fn authenticate_as(
     session_idle: std::time::Duration,
     used: Use,
 ) -> Result<Option<Holder>> {
-    type Row = (TenantId, UserId, Uuid, bool, bool, String, bool, Option<Uuid>);
+    type Row = (
+        TenantId,
+        UserId,
+        Uuid,
+        bool,
+        bool,
+        String,
+        bool,
+        Option<Uuid>,
+    );
     // Through SECURITY DEFINER functions (migration `api_login_role`): the API's login role
     // finds a token across tenants without seeing any tenant's credentials.
     // Only a well-formed token reaches the database: a prefix and 32 random bytes in base64url

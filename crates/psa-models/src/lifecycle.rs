@@ -247,7 +247,8 @@ async fn set_status(
             tenant,
             crate::support::EndReason::TenantSuspended,
             "platform:lifecycle",
-        ).await?;
+        )
+        .await?;
     }
     Ok(())
 }

@@ -446,7 +446,10 @@ async fn record_event(
         kind,
         Some(session.tenant_id),
         serde_json::to_value(session).map_err(Error::internal)?,
-        Some(&format!("support_session/{}/{kind}", session.support_session_id)),
+        Some(&format!(
+            "support_session/{}/{kind}",
+            session.support_session_id
+        )),
     )
     .await?;
     db::enter_tenant(conn, session.tenant_id).await?;

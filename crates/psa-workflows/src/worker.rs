@@ -312,7 +312,9 @@ pub async fn housekeeping(workflows: TenantWorkflows, interval: Duration, retent
         match psa_models::support::close_lapsed(&workflows.pool).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(ended = n, "support sessions that lapsed were ended"),
-            Err(e) => tracing::warn!(error = %e, "ending lapsed support sessions failed; will retry"),
+            Err(e) => {
+                tracing::warn!(error = %e, "ending lapsed support sessions failed; will retry")
+            }
         }
         match psa_models::retention::expire(&workflows.pool, &retention.store, retention.keep).await
         {

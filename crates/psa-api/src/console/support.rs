@@ -62,9 +62,13 @@ async fn access_view(
     notice: Option<&'static str>,
     error: Option<String>,
 ) -> Result<Response, Refused> {
-    let v = psa_app::support::own_view(&state.app, &console.caller.principal(), console.caller.tenant)
-        .await
-        .map_err(ApiError::from)?;
+    let v = psa_app::support::own_view(
+        &state.app,
+        &console.caller.principal(),
+        console.caller.tenant,
+    )
+    .await
+    .map_err(ApiError::from)?;
     Ok(page(
         status,
         AccessPage {
@@ -80,7 +84,10 @@ async fn access_view(
                     state: if s.is_open() {
                         format!("open until {}", s.ends_at.format("%H:%M UTC"))
                     } else {
-                        s.end_reason.clone().unwrap_or_else(|| "expired".into()).replace('_', " ")
+                        s.end_reason
+                            .clone()
+                            .unwrap_or_else(|| "expired".into())
+                            .replace('_', " ")
                     },
                     operator: s.operator,
                     user: s.user_email,
@@ -143,7 +150,14 @@ async fn set_access(
             access_view(&state, &console, StatusCode::OK, Some(notice), None).await
         }
         Err(psa_models::Error::Forbidden(m)) => {
-            access_view(&state, &console, StatusCode::FORBIDDEN, None, Some(m.into_owned())).await
+            access_view(
+                &state,
+                &console,
+                StatusCode::FORBIDDEN,
+                None,
+                Some(m.into_owned()),
+            )
+            .await
         }
         Err(e) => Err(ApiError::from(e).into()),
     }

@@ -394,7 +394,10 @@ async fn full_page(state: &AppState, console: &Console, t: TenantDetails) -> Ten
             state: if s.is_open() {
                 format!("open until {}", s.ends_at.format("%H:%M UTC"))
             } else {
-                s.end_reason.clone().unwrap_or_else(|| "expired".into()).replace('_', " ")
+                s.end_reason
+                    .clone()
+                    .unwrap_or_else(|| "expired".into())
+                    .replace('_', " ")
             },
             operator: s.operator,
             user: s.user_email,

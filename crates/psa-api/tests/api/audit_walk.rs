@@ -848,6 +848,30 @@ async fn api_plans(w: &mut Walk<'_>, key: &str) {
         StatusCode::OK,
     )
     .await;
+    // A support session into the Plan Walk tenant, opened and ended.
+    let opened = w
+        .api(
+            Method::POST,
+            "/api/v1/tenants/{id}/support-sessions",
+            &format!("/api/v1/tenants/{tenant}/support-sessions"),
+            key,
+            Some(json!({"reason": "walk", "minutes": 5})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let sid = opened["support_session"]["support_session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.api(
+        Method::POST,
+        "/api/v1/tenants/{id}/support-sessions/{session_id}/end",
+        &format!("/api/v1/tenants/{tenant}/support-sessions/{sid}/end"),
+        key,
+        None,
+        StatusCode::OK,
+    )
+    .await;
     // The billing system's word on the Plan Walk tenant: signed, applied, audited.
     let body = serde_json::to_vec(&json!({
         "id": "evt_walk", "object": "event", "type": "customer.subscription.updated",
@@ -1131,6 +1155,20 @@ async fn console_security(w: &mut Walk<'_>, session: &str, csrf: &str) {
             session,
             &fields,
             StatusCode::SEE_OTHER,
+        )
+        .await;
+    }
+    for on in [None, Some("yes")] {
+        let mut fields = vec![("csrf", csrf)];
+        if let Some(v) = on {
+            fields.push(("allowed", v));
+        }
+        w.form(
+            "/console/support-access",
+            "/console/support-access",
+            session,
+            &fields,
+            StatusCode::OK,
         )
         .await;
     }
@@ -1862,6 +1900,62 @@ async fn console_tenants(w: &mut Walk<'_>, session: &str, csrf: &str) {
         &format!("{page}/trial"),
         session,
         &[("csrf", csrf), ("days", "5")],
+        StatusCode::OK,
+    )
+    .await;
+    // A support session from the tenant's page: ended from its banner, then another from the
+    // tenant's page.
+    let support = [("csrf", csrf), ("reason", "walk"), ("minutes", "5")];
+    let r = w
+        .form(
+            "/console/tenants/{id}/support",
+            &format!("{page}/support"),
+            session,
+            &support,
+            StatusCode::SEE_OTHER,
+        )
+        .await;
+    let token = r
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("psa_support="))
+        .and_then(|v| v.split(';').next())
+        .expect("the support session's cookie")
+        .to_owned();
+    let inside = format!("{session}; psa_support={token}");
+    let inside_csrf = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        format!("psa-console-csrf:{token}").as_bytes(),
+    ));
+    w.form(
+        "/console/support/end",
+        "/console/support/end",
+        &inside,
+        &[("csrf", &inside_csrf)],
+        StatusCode::SEE_OTHER,
+    )
+    .await;
+    w.form(
+        "/console/tenants/{id}/support",
+        &format!("{page}/support"),
+        session,
+        &support,
+        StatusCode::SEE_OTHER,
+    )
+    .await;
+    let open: uuid::Uuid = sqlx::query_scalar(
+        "SELECT support_session_id FROM support_sessions WHERE tenant = $1 AND ended_at IS NULL",
+    )
+    .bind(tenant)
+    .fetch_one(&w.p.app.db.pool)
+    .await
+    .unwrap();
+    w.form(
+        "/console/tenants/{id}/support/{session}/end",
+        &format!("{page}/support/{open}/end"),
+        session,
+        &[("csrf", csrf)],
         StatusCode::OK,
     )
     .await;

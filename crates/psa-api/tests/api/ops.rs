@@ -124,6 +124,13 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
         ("PATCH", "/api/v1/plans/{code}"),
         ("POST", "/api/v1/tenants/{id}/subscription"),
         ("POST", "/api/v1/tenants/{id}/trial/extend"),
+        ("POST", "/api/v1/tenants/{id}/support-sessions"),
+        ("GET", "/api/v1/tenants/{id}/support-sessions"),
+        (
+            "POST",
+            "/api/v1/tenants/{id}/support-sessions/{session_id}/end",
+        ),
+        ("GET", "/api/v1/support-sessions"),
         ("POST", "/api/v1/billing/stripe/webhook"),
         ("GET", "/api/v1/search"),
         ("GET", "/api/v1/sso/connection"),

@@ -274,6 +274,7 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
             ("patch", "/api/v1/plans/{code}") => json!({"name": "Denied"}),
             ("post", "/api/v1/tenants/{id}/subscription") => json!({"plan": "standard"}),
             ("post", "/api/v1/tenants/{id}/trial/extend") => json!({"days": 7}),
+            ("post", "/api/v1/tenants/{id}/support-sessions") => json!({"reason": "denied"}),
             ("post", p)
                 if p.ends_with("/deactivate")
                     || p.ends_with("/reactivate")
@@ -285,6 +286,7 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
                     || p.ends_with("/retry")
                     || p.ends_with("/revoke-api-keys")
                     || p.ends_with("/reset-mfa")
+                    || p.ends_with("/end")
                     || p.ends_with("/verify") =>
             {
                 return None;
@@ -354,6 +356,7 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
                 .replace("{workflow_id}", "tenant-creation-denied")
                 .replace("{export_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{delivery_id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{session_id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{id}", &uuid::Uuid::new_v4().to_string())
                 .replace("{domain}", "denied.example")
                 .replace("{code}", "standard");

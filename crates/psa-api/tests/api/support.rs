@@ -71,10 +71,9 @@ async fn a_support_session_acts_as_the_user_with_both_identities_in_both_tenants
     // As the tenant's first administrator by default, for the length asked.
     assert_eq!(r["support_session"]["user_email"], acme.admin_email);
     assert_eq!(r["support_session"]["operator"], mgmt.admin_email);
-    let started = chrono::DateTime::parse_from_rfc3339(
-        r["support_session"]["started_at"].as_str().unwrap(),
-    )
-    .unwrap();
+    let started =
+        chrono::DateTime::parse_from_rfc3339(r["support_session"]["started_at"].as_str().unwrap())
+            .unwrap();
     let ends = chrono::DateTime::parse_from_rfc3339(r["expires_at"].as_str().unwrap()).unwrap();
     assert_eq!((ends - started).num_minutes(), 20);
 
@@ -90,7 +89,14 @@ async fn a_support_session_acts_as_the_user_with_both_identities_in_both_tenants
         .await;
     assert_eq!(status, StatusCode::CREATED, "{company}");
     let company_id: uuid::Uuid = company["company_id"].as_str().unwrap().parse().unwrap();
-    type Row = (uuid::Uuid, String, String, String, Option<uuid::Uuid>, Value);
+    type Row = (
+        uuid::Uuid,
+        String,
+        String,
+        String,
+        Option<uuid::Uuid>,
+        Value,
+    );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT tenant, actor, actor_kind, actor_id, actor_user, details FROM audit_log \
          WHERE entity_id = $1 AND action = 'create' ORDER BY tenant = $2",
@@ -145,12 +151,20 @@ async fn a_support_session_acts_as_the_user_with_both_identities_in_both_tenants
 
     // The tenant's administrators see it, and what it did.
     let (status, own) = app
-        .call(Method::GET, "/api/v1/support-sessions", Some(&acme.key), None)
+        .call(
+            Method::GET,
+            "/api/v1/support-sessions",
+            Some(&acme.key),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{own}");
     assert_eq!(own["allowed"], true);
     assert_eq!(own["sessions"][0]["support_session_id"], id.as_str());
-    assert_eq!(own["sessions"][0]["reason"], "Ticket 4711: invoices look wrong");
+    assert_eq!(
+        own["sessions"][0]["reason"],
+        "Ticket 4711: invoices look wrong"
+    );
     let actions: Vec<&str> = own["actions"]
         .as_array()
         .unwrap()
@@ -177,16 +191,23 @@ async fn a_support_session_acts_as_the_user_with_both_identities_in_both_tenants
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(
-        psa_models::support::close_lapsed(&app.db.pool).await.unwrap(),
+        psa_models::support::close_lapsed(&app.db.pool)
+            .await
+            .unwrap(),
         1
     );
-    assert_eq!(end_reason(&app, &id).await.as_deref(), Some("operator_signed_out"));
+    assert_eq!(
+        end_reason(&app, &id).await.as_deref(),
+        Some("operator_signed_out")
+    );
     let ended = events_of(&app, "support_session.ended").await;
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0]["end_reason"], "operator_signed_out");
     // Once: a second sweep finds nothing.
     assert_eq!(
-        psa_models::support::close_lapsed(&app.db.pool).await.unwrap(),
+        psa_models::support::close_lapsed(&app.db.pool)
+            .await
+            .unwrap(),
         0
     );
 }
@@ -209,7 +230,9 @@ async fn it_ends_when_ended_at_its_time_when_suspended_and_when_the_tenant_says_
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(end_reason(&app, &id).await.as_deref(), Some("ended"));
-    let (status, _) = app.call(Method::GET, "/api/v1/companies", Some(&token), None).await;
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/companies", Some(&token), None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     let r = open(&app, k, acme.tenant, reason.clone()).await;
@@ -228,11 +251,19 @@ async fn it_ends_when_ended_at_its_time_when_suspended_and_when_the_tenant_says_
         .await;
     assert_eq!(status, StatusCode::OK, "{ended}");
     assert_eq!(ended["end_reason"], "ended");
-    let (status, _) = app.call(Method::GET, "/api/v1/companies", Some(&token), None).await;
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/companies", Some(&token), None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // At its time: the token stops, the sweep records `expired`.
-    let r = open(&app, k, acme.tenant, json!({"reason": "short", "minutes": 1})).await;
+    let r = open(
+        &app,
+        k,
+        acme.tenant,
+        json!({"reason": "short", "minutes": 1}),
+    )
+    .await;
     let token = r.1["token"].as_str().unwrap().to_owned();
     let id = r.1["support_session"]["support_session_id"]
         .as_str()
@@ -246,9 +277,13 @@ async fn it_ends_when_ended_at_its_time_when_suspended_and_when_the_tenant_says_
     .execute(&app.db.pool)
     .await
     .unwrap();
-    let (status, _) = app.call(Method::GET, "/api/v1/companies", Some(&token), None).await;
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/companies", Some(&token), None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    psa_models::support::close_lapsed(&app.db.pool).await.unwrap();
+    psa_models::support::close_lapsed(&app.db.pool)
+        .await
+        .unwrap();
     assert_eq!(end_reason(&app, &id).await.as_deref(), Some("expired"));
 
     // The tenant is suspended: its support sessions end with it.
@@ -266,7 +301,10 @@ async fn it_ends_when_ended_at_its_time_when_suspended_and_when_the_tenant_says_
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(end_reason(&app, &id).await.as_deref(), Some("tenant_suspended"));
+    assert_eq!(
+        end_reason(&app, &id).await.as_deref(),
+        Some("tenant_suspended")
+    );
     let r = open(&app, k, acme.tenant, reason.clone()).await;
     assert_error(&r, StatusCode::CONFLICT, "tenant_state");
     let (status, _) = app
@@ -297,7 +335,10 @@ async fn it_ends_when_ended_at_its_time_when_suspended_and_when_the_tenant_says_
     assert_eq!(status, StatusCode::OK, "{policy}");
     assert_eq!(policy["support_access"], "disabled");
     assert_eq!(policy["mfa_required"], false);
-    assert_eq!(end_reason(&app, &id).await.as_deref(), Some("access_disabled"));
+    assert_eq!(
+        end_reason(&app, &id).await.as_deref(),
+        Some("access_disabled")
+    );
     let sessions = app.count("support_sessions").await;
     let audit = app.count("audit_log").await;
     let r = open(&app, k, acme.tenant, reason.clone()).await;
@@ -338,7 +379,10 @@ async fn only_management_staff_with_tenant_support_open_one_and_bad_input_writes
         (json!({"reason": "help", "minutes": 61}), "minutes"),
         (json!({"reason": "help", "minutes": 0}), "minutes"),
         // Another tenant's user is no user of this one.
-        (json!({"reason": "help", "user_id": globex.admin}), "user_id"),
+        (
+            json!({"reason": "help", "user_id": globex.admin}),
+            "user_id",
+        ),
     ] {
         let r = open(&app, k, acme.tenant, body).await;
         assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
