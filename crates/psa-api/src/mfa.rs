@@ -330,6 +330,7 @@ pub struct SecurityPolicyChange {
 
 async fn read_policy(state: &AppState, caller: &Caller) -> Result<SecurityPolicy, ApiError> {
     let who = caller.principal();
+    who.refuse_in_support("the sign-in policy")?;
     let mfa_required = psa_app::mfa::policy(&state.app, &who, caller.tenant).await?;
     let allowed = psa_app::support::access(&state.app, &who, caller.tenant).await?;
     Ok(SecurityPolicy {
@@ -364,6 +365,7 @@ pub async fn set_policy(
     ApiJson(req): ApiJson<SecurityPolicyChange>,
 ) -> Result<Json<SecurityPolicy>, ApiError> {
     let who = caller.principal();
+    who.refuse_in_support("the sign-in policy")?;
     if let Some(on) = req.mfa_required {
         psa_app::mfa::set_policy(&state.app, &who, caller.tenant, on).await?;
     }

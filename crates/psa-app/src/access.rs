@@ -93,7 +93,7 @@ pub struct Member {
     pub credential: Credential,
     /// A client-portal user: the tenant's customer, who holds no staff permission here.
     pub client_portal: bool,
-    /// Management staff acting as this user in a support session (`crate::support`): audited
+    /// Management staff acting as this user in a support session (the `support` module): audited
     /// with both identities, refused what touches credentials.
     pub support: Option<uuid::Uuid>,
 }

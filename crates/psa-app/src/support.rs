@@ -136,6 +136,7 @@ pub async fn own_view(app: &App, who: &Principal, tenant: TenantId) -> Result<Te
 
 /// Whether the tenant lets support sessions in (`user:read`, like its sign-in policy).
 pub async fn access(app: &App, who: &Principal, tenant: TenantId) -> Result<bool> {
+    who.refuse_in_support("the tenant's support access")?;
     let mut tx = app
         .begin(who, tenant, Permission(Resource::User, Access::Read))
         .await?;

@@ -49,7 +49,20 @@ ALTER TABLE support_sessions ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON support_sessions TO psa_app
     USING (tenant = nullif(current_setting('app.current_tenant', true), '')::uuid)
     WITH CHECK (tenant = nullif(current_setting('app.current_tenant', true), '')::uuid);
-GRANT SELECT, INSERT, UPDATE ON support_sessions TO psa_app;
+-- Once opened, only its end is written, once.
+GRANT SELECT, INSERT ON support_sessions TO psa_app;
+GRANT UPDATE (ended_at, end_reason) ON support_sessions TO psa_app;
+CREATE FUNCTION support_sessions_end_once() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.ended_at IS NOT NULL THEN
+        RAISE EXCEPTION 'support session % has ended already', OLD.support_session_id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER support_sessions_end_once BEFORE UPDATE ON support_sessions
+    FOR EACH ROW EXECUTE FUNCTION support_sessions_end_once();
 
 -- The session whose token the operator holds: a session of the user, marked.
 ALTER TABLE sessions ADD COLUMN support_session_id uuid;
@@ -70,23 +83,39 @@ ALTER TABLE audit_log ADD CONSTRAINT audit_log_actor_user_check
 
 -- Every audit row a support session writes in its tenant is copied to the operator's tenant,
 -- in the same transaction, naming the tenant: the management tenant's audit has the whole
--- trail without trusting the code path that wrote it. Only rows that name an existing support
--- session of their tenant are copied (the copy itself names none of the management tenant's).
+-- trail without trusting the code path that wrote it. A support row that does not match an open
+-- support session of its tenant is refused (the copy itself, in the management tenant, names
+-- none of its sessions).
 CREATE FUNCTION psa_audit_support_copy() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
-    operator uuid;
+    s support_sessions;
 BEGIN
-    SELECT s.operator_tenant INTO operator FROM support_sessions s
-    WHERE s.tenant = NEW.tenant
-      AND s.support_session_id = (NEW.details ->> 'support_session')::uuid;
-    IF operator IS NOT NULL AND operator <> NEW.tenant THEN
-        INSERT INTO audit_log (tenant, actor, actor_kind, actor_id, actor_user, action,
-                               entity_type, entity_id, details, created_at)
-        VALUES (operator, NEW.actor, NEW.actor_kind, NEW.actor_id, NEW.actor_user, NEW.action,
-                NEW.entity_type, NEW.entity_id,
-                NEW.details || jsonb_build_object('tenant_id', NEW.tenant), NEW.created_at);
+    SELECT * INTO s FROM support_sessions
+    WHERE tenant = NEW.tenant
+      AND support_session_id = (NEW.details ->> 'support_session')::uuid;
+    IF NOT FOUND THEN
+        -- The copy itself (in the operator's tenant, which holds no such session).
+        IF EXISTS (SELECT 1 FROM tenants WHERE tenant = NEW.tenant AND is_management) THEN
+            RETURN NULL;
+        END IF;
+        RAISE EXCEPTION 'a support audit row names no support session of its tenant'
+            USING ERRCODE = 'check_violation';
     END IF;
+    -- The row must say what the session is: its operator, its user; the session open, or
+    -- ending in this transaction; the operator's tenant the management tenant.
+    IF NEW.actor_id IS DISTINCT FROM s.operator_name OR NEW.actor_user IS DISTINCT FROM s.user_id
+       OR (s.ended_at IS NOT NULL AND s.ended_at <> now())
+       OR NOT EXISTS (SELECT 1 FROM tenants WHERE tenant = s.operator_tenant AND is_management)
+    THEN
+        RAISE EXCEPTION 'a support audit row does not match its support session'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    INSERT INTO audit_log (tenant, actor, actor_kind, actor_id, actor_user, action,
+                           entity_type, entity_id, details, created_at)
+    VALUES (s.operator_tenant, 'support:' || s.operator_name || ' as user:' || s.user_id,
+            'support', s.operator_name, s.user_id, NEW.action, NEW.entity_type, NEW.entity_id,
+            NEW.details || jsonb_build_object('tenant_id', NEW.tenant), now());
     RETURN NULL;
 END
 $$;

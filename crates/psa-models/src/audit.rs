@@ -25,7 +25,7 @@ pub enum Actor {
     Platform(&'static str),
     /// Someone not signed in: a failed sign-in, a password-reset request.
     Anonymous,
-    /// Management staff in a support session (`crate::support`), acting as a user of the
+    /// Management staff in a support session (the `support` module), acting as a user of the
     /// tenant. Recorded as `support:<operator> as user:<id>`, the operator as the support
     /// session names them.
     Support { session: Uuid, user: UserId },

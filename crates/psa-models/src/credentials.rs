@@ -38,7 +38,7 @@ pub struct Holder {
     pub tenant_active: bool,
     /// A session that may only set up a second factor (its tenant requires one).
     pub enrollment_only: bool,
-    /// The support session this session's token was opened for (`crate::support`): management
+    /// The support session this session's token was opened for (the `support` module): management
     /// staff acting as the user.
     pub support: Option<Uuid>,
 }

@@ -141,7 +141,8 @@ async fn users_page(
     .await
     {
         Ok(keys) => keys,
-        Err(psa_models::Error::Forbidden(_)) => Vec::new(),
+        // Not theirs to see: no permission, or a support session (no credentials).
+        Err(psa_models::Error::Forbidden(_) | psa_models::Error::Refused { .. }) => Vec::new(),
         Err(e) => return Err(ApiError::from(e).into()),
     };
     let organisation = {

@@ -135,6 +135,7 @@ async fn a_support_session_acts_as_the_user_with_both_identities_in_both_tenants
             Some(json!({"support_access": "allowed"})),
         ),
         (Method::GET, "/api/v1/support-sessions", None),
+        (Method::GET, "/api/v1/security-policy", None),
         (
             Method::POST,
             "/api/v1/auth/password",
@@ -148,6 +149,26 @@ async fn a_support_session_acts_as_the_user_with_both_identities_in_both_tenants
     // Nor can it open another.
     let r = open(&app, &token, acme.tenant, json!({"reason": "chain"})).await;
     assert_error(&r, StatusCode::FORBIDDEN, "not_in_support_session");
+
+    // The confined role cannot forge a support row, nor its copy into the management tenant:
+    // a row that does not match its support session is refused.
+    let mut tx = app.db.pool.begin().await.unwrap();
+    psa_models::db::enter_tenant(&mut tx, acme.tenant)
+        .await
+        .unwrap();
+    let forged = sqlx::query(
+        "INSERT INTO audit_log (tenant, actor, actor_kind, actor_id, actor_user, action, \
+                                entity_type, details) \
+         VALUES ($1, 'support:someone-else', 'support', 'someone-else@example.com', $2, \
+                 'delete', 'company', jsonb_build_object('support_session', $3::uuid))",
+    )
+    .bind(acme.tenant)
+    .bind(acme.admin)
+    .bind(uuid::Uuid::parse_str(&id).unwrap())
+    .execute(&mut *tx)
+    .await;
+    assert!(forged.is_err(), "a forged support row was written");
+    drop(tx);
 
     // The tenant's administrators see it, and what it did.
     let (status, own) = app
