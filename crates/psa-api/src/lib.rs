@@ -7,6 +7,7 @@
 //! calls: no business rule lives in a handler.
 
 pub mod api_keys;
+pub mod attention;
 pub mod audit;
 pub mod auth;
 pub mod billing;
@@ -234,6 +235,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(lifecycle::get_export))
         .routes(routes!(lifecycle::archive))
         .routes(routes!(search::search))
+        .routes(routes!(attention::attention))
         .routes(routes!(
             support::open_support_session,
             support::list_support_sessions

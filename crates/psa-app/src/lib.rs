@@ -19,6 +19,7 @@
 
 pub mod access;
 pub mod api_keys;
+pub mod attention;
 pub mod audit;
 pub mod billing;
 pub mod customers;

@@ -406,6 +406,9 @@ pub async fn resend_admin_invite(
     .await?;
     // Mailed, then both committed: a link whose mail fails is not kept, and nothing is recorded
     // of an invitation that was not sent.
+    // Its failed welcome email no longer needs attention (on the platform's record of the run).
+    psa_models::db::leave_tenant(&mut mgmt_tx).await?;
+    psa_models::provisioning::welcome_resent(&mut mgmt_tx, tenant).await?;
     let invited =
         crate::users::deliver_and_commit(app, tx, tenant, invitation, Kind::Welcome).await?;
     mgmt_tx.commit().await?;

@@ -4,6 +4,7 @@
 
 mod api_key;
 mod app;
+mod attention;
 mod config;
 mod customers;
 mod demo;
@@ -166,6 +167,12 @@ enum Command {
     Webhooks {
         #[command(subcommand)]
         command: webhooks::WebhooksCommand,
+    },
+    /// What needs attention on the platform (as the management console's start page): exit 0
+    /// when nothing does, 1 otherwise, so that a cron job or a monitor can run it.
+    Attention {
+        #[arg(long)]
+        json: bool,
     },
     /// Find tenants by part of a name, slug or staff email, a customer company's name, or an id.
     Search {
@@ -344,6 +351,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
             .await
         }
         Command::Plan { command } => plan::run(cli.database_url.as_deref(), command).await,
+        Command::Attention { json } => attention::run(cli.database_url.as_deref(), json).await,
         Command::Search { query, json } => {
             search::run(cli.database_url.as_deref(), &query, json).await
         }

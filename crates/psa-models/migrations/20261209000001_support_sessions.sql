@@ -123,20 +123,38 @@ CREATE TRIGGER audit_log_support_copy AFTER INSERT ON audit_log
     FOR EACH ROW WHEN (NEW.actor_kind = 'support')
     EXECUTE FUNCTION psa_audit_support_copy();
 
--- Whether the operator's credential a support session was opened with still holds (the
--- worker's sweep ends those whose credential ended).
-CREATE FUNCTION psa_support_operator_holds(ss support_sessions) RETURNS boolean
+-- Whether the operator's credential a support session was opened with still holds: not ended,
+-- not expired, and (when `idle_seconds` is given: the API knows its idle limit, the worker's
+-- sweep does not) not idle. Working in the support session keeps the operator's session alive
+-- (`psa_touch_credential` below): it is the operator's activity.
+CREATE FUNCTION psa_support_operator_holds(ss support_sessions, idle_seconds double precision)
+RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
     SELECT (ss.operator_session_id IS NULL OR EXISTS (
                 SELECT 1 FROM sessions o
                 WHERE o.tenant = ss.operator_tenant AND o.session_id = ss.operator_session_id
-                  AND o.revoked_at IS NULL AND o.expires_at > now()))
+                  AND o.revoked_at IS NULL AND o.expires_at > now()
+                  AND (idle_seconds IS NULL
+                       OR o.last_seen_at > now() - make_interval(secs => idle_seconds))))
        AND (ss.operator_api_key_id IS NULL OR EXISTS (
                 SELECT 1 FROM api_keys k
                 WHERE k.tenant = ss.operator_tenant AND k.api_key_id = ss.operator_api_key_id
                   AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())))
 $$;
-REVOKE ALL ON FUNCTION psa_support_operator_holds(support_sessions) FROM PUBLIC;
+REVOKE ALL ON FUNCTION psa_support_operator_holds(support_sessions, double precision) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION psa_touch_credential(kind text, for_tenant uuid, id uuid)
+RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    UPDATE sessions SET last_seen_at = now()
+    WHERE kind = 'session' AND tenant = for_tenant AND session_id = id;
+    UPDATE sessions o SET last_seen_at = now()
+    FROM sessions s JOIN support_sessions ss
+         ON ss.tenant = s.tenant AND ss.support_session_id = s.support_session_id
+    WHERE kind = 'session' AND s.tenant = for_tenant AND s.session_id = id
+      AND o.tenant = ss.operator_tenant AND o.session_id = ss.operator_session_id;
+    UPDATE api_keys SET last_used_at = now()
+    WHERE kind = 'api_key' AND tenant = for_tenant AND api_key_id = id;
+$$;
 
 -- A support session's token holds while the support session is open and the operator's own
 -- credential holds (not ended, not expired); its own session row has the usual checks.
@@ -158,7 +176,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
           SELECT 1 FROM support_sessions ss
           WHERE ss.tenant = s.tenant AND ss.support_session_id = s.support_session_id
             AND ss.ended_at IS NULL AND ss.ends_at > now()
-            AND psa_support_operator_holds(ss)))
+            AND psa_support_operator_holds(ss, session_idle_seconds)))
     UNION ALL
     SELECT k.tenant, k.user_id, k.api_key_id, u.user_type = 'client',
            k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute', t.status, false,

@@ -7,6 +7,7 @@
 //! calls them with no user at all. The caller owns the transaction, so a use-case composes several
 //! operations into one commit.
 
+pub mod attention;
 pub mod audit;
 pub mod auth_tokens;
 pub mod billing;

@@ -661,3 +661,35 @@ pub async fn list_tenants(
         )
     }))
 }
+
+/// Records how a finished run's welcome email went (`sent`, `failed`, `disabled`), for the
+/// attention list of failed ones. Written once: a repeat (a retried activity) or a run whose
+/// email was resent since changes nothing.
+pub async fn record_welcome(
+    conn: &mut PgConnection,
+    workflow_id: &str,
+    status: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE tenant_provisioning SET welcome_email = $2 \
+         WHERE workflow_id = $1 AND (welcome_email IS NULL OR welcome_email = 'pending')",
+    )
+    .bind(workflow_id)
+    .bind(status)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A tenant's first administrator was sent a new invitation: its failed welcome email no longer
+/// needs attention.
+pub async fn welcome_resent(conn: &mut PgConnection, tenant: crate::TenantId) -> Result<()> {
+    sqlx::query(
+        "UPDATE tenant_provisioning SET welcome_email = 'resent' \
+         WHERE tenant_id = $1 AND welcome_email = 'failed'",
+    )
+    .bind(tenant)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -391,7 +391,7 @@ pub async fn close_lapsed(pool: &sqlx::PgPool) -> Result<usize> {
         "SELECT s.tenant, s.support_session_id FROM support_sessions s \
          JOIN tenants t ON t.tenant = s.tenant \
          WHERE s.ended_at IS NULL \
-           AND (s.ends_at <= now() OR t.status <> 'active' OR NOT psa_support_operator_holds(s) \
+           AND (s.ends_at <= now() OR t.status <> 'active' OR NOT psa_support_operator_holds(s, NULL) \
                 OR NOT EXISTS (SELECT 1 FROM sessions x WHERE x.tenant = s.tenant \
                                  AND x.support_session_id = s.support_session_id \
                                  AND x.revoked_at IS NULL)) \
@@ -404,7 +404,7 @@ pub async fn close_lapsed(pool: &sqlx::PgPool) -> Result<usize> {
         let mut tx = pool.begin().await?;
         type Why = (bool, bool, bool, bool);
         let why: Option<Why> = sqlx::query_as(
-            "SELECT s.ends_at <= now(), t.status <> 'active', psa_support_operator_holds(s), \
+            "SELECT s.ends_at <= now(), t.status <> 'active', psa_support_operator_holds(s, NULL), \
                     EXISTS (SELECT 1 FROM sessions x WHERE x.tenant = s.tenant \
                               AND x.support_session_id = s.support_session_id \
                               AND x.revoked_at IS NULL) \

@@ -954,14 +954,23 @@ impl TenantActivities {
             ActivityName::FinishProvisioning,
             None,
             async move |conn| {
-                provisioning::finish(
+                let recorded = provisioning::finish(
                     conn,
                     &input.workflow_id,
                     status,
                     input.tracking,
                     input.error.as_deref(),
                 )
-                .await
+                .await?;
+                if input.welcome_email != WelcomeStatus::Pending {
+                    provisioning::record_welcome(
+                        conn,
+                        &input.workflow_id,
+                        input.welcome_email.as_str(),
+                    )
+                    .await?;
+                }
+                Ok(recorded)
             },
         )
         .await?;

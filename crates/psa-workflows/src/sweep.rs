@@ -93,6 +93,14 @@ pub async fn sweep(
                     result.error.as_ref().map(|e| e.message.as_str()),
                 )
                 .await?;
+                if result.welcome_email.status != crate::WelcomeStatus::Pending {
+                    provisioning::record_welcome(
+                        &mut tx,
+                        &record.workflow_id,
+                        result.welcome_email.status.as_str(),
+                    )
+                    .await?;
+                }
                 tx.commit().await.map_err(psa_models::Error::from)?;
                 report.finished.push(record.workflow_id.clone());
                 continue;

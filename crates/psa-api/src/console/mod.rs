@@ -421,12 +421,74 @@ struct ChooseTenantPage {
 
 /// Where a signed-in user starts: the tenants for the management tenant's staff, their
 /// companies for everyone else.
-async fn home(console: Console) -> Redirect {
-    if console.management {
-        Redirect::to("/console/tenants")
-    } else {
-        Redirect::to("/console/companies")
+/// The start: what needs attention for the management tenant's staff, Companies for everyone
+/// else.
+async fn home(State(state): State<AppState>, console: Console) -> Result<Response, Refused> {
+    if !console.management {
+        return Ok(Redirect::to("/console/companies").into_response());
     }
+    let found = psa_app::attention::gather(&state.app, &console.caller.principal())
+        .await
+        .map_err(ApiError::from)?;
+    Ok(page_ok(Dashboard {
+        nav: console.nav("home"),
+        total: found.total,
+        tenants: found
+            .tenants
+            .iter()
+            .map(|c| {
+                (
+                    c.status.clone(),
+                    c.plan.clone().unwrap_or_else(|| "no plan".into()),
+                    c.tenants,
+                )
+            })
+            .collect(),
+        lists: found
+            .lists
+            .into_iter()
+            .map(|l| DashboardList {
+                kind: l.kind,
+                title: l.title,
+                more: l.more,
+                items: l
+                    .items
+                    .into_iter()
+                    .map(|i| DashboardItem {
+                        name: i.name,
+                        detail: i.detail,
+                        at: i.at.map(when).unwrap_or_default(),
+                        fix: i.fix,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }))
+}
+
+/// The management console's start page.
+#[derive(Template)]
+#[template(path = "console/dashboard.html")]
+struct Dashboard {
+    nav: Option<Nav>,
+    total: usize,
+    /// Status, plan, how many.
+    tenants: Vec<(String, String, i64)>,
+    lists: Vec<DashboardList>,
+}
+
+struct DashboardList {
+    kind: &'static str,
+    title: &'static str,
+    more: bool,
+    items: Vec<DashboardItem>,
+}
+
+struct DashboardItem {
+    name: String,
+    detail: String,
+    at: String,
+    fix: String,
 }
 
 #[derive(Deserialize, Default)]

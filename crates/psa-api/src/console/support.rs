@@ -202,6 +202,11 @@ async fn open(
             cookie.set_same_site(SameSite::Strict);
             cookie.set_path("/");
             cookie.set_secure(state.app.delivery.public_url.scheme() == "https");
+            // The browser forgets it when the support session ends at its time.
+            let left = (o.session.ends_at - chrono::Utc::now())
+                .num_seconds()
+                .max(0);
+            cookie.set_max_age(time::Duration::seconds(left));
             Ok((jar.add(cookie), Redirect::to("/console")).into_response())
         }
         Err(e) => super::tenants::refused(&state, &console, tenant, e).await,

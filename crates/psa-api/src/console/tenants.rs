@@ -33,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/tenants/{id}/slug", post(slug))
         .route("/console/tenants/{id}/plan", post(set_plan))
         .route("/console/tenants/{id}/trial", post(extend_trial))
+        .route("/console/tenants/{id}/resend-invite", post(resend_invite))
         .route("/console/search", get(search))
         .route(
             "/console/tenants/{id}/exports/{export_id}/archive",
@@ -822,4 +823,25 @@ async fn archive(
     PageIds(id, export_id): PageIds<TenantId, uuid::Uuid>,
 ) -> Result<Response, Refused> {
     Ok(crate::lifecycle::archive_download(&state, &console.caller, id, export_id).await?)
+}
+
+/// Sends the tenant's first administrator a new invitation (its welcome email failed, or the
+/// link expired): mailed; refused without mail settings.
+async fn resend_invite(
+    State(state): State<AppState>,
+    console: Console,
+    PageId(id): PageId<TenantId>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, Refused> {
+    console.check_csrf(&f.csrf)?;
+    let outcome = psa_app::tenants::resend_admin_invite(
+        &state.app,
+        &console.caller.principal(),
+        id,
+        psa_app::users::LinkDelivery::Mail,
+    )
+    .await
+    .map(|done| format!("A new invitation went to {}.", done.user.email))
+    .map_err(ApiError::from);
+    after(&state, &console, id, outcome).await
 }

@@ -1959,6 +1959,14 @@ async fn console_tenants(w: &mut Walk<'_>, session: &str, csrf: &str) {
         StatusCode::OK,
     )
     .await;
+    w.form(
+        "/console/tenants/{id}/resend-invite",
+        &format!("{page}/resend-invite"),
+        session,
+        &[("csrf", csrf)],
+        StatusCode::OK,
+    )
+    .await;
     let reason = [("csrf", csrf), ("reason", "unpaid")];
     let cancel = [
         ("csrf", csrf),

@@ -285,6 +285,12 @@ async fn in_the_browser_sign_in_and_tenants_pass_axe() {
         );
         review(&browser, &format!("sign-in-{label}")).await;
         ui::sign_in_as(b, &app.base, &mgmt).await;
+        // The management console starts on what needs attention.
+        ui::wait_text(b, "h1", "What needs attention", 20).await;
+        review(&browser, &format!("attention-{label}")).await;
+        b.goto(&format!("{}/console/tenants", app.base))
+            .await
+            .unwrap();
         ui::wait_text(b, "h1", "Tenants", 20).await;
         ui::wait_text(b, "tbody", "Acme", 20).await;
         review(&browser, &format!("tenants-{label}")).await;
@@ -800,7 +806,7 @@ async fn in_the_browser_provision_invite_work_and_suspend() {
     let browser = psa_testing::Browser::start(1280, 900).await;
     let b = &browser.client;
     ui::sign_in_as(b, &base, mgmt).await;
-    ui::wait_text(b, "h1", "Tenants", 20).await;
+    ui::wait_text(b, "h1", "What needs attention", 20).await;
 
     // New tenant: a bad email first, shown next to its field; nothing started.
     b.goto(&format!("{base}/console/tenants/new"))
@@ -977,7 +983,7 @@ async fn in_the_browser_provision_invite_work_and_suspend() {
 
     // The operator suspends Globex; its admin's next sign-in is refused.
     ui::sign_in_as(b, &base, mgmt).await;
-    ui::wait_text(b, "h1", "Tenants", 20).await;
+    ui::wait_text(b, "h1", "What needs attention", 20).await;
     b.goto(&format!("{base}/console/tenants/{globex}"))
         .await
         .unwrap();
@@ -1032,7 +1038,7 @@ async fn in_the_browser_provision_invite_work_and_suspend() {
     let phone = psa_testing::Browser::start(390, 844).await;
     let b = &phone.client;
     ui::sign_in_as(b, &base, mgmt).await;
-    ui::wait_text(b, "h1", "Tenants", 20).await;
+    ui::wait_text(b, "h1", "What needs attention", 20).await;
     let run: String = sqlx::query_scalar(
         "SELECT workflow_id FROM tenant_provisioning WHERE tenant_name = 'Globex'",
     )

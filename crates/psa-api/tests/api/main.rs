@@ -1,6 +1,7 @@
 //! Black-box tests of the HTTP API: the real application on a loopback port, over real HTTP,
 //! against a real PostgreSQL database of its own.
 
+mod attention;
 mod audit_walk;
 mod auth;
 mod bad_input;

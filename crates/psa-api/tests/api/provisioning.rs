@@ -25,6 +25,9 @@ pub(crate) struct Provisioned {
     pub api_role: String,
     /// Where the API looks DNS up (`PSA_DNS_RESOLVER`): a test starts a server there.
     pub dns: std::net::SocketAddr,
+    /// The API's and the worker's `PSA_SECRET_KEY` (a test's webhook dispatcher opens the
+    /// endpoints' secrets with it).
+    pub key: SecretKey,
 }
 
 /// Mail through `smtp`, links to `psa.test`.
@@ -103,6 +106,7 @@ pub(crate) async fn provisioned_with(
         stripe_secret,
     )
     .await;
+    let api_key = key.clone();
     let tracking = TrackingSettings {
         enabled: true,
         management_tenant_id: Some(mgmt.tenant),
@@ -134,11 +138,12 @@ pub(crate) async fn provisioned_with(
         smtp,
         api_role,
         dns,
+        key: api_key,
         _worker: worker,
     }
 }
 
-fn body(name: &str) -> serde_json::Value {
+pub(crate) fn body(name: &str) -> serde_json::Value {
     json!({
         "tenant_name": name,
         "admin_user": {"first_name": "Pat", "last_name": "Lee", "email": format!("pat@{}.example", name.to_lowercase())},
@@ -147,7 +152,7 @@ fn body(name: &str) -> serde_json::Value {
     })
 }
 
-async fn post(
+pub(crate) async fn post(
     p: &Provisioned,
     key: Option<&str>,
     idempotency: Option<&str>,
@@ -450,7 +455,7 @@ async fn temporal_down_is_503_and_not_ready() {
 }
 
 /// The run's result until it finishes.
-async fn finished(p: &Provisioned, id: &str) -> serde_json::Value {
+pub(crate) async fn finished(p: &Provisioned, id: &str) -> serde_json::Value {
     let k = Some(p.mgmt.key.as_str());
     for _ in 0..600 {
         let (status, s) = p
