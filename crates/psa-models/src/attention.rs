@@ -73,6 +73,8 @@ pub struct TenantCount {
     /// None: no subscription.
     pub plan: Option<String>,
     pub tenants: i64,
+    /// When the worker counted them (every minute).
+    pub counted_at: DateTime<Utc>,
 }
 
 /// The dashboard.
@@ -84,6 +86,8 @@ pub struct Attention {
     pub lists: Vec<List>,
     /// How many items need attention (across the lists, as shown).
     pub total: usize,
+    /// The customer tenants by status and plan, as the worker last counted them (empty until
+    /// a worker has run).
     pub tenants: Vec<TenantCount>,
 }
 
@@ -206,7 +210,7 @@ pub async fn gather(conn: &mut PgConnection) -> Result<Attention> {
         });
     }
     let tenants = sqlx::query_as::<_, TenantCount>(
-        "SELECT status, plan_code AS plan, tenants FROM psa_tenant_counts() \
+        "SELECT status, plan_code AS plan, tenants, counted_at FROM tenant_counts \
          ORDER BY status, plan_code NULLS LAST",
     )
     .fetch_all(&mut *conn)
@@ -218,4 +222,27 @@ pub async fn gather(conn: &mut PgConnection) -> Result<Attention> {
         total,
         tenants,
     })
+}
+
+/// Counts the customer tenants by status and plan into `tenant_counts` (the worker's
+/// housekeeping, every minute); returns them. Workers running it at once take turns.
+pub async fn refresh_counts(pool: &sqlx::PgPool) -> Result<Vec<TenantCount>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('psa.tenant_counts'))")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM tenant_counts")
+        .execute(&mut *tx)
+        .await?;
+    let counts = sqlx::query_as::<_, TenantCount>(
+        "INSERT INTO tenant_counts (status, plan_code, tenants) \
+         SELECT t.status, s.plan_code, count(*) \
+         FROM tenants t LEFT JOIN tenant_subscriptions s ON s.tenant = t.tenant \
+         WHERE NOT t.is_management GROUP BY t.status, s.plan_code \
+         RETURNING status, plan_code AS plan, tenants, counted_at",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(counts)
 }

@@ -292,7 +292,7 @@ pub struct Retention {
 /// The worker's housekeeping, every `interval`: rolls back runs cut off half-way, starts
 /// deletions whose starter could not reach Temporal and tells deletions confirmed meanwhile,
 /// starts the watchers of trials and overdue payments that have none, records the end of
-/// support sessions that lapsed, applies the retention rules, and refreshes the lifecycle and webhook gauges. Every worker
+/// support sessions that lapsed, counts the tenants by status and plan, applies the retention rules, and refreshes the lifecycle and webhook gauges. Every worker
 /// runs it; each step is safe to run from many at once.
 pub async fn housekeeping(workflows: TenantWorkflows, interval: Duration, retention: Retention) {
     let mut tick = tokio::time::interval(interval);
@@ -308,6 +308,9 @@ pub async fn housekeeping(workflows: TenantWorkflows, interval: Duration, retent
         let settled = chrono::Utc::now() - chrono::Duration::seconds(30);
         if let Err(e) = crate::deadlines::start_pending(&workflows, settled).await {
             tracing::warn!(error = %e, "starting deadline watchers failed; will retry");
+        }
+        if let Err(e) = psa_models::attention::refresh_counts(&workflows.pool).await {
+            tracing::warn!(error = %e, "counting the tenants by status and plan failed; will retry");
         }
         match psa_models::support::close_lapsed(&workflows.pool).await {
             Ok(0) => {}

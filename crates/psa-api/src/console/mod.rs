@@ -433,6 +433,7 @@ async fn home(State(state): State<AppState>, console: Console) -> Result<Respons
     Ok(page_ok(Dashboard {
         nav: console.nav("home"),
         total: found.total,
+        counted: found.tenants.first().map(|c| when(c.counted_at)),
         tenants: found
             .tenants
             .iter()
@@ -472,6 +473,8 @@ async fn home(State(state): State<AppState>, console: Console) -> Result<Respons
 struct Dashboard {
     nav: Option<Nav>,
     total: usize,
+    /// When the worker last counted the tenants.
+    counted: Option<String>,
     /// Status, plan, how many.
     tenants: Vec<(String, String, i64)>,
     lists: Vec<DashboardList>,

@@ -128,6 +128,11 @@ async fn each_list_is_fed_by_its_real_cause() {
     }
     stop.send(()).unwrap();
     dispatching.await.unwrap();
+    // The worker counts the tenants every minute; here, now.
+    psa_models::attention::refresh_counts(&p.app.db.pool)
+        .await
+        .unwrap();
+    let a = attention(&p).await;
     assert_eq!(names(list(&a, "failed_runs")), ["Doomed"], "{a}");
     assert!(
         list(&a, "failed_runs")[0]["fix"]
