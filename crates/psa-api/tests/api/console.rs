@@ -981,9 +981,38 @@ async fn in_the_browser_provision_invite_work_and_suspend() {
     ui::wait_text(b, "h1", "Forgotten password", 20).await;
     review(&browser, "forgot-password").await;
 
-    // The operator suspends Globex; its admin's next sign-in is refused.
+    // The operator starts on what needs attention: the run that rolled back above.
     ui::sign_in_as(b, &base, mgmt).await;
     ui::wait_text(b, "h1", "What needs attention", 20).await;
+    ui::wait_text(b, "main", "Doomed", 20).await;
+    review(&browser, "attention-populated").await;
+    // A support session into Globex from its page: its console, as its administrator, under a
+    // banner; credentials out of reach; "End now" returns to the operator's own console.
+    b.goto(&format!("{base}/console/tenants/{globex}"))
+        .await
+        .unwrap();
+    ui::wait_text(b, "main", "Open a support session", 20).await;
+    ui::fill(
+        b,
+        "support-reason",
+        "Ticket 42: the company list looks wrong",
+    )
+    .await;
+    ui::click(b, "form[action$='/support'] button").await;
+    let banner = ui::wait_text(b, ".support-banner", "Support session by", 20).await;
+    assert!(banner.contains(&mgmt.admin_email), "{banner}");
+    ui::wait_text(b, "h1", "Companies", 20).await;
+    review(&browser, "support-session").await;
+    b.goto(&format!("{base}/console/account/sessions"))
+        .await
+        .unwrap();
+    ui::wait_text(b, "main", "A support session cannot reach", 20).await;
+    b.goto(&format!("{base}/console")).await.unwrap();
+    ui::click(b, ".support-banner button").await;
+    ui::wait_text(b, "dl.facts", "Tenant ID", 20).await;
+    ui::wait_text(b, "main", "Ticket 42", 20).await;
+    review(&browser, "tenant-after-support").await;
+    // The operator suspends Globex; its admin's next sign-in is refused.
     b.goto(&format!("{base}/console/tenants/{globex}"))
         .await
         .unwrap();
