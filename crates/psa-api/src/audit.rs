@@ -19,7 +19,7 @@ use crate::extract::ApiQuery;
 pub struct AuditQuery {
     /// An actor's text (`user:<id>`, `operator:<account>@<host>`) or part of a user's email.
     pub actor: Option<String>,
-    /// `user`, `api_key`, `operator`, `platform` or `anonymous`.
+    /// `user`, `api_key`, `operator`, `platform`, `anonymous` or `support`.
     pub actor_kind: Option<String>,
     /// A user's or API key's id (a user's id also finds what their keys did), an operator's
     /// `account@host`, a platform part (`sweeper`, `reconcile`, ...).

@@ -236,6 +236,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(lifecycle::archive))
         .routes(routes!(search::search))
         .routes(routes!(attention::attention))
+        .routes(routes!(tenants::timeline))
         .routes(routes!(
             support::open_support_session,
             support::list_support_sessions

@@ -278,3 +278,43 @@ pub async fn temporal_ready(p: &Provisioning) -> bool {
         Err(_) => false,
     }
 }
+
+/// `GET /api/v1/tenants/{id}/timeline` query.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TimelineQuery {
+    /// Only these sources, comma-separated: `event`, `audit` (the tenant's own log),
+    /// `platform` (the management tenant's rows about it). Absent: all.
+    pub kind: Option<String>,
+    /// The `next_before` of the previous page: older entries.
+    pub before: Option<chrono::DateTime<chrono::Utc>>,
+    /// 1-200, default 50.
+    pub limit: Option<u32>,
+}
+
+/// A tenant's timeline, newest first (management, `tenant:read`): its events, its own audit log
+/// and the management tenant's rows about it (the lifecycle, plans, support sessions), merged.
+#[utoipa::path(get, path = "/api/v1/tenants/{id}/timeline", tag = "tenants",
+    security(("bearer" = [])), params(("id" = uuid::Uuid, Path), TimelineQuery),
+    responses((status = 200, body = psa_app::tenants::Timeline), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn timeline(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(tenant): PathId<psa_models::TenantId>,
+    crate::extract::ApiQuery(q): crate::extract::ApiQuery<TimelineQuery>,
+) -> Result<Json<psa_app::tenants::Timeline>, ApiError> {
+    let sources = psa_models::timeline::Source::parse_list(q.kind.as_deref().unwrap_or_default())?;
+    Ok(Json(
+        psa_app::tenants::timeline(
+            &state.app,
+            &caller.principal(),
+            tenant,
+            &sources,
+            q.before,
+            q.limit,
+        )
+        .await?,
+    ))
+}

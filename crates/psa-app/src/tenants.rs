@@ -126,6 +126,54 @@ pub async fn people(
     Ok(list)
 }
 
+/// A page of a tenant's timeline, newest first, and where the next (older) page starts.
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Timeline {
+    pub items: Vec<psa_models::timeline::Entry>,
+    /// `before` of the next page; absent on the last.
+    pub next_before: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A tenant's timeline (`tenant:read`): its events, its audit log and the management tenant's
+/// rows about it, newest first, `limit` (1-200, default 50) older than `before`.
+pub async fn timeline(
+    app: &App,
+    who: &Principal,
+    tenant: TenantId,
+    sources: &[psa_models::timeline::Source],
+    before: Option<chrono::DateTime<chrono::Utc>>,
+    limit: Option<u32>,
+) -> Result<Timeline> {
+    let limit = i64::from(limit.unwrap_or(50));
+    let (mut tx, mgmt) = app.begin_management(who, READ).await?;
+    psa_models::db::enter_tenant(&mut tx, tenant).await?;
+    psa_models::tenants::get(&mut tx, tenant).await?;
+    let items =
+        psa_models::timeline::of_tenant(&mut tx, tenant, mgmt, sources, before, limit).await?;
+    tx.rollback().await?;
+    let next_before = (items.len() as i64 == limit)
+        .then(|| items.last().map(|e| e.at))
+        .flatten();
+    Ok(Timeline { items, next_before })
+}
+
+/// A tenant's provisioning runs and exports, newest first (`tenant:read`).
+pub async fn history(
+    app: &App,
+    who: &Principal,
+    tenant: TenantId,
+) -> Result<(
+    Vec<psa_models::timeline::Run>,
+    Vec<psa_models::timeline::PastExport>,
+)> {
+    let (mut tx, _) = app.begin_management(who, READ).await?;
+    let runs = psa_models::timeline::runs(&mut tx, tenant).await?;
+    let exports = psa_models::timeline::exports(&mut tx, tenant).await?;
+    tx.rollback().await?;
+    Ok((runs, exports))
+}
+
 /// Gives a tenant a new slug (`tenant:update`): the name its people sign in with. Refused when
 /// it breaks the rules or another tenant has it (422 on `slug`, nothing written); audited in the
 /// management tenant with the old and the new slug. The same slug again changes nothing.

@@ -92,6 +92,20 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A tenant's timeline, newest first: its events, its audit log and the management tenant's
+    /// rows about it.
+    Timeline {
+        #[arg(value_parser = config::tenant_id)]
+        tenant_id: TenantId,
+        /// Only these sources: event, audit, platform (comma-separated).
+        #[arg(long)]
+        kind: Option<String>,
+        /// 1-200.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// A tenant's support sessions, newest first.
     SupportSessions {
         #[arg(value_parser = config::tenant_id)]
@@ -724,6 +738,43 @@ pub async fn tenant(
                     opened.token.expose_secret(),
                     opened.session.ends_at.format("%H:%M UTC")
                 );
+            }
+            Ok(())
+        }
+        TenantCommand::Timeline {
+            tenant_id,
+            kind,
+            limit,
+            json,
+        } => {
+            let sources =
+                psa_models::timeline::Source::parse_list(kind.as_deref().unwrap_or_default())?;
+            let app = lifecycle_app(None).await?;
+            let page = psa_app::tenants::timeline(
+                &app,
+                &crate::app::operator(),
+                tenant_id,
+                &sources,
+                None,
+                Some(limit),
+            )
+            .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&page).expect("a timeline serialises")
+                );
+            } else {
+                for e in &page.items {
+                    println!(
+                        "{}  {:<8} {:<32} {} {}",
+                        e.at.format("%Y-%m-%d %H:%M:%S"),
+                        e.source.as_str(),
+                        e.what,
+                        e.who,
+                        e.entity
+                    );
+                }
             }
             Ok(())
         }

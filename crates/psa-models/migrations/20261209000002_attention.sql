@@ -51,3 +51,8 @@ GRANT SELECT ON tenant_counts TO psa_api;
 
 REVOKE ALL ON FUNCTION psa_attention_subscriptions(timestamptz, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION psa_attention_subscriptions(timestamptz, integer) TO psa_api;
+
+-- The tenant seen whole: the management tenant's audit rows about a tenant (its support
+-- sessions' copies name it in their details; the lifecycle's rows as their entity).
+CREATE INDEX audit_log_about_tenant ON audit_log (tenant, ((details ->> 'tenant_id')), created_at DESC)
+    WHERE details ? 'tenant_id';

@@ -41,6 +41,7 @@ pub mod sso;
 pub mod support;
 pub mod tags;
 pub mod tenants;
+pub mod timeline;
 pub mod users;
 pub mod validate;
 pub mod webhooks;

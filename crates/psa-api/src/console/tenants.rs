@@ -232,6 +232,20 @@ struct TenantPage {
     can_support: bool,
     support_refused: Option<&'static str>,
     support_sessions: Vec<SupportRow>,
+    /// Its timeline (newest first), the source it is filtered to ("" for all), the older page.
+    timeline: Vec<TimelineRow>,
+    timeline_kind: String,
+    older: Option<String>,
+    runs: Vec<psa_models::timeline::Run>,
+    exports: Vec<psa_models::timeline::PastExport>,
+}
+
+struct TimelineRow {
+    at: String,
+    source: &'static str,
+    what: String,
+    who: String,
+    entity: String,
 }
 
 struct Person {
@@ -288,6 +302,11 @@ fn tenant_page(console: &Console, t: TenantDetails) -> TenantPage {
             None
         },
         support_sessions: Vec::new(),
+        timeline: Vec::new(),
+        timeline_kind: String::new(),
+        older: None,
+        runs: Vec::new(),
+        exports: Vec::new(),
         t,
     }
 }
@@ -309,14 +328,43 @@ async fn details(
     Ok(details)
 }
 
-/// A tenant: status, customer record, the actions its state allows.
+#[derive(Deserialize, Default)]
+struct TimelineFilter {
+    /// `event`, `audit`, `platform`; empty: all.
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    before: String,
+}
+
+/// A tenant: status, customer record, people, support sessions, timeline, runs, exports, the
+/// actions its state allows.
 async fn tenant(
     State(state): State<AppState>,
     console: Console,
     PageId(id): PageId<TenantId>,
+    Query(f): Query<TimelineFilter>,
 ) -> Result<Response, Refused> {
     let t = details(&state, &console, id).await?;
-    Ok(page_ok(full_page(&state, &console, t).await))
+    let mut p = full_page(&state, &console, t).await;
+    if !f.kind.is_empty() || !f.before.is_empty() {
+        psa_models::timeline::Source::parse_list(&f.kind).map_err(ApiError::from)?;
+        let before = match f.before.as_str() {
+            "" => None,
+            raw => Some(
+                chrono::DateTime::parse_from_rfc3339(raw)
+                    .map_err(|_| {
+                        ApiError::from(psa_models::Error::validation(
+                            "before",
+                            "`before` is a time (RFC 3339)",
+                        ))
+                    })?
+                    .with_timezone(&chrono::Utc),
+            ),
+        };
+        with_timeline(&state, &console, &mut p, &f.kind, before).await;
+    }
+    Ok(page_ok(p))
 }
 
 #[derive(Deserialize)]
@@ -407,13 +455,64 @@ async fn full_page(state: &AppState, console: &Console, t: TenantDetails) -> Ten
         })
         .collect();
     let can_support = !t.is_management && may_support(state, console).await;
-    TenantPage {
+    let (runs, exports) = psa_app::tenants::history(&state.app, &who, id)
+        .await
+        .unwrap_or_default();
+    let mut page = TenantPage {
         plans,
         people,
         support_sessions,
         can_support,
+        runs,
+        exports,
         ..tenant_page(console, t)
-    }
+    };
+    with_timeline(state, console, &mut page, "", None).await;
+    page
+}
+
+/// The page's timeline: of one source (`kind`, "" for all), older than `before`.
+async fn with_timeline(
+    state: &AppState,
+    console: &Console,
+    page: &mut TenantPage,
+    kind: &str,
+    before: Option<chrono::DateTime<chrono::Utc>>,
+) {
+    let id = page.t.tenant_id;
+    let sources = psa_models::timeline::Source::parse_list(kind).unwrap_or_default();
+    let Ok(found) = psa_app::tenants::timeline(
+        &state.app,
+        &console.caller.principal(),
+        id,
+        &sources,
+        before,
+        Some(50),
+    )
+    .await
+    else {
+        return;
+    };
+    page.timeline_kind = kind.to_owned();
+    page.older = found.next_before.map(|b| {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        if !kind.is_empty() {
+            q.append_pair("kind", kind);
+        }
+        q.append_pair("before", &b.to_rfc3339());
+        format!("/console/tenants/{id}?{}#timeline", q.finish())
+    });
+    page.timeline = found
+        .items
+        .into_iter()
+        .map(|e| TimelineRow {
+            at: e.at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            source: e.source.as_str(),
+            what: e.what.replace('_', " "),
+            who: e.who,
+            entity: e.entity,
+        })
+        .collect();
 }
 
 /// Whether the caller holds `tenant:support` (a failure to check offers nothing).

@@ -235,3 +235,169 @@ async fn each_list_is_fed_by_its_real_cause() {
     }
     panic!("the cancel's export never finished");
 }
+
+/// The tenant seen whole: its timeline shows its provisioning, a suspension, a support session
+/// and a user's invitation in order, from the tenant's and the management tenant's logs; its
+/// runs; filtered by source; the page shows the same.
+#[tokio::test]
+async fn the_timeline_shows_what_happened_in_order() {
+    let p = super::provisioning::provisioned().await;
+    let k = p.mgmt.key.clone();
+    let result = provision(&p, "Timely").await;
+    assert_eq!(result["status"], "completed", "{result}");
+    let tenant = result["tenant_id"].as_str().unwrap().to_owned();
+    for (step, body) in [
+        ("suspend", Some(json!({"reason": "unpaid"}))),
+        ("reactivate", None),
+    ] {
+        let (status, r) = p
+            .app
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{tenant}/{step}"),
+                Some(&k),
+                body,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{step}: {r}");
+    }
+    let (status, opened) = p
+        .app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{tenant}/support-sessions"),
+            Some(&k),
+            Some(json!({"reason": "help them invite"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{opened}");
+    let token = opened["token"].as_str().unwrap().to_owned();
+    let (status, invited) = p
+        .app
+        .call(
+            Method::POST,
+            "/api/v1/users",
+            Some(&token),
+            Some(
+                json!({"first_name": "Nia", "last_name": "New", "email": "nia@timely.example",
+                        "role": "Technician"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{invited}");
+    let (status, _) = p
+        .app
+        .call(Method::POST, "/api/v1/auth/logout", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let (status, page) = p
+        .app
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{tenant}/timeline?limit=200"),
+            Some(&k),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let items = page["items"].as_array().unwrap();
+    let seq: Vec<(String, String)> = items
+        .iter()
+        .map(|e| {
+            (
+                e["source"].as_str().unwrap().to_owned(),
+                e["what"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let at = |source: &str, what: &str| {
+        seq.iter()
+            .position(|(s, w)| s == source && w == what)
+            .unwrap_or_else(|| panic!("no {source} {what} in {seq:?}"))
+    };
+    // Newest first: the support session's end, the invitation it made (in the tenant's log),
+    // its start, the reactivation, the suspension (in the management tenant's log too), the
+    // provisioning. (What one transaction wrote shares its time: events first.)
+    let order = [
+        at("event", "support_session.ended"),
+        at("audit", "invite"),
+        at("event", "support_session.started"),
+        at("event", "tenant.reactivated"),
+        at("event", "tenant.suspended"),
+        at("event", "tenant.provisioned"),
+    ];
+    assert!(at("platform", "suspend") > at("event", "tenant.reactivated"));
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "{order:?} in {seq:?}"
+    );
+    // The invitation names both identities; the platform's copy of it is there too.
+    let invite = &items[at("audit", "invite")];
+    assert!(
+        invite["who"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("support:{}", p.mgmt.admin_email)),
+        "{invite}"
+    );
+    at("platform", "invite");
+    // One source at a time; a bad one is a 422 naming `kind`.
+    let (_, events) = p
+        .app
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{tenant}/timeline?kind=event"),
+            Some(&k),
+            None,
+        )
+        .await;
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["source"] == "event"),
+        "{events}"
+    );
+    let r = p
+        .app
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{tenant}/timeline?kind=gossip"),
+            Some(&k),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+    // A customer tenant's admin cannot read another tenant's timeline.
+    let other = p.app.tenant("Other").await;
+    let r = p
+        .app
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{tenant}/timeline"),
+            Some(&other.key),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+
+    // The tenant page: its people, its run, its timeline.
+    let signed_in = super::console::sign_in(&p.app, &p.mgmt, &p.mgmt.admin_password).await;
+    let session = super::console::cookie(&signed_in);
+    let html = super::console::text(
+        &p.app,
+        &format!("/console/tenants/{tenant}"),
+        Some(&session),
+    )
+    .await;
+    for expected in [
+        "nia@timely.example",
+        "tenant-creation-",
+        "end support session",
+        "help them invite",
+    ] {
+        assert!(html.contains(expected), "{expected} not on the tenant page");
+    }
+}

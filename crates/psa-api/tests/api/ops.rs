@@ -132,6 +132,7 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
         ),
         ("GET", "/api/v1/support-sessions"),
         ("GET", "/api/v1/attention"),
+        ("GET", "/api/v1/tenants/{id}/timeline"),
         ("POST", "/api/v1/billing/stripe/webhook"),
         ("GET", "/api/v1/search"),
         ("GET", "/api/v1/sso/connection"),
