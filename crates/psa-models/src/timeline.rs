@@ -145,7 +145,7 @@ pub async fn of_tenant(
     } else {
         db::enter_tenant(conn, mgmt).await?;
     }
-    entries.sort_by(|a, b| b.at.cmp(&a.at));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.at));
     entries.truncate(usize::try_from(limit).unwrap_or(0));
     Ok(entries)
 }
