@@ -123,7 +123,7 @@ CREATE TRIGGER audit_log_support_copy AFTER INSERT ON audit_log
     FOR EACH ROW WHEN (NEW.actor_kind = 'support')
     EXECUTE FUNCTION psa_audit_support_copy();
 
--- Whether the operator's credential a support session was opened with still holds: not ended,
+-- Whether the operator a support session was opened by still may: their credential not ended,
 -- not expired, and (when `idle_seconds` is given: the API knows its idle limit, the worker's
 -- sweep does not) not idle. Working in the support session keeps the operator's session alive
 -- (`psa_touch_credential` below): it is the operator's activity.
@@ -140,6 +140,18 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
                 SELECT 1 FROM api_keys k
                 WHERE k.tenant = ss.operator_tenant AND k.api_key_id = ss.operator_api_key_id
                   AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())))
+       -- A member still active, still holding `tenant:support` (a role taken away, a user
+       -- deactivated: their support sessions end).
+       AND (ss.operator_user_id IS NULL OR EXISTS (
+                SELECT 1 FROM users u
+                JOIN user_roles ur ON ur.tenant = u.tenant AND ur.user_id = u.user_id
+                JOIN roles r ON r.tenant = ur.tenant AND r.role_id = ur.role_id AND r.msp
+                JOIN role_permissions rp ON rp.tenant = r.tenant AND rp.role_id = r.role_id
+                JOIN permissions p ON p.tenant = rp.tenant AND p.permission_id = rp.permission_id
+                                  AND p.msp
+                WHERE u.tenant = ss.operator_tenant AND u.user_id = ss.operator_user_id
+                  AND NOT u.is_inactive AND u.user_type = 'internal'
+                  AND p.resource = 'tenant' AND p.action = 'support'))
 $$;
 REVOKE ALL ON FUNCTION psa_support_operator_holds(support_sessions, double precision) FROM PUBLIC;
 

@@ -54,6 +54,17 @@ async fn end_reason(app: &TestApp, id: &str) -> Option<String> {
 async fn a_support_session_acts_as_the_user_with_both_identities_in_both_tenants() {
     let (app, mgmt, acme) = super::lifecycle::platform().await;
     let operator = session_of(&app, &mgmt).await;
+    // An endpoint that wants the support sessions' events.
+    let (status, endpoint) = app
+        .call(
+            Method::POST,
+            "/api/v1/webhook-endpoints",
+            Some(&mgmt.key),
+            Some(json!({"url": "https://hooks.example/psa",
+                        "event_types": ["support_session.started", "support_session.ended"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{endpoint}");
 
     let (status, r) = open(
         &app,
@@ -224,6 +235,15 @@ async fn a_support_session_acts_as_the_user_with_both_identities_in_both_tenants
     let ended = events_of(&app, "support_session.ended").await;
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0]["end_reason"], "operator_signed_out");
+    // Both were handed to the endpoint for delivery.
+    let queued: Vec<String> = sqlx::query_scalar(
+        "SELECT e.event_type FROM webhook_deliveries d JOIN events e USING (event_id) \
+         ORDER BY e.event_id",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(queued, ["support_session.started", "support_session.ended"]);
     // Once: a second sweep finds nothing.
     assert_eq!(
         psa_models::support::close_lapsed(&app.db.pool)
@@ -445,4 +465,45 @@ async fn only_management_staff_with_tenant_support_open_one_and_bad_input_writes
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A management user whose role loses `tenant:support`: their open session stops at once.
+    let r = open(&app, k, acme.tenant, reason.clone()).await;
+    assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+    let token = r.1["token"].as_str().unwrap().to_owned();
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/companies", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    sqlx::query(
+        "DELETE FROM role_permissions rp USING permissions p \
+         WHERE p.tenant = rp.tenant AND p.permission_id = rp.permission_id \
+           AND rp.tenant = $1 AND p.resource = 'tenant' AND p.action = 'support'",
+    )
+    .bind(mgmt.tenant)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/companies", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Both of the operator's open sessions (the one above too) end.
+    assert_eq!(
+        psa_models::support::close_lapsed(&app.db.pool)
+            .await
+            .unwrap(),
+        2
+    );
+    let r = open(&app, k, acme.tenant, reason.clone()).await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    sqlx::query(
+        "INSERT INTO role_permissions (tenant, role_id, permission_id) \
+         SELECT r.tenant, r.role_id, p.permission_id FROM roles r JOIN permissions p \
+           ON p.tenant = r.tenant AND p.resource = 'tenant' AND p.action = 'support' \
+         WHERE r.tenant = $1 AND r.role_name = 'Admin' AND r.msp",
+    )
+    .bind(mgmt.tenant)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
 }
