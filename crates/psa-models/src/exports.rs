@@ -300,6 +300,15 @@ pub enum Purpose {
     Deletion,
 }
 
+/// The schema this code writes and reads: its latest migration's version.
+pub fn schema_version() -> i64 {
+    crate::MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or_default()
+}
+
 /// One table in the manifest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -318,6 +327,11 @@ pub struct TableEntry {
 pub struct Manifest {
     /// `psa-tenant-export/1`.
     pub format: String,
+    /// The schema of the installation that made it: its latest migration's version. An
+    /// importer brings an older archive forward and refuses a newer one. 0: made before the
+    /// version was recorded.
+    #[serde(default)]
+    pub schema_version: i64,
     pub export_id: Uuid,
     pub tenant_id: TenantId,
     pub tenant_name: String,
@@ -1044,6 +1058,7 @@ async fn write(
         .ok_or(Error::NotFound { entity: "tenant" })?;
     let mut manifest = Manifest {
         format: "psa-tenant-export/1".into(),
+        schema_version: schema_version(),
         export_id: id,
         tenant_id: tenant,
         tenant_name: name,

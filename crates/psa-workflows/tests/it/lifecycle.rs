@@ -384,6 +384,12 @@ async fn an_export_has_every_table_with_the_database_row_counts_and_no_secrets()
         .unwrap();
     let done = exports::run(&env.db.pool, &store, id).await.unwrap();
     let manifest = done.manifest.clone().unwrap().0;
+    // It names the schema it was made with: the database's latest migration.
+    let latest: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(manifest.schema_version, latest);
     // Every table of the catalog is in the manifest, with the database's row count.
     let db_rows: std::collections::BTreeMap<String, i64> =
         env.rows_of(tenant).await.into_iter().collect();
