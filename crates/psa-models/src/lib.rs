@@ -25,6 +25,7 @@ pub mod events;
 pub mod exports;
 pub mod identity;
 mod ids;
+pub mod imports;
 pub mod invitations;
 pub mod lifecycle;
 pub mod mail;
