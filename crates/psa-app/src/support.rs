@@ -76,14 +76,14 @@ pub async fn end(app: &App, who: &Principal, tenant: TenantId, id: Uuid) -> Resu
     } else {
         app.begin_management(who, SUPPORT).await?.0
     };
-    let by = match who {
-        Principal::Member(m) if inside => format!("support session {}", m.user.0),
-        other => other.actor().to_string(),
-    };
-    let ended = match support::end(&mut tx, tenant, id, EndReason::Ended, &by).await? {
-        Some(s) => s,
-        None => support::get(&mut tx, tenant, id).await?,
-    };
+    let (ended, _) = support::end(
+        &mut tx,
+        tenant,
+        id,
+        EndReason::Ended,
+        &who.actor().to_string(),
+    )
+    .await?;
     tx.commit().await?;
     Ok(ended)
 }

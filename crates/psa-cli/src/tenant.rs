@@ -921,11 +921,7 @@ pub async fn tenant(
 /// Support sessions, one line each.
 fn print_support(list: &[psa_models::support::SupportSession]) {
     for s in list {
-        let state = if s.is_open() {
-            format!("open until {}", s.ends_at.format("%Y-%m-%d %H:%M UTC"))
-        } else {
-            s.end_reason.clone().unwrap_or_else(|| "expired".into())
-        };
+        let state = s.state_label();
         println!(
             "{}  {}  by {} as {}  {}  ({})",
             s.support_session_id,

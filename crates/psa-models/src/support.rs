@@ -103,6 +103,19 @@ impl SupportSession {
     pub fn is_open(&self) -> bool {
         self.ended_at.is_none() && self.ends_at > Utc::now()
     }
+
+    /// Its state in words: `open until HH:MM UTC`, or how it ended (`tenant suspended`); one
+    /// whose time passed before the sweep recorded it has `expired`.
+    pub fn state_label(&self) -> String {
+        if self.is_open() {
+            format!("open until {}", self.ends_at.format("%H:%M UTC"))
+        } else {
+            self.end_reason
+                .as_deref()
+                .unwrap_or(EndReason::Expired.as_str())
+                .replace('_', " ")
+        }
+    }
 }
 
 /// A support session just opened, with its token (shown once).
@@ -315,15 +328,15 @@ pub async fn list(
 }
 
 /// Ends a support session (in its tenant's context): its token stops working, the end is
-/// audited with both identities (`ended_by` says who ended it) and its event written. `None`
-/// when it had already ended.
+/// audited with both identities (`ended_by` says who ended it) and its event written. Returns
+/// it, and whether this call ended it (false: it had ended already, and nothing changed).
 pub async fn end(
     conn: &mut PgConnection,
     tenant: TenantId,
     id: Uuid,
     reason: EndReason,
     ended_by: &str,
-) -> Result<Option<SupportSession>> {
+) -> Result<(SupportSession, bool)> {
     db::enter_tenant(conn, tenant).await?;
     let ended: Option<UserId> = sqlx::query_scalar(
         "UPDATE support_sessions SET ended_at = now(), end_reason = $3 \
@@ -335,8 +348,7 @@ pub async fn end(
     .fetch_optional(&mut *conn)
     .await?;
     let Some(user) = ended else {
-        get(conn, tenant, id).await?;
-        return Ok(None);
+        return Ok((get(conn, tenant, id).await?, false));
     };
     sqlx::query(
         "UPDATE sessions SET revoked_at = now() \
@@ -358,7 +370,7 @@ pub async fn end(
     )
     .await?;
     record_event(conn, EventType::SupportSessionEnded, &session).await?;
-    Ok(Some(session))
+    Ok((session, true))
 }
 
 /// Ends every open support session of a tenant (being suspended or canceled, or refusing
@@ -426,7 +438,7 @@ pub async fn close_lapsed(pool: &sqlx::PgPool) -> Result<usize> {
         };
         if end(&mut tx, tenant, id, reason, "platform:support-sweep")
             .await?
-            .is_some()
+            .1
         {
             closed += 1;
         }

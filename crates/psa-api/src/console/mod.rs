@@ -680,13 +680,30 @@ pub(crate) fn session_jar(
     jar: CookieJar,
     session: crate::auth::LoginResponse,
 ) -> CookieJar {
-    let mut cookie = Cookie::new(cookie_name(state), session.token);
+    jar.add(private_cookie(state, cookie_name(state), session.token))
+}
+
+/// A console cookie holding a secret: HttpOnly, SameSite=Strict, for the whole site, Secure
+/// wherever users reach the server over https (PSA_PUBLIC_URL).
+pub(crate) fn private_cookie(
+    state: &AppState,
+    name: &'static str,
+    value: String,
+) -> Cookie<'static> {
+    let mut cookie = Cookie::new(name, value);
     cookie.set_http_only(true);
     cookie.set_same_site(SameSite::Strict);
     cookie.set_path("/");
-    // Secure wherever users reach the server over https (PSA_PUBLIC_URL).
     cookie.set_secure(state.app.delivery.public_url.scheme() == "https");
-    jar.add(cookie)
+    cookie
+}
+
+/// `jar` without the cookie `name` (as [`private_cookie`] set it).
+fn without(state: &AppState, jar: CookieJar, name: &'static str) -> CookieJar {
+    let mut gone = Cookie::from(name);
+    gone.set_path("/");
+    gone.set_secure(state.app.delivery.public_url.scheme() == "https");
+    jar.remove(gone)
 }
 
 async fn begin_choice(
@@ -1022,10 +1039,11 @@ async fn sign_out(
             .await
             .map_err(ApiError::from)?;
     }
-    let mut gone = Cookie::from(cookie_name(&state));
-    gone.set_path("/");
-    gone.set_secure(cookie_name(&state) == HOST_COOKIE);
-    Ok((jar.remove(gone), Redirect::to("/console/sign-in")).into_response())
+    Ok((
+        without(&state, jar, cookie_name(&state)),
+        Redirect::to("/console/sign-in"),
+    )
+        .into_response())
 }
 
 pub(crate) struct Opt {

@@ -7,14 +7,17 @@ use axum::extract::{Form, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use axum_extra::extract::cookie::CookieJar;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use psa_models::support::Request;
 use psa_models::{TenantId, UserId};
 
-use super::{Console, CsrfForm, Nav, PageId, PageIds, Refused, page, support_cookie_name, when};
+use super::{
+    Console, CsrfForm, Nav, PageId, PageIds, Refused, page, private_cookie, support_cookie_name,
+    when, without,
+};
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -36,16 +39,34 @@ struct AccessPage {
     notice: Option<&'static str>,
     error: Option<String>,
     allowed: bool,
-    sessions: Vec<SessionRow>,
+    sessions: Vec<SupportRow>,
     actions: Vec<ActionRow>,
 }
 
-struct SessionRow {
-    operator: String,
-    user: String,
-    reason: String,
-    started: String,
-    state: String,
+/// A support session as the tenant's page and the tenant's own view list it.
+pub(super) struct SupportRow {
+    pub(super) id: String,
+    pub(super) operator: String,
+    pub(super) user: String,
+    pub(super) reason: String,
+    pub(super) started: String,
+    /// `open until HH:MM UTC`, or how it ended.
+    pub(super) state: String,
+    pub(super) open: bool,
+}
+
+impl From<psa_models::support::SupportSession> for SupportRow {
+    fn from(s: psa_models::support::SupportSession) -> Self {
+        SupportRow {
+            id: s.support_session_id.to_string(),
+            state: s.state_label(),
+            open: s.is_open(),
+            started: when(s.started_at),
+            operator: s.operator,
+            user: s.user_email,
+            reason: s.reason,
+        }
+    }
 }
 
 struct ActionRow {
@@ -77,24 +98,7 @@ async fn access_view(
             notice,
             error,
             allowed: v.allowed,
-            sessions: v
-                .sessions
-                .into_iter()
-                .map(|s| SessionRow {
-                    state: if s.is_open() {
-                        format!("open until {}", s.ends_at.format("%H:%M UTC"))
-                    } else {
-                        s.end_reason
-                            .clone()
-                            .unwrap_or_else(|| "expired".into())
-                            .replace('_', " ")
-                    },
-                    operator: s.operator,
-                    user: s.user_email,
-                    reason: s.reason,
-                    started: when(s.started_at),
-                })
-                .collect(),
+            sessions: v.sessions.into_iter().map(SupportRow::from).collect(),
             actions: v
                 .actions
                 .into_iter()
@@ -194,14 +198,11 @@ async fn open(
     };
     match opened {
         Ok(o) => {
-            let mut cookie = Cookie::new(
+            let mut cookie = private_cookie(
+                &state,
                 support_cookie_name(&state),
                 o.token.expose_secret().to_owned(),
             );
-            cookie.set_http_only(true);
-            cookie.set_same_site(SameSite::Strict);
-            cookie.set_path("/");
-            cookie.set_secure(state.app.delivery.public_url.scheme() == "https");
             // The browser forgets it when the support session ends at its time.
             let left = (o.session.ends_at - chrono::Utc::now())
                 .num_seconds()
@@ -283,11 +284,8 @@ pub(super) async fn leave(
     )
     .await
     .map_err(ApiError::from)?;
-    let mut gone = Cookie::from(support_cookie_name(state));
-    gone.set_path("/");
-    gone.set_secure(state.app.delivery.public_url.scheme() == "https");
     Ok((
-        jar.remove(gone),
+        without(state, jar, support_cookie_name(state)),
         Redirect::to(&format!("/console/tenants/{}", s.tenant_id)),
     )
         .into_response())

@@ -231,7 +231,7 @@ struct TenantPage {
     /// them into; `support_refused` says why none can be opened now.
     can_support: bool,
     support_refused: Option<&'static str>,
-    support_sessions: Vec<SupportRow>,
+    support_sessions: Vec<super::support::SupportRow>,
     /// Its timeline (newest first), the source it is filtered to ("" for all), the older page.
     timeline: Vec<TimelineRow>,
     timeline_kind: String,
@@ -256,17 +256,6 @@ struct Person {
     status: &'static str,
     last_sign_in: String,
     admin: bool,
-}
-
-struct SupportRow {
-    id: String,
-    operator: String,
-    user: String,
-    reason: String,
-    started: String,
-    /// `open`, or how it ended.
-    state: String,
-    open: bool,
 }
 
 fn tenant_page(console: &Console, t: TenantDetails) -> TenantPage {
@@ -395,9 +384,8 @@ struct DeleteForm {
     confirm_name: String,
 }
 
-/// Shows the tenant after an action: its new state with `notice`, or (`Err` from the action)
-/// the model's refusal above the forms, with nothing changed.
-/// The tenant's page with the plans it may be put on (for those who may read plans).
+/// The tenant's page with the plans it may be put on (for those who may read plans), its people,
+/// support sessions, runs, exports and timeline.
 async fn full_page(state: &AppState, console: &Console, t: TenantDetails) -> TenantPage {
     let current = t.subscription.as_ref().map(|s| s.plan.clone());
     let plans = psa_app::plans::list(&state.app, &console.caller.principal())
@@ -437,22 +425,7 @@ async fn full_page(state: &AppState, console: &Console, t: TenantDetails) -> Ten
         .unwrap_or_default()
         .into_iter()
         .take(10)
-        .map(|s| SupportRow {
-            id: s.support_session_id.to_string(),
-            open: s.is_open(),
-            state: if s.is_open() {
-                format!("open until {}", s.ends_at.format("%H:%M UTC"))
-            } else {
-                s.end_reason
-                    .clone()
-                    .unwrap_or_else(|| "expired".into())
-                    .replace('_', " ")
-            },
-            operator: s.operator,
-            user: s.user_email,
-            reason: s.reason,
-            started: when(s.started_at),
-        })
+        .map(super::support::SupportRow::from)
         .collect();
     let can_support = !t.is_management && may_support(state, console).await;
     let (runs, exports) = psa_app::tenants::history(&state.app, &who, id)
@@ -527,6 +500,8 @@ async fn may_support(state: &AppState, console: &Console) -> bool {
         .unwrap_or(false)
 }
 
+/// Shows the tenant after an action: its new state with `notice`, or (`Err` from the action)
+/// the model's refusal above the forms, with nothing changed.
 pub(super) async fn after(
     state: &AppState,
     console: &Console,

@@ -32,6 +32,19 @@ async fn open(app: &TestApp, key: &str, tenant: TenantId, body: Value) -> (Statu
     .await
 }
 
+/// The token and id of a support session just opened (201).
+#[track_caller]
+fn opened(r: (StatusCode, Value)) -> (String, String) {
+    assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+    (
+        r.1["token"].as_str().unwrap().to_owned(),
+        r.1["support_session"]["support_session_id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    )
+}
+
 async fn events_of(app: &TestApp, kind: &str) -> Vec<Value> {
     sqlx::query_scalar("SELECT data FROM events WHERE event_type = $1 ORDER BY event_id")
         .bind(kind)
@@ -260,12 +273,7 @@ async fn it_ends_when_ended_at_its_time_when_suspended_and_when_the_tenant_says_
     let reason = json!({"reason": "Checking the import"});
 
     // Ended from inside (sign out), and from the management side.
-    let r = open(&app, k, acme.tenant, reason.clone()).await;
-    let token = r.1["token"].as_str().unwrap().to_owned();
-    let id = r.1["support_session"]["support_session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (token, id) = opened(open(&app, k, acme.tenant, reason.clone()).await);
     let (status, _) = app
         .call(Method::POST, "/api/v1/auth/logout", Some(&token), None)
         .await;
@@ -276,12 +284,7 @@ async fn it_ends_when_ended_at_its_time_when_suspended_and_when_the_tenant_says_
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    let r = open(&app, k, acme.tenant, reason.clone()).await;
-    let token = r.1["token"].as_str().unwrap().to_owned();
-    let id = r.1["support_session"]["support_session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (token, id) = opened(open(&app, k, acme.tenant, reason.clone()).await);
     let (status, ended) = app
         .call(
             Method::POST,
@@ -328,11 +331,7 @@ async fn it_ends_when_ended_at_its_time_when_suspended_and_when_the_tenant_says_
     assert_eq!(end_reason(&app, &id).await.as_deref(), Some("expired"));
 
     // The tenant is suspended: its support sessions end with it.
-    let r = open(&app, k, acme.tenant, reason.clone()).await;
-    let id = r.1["support_session"]["support_session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, id) = opened(open(&app, k, acme.tenant, reason.clone()).await);
     let (status, body) = app
         .call(
             Method::POST,
@@ -360,11 +359,7 @@ async fn it_ends_when_ended_at_its_time_when_suspended_and_when_the_tenant_says_
 
     // The tenant turns support access off: the open session ends, new ones are refused and
     // nothing is written.
-    let r = open(&app, k, acme.tenant, reason.clone()).await;
-    let id = r.1["support_session"]["support_session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, id) = opened(open(&app, k, acme.tenant, reason.clone()).await);
     let (status, policy) = app
         .call(
             Method::PATCH,
