@@ -17,6 +17,7 @@ pub mod contacts;
 pub mod customers;
 pub mod error;
 pub mod extract;
+pub mod imports;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
@@ -78,6 +79,8 @@ pub struct LifecycleConfig {
     pub store: Option<psa_models::exports::ExportStore>,
     pub default_plan: String,
     pub stripe_webhook_secret: Option<secrecy::SecretString>,
+    /// `PSA_IMPORT_MAX_BYTES`: the largest archive an import takes.
+    pub import_max_bytes: u64,
 }
 
 impl Default for LifecycleConfig {
@@ -88,6 +91,7 @@ impl Default for LifecycleConfig {
             store: None,
             default_plan: psa_models::plans::DEFAULT_PLAN.to_owned(),
             stripe_webhook_secret: None,
+            import_max_bytes: psa_app::settings::DEFAULT_IMPORT_MAX_BYTES,
         }
     }
 }
@@ -234,6 +238,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(lifecycle::export))
         .routes(routes!(lifecycle::get_export))
         .routes(routes!(lifecycle::archive))
+        .routes(routes!(imports::import_tenant))
         .routes(routes!(search::search))
         .routes(routes!(attention::attention))
         .routes(routes!(tenants::timeline))
@@ -326,6 +331,9 @@ pub fn metrics_router() -> Router {
     )
 }
 
+/// Requests that may take up to an hour.
+const LONG_RUNNING: [&str; 2] = ["/api/v1/tenants/imports", "/console/tenants/import"];
+
 /// Answers 503 `timeout` for a request that takes longer than the configured limit; its
 /// transaction is dropped, so it rolls back and writes nothing.
 async fn request_timeout(
@@ -333,6 +341,13 @@ async fn request_timeout(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    // An import streams a whole tenant in and writes it: it has its own limits (the archive's
+    // size, the database's statement timeout), not a page's.
+    let limit = if LONG_RUNNING.contains(&req.uri().path()) {
+        limit.max(Duration::from_secs(3600))
+    } else {
+        limit
+    };
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout.into_response(),
@@ -426,6 +441,7 @@ impl Application {
             lifecycle_tags: config.lifecycle.tags.clone(),
             default_plan: config.lifecycle.default_plan.clone(),
             stripe_webhook_secret: config.lifecycle.stripe_webhook_secret.clone(),
+            import_max_bytes: config.lifecycle.import_max_bytes,
             ..Default::default()
         };
         // Without PSA_SECRET_KEY (or when the archive key cannot be opened with it) no archive

@@ -215,21 +215,37 @@ pub async fn delete(
     Ok(StatusCode::ACCEPTED)
 }
 
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// An age X25519 public key (`age1...`): the archive carries every column, credentials
+    /// included, and is encrypted to this key alone (a move to another installation).
+    pub encrypt_to: Option<String>,
+}
+
 /// Export a tenant's data (any time): one archive with a JSON Lines file per table and a
-/// manifest of row counts and checksums; secrets are left out. Answers when the export is done
-/// (or failed), with its record; the archive is at `GET .../exports/{export_id}/archive`.
+/// manifest of row counts and checksums; secrets are left out, unless `encrypt_to` names the key
+/// the archive is encrypted to. Answers when the export is done (or failed), with its record;
+/// the archive is at `GET .../exports/{export_id}/archive`.
 #[utoipa::path(post, path = "/api/v1/tenants/{id}/export", tag = "tenants", security(("bearer" = [])),
-    params(("id" = uuid::Uuid, Path)),
+    params(("id" = uuid::Uuid, Path), ExportQuery),
     responses((status = 201, body = Export), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 503, body = ErrorBody)))]
+              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn export(
     State(state): State<AppState>,
     caller: Caller,
     PathId(tenant): PathId<TenantId>,
+    ApiQuery(query): ApiQuery<ExportQuery>,
 ) -> Result<(StatusCode, Json<Export>), ApiError> {
+    let to = query
+        .encrypt_to
+        .as_deref()
+        .map(|r| psa_models::exports::Recipient::parse(r, "encrypt_to"))
+        .transpose()?;
     Ok((
         StatusCode::CREATED,
-        Json(psa_app::tenants::export(&state.app, &caller.principal(), tenant).await?),
+        Json(psa_app::tenants::export(&state.app, &caller.principal(), tenant, to.as_ref()).await?),
     ))
 }
 
@@ -247,7 +263,8 @@ pub async fn get_export(
     ))
 }
 
-/// The export's archive (`application/gzip`, a tar of JSON Lines files and `manifest.json`).
+/// The export's archive (`application/gzip`, a tar of JSON Lines files and `manifest.json`; an
+/// export encrypted to a key: that, encrypted with age, `application/octet-stream`).
 #[utoipa::path(get, path = "/api/v1/tenants/{id}/exports/{export_id}/archive", tag = "tenants", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path), ("export_id" = uuid::Uuid, Path)),
     responses((status = 200, content_type = "application/gzip"), (status = 403, body = ErrorBody),
@@ -271,13 +288,18 @@ pub async fn archive_download(
         psa_app::tenants::download_export(&state.app, &caller.principal(), tenant, export_id)
             .await?;
     let stream = state.app.export_store()?.open(&key).await?;
+    let (kind, suffix) = if found.encrypted_to.is_some() {
+        ("application/octet-stream", ".age")
+    } else {
+        ("application/gzip", "")
+    };
     Ok((
         [
-            (header::CONTENT_TYPE, "application/gzip".to_owned()),
+            (header::CONTENT_TYPE, kind.to_owned()),
             (
                 header::CONTENT_DISPOSITION,
                 format!(
-                    "attachment; filename=\"tenant-{}-{}.tar.gz\"",
+                    "attachment; filename=\"tenant-{}-{}.tar.gz{suffix}\"",
                     found.tenant_id, found.export_id
                 ),
             ),

@@ -26,6 +26,7 @@ pub mod customers;
 pub mod directory;
 pub mod dns;
 pub mod events;
+pub mod imports;
 pub mod management;
 pub mod mfa;
 pub mod passkeys;

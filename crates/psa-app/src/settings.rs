@@ -26,7 +26,12 @@ pub struct Settings {
     /// `PSA_STRIPE_WEBHOOK_SECRET`: the secret Stripe signs its webhook deliveries with; `None`:
     /// the billing webhook is refused (503).
     pub stripe_webhook_secret: Option<secrecy::SecretString>,
+    /// `PSA_IMPORT_MAX_BYTES`: the largest archive an import takes, as uploaded and unpacked.
+    pub import_max_bytes: u64,
 }
+
+/// The default of [`Settings::import_max_bytes`]: 16 GiB.
+pub const DEFAULT_IMPORT_MAX_BYTES: u64 = 16 << 30;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -38,6 +43,7 @@ impl Default for Settings {
             default_grace: DEFAULT_GRACE,
             default_plan: psa_models::plans::DEFAULT_PLAN.to_owned(),
             stripe_webhook_secret: None,
+            import_max_bytes: DEFAULT_IMPORT_MAX_BYTES,
         }
     }
 }

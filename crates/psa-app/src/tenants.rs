@@ -317,10 +317,24 @@ pub async fn delete_now(app: &App, who: &Principal, tenant: TenantId) -> Result<
 }
 
 /// Exports a tenant's data into the export store, audited; answers when the export is done (or
-/// failed), with its record.
-pub async fn export(app: &App, who: &Principal, tenant: TenantId) -> Result<Export> {
+/// failed), with its record. With `encrypt_to` (a move's export) the archive carries every
+/// column, credentials included, and is encrypted to that key alone.
+pub async fn export(
+    app: &App,
+    who: &Principal,
+    tenant: TenantId,
+    encrypt_to: Option<&exports::Recipient>,
+) -> Result<Export> {
     let store = app.export_store()?;
     store.can_write()?;
+    let sealer = match encrypt_to {
+        None => None,
+        Some(_) => Some(app.webhooks.key.as_ref().ok_or_else(|| {
+            Error::unavailable(
+                "This server has no PSA_SECRET_KEY: the credentials it seals cannot be exported",
+            )
+        })? as &dyn exports::Sealer),
+    };
     let (mut tx, mgmt) = app.begin_management(who, UPDATE).await?;
     lifecycle::show(&mut tx, &app.lifecycle(mgmt), tenant).await?;
     let export_id = uuid::Uuid::now_v7();
@@ -332,7 +346,7 @@ pub async fn export(app: &App, who: &Principal, tenant: TenantId) -> Result<Expo
         Action::Export,
         "tenant",
         Some(tenant.0),
-        serde_json::json!({"export_id": export_id}),
+        serde_json::json!({"export_id": export_id, "credentials": encrypt_to.is_some()}),
     )
     .await?;
     tx.commit().await?;
@@ -342,9 +356,10 @@ pub async fn export(app: &App, who: &Principal, tenant: TenantId) -> Result<Expo
         tenant,
         Purpose::Request,
         &actor.to_string(),
+        encrypt_to,
     )
     .await?;
-    exports::run(&app.pool, store, export_id).await
+    exports::run_sealed(&app.pool, store, export_id, sealer).await
 }
 
 /// An export's record (`tenant:read`).

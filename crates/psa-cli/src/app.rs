@@ -51,10 +51,13 @@ pub async fn app(database_url: Option<&str>, services: Services<'_>) -> Result<A
         }
         app = app.with_exports(store);
     }
-    if let Some(policy) = services.webhooks {
+    // The key seals what the platform keeps secret (webhook secrets, second factors): webhook
+    // commands need it, and so do a move's export and import, which open and seal them again.
+    let key = services.workflow.and_then(|w| w.key_if_set().cloned());
+    if services.webhooks.is_some() || key.is_some() {
         app = app.with_webhooks(psa_app::webhooks::WebhookSettings {
-            key: services.workflow.and_then(|w| w.key_if_set().cloned()),
-            policy,
+            key,
+            policy: services.webhooks.unwrap_or_default(),
         });
     }
     if let Some(dns) = services.dns {

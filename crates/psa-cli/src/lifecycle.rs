@@ -26,6 +26,9 @@ pub struct ExportArgs {
     /// the AWS_* variables).
     #[arg(long, env = "PSA_EXPORT_URL", global = true)]
     pub export_url: Option<String>,
+    /// The largest archive an import takes, in bytes, as uploaded and as unpacked.
+    #[arg(long, env = "PSA_IMPORT_MAX_BYTES", default_value_t = psa_app::settings::DEFAULT_IMPORT_MAX_BYTES, global = true)]
+    pub import_max_bytes: u64,
 }
 
 impl ExportArgs {
@@ -233,10 +236,11 @@ pub async fn export(
     app: &App,
     tenant: TenantId,
     out: &std::path::Path,
+    encrypt_to: Option<&psa_models::exports::Recipient>,
     json: bool,
 ) -> Result<(), CliError> {
     let who = operator();
-    let done = psa_app::tenants::export(app, &who, tenant).await?;
+    let done = psa_app::tenants::export(app, &who, tenant, encrypt_to).await?;
     let (done, key) = psa_app::tenants::download_export(app, &who, tenant, done.export_id).await?;
     let store = app.export_store()?;
     store.download(&key, out).await?;
@@ -259,6 +263,83 @@ pub async fn export(
         );
     }
     Ok(())
+}
+
+/// `psa tenant import`: the archive at `file` imported (or, `dry_run`, what would be).
+pub async fn import(
+    app: &App,
+    file: &std::path::Path,
+    options: &psa_app::imports::ImportOptions,
+    dry_run: bool,
+    json: bool,
+) -> Result<(), CliError> {
+    let who = operator();
+    if dry_run {
+        let preview = psa_app::imports::preview(app, &who, file, options).await?;
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string(&preview).expect("a preview serialises")
+            );
+        } else {
+            print_source(&preview.source);
+            println!("would be   a {:?}", preview.mode);
+            for p in &preview.problems {
+                println!("refused    {p}");
+            }
+        }
+        return Ok(());
+    }
+    let done = psa_app::imports::import(app, &who, file, options).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&done).expect("an import serialises")
+        );
+        return Ok(());
+    }
+    print_source(&done.source);
+    println!(
+        "imported   {} ({}, slug {}) as a {:?}, {}",
+        done.tenant.tenant_id, done.tenant.name, done.tenant.slug, done.mode, done.tenant.status
+    );
+    for (table, t) in &done.tables {
+        match &t.left_out {
+            Some(why) => println!("  {table:<24} left out: {why}"),
+            None if t.rows > 0 => println!("  {table:<24} {}", t.rows),
+            None => {}
+        }
+    }
+    println!("customer   {}", done.tenant.customer.tracking);
+    if done.mailed + done.mail_failed > 0 {
+        println!(
+            "mailed     {} users ({} could not be reached)",
+            done.mailed, done.mail_failed
+        );
+    }
+    for w in &done.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
+}
+
+fn print_source(s: &psa_app::imports::Source) {
+    let rows: u64 = s.rows.values().sum();
+    println!(
+        "archive    export {} of tenant {} ({}, slug {}), {} rows, made {}",
+        s.export_id, s.tenant_id, s.name, s.slug, rows, s.exported_at
+    );
+    println!(
+        "schema     {} (this installation: {}){}{}",
+        s.schema_version,
+        s.schema_here,
+        if s.encrypted { ", encrypted" } else { "" },
+        if s.credentials {
+            ", with credentials"
+        } else {
+            ""
+        }
+    );
 }
 
 /// A tenant's plan and seats, as `psa tenant show` and `psa tenant set-plan` print them.

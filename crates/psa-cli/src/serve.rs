@@ -148,6 +148,7 @@ pub async fn serve(
                 store: Some(exports.store()?),
                 default_plan: tracking.default_plan.clone(),
                 stripe_webhook_secret: server.billing.stripe_webhook_secret()?,
+                import_max_bytes: exports.import_max_bytes,
             },
             webhooks: psa_api::webhooks::WebhookConfig {
                 key: wf.key_if_set().cloned(),

@@ -251,6 +251,43 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Bring a tenant in from an export archive: restore a deleted one, move one from another
+    /// installation (with its own ids), or clone one as a new tenant (--as-new). Checked whole
+    /// before anything is written; written in one transaction.
+    Import {
+        /// The archive: an export's download (tar.gz), or a move's encrypted one.
+        #[arg(long, value_name = "ARCHIVE")]
+        file: std::path::PathBuf,
+        /// A new tenant with new ids, its users without credentials (a sandbox copy).
+        #[arg(long)]
+        as_new: bool,
+        /// The clone's name (default: the original's, with " (copy)").
+        #[arg(long, requires = "as_new")]
+        name: Option<String>,
+        /// The tenant's slug, when the archive's is taken (a clone's default: a free one).
+        #[arg(long)]
+        slug: Option<String>,
+        /// The age identity file (age-keygen's) that opens an encrypted archive.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<std::path::PathBuf>,
+        /// Mail each active user a link to set their password (a plain archive carries none).
+        #[arg(long, conflicts_with = "as_new")]
+        notify_users: bool,
+        /// Mail each active user of the clone an invitation.
+        #[arg(long, requires = "as_new")]
+        invite_users: bool,
+        /// Record the clone as a customer of the management tenant (a restored or moved tenant
+        /// always is).
+        #[arg(long, requires = "as_new")]
+        track_customer: bool,
+        /// Check the archive and say what the import would do; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        tracking: TrackingArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Export the tenant's data (one JSON Lines file per table and a manifest, in a tar.gz) into
     /// the export store, and copy the archive to PATH.
     Export {
@@ -258,6 +295,11 @@ pub enum TenantCommand {
         tenant_id: TenantId,
         #[arg(long, value_name = "PATH")]
         out: std::path::PathBuf,
+        /// For a move: encrypt the archive to this age public key (age1..., from age-keygen),
+        /// and carry every column, passwords and second factors included; only the key's
+        /// identity opens it (`psa tenant import --identity`).
+        #[arg(long, value_name = "RECIPIENT")]
+        encrypt_to: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -494,11 +536,56 @@ pub async fn tenant(
             let app = lifecycle_app(None).await?;
             lc::delete(&app, tenant_id, Duration::from_secs(wait_seconds), json).await
         }
+        TenantCommand::Import {
+            file,
+            as_new,
+            name,
+            slug,
+            identity,
+            notify_users,
+            invite_users,
+            track_customer,
+            dry_run,
+            tracking,
+            json,
+        } => {
+            let identity = match identity {
+                None => None,
+                Some(path) => Some(secrecy::SecretString::from(
+                    std::fs::read_to_string(&path).map_err(|e| {
+                        CliError::Usage(format!("--identity {}: {e}", path.display()))
+                    })?,
+                )),
+            };
+            let options = psa_app::imports::ImportOptions {
+                as_new,
+                name,
+                slug,
+                identity,
+                notify_users,
+                invite_users,
+                track_customer,
+            };
+            let services = Services {
+                settings: Some(&tracking),
+                workflow: Some(wf),
+                mail: Some(mail),
+                ..Default::default()
+            };
+            let mut app = app(database_url, services).await?;
+            std::sync::Arc::make_mut(&mut app.settings).import_max_bytes = exports.import_max_bytes;
+            lc::import(&app, &file, &options, dry_run, json).await
+        }
         TenantCommand::Export {
             tenant_id,
             out,
+            encrypt_to,
             json,
         } => {
+            let encrypt_to = encrypt_to
+                .as_deref()
+                .map(|r| psa_models::exports::Recipient::parse(r, "--encrypt-to"))
+                .transpose()?;
             // The workflow's settings carry PSA_SECRET_KEY, which opens the archive key.
             let services = Services {
                 exports: Some(exports.store()?),
@@ -506,7 +593,7 @@ pub async fn tenant(
                 ..Default::default()
             };
             let app = app(database_url, services).await?;
-            lc::export(&app, tenant_id, &out, json).await
+            lc::export(&app, tenant_id, &out, encrypt_to.as_ref(), json).await
         }
         TenantCommand::ResendInvite { tenant_id, json } => {
             let services = Services {

@@ -176,6 +176,7 @@ pub enum Action {
     ExtendTrial,
     Export,
     DownloadExport,
+    Import,
     // Customers and runs.
     Repair,
     PreviewRepair,
@@ -227,6 +228,7 @@ impl Action {
         Action::ExtendTrial,
         Action::Export,
         Action::DownloadExport,
+        Action::Import,
         Action::Repair,
         Action::PreviewRepair,
         Action::CutOff,
@@ -273,6 +275,7 @@ impl Action {
             Action::ExtendTrial => "extend_trial",
             Action::Export => "export",
             Action::DownloadExport => "download_export",
+            Action::Import => "import",
             Action::Repair => "repair",
             Action::PreviewRepair => "preview_repair",
             Action::CutOff => "cut_off",

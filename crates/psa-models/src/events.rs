@@ -38,6 +38,8 @@ pub enum EventType {
     TenantRestored,
     #[serde(rename = "tenant.deleted")]
     TenantDeleted,
+    #[serde(rename = "tenant.imported")]
+    TenantImported,
     #[serde(rename = "tenant.plan_changed")]
     TenantPlanChanged,
     #[serde(rename = "tenant.subscription_changed")]
@@ -60,7 +62,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 19] = [
+    pub const ALL: [EventType; 20] = [
         EventType::TenantProvisioned,
         EventType::TenantProvisioningFailed,
         EventType::CustomerTracked,
@@ -71,6 +73,7 @@ impl EventType {
         EventType::TenantCanceled,
         EventType::TenantRestored,
         EventType::TenantDeleted,
+        EventType::TenantImported,
         EventType::TenantPlanChanged,
         EventType::TenantSubscriptionChanged,
         EventType::TenantTrialEnding,
@@ -94,6 +97,7 @@ impl EventType {
             EventType::TenantCanceled => "tenant.canceled",
             EventType::TenantRestored => "tenant.restored",
             EventType::TenantDeleted => "tenant.deleted",
+            EventType::TenantImported => "tenant.imported",
             EventType::TenantPlanChanged => "tenant.plan_changed",
             EventType::TenantSubscriptionChanged => "tenant.subscription_changed",
             EventType::TenantTrialEnding => "tenant.trial_ending",

@@ -114,6 +114,10 @@ pub struct ExportStore {
 /// The suffix of an encrypted archive's key in the store.
 const ENCRYPTED: &str = ".age";
 
+/// The suffix of an archive encrypted to a recipient's key (a move's, with credentials): served
+/// as it is stored, for only the recipient can open it.
+const TO_RECIPIENT: &str = ".x25519.age";
+
 /// A stream of an archive's bytes.
 pub type ArchiveStream = std::pin::Pin<
     Box<dyn futures::Stream<Item = std::result::Result<bytes::Bytes, std::io::Error>> + Send>,
@@ -219,14 +223,15 @@ impl ExportStore {
 
     /// Whether the archive at `key` can be read here (an encrypted one needs the archive key).
     pub fn can_read(&self, key: &str) -> Result<()> {
-        if key.ends_with(ENCRYPTED) {
+        if key.ends_with(ENCRYPTED) && !key.ends_with(TO_RECIPIENT) {
             self.can_write()
         } else {
             Ok(())
         }
     }
 
-    /// Streams an archive out of the store: the plain `tar.gz`, decrypted on the way.
+    /// Streams an archive out of the store: the plain `tar.gz`, decrypted on the way (one
+    /// encrypted to a recipient stays encrypted).
     pub async fn open(&self, key: &str) -> Result<ArchiveStream> {
         use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
         let got = self
@@ -235,7 +240,7 @@ impl ExportStore {
             .await
             .map_err(store_error)?;
         let raw = got.into_stream().map_err(std::io::Error::other);
-        if !key.ends_with(ENCRYPTED) {
+        if !key.ends_with(ENCRYPTED) || key.ends_with(TO_RECIPIENT) {
             return Ok(Box::pin(raw));
         }
         let archive_key = self.key.as_ref().ok_or_else(no_key)?;
@@ -337,6 +342,10 @@ pub struct Manifest {
     pub tenant_name: String,
     pub created_at: DateTime<Utc>,
     pub tables: std::collections::BTreeMap<String, TableEntry>,
+    /// Whether the rows carry every column, credentials included (sealed ones opened): only an
+    /// archive encrypted to a recipient's key does (`psa tenant export --encrypt-to`).
+    #[serde(default)]
+    pub credentials: bool,
 }
 
 /// An export's record.
@@ -358,10 +367,13 @@ pub struct Export {
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// The age X25519 recipient a move's archive is encrypted to (it carries credentials and
+    /// only that key's holder can read it); `None`: an ordinary export.
+    pub encrypted_to: Option<String>,
 }
 
 const COLUMNS: &str = "export_id, tenant_id, requested_by, purpose, status, location, bytes, \
-                       manifest, error, created_at, completed_at";
+                       manifest, error, created_at, completed_at, encrypted_to";
 
 /// What is exported of each tenant table, reviewed once, column by column: an allow-list, so a
 /// column added later (perhaps a secret) stays out until someone decides otherwise, and a table
@@ -894,6 +906,43 @@ pub fn scrub(value: &mut serde_json::Value) {
     }
 }
 
+/// Columns sealed under the installation's `PSA_SECRET_KEY`: an archive that carries
+/// credentials holds them opened (the archive is encrypted to its recipient instead), and an
+/// import seals them again under its own installation's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealedColumn {
+    /// `user_totp.secret_sealed`, bound to `tenant/user`.
+    TotpSecret,
+    /// `sso_connections.client_secret_sealed`, bound to the tenant.
+    SsoClientSecret,
+}
+
+impl SealedColumn {
+    /// The sealed column of `table`, if it has one.
+    pub fn of(table: &str) -> Option<(SealedColumn, &'static str)> {
+        match table {
+            "user_totp" => Some((SealedColumn::TotpSecret, "secret_sealed")),
+            "sso_connections" => Some((SealedColumn::SsoClientSecret, "client_secret_sealed")),
+            _ => None,
+        }
+    }
+
+    /// The row a value of this column is sealed to (its associated data), from the row.
+    pub fn row(self, row: &serde_json::Map<String, serde_json::Value>) -> String {
+        let field = |k: &str| row.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+        match self {
+            SealedColumn::TotpSecret => format!("{}/{}", field("tenant"), field("user_id")),
+            SealedColumn::SsoClientSecret => field("tenant").to_owned(),
+        }
+    }
+}
+
+/// Opens and seals the [`SealedColumn`]s (the installation's `PSA_SECRET_KEY`).
+pub trait Sealer: Send + Sync {
+    fn open(&self, column: SealedColumn, row: &str, sealed: &str) -> Result<String>;
+    fn seal(&self, column: SealedColumn, row: &str, plain: &str) -> String;
+}
+
 /// The export `id` (outside any tenant context: a platform table).
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Export> {
     sqlx::query_as::<_, Export>(&format!(
@@ -912,31 +961,102 @@ pub async fn begin(
     tenant: TenantId,
     purpose: Purpose,
     requested_by: &str,
+    encrypted_to: Option<&Recipient>,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO tenant_exports (export_id, tenant_id, requested_by, purpose) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (export_id) DO NOTHING",
+        "INSERT INTO tenant_exports (export_id, tenant_id, requested_by, purpose, encrypted_to) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (export_id) DO NOTHING",
     )
     .bind(id)
     .bind(tenant)
     .bind(requested_by)
     .bind(purpose)
+    .bind(encrypted_to.map(|r| r.to_string()))
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// The key a move's archive is encrypted to: an age X25519 recipient (`age1...`, as
+/// `age-keygen` prints it) or a post-quantum one (`age1pq1...`, `age-keygen -pq`).
+#[derive(Clone)]
+pub enum Recipient {
+    /// Classic X25519, which age deprecates for new keys but which most keys in use are: a move
+    /// is made to the key its receiver has.
+    #[allow(deprecated)]
+    X25519(age::x25519::Recipient),
+    Pq(age::pq::Recipient),
+}
+
+impl std::fmt::Display for Recipient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recipient::X25519(r) => r.fmt(f),
+            Recipient::Pq(r) => r.fmt(f),
+        }
+    }
+}
+
+impl Recipient {
+    pub fn parse(raw: &str, field: &'static str) -> Result<Recipient> {
+        let raw = raw.trim();
+        #[allow(deprecated)]
+        if let Ok(r) = raw.parse::<age::x25519::Recipient>() {
+            return Ok(Recipient::X25519(r));
+        }
+        raw.parse::<age::pq::Recipient>()
+            .map(Recipient::Pq)
+            .map_err(|_| {
+                Error::validation(
+                    field,
+                    "not an age recipient (a public key starting age1..., as age-keygen prints it)",
+                )
+            })
+    }
+
+    fn boxed(self) -> Box<dyn age::Recipient + Send> {
+        match self {
+            Recipient::X25519(r) => Box::new(r),
+            Recipient::Pq(r) => Box::new(r),
+        }
+    }
 }
 
 /// Takes the export `id` of `tenant` (recorded with [`begin`]) into the store and records the
 /// outcome. Idempotent: an export already completed is returned as it is, one that failed or
 /// was cut off is taken again.
 pub async fn run(pool: &PgPool, store: &ExportStore, id: Uuid) -> Result<Export> {
+    run_sealed(pool, store, id, None).await
+}
+
+/// [`run`], for an export that may carry credentials (encrypted to a recipient): `sealer` opens
+/// the sealed columns.
+pub async fn run_sealed(
+    pool: &PgPool,
+    store: &ExportStore,
+    id: Uuid,
+    sealer: Option<&dyn Sealer>,
+) -> Result<Export> {
     let mut conn = pool.acquire().await?;
     let current = get(&mut conn, id).await?;
     drop(conn);
     if current.status == "completed" {
         return Ok(current);
     }
-    match write(pool, store, id, current.tenant_id).await {
+    let to = match &current.encrypted_to {
+        None => None,
+        Some(r) => {
+            let recipient = Recipient::parse(r, "encrypt_to")?;
+            let sealer = sealer.ok_or_else(|| Error::Unavailable {
+                code: "unavailable",
+                message: "PSA_SECRET_KEY is not set here: an export that carries credentials \
+                          opens the secrets it seals"
+                    .into(),
+            })?;
+            Some((recipient, sealer))
+        }
+    };
+    match write(pool, store, id, current.tenant_id, to).await {
         Ok((key, bytes, manifest)) => {
             sqlx::query(
                 "UPDATE tenant_exports SET status = 'completed', location = $2, bytes = $3, \
@@ -967,18 +1087,18 @@ pub async fn run(pool: &PgPool, store: &ExportStore, id: Uuid) -> Result<Export>
 /// The scratch directories' names (in the system's temporary directory).
 pub const SCRATCH_PREFIX: &str = "psa-export-";
 
-/// Removes scratch directories an export left behind (a process killed mid-export) that are
-/// older than `age`; returns how many went.
+/// Removes scratch directories an export or an import left behind (a process killed midway)
+/// that are older than `age`; returns how many went.
 pub fn sweep_scratch(age: std::time::Duration) -> usize {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return 0;
     };
     let mut removed = 0;
     for entry in entries.flatten() {
-        let stale = entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(SCRATCH_PREFIX)
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let stale = (name.starts_with(SCRATCH_PREFIX)
+            || name.starts_with(crate::imports::SCRATCH_PREFIX))
             && entry
                 .metadata()
                 .and_then(|m| m.modified())
@@ -1024,9 +1144,11 @@ async fn write(
     store: &ExportStore,
     id: Uuid,
     tenant: TenantId,
+    to: Option<(Recipient, &dyn Sealer)>,
 ) -> Result<(String, u64, Manifest)> {
     // Before anything is read: without the key nothing could be stored.
     let archive_key = store.key.clone().ok_or_else(no_key)?;
+    let credentials = to.is_some();
     let scratch = Scratch(std::env::temp_dir().join(format!("{SCRATCH_PREFIX}{id}")));
     // Private to this process's user (0700): a tenant's whole data passes through here.
     {
@@ -1064,6 +1186,7 @@ async fn write(
         tenant_name: name,
         created_at: Utc::now(),
         tables: Default::default(),
+        credentials,
     };
     for table in lifecycle::tenant_tables(&mut tx).await? {
         let columns: Vec<String> = sqlx::query_scalar(
@@ -1074,10 +1197,17 @@ async fn write(
         .bind(&table)
         .fetch_all(&mut *tx)
         .await?;
-        let (kept, left_out) = exported(&table, columns);
+        // A move's archive keeps every column; only an ordinary export leaves some out.
+        let (kept, left_out) = if credentials {
+            (columns, Vec::new())
+        } else {
+            exported(&table, columns)
+        };
+        let sealed =
+            SealedColumn::of(&table).filter(|(_, c)| credentials && kept.iter().any(|k| k == c));
         let scrubbed: Vec<&str> = SCRUBBED
             .iter()
-            .filter(|(t, c)| *t == table && kept.iter().any(|k| k == c))
+            .filter(|(t, c)| !credentials && *t == table && kept.iter().any(|k| k == c))
             .map(|(_, c)| *c)
             .collect();
         let select = kept
@@ -1102,17 +1232,23 @@ async fn write(
             .bind(tenant)
             .fetch(&mut *tx);
         while let Some(line) = stream.try_next().await? {
-            let line = if scrubbed.is_empty() {
+            let line = if scrubbed.is_empty() && sealed.is_none() {
                 line
             } else {
-                let mut row: serde_json::Value =
+                let mut row: serde_json::Map<String, serde_json::Value> =
                     serde_json::from_str(&line).map_err(Error::internal)?;
                 for c in &scrubbed {
                     if let Some(v) = row.get_mut(*c) {
                         scrub(v);
                     }
                 }
-                row.to_string()
+                if let (Some((column, name)), Some((_, sealer))) = (sealed, &to)
+                    && let Some(value) = row.get(name).and_then(|v| v.as_str())
+                {
+                    let plain = sealer.open(column, &column.row(&row), value)?;
+                    row.insert(name.to_owned(), plain.into());
+                }
+                serde_json::Value::Object(row).to_string()
             };
             hash.update(line.as_bytes());
             hash.update(b"\n");
@@ -1142,6 +1278,10 @@ async fn write(
         .map_err(Error::internal)?;
     let archive = scratch.0.join("export.tar.gz.age");
     let dir = scratch.0.clone();
+    let recipient: Box<dyn age::Recipient + Send> = match to {
+        Some((r, _)) => r.boxed(),
+        None => Box::new(archive_key.recipient.clone()),
+    };
     let entries: Vec<String> = std::iter::once("manifest.json".to_owned())
         .chain(manifest.tables.values().map(|t| t.file.clone()))
         .collect();
@@ -1150,7 +1290,7 @@ async fn write(
     // plain size is counted on the way (it is what a download gives).
     let plain_bytes = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
         let encryptor = age::Encryptor::with_recipients(std::iter::once(
-            &archive_key.recipient as &dyn age::Recipient,
+            recipient.as_ref() as &dyn age::Recipient
         ))
         .map_err(std::io::Error::other)?;
         let sealed = encryptor.wrap_output(std::fs::File::create(&archive_path)?)?;
@@ -1172,7 +1312,20 @@ async fn write(
     .map_err(Error::internal)?
     .map_err(Error::internal)?;
 
-    let key = format!("{tenant}/{id}.tar.gz{ENCRYPTED}");
+    let key = if credentials {
+        format!("{tenant}/{id}.tar.gz{TO_RECIPIENT}")
+    } else {
+        format!("{tenant}/{id}.tar.gz{ENCRYPTED}")
+    };
+    // What a download gives: the plain archive, or the recipient's encrypted one as stored.
+    let bytes = if credentials {
+        tokio::fs::metadata(&archive)
+            .await
+            .map_err(Error::internal)?
+            .len()
+    } else {
+        plain_bytes
+    };
     let mut upload =
         object_store::buffered::BufWriter::new(store.store.clone(), Path::from(key.as_str()));
     let mut file = tokio::fs::File::open(&archive)
@@ -1182,6 +1335,5 @@ async fn write(
         .await
         .map_err(Error::internal)?;
     upload.shutdown().await.map_err(Error::internal)?;
-    let bytes = plain_bytes;
     Ok((key, bytes, manifest))
 }

@@ -1081,6 +1081,59 @@ pub async fn show(
     })
 }
 
+/// Makes the customer record of a tenant an import brought back say what it is now: its
+/// status, no deletion (`delete_after` and `deleted_at` gone), the lifecycle tags to match,
+/// active again, and the contacts its cancel made inactive active again. Returns whether there
+/// was a record (none: reconcile's rules make one).
+pub async fn record_returned(
+    conn: &mut PgConnection,
+    settings: &Settings,
+    tenant: TenantId,
+) -> Result<bool> {
+    let r = row(conn, tenant, false).await?;
+    let Some(company) = customer_company(conn, settings, tenant).await? else {
+        return Ok(false);
+    };
+    db::leave_tenant(conn).await?;
+    let undo: Option<serde_json::Value> = sqlx::query_scalar(
+        "SELECT undo FROM tenant_deletions WHERE tenant_id = $1 AND status = 'deleted' \
+         ORDER BY ended_at DESC NULLS LAST LIMIT 1",
+    )
+    .bind(tenant)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let mgmt = settings.management_tenant_id;
+    db::enter_tenant(conn, mgmt).await?;
+    if let Some(undo) = undo.and_then(|u| serde_json::from_value::<Undo>(u).ok()) {
+        sqlx::query(
+            "UPDATE contacts SET is_inactive = false, updated_at = now() \
+             WHERE tenant = $1 AND contact_name_id = ANY ($2)",
+        )
+        .bind(mgmt)
+        .bind(&undo.contacts)
+        .execute(&mut *conn)
+        .await?;
+    }
+    untag(conn, mgmt, company.company_id, &settings.tags.canceled).await?;
+    if r.status == TenantStatus::Suspended {
+        tag(conn, mgmt, company.company_id, &settings.tags.suspended).await?;
+    } else {
+        untag(conn, mgmt, company.company_id, &settings.tags.suspended).await?;
+    }
+    db::as_platform(conn).await?;
+    sqlx::query(
+        "UPDATE companies SET properties = (coalesce(properties, '{}') - 'delete_after' - 'deleted_at') \
+                || $3, is_inactive = false, updated_at = now() \
+         WHERE tenant = $1 AND company_id = $2",
+    )
+    .bind(mgmt)
+    .bind(company.company_id)
+    .bind(json!({"tenant_status": r.status}))
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
 /// Applies the tenant's current status to a customer company that reconcile just created for
 /// it, so a record added late shows the same state as one that followed every change.
 pub async fn apply_to_new_record(

@@ -113,6 +113,7 @@ impl DeletionActivities {
                 input.tenant_id,
                 Purpose::Deletion,
                 &format!("workflow:{}", input.workflow_id),
+                None,
             )
             .await?;
             exports::run(&self.pool, &self.store, input.export_id).await?;

@@ -115,8 +115,51 @@ async fn track(
     dry_run: bool,
 ) -> Result<Tracked, psa_models::Error> {
     let mut tx = pool.begin().await?;
-    provisioning::lock_customer_record(&mut tx, tenant.tenant).await?;
-    if let Some(record) = provisioning::latest_for_tenant(&mut tx, tenant.tenant).await? {
+    let tracked = track_in(&mut tx, mgmt, tenant, tag, lifecycle_tags, dry_run).await?;
+    if dry_run || matches!(tracked, Tracked::Left(_)) {
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+    }
+    Ok(tracked)
+}
+
+/// Tracks a tenant an import just wrote, in the import's transaction, as reconcile would
+/// (found by the tenant's id, created when missing). Returns what it has to say: warnings, and
+/// why it left the tenant alone if it did.
+pub async fn track_imported(
+    conn: &mut sqlx::PgConnection,
+    settings: &lifecycle::Settings,
+    tenant: &tenants::Tenant,
+) -> Result<Vec<String>, psa_models::Error> {
+    let tracked = track_in(
+        conn,
+        settings.management_tenant_id,
+        tenant,
+        &settings.customer_tag,
+        &settings.tags,
+        false,
+    )
+    .await?;
+    Ok(match tracked {
+        Tracked::Created(warnings, _) | Tracked::Already(warnings) => warnings,
+        Tracked::Left(left) => vec![format!(
+            "the customer record was left alone: the tenant's provisioning run {} is {:?}",
+            left.workflow_id, left.reason
+        )],
+    })
+}
+
+async fn track_in(
+    tx: &mut sqlx::PgConnection,
+    mgmt: TenantId,
+    tenant: &tenants::Tenant,
+    tag: &psa_models::validate::TagText,
+    lifecycle_tags: &lifecycle::LifecycleTags,
+    dry_run: bool,
+) -> Result<Tracked, psa_models::Error> {
+    provisioning::lock_customer_record(&mut *tx, tenant.tenant).await?;
+    if let Some(record) = provisioning::latest_for_tenant(&mut *tx, tenant.tenant).await? {
         let reason = match record.status {
             RunStatus::Requested | RunStatus::Running => Some(LeftReason::InFlight),
             _ if record.skip_customer_tracking => Some(LeftReason::Skipped),
@@ -136,8 +179,8 @@ async fn track(
     let mut repaired: Vec<String> = Vec::new();
     let mut new_company = None;
     let mut warnings = Vec::new();
-    let existing = companies::find_by_managed_tenant(&mut tx, mgmt, tenant.tenant).await?;
-    let admin = users::tenant_admin(&mut tx, tenant.tenant).await?;
+    let existing = companies::find_by_managed_tenant(&mut *tx, mgmt, tenant.tenant).await?;
+    let admin = users::tenant_admin(&mut *tx, tenant.tenant).await?;
     let company_id = match existing {
         Some(c) => c.company_id,
         None => {
@@ -147,7 +190,7 @@ async fn track(
                 // A new company has neither contact nor tag yet: say what else would be made.
                 if let Some((_, _, email)) = &admin
                     && psa_models::contacts::find_by_email(
-                        &mut tx,
+                        &mut *tx,
                         mgmt,
                         &EmailAddress::parse(email)?,
                     )
@@ -160,7 +203,7 @@ async fn track(
                 return Ok(Tracked::Created(warnings, repaired));
             }
             let out = customer_company(
-                &mut tx,
+                &mut *tx,
                 &CustomerCompanyIn {
                     workflow_id: None,
                     management_tenant_id: mgmt,
@@ -177,7 +220,7 @@ async fn track(
     };
     if let Some((first, last, email)) = admin {
         let email = EmailAddress::parse(&email)?;
-        let has_contact = psa_models::contacts::find_by_email(&mut tx, mgmt, &email)
+        let has_contact = psa_models::contacts::find_by_email(&mut *tx, mgmt, &email)
             .await?
             .is_some();
         if !has_contact {
@@ -187,7 +230,7 @@ async fn track(
                 let full_name = FullName::parse(&format!("{first} {last}"))
                     .or_else(|_| FullName::parse(email.as_str()))?;
                 let out = customer_contact(
-                    &mut tx,
+                    &mut *tx,
                     &CustomerContactIn {
                         workflow_id: None,
                         management_tenant_id: mgmt,
@@ -208,7 +251,7 @@ async fn track(
             tenant.tenant
         ));
     }
-    let tagged = tags::list_for_entity(&mut tx, mgmt, TaggedType::Company, company_id.0)
+    let tagged = tags::list_for_entity(&mut *tx, mgmt, TaggedType::Company, company_id.0)
         .await?
         .iter()
         .any(|t| t.tag_text == tag.as_str());
@@ -217,7 +260,7 @@ async fn track(
         repaired.push("tag".into());
         if !dry_run {
             customer_tag(
-                &mut tx,
+                &mut *tx,
                 mgmt,
                 company_id,
                 tag,
@@ -234,32 +277,27 @@ async fn track(
     };
     // A record added late shows the tenant's state as one that followed every change would.
     if let Some(company) = new_company {
-        lifecycle::apply_to_new_record(&mut tx, &settings, tenant.tenant, company).await?;
+        lifecycle::apply_to_new_record(&mut *tx, &settings, tenant.tenant, company).await?;
     }
-    if dry_run {
-        tx.rollback().await?;
-    } else {
-        if created {
-            provisioning::mark_repaired(&mut tx, tenant.tenant).await?;
-            // From what is known here: reading the tenant's details back would cost reconcile
-            // a third of its rate.
-            psa_models::db::leave_tenant(&mut tx).await?;
-            events::record(
-                &mut tx,
-                EventType::CustomerRepaired,
-                Some(tenant.tenant),
-                serde_json::json!({
-                    "tenant_id": tenant.tenant,
-                    "name": tenant.company_name,
-                    "created_at": tenant.created_at,
-                    "customer": {"customer_company_id": company_id, "tracking": "tracked"},
-                    "repaired": repaired,
-                }),
-                None,
-            )
-            .await?;
-        }
-        tx.commit().await?;
+    if !dry_run && created {
+        provisioning::mark_repaired(&mut *tx, tenant.tenant).await?;
+        // From what is known here: reading the tenant's details back would cost reconcile
+        // a third of its rate.
+        psa_models::db::leave_tenant(&mut *tx).await?;
+        events::record(
+            &mut *tx,
+            EventType::CustomerRepaired,
+            Some(tenant.tenant),
+            serde_json::json!({
+                "tenant_id": tenant.tenant,
+                "name": tenant.company_name,
+                "created_at": tenant.created_at,
+                "customer": {"customer_company_id": company_id, "tracking": "tracked"},
+                "repaired": repaired,
+            }),
+            None,
+        )
+        .await?;
     }
     Ok(if created {
         Tracked::Created(warnings, repaired)

@@ -203,6 +203,31 @@ impl SecretKey {
 /// The name of the key export archives are encrypted to (`platform_keys`).
 pub const ARCHIVE_KEY: &str = "export_archives";
 
+/// The tenant tables' sealed columns, opened for a move's archive and sealed again by its import.
+impl psa_models::exports::Sealer for SecretKey {
+    fn open(
+        &self,
+        column: psa_models::exports::SealedColumn,
+        row: &str,
+        sealed: &str,
+    ) -> psa_models::Result<String> {
+        self.open_for(sealed, purpose_of(column), row)
+            .map(|s| s.expose_secret().to_owned())
+            .map_err(|e| psa_models::Error::Internal(format!("{row}: {e}").into()))
+    }
+
+    fn seal(&self, column: psa_models::exports::SealedColumn, row: &str, plain: &str) -> String {
+        self.seal_for(&SecretString::from(plain), purpose_of(column), row)
+    }
+}
+
+fn purpose_of(column: psa_models::exports::SealedColumn) -> Sealed {
+    match column {
+        psa_models::exports::SealedColumn::TotpSecret => Sealed::TotpSecret,
+        psa_models::exports::SealedColumn::SsoClientSecret => Sealed::SsoClientSecret,
+    }
+}
+
 /// The key export archives are encrypted to: read from `platform_keys` and opened with `key`,
 /// or made on first use (the first process to make it wins; every process uses the one stored).
 pub async fn archive_key(

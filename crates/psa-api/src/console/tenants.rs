@@ -865,7 +865,7 @@ async fn export(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Refused> {
     console.check_csrf(&form.csrf)?;
-    match psa_app::tenants::export(&state.app, &console.caller.principal(), id).await {
+    match psa_app::tenants::export(&state.app, &console.caller.principal(), id, None).await {
         Ok(e) if e.status == "completed" => {
             let mut p = full_page(&state, &console, details(&state, &console, id).await?).await;
             p.notice = Some("The export is ready.".into());

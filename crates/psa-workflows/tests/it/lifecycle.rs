@@ -379,9 +379,16 @@ async fn an_export_has_every_table_with_the_database_row_counts_and_no_secrets()
         .unwrap()
         .with_key(archive_key);
     let id = uuid::Uuid::now_v7();
-    exports::begin(&env.db.pool, id, tenant, exports::Purpose::Request, "test")
-        .await
-        .unwrap();
+    exports::begin(
+        &env.db.pool,
+        id,
+        tenant,
+        exports::Purpose::Request,
+        "test",
+        None,
+    )
+    .await
+    .unwrap();
     let done = exports::run(&env.db.pool, &store, id).await.unwrap();
     let manifest = done.manifest.clone().unwrap().0;
     // It names the schema it was made with: the database's latest migration.

@@ -1,0 +1,64 @@
+-- Tenant import: a tenant's rows are written back in one transaction, in any order. The
+-- foreign keys between tenant tables form cycles (companies and contacts name each other;
+-- users name contacts, companies name users), so they become deferrable: an import defers them
+-- to its commit, where each is checked as before. Everywhere else they stay immediate.
+DO $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN
+        SELECT con.conname, con.conrelid::regclass AS tbl
+        FROM pg_constraint con
+        WHERE con.contype = 'f' AND NOT con.condeferrable
+          AND con.connamespace = current_schema()::regnamespace
+          AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = con.conrelid
+                        AND a.attname = 'tenant' AND NOT a.attisdropped)
+    LOOP
+        EXECUTE format('ALTER TABLE %s ALTER CONSTRAINT %I DEFERRABLE INITIALLY IMMEDIATE',
+                       c.tbl, c.conname);
+    END LOOP;
+END
+$$;
+
+-- An imported audit row is history, already checked (and copied to the operator's tenant) when
+-- it was first written: the import sets psa.importing for its transaction.
+CREATE OR REPLACE FUNCTION psa_audit_support_copy() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    s support_sessions;
+BEGIN
+    IF current_setting('psa.importing', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO s FROM support_sessions
+    WHERE tenant = NEW.tenant
+      AND support_session_id = (NEW.details ->> 'support_session')::uuid;
+    IF NOT FOUND THEN
+        -- The copy itself (in the operator's tenant, which holds no such session).
+        IF EXISTS (SELECT 1 FROM tenants WHERE tenant = NEW.tenant AND is_management) THEN
+            RETURN NULL;
+        END IF;
+        RAISE EXCEPTION 'a support audit row names no support session of its tenant'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    -- The row must say what the session is: its operator, its user; the session open, or
+    -- ending in this transaction; the operator's tenant the management tenant.
+    IF NEW.actor_id IS DISTINCT FROM s.operator_name OR NEW.actor_user IS DISTINCT FROM s.user_id
+       OR (s.ended_at IS NOT NULL AND s.ended_at <> now())
+       OR NOT EXISTS (SELECT 1 FROM tenants WHERE tenant = s.operator_tenant AND is_management)
+    THEN
+        RAISE EXCEPTION 'a support audit row does not match its support session'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    INSERT INTO audit_log (tenant, actor, actor_kind, actor_id, actor_user, action,
+                           entity_type, entity_id, details, created_at)
+    VALUES (s.operator_tenant, 'support:' || s.operator_name || ' as user:' || s.user_id,
+            'support', s.operator_name, s.user_id, NEW.action, NEW.entity_type, NEW.entity_id,
+            NEW.details || jsonb_build_object('tenant_id', NEW.tenant), now());
+    RETURN NULL;
+END
+$$;
+
+-- An export made for a move (`--encrypt-to`) is encrypted to its recipient's key, not the
+-- platform's, and carries the credential columns: this platform cannot read it back.
+ALTER TABLE tenant_exports ADD COLUMN encrypted_to text;
