@@ -336,7 +336,11 @@ async fn target(
         ));
     }
     let tenant = source.tenant_id;
-    if psa_models::tenants::find(conn, tenant).await?.is_some() {
+    // Looked for in its own context: the API's confined role sees a tenant only there.
+    db::enter_tenant(conn, tenant).await?;
+    let present = psa_models::tenants::find(conn, tenant).await?.is_some();
+    db::leave_tenant(conn).await?;
+    if present {
         return Err(exists());
     }
     match given_slug {
@@ -469,6 +473,13 @@ pub async fn import(
         .map(|k| k as &dyn psa_models::exports::Sealer);
     let (mut tx, mgmt) = app.begin_management(who, CREATE).await?;
     let target = target(&mut tx, app, mgmt, &unpacked, options).await?;
+    // The customer company's name: the clone's, else the archive's.
+    let name = target
+        .row
+        .get("company_name")
+        .and_then(Value::as_str)
+        .unwrap_or(&unpacked.manifest.tenant_name)
+        .to_owned();
     let tables = imports::load(
         &mut tx,
         &Plan {
@@ -484,13 +495,7 @@ pub async fn import(
     let settings = app.lifecycle(mgmt);
     let mut warnings = Vec::new();
     if target.mode != Mode::Clone || options.track_customer {
-        lifecycle::record_returned(&mut tx, &settings, target.tenant).await?;
-        db::leave_tenant(&mut tx).await?;
-        let tenant = psa_models::tenants::find(&mut tx, target.tenant)
-            .await?
-            .ok_or(Error::NotFound { entity: "tenant" })?;
-        warnings
-            .extend(psa_workflows::reconcile::track_imported(&mut tx, &settings, &tenant).await?);
+        warnings.extend(track(&mut tx, &settings, target.tenant, &name).await?);
     }
     let source = unpacked.source();
     let rows: BTreeMap<&String, u64> = tables.iter().map(|(t, i)| (t, i.rows)).collect();
@@ -554,6 +559,84 @@ pub async fn import(
         mail_failed,
         warnings,
     })
+}
+
+/// The tenant's customer record, by reconcile's rules (one company per tenant, found by its id;
+/// the tenant's first administrator as its contact; the customer tag), in the import's
+/// transaction: an existing record is made true ([`lifecycle::record_returned`]), a missing one
+/// created with the tenant's state. Each write in the tenant context it belongs to, so the API's
+/// confined role can make it. Returns warnings.
+async fn track(
+    conn: &mut sqlx::PgConnection,
+    settings: &lifecycle::Settings,
+    tenant: TenantId,
+    name: &str,
+) -> Result<Vec<String>> {
+    use psa_models::customer_record::{self, CustomerCompanyIn, CustomerContactIn};
+    use psa_models::validate::{EmailAddress, FullName};
+    let mgmt = settings.management_tenant_id;
+    let mut warnings = Vec::new();
+    let found = lifecycle::record_returned(conn, settings, tenant).await?;
+    db::enter_tenant(conn, mgmt).await?;
+    let company = match psa_models::companies::find_by_managed_tenant(conn, mgmt, tenant).await? {
+        Some(c) if found => c.company_id,
+        _ => {
+            let out = customer_record::company(
+                conn,
+                &CustomerCompanyIn {
+                    workflow_id: None,
+                    management_tenant_id: mgmt,
+                    company_id: psa_models::CompanyId::new(),
+                    tenant_id: tenant,
+                    tenant_name: CompanyName::parse(name)?,
+                },
+            )
+            .await?;
+            warnings.extend(out.warning);
+            lifecycle::apply_to_new_record(conn, settings, tenant, out.company_id).await?;
+            out.company_id
+        }
+    };
+    db::enter_tenant(conn, tenant).await?;
+    match psa_models::users::tenant_admin(conn, tenant).await? {
+        Some((first, last, email)) => {
+            let email = EmailAddress::parse(&email)?;
+            db::enter_tenant(conn, mgmt).await?;
+            if psa_models::contacts::find_by_email(conn, mgmt, &email)
+                .await?
+                .is_none()
+            {
+                let full_name = FullName::parse(&format!("{first} {last}"))
+                    .or_else(|_| FullName::parse(email.as_str()))?;
+                let out = customer_record::contact(
+                    conn,
+                    &CustomerContactIn {
+                        workflow_id: None,
+                        management_tenant_id: mgmt,
+                        tenant_id: tenant,
+                        contact_id: psa_models::ContactId::new(),
+                        company_id: company,
+                        full_name,
+                        email,
+                    },
+                )
+                .await?;
+                warnings.extend(out.warning);
+            }
+        }
+        None => warnings.push("the tenant has no active administrator: no customer contact".into()),
+    }
+    db::enter_tenant(conn, mgmt).await?;
+    customer_record::tag(
+        conn,
+        mgmt,
+        company,
+        &settings.customer_tag,
+        None,
+        &psa_models::audit::Actor::Platform("import"),
+    )
+    .await?;
+    Ok(warnings)
 }
 
 /// Mails each active internal user of the imported tenant a link: an invitation (a clone's) or

@@ -62,3 +62,35 @@ $$;
 -- An export made for a move (`--encrypt-to`) is encrypted to its recipient's key, not the
 -- platform's, and carries the credential columns: this platform cannot read it back.
 ALTER TABLE tenant_exports ADD COLUMN encrypted_to text;
+
+-- The confined role may not insert tenants (least_privilege): an import writes its one tenant
+-- row through this function, which writes only the tenant the transaction is confined to, only
+-- inside an import, and never a management tenant. The columns are those the row names (the
+-- others take their defaults, as for every other table an import writes).
+CREATE FUNCTION psa_import_tenant(t jsonb) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    cols text;
+BEGIN
+    IF current_setting('psa.importing', true) IS DISTINCT FROM 'on' THEN
+        RAISE EXCEPTION 'a tenant row is written this way by an import only'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF (t ->> 'tenant')::uuid IS DISTINCT FROM
+       NULLIF(current_setting('app.current_tenant', true), '')::uuid THEN
+        RAISE EXCEPTION 'an import writes the tenant it is confined to'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF coalesce((t ->> 'is_management')::boolean, false) THEN
+        RAISE EXCEPTION 'a management tenant is never imported' USING ERRCODE = 'check_violation';
+    END IF;
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a
+    WHERE a.attrelid = 'tenants'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+      AND a.attgenerated = '' AND t ? a.attname;
+    EXECUTE format('INSERT INTO tenants (%s) SELECT %s FROM jsonb_populate_record(NULL::tenants, $1)',
+                   cols, cols) USING t;
+END
+$$;
+REVOKE ALL ON FUNCTION psa_import_tenant(jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION psa_import_tenant(jsonb) TO psa_app;

@@ -9,6 +9,7 @@ mod billing;
 mod companies;
 mod console;
 mod contacts;
+mod imports;
 mod isolation;
 mod lifecycle;
 mod limits;

@@ -18,13 +18,13 @@ fn now() -> u64 {
 }
 
 /// The code an app with `secret` (base32) shows `offset` steps from now.
-fn code(secret: &str, offset: i64) -> String {
+pub(crate) fn code(secret: &str, offset: i64) -> String {
     let bytes = psa_models::mfa::decoded(secret).unwrap();
     let t = (now() as i64 + offset * psa_models::mfa::STEP as i64) as u64;
     psa_models::mfa::code_at(&bytes, t).unwrap()
 }
 
-async fn login(app: &TestApp, t: &TenantFixture) -> (StatusCode, Value) {
+pub(crate) async fn login(app: &TestApp, t: &TenantFixture) -> (StatusCode, Value) {
     app.call(
         Method::POST,
         "/api/v1/auth/login",
@@ -34,7 +34,7 @@ async fn login(app: &TestApp, t: &TenantFixture) -> (StatusCode, Value) {
     .await
 }
 
-async fn second_step(app: &TestApp, token: &str, code: &str) -> (StatusCode, Value) {
+pub(crate) async fn second_step(app: &TestApp, token: &str, code: &str) -> (StatusCode, Value) {
     app.call(
         Method::POST,
         "/api/v1/auth/mfa",
