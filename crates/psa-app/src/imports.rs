@@ -189,6 +189,29 @@ impl Upload {
     }
 }
 
+/// Keeps `upload` in the export store until the import (the console's preview, then import:
+/// any replica may serve the second step). Returns its id.
+pub async fn stage(app: &App, upload: &Upload) -> Result<uuid::Uuid> {
+    app.export_store()?.stage(&upload.path()).await
+}
+
+/// A staged upload, to preview or import again.
+pub async fn staged(app: &App, id: uuid::Uuid) -> Result<Upload> {
+    let scratch = Scratch::new()?;
+    let path = scratch.0.join("archive");
+    app.export_store()?.unstage(id, &path).await?;
+    let bytes = tokio::fs::metadata(&path)
+        .await
+        .map_err(Error::internal)?
+        .len();
+    Ok(Upload { scratch, bytes })
+}
+
+/// Removes a staged upload (its import made).
+pub async fn unstage(app: &App, id: uuid::Uuid) -> Result<()> {
+    app.export_store()?.remove_staged(id).await
+}
+
 /// Refuses a caller who may not import (`tenant:create` in the management tenant), before an
 /// upload is received.
 pub async fn authorize(app: &App, who: &Principal) -> Result<()> {

@@ -118,6 +118,13 @@ const ENCRYPTED: &str = ".age";
 /// as it is stored, for only the recipient can open it.
 const TO_RECIPIENT: &str = ".x25519.age";
 
+/// Where uploads wait between an import's preview and the import.
+pub const STAGED: &str = "staged-imports";
+
+fn staged_key(id: Uuid) -> String {
+    format!("{STAGED}/{id}.age")
+}
+
 /// A stream of an archive's bytes.
 pub type ArchiveStream = std::pin::Pin<
     Box<dyn futures::Stream<Item = std::result::Result<bytes::Bytes, std::io::Error>> + Send>,
@@ -252,6 +259,79 @@ impl ExportStore {
             .decrypt_async(std::iter::once(&archive_key.identity as &dyn age::Identity))
             .map_err(|e| Error::internal(ArchiveError(e.to_string())))?;
         Ok(Box::pin(tokio_util::io::ReaderStream::new(plain.compat())))
+    }
+
+    /// Keeps an uploaded archive between an import's preview and the import (the console's
+    /// two steps, which any replica may serve): encrypted to the platform's key like an
+    /// export, under [`STAGED`]. Returns its id.
+    pub async fn stage(&self, file: &FsPath) -> Result<Uuid> {
+        let archive_key = self.key.clone().ok_or_else(no_key)?;
+        let id = Uuid::new_v4();
+        let sealed = file.with_extension("staged.age");
+        let (from, to) = (file.to_owned(), sealed.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let encryptor = age::Encryptor::with_recipients(std::iter::once(
+                &archive_key.recipient as &dyn age::Recipient,
+            ))
+            .map_err(std::io::Error::other)?;
+            let mut out = encryptor.wrap_output(std::fs::File::create(&to)?)?;
+            std::io::copy(&mut std::fs::File::open(&from)?, &mut out)?;
+            out.finish()?.sync_all()
+        })
+        .await
+        .map_err(Error::internal)?
+        .map_err(Error::internal)?;
+        let put = self.put_file(&staged_key(id), &sealed).await;
+        let _ = tokio::fs::remove_file(&sealed).await;
+        put?;
+        Ok(id)
+    }
+
+    /// A staged upload back, decrypted, into the local file `out`.
+    pub async fn unstage(&self, id: Uuid, out: &FsPath) -> Result<()> {
+        self.download(&staged_key(id), out).await.map_err(|e| match e {
+            Error::NotFound { .. } => Error::validation(
+                "archive",
+                "The uploaded archive is no longer kept (it was imported, or is over a day old): upload it again",
+            ),
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    /// Removes a staged upload.
+    pub async fn remove_staged(&self, id: Uuid) -> Result<()> {
+        self.remove(&staged_key(id)).await
+    }
+
+    /// Removes the staged uploads older than `age` (an import previewed and never made);
+    /// returns how many went.
+    pub async fn sweep_staged(&self, age: std::time::Duration) -> Result<usize> {
+        let cutoff = Utc::now() - chrono::Duration::from_std(age).unwrap_or_default();
+        let old: Vec<Path> = self
+            .store
+            .list(Some(&Path::from(STAGED)))
+            .try_filter(|m| futures::future::ready(m.last_modified < cutoff))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(store_error)?;
+        for location in &old {
+            self.remove(location.as_ref()).await?;
+        }
+        Ok(old.len())
+    }
+
+    /// Uploads the local file at `path` to `key`.
+    async fn put_file(&self, key: &str, path: &FsPath) -> Result<()> {
+        let mut upload =
+            object_store::buffered::BufWriter::new(self.store.clone(), Path::from(key));
+        let mut file = tokio::fs::File::open(path).await.map_err(Error::internal)?;
+        tokio::io::copy(&mut file, &mut upload)
+            .await
+            .map_err(Error::internal)?;
+        upload.shutdown().await.map_err(Error::internal)?;
+        Ok(())
     }
 
     /// Removes an archive from the store; one already gone is removed too.
@@ -1326,14 +1406,6 @@ async fn write(
     } else {
         plain_bytes
     };
-    let mut upload =
-        object_store::buffered::BufWriter::new(store.store.clone(), Path::from(key.as_str()));
-    let mut file = tokio::fs::File::open(&archive)
-        .await
-        .map_err(Error::internal)?;
-    tokio::io::copy(&mut file, &mut upload)
-        .await
-        .map_err(Error::internal)?;
-    upload.shutdown().await.map_err(Error::internal)?;
+    store.put_file(&key, &archive).await?;
     Ok((key, bytes, manifest))
 }

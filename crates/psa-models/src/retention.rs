@@ -8,7 +8,8 @@
 //!   deletion has passed: its provisioning records' admin email, and the names and emails in
 //!   its events' payloads. What stays: that the tenant existed and what happened to it, by whom
 //!   (the management tenant's audit log and the deletion record), and its customer company in
-//!   the management tenant (the business's own customer history).
+//!   the management tenant (the business's own customer history). A tenant an import brought
+//!   back is not redacted: it is a customer again.
 //! - **The billing system's events** (`billing_events`: ids, types, outcomes; nothing
 //!   personal), once older than the period and at least 30 days: they answer replays, which
 //!   Stripe's signature tolerance refuses after 5 minutes anyway, and the ordering of a
@@ -57,9 +58,10 @@ pub async fn expire(pool: &PgPool, store: &ExportStore, keep: chrono::Duration) 
         }
     }
     let deleted: Vec<(String, TenantId)> = sqlx::query_as(
-        "SELECT workflow_id, tenant_id FROM tenant_deletions \
+        "SELECT workflow_id, tenant_id FROM tenant_deletions d \
          WHERE status = 'deleted' AND redacted_at IS NULL \
            AND ended_at < now() - make_interval(secs => $1) \
+           AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.tenant = d.tenant_id) \
          ORDER BY ended_at LIMIT 100",
     )
     .bind(keep.num_seconds() as f64)

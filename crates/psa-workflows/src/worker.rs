@@ -332,8 +332,18 @@ pub async fn housekeeping(workflows: TenantWorkflows, interval: Duration, retent
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retention pass failed; will retry"),
         }
-        // An export's scratch directory outlives it only when its process died mid-export; a
-        // day is longer than any export runs.
+        // An upload the console staged for an import that was previewed and never made.
+        match retention
+            .store
+            .sweep_staged(Duration::from_secs(24 * 3600))
+            .await
+        {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed uploads staged for imports never made"),
+            Err(e) => tracing::warn!(error = %e, "cannot remove staged uploads; will retry"),
+        }
+        // An export's or an import's scratch directory outlives it only when its process died
+        // midway; a day is longer than any runs.
         let removed = tokio::task::spawn_blocking(|| {
             psa_models::exports::sweep_scratch(Duration::from_secs(24 * 3600))
         })
@@ -342,7 +352,7 @@ pub async fn housekeeping(workflows: TenantWorkflows, interval: Duration, retent
         if removed > 0 {
             tracing::info!(
                 removed,
-                "removed scratch directories of exports cut off mid-way"
+                "removed scratch directories of exports and imports cut off midway"
             );
         }
         crate::deletion::observe_lifecycle(&workflows.pool).await;

@@ -11,6 +11,7 @@ mod audit;
 mod customers;
 mod directory;
 mod events;
+mod imports;
 mod provision;
 mod security;
 mod sso;
@@ -82,6 +83,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/sign-out", post(sign_out))
         .merge(tenants::routes())
         .merge(provision::routes())
+        .merge(imports::routes())
         .merge(customers::routes())
         .merge(directory::routes())
         .merge(users::routes())
