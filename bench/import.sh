@@ -32,9 +32,9 @@ for scale in ${SCALES:-0.5 1}; do
   psql "$server_url/postgres" -qc "CREATE DATABASE $db"
   url="$server_url/$db"
   DATABASE_URL="$url" target/debug/psa migrate >/dev/null
+  # The management tenant as deployed (seeded: the import records the customer in it).
+  DATABASE_URL="$url" target/debug/psa management init --name Management >/dev/null
   psql "$url" -q -v ON_ERROR_STOP=1 -v n="$companies" -v t="'$tenant'" <<'SQL'
-INSERT INTO tenants (tenant, company_name, email, slug, is_management)
-VALUES ('00000000-0000-0000-0000-000000000001', 'Management', 'ops@mgmt.example', 'mgmt', true);
 INSERT INTO tenants (tenant, company_name, email, slug) VALUES (:t, 'Bench', 'admin@bench.example', 'bench');
 INSERT INTO companies (tenant, company_id, company_name, url, properties)
 SELECT :t, md5('c' || i)::uuid, 'Company ' || i, 'https://c' || i || '.example',

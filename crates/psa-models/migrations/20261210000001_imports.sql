@@ -20,6 +20,31 @@ BEGIN
 END
 $$;
 
+-- A foreign key's referencing columns are indexed, so removing the row it points at (a tenant's
+-- deletion removes all of them; a contact removed empties a company's billing contact) finds
+-- its referrers by index. Without these, deleting a tenant of 100k companies and 200k contacts
+-- scanned the companies once per contact. Partial: most rows name none.
+CREATE INDEX companies_billing_contact ON companies (tenant, billing_contact_id)
+    WHERE billing_contact_id IS NOT NULL;
+CREATE INDEX companies_account_manager ON companies (tenant, account_manager_id)
+    WHERE account_manager_id IS NOT NULL;
+CREATE INDEX companies_region ON companies (tenant, region_code) WHERE region_code IS NOT NULL;
+CREATE INDEX company_locations_region ON company_locations (tenant, region_code)
+    WHERE region_code IS NOT NULL;
+CREATE INDEX company_tax_rates_location ON company_tax_rates (tenant, location_id)
+    WHERE location_id IS NOT NULL;
+CREATE INDEX company_tax_rates_rate ON company_tax_rates (tenant, tax_rate_id);
+CREATE INDEX company_email_settings_user ON company_email_settings (tenant, user_id);
+CREATE INDEX tax_rates_region ON tax_rates (tenant, region_code) WHERE region_code IS NOT NULL;
+CREATE INDEX users_contact ON users (tenant, contact_id) WHERE contact_id IS NOT NULL;
+CREATE INDEX tag_mappings_created_by ON tag_mappings (tenant, created_by)
+    WHERE created_by IS NOT NULL;
+CREATE INDEX role_permissions_permission ON role_permissions (tenant, permission_id);
+CREATE INDEX user_roles_role ON user_roles (tenant, role_id);
+CREATE INDEX api_keys_user ON api_keys (tenant, user_id);
+CREATE INDEX sso_identities_user ON sso_identities (tenant, user_id);
+CREATE INDEX support_sessions_user ON support_sessions (tenant, user_id);
+
 -- An imported audit row is history, already checked (and copied to the operator's tenant) when
 -- it was first written: the import sets psa.importing for its transaction.
 CREATE OR REPLACE FUNCTION psa_audit_support_copy() RETURNS trigger

@@ -15,7 +15,8 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use super::console::{
-    client, cookie, csrf_in, hidden_in, location, post_form, sign_in, text, totp_key_in,
+    client, cookie, csrf_in, hidden_in, location, post_form, post_multipart, sign_in, text,
+    totp_key_in,
 };
 use super::provisioning::{Provisioned, provisioned_with};
 use super::*;
@@ -1529,17 +1530,37 @@ async fn api_tenants(w: &mut Walk<'_>, key: &str) {
         ),
         ("restore", None, StatusCode::OK),
     ];
+    let mut export = Value::Null;
     for (step, body, expected) in steps {
-        w.api(
-            Method::POST,
-            &format!("/api/v1/tenants/{{id}}/{step}"),
-            &format!("{path}/{step}"),
-            key,
-            body,
-            expected,
-        )
-        .await;
+        let answer = w
+            .api(
+                Method::POST,
+                &format!("/api/v1/tenants/{{id}}/{step}"),
+                &format!("{path}/{step}"),
+                key,
+                body,
+                expected,
+            )
+            .await;
+        if step == "export" {
+            export = answer;
+        }
     }
+    let archive =
+        w.p.app
+            .http
+            .get(format!(
+                "{}{path}/exports/{}/archive",
+                w.p.app.base,
+                export["export_id"].as_str().unwrap()
+            ))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
     w.api(
         Method::POST,
         "/api/v1/customers/repairs",
@@ -1570,6 +1591,23 @@ async fn api_tenants(w: &mut Walk<'_>, key: &str) {
     )
     .await;
     wait_until_gone(w.p, tenant).await;
+    // The deleted tenant restored from its export.
+    let r =
+        w.p.app
+            .http
+            .post(format!("{}/api/v1/tenants/imports", w.p.app.base))
+            .bearer_auth(key)
+            .body(archive.to_vec())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    w.check(("POST", "/api/v1/tenants/imports"), true).await;
 }
 
 async fn console_directory(w: &mut Walk<'_>, session: &str, csrf: &str) {
@@ -1991,6 +2029,23 @@ async fn console_tenants(w: &mut Walk<'_>, session: &str, csrf: &str) {
         )
         .await;
     }
+    let export: uuid::Uuid = sqlx::query_scalar(
+        "SELECT export_id FROM tenant_exports WHERE tenant_id = $1 AND status = 'completed' \
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(tenant)
+    .fetch_one(&w.p.app.db.pool)
+    .await
+    .unwrap();
+    let archive = client()
+        .get(format!("{}{page}/exports/{export}/archive", w.p.app.base))
+        .header(reqwest::header::COOKIE, session)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     let r = post_form(&w.p.app, session, &format!("{page}/cancel"), &cancel).await;
     assert_eq!(r.status(), StatusCode::OK);
     w.check(("POST", "/console/tenants/{id}/cancel"), true)
@@ -2004,4 +2059,20 @@ async fn console_tenants(w: &mut Walk<'_>, session: &str, csrf: &str) {
     )
     .await;
     wait_until_gone(w.p, tenant).await;
+    // The deleted tenant restored from its export, through the console's form.
+    let r = post_multipart(
+        &w.p.app,
+        session,
+        "/console/tenants/import",
+        &[("csrf", csrf), ("mode", "same"), ("step", "import")],
+        ("archive", "walk-console.tar.gz", &archive),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    w.check(("POST", "/console/tenants/import"), true).await;
 }

@@ -185,6 +185,7 @@ async fn the_openapi_document_matches_the_routes_and_the_checked_in_copy() {
         ("POST", "/api/v1/tenants/{id}/export"),
         ("GET", "/api/v1/tenants/{id}/exports/{export_id}"),
         ("GET", "/api/v1/tenants/{id}/exports/{export_id}/archive"),
+        ("POST", "/api/v1/tenants/imports"),
         ("GET", "/api/v1/customers"),
         ("GET", "/api/v1/customers/export.csv"),
         ("POST", "/api/v1/customers/repairs"),

@@ -281,6 +281,7 @@ async fn every_endpoint_refuses_callers_without_the_permission_and_writes_nothin
                     || p.ends_with("/resend-invite")
                     || p.ends_with("/restore")
                     || p.ends_with("/export")
+                    || p.ends_with("/imports")
                     || p.ends_with("/rotate-secret")
                     || p.ends_with("/test")
                     || p.ends_with("/retry")

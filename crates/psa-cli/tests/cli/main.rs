@@ -1,6 +1,7 @@
 //! The `psa` binary, run as an operator would, against a real PostgreSQL.
 
 mod alerts;
+mod imports;
 mod parity;
 mod plans;
 mod sso;

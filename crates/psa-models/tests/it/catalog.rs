@@ -75,6 +75,39 @@ async fn every_key_and_foreign_key_of_a_tenant_table_includes_tenant() {
     );
 }
 
+/// An import writes a tenant's rows in any order and checks the foreign keys at its end, which
+/// needs them deferrable (they form cycles); a deletion removes rows by the thousand, which
+/// needs each foreign key's referencing columns indexed (else every removed row scans its
+/// referrers).
+#[tokio::test]
+async fn every_foreign_key_of_a_tenant_table_is_deferrable_and_indexed() {
+    let db = db().await;
+    let tables = tenant_tables(&db).await;
+    let offenders: Vec<(String, String, bool, bool)> = sqlx::query_as(
+        "SELECT c.relname::text, con.conname::text, con.condeferrable, \
+                EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = con.conrelid \
+                        AND (i.indkey::int2[])[0:cardinality(con.conkey) - 1] @> con.conkey \
+                        AND (i.indkey::int2[])[0:cardinality(con.conkey) - 1] <@ con.conkey) \
+         FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND con.contype = 'f' AND c.relname = ANY($1) \
+           AND con.confrelid <> 'plans'::regclass",
+    )
+    .bind(&tables)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let wrong: Vec<_> = offenders
+        .iter()
+        .filter(|(_, _, deferrable, indexed)| !deferrable || !indexed)
+        .collect();
+    assert!(offenders.len() > 30, "{offenders:?}");
+    assert!(
+        wrong.is_empty(),
+        "foreign keys not deferrable or not indexed: {wrong:?}"
+    );
+}
+
 #[tokio::test]
 async fn every_tenant_table_cascades_from_tenants_and_has_row_level_security() {
     let db = db().await;
