@@ -190,16 +190,21 @@ impl Upload {
 }
 
 /// Keeps `upload` in the export store until the import (the console's preview, then import:
-/// any replica may serve the second step). Returns its id.
-pub async fn stage(app: &App, upload: &Upload) -> Result<uuid::Uuid> {
-    app.export_store()?.stage(&upload.path()).await
+/// any replica may serve the second step), for `who` alone. Returns its id.
+pub async fn stage(app: &App, who: &Principal, upload: &Upload) -> Result<uuid::Uuid> {
+    app.export_store()?
+        .stage(&upload.path(), &who.actor().to_string())
+        .await
 }
 
-/// A staged upload, to preview or import again.
-pub async fn staged(app: &App, id: uuid::Uuid) -> Result<Upload> {
+/// An upload `who` staged, to preview or import again.
+pub async fn staged(app: &App, who: &Principal, id: uuid::Uuid) -> Result<Upload> {
+    authorize(app, who).await?;
     let scratch = Scratch::new()?;
     let path = scratch.0.join("archive");
-    app.export_store()?.unstage(id, &path).await?;
+    app.export_store()?
+        .unstage(id, &who.actor().to_string(), &path)
+        .await?;
     let bytes = tokio::fs::metadata(&path)
         .await
         .map_err(Error::internal)?
@@ -207,9 +212,11 @@ pub async fn staged(app: &App, id: uuid::Uuid) -> Result<Upload> {
     Ok(Upload { scratch, bytes })
 }
 
-/// Removes a staged upload (its import made).
-pub async fn unstage(app: &App, id: uuid::Uuid) -> Result<()> {
-    app.export_store()?.remove_staged(id).await
+/// Removes an upload `who` staged (its import made).
+pub async fn unstage(app: &App, who: &Principal, id: uuid::Uuid) -> Result<()> {
+    app.export_store()?
+        .remove_staged(id, &who.actor().to_string())
+        .await
 }
 
 /// Refuses a caller who may not import (`tenant:create` in the management tenant), before an
@@ -512,6 +519,7 @@ pub async fn import(
             clone: target.mode == Mode::Clone,
             tenant_row: target.row,
             sealer,
+            encrypted: unpacked.encrypted,
         },
     )
     .await?;

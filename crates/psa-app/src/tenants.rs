@@ -327,6 +327,12 @@ pub async fn export(
 ) -> Result<Export> {
     let store = app.export_store()?;
     store.can_write()?;
+    // Credentials leave only with the permission that brings a tenant in, and never the
+    // management tenant's (the platform's own staff).
+    let permission = match encrypt_to {
+        None => UPDATE,
+        Some(_) => Permission(Resource::Tenant, Access::Create),
+    };
     let sealer = match encrypt_to {
         None => None,
         Some(_) => Some(app.webhooks.key.as_ref().ok_or_else(|| {
@@ -335,8 +341,16 @@ pub async fn export(
             )
         })? as &dyn exports::Sealer),
     };
-    let (mut tx, mgmt) = app.begin_management(who, UPDATE).await?;
-    lifecycle::show(&mut tx, &app.lifecycle(mgmt), tenant).await?;
+    let (mut tx, mgmt) = app.begin_management(who, permission).await?;
+    let shown = lifecycle::show(&mut tx, &app.lifecycle(mgmt), tenant).await?;
+    if encrypt_to.is_some() && shown.is_management {
+        return Err(Error::InvalidState {
+            code: "management_tenant",
+            message: "The management tenant's credentials are the platform's: they are never \
+                      exported"
+                .into(),
+        });
+    }
     let export_id = uuid::Uuid::now_v7();
     let actor = who.actor();
     audit::record(

@@ -46,13 +46,17 @@ CREATE INDEX sso_identities_user ON sso_identities (tenant, user_id);
 CREATE INDEX support_sessions_user ON support_sessions (tenant, user_id);
 
 -- An imported audit row is history, already checked (and copied to the operator's tenant) when
--- it was first written: the import sets psa.importing for its transaction.
+-- it was first written: the import sets psa.importing for its transaction. The setting alone
+-- is not enough (any transaction may set it): the row's tenant must be one this very
+-- transaction wrote, so only a tenant being imported skips the check, never a live one.
 CREATE OR REPLACE FUNCTION psa_audit_support_copy() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     s support_sessions;
 BEGIN
-    IF current_setting('psa.importing', true) = 'on' THEN
+    IF current_setting('psa.importing', true) = 'on'
+       AND EXISTS (SELECT 1 FROM tenants t WHERE t.tenant = NEW.tenant
+                   AND t.xmin = pg_current_xact_id()::xid) THEN
         RETURN NULL;
     END IF;
     SELECT * INTO s FROM support_sessions
@@ -90,7 +94,9 @@ ALTER TABLE tenant_exports ADD COLUMN encrypted_to text;
 
 -- The confined role may not insert tenants (least_privilege): an import writes its one tenant
 -- row through this function, which writes only the tenant the transaction is confined to, only
--- inside an import, and never a management tenant. The columns are those the row names (the
+-- inside an import, and never a management tenant (the reason for that rule: a second
+-- management tenant). That an import is what calls it rests on the API's code, as every
+-- permission check of the confined role does. The columns are those the row names (the
 -- others take their defaults, as for every other table an import writes).
 CREATE FUNCTION psa_import_tenant(t jsonb) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$

@@ -121,8 +121,11 @@ const TO_RECIPIENT: &str = ".x25519.age";
 /// Where uploads wait between an import's preview and the import.
 pub const STAGED: &str = "staged-imports";
 
-fn staged_key(id: Uuid) -> String {
-    format!("{STAGED}/{id}.age")
+/// A staged upload's key: its id and a digest of who uploaded it, so that it is found only by
+/// them.
+fn staged_key(id: Uuid, owner: &str) -> String {
+    let owner = Sha256::digest(owner.as_bytes());
+    format!("{STAGED}/{:x}-{id}.age", &owner)
 }
 
 /// A stream of an archive's bytes.
@@ -263,8 +266,8 @@ impl ExportStore {
 
     /// Keeps an uploaded archive between an import's preview and the import (the console's
     /// two steps, which any replica may serve): encrypted to the platform's key like an
-    /// export, under [`STAGED`]. Returns its id.
-    pub async fn stage(&self, file: &FsPath) -> Result<Uuid> {
+    /// export, under [`STAGED`], for `owner` (who uploaded it) alone. Returns its id.
+    pub async fn stage(&self, file: &FsPath, owner: &str) -> Result<Uuid> {
         let archive_key = self.key.clone().ok_or_else(no_key)?;
         let id = Uuid::new_v4();
         let sealed = file.with_extension("staged.age");
@@ -281,15 +284,16 @@ impl ExportStore {
         .await
         .map_err(Error::internal)?
         .map_err(Error::internal)?;
-        let put = self.put_file(&staged_key(id), &sealed).await;
+        let put = self.put_file(&staged_key(id, owner), &sealed).await;
         let _ = tokio::fs::remove_file(&sealed).await;
         put?;
         Ok(id)
     }
 
-    /// A staged upload back, decrypted, into the local file `out`.
-    pub async fn unstage(&self, id: Uuid, out: &FsPath) -> Result<()> {
-        self.download(&staged_key(id), out).await.map_err(|e| match e {
+    /// An upload `owner` staged back, decrypted, into the local file `out` (another's is not
+    /// found).
+    pub async fn unstage(&self, id: Uuid, owner: &str, out: &FsPath) -> Result<()> {
+        self.download(&staged_key(id, owner), out).await.map_err(|e| match e {
             Error::NotFound { .. } => Error::validation(
                 "archive",
                 "The uploaded archive is no longer kept (it was imported, or is over a day old): upload it again",
@@ -299,9 +303,9 @@ impl ExportStore {
         Ok(())
     }
 
-    /// Removes a staged upload.
-    pub async fn remove_staged(&self, id: Uuid) -> Result<()> {
-        self.remove(&staged_key(id)).await
+    /// Removes an upload `owner` staged.
+    pub async fn remove_staged(&self, id: Uuid, owner: &str) -> Result<()> {
+        self.remove(&staged_key(id, owner)).await
     }
 
     /// Removes the staged uploads older than `age` (an import previewed and never made);

@@ -19,13 +19,13 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use tokio::io::AsyncBufReadExt;
 use uuid::Uuid;
 
-use crate::exports::{Manifest, SealedColumn, Sealer, schema_version};
+use crate::exports::{EXPORTED, Manifest, SCRUBBED, SealedColumn, Sealer, schema_version};
 use crate::{Error, Result, TenantId, db, lifecycle};
 
 /// The formats this code reads.
@@ -128,25 +128,63 @@ pub fn tenant_row(scratch: &Path, manifest: &Manifest) -> Result<Map<String, Val
         .ok_or_else(|| refused("the archive does not hold exactly one tenant"))?;
     let mut line = String::new();
     BufReader::new(std::fs::File::open(scratch.join(&entry.file)).map_err(Error::internal)?)
+        .take(MAX_LINE)
         .read_line(&mut line)
-        .map_err(Error::internal)?;
+        .map_err(|_| refused("the archive's tenant row is not text"))?;
     serde_json::from_str(&line)
         .map_err(|e| refused(format!("the archive's tenant row is not a row: {e}")))
 }
 
+/// The largest `manifest.json` read (a manifest of every table is a few kilobytes).
+const MAX_MANIFEST: u64 = 1 << 20;
+
+/// The longest row read back (a row with a large JSON document is well under this).
+pub const MAX_LINE: u64 = 16 << 20;
+
+/// A reader that refuses to give more than `left` bytes: what the archive decompresses to is
+/// bounded whatever its headers claim.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    max: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::other(format!(
+                "the archive unpacks to more than {} bytes",
+                self.max
+            )));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// Unpacks the plain archive read from `input` (a gzip'd tar) into `scratch` (which must exist
 /// and be empty), at most `max_bytes` unpacked, and checks it whole. Returns its manifest.
+///
+/// The manifest must come first (an export writes it first) and every later entry must be a
+/// file it names, so nothing else is ever written; entries are read raw (no long-name or
+/// extended headers, which would be read into memory whole: an export's names are short).
 pub fn unpack(input: impl Read, scratch: &Path, max_bytes: u64) -> Result<Manifest> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(input));
+    let capped = Capped {
+        inner: flate2::read::GzDecoder::new(input),
+        left: max_bytes,
+        max: max_bytes,
+    };
+    let mut archive = tar::Archive::new(capped);
     let mut seen = BTreeSet::new();
-    let mut total = 0u64;
+    let mut manifest: Option<Manifest> = None;
     let entries = archive
         .entries()
-        .map_err(|e| refused(format!("not a gzip'd tar archive: {e}")))?;
+        .map_err(|e| refused(format!("not a gzip'd tar archive: {e}")))?
+        .raw(true);
     for entry in entries {
-        let mut entry =
-            entry.map_err(|e| refused(format!("the archive is damaged or cut short: {e}")))?;
-        if !entry.header().entry_type().is_file() {
+        let mut entry = entry.map_err(damaged)?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
             return Err(refused("the archive holds something other than files"));
         }
         let name = entry
@@ -159,33 +197,45 @@ pub fn unpack(input: impl Read, scratch: &Path, max_bytes: u64) -> Result<Manife
                 "the archive holds {name:?}, which no export writes"
             )));
         }
+        let Some(m) = &manifest else {
+            if name != "manifest.json" {
+                return Err(refused("the archive does not begin with its manifest.json"));
+            }
+            if entry.size() > MAX_MANIFEST {
+                return Err(refused("manifest.json is larger than any export writes"));
+            }
+            let mut raw = Vec::new();
+            entry.read_to_end(&mut raw).map_err(damaged)?;
+            manifest = Some(read_manifest(&raw)?);
+            seen.insert(name);
+            continue;
+        };
+        if !m.tables.values().any(|t| t.file == name) {
+            return Err(refused(format!(
+                "the archive holds {name:?}, which its manifest does not name"
+            )));
+        }
         if !seen.insert(name.clone()) {
             return Err(refused(format!("the archive holds {name:?} twice")));
-        }
-        total = total.saturating_add(entry.size());
-        if total > max_bytes {
-            return Err(refused(format!(
-                "the archive unpacks to more than {max_bytes} bytes"
-            )));
         }
         let path = scratch.join(&name);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(Error::internal)?;
         }
         let mut out = std::fs::File::create(&path).map_err(Error::internal)?;
-        std::io::copy(&mut entry, &mut out)
-            .map_err(|e| refused(format!("the archive is damaged or cut short: {e}")))?;
+        std::io::copy(&mut entry, &mut out).map_err(damaged)?;
     }
-    check(scratch, &seen)
+    let manifest = manifest.ok_or_else(|| refused("the archive has no manifest.json"))?;
+    check(scratch, &seen, manifest)
 }
 
-/// The unpacked archive checked against its manifest.
-fn check(scratch: &Path, seen: &BTreeSet<String>) -> Result<Manifest> {
-    if !seen.contains("manifest.json") {
-        return Err(refused("the archive has no manifest.json"));
-    }
-    let raw = std::fs::read(scratch.join("manifest.json")).map_err(Error::internal)?;
-    let manifest: Manifest = serde_json::from_slice(&raw)
+fn damaged(e: std::io::Error) -> Error {
+    refused(format!("the archive is damaged or cut short: {e}"))
+}
+
+/// The manifest, of a format and schema this code reads.
+fn read_manifest(raw: &[u8]) -> Result<Manifest> {
+    let manifest: Manifest = serde_json::from_slice(raw)
         .map_err(|e| refused(format!("manifest.json is not a manifest: {e}")))?;
     if !FORMATS.contains(&manifest.format.as_str()) {
         return Err(refused(format!(
@@ -202,19 +252,22 @@ fn check(scratch: &Path, seen: &BTreeSet<String>) -> Result<Manifest> {
             manifest.schema_version
         )));
     }
-    let named: BTreeSet<String> = manifest
-        .tables
-        .values()
-        .map(|t| t.file.clone())
-        .chain(std::iter::once("manifest.json".to_owned()))
-        .collect();
-    if let Some(extra) = seen.difference(&named).next() {
-        return Err(refused(format!(
-            "the archive holds {extra:?}, which its manifest does not name"
-        )));
-    }
     for (table, entry) in &manifest.tables {
-        if !seen.contains(&entry.file) || entry.file != format!("tables/{table}.jsonl") {
+        if entry.file != format!("tables/{table}.jsonl") || !allowed_entry(&entry.file) {
+            return Err(refused(format!(
+                "the manifest names {:?} for table {table:?}",
+                entry.file
+            )));
+        }
+    }
+    Ok(manifest)
+}
+
+/// The unpacked files checked against the manifest: each there, its SHA-256 and rows the
+/// manifest's.
+fn check(scratch: &Path, seen: &BTreeSet<String>, manifest: Manifest) -> Result<Manifest> {
+    for entry in manifest.tables.values() {
+        if !seen.contains(&entry.file) {
             return Err(refused(format!(
                 "the archive lacks {:?}, which its manifest names",
                 entry.file
@@ -331,6 +384,9 @@ pub struct Plan<'a> {
     /// Seals a credentials archive's opened secrets under this installation's key; without it
     /// such an archive is refused.
     pub sealer: Option<&'a dyn Sealer>,
+    /// The archive came encrypted to a key the importer holds: only such an archive may carry
+    /// credentials (a plain one carries what an ordinary export keeps, [`EXPORTED`] columns).
+    pub encrypted: bool,
 }
 
 /// What an import did with one table.
@@ -424,6 +480,12 @@ pub async fn load(
     conn: &mut PgConnection,
     plan: &Plan<'_>,
 ) -> Result<BTreeMap<String, TableImport>> {
+    if plan.manifest.credentials && !plan.encrypted {
+        return Err(refused(
+            "the archive says it carries credentials but is not encrypted: only a move's \
+             export (encrypted to a key) does",
+        ));
+    }
     sqlx::query("SET CONSTRAINTS ALL DEFERRED")
         .execute(&mut *conn)
         .await?;
@@ -489,9 +551,21 @@ async fn write_table(
     let file = tokio::fs::File::open(plan.dir.join(&entry.file))
         .await
         .map_err(Error::internal)?;
-    let mut lines = tokio::io::BufReader::with_capacity(1 << 16, file).lines();
+    let mut reader = tokio::io::BufReader::with_capacity(1 << 16, file);
+    let mut line = Vec::new();
     let source = plan.manifest.tenant_id.0.to_string();
     let sealed = SealedColumn::of(table).filter(|_| plan.manifest.credentials && !plan.clone);
+    // What an ordinary export keeps of this table: all a plain archive may carry, and all a
+    // clone keeps (whatever the archive), its free-form JSON without secret-looking keys.
+    let reviewed: &[&str] = EXPORTED
+        .iter()
+        .find(|(t, _)| *t == table)
+        .map_or(&[][..], |(_, c)| *c);
+    let scrubbed: Vec<&str> = SCRUBBED
+        .iter()
+        .filter(|(t, _)| plan.clone && *t == table)
+        .map(|(_, c)| *c)
+        .collect();
     let empties: Vec<&str> = CLONE_EMPTIES
         .iter()
         .filter(|(t, _)| plan.clone && *t == table)
@@ -502,14 +576,37 @@ async fn write_table(
     let mut batch = String::new();
     let mut in_batch = 0usize;
     let mut rows = 0u64;
-    while let Some(line) = lines.next_line().await.map_err(Error::internal)? {
-        let mut row: Map<String, Value> = serde_json::from_str(&line).map_err(|e| {
+    while next_line(&mut reader, &mut line, &entry.file).await? {
+        let mut row: Map<String, Value> = serde_json::from_slice(&line).map_err(|e| {
             refused(format!(
                 "{} holds a line that is not a row: {e}",
                 entry.file
             ))
         })?;
         upgrade(plan.manifest.schema_version, table, &mut row);
+        if plan.clone {
+            row.retain(|k, _| reviewed.contains(&k.as_str()));
+            for c in &scrubbed {
+                if let Some(v) = row.get_mut(*c) {
+                    crate::exports::scrub(v);
+                }
+            }
+        } else if !plan.manifest.credentials
+            && let Some(extra) = row.keys().find(|k| !reviewed.contains(&k.as_str()))
+        {
+            return Err(refused(format!(
+                "the archive's {table} carries column {extra}, which an export leaves out"
+            )));
+        }
+        // A support session open when the tenant was exported is over: the operator's session
+        // it hung on is not here.
+        if table == "support_sessions" && row.get("ended_at").is_some_and(Value::is_null) {
+            row.insert("ended_at".into(), json!(plan.manifest.created_at));
+            row.insert(
+                "end_reason".into(),
+                crate::support::EndReason::Revoked.as_str().into(),
+            );
+        }
         if row.get("tenant").and_then(Value::as_str) != Some(source.as_str()) {
             return Err(refused(format!(
                 "{} holds a row of another tenant than the archive's",
@@ -626,6 +723,33 @@ async fn write_table(
     })
 }
 
+/// Reads the next line of `file` into `line` (without its newline), at most [`MAX_LINE`]
+/// bytes; `false` at the end.
+async fn next_line(
+    reader: &mut tokio::io::BufReader<tokio::fs::File>,
+    line: &mut Vec<u8>,
+    file: &str,
+) -> Result<bool> {
+    use tokio::io::AsyncReadExt;
+    line.clear();
+    let n = (&mut *reader)
+        .take(MAX_LINE + 1)
+        .read_until(b'\n', line)
+        .await
+        .map_err(Error::internal)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if n as u64 > MAX_LINE {
+        return Err(refused(format!(
+            "{file} holds a row longer than {MAX_LINE} bytes"
+        )));
+    }
+    Ok(true)
+}
+
 /// Inserts the batch (a JSON array being built, without its closing bracket) and empties it.
 async fn insert(
     conn: &mut PgConnection,
@@ -672,19 +796,35 @@ fn not_fitting(table: &str, e: sqlx::Error) -> Error {
             message: "A domain the archive's tenant verified is verified by another tenant here"
                 .into(),
         },
-        _ => {
+        constraint => {
             let what = if table.is_empty() {
                 "the archive's rows".to_owned()
             } else {
                 format!("the archive's {table}")
             };
-            refused(format!(
-                "{what} do not fit this installation: {}",
-                db.message()
-            ))
+            // The database's own words may quote the archive's values (a credential, in a
+            // move's archive): the log gets the code, the caller what kind of misfit it is.
+            let code = db.code().unwrap_or_default().into_owned();
+            tracing::warn!(table, %code, constraint, "an imported row does not fit");
+            let why = match code.as_str() {
+                "23503" => format!(
+                    "a row names one that is not there ({})",
+                    constraint.unwrap_or("a foreign key")
+                ),
+                "23505" => format!(
+                    "a row repeats another's key ({})",
+                    constraint.unwrap_or("a unique key")
+                ),
+                "23502" => "a row lacks a value its column requires".to_owned(),
+                "23514" => format!("a row breaks a rule ({})", constraint.unwrap_or("a check")),
+                c if c.starts_with("22") => "a value does not fit its column's type".to_owned(),
+                _ => format!("the database refused it ({code})"),
+            };
+            refused(format!("{what} do not fit this installation: {why}"))
         }
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -802,6 +942,57 @@ mod tests {
         }
         let bytes = archive(|files, _| files.clear());
         assert!(message(unpacked(&bytes)).contains("lacks"));
+    }
+
+    #[test]
+    fn only_regular_files_after_the_manifest_are_taken() {
+        // A table file before the manifest.
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::default(),
+        ));
+        let mut header = tar::Header::new_gnu();
+        header.set_size(3);
+        header.set_mode(0o600);
+        header.set_cksum();
+        tar.append_data(&mut header, "tables/companies.jsonl", &b"{}\n"[..])
+            .unwrap();
+        let bytes = tar.into_inner().unwrap().finish().unwrap();
+        assert!(message(unpacked(&bytes)).contains("begin with its manifest"));
+        // A link where a table file would be.
+        let bytes = archive(|files, _| files.clear());
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::default(),
+        ));
+        for entry in tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]))
+            .entries()
+            .unwrap()
+        {
+            let mut entry = entry.unwrap();
+            let mut header = entry.header().clone();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            tar.append_data(&mut header, entry.path().unwrap(), &data[..])
+                .unwrap();
+        }
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        link.set_cksum();
+        tar.append_link(&mut link, "tables/companies.jsonl", "/etc/passwd")
+            .unwrap();
+        let bytes = tar.into_inner().unwrap().finish().unwrap();
+        assert!(message(unpacked(&bytes)).contains("other than files"));
+    }
+
+    #[test]
+    fn more_than_the_limit_unpacked_is_refused() {
+        let bytes = archive(|_, _| {});
+        let dir = scratch();
+        let out = unpack(&bytes[..], &dir, 600);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(message(out).contains("more than 600 bytes"));
     }
 
     #[test]

@@ -106,12 +106,43 @@ fn unreadable(e: axum::extract::multipart::MultipartError) -> Refused {
     .into()
 }
 
+/// The most a text field of the form may hold (an identity file is well under it).
+const MAX_FIELD: usize = 16 * 1024;
+
+/// A text field, at most [`MAX_FIELD`] bytes: the upload is unbounded by the pages' limit, its
+/// other fields are not.
+async fn text(mut field: axum::extract::multipart::Field<'_>) -> Result<String, Refused> {
+    let name = field.name().unwrap_or_default().to_owned();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(unreadable)? {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > MAX_FIELD {
+            return Err(ApiError::from(psa_models::Error::validation(
+                "archive",
+                format!("the form's {name} is longer than any this form takes"),
+            ))
+            .into());
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        ApiError::from(psa_models::Error::validation(
+            "archive",
+            format!("the form's {name} is not text"),
+        ))
+        .into()
+    })
+}
+
 async fn submit(
     State(state): State<AppState>,
     console: Console,
     mut multipart: Multipart,
 ) -> Result<Response, Refused> {
     let who = console.caller.principal();
+    // Who may not import learns it before anything of the form is read.
+    psa_app::imports::authorize(&state.app, &who)
+        .await
+        .map_err(ApiError::from)?;
     let mut f = ImportForm::default();
     let mut csrf_checked = false;
     let mut upload: Option<Upload> = None;
@@ -126,9 +157,6 @@ async fn submit(
             if !csrf_checked {
                 console.check_csrf("")?;
             }
-            psa_app::imports::authorize(&state.app, &who)
-                .await
-                .map_err(ApiError::from)?;
             let file_name = field.file_name().unwrap_or_default().to_owned();
             if file_name.is_empty() {
                 continue;
@@ -142,7 +170,7 @@ async fn submit(
             }
             continue;
         }
-        let value = field.text().await.map_err(unreadable)?;
+        let value = text(field).await?;
         match name.as_str() {
             "csrf" => {
                 console.check_csrf(&value)?;
@@ -182,13 +210,13 @@ async fn submit(
     let staged_before = uuid::Uuid::parse_str(f.staged.trim()).ok();
     let archive = match (upload, staged_before) {
         (Some(u), _) => {
-            match psa_app::imports::stage(&state.app, &u).await {
+            match psa_app::imports::stage(&state.app, &who, &u).await {
                 Ok(id) => f.staged = id.to_string(),
                 Err(e) => return sorted(&console, f, e),
             }
             u
         }
-        (None, Some(id)) => match psa_app::imports::staged(&state.app, id).await {
+        (None, Some(id)) => match psa_app::imports::staged(&state.app, &who, id).await {
             Ok(u) => u,
             Err(e) => {
                 f.staged.clear();
@@ -230,7 +258,7 @@ async fn submit(
         Ok(done) => {
             if let Some(id) = staged_before.or_else(|| uuid::Uuid::parse_str(&f.staged).ok()) {
                 // Kept a day at most anyway: a failure to remove it now is only logged.
-                if let Err(e) = psa_app::imports::unstage(&state.app, id).await {
+                if let Err(e) = psa_app::imports::unstage(&state.app, &who, id).await {
                     tracing::warn!(error = %e, "cannot remove a staged upload");
                 }
             }

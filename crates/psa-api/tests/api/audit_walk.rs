@@ -2031,21 +2031,25 @@ async fn console_tenants(w: &mut Walk<'_>, session: &str, csrf: &str) {
     }
     let export: uuid::Uuid = sqlx::query_scalar(
         "SELECT export_id FROM tenant_exports WHERE tenant_id = $1 AND status = 'completed' \
-         ORDER BY created_at DESC LIMIT 1",
+           AND purpose = 'request' ORDER BY created_at DESC LIMIT 1",
     )
     .bind(tenant)
     .fetch_one(&w.p.app.db.pool)
     .await
     .unwrap();
-    let archive = client()
+    let download = client()
         .get(format!("{}{page}/exports/{export}/archive", w.p.app.base))
         .header(reqwest::header::COOKIE, session)
         .send()
         .await
-        .unwrap()
-        .bytes()
-        .await
         .unwrap();
+    assert_eq!(
+        download.status(),
+        StatusCode::OK,
+        "{:?}",
+        download.headers()
+    );
+    let archive = download.bytes().await.unwrap();
     let r = post_form(&w.p.app, session, &format!("{page}/cancel"), &cancel).await;
     assert_eq!(r.status(), StatusCode::OK);
     w.check(("POST", "/console/tenants/{id}/cancel"), true)

@@ -324,6 +324,22 @@ async fn a_tenant_moves_to_another_installation_and_its_people_sign_in_as_before
     #[allow(deprecated)]
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
+    let (status, refused) = app
+        .call(
+            Method::POST,
+            &format!(
+                "/api/v1/tenants/{}/export?encrypt_to={recipient}",
+                mgmt.tenant
+            ),
+            Some(&mgmt.key),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("management_tenant")),
+        "{refused}"
+    );
     let sealed = export(&app, &mgmt.key, acme.tenant, Some(&recipient)).await;
     assert!(
         sealed.starts_with(b"age-encryption.org/"),
@@ -606,6 +622,51 @@ async fn a_damaged_or_unfit_archive_is_refused_and_nothing_is_written() {
         manifest.1 = serde_json::to_vec(&m).unwrap();
         pack(&f)
     };
+    // Rewritten with its manifest made to match: a plain archive still carries only what an
+    // export writes (no password hash planted), and does not claim credentials.
+    let with_manifest = |edit: &dyn Fn(&str, &mut Vec<u8>), credentials: bool| {
+        let mut f = files(&archive);
+        for (name, bytes) in f.iter_mut() {
+            edit(name, bytes);
+        }
+        let digests: Vec<(String, String)> = f
+            .iter()
+            .map(|(n, b)| {
+                (
+                    n.clone(),
+                    format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(b)),
+                )
+            })
+            .collect();
+        let manifest = f.iter_mut().find(|(n, _)| n == "manifest.json").unwrap();
+        let mut m: Value = serde_json::from_slice(&manifest.1).unwrap();
+        for (name, digest) in digests {
+            if let Some(table) = name
+                .strip_prefix("tables/")
+                .and_then(|t| t.strip_suffix(".jsonl"))
+            {
+                m["tables"][table]["sha256"] = json!(digest);
+            }
+        }
+        m["credentials"] = json!(credentials);
+        manifest.1 = serde_json::to_vec(&m).unwrap();
+        pack(&f)
+    };
+    let planted = with_manifest(
+        &|name, bytes| {
+            if name == "tables/users.jsonl" {
+                let text = String::from_utf8(bytes.clone()).unwrap();
+                *bytes = text
+                    .replace(
+                        "{\"tenant\"",
+                        "{\"hashed_password\":\"$argon2id$planted\",\"tenant\"",
+                    )
+                    .into_bytes();
+            }
+        },
+        false,
+    );
+    let claims = with_manifest(&|_, _| {}, true);
     let cut = archive[..archive.len() / 2].to_vec();
     let ours = psa_models::exports::schema_version().to_string();
     let theirs = (psa_models::exports::schema_version() + 1).to_string();
