@@ -679,6 +679,12 @@ async fn a_damaged_or_unfit_archive_is_refused_and_nothing_is_written() {
             b"hello".to_vec(),
             vec!["not an export archive"],
         ),
+        (
+            "a planted column",
+            planted,
+            vec!["hashed_password", "leaves out"],
+        ),
+        ("credentials in the clear", claims, vec!["not encrypted"]),
     ] {
         let (status, e) = import(&app, &mgmt.key, &bytes, "", None).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {e}");
