@@ -1171,9 +1171,10 @@ pub async fn run_sealed(
 /// The scratch directories' names (in the system's temporary directory).
 pub const SCRATCH_PREFIX: &str = "psa-export-";
 
-/// Removes scratch directories an export or an import left behind (a process killed midway)
-/// that are older than `age`; returns how many went.
-pub fn sweep_scratch(age: std::time::Duration) -> usize {
+/// Removes the scratch directories named with one of `prefixes` (an export's
+/// [`SCRATCH_PREFIX`], an import's) that a process killed midway left behind, once older than
+/// `age`; returns how many went.
+pub fn sweep_scratch(prefixes: &[&str], age: std::time::Duration) -> usize {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return 0;
     };
@@ -1181,8 +1182,7 @@ pub fn sweep_scratch(age: std::time::Duration) -> usize {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let stale = (name.starts_with(SCRATCH_PREFIX)
-            || name.starts_with(crate::imports::SCRATCH_PREFIX))
+        let stale = prefixes.iter().any(|p| name.starts_with(p))
             && entry
                 .metadata()
                 .and_then(|m| m.modified())

@@ -345,7 +345,13 @@ pub async fn housekeeping(workflows: TenantWorkflows, interval: Duration, retent
         // An export's or an import's scratch directory outlives it only when its process died
         // midway; a day is longer than any runs.
         let removed = tokio::task::spawn_blocking(|| {
-            psa_models::exports::sweep_scratch(Duration::from_secs(24 * 3600))
+            psa_models::exports::sweep_scratch(
+                &[
+                    psa_models::exports::SCRATCH_PREFIX,
+                    psa_models::imports::SCRATCH_PREFIX,
+                ],
+                Duration::from_secs(24 * 3600),
+            )
         })
         .await
         .unwrap_or(0);
