@@ -99,8 +99,29 @@ async fn cancel(env: &Env, tenant: TenantId) -> String {
     wf
 }
 
-/// Every event, oldest first, through the events API's model.
+/// Every event, oldest first, through the events API's model, once every transaction that
+/// committed before the call is within the feed's horizon (the feed shows an event only when no
+/// older transaction of its database is still in flight: on a loaded machine a moment later).
 async fn all_events(env: &Env) -> Vec<Event> {
+    let mut tx = env.db.pool.begin().await.unwrap();
+    let now: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !sqlx::query_scalar::<_, bool>("SELECT psa_events_horizon() > $1::xid8")
+        .bind(&now)
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the events' horizon never passed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut conn = env.db.pool.acquire().await.unwrap();
     let mut out = Vec::new();
     let mut cursor = None;
