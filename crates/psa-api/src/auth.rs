@@ -245,7 +245,7 @@ pub(crate) async fn sign_in(
     req: LoginRequest,
 ) -> Result<LoginResponse, ApiError> {
     let peer = client.peer;
-    state.limits.login_from(peer.ip())?;
+    state.limits.login_from(peer.ip()).await?;
     let Ok(email) = EmailAddress::parse(&req.email) else {
         return Err(ApiError::Unauthorized);
     };
@@ -257,7 +257,7 @@ pub(crate) async fn sign_in(
         psa_models::sign_in::candidates(&mut conn, &email, named.as_deref()).await?
     };
     // Per account: the email, whatever it names (an unknown one counts the same).
-    state.limits.login_of(email.as_str())?;
+    state.limits.login_of(email.as_str()).await?;
     let mut matched = Vec::new();
     let mut hashed = false;
     for c in &candidates {
@@ -598,7 +598,7 @@ pub(crate) async fn set_password_by_link(
     token: &SecretString,
     new_password: &SecretString,
 ) -> Result<Redeemed, ApiError> {
-    state.limits.login_from(peer)?;
+    state.limits.login_from(peer).await?;
     let mut conn = state.pool.acquire().await?;
     let found = auth_tokens::find(&mut conn, purpose, token.expose_secret()).await?;
     drop(conn);
@@ -750,7 +750,7 @@ pub(crate) async fn verify_own_password(
     let user = users::get(&mut tx, caller.tenant, caller.user).await?;
     let current = users::password_hash(&mut tx, caller.tenant, caller.user).await?;
     tx.commit().await?;
-    state.limits.login_of(&user.email)?;
+    state.limits.login_of(&user.email).await?;
     let current = current.unwrap_or_else(|| DUMMY_HASH.clone());
     if !verify_limited(state, password, current).await? {
         return Err(ApiError::Model(psa_models::Error::validation(
@@ -775,7 +775,7 @@ pub async fn change_own_password(
     let tenant_name = tenants::get(&mut tx, caller.tenant).await?.company_name;
     tx.commit().await?;
     // Guessing the current password with a stolen session is a login attempt like any other.
-    state.limits.login_of(&user.email)?;
+    state.limits.login_of(&user.email).await?;
     let current = current.unwrap_or_else(|| DUMMY_HASH.clone());
     if !verify_limited(state, &req.current_password, current).await? {
         return Err(ApiError::Model(psa_models::Error::validation(
@@ -878,7 +878,7 @@ pub async fn ask_password_reset(
     if state.app.delivery.mailer.is_none() {
         return Err(ApiError::MailNotConfigured);
     }
-    state.limits.login_from(peer.ip())?;
+    state.limits.login_from(peer.ip()).await?;
     let accepted = "If this account exists, a link to reset its password is on its way. It works for a limited time.".to_owned();
     let Ok(email) = EmailAddress::parse(&req.email) else {
         return Ok(accepted);
@@ -892,7 +892,7 @@ pub async fn ask_password_reset(
         .or_else(|| req.tenant_id.map(|t| t.to_string()));
     // Per account: the email, the same for every email (an existing one is not told apart by
     // its limit).
-    state.limits.login_of(email.as_str())?;
+    state.limits.login_of(email.as_str()).await?;
     // A few sends at once at most: a flood of requests (or a slow mail server) cannot take the
     // pool's connections from everyone else. Past that, requests are answered and dropped.
     let Ok(permit) = state.limits.mail_sends.clone().try_acquire_owned() else {

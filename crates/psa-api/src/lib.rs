@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod mfa;
 pub mod pages;
 pub mod passkeys;
+pub mod proxies;
 pub mod plans;
 pub mod search;
 pub mod sso;
@@ -385,6 +386,8 @@ pub struct Config {
     pub webhooks: webhooks::WebhookConfig,
     /// Where DNS lookups go (`PSA_DNS_RESOLVER`; verifying a tenant's domains).
     pub dns: psa_app::dns::Dns,
+    /// `PSA_TRUSTED_PROXIES`: the load balancers whose forwarding headers name the client.
+    pub trusted_proxies: proxies::TrustedProxies,
 }
 
 /// What one connection and one request may take of the server.
@@ -415,6 +418,7 @@ pub struct Application {
     router: Router,
     server: ServerLimits,
     metrics: Option<TcpListener>,
+    trusted_proxies: std::sync::Arc<proxies::TrustedProxies>,
 }
 
 impl Application {
@@ -474,7 +478,7 @@ impl Application {
             pool,
             session_ttl: chrono::Duration::from_std(config.session_ttl)
                 .unwrap_or(chrono::Duration::hours(12)),
-            limits: std::sync::Arc::new(limits::Limits::new(config.limits)),
+            limits: std::sync::Arc::new(limits::Limits::new(config.limits, pool.clone())),
             request_timeout: config.server.request_timeout,
             session_idle: config.session_idle,
         };
@@ -485,7 +489,7 @@ impl Application {
             loop {
                 tick.tick().await;
                 let Some(l) = limits.upgrade() else { break };
-                l.forget_idle();
+                l.forget_idle().await;
                 // Sessions that ended over a day ago are of no use to anyone.
                 if let Ok(mut conn) = purge_pool.acquire().await {
                     if let Err(e) = psa_models::credentials::purge_sessions(&mut conn).await {
@@ -507,6 +511,7 @@ impl Application {
             router: router(state),
             server: config.server,
             metrics,
+            trusted_proxies: std::sync::Arc::new(config.trusted_proxies),
         })
     }
 
@@ -568,11 +573,15 @@ impl Application {
                 },
                 () = &mut shutdown => break,
             };
+            // The client's address, once for every reader (limits, audit, sessions): the peer's,
+            // or behind a trusted proxy the one its headers name.
+            let trusted = self.trusted_proxies.clone();
             let service = tower::ServiceExt::map_request(
                 self.router.clone(),
                 move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    let client = trusted.client(peer, req.headers());
                     req.extensions_mut()
-                        .insert(axum::extract::ConnectInfo(peer));
+                        .insert(axum::extract::ConnectInfo(client));
                     req
                 },
             );

@@ -9,6 +9,13 @@
 //! The per-account limit counts every attempt, so someone who knows an account's email can keep
 //! it from logging in for as long as they keep trying (a lockout by design: it also stops them
 //! guessing); operators see it in `psa_rate_limited_total` and the audit log's failed logins.
+//!
+//! The sign-in limits (per account, per client address: passwords, second-factor codes, reset
+//! requests) are security controls, so they hold across every replica: they live in PostgreSQL,
+//! which all replicas share (`psa_rate_take`, one statement per attempt on an unlogged table;
+//! migration `shared_limits`). The per-credential request limit protects the replica that
+//! answers, not an account: it stays in each replica's memory, and ordinary requests never
+//! touch the database for it.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -50,8 +57,10 @@ impl Default for LimitsConfig {
 
 /// The limiters of one server.
 pub struct Limits {
-    login_by_address: DefaultKeyedRateLimiter<IpAddr>,
-    login_by_account: DefaultKeyedRateLimiter<String>,
+    /// Where the shared limits live.
+    pool: sqlx::PgPool,
+    login_per_minute_per_address: u32,
+    login_per_minute_per_account: u32,
     requests_by_credential: DefaultKeyedRateLimiter<uuid::Uuid>,
     /// Permits to compute a password hash.
     pub hashing: std::sync::Arc<tokio::sync::Semaphore>,
@@ -78,34 +87,31 @@ fn network_of(address: IpAddr) -> IpAddr {
     }
 }
 
-fn quota_per_minute(n: u32) -> Quota {
-    Quota::per_minute(NonZeroU32::new(n.max(1)).expect("at least 1"))
-}
-
 fn check<K: Hash + Eq + Clone>(
     limiter: &DefaultKeyedRateLimiter<K>,
     key: &K,
 ) -> Result<(), ApiError> {
-    limiter.check_key(key).map_err(|not_until| {
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
-        metrics::counter!("psa_rate_limited_total").increment(1);
-        // Whole seconds, rounded up: what `Retry-After` and the message both say.
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        ApiError::RateLimited {
-            retry_after: Duration::from_secs(secs.max(1)),
-        }
-    })
+    limiter
+        .check_key(key)
+        .map_err(|not_until| limited(not_until.wait_time_from(DefaultClock::default().now())))
+}
+
+fn limited(wait: Duration) -> ApiError {
+    metrics::counter!("psa_rate_limited_total").increment(1);
+    // Whole seconds, rounded up: what `Retry-After` and the message both say.
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    ApiError::RateLimited {
+        retry_after: Duration::from_secs(secs.max(1)),
+    }
 }
 
 impl Limits {
-    pub fn new(config: LimitsConfig) -> Limits {
+    /// The limits of a server whose replicas share `pool`'s database.
+    pub fn new(config: LimitsConfig, pool: sqlx::PgPool) -> Limits {
         Limits {
-            login_by_address: RateLimiter::keyed(quota_per_minute(
-                config.login_per_minute_per_address,
-            )),
-            login_by_account: RateLimiter::keyed(quota_per_minute(
-                config.login_per_minute_per_account,
-            )),
+            pool,
+            login_per_minute_per_address: config.login_per_minute_per_address,
+            login_per_minute_per_account: config.login_per_minute_per_account,
             requests_by_credential: RateLimiter::keyed(Quota::per_second(
                 NonZeroU32::new(config.requests_per_second_per_credential.max(1))
                     .expect("at least 1"),
@@ -117,26 +123,49 @@ impl Limits {
         }
     }
 
-    pub fn login_from(&self, address: IpAddr) -> Result<(), ApiError> {
-        check(&self.login_by_address, &network_of(address))
+    /// Takes one from `key`'s shared allowance of `per_minute`.
+    async fn take(&self, key: &str, per_minute: u32) -> Result<(), ApiError> {
+        let wait: f64 = sqlx::query_scalar("SELECT psa_rate_take($1, $2)")
+            .bind(key)
+            .bind(i32::try_from(per_minute.max(1)).unwrap_or(i32::MAX))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(ApiError::from)?;
+        if wait > 0.0 {
+            return Err(limited(Duration::from_secs_f64(wait)));
+        }
+        Ok(())
+    }
+
+    /// Sign-in attempts from one client address (its /64 for IPv6), across replicas.
+    pub async fn login_from(&self, address: IpAddr) -> Result<(), ApiError> {
+        let key = format!("login:address:{}", network_of(address));
+        self.take(&key, self.login_per_minute_per_address).await
     }
 
     /// Sign-in attempts (passwords, second-factor codes, reset requests) for one email, whatever
-    /// organisation they name: one bucket per email, so that how it fills tells nothing about
-    /// which organisations the email is in.
-    pub fn login_of(&self, email: &str) -> Result<(), ApiError> {
-        check(&self.login_by_account, &email.to_lowercase())
+    /// organisation they name, across replicas: one bucket per email, so that how it fills
+    /// tells nothing about which organisations the email is in. Kept by a digest of the email.
+    pub async fn login_of(&self, email: &str) -> Result<(), ApiError> {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(email.to_lowercase().as_bytes());
+        let key = format!("login:account:{digest:x}");
+        self.take(&key, self.login_per_minute_per_account).await
     }
 
     pub fn request_with(&self, credential: uuid::Uuid) -> Result<(), ApiError> {
         check(&self.requests_by_credential, &credential)
     }
 
-    /// Forgets keys whose limits have fully recovered (the maps would otherwise grow with every
-    /// address and account ever seen).
-    pub fn forget_idle(&self) {
-        self.login_by_address.retain_recent();
-        self.login_by_account.retain_recent();
+    /// Forgets keys whose limits have fully recovered (the map and the shared table would
+    /// otherwise grow with every address and account ever seen).
+    pub async fn forget_idle(&self) {
         self.requests_by_credential.retain_recent();
+        if let Err(e) = sqlx::query("SELECT psa_rate_prune()")
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "pruning the shared limits failed");
+        }
     }
 }

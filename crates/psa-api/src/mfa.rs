@@ -82,7 +82,7 @@ pub(crate) async fn complete(
     mfa_token: &str,
     answer: Answer<'_>,
 ) -> Result<LoginResponse, ApiError> {
-    state.limits.login_from(client.peer.ip())?;
+    state.limits.login_from(client.peer.ip()).await?;
     let token = mfa_token.trim();
     let mut conn = state.pool.acquire().await?;
     let step = psa_models::sign_in::take_attempt(&mut conn, token)
@@ -91,7 +91,7 @@ pub(crate) async fn complete(
     drop(conn);
     let (tenant, user) = (step.tenant, step.user);
     // The same bucket as the password step: codes and passwords for one email together.
-    state.limits.login_of(&step.email)?;
+    state.limits.login_of(&step.email).await?;
     let mut tx = db::begin_tenant(&state.pool, tenant).await?;
     let checked = match answer {
         Answer::Code(code) => {

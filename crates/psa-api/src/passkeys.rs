@@ -200,7 +200,7 @@ pub async fn mfa_options(
     client: ClientInfo,
     ApiJson(req): ApiJson<MfaPasskeyRequest>,
 ) -> Result<Json<AssertionOptions>, ApiError> {
-    state.limits.login_from(client.peer.ip())?;
+    state.limits.login_from(client.peer.ip()).await?;
     let options = psa_app::passkeys::ask_second_factor(&state.app, req.mfa_token.expose_secret())
         .await?
         .ok_or(ApiError::InvalidMfaToken)?;
@@ -237,7 +237,7 @@ pub(crate) async fn begin_sign_in(
     state: &AppState,
     client: &ClientInfo,
 ) -> Result<psa_app::passkeys::Begun, ApiError> {
-    state.limits.login_from(client.peer.ip())?;
+    state.limits.login_from(client.peer.ip()).await?;
     Ok(psa_app::passkeys::begin_sign_in(&state.app, &client.peer.ip().to_string()).await?)
 }
 
@@ -283,7 +283,7 @@ pub(crate) async fn finish_sign_in(
     token: &str,
     credential: &serde_json::Value,
 ) -> Result<LoginResponse, ApiError> {
-    state.limits.login_from(client.peer.ip())?;
+    state.limits.login_from(client.peer.ip()).await?;
     let Some(v) = psa_app::passkeys::finish_sign_in(&state.app, token, credential).await? else {
         tracing::info!(address = %client.peer.ip(), "passkey sign-in refused");
         metrics::counter!("psa_login_failures_total").increment(1);

@@ -277,7 +277,7 @@ pub(crate) async fn target(
     email: Option<&str>,
     tenant: Option<&str>,
 ) -> Result<Option<(TenantId, String)>, ApiError> {
-    state.limits.login_from(client.peer.ip())?;
+    state.limits.login_from(client.peer.ip()).await?;
     let found = match (email.map(str::trim).filter(|e| !e.is_empty()), tenant) {
         (Some(email), _) => psa_app::sso::for_email(&state.app, email).await?,
         (None, Some(tenant)) => {

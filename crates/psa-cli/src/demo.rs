@@ -432,6 +432,7 @@ async fn console(
     psa_api::Application::build_with(
         psa_api::Config {
             dns: Default::default(),
+            trusted_proxies: Default::default(),
             bind,
             // The demo's console is for trying things: no metrics listener.
             metrics_bind: None,

@@ -40,6 +40,12 @@ pub struct ServerArgs {
     #[arg(long, env = "PSA_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// The load balancers or ingress controllers in front of this server, comma-separated
+    /// addresses and CIDR networks (e.g. `10.0.0.0/8`): only from them is the client's address
+    /// taken from `Forwarded` / `X-Forwarded-For`. Empty: the TCP peer is the client.
+    #[arg(long, env = "PSA_TRUSTED_PROXIES", default_value = "",
+          value_parser = parse_trusted_proxies)]
+    pub trusted_proxies: psa_api::proxies::TrustedProxies,
     /// Minutes without use after which a session ends.
     #[arg(long, env = "PSA_SESSION_IDLE_MINUTES", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -69,6 +75,10 @@ impl BillingArgs {
         )?
         .map(secrecy::SecretString::from))
     }
+}
+
+fn parse_trusted_proxies(raw: &str) -> Result<psa_api::proxies::TrustedProxies, String> {
+    psa_api::proxies::TrustedProxies::parse(raw).map_err(|e| format!("PSA_TRUSTED_PROXIES: {e}"))
 }
 
 impl ServerArgs {
@@ -135,6 +145,7 @@ pub async fn serve(
     let app = psa_api::Application::build_with(
         psa_api::Config {
             dns: webhook_args.dns(),
+            trusted_proxies: server.trusted_proxies.clone(),
             bind,
             metrics_bind: Some(metrics_bind),
             session_ttl: Duration::from_secs(session_ttl_minutes * 60),

@@ -892,7 +892,7 @@ async fn second_factor_passkey(
         return cross_site();
     }
     let outcome = async {
-        state.limits.login_from(client.peer.ip())?;
+        state.limits.login_from(client.peer.ip()).await?;
         let options = psa_app::passkeys::ask_second_factor(&state.app, &form.mfa_token)
             .await?
             .ok_or(ApiError::InvalidMfaToken)?;
@@ -981,7 +981,7 @@ async fn choose_tenant(
     let again =
         |status: StatusCode, message: String| sign_in_again(&state, status, message, "", "");
     let outcome = async {
-        state.limits.login_from(client.peer.ip())?;
+        state.limits.login_from(client.peer.ip()).await?;
         let tenant = uuid::Uuid::parse_str(form.tenant.trim())
             .map(TenantId)
             .map_err(|_| ApiError::Unauthorized)?;

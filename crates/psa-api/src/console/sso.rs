@@ -193,7 +193,7 @@ async fn callback(
             },
         )
     };
-    if let Err(e) = state.limits.login_from(client.peer.ip()) {
+    if let Err(e) = state.limits.login_from(client.peer.ip()).await {
         return e.into_response();
     }
     let cb = Callback {

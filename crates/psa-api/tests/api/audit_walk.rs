@@ -70,8 +70,10 @@ END $$;
 const BOOKKEEPING: [&str; 3] = ["tenant_provisioning", "tenant_exports", "tenant_deletions"];
 
 /// A sign-in half done (the password matched in several organisations; the person chooses):
-/// it lives 5 minutes, is used once, and the sign-in it completes is audited as a login.
-const EPHEMERAL: [&str; 1] = ["login_challenges"];
+/// it lives 5 minutes, is used once, and the sign-in it completes is audited as a login. And
+/// the shared sign-in limits' counters (`rate_limits`): every attempt takes from them, and the
+/// attempt itself is audited (a login, or a failed one).
+const EPHEMERAL: [&str; 2] = ["login_challenges", "rate_limits"];
 
 /// The walk: what each route did, and the routes it covered.
 struct Walk<'a> {

@@ -159,7 +159,10 @@ async fn the_request_transaction_is_confined_even_without_a_tenant_filter() {
         ),
         pool: app.db.pool.clone(),
         session_ttl: chrono::Duration::hours(1),
-        limits: std::sync::Arc::new(psa_api::limits::Limits::new(Default::default())),
+        limits: std::sync::Arc::new(psa_api::limits::Limits::new(
+            Default::default(),
+            app.db.pool.clone(),
+        )),
         request_timeout: std::time::Duration::from_secs(30),
         session_idle: std::time::Duration::from_secs(3600),
     };

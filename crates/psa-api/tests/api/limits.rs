@@ -198,6 +198,97 @@ async fn a_login_flood_does_not_starve_other_callers() {
     );
 }
 
+/// `count` sign-in attempts with a wrong password, each to the next of `replicas` (as a load
+/// balancer spreads them), from `client` as the proxy names it; their statuses.
+async fn attempts(
+    replicas: &[String],
+    t: &TenantFixture,
+    client: &str,
+    count: usize,
+) -> Vec<StatusCode> {
+    let http = reqwest::Client::new();
+    let mut out = Vec::new();
+    for i in 0..count {
+        let r = http
+            .post(format!("{}/api/v1/auth/login", replicas[i % replicas.len()]))
+            .header("x-forwarded-for", client)
+            .json(&json!({"tenant_id": t.tenant, "email": t.admin_email, "password": "wrong-Password-1"}))
+            .send()
+            .await
+            .unwrap();
+        out.push(r.status());
+    }
+    out
+}
+
+/// Two replicas of the API on one database, behind a proxy on loopback that they trust: the
+/// per-account limit holds whichever replica answers (the 4th attempt of 3 allowed is refused
+/// by either); the per-address limit tells two clients behind the proxy apart, and is shared
+/// too; the audit log records the client, not the proxy. A replica that does not trust the
+/// proxy ignores the header.
+#[tokio::test]
+async fn sign_in_limits_hold_across_replicas_and_see_the_client_behind_the_proxy() {
+    let mut app = TestApp::unserved().await;
+    let acme = app.tenant("Acme").await;
+    let globex = app.tenant("Globex").await;
+    let config = |trusted: &str| psa_api::Config {
+        dns: Default::default(),
+        limits: LimitsConfig {
+            login_per_minute_per_address: 5,
+            login_per_minute_per_account: 3,
+            ..Default::default()
+        },
+        trusted_proxies: psa_api::proxies::TrustedProxies::parse(trusted).unwrap(),
+        ..test_config()
+    };
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let (pool, _) = app.api_login_pool().await;
+        app.serve(pool, config("127.0.0.1/32"), None).await;
+        replicas.push(app.base.clone());
+    }
+    // One account, attempts spread over both replicas: three, then refused by either.
+    let seen = attempts(&replicas, &acme, "203.0.113.10", 5).await;
+    assert_eq!(
+        seen,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    // The first client has used its 5 attempts (across both replicas); a second client behind
+    // the same proxy has its own.
+    let seen = attempts(&replicas, &globex, "203.0.113.10", 1).await;
+    assert_eq!(seen, [StatusCode::TOO_MANY_REQUESTS], "the first client's address is spent");
+    let seen = attempts(&replicas, &globex, "198.51.100.20", 3).await;
+    assert_eq!(seen, [StatusCode::UNAUTHORIZED; 3], "a second client is not");
+    // The audit log names the clients, never the proxy.
+    let addresses: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT details ->> 'address' FROM audit_log WHERE action = 'login_failed' ORDER BY 1",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(addresses, ["198.51.100.20", "203.0.113.10"]);
+    // A replica that trusts no proxy takes the peer: the header is ignored.
+    let (pool, _) = app.api_login_pool().await;
+    app.serve(pool, config(""), None).await;
+    let untrusting = vec![app.base.clone()];
+    let third = app.tenant("Initech").await;
+    attempts(&untrusting, &third, "192.0.2.99", 1).await;
+    let last: String = sqlx::query_scalar(
+        "SELECT details ->> 'address' FROM audit_log WHERE action = 'login_failed' \
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(last, "127.0.0.1");
+}
+
 async fn spawn_server(server: psa_api::ServerLimits) -> TestApp {
     let mut app = TestApp::unserved().await;
     let pool = app.db.pool.clone();

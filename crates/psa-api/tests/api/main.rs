@@ -39,6 +39,7 @@ use serde_json::Value;
 pub fn test_config() -> psa_api::Config {
     psa_api::Config {
         dns: Default::default(),
+        trusted_proxies: Default::default(),
         bind: "127.0.0.1:0".parse().unwrap(),
         metrics_bind: Some("127.0.0.1:0".parse().unwrap()),
         session_ttl: Duration::from_secs(3600),
