@@ -29,7 +29,7 @@ SELECT 1;
 SQL
 for clients in 1 8; do
   for script in select1 take; do
-    latency=$(pgbench -n -q -c "$clients" -j "$clients" -T "$seconds" -f "$work/$script.sql" "$url" 2>/dev/null |
+    latency=$(pgbench -n -c "$clients" -j "$clients" -T "$seconds" -f "$work/$script.sql" "$url" 2>/dev/null |
       awk -F' = ' '/latency average/ {print $2}')
     echo "$clients connection(s), $script: $latency per call"
   done

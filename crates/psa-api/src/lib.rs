@@ -24,8 +24,8 @@ pub mod metrics;
 pub mod mfa;
 pub mod pages;
 pub mod passkeys;
-pub mod proxies;
 pub mod plans;
+pub mod proxies;
 pub mod search;
 pub mod sso;
 pub mod support;
@@ -473,12 +473,14 @@ impl Application {
         if let Some(temporal) = provisioning {
             app = app.with_temporal(temporal);
         }
+        // The sign-in limits every replica shares live in the database.
+        let shared = pool.clone();
         let state = AppState {
             app,
             pool,
             session_ttl: chrono::Duration::from_std(config.session_ttl)
                 .unwrap_or(chrono::Duration::hours(12)),
-            limits: std::sync::Arc::new(limits::Limits::new(config.limits, pool.clone())),
+            limits: std::sync::Arc::new(limits::Limits::new(config.limits, shared.clone())),
             request_timeout: config.server.request_timeout,
             session_idle: config.session_idle,
         };

@@ -115,7 +115,9 @@ fn forwarded(headers: &HeaderMap) -> Option<Result<Vec<IpAddr>, ()>> {
         for element in v.split(',') {
             let Some(node) = element.split(';').find_map(|pair| {
                 let (k, v) = pair.split_once('=')?;
-                k.trim().eq_ignore_ascii_case("for").then(|| v.trim().trim_matches('"'))
+                k.trim()
+                    .eq_ignore_ascii_case("for")
+                    .then(|| v.trim().trim_matches('"'))
             }) else {
                 continue;
             };
@@ -161,12 +163,24 @@ mod tests {
     fn headers_count_only_from_a_trusted_proxy() {
         let trusted = TrustedProxies::parse("10.0.0.0/8, 192.168.1.5").unwrap();
         let h = headers(&[("x-forwarded-for", "203.0.113.9")]);
-        assert_eq!(trusted.client(peer("10.1.2.3"), &h).ip().to_string(), "203.0.113.9");
-        assert_eq!(trusted.client(peer("192.168.1.5"), &h).ip().to_string(), "203.0.113.9");
-        // Anyone else's headers are ignored.
-        assert_eq!(trusted.client(peer("198.51.100.7"), &h).ip().to_string(), "198.51.100.7");
         assert_eq!(
-            TrustedProxies::default().client(peer("10.1.2.3"), &h).ip().to_string(),
+            trusted.client(peer("10.1.2.3"), &h).ip().to_string(),
+            "203.0.113.9"
+        );
+        assert_eq!(
+            trusted.client(peer("192.168.1.5"), &h).ip().to_string(),
+            "203.0.113.9"
+        );
+        // Anyone else's headers are ignored.
+        assert_eq!(
+            trusted.client(peer("198.51.100.7"), &h).ip().to_string(),
+            "198.51.100.7"
+        );
+        assert_eq!(
+            TrustedProxies::default()
+                .client(peer("10.1.2.3"), &h)
+                .ip()
+                .to_string(),
             "10.1.2.3"
         );
     }
@@ -177,24 +191,45 @@ mod tests {
         // A client that sends its own X-Forwarded-For cannot choose its address: the proxy
         // appends the one it saw, and that is the right-most untrusted one.
         let h = headers(&[("x-forwarded-for", "1.1.1.1, 203.0.113.9, 10.0.0.2")]);
-        assert_eq!(trusted.client(peer("10.0.0.1"), &h).ip().to_string(), "203.0.113.9");
-        let h = headers(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "203.0.113.9")]);
-        assert_eq!(trusted.client(peer("10.0.0.1"), &h).ip().to_string(), "203.0.113.9");
+        assert_eq!(
+            trusted.client(peer("10.0.0.1"), &h).ip().to_string(),
+            "203.0.113.9"
+        );
+        let h = headers(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ]);
+        assert_eq!(
+            trusted.client(peer("10.0.0.1"), &h).ip().to_string(),
+            "203.0.113.9"
+        );
         // Every hop a proxy: the farthest.
         let h = headers(&[("x-forwarded-for", "10.9.9.9, 10.0.0.2")]);
-        assert_eq!(trusted.client(peer("10.0.0.1"), &h).ip().to_string(), "10.9.9.9");
+        assert_eq!(
+            trusted.client(peer("10.0.0.1"), &h).ip().to_string(),
+            "10.9.9.9"
+        );
     }
 
     #[test]
     fn forwarded_is_read_and_preferred() {
         let trusted = TrustedProxies::parse("10.0.0.0/8").unwrap();
         let h = headers(&[
-            ("forwarded", "for=192.0.2.60;proto=https, for=\"[2001:db8::1]:4711\""),
+            (
+                "forwarded",
+                "for=192.0.2.60;proto=https, for=\"[2001:db8::1]:4711\"",
+            ),
             ("x-forwarded-for", "198.51.100.1"),
         ]);
-        assert_eq!(trusted.client(peer("10.0.0.1"), &h).ip().to_string(), "2001:db8::1");
+        assert_eq!(
+            trusted.client(peer("10.0.0.1"), &h).ip().to_string(),
+            "2001:db8::1"
+        );
         let h = headers(&[("forwarded", "for=192.0.2.60:8080")]);
-        assert_eq!(trusted.client(peer("10.0.0.1"), &h).ip().to_string(), "192.0.2.60");
+        assert_eq!(
+            trusted.client(peer("10.0.0.1"), &h).ip().to_string(),
+            "192.0.2.60"
+        );
     }
 
     #[test]
@@ -204,7 +239,10 @@ mod tests {
             headers(&[("x-forwarded-for", "not-an-address")]),
             headers(&[("forwarded", "for=_hidden")]),
         ] {
-            assert_eq!(trusted.client(peer("10.0.0.1"), &h).ip().to_string(), "10.0.0.1");
+            assert_eq!(
+                trusted.client(peer("10.0.0.1"), &h).ip().to_string(),
+                "10.0.0.1"
+            );
         }
         assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
         assert!(TrustedProxies::parse("proxy.internal").is_err());

@@ -52,6 +52,7 @@ async fn api_server(s: &Setup, temporal_address: &str) -> (String, tokio::task::
     let smtp = s.smtp.as_ref().expect("the doors mail");
     let config = psa_api::Config {
         dns: Default::default(),
+        trusted_proxies: Default::default(),
         bind: "127.0.0.1:0".parse().unwrap(),
         metrics_bind: None,
         session_ttl: Duration::from_secs(3600),
