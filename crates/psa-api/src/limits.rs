@@ -13,9 +13,10 @@
 //! The sign-in limits (per account, per client address: passwords, second-factor codes, reset
 //! requests) are security controls, so they hold across every replica: they live in PostgreSQL,
 //! which all replicas share (`psa_rate_take`, one statement per attempt on an unlogged table;
-//! migration `shared_limits`). The per-credential request limit protects the replica that
-//! answers, not an account: it stays in each replica's memory, and ordinary requests never
-//! touch the database for it.
+//! migration `shared_limits`). Each replica also keeps the same limits in memory, in front: a
+//! flood a replica can refuse alone never reaches the database. The per-credential request
+//! limit protects the replica that answers, not an account: it stays in each replica's memory,
+//! and ordinary requests never touch the database for it.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -61,6 +62,9 @@ pub struct Limits {
     pool: sqlx::PgPool,
     login_per_minute_per_address: u32,
     login_per_minute_per_account: u32,
+    /// The same limits in this replica's memory, checked first.
+    local_by_address: DefaultKeyedRateLimiter<IpAddr>,
+    local_by_account: DefaultKeyedRateLimiter<String>,
     requests_by_credential: DefaultKeyedRateLimiter<uuid::Uuid>,
     /// Permits to compute a password hash.
     pub hashing: std::sync::Arc<tokio::sync::Semaphore>,
@@ -85,6 +89,10 @@ fn network_of(address: IpAddr) -> IpAddr {
             }
         },
     }
+}
+
+fn per_minute(n: u32) -> Quota {
+    Quota::per_minute(NonZeroU32::new(n.max(1)).expect("at least 1"))
 }
 
 fn check<K: Hash + Eq + Clone>(
@@ -112,6 +120,8 @@ impl Limits {
             pool,
             login_per_minute_per_address: config.login_per_minute_per_address,
             login_per_minute_per_account: config.login_per_minute_per_account,
+            local_by_address: RateLimiter::keyed(per_minute(config.login_per_minute_per_address)),
+            local_by_account: RateLimiter::keyed(per_minute(config.login_per_minute_per_account)),
             requests_by_credential: RateLimiter::keyed(Quota::per_second(
                 NonZeroU32::new(config.requests_per_second_per_credential.max(1))
                     .expect("at least 1"),
@@ -139,7 +149,9 @@ impl Limits {
 
     /// Sign-in attempts from one client address (its /64 for IPv6), across replicas.
     pub async fn login_from(&self, address: IpAddr) -> Result<(), ApiError> {
-        let key = format!("login:address:{}", network_of(address));
+        let network = network_of(address);
+        check(&self.local_by_address, &network)?;
+        let key = format!("login:address:{network}");
         self.take(&key, self.login_per_minute_per_address).await
     }
 
@@ -148,7 +160,9 @@ impl Limits {
     /// tells nothing about which organisations the email is in. Kept by a digest of the email.
     pub async fn login_of(&self, email: &str) -> Result<(), ApiError> {
         use sha2::Digest;
-        let digest = sha2::Sha256::digest(email.to_lowercase().as_bytes());
+        let email = email.to_lowercase();
+        let digest = sha2::Sha256::digest(email.as_bytes());
+        check(&self.local_by_account, &format!("{digest:x}"))?;
         let key = format!("login:account:{digest:x}");
         self.take(&key, self.login_per_minute_per_account).await
     }
@@ -161,6 +175,8 @@ impl Limits {
     /// otherwise grow with every address and account ever seen).
     pub async fn forget_idle(&self) {
         self.requests_by_credential.retain_recent();
+        self.local_by_address.retain_recent();
+        self.local_by_account.retain_recent();
         if let Err(e) = sqlx::query("SELECT psa_rate_prune()")
             .execute(&self.pool)
             .await

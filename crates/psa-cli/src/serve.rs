@@ -46,6 +46,11 @@ pub struct ServerArgs {
     #[arg(long, env = "PSA_TRUSTED_PROXIES", default_value = "",
           value_parser = parse_trusted_proxies)]
     pub trusted_proxies: psa_api::proxies::TrustedProxies,
+    /// The header those proxies write the client's address in: `x-forwarded-for` or
+    /// `forwarded` (RFC 7239). Only that one is read.
+    #[arg(long, env = "PSA_FORWARDED_HEADER", default_value = "x-forwarded-for",
+          value_parser = parse_forwarded_header)]
+    pub forwarded_header: psa_api::proxies::ForwardedHeader,
     /// Minutes without use after which a session ends.
     #[arg(long, env = "PSA_SESSION_IDLE_MINUTES", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -75,6 +80,10 @@ impl BillingArgs {
         )?
         .map(secrecy::SecretString::from))
     }
+}
+
+fn parse_forwarded_header(raw: &str) -> Result<psa_api::proxies::ForwardedHeader, String> {
+    psa_api::proxies::ForwardedHeader::parse(raw).map_err(|e| format!("PSA_FORWARDED_HEADER: {e}"))
 }
 
 fn parse_trusted_proxies(raw: &str) -> Result<psa_api::proxies::TrustedProxies, String> {
@@ -145,7 +154,10 @@ pub async fn serve(
     let app = psa_api::Application::build_with(
         psa_api::Config {
             dns: webhook_args.dns(),
-            trusted_proxies: server.trusted_proxies.clone(),
+            trusted_proxies: server
+                .trusted_proxies
+                .clone()
+                .with_header(server.forwarded_header),
             bind,
             metrics_bind: Some(metrics_bind),
             session_ttl: Duration::from_secs(session_ttl_minutes * 60),

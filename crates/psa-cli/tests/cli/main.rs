@@ -358,6 +358,27 @@ async fn usage_and_configuration_errors_exit_2_and_write_nothing() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("PSA_LOG_FORMAT"));
 
+    // Proxies to trust, and their header, that do not parse: `psa serve` does not start.
+    for (var, value) in [
+        ("PSA_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("PSA_TRUSTED_PROXIES", "ingress.internal"),
+        ("PSA_FORWARDED_HEADER", "x-real-ip"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_psa"))
+            .arg("serve")
+            .env("DATABASE_URL", &url)
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{var}={value}: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains(var), "{}", stderr(&out));
+    }
+
     let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
         .fetch_one(&db.pool)
         .await
