@@ -64,6 +64,17 @@ pub enum Mode {
     Clone,
 }
 
+impl Mode {
+    /// The mode in words, as its JSON says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Restore => "restore",
+            Mode::Move => "move",
+            Mode::Clone => "clone",
+        }
+    }
+}
+
 /// The archive, as its manifest and its tenant row describe it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

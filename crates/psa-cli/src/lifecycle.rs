@@ -283,7 +283,7 @@ pub async fn import(
             );
         } else {
             print_source(&preview.source);
-            println!("would be   a {:?}", preview.mode);
+            println!("would be   a {}", preview.mode.as_str());
             for p in &preview.problems {
                 println!("refused    {p}");
             }
@@ -300,8 +300,12 @@ pub async fn import(
     }
     print_source(&done.source);
     println!(
-        "imported   {} ({}, slug {}) as a {:?}, {}",
-        done.tenant.tenant_id, done.tenant.name, done.tenant.slug, done.mode, done.tenant.status
+        "imported   {} ({}, slug {}) as a {}, {}",
+        done.tenant.tenant_id,
+        done.tenant.name,
+        done.tenant.slug,
+        done.mode.as_str(),
+        done.tenant.status
     );
     for (table, t) in &done.tables {
         match &t.left_out {
@@ -327,7 +331,12 @@ fn print_source(s: &psa_app::imports::Source) {
     let rows: u64 = s.rows.values().sum();
     println!(
         "archive    export {} of tenant {} ({}, slug {}), {} rows, made {}",
-        s.export_id, s.tenant_id, s.name, s.slug, rows, s.exported_at
+        s.export_id,
+        s.tenant_id,
+        s.name,
+        s.slug,
+        rows,
+        s.exported_at.format("%Y-%m-%d %H:%M UTC")
     );
     println!(
         "schema     {} (this installation: {}){}{}",

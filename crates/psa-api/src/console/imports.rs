@@ -64,14 +64,6 @@ struct ImportPage {
     left_out: Vec<(String, String)>,
 }
 
-fn mode(m: psa_app::imports::Mode) -> &'static str {
-    match m {
-        psa_app::imports::Mode::Restore => "restore",
-        psa_app::imports::Mode::Move => "move",
-        psa_app::imports::Mode::Clone => "clone",
-    }
-}
-
 fn blank(console: &Console, f: ImportForm) -> ImportPage {
     ImportPage {
         nav: console.nav("tenants"),
@@ -243,7 +235,7 @@ async fn submit(
                     .collect();
                 let total = rows.iter().map(|(_, n)| n).sum();
                 let mut p = blank(&console, f);
-                p.mode = mode(preview.mode);
+                p.mode = preview.mode.as_str();
                 p.shown = Some(Shown {
                     preview,
                     rows,
@@ -264,7 +256,7 @@ async fn submit(
             }
             let mut p = blank(&console, ImportForm::default());
             p.done_rows = done.tables.values().map(|t| t.rows).sum();
-            p.mode = mode(done.mode);
+            p.mode = done.mode.as_str();
             p.left_out = done
                 .tables
                 .iter()
