@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use psa_models::audit::{self, Action};
 use psa_models::events::{self, EventType};
-use psa_models::exports::Manifest;
+use psa_models::exports::{Manifest, Scratch};
 use psa_models::imports::{self, Plan, TableImport};
 use psa_models::lifecycle::{self, TenantDetails};
 use psa_models::validate::{CompanyName, Slug};
@@ -123,36 +123,19 @@ pub struct Imported {
     pub warnings: Vec<String>,
 }
 
-/// A scratch directory only this process's user can read, removed when dropped (and by the
-/// worker's housekeeping when a process died mid-import).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Result<Scratch> {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = std::env::temp_dir().join(format!(
-            "{}{}",
-            imports::SCRATCH_PREFIX,
-            uuid::Uuid::new_v4()
-        ));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(Error::internal)?;
-        Ok(Scratch(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A private scratch directory for one import (swept by the worker's housekeeping if a
+/// process died with it).
+fn scratch() -> Result<Scratch> {
+    Scratch::private(&format!(
+        "{}{}",
+        imports::SCRATCH_PREFIX,
+        uuid::Uuid::new_v4()
+    ))
 }
 
 /// An uploaded archive, kept in a private scratch directory until dropped.
 pub struct Upload {
     scratch: Scratch,
-    bytes: u64,
 }
 
 impl Upload {
@@ -164,9 +147,9 @@ impl Upload {
     ) -> Result<Upload> {
         use futures::StreamExt;
         use tokio::io::AsyncWriteExt;
-        let scratch = Scratch::new()?;
+        let scratch = scratch()?;
         let mut file = tokio::io::BufWriter::new(
-            tokio::fs::File::create(scratch.0.join("archive"))
+            tokio::fs::File::create(scratch.path().join("archive"))
                 .await
                 .map_err(Error::internal)?,
         );
@@ -188,15 +171,11 @@ impl Upload {
         if bytes == 0 {
             return Err(Error::validation("archive", "No archive was sent"));
         }
-        Ok(Upload { scratch, bytes })
+        Ok(Upload { scratch })
     }
 
     pub fn path(&self) -> PathBuf {
-        self.scratch.0.join("archive")
-    }
-
-    pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.scratch.path().join("archive")
     }
 }
 
@@ -211,16 +190,15 @@ pub async fn stage(app: &App, who: &Principal, upload: &Upload) -> Result<uuid::
 /// An upload `who` staged, to preview or import again.
 pub async fn staged(app: &App, who: &Principal, id: uuid::Uuid) -> Result<Upload> {
     authorize(app, who).await?;
-    let scratch = Scratch::new()?;
-    let path = scratch.0.join("archive");
+    let scratch = scratch()?;
     app.export_store()?
-        .unstage(id, &who.actor().to_string(), &path)
+        .unstage(
+            id,
+            &who.actor().to_string(),
+            &scratch.path().join("archive"),
+        )
         .await?;
-    let bytes = tokio::fs::metadata(&path)
-        .await
-        .map_err(Error::internal)?
-        .len();
-    Ok(Upload { scratch, bytes })
+    Ok(Upload { scratch })
 }
 
 /// Removes an upload `who` staged (its import made).
@@ -278,8 +256,8 @@ impl Unpacked {
 
 /// Unpacks the archive at `path` (plain, or encrypted to the identity given) and checks it.
 async fn unpack(app: &App, path: &Path, identity: Option<&SecretString>) -> Result<Unpacked> {
-    let scratch = Scratch::new()?;
-    let dir = scratch.0.clone();
+    let scratch = scratch()?;
+    let dir = scratch.path().to_owned();
     let path = path.to_owned();
     let identity = identity.map(|i| SecretString::from(i.expose_secret().to_owned()));
     let max = app.settings.import_max_bytes;
@@ -288,7 +266,7 @@ async fn unpack(app: &App, path: &Path, identity: Option<&SecretString>) -> Resu
     })
     .await
     .map_err(Error::internal)??;
-    let tenant_row = imports::tenant_row(&scratch.0, &manifest)?;
+    let tenant_row = imports::tenant_row(scratch.path(), &manifest)?;
     Ok(Unpacked {
         scratch,
         manifest,
@@ -525,7 +503,7 @@ pub async fn import(
         &mut tx,
         &Plan {
             manifest: &unpacked.manifest,
-            dir: &unpacked.scratch.0,
+            dir: unpacked.scratch.path(),
             tenant: target.tenant,
             clone: target.mode == Mode::Clone,
             tenant_row: target.row,

@@ -1214,8 +1214,29 @@ impl<W: std::io::Write> std::io::Write for Counted<W> {
     }
 }
 
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
+/// A scratch directory in the system's temporary directory that only this process's user can
+/// read (0700: a tenant's whole data passes through it), removed when dropped (and by the
+/// worker's housekeeping, [`sweep_scratch`], when a process died with it).
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A new private directory named `name` (which starts with a prefix the housekeeping
+    /// sweeps).
+    pub fn private(name: &str) -> Result<Scratch> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(name);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(Error::internal)?;
+        // Created now (not left over from an earlier process): the mode is as asked.
+        Ok(Scratch(dir))
+    }
+
+    pub fn path(&self) -> &FsPath {
+        &self.0
+    }
+}
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -1233,21 +1254,10 @@ async fn write(
     // Before anything is read: without the key nothing could be stored.
     let archive_key = store.key.clone().ok_or_else(no_key)?;
     let credentials = to.is_some();
-    let scratch = Scratch(std::env::temp_dir().join(format!("{SCRATCH_PREFIX}{id}")));
-    // Private to this process's user (0700): a tenant's whole data passes through here.
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        let mut private = std::fs::DirBuilder::new();
-        private.recursive(true).mode(0o700);
-        private
-            .create(scratch.0.join("tables"))
-            .map_err(Error::internal)?;
-        std::fs::set_permissions(
-            &scratch.0,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .map_err(Error::internal)?;
-    }
+    // A run taken again after a crash finds its old directory: it starts afresh.
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("{SCRATCH_PREFIX}{id}")));
+    let scratch = Scratch::private(&format!("{SCRATCH_PREFIX}{id}"))?;
+    std::fs::create_dir(scratch.0.join("tables")).map_err(Error::internal)?;
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)

@@ -304,6 +304,23 @@ async fn untag(
     Ok(())
 }
 
+/// Makes active again the management tenant's contacts a cancel made inactive.
+async fn reactivate_contacts(
+    conn: &mut PgConnection,
+    mgmt: TenantId,
+    contacts: &[Uuid],
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE contacts SET is_inactive = false, updated_at = now() \
+         WHERE tenant = $1 AND contact_name_id = ANY ($2)",
+    )
+    .bind(mgmt)
+    .bind(contacts)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Merges `patch` into the company's properties and sets its `is_inactive` when given.
 async fn mark_company(
     conn: &mut PgConnection,
@@ -804,14 +821,7 @@ pub async fn restore(
     let company = customer_company(conn, settings, tenant).await?;
     if let Some(c) = &company {
         let mgmt = settings.management_tenant_id;
-        sqlx::query(
-            "UPDATE contacts SET is_inactive = false, updated_at = now() \
-             WHERE tenant = $1 AND contact_name_id = ANY ($2)",
-        )
-        .bind(mgmt)
-        .bind(&undo.contacts)
-        .execute(&mut *conn)
-        .await?;
+        reactivate_contacts(conn, mgmt, &undo.contacts).await?;
         untag(conn, mgmt, c.company_id, &settings.tags.canceled).await?;
         if undo.status == TenantStatus::Suspended || undo.suspended_tag {
             tag(conn, mgmt, c.company_id, &settings.tags.suspended).await?;
@@ -1105,14 +1115,7 @@ pub async fn record_returned(
     let mgmt = settings.management_tenant_id;
     db::enter_tenant(conn, mgmt).await?;
     if let Some(undo) = undo.and_then(|u| serde_json::from_value::<Undo>(u).ok()) {
-        sqlx::query(
-            "UPDATE contacts SET is_inactive = false, updated_at = now() \
-             WHERE tenant = $1 AND contact_name_id = ANY ($2)",
-        )
-        .bind(mgmt)
-        .bind(&undo.contacts)
-        .execute(&mut *conn)
-        .await?;
+        reactivate_contacts(conn, mgmt, &undo.contacts).await?;
     }
     untag(conn, mgmt, company.company_id, &settings.tags.canceled).await?;
     if r.status == TenantStatus::Suspended {
